@@ -1,0 +1,888 @@
+//! The configuration model: sources and tables, as authored in YAML and stored in DynamoDB.
+//!
+//! One serde model serves both. Parsing reports the path of the field that failed to
+//! deserialize; [`Config::validate`] then reports every semantic problem at once, each with
+//! its path (`tables[2].primary_key: required when load.mode = incremental`).
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::ident::{TableName, check_identifier};
+
+/// Largest batch a source may build before handing it to the sink.
+pub const MAX_BATCH_ROWS: usize = 1_000_000;
+/// Default rows per Arrow batch: large enough to amortise per-batch cost, small enough to
+/// keep a wide table's batch in a few tens of megabytes.
+pub const DEFAULT_BATCH_ROWS: usize = 65_536;
+/// Most chunks one run may be split into.
+pub const MAX_CHUNKS: u32 = 1024;
+/// Most chunks extracted at once by one process.
+pub const MAX_CONCURRENCY: u32 = 64;
+/// Longest `where` clause accepted.
+pub const MAX_WHERE_LEN: usize = 4096;
+
+/// A whole configuration file: the sources to read and the tables to ingest from them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub sources: Vec<SourceConfig>,
+    #[serde(default)]
+    pub tables: Vec<TableConfig>,
+}
+
+/// A database sluice reads from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Short name, used in S3 keys (`<engine>/<name>/…`) and in `sluice.ingest('<name>', …)`.
+    pub name: String,
+    pub engine: Engine,
+    pub connection: ConnectionConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    Postgres,
+    Mysql,
+}
+
+impl Engine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Postgres => "postgres",
+            Engine::Mysql => "mysql",
+        }
+    }
+}
+
+impl fmt::Display for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How to reach a source. Credentials never live here: a URL must not carry a password;
+/// `secret_arn` names the Secrets Manager secret that holds them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_arn: Option<String>,
+}
+
+/// One table to ingest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableConfig {
+    /// Name of an entry in `sources`.
+    pub source: String,
+    /// `schema.table` (PostgreSQL) or `table` / `database.table` (MySQL).
+    pub table: String,
+    /// Columns to extract, in this order; all columns when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub columns: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub primary_key: Vec<String>,
+    #[serde(default)]
+    pub load: LoadConfig,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<PartitionConfig>,
+    /// A SQL boolean expression ANDed into every extraction query. It is SQL by design, so it
+    /// is checked for statement separators and comments and run inside a read-only transaction.
+    #[serde(rename = "where", default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
+    #[serde(default, skip_serializing_if = "TargetConfig::is_empty")]
+    pub target: TargetConfig,
+    /// Rows per Arrow batch (default 65,536).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_rows: Option<usize>,
+}
+
+impl TableConfig {
+    /// The parsed table name; only valid after [`Config::validate`] succeeded.
+    pub fn table_name(&self) -> Result<TableName, String> {
+        TableName::parse(&self.table)
+    }
+
+    /// `source/schema.table`: the key a table's state (watermark, lease, runs) lives under.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.source, self.table)
+    }
+
+    pub fn batch_rows(&self) -> usize {
+        self.batch_rows.unwrap_or(DEFAULT_BATCH_ROWS)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LoadConfig {
+    #[serde(default)]
+    pub mode: LoadMode,
+    /// Column whose value only grows when a row changes (`updated_at`, an id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    /// How far behind the watermark to re-read, to catch rows committed late.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lookback: Option<Lookback>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LoadMode {
+    #[default]
+    Full,
+    Incremental,
+}
+
+/// Chunking of one run into independently extracted ranges of `column`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionConfig {
+    pub column: String,
+    /// Exact number of chunks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunks: Option<u32>,
+    /// Target rows per chunk, estimated from table statistics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_rows: Option<u64>,
+    /// Chunks extracted at once by one local process (default 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
+}
+
+/// Where the table lands in the warehouse. Empty means the defaults derived from the name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_table: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staging_table: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge_procedure: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gold_procedures: Vec<String>,
+}
+
+impl TargetConfig {
+    fn is_empty(&self) -> bool {
+        *self == TargetConfig::default()
+    }
+}
+
+/// How far to look back behind the watermark: a duration (`"90s"`, `"15m"`, `"2h"`, `"1d"`)
+/// for date and timestamp cursors, or a plain number for integer cursors.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "LookbackRepr", into = "LookbackRepr")]
+pub enum Lookback {
+    /// A duration in microseconds, with the spelling it was written in (kept for round trips).
+    Duration { micros: i64, spelled: String },
+    /// A distance in the cursor's own units.
+    Units(i64),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum LookbackRepr {
+    Units(i64),
+    Text(String),
+}
+
+impl TryFrom<LookbackRepr> for Lookback {
+    type Error = String;
+    fn try_from(repr: LookbackRepr) -> Result<Self, String> {
+        match repr {
+            LookbackRepr::Units(n) if n < 0 => Err(format!("lookback {n} must not be negative")),
+            LookbackRepr::Units(n) => Ok(Lookback::Units(n)),
+            LookbackRepr::Text(text) => parse_duration_micros(&text)
+                .map(|micros| Lookback::Duration {
+                    micros,
+                    spelled: text.clone(),
+                })
+                .ok_or_else(|| {
+                    format!(
+                        "lookback '{text}' is not a duration: write a whole number followed by ms, s, m, h or d (e.g. \"15m\"), or a plain number for integer cursors"
+                    )
+                }),
+        }
+    }
+}
+
+impl From<Lookback> for LookbackRepr {
+    fn from(l: Lookback) -> Self {
+        match l {
+            Lookback::Duration { spelled, .. } => LookbackRepr::Text(spelled),
+            Lookback::Units(n) => LookbackRepr::Units(n),
+        }
+    }
+}
+
+fn parse_duration_micros(text: &str) -> Option<i64> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let n: i64 = number.parse().ok()?;
+    let scale: i64 = match unit {
+        "ms" => 1_000,
+        "s" => 1_000_000,
+        "m" => 60_000_000,
+        "h" => 3_600_000_000,
+        "d" => 86_400_000_000,
+        _ => return None,
+    };
+    n.checked_mul(scale)
+}
+
+/// One problem found in a configuration, with the path of the field it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The text is not well-formed YAML/JSON, or a field has the wrong shape.
+    #[error("{origin}: {path}: {message}")]
+    Parse {
+        origin: String,
+        path: String,
+        message: String,
+    },
+    /// The configuration parsed but breaks one or more rules; every problem is listed.
+    #[error("{origin}: {} problem(s) in the configuration:\n{}", issues.len(), issues.iter().map(|i| format!("  - {i}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        origin: String,
+        issues: Vec<ConfigIssue>,
+    },
+}
+
+impl Config {
+    /// Parses YAML (JSON is valid YAML) and validates it. `origin` names the text in errors,
+    /// usually the file path.
+    pub fn from_yaml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let deserializer = serde_yaml_ng::Deserializer::from_str(text);
+        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            ConfigError::Parse {
+                origin: origin.to_owned(),
+                path: if path == "." { "(top level)".into() } else { path },
+                message: inner.to_string(),
+            }
+        })?;
+        config.validate().map_err(|issues| ConfigError::Invalid {
+            origin: origin.to_owned(),
+            issues,
+        })?;
+        Ok(config)
+    }
+
+    pub fn to_yaml(&self) -> Result<String, serde_yaml_ng::Error> {
+        serde_yaml_ng::to_string(self)
+    }
+
+    pub fn source(&self, name: &str) -> Option<&SourceConfig> {
+        self.sources.iter().find(|s| s.name == name)
+    }
+
+    /// Finds a table by `source/table`, `table`, or unqualified name when unambiguous.
+    pub fn find_tables(&self, selector: &str) -> Vec<&TableConfig> {
+        self.tables
+            .iter()
+            .filter(|t| {
+                t.key() == selector
+                    || t.table == selector
+                    || t.table_name().is_ok_and(|n| n.name == selector)
+            })
+            .collect()
+    }
+
+    /// Checks every rule and returns every problem, not just the first.
+    pub fn validate(&self) -> Result<(), Vec<ConfigIssue>> {
+        let mut issues = Issues::default();
+        if self.sources.is_empty() {
+            issues.push("sources", "at least one source is required");
+        }
+        if self.tables.is_empty() {
+            issues.push("tables", "at least one table is required");
+        }
+        let mut names = BTreeSet::new();
+        for (i, source) in self.sources.iter().enumerate() {
+            let path = format!("sources[{i}]");
+            validate_source(source, &path, &mut issues);
+            if !names.insert(source.name.as_str()) {
+                issues.push(
+                    format!("{path}.name"),
+                    format!("'{}' is used by more than one source", source.name),
+                );
+            }
+        }
+        let mut keys = BTreeSet::new();
+        for (i, table) in self.tables.iter().enumerate() {
+            let path = format!("tables[{i}]");
+            match self.source(&table.source) {
+                None => issues.push(
+                    format!("{path}.source"),
+                    format!(
+                        "'{}' is not a source defined under sources (known: {})",
+                        table.source,
+                        known(self.sources.iter().map(|s| s.name.as_str()))
+                    ),
+                ),
+                Some(_) => {}
+            }
+            validate_table(table, &path, &mut issues);
+            if !keys.insert(table.key()) {
+                issues.push(
+                    format!("{path}.table"),
+                    format!(
+                        "'{}' of source '{}' is configured more than once",
+                        table.table, table.source
+                    ),
+                );
+            }
+        }
+        issues.finish()
+    }
+}
+
+fn known<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let names: Vec<&str> = names.collect();
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+#[derive(Default)]
+struct Issues(Vec<ConfigIssue>);
+
+impl Issues {
+    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigIssue {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    fn ident(&mut self, path: impl Into<String>, ident: &str) {
+        if let Err(message) = check_identifier(ident) {
+            self.push(path, message);
+        }
+    }
+
+    fn finish(self) -> Result<(), Vec<ConfigIssue>> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(self.0)
+        }
+    }
+}
+
+fn validate_source(source: &SourceConfig, path: &str, issues: &mut Issues) {
+    let name_ok = !source.name.is_empty()
+        && source.name.len() <= 64
+        && source.name.starts_with(|c: char| c.is_ascii_lowercase())
+        && source
+            .name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if !name_ok {
+        issues.push(
+            format!("{path}.name"),
+            format!(
+                "'{}' must be 1-64 characters of lowercase letters, digits, '_' or '-', starting with a letter (it becomes part of S3 keys)",
+                source.name
+            ),
+        );
+    }
+    let c = &source.connection;
+    let cpath = format!("{path}.connection");
+    let has_parts = c.host.is_some() || c.port.is_some() || c.user.is_some() || c.database.is_some();
+    match (&c.url, has_parts) {
+        (Some(_), true) => issues.push(
+            &cpath,
+            "give either url or host/port/user/database, not both",
+        ),
+        (None, false) if c.secret_arn.is_none() => issues.push(
+            &cpath,
+            "give url, host and database, or secret_arn (a Secrets Manager secret with host, port, username, password, dbname)",
+        ),
+        _ => {}
+    }
+    if let Some(url) = &c.url {
+        validate_url(url, source.engine, &format!("{cpath}.url"), issues);
+    }
+    if let Some(host) = &c.host {
+        if host.is_empty() || host.contains(|ch: char| ch.is_whitespace() || ch == '/' || ch == '@')
+        {
+            issues.push(
+                format!("{cpath}.host"),
+                format!("'{host}' is not a host name or address"),
+            );
+        }
+        if c.database.is_none() && c.secret_arn.is_none() {
+            issues.push(
+                format!("{cpath}.database"),
+                "required with host (or provide it in the secret)",
+            );
+        }
+    }
+    if c.port == Some(0) {
+        issues.push(format!("{cpath}.port"), "must be between 1 and 65535");
+    }
+    if let Some(user) = &c.user
+        && user.is_empty()
+    {
+        issues.push(format!("{cpath}.user"), "must not be empty");
+    }
+    if let Some(database) = &c.database
+        && let Err(message) = check_identifier(database)
+    {
+        issues.push(format!("{cpath}.database"), message);
+    }
+    if let Some(arn) = &c.secret_arn
+        && !is_secret_arn(arn)
+    {
+        issues.push(
+            format!("{cpath}.secret_arn"),
+            "must be a Secrets Manager ARN like arn:aws:secretsmanager:eu-west-1:123456789012:secret:sluice/shop-AbCdEf",
+        );
+    }
+}
+
+fn validate_url(url: &str, engine: Engine, path: &str, issues: &mut Issues) {
+    let schemes: &[&str] = match engine {
+        Engine::Postgres => &["postgres://", "postgresql://"],
+        Engine::Mysql => &["mysql://", "mariadb://"],
+    };
+    let Some(rest) = schemes.iter().find_map(|s| url.strip_prefix(s)) else {
+        issues.push(
+            path,
+            format!(
+                "must start with {} for engine {engine}",
+                schemes.join(" or ")
+            ),
+        );
+        return;
+    };
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    if let Some((userinfo, _)) = authority.rsplit_once('@')
+        && userinfo.contains(':')
+    {
+        // The URL itself is not echoed: it holds a password.
+        issues.push(
+            path,
+            "must not contain a password; put credentials in Secrets Manager and set secret_arn",
+        );
+    }
+    if url.contains("password=") {
+        issues.push(
+            path,
+            "must not contain a password parameter; put credentials in Secrets Manager and set secret_arn",
+        );
+    }
+    if authority.rsplit('@').next().is_none_or(str::is_empty) {
+        issues.push(path, "has no host");
+    }
+}
+
+fn is_secret_arn(arn: &str) -> bool {
+    let parts: Vec<&str> = arn.splitn(7, ':').collect();
+    matches!(parts.as_slice(),
+        ["arn", partition, "secretsmanager", region, account, "secret", name]
+            if partition.starts_with("aws")
+                && !region.is_empty()
+                && region.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && account.len() == 12
+                && account.chars().all(|c| c.is_ascii_digit())
+                && !name.is_empty()
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || "/_+=.@-".contains(c)))
+}
+
+fn validate_table(table: &TableConfig, path: &str, issues: &mut Issues) {
+    if let Err(message) = TableName::parse(&table.table) {
+        issues.push(format!("{path}.table"), message);
+    }
+    let mut selected = BTreeSet::new();
+    if let Some(columns) = &table.columns {
+        if columns.is_empty() {
+            issues.push(
+                format!("{path}.columns"),
+                "must list at least one column, or be left out to extract all columns",
+            );
+        }
+        for (j, column) in columns.iter().enumerate() {
+            issues.ident(format!("{path}.columns[{j}]"), column);
+            if !selected.insert(column.as_str()) {
+                issues.push(
+                    format!("{path}.columns[{j}]"),
+                    format!("'{column}' is listed twice"),
+                );
+            }
+        }
+    }
+    let in_columns = |column: &str| table.columns.is_none() || selected.contains(column);
+    let mut key_seen = BTreeSet::new();
+    for (j, column) in table.primary_key.iter().enumerate() {
+        let kpath = format!("{path}.primary_key[{j}]");
+        issues.ident(&kpath, column);
+        if !key_seen.insert(column.as_str()) {
+            issues.push(&kpath, format!("'{column}' is listed twice"));
+        }
+        if !in_columns(column) {
+            issues.push(&kpath, format!("'{column}' is not in columns"));
+        }
+    }
+    match table.load.mode {
+        LoadMode::Incremental => {
+            if table.primary_key.is_empty() {
+                issues.push(
+                    format!("{path}.primary_key"),
+                    "required when load.mode = incremental (the merge deduplicates re-read rows by it)",
+                );
+            }
+            if table.load.cursor.is_none() {
+                issues.push(
+                    format!("{path}.load.cursor"),
+                    "required when load.mode = incremental",
+                );
+            }
+        }
+        LoadMode::Full => {
+            if table.load.lookback.is_some() {
+                issues.push(
+                    format!("{path}.load.lookback"),
+                    "only applies when load.mode = incremental",
+                );
+            }
+        }
+    }
+    if let Some(cursor) = &table.load.cursor {
+        issues.ident(format!("{path}.load.cursor"), cursor);
+        if !in_columns(cursor) {
+            issues.push(
+                format!("{path}.load.cursor"),
+                format!("'{cursor}' is not in columns"),
+            );
+        }
+    }
+    if let Some(partition) = &table.partition {
+        let ppath = format!("{path}.partition");
+        issues.ident(format!("{ppath}.column"), &partition.column);
+        match (partition.chunks, partition.chunk_rows) {
+            (Some(_), Some(_)) => issues.push(&ppath, "give chunks or chunk_rows, not both"),
+            (Some(n), None) if n == 0 || n > MAX_CHUNKS => issues.push(
+                format!("{ppath}.chunks"),
+                format!("{n} is out of range: must be between 1 and {MAX_CHUNKS}"),
+            ),
+            (None, Some(0)) => issues.push(format!("{ppath}.chunk_rows"), "must be at least 1"),
+            (None, None) => issues.push(
+                &ppath,
+                "give chunks (a fixed number) or chunk_rows (target rows per chunk)",
+            ),
+            _ => {}
+        }
+        if let Some(n) = partition.max_concurrency
+            && (n == 0 || n > MAX_CONCURRENCY)
+        {
+            issues.push(
+                format!("{ppath}.max_concurrency"),
+                format!("{n} is out of range: must be between 1 and {MAX_CONCURRENCY}"),
+            );
+        }
+    }
+    if let Some(filter) = &table.filter {
+        let wpath = format!("{path}.where");
+        if filter.trim().is_empty() {
+            issues.push(&wpath, "must not be empty; leave it out to read every row");
+        } else if filter.len() > MAX_WHERE_LEN {
+            issues.push(&wpath, format!("is longer than {MAX_WHERE_LEN} characters"));
+        } else if filter.contains(';') {
+            issues.push(&wpath, "must not contain ';' (one boolean expression only)");
+        } else if filter.contains("--") || filter.contains("/*") || filter.contains("*/") {
+            issues.push(&wpath, "must not contain SQL comments ('--', '/*', '*/')");
+        } else if filter.contains('\0') {
+            issues.push(&wpath, "must not contain NUL characters");
+        }
+    }
+    if let Some(rows) = table.batch_rows
+        && (rows == 0 || rows > MAX_BATCH_ROWS)
+    {
+        issues.push(
+            format!("{path}.batch_rows"),
+            format!("{rows} is out of range: must be between 1 and {MAX_BATCH_ROWS}"),
+        );
+    }
+    let t = &table.target;
+    for (field, value) in [
+        ("raw_table", &t.raw_table),
+        ("staging_table", &t.staging_table),
+        ("merge_procedure", &t.merge_procedure),
+    ] {
+        if let Some(value) = value {
+            check_qualified(&format!("{path}.target.{field}"), value, issues);
+        }
+    }
+    for (j, proc) in t.gold_procedures.iter().enumerate() {
+        check_qualified(&format!("{path}.target.gold_procedures[{j}]"), proc, issues);
+    }
+}
+
+/// Warehouse object names: `NAME`, `SCHEMA.NAME` or `DATABASE.SCHEMA.NAME`.
+fn check_qualified(path: &str, name: &str, issues: &mut Issues) {
+    let parts: Vec<&str> = name.split('.').collect();
+    if parts.len() > 3 {
+        issues.push(
+            path,
+            format!("'{name}' has more than three parts (database.schema.name)"),
+        );
+        return;
+    }
+    for part in parts {
+        if let Err(message) = check_identifier(part) {
+            issues.push(path, message);
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+sources:
+  - name: shop
+    engine: postgres
+    connection:
+      url: postgres://postgres@127.0.0.1:5432/shop
+tables:
+  - source: shop
+    table: public.orders
+    primary_key: [order_id]
+    load:
+      mode: incremental
+      cursor: updated_at
+      lookback: 15m
+    partition:
+      column: order_id
+      chunks: 4
+  - source: shop
+    table: public.customers
+"#;
+
+    fn issues_of(yaml: &str) -> Vec<String> {
+        match Config::from_yaml(yaml, "test.yaml") {
+            Ok(_) => vec![],
+            Err(ConfigError::Invalid { issues, .. }) => {
+                issues.iter().map(ToString::to_string).collect()
+            }
+            Err(e @ ConfigError::Parse { .. }) => vec![e.to_string()],
+        }
+    }
+
+    fn with_table(extra: &str) -> String {
+        format!(
+            "sources:\n  - name: shop\n    engine: postgres\n    connection:\n      url: postgres://u@h/db\ntables:\n  - source: shop\n    table: public.orders\n{extra}"
+        )
+    }
+
+    #[test]
+    fn good_config_parses_and_round_trips() {
+        let config = Config::from_yaml(GOOD, "good.yaml").unwrap();
+        assert_eq!(config.tables.len(), 2);
+        assert_eq!(
+            config.tables[0].load.lookback,
+            Some(Lookback::Duration {
+                micros: 15 * 60 * 1_000_000,
+                spelled: "15m".into()
+            })
+        );
+        let again = Config::from_yaml(&config.to_yaml().unwrap(), "again").unwrap();
+        assert_eq!(config, again);
+    }
+
+    #[test]
+    fn incremental_without_key_names_the_field() {
+        let got = issues_of(&with_table(
+            "    load:\n      mode: incremental\n      cursor: updated_at\n",
+        ));
+        assert_eq!(
+            got,
+            vec![
+                "tables[0].primary_key: required when load.mode = incremental (the merge deduplicates re-read rows by it)"
+            ]
+        );
+    }
+
+    #[test]
+    fn every_bad_field_is_reported_with_its_path() {
+        let cases: &[(&str, &str)] = &[
+            ("    primary_key: [id]\n    load:\n      mode: incremental\n", "tables[0].load.cursor: required"),
+            ("    where: \"id > 1; drop table x\"\n", "tables[0].where: must not contain ';'"),
+            ("    where: \"id > 1 -- hi\"\n", "tables[0].where: must not contain SQL comments"),
+            ("    where: \"id > 1 /* x */\"\n", "tables[0].where: must not contain SQL comments"),
+            ("    where: \"  \"\n", "tables[0].where: must not be empty"),
+            ("    columns: [id, \"na me\"]\n", "tables[0].columns[1]: 'na me' is not a valid identifier"),
+            ("    columns: [id, id]\n", "tables[0].columns[1]: 'id' is listed twice"),
+            ("    columns: []\n", "tables[0].columns: must list at least one column"),
+            ("    columns: [id]\n    primary_key: [other]\n", "tables[0].primary_key[0]: 'other' is not in columns"),
+            ("    partition:\n      column: id\n", "tables[0].partition: give chunks"),
+            ("    partition:\n      column: id\n      chunks: 0\n", "tables[0].partition.chunks: 0 is out of range"),
+            ("    partition:\n      column: id\n      chunks: 2\n      chunk_rows: 10\n", "tables[0].partition: give chunks or chunk_rows, not both"),
+            ("    partition:\n      column: id\n      chunks: 2\n      max_concurrency: 1000\n", "tables[0].partition.max_concurrency: 1000 is out of range"),
+            ("    batch_rows: 0\n", "tables[0].batch_rows: 0 is out of range"),
+            ("    load:\n      lookback: 1h\n", "tables[0].load.lookback: only applies when load.mode = incremental"),
+            ("    target:\n      raw_table: RAW.ORDERS;x\n", "tables[0].target.raw_table: 'ORDERS;x' is not a valid identifier"),
+            ("    target:\n      gold_procedures: [a.b.c.d]\n", "tables[0].target.gold_procedures[0]: 'a.b.c.d' has more than three parts"),
+        ];
+        for (extra, expected) in cases {
+            let got = issues_of(&with_table(extra));
+            assert!(
+                got.iter().any(|g| g.starts_with(expected)),
+                "for {extra:?} expected an issue starting with {expected:?}, got {got:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn shape_errors_name_the_field_path() {
+        let cases: &[(&str, &str)] = &[
+            ("    load:\n      mode: sometimes\n", "tables[0].load.mode"),
+            ("    load:\n      mode: incremental\n      lookback: soon\n", "tables[0].load.lookback"),
+            ("    batch_rows: many\n", "tables[0].batch_rows"),
+            ("    colums: [a]\n", "tables[0].colums"),
+        ];
+        for (extra, expected_path) in cases {
+            let err = Config::from_yaml(&with_table(extra), "t.yaml").unwrap_err();
+            match &err {
+                ConfigError::Parse { path, .. } => {
+                    assert_eq!(path, expected_path, "{err}")
+                }
+                other => panic!("expected a parse error for {extra:?}, got {other}"),
+            }
+        }
+        let err = Config::from_yaml(&with_table("    colums: [a]\n"), "t.yaml").unwrap_err();
+        assert!(err.to_string().contains("unknown field `colums`"), "{err}");
+    }
+
+    #[test]
+    fn source_problems_name_the_field() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "name: Shop\n    engine: postgres\n    connection:\n      url: postgres://u@h/db",
+                "sources[0].name: 'Shop' must be",
+            ),
+            (
+                "name: shop\n    engine: postgres\n    connection:\n      url: mysql://u@h/db",
+                "sources[0].connection.url: must start with postgres://",
+            ),
+            (
+                "name: shop\n    engine: postgres\n    connection:\n      url: postgres://u:hunter2@h/db",
+                "sources[0].connection.url: must not contain a password",
+            ),
+            (
+                "name: shop\n    engine: postgres\n    connection: {}",
+                "sources[0].connection: give url",
+            ),
+            (
+                "name: shop\n    engine: postgres\n    connection:\n      url: postgres://u@h/db\n      host: h",
+                "sources[0].connection: give either url",
+            ),
+            (
+                "name: shop\n    engine: postgres\n    connection:\n      host: h",
+                "sources[0].connection.database: required with host",
+            ),
+            (
+                "name: shop\n    engine: postgres\n    connection:\n      secret_arn: arn:aws:s3:::bucket",
+                "sources[0].connection.secret_arn: must be a Secrets Manager ARN",
+            ),
+            (
+                "name: shop\n    engine: postgres\n    connection:\n      host: h\n      database: db\n      port: 0",
+                "sources[0].connection.port: must be between 1 and 65535",
+            ),
+        ];
+        for (source, expected) in cases {
+            let yaml = format!(
+                "sources:\n  - {source}\ntables:\n  - source: shop\n    table: public.orders\n"
+            );
+            let got = issues_of(&yaml);
+            assert!(
+                got.iter().any(|g| g.starts_with(expected)),
+                "expected {expected:?}, got {got:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn passwords_are_never_echoed_in_errors() {
+        let yaml = "sources:\n  - name: shop\n    engine: postgres\n    connection:\n      url: postgres://u:hunter2@h/db\ntables:\n  - source: shop\n    table: t\n";
+        let err = Config::from_yaml(yaml, "t.yaml").unwrap_err().to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn unknown_source_and_duplicates_are_reported() {
+        let yaml = "sources:\n  - name: shop\n    engine: postgres\n    connection:\n      url: postgres://u@h/db\n  - name: shop\n    engine: mysql\n    connection:\n      url: mysql://u@h/db\ntables:\n  - source: crm\n    table: t\n  - source: shop\n    table: t\n  - source: shop\n    table: t\n";
+        let got = issues_of(yaml);
+        assert!(got.contains(&"sources[1].name: 'shop' is used by more than one source".to_string()), "{got:?}");
+        assert!(got.iter().any(|g| g.starts_with("tables[0].source: 'crm' is not a source")), "{got:?}");
+        assert!(got.contains(&"tables[2].table: 't' of source 'shop' is configured more than once".to_string()), "{got:?}");
+    }
+
+    #[test]
+    fn empty_config_needs_sources_and_tables() {
+        let got = issues_of("{}");
+        assert_eq!(
+            got,
+            vec![
+                "sources: at least one source is required",
+                "tables: at least one table is required"
+            ]
+        );
+    }
+
+    #[test]
+    fn secret_arns_are_recognised() {
+        assert!(is_secret_arn(
+            "arn:aws:secretsmanager:eu-west-1:123456789012:secret:sluice/shop-AbCdEf"
+        ));
+        assert!(!is_secret_arn("arn:aws:secretsmanager:eu-west-1:1234:secret:x"));
+        assert!(!is_secret_arn("arn:aws:secretsmanager:eu-west-1:123456789012:secret:"));
+    }
+
+    #[test]
+    fn table_selectors_match_key_name_and_short_name() {
+        let config = Config::from_yaml(GOOD, "good.yaml").unwrap();
+        assert_eq!(config.find_tables("shop/public.orders").len(), 1);
+        assert_eq!(config.find_tables("public.orders").len(), 1);
+        assert_eq!(config.find_tables("customers").len(), 1);
+        assert!(config.find_tables("nope").is_empty());
+    }
+}

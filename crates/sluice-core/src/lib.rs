@@ -1,0 +1,17 @@
+//! sluice-core: the pure logic of sluice (configuration model and validation, run planning,
+//! chunk ranges, SQL text, object key layout, run records and manifests).
+//!
+//! This crate must never perform I/O: no network, no files, no clocks it is not handed.
+//! Everything here is unit-tested in milliseconds; adapters live in the `sluice` crate.
+
+pub mod config;
+pub mod ident;
+pub mod layout;
+pub mod manifest;
+pub mod plan;
+pub mod run;
+
+pub use config::{Config, ConfigError, Engine, LoadMode, SourceConfig, TableConfig};
+pub use ident::{Dialect, TableName};
+pub use plan::{RunPlan, ScalarKind, ScalarValue};
+pub use run::{RunId, RunRecord, RunStatus};

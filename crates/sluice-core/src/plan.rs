@@ -1,0 +1,690 @@
+//! Run planning: watermark arithmetic, chunk ranges and the extraction query of each chunk.
+//!
+//! Sources gather facts from the catalog (column types, min/max of the partition column, the
+//! cursor's upper bound inside a snapshot); everything decided from those facts lives here so
+//! it can be tested without a database.
+
+use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, Utc};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::config::{Engine, LoadMode, Lookback, PartitionConfig, TableConfig};
+use crate::ident::{Dialect, TableName};
+use crate::run::RunId;
+
+/// Chunks extracted at once locally when the config does not say.
+pub const DEFAULT_MAX_CONCURRENCY: u32 = 2;
+
+/// The kinds of column that can be a cursor or a partition column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScalarKind {
+    Int,
+    Date,
+    Timestamp,
+    TimestampTz,
+}
+
+/// A value of a cursor or partition column, kept at the source's full precision.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "type", content = "value", rename_all = "snake_case")]
+pub enum ScalarValue {
+    Int(i64),
+    Date(NaiveDate),
+    Timestamp(NaiveDateTime),
+    TimestampTz(DateTime<Utc>),
+}
+
+impl ScalarValue {
+    pub fn kind(&self) -> ScalarKind {
+        match self {
+            ScalarValue::Int(_) => ScalarKind::Int,
+            ScalarValue::Date(_) => ScalarKind::Date,
+            ScalarValue::Timestamp(_) => ScalarKind::Timestamp,
+            ScalarValue::TimestampTz(_) => ScalarKind::TimestampTz,
+        }
+    }
+
+    /// A position on an integer line, for splitting ranges (days for dates, µs for timestamps).
+    fn to_ordinal(&self) -> i64 {
+        match self {
+            ScalarValue::Int(v) => *v,
+            ScalarValue::Date(d) => i64::from(d.num_days_from_ce()),
+            ScalarValue::Timestamp(t) => t.and_utc().timestamp_micros(),
+            ScalarValue::TimestampTz(t) => t.timestamp_micros(),
+        }
+    }
+
+    fn from_ordinal(kind: ScalarKind, ordinal: i64) -> Option<ScalarValue> {
+        Some(match kind {
+            ScalarKind::Int => ScalarValue::Int(ordinal),
+            ScalarKind::Date => {
+                ScalarValue::Date(NaiveDate::from_num_days_from_ce_opt(i32::try_from(ordinal).ok()?)?)
+            }
+            ScalarKind::Timestamp => {
+                ScalarValue::Timestamp(DateTime::from_timestamp_micros(ordinal)?.naive_utc())
+            }
+            ScalarKind::TimestampTz => ScalarValue::TimestampTz(DateTime::from_timestamp_micros(ordinal)?),
+        })
+    }
+
+    /// A typed SQL literal. Safe to splice: it is rendered from a typed value, never from text
+    /// a user wrote.
+    pub fn sql_literal(&self, dialect: Dialect) -> String {
+        const TS: &str = "%Y-%m-%d %H:%M:%S%.6f";
+        match (self, dialect) {
+            (ScalarValue::Int(v), _) => v.to_string(),
+            (ScalarValue::Date(d), _) => format!("DATE '{}'", d.format("%Y-%m-%d")),
+            (ScalarValue::Timestamp(t), _) => format!("TIMESTAMP '{}'", t.format(TS)),
+            (ScalarValue::TimestampTz(t), Dialect::Postgres) => {
+                format!("TIMESTAMPTZ '{}+00'", t.format(TS))
+            }
+            // MySQL TIMESTAMP columns are compared in the session time zone, which sluice sets
+            // to +00:00.
+            (ScalarValue::TimestampTz(t), Dialect::Mysql) => format!("TIMESTAMP '{}'", t.format(TS)),
+        }
+    }
+}
+
+impl std::fmt::Display for ScalarValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ScalarValue::Int(v) => write!(f, "{v}"),
+            ScalarValue::Date(d) => write!(f, "{d}"),
+            ScalarValue::Timestamp(t) => write!(f, "{}", t.format("%Y-%m-%d %H:%M:%S%.6f")),
+            ScalarValue::TimestampTz(t) => write!(f, "{}", t.format("%Y-%m-%d %H:%M:%S%.6fZ")),
+        }
+    }
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum PlanError {
+    #[error("table {table}: load.lookback {lookback} does not fit cursor '{cursor}' of kind {kind:?}: {hint}")]
+    LookbackMismatch {
+        table: String,
+        cursor: String,
+        kind: ScalarKind,
+        lookback: String,
+        hint: &'static str,
+    },
+    #[error("table {table}: the stored watermark is a {stored:?} but cursor '{cursor}' is now a {kind:?}; reset the watermark (sluice watermark reset) after changing the cursor column")]
+    WatermarkKindChanged {
+        table: String,
+        cursor: String,
+        stored: ScalarKind,
+        kind: ScalarKind,
+    },
+    #[error("table {table}: {message}")]
+    Invalid { table: String, message: String },
+}
+
+/// The cursor window of one incremental run: `cursor > lower AND cursor <= upper`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CursorWindow {
+    pub column: String,
+    /// Exclusive; `None` on the first run (everything up to `upper`).
+    pub lower: Option<ScalarValue>,
+    /// Inclusive, fixed at plan time. `None` when no row has a cursor value yet.
+    pub upper: Option<ScalarValue>,
+}
+
+/// One chunk of a run: a half-open range of the partition column, or its NULLs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ChunkRange {
+    /// The whole table (no partition column).
+    All,
+    /// `column >= lower AND column < upper`, either end open when `None`.
+    Range {
+        lower: Option<ScalarValue>,
+        upper: Option<ScalarValue>,
+    },
+    /// `column IS NULL`.
+    Null,
+}
+
+/// Facts the source gathered at plan time, inside one snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CatalogFacts {
+    /// The columns to extract, resolved against the catalog, in order.
+    pub columns: Vec<String>,
+    /// Kind of the cursor column, when there is one.
+    pub cursor_kind: Option<ScalarKind>,
+    /// `max(cursor)` over the rows the run may read.
+    pub cursor_max: Option<ScalarValue>,
+    pub partition: Option<PartitionFacts>,
+    /// An exported snapshot chunks can attach to while the planning transaction lives.
+    pub snapshot: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartitionFacts {
+    pub kind: ScalarKind,
+    pub min: Option<ScalarValue>,
+    pub max: Option<ScalarValue>,
+    pub nullable: bool,
+    /// Row estimate from statistics, for `chunk_rows`.
+    pub estimated_rows: u64,
+}
+
+/// Everything an extraction of one run needs, decided once at plan time and stored with the
+/// run so every chunk (and every retry of a chunk) reads exactly the same thing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunPlan {
+    pub run_id: RunId,
+    pub engine: Engine,
+    pub started_at: DateTime<Utc>,
+    /// The table's configuration as it was when the run was planned.
+    pub table: TableConfig,
+    pub columns: Vec<String>,
+    pub cursor: Option<CursorWindow>,
+    pub partition_column: Option<String>,
+    pub chunks: Vec<ChunkRange>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+}
+
+/// Subtracts the lookback from a stored watermark.
+pub fn apply_lookback(
+    table: &str,
+    cursor: &str,
+    watermark: &ScalarValue,
+    lookback: Option<&Lookback>,
+) -> Result<ScalarValue, PlanError> {
+    let Some(lookback) = lookback else {
+        return Ok(watermark.clone());
+    };
+    let mismatch = |hint| PlanError::LookbackMismatch {
+        table: table.to_owned(),
+        cursor: cursor.to_owned(),
+        kind: watermark.kind(),
+        lookback: match lookback {
+            Lookback::Duration { spelled, .. } => format!("'{spelled}'"),
+            Lookback::Units(n) => n.to_string(),
+        },
+        hint,
+    };
+    let overflow = || PlanError::Invalid {
+        table: table.to_owned(),
+        message: format!("load.lookback reaches before the earliest representable {cursor} value"),
+    };
+    match (watermark, lookback) {
+        (ScalarValue::Int(v), Lookback::Units(n)) => Ok(ScalarValue::Int(v.saturating_sub(*n))),
+        (ScalarValue::Int(_), Lookback::Duration { .. }) => {
+            Err(mismatch("an integer cursor takes a plain number as lookback"))
+        }
+        (_, Lookback::Units(_)) => Err(mismatch(
+            "a date or timestamp cursor takes a duration such as \"15m\" as lookback",
+        )),
+        (ScalarValue::Date(d), Lookback::Duration { micros, .. }) => {
+            // Whole days, rounded up, so the window never shrinks.
+            let days = (micros.max(&0) + 86_399_999_999) / 86_400_000_000;
+            d.checked_sub_signed(Duration::days(days))
+                .map(ScalarValue::Date)
+                .ok_or_else(overflow)
+        }
+        (ScalarValue::Timestamp(t), Lookback::Duration { micros, .. }) => t
+            .checked_sub_signed(Duration::microseconds(*micros))
+            .map(ScalarValue::Timestamp)
+            .ok_or_else(overflow),
+        (ScalarValue::TimestampTz(t), Lookback::Duration { micros, .. }) => t
+            .checked_sub_signed(Duration::microseconds(*micros))
+            .map(ScalarValue::TimestampTz)
+            .ok_or_else(overflow),
+    }
+}
+
+/// How many chunks to cut, from the partition settings and the estimated row count.
+pub fn chunk_count(partition: &PartitionConfig, estimated_rows: u64) -> u32 {
+    let n = match (partition.chunks, partition.chunk_rows) {
+        (Some(n), _) => n,
+        (None, Some(rows)) if rows > 0 => {
+            u32::try_from(estimated_rows.div_ceil(rows)).unwrap_or(crate::config::MAX_CHUNKS)
+        }
+        _ => 1,
+    };
+    n.clamp(1, crate::config::MAX_CHUNKS)
+}
+
+/// Interior boundaries that split `[min, max]` into at most `n` ranges of near-equal width.
+///
+/// The result is strictly increasing and every boundary lies in `(min, max]`; with the first
+/// range open below and the last open above, the ranges cover the whole integer line exactly
+/// once.
+pub fn split_boundaries(min: i64, max: i64, n: u32) -> Vec<i64> {
+    if max <= min || n <= 1 {
+        return Vec::new();
+    }
+    let width = i128::from(max) - i128::from(min) + 1;
+    let n = i128::from(n).min(width);
+    (1..n)
+        .map(|k| {
+            // ceil(k * width / n) keeps boundaries strictly increasing because width >= n.
+            let offset = (k * width + n - 1) / n;
+            // In range: min < min + offset <= max since offset < width.
+            i64::try_from(i128::from(min) + offset).unwrap_or(max)
+        })
+        .collect()
+}
+
+/// Cuts the partition column's range into chunks; NULLs get a chunk of their own.
+pub fn plan_chunks(facts: &PartitionFacts, n: u32) -> Vec<ChunkRange> {
+    let boundaries: Vec<ScalarValue> = match (&facts.min, &facts.max) {
+        (Some(min), Some(max)) => split_boundaries(min.to_ordinal(), max.to_ordinal(), n)
+            .into_iter()
+            .filter_map(|b| ScalarValue::from_ordinal(facts.kind, b))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let mut chunks = Vec::with_capacity(boundaries.len() + 2);
+    let mut lower = None;
+    for boundary in boundaries {
+        chunks.push(ChunkRange::Range {
+            lower: lower.take(),
+            upper: Some(boundary.clone()),
+        });
+        lower = Some(boundary);
+    }
+    chunks.push(ChunkRange::Range { lower, upper: None });
+    if facts.nullable {
+        chunks.push(ChunkRange::Null);
+    }
+    chunks
+}
+
+/// Builds the plan of a run from the table config, the stored watermark and catalog facts.
+pub fn build_plan(
+    run_id: RunId,
+    engine: Engine,
+    started_at: DateTime<Utc>,
+    table: &TableConfig,
+    watermark: Option<&ScalarValue>,
+    facts: CatalogFacts,
+) -> Result<RunPlan, PlanError> {
+    let cursor = match (&table.load.mode, &table.load.cursor) {
+        (LoadMode::Incremental, Some(column)) => {
+            let kind = facts.cursor_kind.ok_or_else(|| PlanError::Invalid {
+                table: table.table.clone(),
+                message: format!("cursor '{column}' has no usable type"),
+            })?;
+            let lower = match watermark {
+                Some(w) if w.kind() != kind => {
+                    return Err(PlanError::WatermarkKindChanged {
+                        table: table.table.clone(),
+                        cursor: column.clone(),
+                        stored: w.kind(),
+                        kind,
+                    });
+                }
+                Some(w) => Some(apply_lookback(
+                    &table.table,
+                    column,
+                    w,
+                    table.load.lookback.as_ref(),
+                )?),
+                None => None,
+            };
+            // The window never moves backwards: if nothing newer exists, the upper bound stays
+            // at the watermark and the run reads only the lookback overlap.
+            let upper = match (facts.cursor_max.clone(), watermark) {
+                (Some(max), Some(w)) if &max < w => Some(w.clone()),
+                (None, Some(w)) => Some(w.clone()),
+                (max, _) => max,
+            };
+            Some(CursorWindow {
+                column: column.clone(),
+                lower,
+                upper,
+            })
+        }
+        (LoadMode::Full, Some(column)) => Some(CursorWindow {
+            column: column.clone(),
+            lower: None,
+            upper: facts.cursor_max.clone(),
+        }),
+        _ => None,
+    };
+    let (partition_column, chunks) = match (&table.partition, &facts.partition) {
+        (Some(config), Some(pf)) => (
+            Some(config.column.clone()),
+            plan_chunks(pf, chunk_count(config, pf.estimated_rows)),
+        ),
+        _ => (None, vec![ChunkRange::All]),
+    };
+    Ok(RunPlan {
+        run_id,
+        engine,
+        started_at,
+        table: table.clone(),
+        columns: facts.columns,
+        cursor,
+        partition_column,
+        chunks,
+        snapshot: facts.snapshot,
+    })
+}
+
+impl RunPlan {
+    pub fn dialect(&self) -> Dialect {
+        match self.engine {
+            Engine::Postgres => Dialect::Postgres,
+            Engine::Mysql => Dialect::Mysql,
+        }
+    }
+
+    /// The window's new watermark once the run completes: the upper bound fixed at plan time.
+    pub fn next_watermark(&self) -> Option<&ScalarValue> {
+        self.cursor.as_ref().and_then(|c| c.upper.as_ref())
+    }
+
+    /// The `SELECT` that reads chunk `index`, or `None` when there is no such chunk.
+    pub fn chunk_select(&self, index: usize) -> Option<String> {
+        let chunk = self.chunks.get(index)?;
+        let table = TableName::parse(&self.table.table).ok()?;
+        Some(select_sql(
+            self.dialect(),
+            &table,
+            &self.columns,
+            self.table.filter.as_deref(),
+            if self.table.load.mode == LoadMode::Incremental {
+                self.cursor.as_ref()
+            } else {
+                None
+            },
+            self.partition_column.as_deref().map(|c| (c, chunk)),
+        ))
+    }
+}
+
+/// The extraction query: selected columns, the user's `where`, the cursor window and the
+/// chunk's range, every identifier quoted and every value a typed literal.
+pub fn select_sql(
+    dialect: Dialect,
+    table: &TableName,
+    columns: &[String],
+    filter: Option<&str>,
+    cursor: Option<&CursorWindow>,
+    chunk: Option<(&str, &ChunkRange)>,
+) -> String {
+    let select_list = columns
+        .iter()
+        .map(|c| dialect.quote(c))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut conditions = Vec::new();
+    if let Some(filter) = filter {
+        conditions.push(format!("({filter})"));
+    }
+    if let Some(window) = cursor {
+        let column = dialect.quote(&window.column);
+        match &window.upper {
+            None => conditions.push("1 = 0".to_owned()),
+            Some(upper) => {
+                if let Some(lower) = &window.lower {
+                    conditions.push(format!("{column} > {}", lower.sql_literal(dialect)));
+                }
+                conditions.push(format!("{column} <= {}", upper.sql_literal(dialect)));
+            }
+        }
+    }
+    if let Some((column, range)) = chunk {
+        let column = dialect.quote(column);
+        match range {
+            ChunkRange::All => {}
+            ChunkRange::Null => conditions.push(format!("{column} IS NULL")),
+            ChunkRange::Range { lower, upper } => {
+                if let Some(lower) = lower {
+                    conditions.push(format!("{column} >= {}", lower.sql_literal(dialect)));
+                }
+                if let Some(upper) = upper {
+                    conditions.push(format!("{column} < {}", upper.sql_literal(dialect)));
+                }
+                if lower.is_none() && upper.is_none() {
+                    conditions.push(format!("{column} IS NOT NULL"));
+                }
+            }
+        }
+    }
+    let mut sql = format!("SELECT {select_list} FROM {}", table.quoted(dialect));
+    if !conditions.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&conditions.join(" AND "));
+    }
+    sql
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{LoadConfig, TargetConfig};
+    use proptest::prelude::*;
+
+    fn ts(s: &str) -> ScalarValue {
+        ScalarValue::Timestamp(NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f").unwrap())
+    }
+
+    fn table(mode: LoadMode, lookback: Option<Lookback>) -> TableConfig {
+        TableConfig {
+            source: "shop".into(),
+            table: "public.orders".into(),
+            columns: None,
+            primary_key: vec!["id".into()],
+            load: LoadConfig {
+                mode,
+                cursor: Some("updated_at".into()),
+                lookback,
+            },
+            partition: None,
+            filter: Some("status <> 'x'".into()),
+            target: TargetConfig::default(),
+            batch_rows: None,
+        }
+    }
+
+    fn facts(max: Option<ScalarValue>) -> CatalogFacts {
+        CatalogFacts {
+            columns: vec!["id".into(), "updated_at".into()],
+            cursor_kind: Some(ScalarKind::Timestamp),
+            cursor_max: max,
+            partition: None,
+            snapshot: None,
+        }
+    }
+
+    #[test]
+    fn lookback_is_subtracted_at_full_precision() {
+        let lb = Lookback::Duration {
+            micros: 90_000_000,
+            spelled: "90s".into(),
+        };
+        let got = apply_lookback("t", "c", &ts("2024-03-01 00:00:00.123456"), Some(&lb)).unwrap();
+        assert_eq!(got, ts("2024-02-29 23:58:30.123456"));
+        let got = apply_lookback("t", "c", &ScalarValue::Int(100), Some(&Lookback::Units(7))).unwrap();
+        assert_eq!(got, ScalarValue::Int(93));
+        let d = ScalarValue::Date(NaiveDate::from_ymd_opt(2024, 1, 10).unwrap());
+        let lb = Lookback::Duration {
+            micros: 3_600_000_000,
+            spelled: "1h".into(),
+        };
+        assert_eq!(
+            apply_lookback("t", "c", &d, Some(&lb)).unwrap(),
+            ScalarValue::Date(NaiveDate::from_ymd_opt(2024, 1, 9).unwrap())
+        );
+    }
+
+    #[test]
+    fn lookback_of_the_wrong_kind_is_rejected() {
+        let err = apply_lookback("t", "id", &ScalarValue::Int(1), Some(&Lookback::Duration { micros: 1, spelled: "1s".into() })).unwrap_err();
+        assert!(err.to_string().contains("integer cursor takes a plain number"), "{err}");
+        let err = apply_lookback("t", "c", &ts("2024-01-01 00:00:00"), Some(&Lookback::Units(5))).unwrap_err();
+        assert!(err.to_string().contains("takes a duration"), "{err}");
+    }
+
+    #[test]
+    fn incremental_window_reads_past_the_watermark_minus_lookback() {
+        let lb = Lookback::Duration {
+            micros: 3_600_000_000,
+            spelled: "1h".into(),
+        };
+        let t = table(LoadMode::Incremental, Some(lb));
+        let plan = build_plan(
+            RunId::new(),
+            Engine::Postgres,
+            Utc::now(),
+            &t,
+            Some(&ts("2024-01-01 12:00:00")),
+            facts(Some(ts("2024-01-02 00:00:00.5"))),
+        )
+        .unwrap();
+        assert_eq!(
+            plan.chunk_select(0).unwrap(),
+            "SELECT \"id\", \"updated_at\" FROM \"public\".\"orders\" WHERE (status <> 'x') AND \"updated_at\" > TIMESTAMP '2024-01-01 11:00:00.000000' AND \"updated_at\" <= TIMESTAMP '2024-01-02 00:00:00.500000'"
+        );
+        assert_eq!(plan.next_watermark(), Some(&ts("2024-01-02 00:00:00.5")));
+    }
+
+    #[test]
+    fn watermark_never_moves_backwards() {
+        let t = table(LoadMode::Incremental, None);
+        let wm = ts("2024-01-05 00:00:00");
+        let plan = build_plan(RunId::new(), Engine::Postgres, Utc::now(), &t, Some(&wm), facts(Some(ts("2024-01-01 00:00:00")))).unwrap();
+        assert_eq!(plan.next_watermark(), Some(&wm));
+        let plan = build_plan(RunId::new(), Engine::Postgres, Utc::now(), &t, Some(&wm), facts(None)).unwrap();
+        assert_eq!(plan.next_watermark(), Some(&wm));
+    }
+
+    #[test]
+    fn first_incremental_run_on_an_empty_table_reads_nothing() {
+        let t = table(LoadMode::Incremental, None);
+        let plan = build_plan(RunId::new(), Engine::Postgres, Utc::now(), &t, None, facts(None)).unwrap();
+        assert!(plan.chunk_select(0).unwrap().ends_with("AND 1 = 0"));
+        assert_eq!(plan.next_watermark(), None);
+    }
+
+    #[test]
+    fn full_mode_reads_everything_but_records_the_upper_bound() {
+        let t = table(LoadMode::Full, None);
+        let plan = build_plan(RunId::new(), Engine::Mysql, Utc::now(), &t, Some(&ts("2024-01-01 00:00:00")), facts(Some(ts("2024-02-01 00:00:00")))).unwrap();
+        assert_eq!(plan.chunk_select(0).unwrap(), "SELECT `id`, `updated_at` FROM `public`.`orders` WHERE (status <> 'x')");
+        assert_eq!(plan.next_watermark(), Some(&ts("2024-02-01 00:00:00")));
+    }
+
+    #[test]
+    fn a_changed_cursor_kind_is_reported() {
+        let t = table(LoadMode::Incremental, None);
+        let err = build_plan(RunId::new(), Engine::Postgres, Utc::now(), &t, Some(&ScalarValue::Int(5)), facts(None)).unwrap_err();
+        assert!(matches!(err, PlanError::WatermarkKindChanged { .. }), "{err}");
+    }
+
+    #[test]
+    fn chunk_predicates_are_half_open_with_a_null_chunk() {
+        let pf = PartitionFacts {
+            kind: ScalarKind::Int,
+            min: Some(ScalarValue::Int(1)),
+            max: Some(ScalarValue::Int(100)),
+            nullable: true,
+            estimated_rows: 100,
+        };
+        let chunks = plan_chunks(&pf, 4);
+        assert_eq!(chunks.len(), 5);
+        let sql: Vec<String> = chunks
+            .iter()
+            .map(|c| select_sql(Dialect::Postgres, &TableName::parse("t").unwrap(), &["id".into()], None, None, Some(("id", c))))
+            .collect();
+        assert_eq!(sql[0], "SELECT \"id\" FROM \"t\" WHERE \"id\" < 26");
+        assert_eq!(sql[1], "SELECT \"id\" FROM \"t\" WHERE \"id\" >= 26 AND \"id\" < 51");
+        assert_eq!(sql[3], "SELECT \"id\" FROM \"t\" WHERE \"id\" >= 76");
+        assert_eq!(sql[4], "SELECT \"id\" FROM \"t\" WHERE \"id\" IS NULL");
+    }
+
+    #[test]
+    fn timestamp_and_date_ranges_split_on_their_own_units() {
+        let pf = PartitionFacts {
+            kind: ScalarKind::Timestamp,
+            min: Some(ts("2024-01-01 00:00:00")),
+            max: Some(ts("2024-01-01 00:00:01")),
+            nullable: false,
+            estimated_rows: 0,
+        };
+        assert_eq!(
+            plan_chunks(&pf, 2)[0],
+            ChunkRange::Range {
+                lower: None,
+                upper: Some(ts("2024-01-01 00:00:00.500001"))
+            }
+        );
+        let day = |d| ScalarValue::Date(NaiveDate::from_ymd_opt(2024, 1, d).unwrap());
+        let pf = PartitionFacts {
+            kind: ScalarKind::Date,
+            min: Some(day(1)),
+            max: Some(day(4)),
+            nullable: false,
+            estimated_rows: 0,
+        };
+        assert_eq!(
+            plan_chunks(&pf, 2),
+            vec![
+                ChunkRange::Range { lower: None, upper: Some(day(3)) },
+                ChunkRange::Range { lower: Some(day(3)), upper: None }
+            ]
+        );
+    }
+
+    #[test]
+    fn chunk_count_follows_rows_and_clamps() {
+        let p = |chunks, chunk_rows| PartitionConfig {
+            column: "id".into(),
+            chunks,
+            chunk_rows,
+            max_concurrency: None,
+        };
+        assert_eq!(chunk_count(&p(Some(3), None), 0), 3);
+        assert_eq!(chunk_count(&p(None, Some(1000)), 2500), 3);
+        assert_eq!(chunk_count(&p(None, Some(1000)), 0), 1);
+        assert_eq!(chunk_count(&p(None, Some(1)), u64::MAX), crate::config::MAX_CHUNKS);
+    }
+
+    #[test]
+    fn empty_or_single_value_ranges_make_one_chunk() {
+        assert!(split_boundaries(5, 5, 8).is_empty());
+        assert!(split_boundaries(0, 100, 1).is_empty());
+        assert_eq!(split_boundaries(0, 2, 8), vec![1, 2]);
+        assert_eq!(split_boundaries(i64::MIN, i64::MAX, 2), vec![0]);
+    }
+
+    fn chunk_of(boundaries: &[i64], v: i64) -> usize {
+        boundaries.iter().take_while(|b| v >= **b).count()
+    }
+
+    proptest! {
+        #[test]
+        fn boundaries_are_strictly_increasing_inside_the_range(min in any::<i64>(), span in 0u64..u64::MAX, n in 1u32..2000) {
+            let max = min.saturating_add_unsigned(span);
+            let b = split_boundaries(min, max, n);
+            prop_assert!(b.len() < n as usize);
+            prop_assert!(b.windows(2).all(|w| w[0] < w[1]));
+            prop_assert!(b.iter().all(|x| *x > min && *x <= max));
+        }
+
+        #[test]
+        fn every_value_falls_in_exactly_one_chunk(min in -1_000_000i64..1_000_000, span in 0i64..10_000, n in 1u32..64, probe in -2_000_000i64..2_000_000) {
+            let max = min + span;
+            let pf = PartitionFacts { kind: ScalarKind::Int, min: Some(ScalarValue::Int(min)), max: Some(ScalarValue::Int(max)), nullable: false, estimated_rows: 0 };
+            let chunks = plan_chunks(&pf, n);
+            let matching = chunks.iter().filter(|c| match c {
+                ChunkRange::Range { lower, upper } => {
+                    lower.as_ref().is_none_or(|l| ScalarValue::Int(probe) >= *l)
+                        && upper.as_ref().is_none_or(|u| ScalarValue::Int(probe) < *u)
+                }
+                _ => false,
+            }).count();
+            prop_assert_eq!(matching, 1);
+            let b = split_boundaries(min, max, n);
+            // Chunks are near-equal: no chunk inside [min, max] is more than one wider than another.
+            let mut sizes = vec![0i64; b.len() + 1];
+            for v in min..=max { sizes[chunk_of(&b, v)] += 1; }
+            let (lo, hi) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
+            prop_assert!(hi - lo <= 1, "{:?}", sizes);
+        }
+    }
+}

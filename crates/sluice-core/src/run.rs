@@ -1,0 +1,316 @@
+//! Runs: ids, the status machine, and the record that tells a run's whole story.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use ulid::Ulid;
+
+use crate::plan::{RunPlan, ScalarValue};
+
+/// A run's id: a ULID, so ids sort by start time and are unique without coordination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RunId(Ulid);
+
+impl RunId {
+    pub fn new() -> RunId {
+        RunId(Ulid::new())
+    }
+
+    /// A run id whose time component is `at`; used when the start time is fixed by the caller.
+    pub fn at(at: DateTime<Utc>) -> RunId {
+        let millis = u64::try_from(at.timestamp_millis()).unwrap_or(0);
+        RunId(Ulid::from_parts(millis, rand_bits()))
+    }
+}
+
+fn rand_bits() -> u128 {
+    Ulid::new().random()
+}
+
+impl Default for RunId {
+    fn default() -> Self {
+        RunId::new()
+    }
+}
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for RunId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ulid::from_string(s)
+            .map(RunId)
+            .map_err(|e| format!("'{s}' is not a run id (a 26-character ULID): {e}"))
+    }
+}
+
+/// `PLANNED → EXTRACTING → LOADING → MERGING → COMPLETED`, or `FAILED` from any phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RunStatus {
+    Planned,
+    Extracting,
+    Loading,
+    Merging,
+    Completed,
+    Failed,
+}
+
+impl RunStatus {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, RunStatus::Completed | RunStatus::Failed)
+    }
+
+    /// Whether a run may move from `self` to `next`. Moving to the same status is not a
+    /// transition, so a duplicated event cannot replay a phase.
+    pub fn can_move_to(self, next: RunStatus) -> bool {
+        use RunStatus::*;
+        match (self, next) {
+            (from, Failed) => !from.is_terminal(),
+            (Planned, Extracting)
+            | (Extracting, Loading)
+            | (Loading, Merging)
+            | (Merging, Completed) => true,
+            _ => false,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Planned => "PLANNED",
+            RunStatus::Extracting => "EXTRACTING",
+            RunStatus::Loading => "LOADING",
+            RunStatus::Merging => "MERGING",
+            RunStatus::Completed => "COMPLETED",
+            RunStatus::Failed => "FAILED",
+        }
+    }
+}
+
+impl fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// When a phase started and ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhaseTiming {
+    pub started_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl PhaseTiming {
+    pub fn seconds(&self) -> Option<f64> {
+        self.finished_at
+            .map(|end| (end - self.started_at).num_microseconds().unwrap_or(0) as f64 / 1e6)
+    }
+}
+
+/// One Parquet file written by a chunk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Key relative to the sink's root.
+    pub key: String,
+    pub chunk: u32,
+    pub part: u32,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+/// What one chunk produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ChunkOutcome {
+    pub rows: u64,
+    pub bytes: u64,
+    pub files: Vec<FileEntry>,
+    /// Counted oddities, e.g. `timestamp_infinity_as_null`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub warnings: BTreeMap<String, u64>,
+    pub seconds: f64,
+}
+
+/// The whole story of one run, as `sluice status` prints it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub run_id: RunId,
+    /// `source/schema.table`.
+    pub table_key: String,
+    pub status: RunStatus,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Timings by phase name (`PLANNED`, `EXTRACTING`, …).
+    #[serde(default)]
+    pub phases: BTreeMap<RunStatus, PhaseTiming>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<RunPlan>,
+    /// Finished chunks by index.
+    #[serde(default)]
+    pub chunks: BTreeMap<u32, ChunkOutcome>,
+    /// The watermark before the run; a failed run leaves it as it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark_before: Option<ScalarValue>,
+    /// The watermark the run committed, once COMPLETED.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark_committed: Option<ScalarValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_key: Option<String>,
+    /// The first error, with the phase it happened in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<RunError>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunError {
+    pub phase: RunStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk: Option<u32>,
+    pub message: String,
+}
+
+impl RunRecord {
+    pub fn new(run_id: RunId, table_key: String, now: DateTime<Utc>) -> RunRecord {
+        let mut phases = BTreeMap::new();
+        phases.insert(
+            RunStatus::Planned,
+            PhaseTiming {
+                started_at: now,
+                finished_at: None,
+            },
+        );
+        RunRecord {
+            run_id,
+            table_key,
+            status: RunStatus::Planned,
+            created_at: now,
+            updated_at: now,
+            phases,
+            plan: None,
+            chunks: BTreeMap::new(),
+            watermark_before: None,
+            watermark_committed: None,
+            manifest_key: None,
+            error: None,
+        }
+    }
+
+    /// Moves to `next`, closing the current phase's timing and opening the next one.
+    pub fn transition(&mut self, next: RunStatus, now: DateTime<Utc>) -> Result<(), String> {
+        if !self.status.can_move_to(next) {
+            return Err(format!(
+                "run {} cannot move from {} to {}",
+                self.run_id, self.status, next
+            ));
+        }
+        if let Some(current) = self.phases.get_mut(&self.status)
+            && current.finished_at.is_none()
+        {
+            current.finished_at = Some(now);
+        }
+        if !next.is_terminal() {
+            self.phases.insert(
+                next,
+                PhaseTiming {
+                    started_at: now,
+                    finished_at: None,
+                },
+            );
+        }
+        self.status = next;
+        self.updated_at = now;
+        Ok(())
+    }
+
+    /// Marks the run FAILED, keeping the first error only.
+    pub fn fail(&mut self, message: String, chunk: Option<u32>, now: DateTime<Utc>) {
+        let phase = self.status;
+        if self.transition(RunStatus::Failed, now).is_ok() && self.error.is_none() {
+            self.error = Some(RunError {
+                phase,
+                chunk,
+                message,
+            });
+        }
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.chunks.values().map(|c| c.rows).sum()
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.chunks.values().map(|c| c.bytes).sum()
+    }
+
+    pub fn files(&self) -> usize {
+        self.chunks.values().map(|c| c.files.len()).sum()
+    }
+
+    pub fn warnings(&self) -> BTreeMap<String, u64> {
+        let mut total = BTreeMap::new();
+        for chunk in self.chunks.values() {
+            for (k, v) in &chunk.warnings {
+                *total.entry(k.clone()).or_insert(0) += v;
+            }
+        }
+        total
+    }
+
+    /// Seconds from creation to the last update.
+    pub fn seconds(&self) -> f64 {
+        (self.updated_at - self.created_at)
+            .num_microseconds()
+            .unwrap_or(0) as f64
+            / 1e6
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_moves_forward_only() {
+        use RunStatus::*;
+        assert!(Planned.can_move_to(Extracting));
+        assert!(Merging.can_move_to(Completed));
+        assert!(Extracting.can_move_to(Failed));
+        assert!(!Extracting.can_move_to(Extracting));
+        assert!(!Loading.can_move_to(Extracting));
+        assert!(!Completed.can_move_to(Failed));
+        assert!(!Failed.can_move_to(Failed));
+        assert!(!Planned.can_move_to(Completed));
+    }
+
+    #[test]
+    fn record_keeps_timings_and_the_first_error() {
+        let t0 = Utc::now();
+        let mut r = RunRecord::new(RunId::new(), "shop/public.orders".into(), t0);
+        r.transition(RunStatus::Extracting, t0 + chrono::Duration::seconds(1)).unwrap();
+        r.fail("boom".into(), Some(3), t0 + chrono::Duration::seconds(2));
+        r.fail("second".into(), None, t0 + chrono::Duration::seconds(3));
+        assert_eq!(r.status, RunStatus::Failed);
+        let err = r.error.clone().unwrap();
+        assert_eq!((err.phase, err.chunk, err.message.as_str()), (RunStatus::Extracting, Some(3), "boom"));
+        assert_eq!(r.phases[&RunStatus::Planned].seconds(), Some(1.0));
+        assert_eq!(r.phases[&RunStatus::Extracting].seconds(), Some(1.0));
+        assert!(r.transition(RunStatus::Completed, t0).is_err());
+    }
+
+    #[test]
+    fn run_ids_parse_and_sort_by_time() {
+        let a = RunId::at(DateTime::from_timestamp(1_700_000_000, 0).unwrap());
+        let b = RunId::at(DateTime::from_timestamp(1_700_000_001, 0).unwrap());
+        assert!(a < b);
+        assert_eq!(a.to_string().parse::<RunId>().unwrap(), a);
+        assert!("nope".parse::<RunId>().unwrap_err().contains("not a run id"));
+    }
+}
