@@ -133,6 +133,9 @@ pub struct ChunkOutcome {
     pub rows: u64,
     pub bytes: u64,
     pub files: Vec<FileEntry>,
+    /// The schema the chunk's files were written with.
+    #[serde(default)]
+    pub schema: Vec<crate::manifest::ManifestColumn>,
     /// Counted oddities, e.g. `timestamp_infinity_as_null`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub warnings: BTreeMap<String, u64>,

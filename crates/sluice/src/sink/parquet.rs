@@ -1,0 +1,225 @@
+//! Streaming Parquet writer for one chunk: opens a file lazily on the first batch, adds the
+//! `_sluice_*` metadata columns, flushes row groups by size and rolls files at a size limit.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, StringArray, TimestampMicrosecondArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use chrono::{DateTime, Utc};
+use object_store::buffered::BufWriter;
+use parquet::arrow::AsyncArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{WriterProperties, WriterVersion};
+use sluice_core::RunId;
+use sluice_core::run::FileEntry;
+use tracing::debug;
+
+use super::{ObjectSink, Result, SinkError, object_path};
+
+pub const RUN_ID_COLUMN: &str = "_sluice_run_id";
+pub const EXTRACTED_AT_COLUMN: &str = "_sluice_extracted_at";
+
+/// File and row-group sizing. Defaults keep a writer's memory to a few tens of megabytes
+/// while producing files large enough for efficient warehouse loads.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ParquetSettings {
+    pub compression: ParquetCompression,
+    /// A file is closed and the next part opened once it reaches this size.
+    pub max_file_bytes: u64,
+    /// A row group is flushed once its encoded size reaches this many bytes…
+    pub row_group_bytes: usize,
+    /// …or this many rows, whichever comes first.
+    pub row_group_rows: usize,
+    /// Bytes buffered before an upload part is sent (S3 needs at least 5 MiB per part).
+    pub upload_part_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParquetCompression {
+    Zstd,
+    Snappy,
+}
+
+impl Default for ParquetSettings {
+    fn default() -> Self {
+        ParquetSettings {
+            compression: ParquetCompression::Zstd,
+            max_file_bytes: 256 * 1024 * 1024,
+            row_group_bytes: 64 * 1024 * 1024,
+            row_group_rows: 1_000_000,
+            upload_part_bytes: 10 * 1024 * 1024,
+        }
+    }
+}
+
+/// The one place writer properties are decided.
+pub fn writer_properties(settings: &ParquetSettings) -> WriterProperties {
+    let compression = match settings.compression {
+        // Level 1: most of zstd's ratio at a fraction of its CPU.
+        ParquetCompression::Zstd => Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()),
+        ParquetCompression::Snappy => Compression::SNAPPY,
+    };
+    WriterProperties::builder()
+        .set_writer_version(WriterVersion::PARQUET_1_0)
+        .set_compression(compression)
+        .set_max_row_group_row_count(Some(settings.row_group_rows.max(1)))
+        .set_max_row_group_bytes(Some(settings.row_group_bytes.max(1)))
+        .set_created_by(format!("sluice {}", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// The schema of the files: the source's columns, then the metadata columns.
+pub fn file_schema(source: &SchemaRef) -> SchemaRef {
+    let mut fields: Vec<Field> = source.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new(RUN_ID_COLUMN, DataType::Utf8, false));
+    fields.push(Field::new(
+        EXTRACTED_AT_COLUMN,
+        DataType::Timestamp(TimeUnit::Microsecond, Some(Arc::from("UTC"))),
+        false,
+    ));
+    Arc::new(Schema::new(fields))
+}
+
+struct OpenFile {
+    key: String,
+    part: u32,
+    rows: u64,
+    writer: AsyncArrowWriter<BufWriter>,
+}
+
+/// Writes one chunk's batches as `part-…-<chunk>-<part>.parquet` files.
+pub struct ChunkFileWriter {
+    sink: Arc<dyn ObjectSink>,
+    key_for_part: Box<dyn Fn(u32) -> String + Send + Sync>,
+    chunk: u32,
+    schema: SchemaRef,
+    run_id: String,
+    extracted_at_micros: i64,
+    settings: ParquetSettings,
+    properties: WriterProperties,
+    current: Option<OpenFile>,
+    next_part: u32,
+    files: Vec<FileEntry>,
+}
+
+impl ChunkFileWriter {
+    pub fn new(
+        sink: Arc<dyn ObjectSink>,
+        source_schema: &SchemaRef,
+        run_id: RunId,
+        chunk: u32,
+        extracted_at: DateTime<Utc>,
+        settings: ParquetSettings,
+        key_for_part: impl Fn(u32) -> String + Send + Sync + 'static,
+    ) -> ChunkFileWriter {
+        ChunkFileWriter {
+            sink,
+            key_for_part: Box::new(key_for_part),
+            chunk,
+            schema: file_schema(source_schema),
+            run_id: run_id.to_string(),
+            extracted_at_micros: extracted_at.timestamp_micros(),
+            properties: writer_properties(&settings),
+            settings,
+            current: None,
+            next_part: 0,
+            files: Vec::new(),
+        }
+    }
+
+    /// Writes one batch of source columns.
+    pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        if self.current.is_none() {
+            self.open_next()?;
+        }
+        let rows = batch.num_rows();
+        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+        columns.push(Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+            self.run_id.as_str(),
+            rows,
+        ))));
+        columns.push(Arc::new(
+            TimestampMicrosecondArray::from_value(self.extracted_at_micros, rows).with_timezone("UTC"),
+        ));
+        let Some(file) = self.current.as_mut() else {
+            return Ok(());
+        };
+        let full = RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| SinkError::Schema {
+            key: file.key.clone(),
+            message: e.to_string(),
+        })?;
+        let parquet_error = |key: &str| {
+            let key = key.to_owned();
+            move |source| SinkError::Parquet { key, source }
+        };
+        file.writer.write(&full).await.map_err(parquet_error(&file.key))?;
+        file.rows += rows as u64;
+        let size = (file.writer.bytes_written() + file.writer.in_progress_size()) as u64;
+        if size >= self.settings.max_file_bytes {
+            self.close_current().await?;
+        }
+        Ok(())
+    }
+
+    /// Completes the open file and returns every file written, in part order.
+    pub async fn finish(mut self) -> Result<Vec<FileEntry>> {
+        self.close_current().await?;
+        Ok(std::mem::take(&mut self.files))
+    }
+
+    /// Abandons the open file: its upload is aborted so nothing appears at its key. Files
+    /// already completed stay; a retry of the chunk overwrites them under the same keys.
+    pub async fn abort(mut self) {
+        if let Some(file) = self.current.take() {
+            let mut upload = file.writer.into_inner();
+            if let Err(e) = upload.abort().await {
+                debug!(key = %file.key, error = %e, "aborting an unfinished upload failed");
+            }
+        }
+    }
+
+    fn open_next(&mut self) -> Result<()> {
+        let part = self.next_part;
+        self.next_part += 1;
+        let key = (self.key_for_part)(part);
+        let writer = BufWriter::with_capacity(self.sink.store(), object_path(&key)?, self.settings.upload_part_bytes);
+        let writer = AsyncArrowWriter::try_new(writer, self.schema.clone(), Some(self.properties.clone()))
+            .map_err(|source| SinkError::Parquet {
+                key: key.clone(),
+                source,
+            })?;
+        self.current = Some(OpenFile {
+            key,
+            part,
+            rows: 0,
+            writer,
+        });
+        Ok(())
+    }
+
+    async fn close_current(&mut self) -> Result<()> {
+        let Some(mut file) = self.current.take() else {
+            return Ok(());
+        };
+        if let Err(source) = file.writer.finish().await {
+            let key = file.key.clone();
+            let mut upload = file.writer.into_inner();
+            let _ = upload.abort().await;
+            return Err(SinkError::Parquet { key, source });
+        }
+        let bytes = file.writer.bytes_written() as u64;
+        debug!(key = %file.key, rows = file.rows, bytes, "parquet file complete");
+        self.files.push(FileEntry {
+            key: file.key,
+            chunk: self.chunk,
+            part: file.part,
+            rows: file.rows,
+            bytes,
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,119 @@
+//! The `Source` port: what the pipeline needs from a database, whatever its engine.
+
+pub mod postgres;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use sluice_core::plan::CatalogFacts;
+use sluice_core::{Engine, RunPlan, TableConfig};
+use thiserror::Error;
+
+/// Which config field named a column, for error messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnRole {
+    Columns,
+    PrimaryKey,
+    Cursor,
+    PartitionColumn,
+}
+
+impl ColumnRole {
+    pub fn field(self) -> &'static str {
+        match self {
+            ColumnRole::Columns => "columns",
+            ColumnRole::PrimaryKey => "primary_key",
+            ColumnRole::Cursor => "load.cursor",
+            ColumnRole::PartitionColumn => "partition.column",
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum SourceError {
+    #[error("source '{source_name}': cannot connect: {message}")]
+    Connect { source_name: String, message: String },
+    #[error("source '{source_name}': {message}")]
+    Config { source_name: String, message: String },
+    #[error("table {table} does not exist (or is not visible to the connecting user)")]
+    UnknownTable { table: String },
+    #[error("table {table}: {} '{column}' is not a column of the table (columns: {known})", role.field())]
+    UnknownColumn {
+        table: String,
+        column: String,
+        role: ColumnRole,
+        known: String,
+    },
+    #[error("table {table}: column '{column}' has type {type_text}: {reason}")]
+    UnsupportedType {
+        table: String,
+        column: String,
+        type_text: String,
+        reason: String,
+    },
+    #[error("table {table}: {} '{column}' has type {type_text}; it must be an integer, date, timestamp or timestamptz column", role.field())]
+    UnsupportedKeyType {
+        table: String,
+        column: String,
+        role: ColumnRole,
+        type_text: String,
+    },
+    #[error("table {table}: query failed: {message}")]
+    Query { table: String, message: String },
+    #[error("table {table}, chunk {chunk}: {message}")]
+    Stream {
+        table: String,
+        chunk: u32,
+        message: String,
+    },
+}
+
+pub type Result<T, E = SourceError> = std::result::Result<T, E>;
+
+/// Counted values that were written differently from the source (e.g. infinity as NULL), by
+/// `column: reason`. Shared between a chunk's stream and whoever reports on the chunk.
+#[derive(Debug, Clone, Default)]
+pub struct Warnings(Arc<Mutex<BTreeMap<String, u64>>>);
+
+impl Warnings {
+    pub fn add_all(&self, more: BTreeMap<String, u64>) {
+        if more.is_empty() {
+            return;
+        }
+        if let Ok(mut map) = self.0.lock() {
+            for (k, v) in more {
+                *map.entry(k).or_insert(0) += v;
+            }
+        }
+    }
+
+    pub fn snapshot(&self) -> BTreeMap<String, u64> {
+        self.0.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+}
+
+/// The batches of one chunk, with their schema known before the first batch arrives.
+pub struct ChunkStream {
+    pub schema: SchemaRef,
+    pub batches: BoxStream<'static, Result<RecordBatch>>,
+    pub warnings: Warnings,
+}
+
+/// A database the pipeline can plan against and extract from.
+#[async_trait]
+pub trait Source: Send + Sync {
+    fn engine(&self) -> Engine;
+
+    /// Reads what planning needs from the catalog and the data, inside one consistent
+    /// snapshot: the columns (checked against the config), the cursor's upper bound, the
+    /// partition column's range. Fails with a clear error for unknown tables and columns and
+    /// for types sluice cannot read exactly.
+    async fn gather_facts(&self, table: &TableConfig) -> Result<CatalogFacts>;
+
+    /// Streams one chunk of a planned run. Batches follow the plan's column order.
+    async fn extract_chunk(&self, plan: &RunPlan, chunk: u32) -> Result<ChunkStream>;
+}

@@ -1,0 +1,412 @@
+//! PostgreSQL source: catalog lookups with `tokio-postgres`, data through
+//! `COPY (SELECT …) TO STDOUT (FORMAT binary)` decoded straight into Arrow.
+
+pub mod copy_binary;
+pub mod types;
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use futures::StreamExt;
+use sluice_core::plan::{CatalogFacts, PartitionFacts};
+use sluice_core::{Dialect, Engine, RunPlan, ScalarKind, ScalarValue, SourceConfig, TableConfig, TableName};
+use tokio_postgres::{Client, NoTls};
+use tracing::{debug, warn};
+
+use self::copy_binary::CopyBinaryDecoder;
+use self::types::{PgColumn, PgType};
+use super::{ChunkStream, ColumnRole, Result, Source, SourceError, Warnings};
+
+/// Reads tables from one PostgreSQL database.
+pub struct PostgresSource {
+    name: String,
+    config: tokio_postgres::Config,
+}
+
+impl PostgresSource {
+    /// Builds the connection settings from a source's config. Credentials from Secrets Manager
+    /// (`secret_arn`) are resolved by the AWS deployment, not here.
+    pub fn from_config(source: &SourceConfig) -> Result<PostgresSource> {
+        let config_error = |message: String| SourceError::Config {
+            source_name: source.name.clone(),
+            message,
+        };
+        let c = &source.connection;
+        if c.secret_arn.is_some() {
+            return Err(config_error(
+                "connection.secret_arn is resolved only when running on AWS; for a local run give url or host/database".into(),
+            ));
+        }
+        let mut config = match &c.url {
+            // The URL is not echoed in the error: it may hold credentials.
+            Some(url) => url
+                .parse::<tokio_postgres::Config>()
+                .map_err(|e| config_error(format!("connection.url is not a valid PostgreSQL URL: {e}")))?,
+            None => {
+                let mut config = tokio_postgres::Config::new();
+                if let Some(host) = &c.host {
+                    config.host(host);
+                }
+                if let Some(port) = c.port {
+                    config.port(port);
+                }
+                if let Some(user) = &c.user {
+                    config.user(user);
+                }
+                if let Some(database) = &c.database {
+                    config.dbname(database);
+                }
+                config
+            }
+        };
+        if config.get_user().is_none() {
+            config.user("postgres");
+        }
+        config.application_name("sluice");
+        config.connect_timeout(Duration::from_secs(10));
+        Ok(PostgresSource {
+            name: source.name.clone(),
+            config,
+        })
+    }
+
+    async fn connect(&self) -> Result<Client> {
+        let (client, connection) = self.config.connect(NoTls).await.map_err(|e| SourceError::Connect {
+            source_name: self.name.clone(),
+            message: pg_message(&e),
+        })?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                debug!(error = %e, "postgres connection closed with an error");
+            }
+        });
+        Ok(client)
+    }
+}
+
+/// A PostgreSQL error with the server's own message, detail and hint, which the client's
+/// `Display` leaves out.
+pub fn pg_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut message = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+            if let Some(detail) = db.detail() {
+                message.push_str(&format!("; detail: {detail}"));
+            }
+            if let Some(hint) = db.hint() {
+                message.push_str(&format!("; hint: {hint}"));
+            }
+            message
+        }
+        None => {
+            let mut message = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(inner) = source {
+                message.push_str(&format!(": {inner}"));
+                source = inner.source();
+            }
+            message
+        }
+    }
+}
+
+struct ResolvedTable {
+    oid: u32,
+    columns: Vec<PgColumn>,
+    estimated_rows: u64,
+}
+
+async fn resolve_table(client: &Client, table: &TableName) -> Result<ResolvedTable> {
+    let display = table.to_string();
+    let query_error = |e: tokio_postgres::Error| SourceError::Query {
+        table: display.clone(),
+        message: pg_message(&e),
+    };
+    let row = client
+        .query_opt(
+            "SELECT c.oid, greatest(c.reltuples, 0)::int8 \
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = coalesce($1::text, current_schema()) AND c.relname = $2::text \
+               AND c.relkind IN ('r', 'p', 'v', 'm', 'f')",
+            &[&table.schema, &table.name],
+        )
+        .await
+        .map_err(query_error)?
+        .ok_or_else(|| SourceError::UnknownTable {
+            table: display.clone(),
+        })?;
+    let oid: u32 = row.get(0);
+    let estimated: i64 = row.get(1);
+    let columns = client
+        .query(
+            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), t.typname::text, \
+                    a.atttypmod, a.attnotnull \
+             FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
+             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped \
+             ORDER BY a.attnum",
+            &[&oid],
+        )
+        .await
+        .map_err(query_error)?
+        .into_iter()
+        .map(|r| PgColumn {
+            name: r.get(0),
+            type_text: r.get(1),
+            type_name: r.get(2),
+            typmod: r.get(3),
+            not_null: r.get(4),
+        })
+        .collect();
+    Ok(ResolvedTable {
+        oid,
+        columns,
+        estimated_rows: u64::try_from(estimated).unwrap_or(0),
+    })
+}
+
+impl ResolvedTable {
+    fn column(&self, table: &TableName, name: &str, role: ColumnRole) -> Result<&PgColumn> {
+        self.columns
+            .iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| SourceError::UnknownColumn {
+                table: table.to_string(),
+                column: name.to_owned(),
+                role,
+                known: self
+                    .columns
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+
+    /// The selected columns with their decoder types, in the requested order.
+    fn typed_columns(&self, table: &TableName, names: &[String]) -> Result<Vec<(PgColumn, PgType)>> {
+        names
+            .iter()
+            .map(|name| {
+                let column = self.column(table, name, ColumnRole::Columns)?;
+                let pg_type = column.pg_type().map_err(|reason| SourceError::UnsupportedType {
+                    table: table.to_string(),
+                    column: column.name.clone(),
+                    type_text: column.type_text.clone(),
+                    reason,
+                })?;
+                Ok((column.clone(), pg_type))
+            })
+            .collect()
+    }
+
+    fn key_kind(&self, table: &TableName, name: &str, role: ColumnRole) -> Result<(ScalarKind, &PgColumn)> {
+        let column = self.column(table, name, role)?;
+        let kind = column.pg_type().ok().and_then(PgType::scalar_kind);
+        kind.map(|k| (k, column)).ok_or_else(|| SourceError::UnsupportedKeyType {
+            table: table.to_string(),
+            column: name.to_owned(),
+            role,
+            type_text: column.type_text.clone(),
+        })
+    }
+}
+
+fn table_name(table: &TableConfig) -> Result<TableName> {
+    table.table_name().map_err(|message| SourceError::Query {
+        table: table.table.clone(),
+        message,
+    })
+}
+
+/// `min`/`max` (or just `max`) of a key column as typed values.
+async fn key_extremes(
+    client: &Client,
+    table: &TableName,
+    filter: Option<&str>,
+    column: &str,
+    kind: ScalarKind,
+) -> Result<(Option<ScalarValue>, Option<ScalarValue>)> {
+    let q = Dialect::Postgres.quote(column);
+    let cast = match kind {
+        ScalarKind::Int => "::int8",
+        _ => "",
+    };
+    let mut sql = format!(
+        "SELECT min({q}){cast}, max({q}){cast} FROM {}",
+        table.quoted(Dialect::Postgres)
+    );
+    if let Some(filter) = filter {
+        sql.push_str(&format!(" WHERE ({filter})"));
+    }
+    let row = client.query_one(&sql, &[]).await.map_err(|e| SourceError::Query {
+        table: table.to_string(),
+        message: pg_message(&e),
+    })?;
+    let typed = |i: usize| -> std::result::Result<Option<ScalarValue>, tokio_postgres::Error> {
+        Ok(match kind {
+            ScalarKind::Int => row.try_get::<_, Option<i64>>(i)?.map(ScalarValue::Int),
+            ScalarKind::Date => row.try_get::<_, Option<NaiveDate>>(i)?.map(ScalarValue::Date),
+            ScalarKind::Timestamp => row.try_get::<_, Option<NaiveDateTime>>(i)?.map(ScalarValue::Timestamp),
+            ScalarKind::TimestampTz => row.try_get::<_, Option<DateTime<Utc>>>(i)?.map(ScalarValue::TimestampTz),
+        })
+    };
+    let read_error = |e: tokio_postgres::Error| SourceError::Query {
+        table: table.to_string(),
+        message: format!("reading min/max of '{column}': {} (infinite or out-of-range values are not supported as cursor or partition bounds yet)", pg_message(&e)),
+    };
+    Ok((typed(0).map_err(read_error)?, typed(1).map_err(read_error)?))
+}
+
+#[async_trait]
+impl Source for PostgresSource {
+    fn engine(&self) -> Engine {
+        Engine::Postgres
+    }
+
+    async fn gather_facts(&self, table: &TableConfig) -> Result<CatalogFacts> {
+        let name = table_name(table)?;
+        let client = self.connect().await?;
+        let query_error = |e: tokio_postgres::Error| SourceError::Query {
+            table: name.to_string(),
+            message: pg_message(&e),
+        };
+        // One read-only snapshot for every fact the plan is built on.
+        client
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(query_error)?;
+        let resolved = resolve_table(&client, &name).await?;
+        let columns: Vec<String> = match &table.columns {
+            Some(columns) => columns.clone(),
+            None => resolved.columns.iter().map(|c| c.name.clone()).collect(),
+        };
+        resolved.typed_columns(&name, &columns)?;
+        for key in &table.primary_key {
+            resolved.column(&name, key, ColumnRole::PrimaryKey)?;
+        }
+        let filter = table.filter.as_deref();
+        let (cursor_kind, cursor_max) = match &table.load.cursor {
+            Some(cursor) => {
+                let (kind, _) = resolved.key_kind(&name, cursor, ColumnRole::Cursor)?;
+                let (_, max) = key_extremes(&client, &name, filter, cursor, kind).await?;
+                (Some(kind), max)
+            }
+            None => (None, None),
+        };
+        let partition = match &table.partition {
+            Some(p) => {
+                let (kind, column) = resolved.key_kind(&name, &p.column, ColumnRole::PartitionColumn)?;
+                let nullable = !column.not_null;
+                let (min, max) = key_extremes(&client, &name, filter, &p.column, kind).await?;
+                Some(PartitionFacts {
+                    kind,
+                    min,
+                    max,
+                    nullable,
+                    estimated_rows: resolved.estimated_rows,
+                })
+            }
+            None => None,
+        };
+        client.batch_execute("COMMIT").await.map_err(query_error)?;
+        debug!(table = %name, oid = resolved.oid, "gathered plan facts");
+        Ok(CatalogFacts {
+            columns,
+            cursor_kind,
+            cursor_max,
+            partition,
+            snapshot: None,
+        })
+    }
+
+    async fn extract_chunk(&self, plan: &RunPlan, chunk: u32) -> Result<ChunkStream> {
+        let name = table_name(&plan.table)?;
+        let select = plan
+            .chunk_select(chunk as usize)
+            .ok_or_else(|| SourceError::Stream {
+                table: name.to_string(),
+                chunk,
+                message: format!("the plan has {} chunks; there is no chunk {chunk}", plan.chunks.len()),
+            })?;
+        let client = self.connect().await?;
+        let query_error = |e: tokio_postgres::Error| SourceError::Query {
+            table: name.to_string(),
+            message: pg_message(&e),
+        };
+        client
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(query_error)?;
+        let resolved = resolve_table(&client, &name).await?;
+        let columns = resolved.typed_columns(&name, &plan.columns)?;
+        let decoder = CopyBinaryDecoder::new(&columns, plan.table.batch_rows());
+        let schema = decoder.schema();
+        let copy = format!("COPY ({select}) TO STDOUT (FORMAT binary)");
+        debug!(table = %name, chunk, sql = %copy, "starting binary COPY");
+        let stream = client.copy_out(copy.as_str()).await.map_err(query_error)?;
+        let warnings = Warnings::default();
+        let state = CopyState {
+            client,
+            stream: Box::pin(stream),
+            ready: VecDeque::new(),
+            finished: false,
+            table: name.to_string(),
+            chunk,
+            warnings: warnings.clone(),
+        };
+        let batches = futures::stream::try_unfold((state, decoder), |(mut st, mut decoder)| async move {
+            loop {
+                if let Some(batch) = st.ready.pop_front() {
+                    return Ok(Some((batch, (st, decoder))));
+                }
+                if st.finished {
+                    // Ending the read-only transaction politely; the connection closes on drop.
+                    if let Err(e) = st.client.batch_execute("COMMIT").await {
+                        warn!(error = %pg_message(&e), "commit after COPY failed");
+                    }
+                    return Ok(None);
+                }
+                let stream_error = |message: String| SourceError::Stream {
+                    table: st.table.clone(),
+                    chunk: st.chunk,
+                    message,
+                };
+                match st.stream.next().await {
+                    Some(Ok(bytes)) => {
+                        let mut out = Vec::new();
+                        decoder
+                            .feed(&bytes, &mut out)
+                            .map_err(|e| stream_error(e.to_string()))?;
+                        st.ready.extend(out);
+                    }
+                    Some(Err(e)) => return Err(stream_error(format!("reading COPY data: {}", pg_message(&e)))),
+                    None => {
+                        st.finished = true;
+                        let last = decoder.finish().map_err(|e| stream_error(e.to_string()))?;
+                        st.ready.extend(last);
+                        st.warnings.add_all(decoder.take_warnings());
+                    }
+                }
+                st.warnings.add_all(decoder.take_warnings());
+            }
+        })
+        .boxed();
+        Ok(ChunkStream {
+            schema,
+            batches,
+            warnings,
+        })
+    }
+}
+
+struct CopyState {
+    client: Client,
+    stream: std::pin::Pin<Box<tokio_postgres::CopyOutStream>>,
+    ready: VecDeque<arrow::record_batch::RecordBatch>,
+    finished: bool,
+    table: String,
+    chunk: u32,
+    warnings: Warnings,
+}

@@ -1,0 +1,312 @@
+//! The local state store: JSON files under a directory, for laptops, the demo and tests.
+//!
+//! `tables.json` holds per-table state; `runs/<run_id>.json` one record each. Every operation
+//! holds an exclusive lock on `.lock`, so two `sluice` processes on one machine see each
+//! other's leases; files are replaced by rename so a crash never leaves half a file.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sluice_core::{RunId, RunRecord, ScalarValue};
+
+use super::{Lease, Result, RunUpdate, StateError, StateStore, TableState};
+
+pub struct LocalStateStore {
+    dir: PathBuf,
+}
+
+impl LocalStateStore {
+    /// Opens (creating if needed) the state directory.
+    pub fn open(dir: impl AsRef<Path>) -> Result<LocalStateStore> {
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir_all(dir.join("runs")).map_err(|e| StateError::Storage {
+            location: dir.display().to_string(),
+            message: format!("cannot create the state directory: {e}"),
+        })?;
+        Ok(LocalStateStore { dir })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Runs `op` on a blocking thread while holding the directory's lock.
+    async fn locked<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Files) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let files = Files {
+            dir: self.dir.clone(),
+        };
+        let location = self.dir.display().to_string();
+        tokio::task::spawn_blocking(move || {
+            let lock = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(files.dir.join(".lock"))
+                .map_err(|e| files.error(format!("cannot open .lock: {e}")))?;
+            lock.lock().map_err(|e| files.error(format!("cannot lock .lock: {e}")))?;
+            let result = op(&files);
+            let _ = lock.unlock();
+            result
+        })
+        .await
+        .map_err(|e| StateError::Storage {
+            location,
+            message: format!("state operation panicked or was cancelled: {e}"),
+        })?
+    }
+}
+
+struct Files {
+    dir: PathBuf,
+}
+
+impl Files {
+    fn error(&self, message: String) -> StateError {
+        StateError::Storage {
+            location: self.dir.display().to_string(),
+            message,
+        }
+    }
+
+    fn read_json<T: serde::de::DeserializeOwned>(&self, path: &Path) -> Result<Option<T>> {
+        match fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| self.error(format!("{} is not valid state JSON: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.error(format!("cannot read {}: {e}", path.display()))),
+        }
+    }
+
+    fn write_json<T: serde::Serialize>(&self, path: &Path, value: &T) -> Result<()> {
+        let tmp = path.with_extension("json.tmp");
+        let bytes = serde_json::to_vec_pretty(value).map_err(|e| self.error(e.to_string()))?;
+        let write = || -> std::io::Result<()> {
+            let mut file = File::create(&tmp)?;
+            file.write_all(&bytes)?;
+            file.sync_all()?;
+            fs::rename(&tmp, path)
+        };
+        write().map_err(|e| self.error(format!("cannot write {}: {e}", path.display())))
+    }
+
+    fn tables(&self) -> Result<BTreeMap<String, TableState>> {
+        Ok(self.read_json(&self.dir.join("tables.json"))?.unwrap_or_default())
+    }
+
+    fn save_tables(&self, tables: &BTreeMap<String, TableState>) -> Result<()> {
+        self.write_json(&self.dir.join("tables.json"), tables)
+    }
+
+    fn run_path(&self, run_id: RunId) -> PathBuf {
+        self.dir.join("runs").join(format!("{run_id}.json"))
+    }
+
+    fn run(&self, run_id: RunId) -> Result<Option<RunRecord>> {
+        self.read_json(&self.run_path(run_id))
+    }
+}
+
+#[async_trait]
+impl StateStore for LocalStateStore {
+    async fn table_state(&self, table_key: &str) -> Result<TableState> {
+        let key = table_key.to_owned();
+        self.locked(move |f| Ok(f.tables()?.remove(&key).unwrap_or_default()))
+            .await
+    }
+
+    async fn acquire_lease(
+        &self,
+        table_key: &str,
+        run_id: RunId,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<()> {
+        let key = table_key.to_owned();
+        self.locked(move |f| {
+            let mut tables = f.tables()?;
+            let state = tables.entry(key.clone()).or_default();
+            if let Some(lease) = &state.lease
+                && lease.run_id != run_id
+            {
+                if lease.expires_at > now {
+                    return Err(StateError::AlreadyRunning {
+                        table_key: key,
+                        run_id: lease.run_id,
+                    });
+                }
+                // A crashed run's lease: take it over and say so in that run's record.
+                if let Some(mut crashed) = f.run(lease.run_id)? {
+                    crashed.fail(
+                        format!("lease expired at {}; taken over by run {run_id}", lease.expires_at),
+                        None,
+                        now,
+                    );
+                    f.write_json(&f.run_path(lease.run_id), &crashed)?;
+                }
+            }
+            state.lease = Some(Lease { run_id, expires_at });
+            f.save_tables(&tables)
+        })
+        .await
+    }
+
+    async fn release_lease(&self, table_key: &str, run_id: RunId) -> Result<()> {
+        let key = table_key.to_owned();
+        self.locked(move |f| {
+            let mut tables = f.tables()?;
+            if let Some(state) = tables.get_mut(&key)
+                && state.lease.as_ref().is_some_and(|l| l.run_id == run_id)
+            {
+                state.lease = None;
+                f.save_tables(&tables)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn create_run(&self, record: &RunRecord) -> Result<()> {
+        let record = record.clone();
+        self.locked(move |f| {
+            let path = f.run_path(record.run_id);
+            if path.exists() {
+                return Err(StateError::RunExists(record.run_id));
+            }
+            f.write_json(&path, &record)
+        })
+        .await
+    }
+
+    async fn get_run(&self, run_id: RunId) -> Result<Option<RunRecord>> {
+        self.locked(move |f| f.run(run_id)).await
+    }
+
+    async fn update_run(&self, run_id: RunId, update: RunUpdate) -> Result<RunRecord> {
+        self.locked(move |f| {
+            let mut record = f.run(run_id)?.ok_or(StateError::RunNotFound(run_id))?;
+            update(&mut record).map_err(|message| StateError::Refused { run_id, message })?;
+            f.write_json(&f.run_path(run_id), &record)?;
+            Ok(record)
+        })
+        .await
+    }
+
+    async fn commit_watermark(&self, table_key: &str, run_id: RunId, watermark: &ScalarValue) -> Result<()> {
+        let key = table_key.to_owned();
+        let watermark = watermark.clone();
+        self.locked(move |f| {
+            let mut tables = f.tables()?;
+            let state = tables.entry(key.clone()).or_default();
+            let holder = state.lease.as_ref().map(|l| l.run_id);
+            if holder != Some(run_id) {
+                return Err(StateError::LeaseLost {
+                    table_key: key,
+                    run_id,
+                    holder,
+                });
+            }
+            state.watermark = Some(watermark);
+            state.watermark_run_id = Some(run_id);
+            f.save_tables(&tables)
+        })
+        .await
+    }
+
+    async fn list_runs(&self, table_key: Option<&str>, limit: usize) -> Result<Vec<RunRecord>> {
+        let key = table_key.map(str::to_owned);
+        self.locked(move |f| {
+            let dir = f.dir.join("runs");
+            let mut ids: Vec<RunId> = fs::read_dir(&dir)
+                .map_err(|e| f.error(format!("cannot list {}: {e}", dir.display())))?
+                .filter_map(|entry| {
+                    let name = entry.ok()?.file_name().into_string().ok()?;
+                    name.strip_suffix(".json")?.parse().ok()
+                })
+                .collect();
+            ids.sort_unstable_by(|a, b| b.cmp(a));
+            let mut runs = Vec::new();
+            for id in ids {
+                if runs.len() >= limit {
+                    break;
+                }
+                if let Some(run) = f.run(id)?
+                    && key.as_ref().is_none_or(|k| &run.table_key == k)
+                {
+                    runs.push(run);
+                }
+            }
+            Ok(runs)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Duration;
+    use sluice_core::RunStatus;
+
+    #[tokio::test]
+    async fn one_lease_holder_at_a_time_and_expired_leases_are_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStateStore::open(dir.path()).unwrap();
+        let now = Utc::now();
+        let (a, b) = (RunId::new(), RunId::new());
+        store.create_run(&RunRecord::new(a, "s/t".into(), now)).await.unwrap();
+        store.acquire_lease("s/t", a, now, now + Duration::minutes(5)).await.unwrap();
+        match store.acquire_lease("s/t", b, now, now + Duration::minutes(5)).await {
+            Err(StateError::AlreadyRunning { run_id, .. }) => assert_eq!(run_id, a),
+            other => panic!("expected AlreadyRunning, got {other:?}"),
+        }
+        // After expiry b takes over and a is marked FAILED.
+        let later = now + Duration::minutes(6);
+        store.acquire_lease("s/t", b, later, later + Duration::minutes(5)).await.unwrap();
+        let crashed = store.get_run(a).await.unwrap().unwrap();
+        assert_eq!(crashed.status, RunStatus::Failed);
+        assert!(crashed.error.unwrap().message.contains("lease expired"));
+        // a can no longer commit; b can.
+        assert!(matches!(
+            store.commit_watermark("s/t", a, &ScalarValue::Int(5)).await,
+            Err(StateError::LeaseLost { .. })
+        ));
+        store.commit_watermark("s/t", b, &ScalarValue::Int(7)).await.unwrap();
+        store.release_lease("s/t", b).await.unwrap();
+        let state = store.table_state("s/t").await.unwrap();
+        assert_eq!(state.watermark, Some(ScalarValue::Int(7)));
+        assert_eq!(state.lease, None);
+    }
+
+    #[tokio::test]
+    async fn refused_updates_change_nothing_and_runs_list_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStateStore::open(dir.path()).unwrap();
+        let now = Utc::now();
+        let first = RunId::at(now);
+        let second = RunId::at(now + Duration::seconds(1));
+        for id in [first, second] {
+            store.create_run(&RunRecord::new(id, "s/t".into(), now)).await.unwrap();
+        }
+        assert!(matches!(
+            store.create_run(&RunRecord::new(first, "s/t".into(), now)).await,
+            Err(StateError::RunExists(_))
+        ));
+        let err = store
+            .update_run(first, Box::new(move |r| r.transition(RunStatus::Completed, now)))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("cannot move from PLANNED to COMPLETED"), "{err}");
+        assert_eq!(store.get_run(first).await.unwrap().unwrap().status, RunStatus::Planned);
+        let runs = store.list_runs(Some("s/t"), 10).await.unwrap();
+        assert_eq!(runs.iter().map(|r| r.run_id).collect::<Vec<_>>(), vec![second, first]);
+        assert!(store.list_runs(Some("other"), 10).await.unwrap().is_empty());
+    }
+}
