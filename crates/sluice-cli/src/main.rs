@@ -1,1 +1,399 @@
-fn main() {}
+//! The `sluice` command: run tables locally, check configuration, tell a run's story, and
+//! create the sample database. A thin shell over the `sluice` engine: parse arguments, build
+//! the adapters, call one engine function, print the result.
+
+mod render;
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use sluice::sink::LocalDirSink;
+use sluice::source::Source;
+use sluice::source::postgres::PostgresSource;
+use sluice::state::StateStore;
+use sluice::state::local::LocalStateStore;
+use sluice::{Pipeline, PipelineOptions, RunObserver};
+use sluice_core::run::ChunkOutcome;
+use sluice_core::{Config, Engine, RunId, RunRecord, RunStatus};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "Move tables from PostgreSQL and MySQL into Snowflake through date/hour-partitioned Parquet.",
+    long_about = "Move tables from PostgreSQL and MySQL into Snowflake through date/hour-partitioned Parquet.\n\n\
+        Locally, `sluice run` extracts the tables of a config file into Parquet under --output and keeps \
+        watermarks and run history under --state-dir. Start with `sluice config check FILE`, then \
+        `sluice run --config FILE`, then `sluice status`."
+)]
+struct Cli {
+    /// Log more (info); set SLUICE_LOG for finer control, e.g. SLUICE_LOG=sluice=debug.
+    #[arg(short, long, global = true)]
+    verbose: bool,
+    /// Write logs as JSON lines (as in Lambda).
+    #[arg(long, global = true)]
+    json_logs: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Extract tables from their sources into Parquet, one run per table.
+    Run(RunArgs),
+    /// Validate and inspect configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Show recent runs, or the whole story of one run.
+    Status(StatusArgs),
+    /// Create sample data to try sluice on.
+    #[command(subcommand)]
+    Sample(SampleCommand),
+}
+
+#[derive(Args)]
+struct LocalPaths {
+    /// Directory the Parquet files and manifests are written under.
+    #[arg(long, env = "SLUICE_OUTPUT", default_value = "sluice-data")]
+    output: PathBuf,
+    /// Directory holding watermarks, leases and run records.
+    #[arg(long, env = "SLUICE_STATE_DIR", default_value = ".sluice")]
+    state_dir: PathBuf,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Configuration file (YAML).
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Run only these tables: `source/schema.table`, `schema.table` or `table`. Repeatable.
+    #[arg(long, short)]
+    table: Vec<String>,
+    #[command(flatten)]
+    paths: LocalPaths,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Check a configuration file and list every problem with the field it concerns.
+    Check {
+        /// Configuration file (YAML).
+        file: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    /// A run id (ULID) to tell the story of; without it, lists recent runs.
+    run_id: Option<String>,
+    /// Only runs of this table (`source/schema.table`).
+    #[arg(long)]
+    table: Option<String>,
+    /// How many recent runs to list.
+    #[arg(long, default_value_t = 20)]
+    limit: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Directory holding watermarks, leases and run records.
+    #[arg(long, env = "SLUICE_STATE_DIR", default_value = ".sluice")]
+    state_dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum SampleCommand {
+    /// Create the "shop" sample (customers, products, orders, order_items) in PostgreSQL.
+    Shop {
+        /// PostgreSQL URL of the database to fill; it is created if missing.
+        #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/sluice_shop")]
+        url: String,
+        /// Size: scale 1 is 1,000 customers, 200 products, 5,000 orders and ~12,500 order items.
+        #[arg(long, default_value_t = 1)]
+        scale: u32,
+        /// Schema to create the tables in.
+        #[arg(long, default_value = "public")]
+        schema: String,
+    },
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose, cli.json_logs);
+    let outcome = match cli.command {
+        Command::Run(args) => run(args).await,
+        Command::Config(ConfigCommand::Check { file }) => config_check(&file),
+        Command::Status(args) => status(args).await,
+        Command::Sample(SampleCommand::Shop { url, scale, schema }) => {
+            sample_shop(&url, scale, &schema).await
+        }
+    };
+    match outcome {
+        Ok(true) => {}
+        Ok(false) => std::process::exit(1),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn init_tracing(verbose: bool, json: bool) {
+    let default = if verbose { "info" } else { "warn" };
+    let filter = EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().with_current_span(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+fn load_config(path: &PathBuf) -> Result<Config> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(Config::from_yaml(&text, &path.display().to_string())?)
+}
+
+fn config_check(file: &PathBuf) -> Result<bool> {
+    let config = load_config(file)?;
+    println!(
+        "{}: ok ({} source(s), {} table(s))",
+        file.display(),
+        config.sources.len(),
+        config.tables.len()
+    );
+    for table in &config.tables {
+        println!(
+            "  {:<40} {:<12} {}",
+            table.key(),
+            format!("{:?}", table.load.mode).to_lowercase(),
+            table
+                .partition
+                .as_ref()
+                .map(|p| format!("partitioned by {}", p.column))
+                .unwrap_or_default()
+        );
+    }
+    Ok(true)
+}
+
+fn build_sources(config: &Config) -> Result<BTreeMap<String, Arc<dyn Source>>> {
+    let mut sources: BTreeMap<String, Arc<dyn Source>> = BTreeMap::new();
+    for source in &config.sources {
+        let adapter: Arc<dyn Source> = match source.engine {
+            Engine::Postgres => Arc::new(PostgresSource::from_config(source)?),
+            Engine::Mysql => bail!(
+                "source '{}': the mysql engine is not available yet in this build",
+                source.name
+            ),
+        };
+        sources.insert(source.name.clone(), adapter);
+    }
+    Ok(sources)
+}
+
+async fn run(args: RunArgs) -> Result<bool> {
+    let config = load_config(&args.config)?;
+    let mut tables = Vec::new();
+    if args.table.is_empty() {
+        tables.extend(config.tables.iter());
+    } else {
+        for selector in &args.table {
+            let found = config.find_tables(selector);
+            match found.len() {
+                0 => bail!(
+                    "--table {selector}: no such table in {} (tables: {})",
+                    args.config.display(),
+                    config
+                        .tables
+                        .iter()
+                        .map(|t| t.key())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                1 => tables.push(found[0]),
+                _ => bail!(
+                    "--table {selector} is ambiguous; use source/schema.table (one of {})",
+                    found.iter().map(|t| t.key()).collect::<Vec<_>>().join(", ")
+                ),
+            }
+        }
+    }
+    // Only the sources the selected tables use are built, so one broken source does not
+    // block the others.
+    let needed: Vec<_> = config
+        .sources
+        .iter()
+        .filter(|s| tables.iter().any(|t| t.source == s.name))
+        .cloned()
+        .collect();
+    let sources = build_sources(&Config {
+        sources: needed,
+        tables: Vec::new(),
+    })?;
+    let sink = Arc::new(LocalDirSink::new(&args.paths.output)?);
+    let state = Arc::new(LocalStateStore::open(&args.paths.state_dir)?);
+    let pipeline = Pipeline::new(sources, sink.clone(), state, PipelineOptions::default());
+    let progress = Progress::new();
+    let mut records: Vec<(String, Result<RunRecord, String>)> = Vec::new();
+    for table in tables {
+        progress.start(&table.key());
+        let result = pipeline.run_table(table, &progress).await;
+        progress.finish(&table.key(), &result);
+        records.push((table.key(), result.map_err(|e| e.to_string())));
+    }
+    println!("{}", render::summary(&records));
+    println!(
+        "Parquet files and manifests are under {}",
+        sink.root().display()
+    );
+    println!(
+        "Run history: sluice status --state-dir {}",
+        args.paths.state_dir.display()
+    );
+    Ok(records
+        .iter()
+        .all(|(_, r)| matches!(r, Ok(rec) if rec.status == RunStatus::Completed)))
+}
+
+/// Progress bars on a terminal, plain lines otherwise.
+struct Progress {
+    bars: Option<MultiProgress>,
+    current: Mutex<BTreeMap<String, ProgressBar>>,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        Progress {
+            bars: std::io::stderr().is_terminal().then(MultiProgress::new),
+            current: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn start(&self, table: &str) {
+        match &self.bars {
+            Some(bars) => {
+                let bar = bars.add(ProgressBar::new_spinner());
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "{spinner} {prefix:<36} {human_pos:>12} rows  {per_sec:>14}  {msg}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                );
+                bar.set_prefix(table.to_owned());
+                bar.enable_steady_tick(std::time::Duration::from_millis(120));
+                if let Ok(mut current) = self.current.lock() {
+                    current.insert(table.to_owned(), bar);
+                }
+            }
+            None => eprintln!("{table}: planning"),
+        }
+    }
+
+    fn finish(&self, table: &str, result: &Result<RunRecord, sluice::PipelineError>) {
+        let message = match result {
+            Ok(r) => format!("{} ({} rows, {} files)", r.status, r.rows(), r.files()),
+            Err(e) => format!("not run: {e}"),
+        };
+        let bar = self.current.lock().ok().and_then(|mut c| c.remove(table));
+        match bar {
+            Some(bar) => bar.finish_with_message(message),
+            None => eprintln!("{table}: {message}"),
+        }
+    }
+}
+
+impl RunObserver for Progress {
+    fn planned(&self, record: &RunRecord) {
+        let chunks = record.plan.as_ref().map_or(0, |p| p.chunks.len());
+        if self.bars.is_none() {
+            eprintln!(
+                "{}: run {} planned, {chunks} chunk(s)",
+                record.table_key, record.run_id
+            );
+        }
+    }
+
+    fn rows_written(&self, table_key: &str, rows: u64) {
+        if let Ok(current) = self.current.lock()
+            && let Some(bar) = current.get(table_key)
+        {
+            bar.inc(rows);
+        }
+    }
+
+    fn chunk_done(&self, table_key: &str, chunk: u32, outcome: &ChunkOutcome) {
+        if self.bars.is_none() {
+            eprintln!(
+                "{table_key}: chunk {chunk} done, {} rows, {} files, {:.2}s",
+                outcome.rows,
+                outcome.files.len(),
+                outcome.seconds
+            );
+        }
+    }
+}
+
+async fn status(args: StatusArgs) -> Result<bool> {
+    if !args.state_dir.exists() {
+        bail!(
+            "no state directory at {} (run `sluice run` first, or pass --state-dir)",
+            args.state_dir.display()
+        );
+    }
+    let store = LocalStateStore::open(&args.state_dir)?;
+    match &args.run_id {
+        Some(id) => {
+            let run_id: RunId = id.parse().map_err(anyhow::Error::msg)?;
+            let Some(record) = store.get_run(run_id).await? else {
+                bail!("run {run_id} not found in {}", args.state_dir.display());
+            };
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&record)?);
+            } else {
+                let state = store.table_state(&record.table_key).await?;
+                println!("{}", render::story(&record, &state));
+            }
+        }
+        None => {
+            let runs = store.list_runs(args.table.as_deref(), args.limit).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&runs)?);
+            } else if runs.is_empty() {
+                println!("no runs recorded in {}", args.state_dir.display());
+            } else {
+                println!("{}", render::run_list(&runs));
+            }
+        }
+    }
+    Ok(true)
+}
+
+async fn sample_shop(url: &str, scale: u32, schema: &str) -> Result<bool> {
+    let config: sluice::sample::PgConfig = url
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--url is not a valid PostgreSQL URL: {e}"))?;
+    let database = config
+        .get_dbname()
+        .context("--url must name a database, e.g. postgres://postgres@127.0.0.1:5432/sluice_shop")?
+        .to_owned();
+    sluice_core::ident::check_identifier(&database)
+        .map_err(|e| anyhow::anyhow!("--url database {e}"))?;
+    sluice::sample::ensure_database(&config, &database).await?;
+    let client = sluice::sample::connect(&config).await?;
+    let counts = sluice::sample::create_shop_postgres(&client, schema, scale).await?;
+    println!(
+        "shop sample at scale {scale} in database {database}, schema {schema}: {} customers, {} products, {} orders, {} order items",
+        counts.customers, counts.products, counts.orders, counts.order_items
+    );
+    Ok(true)
+}

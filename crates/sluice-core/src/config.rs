@@ -289,7 +289,11 @@ impl Config {
             let inner = e.into_inner();
             ConfigError::Parse {
                 origin: origin.to_owned(),
-                path: if path == "." { "(top level)".into() } else { path },
+                path: if path == "." {
+                    "(top level)".into()
+                } else {
+                    path
+                },
                 message: inner.to_string(),
             }
         })?;
@@ -423,7 +427,8 @@ fn validate_source(source: &SourceConfig, path: &str, issues: &mut Issues) {
     }
     let c = &source.connection;
     let cpath = format!("{path}.connection");
-    let has_parts = c.host.is_some() || c.port.is_some() || c.user.is_some() || c.database.is_some();
+    let has_parts =
+        c.host.is_some() || c.port.is_some() || c.user.is_some() || c.database.is_some();
     match (&c.url, has_parts) {
         (Some(_), true) => issues.push(
             &cpath,
@@ -744,23 +749,71 @@ tables:
     #[test]
     fn every_bad_field_is_reported_with_its_path() {
         let cases: &[(&str, &str)] = &[
-            ("    primary_key: [id]\n    load:\n      mode: incremental\n", "tables[0].load.cursor: required"),
-            ("    where: \"id > 1; drop table x\"\n", "tables[0].where: must not contain ';'"),
-            ("    where: \"id > 1 -- hi\"\n", "tables[0].where: must not contain SQL comments"),
-            ("    where: \"id > 1 /* x */\"\n", "tables[0].where: must not contain SQL comments"),
+            (
+                "    primary_key: [id]\n    load:\n      mode: incremental\n",
+                "tables[0].load.cursor: required",
+            ),
+            (
+                "    where: \"id > 1; drop table x\"\n",
+                "tables[0].where: must not contain ';'",
+            ),
+            (
+                "    where: \"id > 1 -- hi\"\n",
+                "tables[0].where: must not contain SQL comments",
+            ),
+            (
+                "    where: \"id > 1 /* x */\"\n",
+                "tables[0].where: must not contain SQL comments",
+            ),
             ("    where: \"  \"\n", "tables[0].where: must not be empty"),
-            ("    columns: [id, \"na me\"]\n", "tables[0].columns[1]: 'na me' is not a valid identifier"),
-            ("    columns: [id, id]\n", "tables[0].columns[1]: 'id' is listed twice"),
-            ("    columns: []\n", "tables[0].columns: must list at least one column"),
-            ("    columns: [id]\n    primary_key: [other]\n", "tables[0].primary_key[0]: 'other' is not in columns"),
-            ("    partition:\n      column: id\n", "tables[0].partition: give chunks"),
-            ("    partition:\n      column: id\n      chunks: 0\n", "tables[0].partition.chunks: 0 is out of range"),
-            ("    partition:\n      column: id\n      chunks: 2\n      chunk_rows: 10\n", "tables[0].partition: give chunks or chunk_rows, not both"),
-            ("    partition:\n      column: id\n      chunks: 2\n      max_concurrency: 1000\n", "tables[0].partition.max_concurrency: 1000 is out of range"),
-            ("    batch_rows: 0\n", "tables[0].batch_rows: 0 is out of range"),
-            ("    load:\n      lookback: 1h\n", "tables[0].load.lookback: only applies when load.mode = incremental"),
-            ("    target:\n      raw_table: RAW.ORDERS;x\n", "tables[0].target.raw_table: 'ORDERS;x' is not a valid identifier"),
-            ("    target:\n      gold_procedures: [a.b.c.d]\n", "tables[0].target.gold_procedures[0]: 'a.b.c.d' has more than three parts"),
+            (
+                "    columns: [id, \"na me\"]\n",
+                "tables[0].columns[1]: 'na me' is not a valid identifier",
+            ),
+            (
+                "    columns: [id, id]\n",
+                "tables[0].columns[1]: 'id' is listed twice",
+            ),
+            (
+                "    columns: []\n",
+                "tables[0].columns: must list at least one column",
+            ),
+            (
+                "    columns: [id]\n    primary_key: [other]\n",
+                "tables[0].primary_key[0]: 'other' is not in columns",
+            ),
+            (
+                "    partition:\n      column: id\n",
+                "tables[0].partition: give chunks",
+            ),
+            (
+                "    partition:\n      column: id\n      chunks: 0\n",
+                "tables[0].partition.chunks: 0 is out of range",
+            ),
+            (
+                "    partition:\n      column: id\n      chunks: 2\n      chunk_rows: 10\n",
+                "tables[0].partition: give chunks or chunk_rows, not both",
+            ),
+            (
+                "    partition:\n      column: id\n      chunks: 2\n      max_concurrency: 1000\n",
+                "tables[0].partition.max_concurrency: 1000 is out of range",
+            ),
+            (
+                "    batch_rows: 0\n",
+                "tables[0].batch_rows: 0 is out of range",
+            ),
+            (
+                "    load:\n      lookback: 1h\n",
+                "tables[0].load.lookback: only applies when load.mode = incremental",
+            ),
+            (
+                "    target:\n      raw_table: RAW.ORDERS;x\n",
+                "tables[0].target.raw_table: 'ORDERS;x' is not a valid identifier",
+            ),
+            (
+                "    target:\n      gold_procedures: [a.b.c.d]\n",
+                "tables[0].target.gold_procedures[0]: 'a.b.c.d' has more than three parts",
+            ),
         ];
         for (extra, expected) in cases {
             let got = issues_of(&with_table(extra));
@@ -775,7 +828,10 @@ tables:
     fn shape_errors_name_the_field_path() {
         let cases: &[(&str, &str)] = &[
             ("    load:\n      mode: sometimes\n", "tables[0].load.mode"),
-            ("    load:\n      mode: incremental\n      lookback: soon\n", "tables[0].load.lookback"),
+            (
+                "    load:\n      mode: incremental\n      lookback: soon\n",
+                "tables[0].load.lookback",
+            ),
             ("    batch_rows: many\n", "tables[0].batch_rows"),
             ("    colums: [a]\n", "tables[0].colums"),
         ];
@@ -851,9 +907,21 @@ tables:
     fn unknown_source_and_duplicates_are_reported() {
         let yaml = "sources:\n  - name: shop\n    engine: postgres\n    connection:\n      url: postgres://u@h/db\n  - name: shop\n    engine: mysql\n    connection:\n      url: mysql://u@h/db\ntables:\n  - source: crm\n    table: t\n  - source: shop\n    table: t\n  - source: shop\n    table: t\n";
         let got = issues_of(yaml);
-        assert!(got.contains(&"sources[1].name: 'shop' is used by more than one source".to_string()), "{got:?}");
-        assert!(got.iter().any(|g| g.starts_with("tables[0].source: 'crm' is not a source")), "{got:?}");
-        assert!(got.contains(&"tables[2].table: 't' of source 'shop' is configured more than once".to_string()), "{got:?}");
+        assert!(
+            got.contains(&"sources[1].name: 'shop' is used by more than one source".to_string()),
+            "{got:?}"
+        );
+        assert!(
+            got.iter()
+                .any(|g| g.starts_with("tables[0].source: 'crm' is not a source")),
+            "{got:?}"
+        );
+        assert!(
+            got.contains(
+                &"tables[2].table: 't' of source 'shop' is configured more than once".to_string()
+            ),
+            "{got:?}"
+        );
     }
 
     #[test]
@@ -873,8 +941,12 @@ tables:
         assert!(is_secret_arn(
             "arn:aws:secretsmanager:eu-west-1:123456789012:secret:sluice/shop-AbCdEf"
         ));
-        assert!(!is_secret_arn("arn:aws:secretsmanager:eu-west-1:1234:secret:x"));
-        assert!(!is_secret_arn("arn:aws:secretsmanager:eu-west-1:123456789012:secret:"));
+        assert!(!is_secret_arn(
+            "arn:aws:secretsmanager:eu-west-1:1234:secret:x"
+        ));
+        assert!(!is_secret_arn(
+            "arn:aws:secretsmanager:eu-west-1:123456789012:secret:"
+        ));
     }
 
     #[test]

@@ -21,7 +21,10 @@ impl TableLayout {
     /// configured name (`schema.table` or `table`), already validated.
     pub fn new(prefix: Option<&str>, engine: Engine, source: &str, table: &str) -> TableLayout {
         let mut base = String::new();
-        if let Some(prefix) = prefix.map(|p| p.trim_matches('/')).filter(|p| !p.is_empty()) {
+        if let Some(prefix) = prefix
+            .map(|p| p.trim_matches('/'))
+            .filter(|p| !p.is_empty())
+        {
             base.push_str(prefix);
             base.push('/');
         }
@@ -34,7 +37,13 @@ impl TableLayout {
         format!("{}/{}", self.base, started_at.format("%Y-%m-%d/%H"))
     }
 
-    pub fn data_file(&self, started_at: DateTime<Utc>, run_id: RunId, chunk: u32, part: u32) -> String {
+    pub fn data_file(
+        &self,
+        started_at: DateTime<Utc>,
+        run_id: RunId,
+        chunk: u32,
+        part: u32,
+    ) -> String {
         format!(
             "{}/part-{run_id}-{chunk:04}-{part:04}.parquet",
             self.partition_dir(started_at)
@@ -66,6 +75,9 @@ mod tests {
             "postgres/shop/public.orders/_manifests/01HRB7X6Q3M4Z8E9V2K5N1P0TA.json"
         );
         let layout = TableLayout::new(Some("/raw/"), Engine::Mysql, "crm", "contacts");
-        assert_eq!(layout.partition_dir(started), "raw/mysql/crm/contacts/2024-03-09/06");
+        assert_eq!(
+            layout.partition_dir(started),
+            "raw/mysql/crm/contacts/2024-03-09/06"
+        );
     }
 }

@@ -58,13 +58,15 @@ impl ScalarValue {
     fn from_ordinal(kind: ScalarKind, ordinal: i64) -> Option<ScalarValue> {
         Some(match kind {
             ScalarKind::Int => ScalarValue::Int(ordinal),
-            ScalarKind::Date => {
-                ScalarValue::Date(NaiveDate::from_num_days_from_ce_opt(i32::try_from(ordinal).ok()?)?)
-            }
+            ScalarKind::Date => ScalarValue::Date(NaiveDate::from_num_days_from_ce_opt(
+                i32::try_from(ordinal).ok()?,
+            )?),
             ScalarKind::Timestamp => {
                 ScalarValue::Timestamp(DateTime::from_timestamp_micros(ordinal)?.naive_utc())
             }
-            ScalarKind::TimestampTz => ScalarValue::TimestampTz(DateTime::from_timestamp_micros(ordinal)?),
+            ScalarKind::TimestampTz => {
+                ScalarValue::TimestampTz(DateTime::from_timestamp_micros(ordinal)?)
+            }
         })
     }
 
@@ -81,7 +83,9 @@ impl ScalarValue {
             }
             // MySQL TIMESTAMP columns are compared in the session time zone, which sluice sets
             // to +00:00.
-            (ScalarValue::TimestampTz(t), Dialect::Mysql) => format!("TIMESTAMP '{}'", t.format(TS)),
+            (ScalarValue::TimestampTz(t), Dialect::Mysql) => {
+                format!("TIMESTAMP '{}'", t.format(TS))
+            }
         }
     }
 }
@@ -99,7 +103,9 @@ impl std::fmt::Display for ScalarValue {
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum PlanError {
-    #[error("table {table}: load.lookback {lookback} does not fit cursor '{cursor}' of kind {kind:?}: {hint}")]
+    #[error(
+        "table {table}: load.lookback {lookback} does not fit cursor '{cursor}' of kind {kind:?}: {hint}"
+    )]
     LookbackMismatch {
         table: String,
         cursor: String,
@@ -107,7 +113,9 @@ pub enum PlanError {
         lookback: String,
         hint: &'static str,
     },
-    #[error("table {table}: the stored watermark is a {stored:?} but cursor '{cursor}' is now a {kind:?}; reset the watermark (sluice watermark reset) after changing the cursor column")]
+    #[error(
+        "table {table}: the stored watermark is a {stored:?} but cursor '{cursor}' is now a {kind:?}; reset the watermark (sluice watermark reset) after changing the cursor column"
+    )]
     WatermarkKindChanged {
         table: String,
         cursor: String,
@@ -210,9 +218,9 @@ pub fn apply_lookback(
     };
     match (watermark, lookback) {
         (ScalarValue::Int(v), Lookback::Units(n)) => Ok(ScalarValue::Int(v.saturating_sub(*n))),
-        (ScalarValue::Int(_), Lookback::Duration { .. }) => {
-            Err(mismatch("an integer cursor takes a plain number as lookback"))
-        }
+        (ScalarValue::Int(_), Lookback::Duration { .. }) => Err(mismatch(
+            "an integer cursor takes a plain number as lookback",
+        )),
         (_, Lookback::Units(_)) => Err(mismatch(
             "a date or timestamp cursor takes a duration such as \"15m\" as lookback",
         )),
@@ -499,7 +507,8 @@ mod tests {
         };
         let got = apply_lookback("t", "c", &ts("2024-03-01 00:00:00.123456"), Some(&lb)).unwrap();
         assert_eq!(got, ts("2024-02-29 23:58:30.123456"));
-        let got = apply_lookback("t", "c", &ScalarValue::Int(100), Some(&Lookback::Units(7))).unwrap();
+        let got =
+            apply_lookback("t", "c", &ScalarValue::Int(100), Some(&Lookback::Units(7))).unwrap();
         assert_eq!(got, ScalarValue::Int(93));
         let d = ScalarValue::Date(NaiveDate::from_ymd_opt(2024, 1, 10).unwrap());
         let lb = Lookback::Duration {
@@ -514,9 +523,28 @@ mod tests {
 
     #[test]
     fn lookback_of_the_wrong_kind_is_rejected() {
-        let err = apply_lookback("t", "id", &ScalarValue::Int(1), Some(&Lookback::Duration { micros: 1, spelled: "1s".into() })).unwrap_err();
-        assert!(err.to_string().contains("integer cursor takes a plain number"), "{err}");
-        let err = apply_lookback("t", "c", &ts("2024-01-01 00:00:00"), Some(&Lookback::Units(5))).unwrap_err();
+        let err = apply_lookback(
+            "t",
+            "id",
+            &ScalarValue::Int(1),
+            Some(&Lookback::Duration {
+                micros: 1,
+                spelled: "1s".into(),
+            }),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("integer cursor takes a plain number"),
+            "{err}"
+        );
+        let err = apply_lookback(
+            "t",
+            "c",
+            &ts("2024-01-01 00:00:00"),
+            Some(&Lookback::Units(5)),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("takes a duration"), "{err}");
     }
 
@@ -547,16 +575,40 @@ mod tests {
     fn watermark_never_moves_backwards() {
         let t = table(LoadMode::Incremental, None);
         let wm = ts("2024-01-05 00:00:00");
-        let plan = build_plan(RunId::new(), Engine::Postgres, Utc::now(), &t, Some(&wm), facts(Some(ts("2024-01-01 00:00:00")))).unwrap();
+        let plan = build_plan(
+            RunId::new(),
+            Engine::Postgres,
+            Utc::now(),
+            &t,
+            Some(&wm),
+            facts(Some(ts("2024-01-01 00:00:00"))),
+        )
+        .unwrap();
         assert_eq!(plan.next_watermark(), Some(&wm));
-        let plan = build_plan(RunId::new(), Engine::Postgres, Utc::now(), &t, Some(&wm), facts(None)).unwrap();
+        let plan = build_plan(
+            RunId::new(),
+            Engine::Postgres,
+            Utc::now(),
+            &t,
+            Some(&wm),
+            facts(None),
+        )
+        .unwrap();
         assert_eq!(plan.next_watermark(), Some(&wm));
     }
 
     #[test]
     fn first_incremental_run_on_an_empty_table_reads_nothing() {
         let t = table(LoadMode::Incremental, None);
-        let plan = build_plan(RunId::new(), Engine::Postgres, Utc::now(), &t, None, facts(None)).unwrap();
+        let plan = build_plan(
+            RunId::new(),
+            Engine::Postgres,
+            Utc::now(),
+            &t,
+            None,
+            facts(None),
+        )
+        .unwrap();
         assert!(plan.chunk_select(0).unwrap().ends_with("AND 1 = 0"));
         assert_eq!(plan.next_watermark(), None);
     }
@@ -564,16 +616,38 @@ mod tests {
     #[test]
     fn full_mode_reads_everything_but_records_the_upper_bound() {
         let t = table(LoadMode::Full, None);
-        let plan = build_plan(RunId::new(), Engine::Mysql, Utc::now(), &t, Some(&ts("2024-01-01 00:00:00")), facts(Some(ts("2024-02-01 00:00:00")))).unwrap();
-        assert_eq!(plan.chunk_select(0).unwrap(), "SELECT `id`, `updated_at` FROM `public`.`orders` WHERE (status <> 'x')");
+        let plan = build_plan(
+            RunId::new(),
+            Engine::Mysql,
+            Utc::now(),
+            &t,
+            Some(&ts("2024-01-01 00:00:00")),
+            facts(Some(ts("2024-02-01 00:00:00"))),
+        )
+        .unwrap();
+        assert_eq!(
+            plan.chunk_select(0).unwrap(),
+            "SELECT `id`, `updated_at` FROM `public`.`orders` WHERE (status <> 'x')"
+        );
         assert_eq!(plan.next_watermark(), Some(&ts("2024-02-01 00:00:00")));
     }
 
     #[test]
     fn a_changed_cursor_kind_is_reported() {
         let t = table(LoadMode::Incremental, None);
-        let err = build_plan(RunId::new(), Engine::Postgres, Utc::now(), &t, Some(&ScalarValue::Int(5)), facts(None)).unwrap_err();
-        assert!(matches!(err, PlanError::WatermarkKindChanged { .. }), "{err}");
+        let err = build_plan(
+            RunId::new(),
+            Engine::Postgres,
+            Utc::now(),
+            &t,
+            Some(&ScalarValue::Int(5)),
+            facts(None),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, PlanError::WatermarkKindChanged { .. }),
+            "{err}"
+        );
     }
 
     #[test]
@@ -589,10 +663,22 @@ mod tests {
         assert_eq!(chunks.len(), 5);
         let sql: Vec<String> = chunks
             .iter()
-            .map(|c| select_sql(Dialect::Postgres, &TableName::parse("t").unwrap(), &["id".into()], None, None, Some(("id", c))))
+            .map(|c| {
+                select_sql(
+                    Dialect::Postgres,
+                    &TableName::parse("t").unwrap(),
+                    &["id".into()],
+                    None,
+                    None,
+                    Some(("id", c)),
+                )
+            })
             .collect();
         assert_eq!(sql[0], "SELECT \"id\" FROM \"t\" WHERE \"id\" < 26");
-        assert_eq!(sql[1], "SELECT \"id\" FROM \"t\" WHERE \"id\" >= 26 AND \"id\" < 51");
+        assert_eq!(
+            sql[1],
+            "SELECT \"id\" FROM \"t\" WHERE \"id\" >= 26 AND \"id\" < 51"
+        );
         assert_eq!(sql[3], "SELECT \"id\" FROM \"t\" WHERE \"id\" >= 76");
         assert_eq!(sql[4], "SELECT \"id\" FROM \"t\" WHERE \"id\" IS NULL");
     }
@@ -624,8 +710,14 @@ mod tests {
         assert_eq!(
             plan_chunks(&pf, 2),
             vec![
-                ChunkRange::Range { lower: None, upper: Some(day(3)) },
-                ChunkRange::Range { lower: Some(day(3)), upper: None }
+                ChunkRange::Range {
+                    lower: None,
+                    upper: Some(day(3))
+                },
+                ChunkRange::Range {
+                    lower: Some(day(3)),
+                    upper: None
+                }
             ]
         );
     }
@@ -641,7 +733,10 @@ mod tests {
         assert_eq!(chunk_count(&p(Some(3), None), 0), 3);
         assert_eq!(chunk_count(&p(None, Some(1000)), 2500), 3);
         assert_eq!(chunk_count(&p(None, Some(1000)), 0), 1);
-        assert_eq!(chunk_count(&p(None, Some(1)), u64::MAX), crate::config::MAX_CHUNKS);
+        assert_eq!(
+            chunk_count(&p(None, Some(1)), u64::MAX),
+            crate::config::MAX_CHUNKS
+        );
     }
 
     #[test]

@@ -297,12 +297,16 @@ mod tests {
     fn record_keeps_timings_and_the_first_error() {
         let t0 = Utc::now();
         let mut r = RunRecord::new(RunId::new(), "shop/public.orders".into(), t0);
-        r.transition(RunStatus::Extracting, t0 + chrono::Duration::seconds(1)).unwrap();
+        r.transition(RunStatus::Extracting, t0 + chrono::Duration::seconds(1))
+            .unwrap();
         r.fail("boom".into(), Some(3), t0 + chrono::Duration::seconds(2));
         r.fail("second".into(), None, t0 + chrono::Duration::seconds(3));
         assert_eq!(r.status, RunStatus::Failed);
         let err = r.error.clone().unwrap();
-        assert_eq!((err.phase, err.chunk, err.message.as_str()), (RunStatus::Extracting, Some(3), "boom"));
+        assert_eq!(
+            (err.phase, err.chunk, err.message.as_str()),
+            (RunStatus::Extracting, Some(3), "boom")
+        );
         assert_eq!(r.phases[&RunStatus::Planned].seconds(), Some(1.0));
         assert_eq!(r.phases[&RunStatus::Extracting].seconds(), Some(1.0));
         assert!(r.transition(RunStatus::Completed, t0).is_err());
@@ -314,6 +318,11 @@ mod tests {
         let b = RunId::at(DateTime::from_timestamp(1_700_000_001, 0).unwrap());
         assert!(a < b);
         assert_eq!(a.to_string().parse::<RunId>().unwrap(), a);
-        assert!("nope".parse::<RunId>().unwrap_err().contains("not a run id"));
+        assert!(
+            "nope"
+                .parse::<RunId>()
+                .unwrap_err()
+                .contains("not a run id")
+        );
     }
 }

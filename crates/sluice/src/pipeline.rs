@@ -38,7 +38,10 @@ pub enum PipelineError {
     #[error(transparent)]
     Plan(#[from] PlanError),
     #[error("table {table_key}: no source named '{source_name}' is configured")]
-    UnknownSource { table_key: String, source_name: String },
+    UnknownSource {
+        table_key: String,
+        source_name: String,
+    },
     #[error("run {run_id}: {message}")]
     Run { run_id: RunId, message: String },
 }
@@ -121,7 +124,11 @@ impl Pipeline {
     /// Runs one table start to finish in this process. `Err` means no run was recorded
     /// (e.g. the table is already running); a run that started and failed comes back as a
     /// record with status FAILED and its error.
-    pub async fn run_table(&self, table: &TableConfig, observer: &dyn RunObserver) -> Result<RunRecord> {
+    pub async fn run_table(
+        &self,
+        table: &TableConfig,
+        observer: &dyn RunObserver,
+    ) -> Result<RunRecord> {
         let record = match self.plan_run(table).await {
             Ok(record) => record,
             Err((Some(run_id), e)) => {
@@ -136,7 +143,11 @@ impl Pipeline {
 
     /// Extracts every chunk of a planned run (up to the configured concurrency), then
     /// finalizes it. Returns the final record, COMPLETED or FAILED.
-    pub async fn execute_run(&self, run_id: RunId, observer: &dyn RunObserver) -> Result<RunRecord> {
+    pub async fn execute_run(
+        &self,
+        run_id: RunId,
+        observer: &dyn RunObserver,
+    ) -> Result<RunRecord> {
         let record = self
             .state
             .get_run(run_id)
@@ -146,12 +157,12 @@ impl Pipeline {
             run_id,
             message: "has no plan".into(),
         })?;
-        let concurrency = plan
-            .table
-            .partition
-            .as_ref()
-            .and_then(|p| p.max_concurrency)
-            .unwrap_or(sluice_core::plan::DEFAULT_MAX_CONCURRENCY) as usize;
+        let concurrency =
+            plan.table
+                .partition
+                .as_ref()
+                .and_then(|p| p.max_concurrency)
+                .unwrap_or(sluice_core::plan::DEFAULT_MAX_CONCURRENCY) as usize;
         let chunks = u32::try_from(plan.chunks.len()).unwrap_or(u32::MAX);
         let results: Vec<(u32, Result<ChunkOutcome>)> = futures::stream::iter(0..chunks)
             .map(|chunk| async move { (chunk, self.extract_chunk(run_id, chunk, observer).await) })
@@ -173,7 +184,10 @@ impl Pipeline {
 
     /// Takes the table's lease, gathers catalog facts in one snapshot and records the plan.
     /// On failure after the run was recorded, the run is FAILED and the error carries its id.
-    pub async fn plan_run(&self, table: &TableConfig) -> Result<RunRecord, (Option<RunId>, PipelineError)> {
+    pub async fn plan_run(
+        &self,
+        table: &TableConfig,
+    ) -> Result<RunRecord, (Option<RunId>, PipelineError)> {
         let source = self.source(table).map_err(|e| (None, e))?;
         let key = table.key();
         let now = Utc::now();
@@ -237,7 +251,12 @@ impl Pipeline {
 
     /// Extracts one chunk into Parquet files and records its outcome. A chunk already
     /// recorded is not extracted again: its recorded outcome is returned.
-    pub async fn extract_chunk(&self, run_id: RunId, chunk: u32, observer: &dyn RunObserver) -> Result<ChunkOutcome> {
+    pub async fn extract_chunk(
+        &self,
+        run_id: RunId,
+        chunk: u32,
+        observer: &dyn RunObserver,
+    ) -> Result<ChunkOutcome> {
         let record = self
             .state
             .get_run(run_id)
@@ -271,10 +290,10 @@ impl Pipeline {
                 )
                 .await?;
             let source = self.source(&plan.table)?;
-            let table_name = plan.table.table_name().map_err(|message| PipelineError::Run {
-                run_id,
-                message,
-            })?;
+            let table_name = plan
+                .table
+                .table_name()
+                .map_err(|message| PipelineError::Run { run_id, message })?;
             let layout = TableLayout::new(
                 self.options.prefix.as_deref(),
                 plan.engine,
@@ -317,7 +336,9 @@ impl Pipeline {
                 warnings: warnings.snapshot(),
                 seconds: started.elapsed().as_secs_f64(),
             };
-            tracing::Span::current().record("rows", outcome.rows).record("bytes", outcome.bytes);
+            tracing::Span::current()
+                .record("rows", outcome.rows)
+                .record("bytes", outcome.bytes);
             info!(files = outcome.files.len(), "chunk extracted");
             let recorded = outcome.clone();
             self.state
@@ -452,7 +473,12 @@ impl Pipeline {
 
     /// Marks a run FAILED with its first error and releases the table's lease. The watermark
     /// is untouched.
-    pub async fn fail_run(&self, run_id: RunId, message: String, chunk: Option<u32>) -> Result<RunRecord> {
+    pub async fn fail_run(
+        &self,
+        run_id: RunId,
+        message: String,
+        chunk: Option<u32>,
+    ) -> Result<RunRecord> {
         warn!(%run_id, chunk, error = %message, "run failed");
         let record = self
             .state
@@ -515,7 +541,9 @@ fn prefetch(
         .in_current_span(),
     );
     futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item.map_err(PipelineError::from), rx))
+        rx.recv()
+            .await
+            .map(|item| (item.map_err(PipelineError::from), rx))
     })
     .boxed()
 }

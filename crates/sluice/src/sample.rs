@@ -7,7 +7,9 @@
 //! without time zone at microsecond precision, json/jsonb, uuid and NULLs.
 
 use thiserror::Error;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, NoTls};
+
+pub use tokio_postgres::Config as PgConfig;
 
 use crate::source::postgres::pg_message;
 
@@ -152,7 +154,11 @@ ANALYZE {s}.customers, {s}.products, {s}.orders, {s}.order_items;
 
 /// Creates (or re-creates) the shop tables in `schema` of the connected database. Only the
 /// four shop tables are dropped; nothing else in the database is touched.
-pub async fn create_shop_postgres(client: &Client, schema: &str, scale: u32) -> Result<ShopCounts, SampleError> {
+pub async fn create_shop_postgres(
+    client: &Client,
+    schema: &str,
+    scale: u32,
+) -> Result<ShopCounts, SampleError> {
     sluice_core::ident::check_identifier(schema).map_err(|e| SampleError(format!("schema {e}")))?;
     client
         .batch_execute(&shop_postgres_sql(schema, scale))
@@ -175,4 +181,40 @@ pub async fn create_shop_postgres(client: &Client, schema: &str, scale: u32) -> 
         orders: count("orders").await?,
         order_items: count("order_items").await?,
     })
+}
+
+/// Connects for sample generation (not an extraction path: no snapshot, no COPY).
+pub async fn connect(config: &PgConfig) -> Result<Client, SampleError> {
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|e| SampleError(format!("cannot connect: {}", pg_message(&e))))?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+/// Creates `database` on the server `config` points at, if it does not exist yet.
+pub async fn ensure_database(config: &PgConfig, database: &str) -> Result<(), SampleError> {
+    sluice_core::ident::check_identifier(database)
+        .map_err(|e| SampleError(format!("database {e}")))?;
+    let mut admin = config.clone();
+    admin.dbname("postgres");
+    let client = connect(&admin).await?;
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&database])
+        .await
+        .map_err(|e| SampleError(pg_message(&e)))?
+        .is_some();
+    if !exists {
+        client
+            .batch_execute(&format!(
+                "CREATE DATABASE {} ENCODING 'UTF8' TEMPLATE template0",
+                sluice_core::Dialect::Postgres.quote(database)
+            ))
+            .await
+            .map_err(|e| SampleError(pg_message(&e)))?;
+    }
+    Ok(())
 }

@@ -95,13 +95,13 @@ impl LocalDirSink {
             location: root.display().to_string(),
             message,
         };
-        std::fs::create_dir_all(root).map_err(|e| location_error(format!("cannot create it: {e}")))?;
+        std::fs::create_dir_all(root)
+            .map_err(|e| location_error(format!("cannot create it: {e}")))?;
         let root = root
             .canonicalize()
             .map_err(|e| location_error(format!("cannot resolve it: {e}")))?;
-        let store = LocalFileSystem::new_with_prefix(&root)
-            .map_err(|e| location_error(e.to_string()))?
-;
+        let store =
+            LocalFileSystem::new_with_prefix(&root).map_err(|e| location_error(e.to_string()))?;
         Ok(LocalDirSink {
             root,
             store: Arc::new(store),

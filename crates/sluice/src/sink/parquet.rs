@@ -138,25 +138,29 @@ impl ChunkFileWriter {
         }
         let rows = batch.num_rows();
         let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
-        columns.push(Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
-            self.run_id.as_str(),
-            rows,
-        ))));
+        columns.push(Arc::new(StringArray::from_iter_values(
+            std::iter::repeat_n(self.run_id.as_str(), rows),
+        )));
         columns.push(Arc::new(
-            TimestampMicrosecondArray::from_value(self.extracted_at_micros, rows).with_timezone("UTC"),
+            TimestampMicrosecondArray::from_value(self.extracted_at_micros, rows)
+                .with_timezone("UTC"),
         ));
         let Some(file) = self.current.as_mut() else {
             return Ok(());
         };
-        let full = RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| SinkError::Schema {
-            key: file.key.clone(),
-            message: e.to_string(),
-        })?;
+        let full =
+            RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| SinkError::Schema {
+                key: file.key.clone(),
+                message: e.to_string(),
+            })?;
         let parquet_error = |key: &str| {
             let key = key.to_owned();
             move |source| SinkError::Parquet { key, source }
         };
-        file.writer.write(&full).await.map_err(parquet_error(&file.key))?;
+        file.writer
+            .write(&full)
+            .await
+            .map_err(parquet_error(&file.key))?;
         file.rows += rows as u64;
         let size = (file.writer.bytes_written() + file.writer.in_progress_size()) as u64;
         if size >= self.settings.max_file_bytes {
@@ -186,9 +190,14 @@ impl ChunkFileWriter {
         let part = self.next_part;
         self.next_part += 1;
         let key = (self.key_for_part)(part);
-        let writer = BufWriter::with_capacity(self.sink.store(), object_path(&key)?, self.settings.upload_part_bytes);
-        let writer = AsyncArrowWriter::try_new(writer, self.schema.clone(), Some(self.properties.clone()))
-            .map_err(|source| SinkError::Parquet {
+        let writer = BufWriter::with_capacity(
+            self.sink.store(),
+            object_path(&key)?,
+            self.settings.upload_part_bytes,
+        );
+        let writer =
+            AsyncArrowWriter::try_new(writer, self.schema.clone(), Some(self.properties.clone()))
+                .map_err(|source| SinkError::Parquet {
                 key: key.clone(),
                 source,
             })?;

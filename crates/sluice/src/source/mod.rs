@@ -36,9 +36,15 @@ impl ColumnRole {
 #[derive(Debug, Error)]
 pub enum SourceError {
     #[error("source '{source_name}': cannot connect: {message}")]
-    Connect { source_name: String, message: String },
+    Connect {
+        source_name: String,
+        message: String,
+    },
     #[error("source '{source_name}': {message}")]
-    Config { source_name: String, message: String },
+    Config {
+        source_name: String,
+        message: String,
+    },
     #[error("table {table} does not exist (or is not visible to the connecting user)")]
     UnknownTable { table: String },
     #[error("table {table}: {} '{column}' is not a column of the table (columns: {known})", role.field())]

@@ -50,7 +50,8 @@ impl LocalStateStore {
                 .write(true)
                 .open(files.dir.join(".lock"))
                 .map_err(|e| files.error(format!("cannot open .lock: {e}")))?;
-            lock.lock().map_err(|e| files.error(format!("cannot lock .lock: {e}")))?;
+            lock.lock()
+                .map_err(|e| files.error(format!("cannot lock .lock: {e}")))?;
             let result = op(&files);
             let _ = lock.unlock();
             result
@@ -77,9 +78,9 @@ impl Files {
 
     fn read_json<T: serde::de::DeserializeOwned>(&self, path: &Path) -> Result<Option<T>> {
         match fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| self.error(format!("{} is not valid state JSON: {e}", path.display()))),
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                self.error(format!("{} is not valid state JSON: {e}", path.display()))
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(self.error(format!("cannot read {}: {e}", path.display()))),
         }
@@ -98,7 +99,9 @@ impl Files {
     }
 
     fn tables(&self) -> Result<BTreeMap<String, TableState>> {
-        Ok(self.read_json(&self.dir.join("tables.json"))?.unwrap_or_default())
+        Ok(self
+            .read_json(&self.dir.join("tables.json"))?
+            .unwrap_or_default())
     }
 
     fn save_tables(&self, tables: &BTreeMap<String, TableState>) -> Result<()> {
@@ -145,7 +148,10 @@ impl StateStore for LocalStateStore {
                 // A crashed run's lease: take it over and say so in that run's record.
                 if let Some(mut crashed) = f.run(lease.run_id)? {
                     crashed.fail(
-                        format!("lease expired at {}; taken over by run {run_id}", lease.expires_at),
+                        format!(
+                            "lease expired at {}; taken over by run {run_id}",
+                            lease.expires_at
+                        ),
                         None,
                         now,
                     );
@@ -199,7 +205,12 @@ impl StateStore for LocalStateStore {
         .await
     }
 
-    async fn commit_watermark(&self, table_key: &str, run_id: RunId, watermark: &ScalarValue) -> Result<()> {
+    async fn commit_watermark(
+        &self,
+        table_key: &str,
+        run_id: RunId,
+        watermark: &ScalarValue,
+    ) -> Result<()> {
         let key = table_key.to_owned();
         let watermark = watermark.clone();
         self.locked(move |f| {
@@ -261,15 +272,27 @@ mod tests {
         let store = LocalStateStore::open(dir.path()).unwrap();
         let now = Utc::now();
         let (a, b) = (RunId::new(), RunId::new());
-        store.create_run(&RunRecord::new(a, "s/t".into(), now)).await.unwrap();
-        store.acquire_lease("s/t", a, now, now + Duration::minutes(5)).await.unwrap();
-        match store.acquire_lease("s/t", b, now, now + Duration::minutes(5)).await {
+        store
+            .create_run(&RunRecord::new(a, "s/t".into(), now))
+            .await
+            .unwrap();
+        store
+            .acquire_lease("s/t", a, now, now + Duration::minutes(5))
+            .await
+            .unwrap();
+        match store
+            .acquire_lease("s/t", b, now, now + Duration::minutes(5))
+            .await
+        {
             Err(StateError::AlreadyRunning { run_id, .. }) => assert_eq!(run_id, a),
             other => panic!("expected AlreadyRunning, got {other:?}"),
         }
         // After expiry b takes over and a is marked FAILED.
         let later = now + Duration::minutes(6);
-        store.acquire_lease("s/t", b, later, later + Duration::minutes(5)).await.unwrap();
+        store
+            .acquire_lease("s/t", b, later, later + Duration::minutes(5))
+            .await
+            .unwrap();
         let crashed = store.get_run(a).await.unwrap().unwrap();
         assert_eq!(crashed.status, RunStatus::Failed);
         assert!(crashed.error.unwrap().message.contains("lease expired"));
@@ -278,7 +301,10 @@ mod tests {
             store.commit_watermark("s/t", a, &ScalarValue::Int(5)).await,
             Err(StateError::LeaseLost { .. })
         ));
-        store.commit_watermark("s/t", b, &ScalarValue::Int(7)).await.unwrap();
+        store
+            .commit_watermark("s/t", b, &ScalarValue::Int(7))
+            .await
+            .unwrap();
         store.release_lease("s/t", b).await.unwrap();
         let state = store.table_state("s/t").await.unwrap();
         assert_eq!(state.watermark, Some(ScalarValue::Int(7)));
@@ -293,20 +319,38 @@ mod tests {
         let first = RunId::at(now);
         let second = RunId::at(now + Duration::seconds(1));
         for id in [first, second] {
-            store.create_run(&RunRecord::new(id, "s/t".into(), now)).await.unwrap();
+            store
+                .create_run(&RunRecord::new(id, "s/t".into(), now))
+                .await
+                .unwrap();
         }
         assert!(matches!(
-            store.create_run(&RunRecord::new(first, "s/t".into(), now)).await,
+            store
+                .create_run(&RunRecord::new(first, "s/t".into(), now))
+                .await,
             Err(StateError::RunExists(_))
         ));
         let err = store
-            .update_run(first, Box::new(move |r| r.transition(RunStatus::Completed, now)))
+            .update_run(
+                first,
+                Box::new(move |r| r.transition(RunStatus::Completed, now)),
+            )
             .await
             .unwrap_err();
-        assert!(err.to_string().contains("cannot move from PLANNED to COMPLETED"), "{err}");
-        assert_eq!(store.get_run(first).await.unwrap().unwrap().status, RunStatus::Planned);
+        assert!(
+            err.to_string()
+                .contains("cannot move from PLANNED to COMPLETED"),
+            "{err}"
+        );
+        assert_eq!(
+            store.get_run(first).await.unwrap().unwrap().status,
+            RunStatus::Planned
+        );
         let runs = store.list_runs(Some("s/t"), 10).await.unwrap();
-        assert_eq!(runs.iter().map(|r| r.run_id).collect::<Vec<_>>(), vec![second, first]);
+        assert_eq!(
+            runs.iter().map(|r| r.run_id).collect::<Vec<_>>(),
+            vec![second, first]
+        );
         assert!(store.list_runs(Some("other"), 10).await.unwrap().is_empty());
     }
 }

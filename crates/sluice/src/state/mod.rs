@@ -83,7 +83,12 @@ pub trait StateStore: Send + Sync {
     async fn update_run(&self, run_id: RunId, update: RunUpdate) -> Result<RunRecord>;
 
     /// Sets the table's watermark, only if `run_id` still holds the lease.
-    async fn commit_watermark(&self, table_key: &str, run_id: RunId, watermark: &ScalarValue) -> Result<()>;
+    async fn commit_watermark(
+        &self,
+        table_key: &str,
+        run_id: RunId,
+        watermark: &ScalarValue,
+    ) -> Result<()>;
 
     /// The newest runs first, optionally of one table.
     async fn list_runs(&self, table_key: Option<&str>, limit: usize) -> Result<Vec<RunRecord>>;

@@ -68,11 +68,15 @@ impl Builder {
                 precision,
                 scale,
             },
-            PgType::Text | PgType::Json => Builder::Text(StringBuilder::with_capacity(capacity, capacity * 16)),
+            PgType::Text | PgType::Json => {
+                Builder::Text(StringBuilder::with_capacity(capacity, capacity * 16))
+            }
             PgType::Jsonb => Builder::Jsonb(StringBuilder::with_capacity(capacity, capacity * 32)),
             PgType::Uuid => Builder::Uuid(StringBuilder::with_capacity(capacity, capacity * 36)),
             PgType::Date => Builder::Date(Date32Builder::with_capacity(capacity)),
-            PgType::Timestamp => Builder::Timestamp(TimestampMicrosecondBuilder::with_capacity(capacity)),
+            PgType::Timestamp => {
+                Builder::Timestamp(TimestampMicrosecondBuilder::with_capacity(capacity))
+            }
             PgType::TimestampTz => Builder::Timestamp(
                 TimestampMicrosecondBuilder::with_capacity(capacity).with_timezone("UTC"),
             ),
@@ -157,7 +161,11 @@ impl Builder {
                 builder,
                 precision,
                 scale,
-            } => Arc::new(builder.finish().with_precision_and_scale(*precision, *scale)?),
+            } => Arc::new(
+                builder
+                    .finish()
+                    .with_precision_and_scale(*precision, *scale)?,
+            ),
             Builder::Text(b) | Builder::Jsonb(b) | Builder::Uuid(b) => Arc::new(b.finish()),
             Builder::Date(b) => Arc::new(b.finish()),
             Builder::Timestamp(b) => Arc::new(b.finish()),
@@ -171,7 +179,8 @@ fn fixed<const N: usize>(v: &[u8]) -> Result<[u8; N], String> {
 }
 
 fn utf8(v: &[u8]) -> Result<&str, String> {
-    std::str::from_utf8(v).map_err(|e| format!("text is not valid UTF-8 ({e}); is the database encoding UTF8?"))
+    std::str::from_utf8(v)
+        .map_err(|e| format!("text is not valid UTF-8 ({e}); is the database encoding UTF8?"))
 }
 
 /// A UUID's canonical text: 36 lowercase ASCII bytes, formatted on the stack.
@@ -213,11 +222,17 @@ pub fn numeric_to_i128(v: &[u8], precision: u8, scale: i8) -> Result<i128, Strin
     match sign {
         0x0000 | 0x4000 => {}
         0xC000 => return Err("numeric NaN cannot be stored as an exact decimal".into()),
-        0xD000 | 0xF000 => return Err("numeric infinity cannot be stored as an exact decimal".into()),
+        0xD000 | 0xF000 => {
+            return Err("numeric infinity cannot be stored as an exact decimal".into());
+        }
         other => return Err(format!("numeric with unknown sign word {other:#06x}")),
     }
     let digits = &v[8..];
-    if digits.len() != usize::try_from(ndigits).unwrap_or(usize::MAX).saturating_mul(2) {
+    if digits.len()
+        != usize::try_from(ndigits)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(2)
+    {
         return Err("numeric digit count does not match its length".into());
     }
     let overflow = || format!("numeric value does not fit decimal({precision},{scale})");
@@ -229,15 +244,22 @@ pub fn numeric_to_i128(v: &[u8], precision: u8, scale: i8) -> Result<i128, Strin
         }
         let exp = 4 * (weight - i32::try_from(i).map_err(|_| overflow())?) + i32::from(scale);
         if exp >= 0 {
-            let pow = POW10.get(usize::try_from(exp).map_err(|_| overflow())?).ok_or_else(overflow)?;
+            let pow = POW10
+                .get(usize::try_from(exp).map_err(|_| overflow())?)
+                .ok_or_else(overflow)?;
             acc = d
                 .checked_mul(*pow)
                 .and_then(|x| acc.checked_add(x))
                 .ok_or_else(overflow)?;
         } else {
-            let div = POW10.get(usize::try_from(-exp).map_err(|_| overflow())?).copied().unwrap_or(i128::MAX);
+            let div = POW10
+                .get(usize::try_from(-exp).map_err(|_| overflow())?)
+                .copied()
+                .unwrap_or(i128::MAX);
             if d % div != 0 {
-                return Err(format!("numeric value has more than {scale} decimal places"));
+                return Err(format!(
+                    "numeric value has more than {scale} decimal places"
+                ));
             }
             acc += d / div;
         }
@@ -279,7 +301,10 @@ impl CopyBinaryDecoder {
         CopyBinaryDecoder {
             schema,
             names: columns.iter().map(|(c, _)| c.name.clone()).collect(),
-            builders: columns.iter().map(|(_, t)| Builder::new(*t, batch_rows)).collect(),
+            builders: columns
+                .iter()
+                .map(|(_, t)| Builder::new(*t, batch_rows))
+                .collect(),
             batch_rows,
             rows: 0,
             pending: BytesMut::new(),
@@ -465,22 +490,43 @@ mod tests {
     #[test]
     fn numerics_decode_exactly() {
         // 12345.67 = [1, 2345, 6700] weight 1
-        assert_eq!(numeric_to_i128(&numeric(3, 1, 0, 2, &[1, 2345, 6700]), 12, 2), Ok(1_234_567));
+        assert_eq!(
+            numeric_to_i128(&numeric(3, 1, 0, 2, &[1, 2345, 6700]), 12, 2),
+            Ok(1_234_567)
+        );
         // -0.05 = [500] weight -1
-        assert_eq!(numeric_to_i128(&numeric(1, -1, 0x4000, 2, &[500]), 12, 2), Ok(-5));
+        assert_eq!(
+            numeric_to_i128(&numeric(1, -1, 0x4000, 2, &[500]), 12, 2),
+            Ok(-5)
+        );
         // 0
         assert_eq!(numeric_to_i128(&numeric(0, 0, 0, 2, &[]), 12, 2), Ok(0));
         // 10^20 at scale 0: [1] weight 5
-        assert_eq!(numeric_to_i128(&numeric(1, 5, 0, 0, &[1]), 38, 0), Ok(10i128.pow(20)));
+        assert_eq!(
+            numeric_to_i128(&numeric(1, 5, 0, 0, &[1]), 38, 0),
+            Ok(10i128.pow(20))
+        );
         // 38 nines at scale 10
         let digits = [9999, 9999, 9999, 9999, 9999, 9999, 9999, 9999, 9999, 9900];
         assert_eq!(
             numeric_to_i128(&numeric(10, 6, 0, 10, &digits), 38, 10),
             Ok(10i128.pow(38) - 1)
         );
-        assert!(numeric_to_i128(&numeric(1, 3, 0, 0, &[1]), 12, 2).unwrap_err().contains("does not fit"));
-        assert!(numeric_to_i128(&numeric(0, 0, 0xC000, 0, &[]), 12, 2).unwrap_err().contains("NaN"));
-        assert!(numeric_to_i128(&numeric(1, -1, 0, 4, &[1234]), 12, 2).unwrap_err().contains("decimal places"));
+        assert!(
+            numeric_to_i128(&numeric(1, 3, 0, 0, &[1]), 12, 2)
+                .unwrap_err()
+                .contains("does not fit")
+        );
+        assert!(
+            numeric_to_i128(&numeric(0, 0, 0xC000, 0, &[]), 12, 2)
+                .unwrap_err()
+                .contains("NaN")
+        );
+        assert!(
+            numeric_to_i128(&numeric(1, -1, 0, 4, &[1234]), 12, 2)
+                .unwrap_err()
+                .contains("decimal places")
+        );
     }
 
     fn column(name: &str, type_name: &str, typmod: i32) -> (PgColumn, PgType) {
@@ -517,12 +563,20 @@ mod tests {
 
     #[test]
     fn rows_split_at_every_byte_boundary_decode_the_same() {
-        let cols = [column("id", "int4", -1), column("name", "text", -1), column("amount", "numeric", ((12 << 16) | 2) + 4)];
+        let cols = [
+            column("id", "int4", -1),
+            column("name", "text", -1),
+            column("amount", "numeric", ((12 << 16) | 2) + 4),
+        ];
         let rows: Vec<Vec<Option<Vec<u8>>>> = (0..5)
             .map(|i: i32| {
                 vec![
                     Some(i.to_be_bytes().to_vec()),
-                    if i == 2 { None } else { Some(format!("näme {i}").into_bytes()) },
+                    if i == 2 {
+                        None
+                    } else {
+                        Some(format!("näme {i}").into_bytes())
+                    },
                     Some(numeric(1, 0, 0, 2, &[i as i16])),
                 ]
             })
@@ -534,13 +588,34 @@ mod tests {
             decoder.feed(&bytes[..split], &mut out).unwrap();
             decoder.feed(&bytes[split..], &mut out).unwrap();
             out.extend(decoder.finish().unwrap());
-            assert_eq!(out.iter().map(|b| b.num_rows()).collect::<Vec<_>>(), vec![2, 2, 1]);
-            let ids: Vec<i32> = out.iter().flat_map(|b| b.column(0).as_any().downcast_ref::<Int32Array>().unwrap().values().to_vec()).collect();
+            assert_eq!(
+                out.iter().map(|b| b.num_rows()).collect::<Vec<_>>(),
+                vec![2, 2, 1]
+            );
+            let ids: Vec<i32> = out
+                .iter()
+                .flat_map(|b| {
+                    b.column(0)
+                        .as_any()
+                        .downcast_ref::<Int32Array>()
+                        .unwrap()
+                        .values()
+                        .to_vec()
+                })
+                .collect();
             assert_eq!(ids, vec![0, 1, 2, 3, 4]);
-            let names = out[1].column(1).as_any().downcast_ref::<StringArray>().unwrap();
+            let names = out[1]
+                .column(1)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .unwrap();
             assert!(names.is_null(0));
             assert_eq!(names.value(1), "näme 3");
-            let amounts = out[2].column(2).as_any().downcast_ref::<Decimal128Array>().unwrap();
+            let amounts = out[2]
+                .column(2)
+                .as_any()
+                .downcast_ref::<Decimal128Array>()
+                .unwrap();
             assert_eq!(amounts.value(0), 400);
         }
     }
@@ -558,19 +633,30 @@ mod tests {
     #[test]
     fn infinite_timestamps_become_counted_nulls() {
         let cols = [column("ts", "timestamp", -1)];
-        let bytes = stream(&[vec![Some(i64::MAX.to_be_bytes().to_vec())], vec![Some(0i64.to_be_bytes().to_vec())]]);
+        let bytes = stream(&[
+            vec![Some(i64::MAX.to_be_bytes().to_vec())],
+            vec![Some(0i64.to_be_bytes().to_vec())],
+        ]);
         let mut decoder = CopyBinaryDecoder::new(&cols, 10);
         let mut out = Vec::new();
         decoder.feed(&bytes, &mut out).unwrap();
         let batch = decoder.finish().unwrap().unwrap();
         assert!(batch.column(0).is_null(0));
         assert!(!batch.column(0).is_null(1));
-        assert_eq!(decoder.take_warnings().get("ts: infinite timestamp written as NULL"), Some(&1));
+        assert_eq!(
+            decoder
+                .take_warnings()
+                .get("ts: infinite timestamp written as NULL"),
+            Some(&1)
+        );
     }
 
     #[test]
     fn uuids_are_canonical_lowercase() {
-        let b: [u8; 16] = [0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0, 0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef];
+        let b: [u8; 16] = [
+            0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0, 0x01, 0x23, 0x45, 0x67, 0x89, 0xab,
+            0xcd, 0xef,
+        ];
         assert_eq!(&format_uuid(&b), b"12345678-9abc-def0-0123-456789abcdef");
     }
 }

@@ -11,7 +11,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use futures::StreamExt;
 use sluice_core::plan::{CatalogFacts, PartitionFacts};
-use sluice_core::{Dialect, Engine, RunPlan, ScalarKind, ScalarValue, SourceConfig, TableConfig, TableName};
+use sluice_core::{
+    Dialect, Engine, RunPlan, ScalarKind, ScalarValue, SourceConfig, TableConfig, TableName,
+};
 use tokio_postgres::{Client, NoTls};
 use tracing::{debug, warn};
 
@@ -41,9 +43,9 @@ impl PostgresSource {
         }
         let mut config = match &c.url {
             // The URL is not echoed in the error: it may hold credentials.
-            Some(url) => url
-                .parse::<tokio_postgres::Config>()
-                .map_err(|e| config_error(format!("connection.url is not a valid PostgreSQL URL: {e}")))?,
+            Some(url) => url.parse::<tokio_postgres::Config>().map_err(|e| {
+                config_error(format!("connection.url is not a valid PostgreSQL URL: {e}"))
+            })?,
             None => {
                 let mut config = tokio_postgres::Config::new();
                 if let Some(host) = &c.host {
@@ -73,10 +75,14 @@ impl PostgresSource {
     }
 
     async fn connect(&self) -> Result<Client> {
-        let (client, connection) = self.config.connect(NoTls).await.map_err(|e| SourceError::Connect {
-            source_name: self.name.clone(),
-            message: pg_message(&e),
-        })?;
+        let (client, connection) =
+            self.config
+                .connect(NoTls)
+                .await
+                .map_err(|e| SourceError::Connect {
+                    source_name: self.name.clone(),
+                    message: pg_message(&e),
+                })?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 debug!(error = %e, "postgres connection closed with an error");
@@ -185,31 +191,43 @@ impl ResolvedTable {
     }
 
     /// The selected columns with their decoder types, in the requested order.
-    fn typed_columns(&self, table: &TableName, names: &[String]) -> Result<Vec<(PgColumn, PgType)>> {
+    fn typed_columns(
+        &self,
+        table: &TableName,
+        names: &[String],
+    ) -> Result<Vec<(PgColumn, PgType)>> {
         names
             .iter()
             .map(|name| {
                 let column = self.column(table, name, ColumnRole::Columns)?;
-                let pg_type = column.pg_type().map_err(|reason| SourceError::UnsupportedType {
-                    table: table.to_string(),
-                    column: column.name.clone(),
-                    type_text: column.type_text.clone(),
-                    reason,
-                })?;
+                let pg_type = column
+                    .pg_type()
+                    .map_err(|reason| SourceError::UnsupportedType {
+                        table: table.to_string(),
+                        column: column.name.clone(),
+                        type_text: column.type_text.clone(),
+                        reason,
+                    })?;
                 Ok((column.clone(), pg_type))
             })
             .collect()
     }
 
-    fn key_kind(&self, table: &TableName, name: &str, role: ColumnRole) -> Result<(ScalarKind, &PgColumn)> {
+    fn key_kind(
+        &self,
+        table: &TableName,
+        name: &str,
+        role: ColumnRole,
+    ) -> Result<(ScalarKind, &PgColumn)> {
         let column = self.column(table, name, role)?;
         let kind = column.pg_type().ok().and_then(PgType::scalar_kind);
-        kind.map(|k| (k, column)).ok_or_else(|| SourceError::UnsupportedKeyType {
-            table: table.to_string(),
-            column: name.to_owned(),
-            role,
-            type_text: column.type_text.clone(),
-        })
+        kind.map(|k| (k, column))
+            .ok_or_else(|| SourceError::UnsupportedKeyType {
+                table: table.to_string(),
+                column: name.to_owned(),
+                role,
+                type_text: column.type_text.clone(),
+            })
     }
 }
 
@@ -240,21 +258,33 @@ async fn key_extremes(
     if let Some(filter) = filter {
         sql.push_str(&format!(" WHERE ({filter})"));
     }
-    let row = client.query_one(&sql, &[]).await.map_err(|e| SourceError::Query {
-        table: table.to_string(),
-        message: pg_message(&e),
-    })?;
+    let row = client
+        .query_one(&sql, &[])
+        .await
+        .map_err(|e| SourceError::Query {
+            table: table.to_string(),
+            message: pg_message(&e),
+        })?;
     let typed = |i: usize| -> std::result::Result<Option<ScalarValue>, tokio_postgres::Error> {
         Ok(match kind {
             ScalarKind::Int => row.try_get::<_, Option<i64>>(i)?.map(ScalarValue::Int),
-            ScalarKind::Date => row.try_get::<_, Option<NaiveDate>>(i)?.map(ScalarValue::Date),
-            ScalarKind::Timestamp => row.try_get::<_, Option<NaiveDateTime>>(i)?.map(ScalarValue::Timestamp),
-            ScalarKind::TimestampTz => row.try_get::<_, Option<DateTime<Utc>>>(i)?.map(ScalarValue::TimestampTz),
+            ScalarKind::Date => row
+                .try_get::<_, Option<NaiveDate>>(i)?
+                .map(ScalarValue::Date),
+            ScalarKind::Timestamp => row
+                .try_get::<_, Option<NaiveDateTime>>(i)?
+                .map(ScalarValue::Timestamp),
+            ScalarKind::TimestampTz => row
+                .try_get::<_, Option<DateTime<Utc>>>(i)?
+                .map(ScalarValue::TimestampTz),
         })
     };
     let read_error = |e: tokio_postgres::Error| SourceError::Query {
         table: table.to_string(),
-        message: format!("reading min/max of '{column}': {} (infinite or out-of-range values are not supported as cursor or partition bounds yet)", pg_message(&e)),
+        message: format!(
+            "reading min/max of '{column}': {} (infinite or out-of-range values are not supported as cursor or partition bounds yet)",
+            pg_message(&e)
+        ),
     };
     Ok((typed(0).map_err(read_error)?, typed(1).map_err(read_error)?))
 }
@@ -297,7 +327,8 @@ impl Source for PostgresSource {
         };
         let partition = match &table.partition {
             Some(p) => {
-                let (kind, column) = resolved.key_kind(&name, &p.column, ColumnRole::PartitionColumn)?;
+                let (kind, column) =
+                    resolved.key_kind(&name, &p.column, ColumnRole::PartitionColumn)?;
                 let nullable = !column.not_null;
                 let (min, max) = key_extremes(&client, &name, filter, &p.column, kind).await?;
                 Some(PartitionFacts {
@@ -328,7 +359,10 @@ impl Source for PostgresSource {
             .ok_or_else(|| SourceError::Stream {
                 table: name.to_string(),
                 chunk,
-                message: format!("the plan has {} chunks; there is no chunk {chunk}", plan.chunks.len()),
+                message: format!(
+                    "the plan has {} chunks; there is no chunk {chunk}",
+                    plan.chunks.len()
+                ),
             })?;
         let client = self.connect().await?;
         let query_error = |e: tokio_postgres::Error| SourceError::Query {
@@ -356,43 +390,49 @@ impl Source for PostgresSource {
             chunk,
             warnings: warnings.clone(),
         };
-        let batches = futures::stream::try_unfold((state, decoder), |(mut st, mut decoder)| async move {
-            loop {
-                if let Some(batch) = st.ready.pop_front() {
-                    return Ok(Some((batch, (st, decoder))));
-                }
-                if st.finished {
-                    // Ending the read-only transaction politely; the connection closes on drop.
-                    if let Err(e) = st.client.batch_execute("COMMIT").await {
-                        warn!(error = %pg_message(&e), "commit after COPY failed");
+        let batches =
+            futures::stream::try_unfold((state, decoder), |(mut st, mut decoder)| async move {
+                loop {
+                    if let Some(batch) = st.ready.pop_front() {
+                        return Ok(Some((batch, (st, decoder))));
                     }
-                    return Ok(None);
-                }
-                let stream_error = |message: String| SourceError::Stream {
-                    table: st.table.clone(),
-                    chunk: st.chunk,
-                    message,
-                };
-                match st.stream.next().await {
-                    Some(Ok(bytes)) => {
-                        let mut out = Vec::new();
-                        decoder
-                            .feed(&bytes, &mut out)
-                            .map_err(|e| stream_error(e.to_string()))?;
-                        st.ready.extend(out);
+                    if st.finished {
+                        // Ending the read-only transaction politely; the connection closes on drop.
+                        if let Err(e) = st.client.batch_execute("COMMIT").await {
+                            warn!(error = %pg_message(&e), "commit after COPY failed");
+                        }
+                        return Ok(None);
                     }
-                    Some(Err(e)) => return Err(stream_error(format!("reading COPY data: {}", pg_message(&e)))),
-                    None => {
-                        st.finished = true;
-                        let last = decoder.finish().map_err(|e| stream_error(e.to_string()))?;
-                        st.ready.extend(last);
-                        st.warnings.add_all(decoder.take_warnings());
+                    let stream_error = |message: String| SourceError::Stream {
+                        table: st.table.clone(),
+                        chunk: st.chunk,
+                        message,
+                    };
+                    match st.stream.next().await {
+                        Some(Ok(bytes)) => {
+                            let mut out = Vec::new();
+                            decoder
+                                .feed(&bytes, &mut out)
+                                .map_err(|e| stream_error(e.to_string()))?;
+                            st.ready.extend(out);
+                        }
+                        Some(Err(e)) => {
+                            return Err(stream_error(format!(
+                                "reading COPY data: {}",
+                                pg_message(&e)
+                            )));
+                        }
+                        None => {
+                            st.finished = true;
+                            let last = decoder.finish().map_err(|e| stream_error(e.to_string()))?;
+                            st.ready.extend(last);
+                            st.warnings.add_all(decoder.take_warnings());
+                        }
                     }
+                    st.warnings.add_all(decoder.take_warnings());
                 }
-                st.warnings.add_all(decoder.take_warnings());
-            }
-        })
-        .boxed();
+            })
+            .boxed();
         Ok(ChunkStream {
             schema,
             batches,

@@ -19,7 +19,10 @@ pub enum PgType {
     Float4,
     Float8,
     /// `numeric(p, s)` with a declared precision of at most 38.
-    Numeric { precision: u8, scale: i8 },
+    Numeric {
+        precision: u8,
+        scale: i8,
+    },
     /// `text`, `varchar`, `bpchar`, `name`: UTF-8 as sent.
     Text,
     Json,
@@ -60,14 +63,20 @@ impl PgColumn {
                 let precision = (packed >> 16) & 0xffff;
                 // The scale is an 11-bit signed field since PostgreSQL 15.
                 let raw_scale = packed & 0x7ff;
-                let scale = if raw_scale & 0x400 != 0 { raw_scale - 0x800 } else { raw_scale };
+                let scale = if raw_scale & 0x400 != 0 {
+                    raw_scale - 0x800
+                } else {
+                    raw_scale
+                };
                 if precision > i32::from(MAX_DECIMAL_PRECISION) {
                     return Err(format!(
                         "numeric({precision},{scale}) exceeds the 38 digits of an exact decimal"
                     ));
                 }
                 if !(0..=precision).contains(&scale) {
-                    return Err(format!("numeric({precision},{scale}) has a scale outside 0..=precision"));
+                    return Err(format!(
+                        "numeric({precision},{scale}) has a scale outside 0..=precision"
+                    ));
                 }
                 PgType::Numeric {
                     precision: u8::try_from(precision).map_err(|e| e.to_string())?,
@@ -140,10 +149,18 @@ mod tests {
         // numeric(12,2): ((12 << 16) | 2) + 4
         assert_eq!(
             col("numeric", ((12 << 16) | 2) + 4).pg_type(),
-            Ok(PgType::Numeric { precision: 12, scale: 2 })
+            Ok(PgType::Numeric {
+                precision: 12,
+                scale: 2
+            })
         );
         assert!(col("numeric", -1).pg_type().is_err());
-        assert!(col("numeric", (39 << 16) + 4).pg_type().unwrap_err().contains("38 digits"));
+        assert!(
+            col("numeric", (39 << 16) + 4)
+                .pg_type()
+                .unwrap_err()
+                .contains("38 digits")
+        );
     }
 
     #[test]
@@ -163,11 +180,21 @@ mod tests {
             ("jsonb", DataType::Utf8),
             ("uuid", DataType::Utf8),
             ("date", DataType::Date32),
-            ("timestamp", DataType::Timestamp(TimeUnit::Microsecond, None)),
-            ("timestamptz", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))),
+            (
+                "timestamp",
+                DataType::Timestamp(TimeUnit::Microsecond, None),
+            ),
+            (
+                "timestamptz",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            ),
         ];
         for (name, expected) in cases {
-            assert_eq!(col(name, -1).pg_type().unwrap().arrow_type(), expected, "{name}");
+            assert_eq!(
+                col(name, -1).pg_type().unwrap().arrow_type(),
+                expected,
+                "{name}"
+            );
         }
         assert!(col("xml", -1).pg_type().unwrap_err().contains("xml"));
     }

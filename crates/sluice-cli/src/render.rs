@@ -1,0 +1,193 @@
+//! Text rendering of run records for people: the run summary, the run list, a run's story.
+
+use comfy_table::presets::UTF8_FULL_CONDENSED;
+use comfy_table::{Cell, CellAlignment, Table};
+use sluice::state::TableState;
+use sluice_core::{RunRecord, RunStatus};
+
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+fn right(text: impl ToString) -> Cell {
+    Cell::new(text.to_string()).set_alignment(CellAlignment::Right)
+}
+
+/// The table printed at the end of `sluice run`.
+pub fn summary(records: &[(String, Result<RunRecord, String>)]) -> String {
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED);
+    table.set_header(vec![
+        "table", "run", "rows", "files", "bytes", "seconds", "status",
+    ]);
+    for (key, result) in records {
+        match result {
+            Ok(r) => {
+                let status = match (&r.status, &r.error) {
+                    (RunStatus::Failed, Some(e)) => format!("FAILED: {}", e.message),
+                    (status, _) => status.to_string(),
+                };
+                table.add_row(vec![
+                    Cell::new(key),
+                    Cell::new(r.run_id),
+                    right(r.rows()),
+                    right(r.files()),
+                    right(human_bytes(r.bytes())),
+                    right(format!("{:.2}", r.seconds())),
+                    Cell::new(status),
+                ]);
+            }
+            Err(e) => {
+                table.add_row(vec![
+                    Cell::new(key),
+                    Cell::new("-"),
+                    right("-"),
+                    right("-"),
+                    right("-"),
+                    right("-"),
+                    Cell::new(format!("NOT RUN: {e}")),
+                ]);
+            }
+        }
+    }
+    table.to_string()
+}
+
+pub fn run_list(runs: &[RunRecord]) -> String {
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED);
+    table.set_header(vec![
+        "run",
+        "table",
+        "created (UTC)",
+        "status",
+        "rows",
+        "files",
+        "bytes",
+        "seconds",
+    ]);
+    for r in runs {
+        table.add_row(vec![
+            Cell::new(r.run_id),
+            Cell::new(&r.table_key),
+            Cell::new(r.created_at.format("%Y-%m-%d %H:%M:%S")),
+            Cell::new(r.status),
+            right(r.rows()),
+            right(r.files()),
+            right(human_bytes(r.bytes())),
+            right(format!("{:.2}", r.seconds())),
+        ]);
+    }
+    table.to_string()
+}
+
+/// Everything known about one run, phase by phase.
+pub fn story(r: &RunRecord, state: &TableState) -> String {
+    let mut out = String::new();
+    let mut line = |s: String| {
+        out.push_str(&s);
+        out.push('\n');
+    };
+    line(format!("run       {}", r.run_id));
+    line(format!("table     {}", r.table_key));
+    line(format!("status    {}", r.status));
+    line(format!(
+        "created   {} UTC",
+        r.created_at.format("%Y-%m-%d %H:%M:%S%.3f")
+    ));
+    let phases: Vec<String> = r
+        .phases
+        .iter()
+        .map(|(phase, t)| match t.seconds() {
+            Some(s) => format!("{phase} {s:.3}s"),
+            None => format!(
+                "{phase} (running since {})",
+                t.started_at.format("%H:%M:%S")
+            ),
+        })
+        .collect();
+    line(format!("phases    {}", phases.join(" → ")));
+    if let Some(plan) = &r.plan {
+        line(format!("mode      {:?}", plan.table.load.mode).to_lowercase());
+        if let Some(c) = &plan.cursor {
+            line(format!(
+                "window    {} > {} and <= {}",
+                c.column,
+                c.lower
+                    .as_ref()
+                    .map_or("(start)".into(), ToString::to_string),
+                c.upper
+                    .as_ref()
+                    .map_or("(no rows)".into(), ToString::to_string)
+            ));
+        }
+        line(format!(
+            "chunks    {} planned{}",
+            plan.chunks.len(),
+            plan.partition_column
+                .as_ref()
+                .map(|c| format!(" on {c}"))
+                .unwrap_or_default()
+        ));
+    }
+    if !r.chunks.is_empty() {
+        let mut table = Table::new();
+        table.load_preset(UTF8_FULL_CONDENSED);
+        table.set_header(vec!["chunk", "rows", "files", "bytes", "seconds"]);
+        for (chunk, c) in &r.chunks {
+            table.add_row(vec![
+                right(chunk),
+                right(c.rows),
+                right(c.files.len()),
+                right(human_bytes(c.bytes)),
+                right(format!("{:.3}", c.seconds)),
+            ]);
+        }
+        line(table.to_string());
+    }
+    line(format!(
+        "total     {} rows, {} files, {}",
+        r.rows(),
+        r.files(),
+        human_bytes(r.bytes())
+    ));
+    for (what, count) in r.warnings() {
+        line(format!("warning   {what}: {count}"));
+    }
+    if let Some(key) = &r.manifest_key {
+        line(format!("manifest  {key}"));
+    }
+    line(format!(
+        "watermark before {} · committed {} · table now {}",
+        r.watermark_before
+            .as_ref()
+            .map_or("-".into(), ToString::to_string),
+        r.watermark_committed
+            .as_ref()
+            .map_or("-".into(), ToString::to_string),
+        state
+            .watermark
+            .as_ref()
+            .map_or("-".into(), ToString::to_string),
+    ));
+    if let Some(e) = &r.error {
+        line(format!(
+            "error     in {}{}: {}",
+            e.phase,
+            e.chunk.map(|c| format!(", chunk {c}")).unwrap_or_default(),
+            e.message
+        ));
+    }
+    out
+}
