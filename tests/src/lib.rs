@@ -1,1 +1,366 @@
-//! placeholder
+//! Fixtures for sluice's end-to-end tests: a throwaway PostgreSQL database per test on the
+//! local server, a pipeline over a temporary directory, and fingerprints that compare the
+//! Parquet sluice wrote with the source, value by value.
+//!
+//! Fingerprints are computed twice, independently: in SQL by PostgreSQL over the source
+//! table, and in Rust over the Arrow arrays read back from the Parquet files. They match
+//! only if every value survived exactly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, AsArray, RecordBatch,
+};
+use arrow::datatypes::{
+    DataType, Date32Type, Decimal128Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type,
+    TimeUnit, TimestampMicrosecondType,
+};
+use md5::{Digest, Md5};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use sluice::sink::LocalDirSink;
+use sluice::source::Source;
+use sluice::source::postgres::PostgresSource;
+use sluice::state::local::LocalStateStore;
+use sluice::{Pipeline, PipelineOptions};
+use sluice_core::manifest::Manifest;
+use sluice_core::{Config, RunRecord};
+use tokio_postgres::{Client, NoTls};
+
+/// Where the local PostgreSQL listens; override with SLUICE_TEST_PG (a URL without database).
+pub fn pg_server_url() -> String {
+    std::env::var("SLUICE_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// A database created for one test and dropped when the value is dropped.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn create(label: &str) -> TestDb {
+        let name = format!(
+            "sluice_t_{label}_{}",
+            ulid_suffix()
+        );
+        let admin = connect(&format!("{}/postgres", pg_server_url())).await;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name} ENCODING 'UTF8' TEMPLATE template0"))
+            .await
+            .unwrap();
+        TestDb {
+            url: format!("{}/{name}", pg_server_url()),
+            name,
+        }
+    }
+
+    pub async fn client(&self) -> Client {
+        connect(&self.url).await
+    }
+}
+
+fn ulid_suffix() -> String {
+    sluice_core::RunId::new().to_string().to_lowercase()
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let url = format!("{}/postgres", pg_server_url());
+        // Drop runs outside any runtime the test used, so it gets its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let admin = connect(&url).await;
+                let _ = admin
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await;
+            });
+        })
+        .join();
+    }
+}
+
+pub async fn connect(url: &str) -> Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {url}: {e} (is PostgreSQL running? scripts/setup starts it)"));
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
+
+/// A pipeline writing under a temporary directory, with its state beside it.
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub config: Config,
+    pub pipeline: Pipeline,
+}
+
+impl Harness {
+    pub fn new(config_yaml: &str) -> Harness {
+        let config = Config::from_yaml(config_yaml, "test config").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut sources: BTreeMap<String, Arc<dyn Source>> = BTreeMap::new();
+        for source in &config.sources {
+            sources.insert(source.name.clone(), Arc::new(PostgresSource::from_config(source).unwrap()));
+        }
+        let sink = Arc::new(LocalDirSink::new(dir.path().join("out")).unwrap());
+        let state = Arc::new(LocalStateStore::open(dir.path().join("state")).unwrap());
+        let pipeline = Pipeline::new(sources, sink, state, PipelineOptions::default());
+        Harness { dir, config, pipeline }
+    }
+
+    pub fn out_dir(&self) -> PathBuf {
+        self.dir.path().join("out")
+    }
+
+    pub fn table(&self, selector: &str) -> &sluice_core::TableConfig {
+        let found = self.config.find_tables(selector);
+        assert_eq!(found.len(), 1, "table {selector}");
+        found[0]
+    }
+
+    pub fn manifest(&self, record: &RunRecord) -> Manifest {
+        let key = record.manifest_key.as_ref().expect("a completed run has a manifest");
+        serde_json::from_slice(&std::fs::read(self.out_dir().join(key)).unwrap()).unwrap()
+    }
+
+    /// Every batch of every file the run's manifest lists.
+    pub fn read_run(&self, record: &RunRecord) -> Vec<RecordBatch> {
+        let manifest = self.manifest(record);
+        let mut batches = Vec::new();
+        for file in &manifest.files {
+            batches.extend(read_parquet(&self.out_dir().join(&file.key)));
+        }
+        batches
+    }
+}
+
+pub fn read_parquet(path: &Path) -> Vec<RecordBatch> {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap()
+}
+
+/// What a column's values add up to: exact for everything but floats.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fingerprint {
+    /// Non-NULL count and the md5 of the sorted canonical texts of the values.
+    Exact { count: i64, md5: String },
+    /// Non-NULL count and the sum, compared with a relative tolerance.
+    Float { count: i64, sum: f64 },
+}
+
+impl Fingerprint {
+    pub fn assert_matches(&self, other: &Fingerprint, what: &str) {
+        match (self, other) {
+            (Fingerprint::Float { count: a, sum: x }, Fingerprint::Float { count: b, sum: y }) => {
+                assert_eq!(a, b, "{what}: non-NULL counts differ");
+                assert!((x - y).abs() <= 1e-9 * x.abs().max(1.0), "{what}: sums differ: {x} vs {y}");
+            }
+            _ => assert_eq!(self, other, "{what}"),
+        }
+    }
+}
+
+fn md5_of_sorted(mut values: Vec<String>) -> String {
+    values.sort_unstable();
+    let mut hasher = Md5::new();
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            hasher.update(b"\n");
+        }
+        hasher.update(v.as_bytes());
+    }
+    format!("{:x}", hasher.finalize())
+}
+
+/// The canonical text PostgreSQL's side of the fingerprint uses, per source type.
+fn sql_canonical(column: &str, type_name: &str) -> Option<String> {
+    let c = format!("\"{}\"", column.replace('"', "\"\""));
+    Some(match type_name {
+        "float4" | "float8" => return None,
+        "date" => format!("({c} - date '1970-01-01')::text"),
+        "timestamp" | "timestamptz" => format!("(extract(epoch from {c}) * 1000000)::numeric(30,0)::text"),
+        // format() keeps char(n)'s padding, which a ::text cast would strip.
+        "bpchar" => format!("format('%s', {c})"),
+        _ => format!("{c}::text"),
+    })
+}
+
+/// Fingerprints of every column of a source table, computed by PostgreSQL.
+pub async fn pg_fingerprints(client: &Client, table: &str, filter: Option<&str>) -> (i64, BTreeMap<String, Fingerprint>) {
+    let (schema, name) = table.split_once('.').unwrap();
+    let columns: Vec<(String, String)> = client
+        .query(
+            "SELECT a.attname::text, t.typname::text FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
+             WHERE a.attrelid = (quote_ident($1) || '.' || quote_ident($2))::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+            &[&schema, &name],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let where_sql = filter.map(|f| format!(" WHERE {f}")).unwrap_or_default();
+    let count: i64 = client
+        .query_one(&format!("SELECT count(*) FROM {table}{where_sql}"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    let mut out = BTreeMap::new();
+    for (column, type_name) in columns {
+        let c = format!("\"{column}\"");
+        let fp = match sql_canonical(&column, &type_name) {
+            Some(expr) => {
+                let row = client
+                    .query_one(
+                        &format!(
+                            "SELECT count({c}), coalesce(md5(string_agg({expr}, E'\\n' ORDER BY {expr} COLLATE \"C\")), md5('')) FROM {table}{where_sql}"
+                        ),
+                        &[],
+                    )
+                    .await
+                    .unwrap();
+                Fingerprint::Exact { count: row.get(0), md5: row.get(1) }
+            }
+            None => {
+                let row = client
+                    .query_one(&format!("SELECT count({c}), coalesce(sum({c}::float8), 0) FROM {table}{where_sql}"), &[])
+                    .await
+                    .unwrap();
+                Fingerprint::Float { count: row.get(0), sum: row.get(1) }
+            }
+        };
+        out.insert(column, fp);
+    }
+    (count, out)
+}
+
+fn decimal_text(v: i128, scale: i8) -> String {
+    if scale <= 0 {
+        return v.to_string();
+    }
+    let scale = scale as usize;
+    let digits = v.unsigned_abs().to_string();
+    let padded = format!("{digits:0>width$}", width = scale + 1);
+    let (int, frac) = padded.split_at(padded.len() - scale);
+    format!("{}{int}.{frac}", if v < 0 { "-" } else { "" })
+}
+
+/// Fingerprints of every column of Arrow batches, computed in Rust; metadata columns
+/// (`_sluice_*`) are left out.
+pub fn arrow_fingerprints(batches: &[RecordBatch]) -> (i64, BTreeMap<String, Fingerprint>) {
+    let mut rows = 0i64;
+    let mut texts: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut floats: BTreeMap<String, (i64, f64)> = BTreeMap::new();
+    for batch in batches {
+        rows += batch.num_rows() as i64;
+        for (field, array) in batch.schema().fields().iter().zip(batch.columns()) {
+            if field.name().starts_with("_sluice_") {
+                continue;
+            }
+            let name = field.name().clone();
+            let mut push = |f: &dyn Fn(usize) -> String| {
+                let entry = texts.entry(name.clone()).or_default();
+                for i in 0..array.len() {
+                    if array.is_valid(i) {
+                        entry.push(f(i));
+                    }
+                }
+            };
+            match field.data_type() {
+                DataType::Int16 => push(&|i| array.as_primitive::<Int16Type>().value(i).to_string()),
+                DataType::Int32 => push(&|i| array.as_primitive::<Int32Type>().value(i).to_string()),
+                DataType::Int64 => push(&|i| array.as_primitive::<Int64Type>().value(i).to_string()),
+                DataType::Decimal128(_, scale) => {
+                    let scale = *scale;
+                    push(&|i| decimal_text(array.as_primitive::<Decimal128Type>().value(i), scale))
+                }
+                DataType::Utf8 => push(&|i| array.as_string::<i32>().value(i).to_owned()),
+                DataType::Boolean => push(&|i| array.as_boolean().value(i).to_string()),
+                DataType::Date32 => push(&|i| array.as_primitive::<Date32Type>().value(i).to_string()),
+                DataType::Timestamp(TimeUnit::Microsecond, _) => {
+                    push(&|i| array.as_primitive::<TimestampMicrosecondType>().value(i).to_string())
+                }
+                DataType::Float32 | DataType::Float64 => {
+                    let entry = floats.entry(name.clone()).or_default();
+                    for i in 0..array.len() {
+                        if array.is_valid(i) {
+                            entry.0 += 1;
+                            entry.1 += match field.data_type() {
+                                DataType::Float32 => f64::from(array.as_primitive::<Float32Type>().value(i)),
+                                _ => array.as_primitive::<Float64Type>().value(i),
+                            };
+                        }
+                    }
+                }
+                other => panic!("column {name}: no fingerprint for Arrow type {other}"),
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (name, values) in texts {
+        out.insert(name, Fingerprint::Exact { count: values.len() as i64, md5: md5_of_sorted(values) });
+    }
+    for (name, (count, sum)) in floats {
+        out.insert(name, Fingerprint::Float { count, sum });
+    }
+    (rows, out)
+}
+
+/// Asserts that the batches hold exactly the rows of the source table (optionally filtered).
+pub async fn assert_same_as_source(client: &Client, table: &str, filter: Option<&str>, batches: &[RecordBatch]) {
+    let (pg_rows, pg) = pg_fingerprints(client, table, filter).await;
+    let (arrow_rows, arrow) = arrow_fingerprints(batches);
+    assert_eq!(arrow_rows, pg_rows, "{table}: row count");
+    assert_eq!(
+        arrow.keys().collect::<Vec<_>>(),
+        pg.keys().collect::<Vec<_>>(),
+        "{table}: columns"
+    );
+    for (column, expected) in &pg {
+        arrow[column].assert_matches(expected, &format!("{table}.{column}"));
+    }
+}
+
+/// Values of one Int64 column across batches (primary keys, in tests).
+pub fn int64_values(batches: &[RecordBatch], column: &str) -> Vec<i64> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            let array = b.column_by_name(column).unwrap_or_else(|| panic!("no column {column}"));
+            array.as_primitive::<Int64Type>().values().to_vec()
+        })
+        .collect()
+}
+
+/// A config for the shop sample in `db`, with the given YAML for the tables section.
+pub fn shop_config(db: &TestDb, tables_yaml: &str) -> String {
+    format!(
+        "sources:\n  - name: shop\n    engine: postgres\n    connection:\n      url: {}\ntables:\n{tables_yaml}",
+        db.url
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_text_matches_postgres_numeric_output() {
+        assert_eq!(decimal_text(1234567, 2), "12345.67");
+        assert_eq!(decimal_text(-5, 2), "-0.05");
+        assert_eq!(decimal_text(0, 3), "0.000");
+        assert_eq!(decimal_text(42, 0), "42");
+    }
+}

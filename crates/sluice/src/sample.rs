@@ -51,6 +51,7 @@ CREATE TABLE {s}.customers (
     email          text NOT NULL,
     full_name      text NOT NULL,
     country        char(2) NOT NULL,
+    segment        char(8) NOT NULL,
     loyalty_points integer,
     is_active      boolean NOT NULL,
     profile        jsonb,
@@ -65,6 +66,7 @@ SELECT i,
        (ARRAY['Ada','Bjørn','Chloé','Dmitri','Eun-ji','Farah','Giulia','Hiro','Inès','José'])[1 + i % 10]
          || ' ' || (ARRAY['Lovelace','Øster','Dubois','Ivanov','Kim','Haddad','Rossi','Tanaka','Müller','Núñez'])[1 + (i * 7) % 10],
        (ARRAY['US','DE','FR','GB','NL','SE','JP','BR','IN','CA'])[1 + (i * 3) % 10],
+       (ARRAY['retail','b2b','partner','staff'])[1 + i % 4],
        CASE WHEN i % 7 = 0 THEN NULL ELSE ((i * 37) % 5000)::int END,
        i % 11 <> 0,
        CASE WHEN i % 5 = 0 THEN NULL
@@ -74,7 +76,7 @@ SELECT i,
        md5('customer-' || i)::uuid,
        timestamptz '2023-01-01 00:00:00+00' + i * interval '37 minutes 13.123457 seconds',
        timestamp '2024-01-01 00:00:00' + i * interval '11 minutes 7.654321 seconds',
-       CASE i % 3 WHEN 0 THEN NULL WHEN 1 THEN '' ELSE 'Ünïcödé note ' || i || ' ✓' END
+       CASE i % 3 WHEN 0 THEN NULL WHEN 1 THEN '' ELSE ' Ünïcödé note ' || i || ' ✓ ' END
 FROM generate_series(1, {customers}) AS g(i);
 
 CREATE TABLE {s}.products (
