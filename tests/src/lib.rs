@@ -11,12 +11,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, AsArray, RecordBatch,
-};
+use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{
-    DataType, Date32Type, Decimal128Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type,
-    TimeUnit, TimestampMicrosecondType,
+    DataType, Date32Type, Decimal128Type, Float32Type, Float64Type, Int16Type, Int32Type,
+    Int64Type, TimeUnit, TimestampMicrosecondType,
 };
 use md5::{Digest, Md5};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -42,13 +40,12 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn create(label: &str) -> TestDb {
-        let name = format!(
-            "sluice_t_{label}_{}",
-            ulid_suffix()
-        );
+        let name = format!("sluice_t_{label}_{}", ulid_suffix());
         let admin = connect(&format!("{}/postgres", pg_server_url())).await;
         admin
-            .batch_execute(&format!("CREATE DATABASE {name} ENCODING 'UTF8' TEMPLATE template0"))
+            .batch_execute(&format!(
+                "CREATE DATABASE {name} ENCODING 'UTF8' TEMPLATE template0"
+            ))
             .await
             .unwrap();
         TestDb {
@@ -72,7 +69,10 @@ impl Drop for TestDb {
         let url = format!("{}/postgres", pg_server_url());
         // Drop runs outside any runtime the test used, so it gets its own.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async {
                 let admin = connect(&url).await;
                 let _ = admin
@@ -87,7 +87,9 @@ impl Drop for TestDb {
 pub async fn connect(url: &str) -> Client {
     let (client, connection) = tokio_postgres::connect(url, NoTls)
         .await
-        .unwrap_or_else(|e| panic!("cannot connect to {url}: {e} (is PostgreSQL running? scripts/setup starts it)"));
+        .unwrap_or_else(|e| {
+            panic!("cannot connect to {url}: {e} (is PostgreSQL running? scripts/setup starts it)")
+        });
     tokio::spawn(async move {
         let _ = connection.await;
     });
@@ -107,12 +109,19 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let mut sources: BTreeMap<String, Arc<dyn Source>> = BTreeMap::new();
         for source in &config.sources {
-            sources.insert(source.name.clone(), Arc::new(PostgresSource::from_config(source).unwrap()));
+            sources.insert(
+                source.name.clone(),
+                Arc::new(PostgresSource::from_config(source).unwrap()),
+            );
         }
         let sink = Arc::new(LocalDirSink::new(dir.path().join("out")).unwrap());
         let state = Arc::new(LocalStateStore::open(dir.path().join("state")).unwrap());
         let pipeline = Pipeline::new(sources, sink, state, PipelineOptions::default());
-        Harness { dir, config, pipeline }
+        Harness {
+            dir,
+            config,
+            pipeline,
+        }
     }
 
     pub fn out_dir(&self) -> PathBuf {
@@ -126,7 +135,10 @@ impl Harness {
     }
 
     pub fn manifest(&self, record: &RunRecord) -> Manifest {
-        let key = record.manifest_key.as_ref().expect("a completed run has a manifest");
+        let key = record
+            .manifest_key
+            .as_ref()
+            .expect("a completed run has a manifest");
         serde_json::from_slice(&std::fs::read(self.out_dir().join(key)).unwrap()).unwrap()
     }
 
@@ -165,7 +177,10 @@ impl Fingerprint {
         match (self, other) {
             (Fingerprint::Float { count: a, sum: x }, Fingerprint::Float { count: b, sum: y }) => {
                 assert_eq!(a, b, "{what}: non-NULL counts differ");
-                assert!((x - y).abs() <= 1e-9 * x.abs().max(1.0), "{what}: sums differ: {x} vs {y}");
+                assert!(
+                    (x - y).abs() <= 1e-9 * x.abs().max(1.0),
+                    "{what}: sums differ: {x} vs {y}"
+                );
             }
             _ => assert_eq!(self, other, "{what}"),
         }
@@ -190,7 +205,9 @@ fn sql_canonical(column: &str, type_name: &str) -> Option<String> {
     Some(match type_name {
         "float4" | "float8" => return None,
         "date" => format!("({c} - date '1970-01-01')::text"),
-        "timestamp" | "timestamptz" => format!("(extract(epoch from {c}) * 1000000)::numeric(30,0)::text"),
+        "timestamp" | "timestamptz" => {
+            format!("(extract(epoch from {c}) * 1000000)::numeric(30,0)::text")
+        }
         // format() keeps char(n)'s padding, which a ::text cast would strip.
         "bpchar" => format!("format('%s', {c})"),
         _ => format!("{c}::text"),
@@ -198,7 +215,11 @@ fn sql_canonical(column: &str, type_name: &str) -> Option<String> {
 }
 
 /// Fingerprints of every column of a source table, computed by PostgreSQL.
-pub async fn pg_fingerprints(client: &Client, table: &str, filter: Option<&str>) -> (i64, BTreeMap<String, Fingerprint>) {
+pub async fn pg_fingerprints(
+    client: &Client,
+    table: &str,
+    filter: Option<&str>,
+) -> (i64, BTreeMap<String, Fingerprint>) {
     let (schema, name) = table.split_once('.').unwrap();
     let columns: Vec<(String, String)> = client
         .query(
@@ -231,14 +252,20 @@ pub async fn pg_fingerprints(client: &Client, table: &str, filter: Option<&str>)
                     )
                     .await
                     .unwrap();
-                Fingerprint::Exact { count: row.get(0), md5: row.get(1) }
+                Fingerprint::Exact {
+                    count: row.get(0),
+                    md5: row.get(1),
+                }
             }
             None => {
                 let row = client
                     .query_one(&format!("SELECT count({c}), coalesce(sum({c}::float8), 0) FROM {table}{where_sql}"), &[])
                     .await
                     .unwrap();
-                Fingerprint::Float { count: row.get(0), sum: row.get(1) }
+                Fingerprint::Float {
+                    count: row.get(0),
+                    sum: row.get(1),
+                }
             }
         };
         out.insert(column, fp);
@@ -279,26 +306,39 @@ pub fn arrow_fingerprints(batches: &[RecordBatch]) -> (i64, BTreeMap<String, Fin
                 }
             };
             match field.data_type() {
-                DataType::Int16 => push(&|i| array.as_primitive::<Int16Type>().value(i).to_string()),
-                DataType::Int32 => push(&|i| array.as_primitive::<Int32Type>().value(i).to_string()),
-                DataType::Int64 => push(&|i| array.as_primitive::<Int64Type>().value(i).to_string()),
+                DataType::Int16 => {
+                    push(&|i| array.as_primitive::<Int16Type>().value(i).to_string())
+                }
+                DataType::Int32 => {
+                    push(&|i| array.as_primitive::<Int32Type>().value(i).to_string())
+                }
+                DataType::Int64 => {
+                    push(&|i| array.as_primitive::<Int64Type>().value(i).to_string())
+                }
                 DataType::Decimal128(_, scale) => {
                     let scale = *scale;
                     push(&|i| decimal_text(array.as_primitive::<Decimal128Type>().value(i), scale))
                 }
                 DataType::Utf8 => push(&|i| array.as_string::<i32>().value(i).to_owned()),
                 DataType::Boolean => push(&|i| array.as_boolean().value(i).to_string()),
-                DataType::Date32 => push(&|i| array.as_primitive::<Date32Type>().value(i).to_string()),
-                DataType::Timestamp(TimeUnit::Microsecond, _) => {
-                    push(&|i| array.as_primitive::<TimestampMicrosecondType>().value(i).to_string())
+                DataType::Date32 => {
+                    push(&|i| array.as_primitive::<Date32Type>().value(i).to_string())
                 }
+                DataType::Timestamp(TimeUnit::Microsecond, _) => push(&|i| {
+                    array
+                        .as_primitive::<TimestampMicrosecondType>()
+                        .value(i)
+                        .to_string()
+                }),
                 DataType::Float32 | DataType::Float64 => {
                     let entry = floats.entry(name.clone()).or_default();
                     for i in 0..array.len() {
                         if array.is_valid(i) {
                             entry.0 += 1;
                             entry.1 += match field.data_type() {
-                                DataType::Float32 => f64::from(array.as_primitive::<Float32Type>().value(i)),
+                                DataType::Float32 => {
+                                    f64::from(array.as_primitive::<Float32Type>().value(i))
+                                }
                                 _ => array.as_primitive::<Float64Type>().value(i),
                             };
                         }
@@ -310,7 +350,13 @@ pub fn arrow_fingerprints(batches: &[RecordBatch]) -> (i64, BTreeMap<String, Fin
     }
     let mut out = BTreeMap::new();
     for (name, values) in texts {
-        out.insert(name, Fingerprint::Exact { count: values.len() as i64, md5: md5_of_sorted(values) });
+        out.insert(
+            name,
+            Fingerprint::Exact {
+                count: values.len() as i64,
+                md5: md5_of_sorted(values),
+            },
+        );
     }
     for (name, (count, sum)) in floats {
         out.insert(name, Fingerprint::Float { count, sum });
@@ -319,7 +365,12 @@ pub fn arrow_fingerprints(batches: &[RecordBatch]) -> (i64, BTreeMap<String, Fin
 }
 
 /// Asserts that the batches hold exactly the rows of the source table (optionally filtered).
-pub async fn assert_same_as_source(client: &Client, table: &str, filter: Option<&str>, batches: &[RecordBatch]) {
+pub async fn assert_same_as_source(
+    client: &Client,
+    table: &str,
+    filter: Option<&str>,
+    batches: &[RecordBatch],
+) {
     let (pg_rows, pg) = pg_fingerprints(client, table, filter).await;
     let (arrow_rows, arrow) = arrow_fingerprints(batches);
     assert_eq!(arrow_rows, pg_rows, "{table}: row count");
@@ -338,7 +389,9 @@ pub fn int64_values(batches: &[RecordBatch], column: &str) -> Vec<i64> {
     batches
         .iter()
         .flat_map(|b| {
-            let array = b.column_by_name(column).unwrap_or_else(|| panic!("no column {column}"));
+            let array = b
+                .column_by_name(column)
+                .unwrap_or_else(|| panic!("no column {column}"));
             array.as_primitive::<Int64Type>().values().to_vec()
         })
         .collect()

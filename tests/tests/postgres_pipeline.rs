@@ -44,8 +44,17 @@ async fn shop_tables_land_in_parquet_exactly_as_in_postgres() {
         ("public.orders", None),
         ("public.order_items", Some("quantity > 1")),
     ] {
-        let record = h.pipeline.run_table(h.table(selector), &Quiet).await.unwrap();
-        assert_eq!(record.status, RunStatus::Completed, "{selector}: {:?}", record.error);
+        let record = h
+            .pipeline
+            .run_table(h.table(selector), &Quiet)
+            .await
+            .unwrap();
+        assert_eq!(
+            record.status,
+            RunStatus::Completed,
+            "{selector}: {:?}",
+            record.error
+        );
         let batches = h.read_run(&record);
         assert_same_as_source(&client, selector, filter, &batches).await;
 
@@ -53,27 +62,51 @@ async fn shop_tables_land_in_parquet_exactly_as_in_postgres() {
         // date/hour partition with the run id in its name.
         let manifest = h.manifest(&record);
         assert_eq!(manifest.rows, record.rows());
-        assert_eq!(manifest.files.iter().map(|f| f.rows).sum::<u64>(), record.rows());
+        assert_eq!(
+            manifest.files.iter().map(|f| f.rows).sum::<u64>(),
+            record.rows()
+        );
         let hour_dir = record.created_at.format("%Y-%m-%d/%H").to_string();
         for file in &manifest.files {
-            assert!(file.key.starts_with(&format!("postgres/shop/{selector}/{hour_dir}/part-{}-", record.run_id)), "{}", file.key);
-            let on_disk = std::fs::metadata(h.out_dir().join(&file.key)).unwrap().len();
+            assert!(
+                file.key.starts_with(&format!(
+                    "postgres/shop/{selector}/{hour_dir}/part-{}-",
+                    record.run_id
+                )),
+                "{}",
+                file.key
+            );
+            let on_disk = std::fs::metadata(h.out_dir().join(&file.key))
+                .unwrap()
+                .len();
             assert_eq!(on_disk, file.bytes, "{}", file.key);
         }
         // Metadata columns carry the run id.
         for batch in &batches {
             let ids = batch.column_by_name("_sluice_run_id").unwrap();
             let ids = arrow::array::AsArray::as_string::<i32>(ids);
-            assert!(ids.iter().all(|v| v == Some(record.run_id.to_string().as_str())));
+            assert!(
+                ids.iter()
+                    .all(|v| v == Some(record.run_id.to_string().as_str()))
+            );
         }
     }
 
     // Chunked tables really were split, and chunks never overlap.
-    let orders = h.pipeline.state().list_runs(Some("shop/public.orders"), 1).await.unwrap();
+    let orders = h
+        .pipeline
+        .state()
+        .list_runs(Some("shop/public.orders"), 1)
+        .await
+        .unwrap();
     assert_eq!(orders[0].chunks.len(), 4);
     let batches = h.read_run(&orders[0]);
     let ids = int64_values(&batches, "order_id");
-    assert_eq!(ids.iter().collect::<BTreeSet<_>>().len(), ids.len(), "no order extracted twice");
+    assert_eq!(
+        ids.iter().collect::<BTreeSet<_>>().len(),
+        ids.len(),
+        "no order extracted twice"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,9 +120,15 @@ async fn incremental_run_reads_changed_rows_plus_lookback_and_advances_the_water
     let first = h.pipeline.run_table(orders, &Quiet).await.unwrap();
     assert_eq!(first.status, RunStatus::Completed, "{:?}", first.error);
     assert_eq!(first.rows(), 5_000);
-    let max_before: chrono::NaiveDateTime =
-        client.query_one("SELECT max(updated_at) FROM orders", &[]).await.unwrap().get(0);
-    assert_eq!(first.watermark_committed, Some(ScalarValue::Timestamp(max_before)));
+    let max_before: chrono::NaiveDateTime = client
+        .query_one("SELECT max(updated_at) FROM orders", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        first.watermark_committed,
+        Some(ScalarValue::Timestamp(max_before))
+    );
 
     // Change 25 scattered orders; their cursor moves past the watermark.
     client
@@ -110,14 +149,20 @@ async fn incremental_run_reads_changed_rows_plus_lookback_and_advances_the_water
     assert_eq!(changed.len(), 25);
     // Expected: every row whose cursor is past (watermark - 15 minutes).
     let expected: BTreeSet<i64> = client
-        .query("SELECT order_id FROM orders WHERE updated_at > $1::timestamp - interval '15 minutes'", &[&max_before])
+        .query(
+            "SELECT order_id FROM orders WHERE updated_at > $1::timestamp - interval '15 minutes'",
+            &[&max_before],
+        )
         .await
         .unwrap()
         .iter()
         .map(|r| r.get(0))
         .collect();
     assert!(expected.is_superset(&changed));
-    assert!(expected.len() > changed.len(), "the lookback overlap re-reads some unchanged rows");
+    assert!(
+        expected.len() > changed.len(),
+        "the lookback overlap re-reads some unchanged rows"
+    );
 
     let second = h.pipeline.run_table(orders, &Quiet).await.unwrap();
     assert_eq!(second.status, RunStatus::Completed, "{:?}", second.error);
@@ -128,14 +173,24 @@ async fn incremental_run_reads_changed_rows_plus_lookback_and_advances_the_water
     assert_same_as_source(
         &client,
         "public.orders",
-        Some(&format!("updated_at > timestamp '{max_before}' - interval '15 minutes'")),
+        Some(&format!(
+            "updated_at > timestamp '{max_before}' - interval '15 minutes'"
+        )),
         &batches,
     )
     .await;
-    let max_after: chrono::NaiveDateTime =
-        client.query_one("SELECT max(updated_at) FROM orders", &[]).await.unwrap().get(0);
+    let max_after: chrono::NaiveDateTime = client
+        .query_one("SELECT max(updated_at) FROM orders", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert!(max_after > max_before);
-    let state = h.pipeline.state().table_state("shop/public.orders").await.unwrap();
+    let state = h
+        .pipeline
+        .state()
+        .table_state("shop/public.orders")
+        .await
+        .unwrap();
     assert_eq!(state.watermark, Some(ScalarValue::Timestamp(max_after)));
     assert_eq!(state.lease, None, "the lease is released");
 
@@ -144,12 +199,18 @@ async fn incremental_run_reads_changed_rows_plus_lookback_and_advances_the_water
     let third = h.pipeline.run_table(orders, &Quiet).await.unwrap();
     assert_eq!(third.status, RunStatus::Completed);
     let overlap: i64 = client
-        .query_one("SELECT count(*) FROM orders WHERE updated_at > $1::timestamp - interval '15 minutes'", &[&max_after])
+        .query_one(
+            "SELECT count(*) FROM orders WHERE updated_at > $1::timestamp - interval '15 minutes'",
+            &[&max_after],
+        )
         .await
         .unwrap()
         .get(0);
     assert_eq!(third.rows() as i64, overlap);
-    assert_eq!(third.watermark_committed, Some(ScalarValue::Timestamp(max_after)));
+    assert_eq!(
+        third.watermark_committed,
+        Some(ScalarValue::Timestamp(max_after))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,30 +223,66 @@ async fn a_run_that_fails_half_way_is_recorded_failed_and_leaves_the_watermark()
 
     let first = h.pipeline.run_table(customers, &Quiet).await.unwrap();
     assert_eq!(first.status, RunStatus::Completed);
-    let watermark = h.pipeline.state().table_state("shop/public.customers").await.unwrap().watermark;
+    let watermark = h
+        .pipeline
+        .state()
+        .table_state("shop/public.customers")
+        .await
+        .unwrap()
+        .watermark;
     assert!(watermark.is_some());
 
     // Plan, then lose the table before extraction.
-    let planned = h.pipeline.plan_run(customers).await.map_err(|(_, e)| e).unwrap();
+    let planned = h
+        .pipeline
+        .plan_run(customers)
+        .await
+        .map_err(|(_, e)| e)
+        .unwrap();
     assert_eq!(planned.status, RunStatus::Planned);
     client.batch_execute("DROP TABLE customers").await.unwrap();
-    let failed = h.pipeline.execute_run(planned.run_id, &Quiet).await.unwrap();
+    let failed = h
+        .pipeline
+        .execute_run(planned.run_id, &Quiet)
+        .await
+        .unwrap();
 
     assert_eq!(failed.status, RunStatus::Failed);
     let error = failed.error.clone().unwrap();
     assert_eq!(error.phase, RunStatus::Extracting);
     assert_eq!(error.chunk, Some(0));
-    assert!(error.message.contains("public.customers does not exist"), "{}", error.message);
+    assert!(
+        error.message.contains("public.customers does not exist"),
+        "{}",
+        error.message
+    );
     assert!(failed.manifest_key.is_none());
-    let state = h.pipeline.state().table_state("shop/public.customers").await.unwrap();
-    assert_eq!(state.watermark, watermark, "a failed run does not move the watermark");
+    let state = h
+        .pipeline
+        .state()
+        .table_state("shop/public.customers")
+        .await
+        .unwrap();
+    assert_eq!(
+        state.watermark, watermark,
+        "a failed run does not move the watermark"
+    );
     assert_eq!(state.lease, None, "a failed run releases the lease");
     // No data file of the failed run exists anywhere.
     let failed_id = failed.run_id.to_string();
-    let leftovers: Vec<_> = walk(&h.out_dir()).into_iter().filter(|p| p.contains(&failed_id)).collect();
+    let leftovers: Vec<_> = walk(&h.out_dir())
+        .into_iter()
+        .filter(|p| p.contains(&failed_id))
+        .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     // The stored record tells the same story.
-    let stored = h.pipeline.state().get_run(failed.run_id).await.unwrap().unwrap();
+    let stored = h
+        .pipeline
+        .state()
+        .get_run(failed.run_id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(stored, failed);
 }
 
@@ -222,11 +319,26 @@ async fn unknown_tables_columns_and_unusable_cursors_fail_with_clear_errors() {
     let h = Harness::new(&shop_config(&db, tables));
     let cases = [
         ("public.nope", "table public.nope does not exist"),
-        ("public.orders", "columns 'no_such_column' is not a column of the table"),
-        ("public.products", "load.cursor 'missing_cursor' is not a column of the table"),
-        ("public.customers", "load.cursor 'email' has type text; it must be an integer, date, timestamp or timestamptz column"),
-        ("public.odd", "column 'doc' has type xml: type xml is not supported yet"),
-        ("public.order_items", "partition.column 'no_such_key' is not a column"),
+        (
+            "public.orders",
+            "columns 'no_such_column' is not a column of the table",
+        ),
+        (
+            "public.products",
+            "load.cursor 'missing_cursor' is not a column of the table",
+        ),
+        (
+            "public.customers",
+            "load.cursor 'email' has type text; it must be an integer, date, timestamp or timestamptz column",
+        ),
+        (
+            "public.odd",
+            "column 'doc' has type xml: type xml is not supported yet",
+        ),
+        (
+            "public.order_items",
+            "partition.column 'no_such_key' is not a column",
+        ),
     ];
     for (selector, expected) in cases {
         let table = h.table(selector);
@@ -234,7 +346,11 @@ async fn unknown_tables_columns_and_unusable_cursors_fail_with_clear_errors() {
         assert_eq!(record.status, RunStatus::Failed, "{selector}");
         let error = record.error.unwrap();
         assert_eq!(error.phase, RunStatus::Planned, "{selector}");
-        assert!(error.message.contains(expected), "{selector}: {}", error.message);
+        assert!(
+            error.message.contains(expected),
+            "{selector}: {}",
+            error.message
+        );
         let state = h.pipeline.state().table_state(&table.key()).await.unwrap();
         assert_eq!(state.watermark, None);
         assert_eq!(state.lease, None);
@@ -249,10 +365,25 @@ async fn a_second_run_of_a_running_table_is_refused_with_the_running_id() {
     create_shop_postgres(&client, "public", 1).await.unwrap();
     let h = Harness::new(&shop_config(&db, SHOP_TABLES));
     let products = h.table("public.products");
-    let running = h.pipeline.plan_run(products).await.map_err(|(_, e)| e).unwrap();
+    let running = h
+        .pipeline
+        .plan_run(products)
+        .await
+        .map_err(|(_, e)| e)
+        .unwrap();
     let err = h.pipeline.run_table(products, &Quiet).await.unwrap_err();
-    assert_eq!(err.to_string(), format!("table shop/public.products is already running: {}", running.run_id));
-    let done = h.pipeline.execute_run(running.run_id, &Quiet).await.unwrap();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "table shop/public.products is already running: {}",
+            running.run_id
+        )
+    );
+    let done = h
+        .pipeline
+        .execute_run(running.run_id, &Quiet)
+        .await
+        .unwrap();
     assert_eq!(done.status, RunStatus::Completed);
     let again = h.pipeline.run_table(products, &Quiet).await.unwrap();
     assert_eq!(again.status, RunStatus::Completed);
@@ -271,4 +402,30 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
         }
     }
     out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunk_rows_follow_the_rows_in_the_incremental_window() {
+    let db = TestDb::create("chunks").await;
+    let client = db.client().await;
+    create_shop_postgres(&client, "public", 1).await.unwrap();
+    let tables = r#"
+  - source: shop
+    table: public.orders
+    primary_key: [order_id]
+    load: { mode: incremental, cursor: updated_at, lookback: 30m }
+    partition: { column: order_id, chunk_rows: 1000 }
+"#;
+    let h = Harness::new(&shop_config(&db, tables));
+    let orders = h.table("public.orders");
+    let first = h.pipeline.run_table(orders, &Quiet).await.unwrap();
+    assert_eq!(first.status, RunStatus::Completed, "{:?}", first.error);
+    // 5,000 rows at 1,000 per chunk.
+    assert_eq!(first.plan.as_ref().unwrap().chunks.len(), 5);
+    assert_eq!(first.rows(), 5_000);
+    let second = h.pipeline.run_table(orders, &Quiet).await.unwrap();
+    // Only the 30-minute overlap (~27 rows) is in the window: one chunk, not five.
+    let overlap = second.rows();
+    assert!(overlap > 0 && overlap < 1_000, "{overlap}");
+    assert_eq!(second.plan.as_ref().unwrap().chunks.len(), 1);
 }

@@ -347,16 +347,15 @@ impl Config {
         let mut keys = BTreeSet::new();
         for (i, table) in self.tables.iter().enumerate() {
             let path = format!("tables[{i}]");
-            match self.source(&table.source) {
-                None => issues.push(
+            if self.source(&table.source).is_none() {
+                issues.push(
                     format!("{path}.source"),
                     format!(
                         "'{}' is not a source defined under sources (known: {})",
                         table.source,
                         known(self.sources.iter().map(|s| s.name.as_str()))
                     ),
-                ),
-                Some(_) => {}
+                );
             }
             validate_table(table, &path, &mut issues);
             if !keys.insert(table.key()) {

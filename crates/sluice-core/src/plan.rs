@@ -171,7 +171,8 @@ pub struct PartitionFacts {
     pub min: Option<ScalarValue>,
     pub max: Option<ScalarValue>,
     pub nullable: bool,
-    /// Row estimate from statistics, for `chunk_rows`.
+    /// Rows the run will read: an exact count of an incremental window, or the table
+    /// statistics' estimate for full loads. Drives `chunk_rows`.
     pub estimated_rows: u64,
 }
 
@@ -239,6 +240,20 @@ pub fn apply_lookback(
             .checked_sub_signed(Duration::microseconds(*micros))
             .map(ScalarValue::TimestampTz)
             .ok_or_else(overflow),
+    }
+}
+
+/// The exclusive lower bound of an incremental run's cursor window: the stored watermark
+/// minus the lookback. `None` for full loads and first runs.
+pub fn window_lower_bound(
+    table: &TableConfig,
+    watermark: Option<&ScalarValue>,
+) -> Result<Option<ScalarValue>, PlanError> {
+    match (&table.load.mode, &table.load.cursor, watermark) {
+        (LoadMode::Incremental, Some(cursor), Some(w)) => {
+            apply_lookback(&table.table, cursor, w, table.load.lookback.as_ref()).map(Some)
+        }
+        _ => Ok(None),
     }
 }
 
@@ -324,13 +339,7 @@ pub fn build_plan(
                         kind,
                     });
                 }
-                Some(w) => Some(apply_lookback(
-                    &table.table,
-                    column,
-                    w,
-                    table.load.lookback.as_ref(),
-                )?),
-                None => None,
+                _ => window_lower_bound(table, watermark)?,
             };
             // The window never moves backwards: if nothing newer exists, the upper bound stays
             // at the watermark and the run reads only the lookback overlap.

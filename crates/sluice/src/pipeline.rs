@@ -16,7 +16,7 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use sluice_core::layout::TableLayout;
 use sluice_core::manifest::{MANIFEST_VERSION, Manifest, ManifestColumn};
-use sluice_core::plan::{PlanError, build_plan};
+use sluice_core::plan::{PlanError, build_plan, window_lower_bound};
 use sluice_core::run::ChunkOutcome;
 use sluice_core::{RunId, RunRecord, RunStatus, TableConfig};
 use thiserror::Error;
@@ -212,7 +212,8 @@ impl Pipeline {
                 return Err((None, e.into()));
             }
             let planned = async {
-                let facts = source.gather_facts(table).await?;
+                let lower = window_lower_bound(table, table_state.watermark.as_ref())?;
+                let facts = source.gather_facts(table, lower.as_ref()).await?;
                 let plan = build_plan(
                     run_id,
                     source.engine(),

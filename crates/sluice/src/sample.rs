@@ -77,7 +77,7 @@ SELECT i,
        timestamptz '2023-01-01 00:00:00+00' + i * interval '37 minutes 13.123457 seconds',
        timestamp '2024-01-01 00:00:00' + i * interval '11 minutes 7.654321 seconds',
        CASE i % 3 WHEN 0 THEN NULL WHEN 1 THEN '' ELSE ' Ünïcödé note ' || i || ' ✓ ' END
-FROM generate_series(1, {customers}) AS g(i);
+FROM generate_series(1::bigint, {customers}) AS g(i);
 
 CREATE TABLE {s}.products (
     product_id integer PRIMARY KEY,
@@ -102,7 +102,7 @@ SELECT i,
        i % 6 <> 0,
        CASE WHEN i % 8 = 0 THEN NULL ELSE ((i * 17) % 50) / 10.0 END,
        timestamp '2024-01-01 00:00:00' + i * interval '53 minutes 1.000001 seconds'
-FROM generate_series(1, {products}) AS g(i);
+FROM generate_series(1::bigint, {products}) AS g(i);
 
 CREATE TABLE {s}.orders (
     order_id      bigint PRIMARY KEY,
@@ -124,10 +124,10 @@ SELECT i,
        ((i * 104729) % 10000000) / 100.0 + 1,
        CASE WHEN i % 4 = 0 THEN NULL ELSE (i % 20) / 100.0 END,
        timestamptz '2024-01-01 00:00:00+00' + i * interval '1 minute 3.333333 seconds',
-       CASE WHEN i % 5 IN (2, 3) THEN date '2024-01-02' + (i % 400) ELSE NULL END,
+       CASE WHEN i % 5 IN (2, 3) THEN date '2024-01-02' + (i % 400)::int ELSE NULL END,
        1 + i % 4,
        timestamp '2024-01-01 00:00:00' + i * interval '1 minute 7.000001 seconds'
-FROM generate_series(1, {orders}) AS g(i);
+FROM generate_series(1::bigint, {orders}) AS g(i);
 
 CREATE TABLE {s}.order_items (
     order_id   bigint NOT NULL,

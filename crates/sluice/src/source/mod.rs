@@ -10,7 +10,7 @@ use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use sluice_core::plan::CatalogFacts;
-use sluice_core::{Engine, RunPlan, TableConfig};
+use sluice_core::{Engine, RunPlan, ScalarValue, TableConfig};
 use thiserror::Error;
 
 /// Which config field named a column, for error messages.
@@ -117,8 +117,14 @@ pub trait Source: Send + Sync {
     /// Reads what planning needs from the catalog and the data, inside one consistent
     /// snapshot: the columns (checked against the config), the cursor's upper bound, the
     /// partition column's range. Fails with a clear error for unknown tables and columns and
-    /// for types sluice cannot read exactly.
-    async fn gather_facts(&self, table: &TableConfig) -> Result<CatalogFacts>;
+    /// for types sluice cannot read exactly. `window_lower` is the exclusive lower bound of an
+    /// incremental run's cursor window: partition ranges and row counts then cover only the
+    /// rows the run will read.
+    async fn gather_facts(
+        &self,
+        table: &TableConfig,
+        window_lower: Option<&ScalarValue>,
+    ) -> Result<CatalogFacts>;
 
     /// Streams one chunk of a planned run. Batches follow the plan's column order.
     async fn extract_chunk(&self, plan: &RunPlan, chunk: u32) -> Result<ChunkStream>;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use futures::StreamExt;
+use sluice_core::LoadMode;
 use sluice_core::plan::{CatalogFacts, PartitionFacts};
 use sluice_core::{
     Dialect, Engine, RunPlan, ScalarKind, ScalarValue, SourceConfig, TableConfig, TableName,
@@ -238,26 +239,55 @@ fn table_name(table: &TableConfig) -> Result<TableName> {
     })
 }
 
-/// `min`/`max` (or just `max`) of a key column as typed values.
+/// Conditions every plan-time query shares: the user's `where` and, for incremental runs,
+/// the cursor window.
+struct PlanScope<'a> {
+    filter: Option<&'a str>,
+    /// `(cursor column, exclusive lower, inclusive upper)`.
+    window: Option<(&'a str, Option<&'a ScalarValue>, &'a ScalarValue)>,
+}
+
+impl PlanScope<'_> {
+    fn where_sql(&self) -> String {
+        let mut conditions = Vec::new();
+        if let Some(filter) = self.filter {
+            conditions.push(format!("({filter})"));
+        }
+        if let Some((cursor, lower, upper)) = self.window {
+            let c = Dialect::Postgres.quote(cursor);
+            if let Some(lower) = lower {
+                conditions.push(format!("{c} > {}", lower.sql_literal(Dialect::Postgres)));
+            }
+            conditions.push(format!("{c} <= {}", upper.sql_literal(Dialect::Postgres)));
+        }
+        if conditions.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", conditions.join(" AND "))
+        }
+    }
+}
+
+/// `min`, `max` and (when asked) the row count of a key column over the scope, as typed values.
 async fn key_extremes(
     client: &Client,
     table: &TableName,
-    filter: Option<&str>,
+    scope: &PlanScope<'_>,
     column: &str,
     kind: ScalarKind,
-) -> Result<(Option<ScalarValue>, Option<ScalarValue>)> {
+    with_count: bool,
+) -> Result<(Option<ScalarValue>, Option<ScalarValue>, Option<u64>)> {
     let q = Dialect::Postgres.quote(column);
     let cast = match kind {
         ScalarKind::Int => "::int8",
         _ => "",
     };
-    let mut sql = format!(
-        "SELECT min({q}){cast}, max({q}){cast} FROM {}",
-        table.quoted(Dialect::Postgres)
+    let count = if with_count { "count(*)" } else { "NULL::int8" };
+    let sql = format!(
+        "SELECT min({q}){cast}, max({q}){cast}, {count} FROM {}{}",
+        table.quoted(Dialect::Postgres),
+        scope.where_sql()
     );
-    if let Some(filter) = filter {
-        sql.push_str(&format!(" WHERE ({filter})"));
-    }
     let row = client
         .query_one(&sql, &[])
         .await
@@ -286,7 +316,12 @@ async fn key_extremes(
             pg_message(&e)
         ),
     };
-    Ok((typed(0).map_err(read_error)?, typed(1).map_err(read_error)?))
+    let rows: Option<i64> = row.get(2);
+    Ok((
+        typed(0).map_err(read_error)?,
+        typed(1).map_err(read_error)?,
+        rows.map(|n| u64::try_from(n).unwrap_or(0)),
+    ))
 }
 
 #[async_trait]
@@ -295,7 +330,11 @@ impl Source for PostgresSource {
         Engine::Postgres
     }
 
-    async fn gather_facts(&self, table: &TableConfig) -> Result<CatalogFacts> {
+    async fn gather_facts(
+        &self,
+        table: &TableConfig,
+        window_lower: Option<&ScalarValue>,
+    ) -> Result<CatalogFacts> {
         let name = table_name(table)?;
         let client = self.connect().await?;
         let query_error = |e: tokio_postgres::Error| SourceError::Query {
@@ -316,27 +355,41 @@ impl Source for PostgresSource {
         for key in &table.primary_key {
             resolved.column(&name, key, ColumnRole::PrimaryKey)?;
         }
-        let filter = table.filter.as_deref();
+        let mut scope = PlanScope {
+            filter: table.filter.as_deref(),
+            window: None,
+        };
         let (cursor_kind, cursor_max) = match &table.load.cursor {
             Some(cursor) => {
                 let (kind, _) = resolved.key_kind(&name, cursor, ColumnRole::Cursor)?;
-                let (_, max) = key_extremes(&client, &name, filter, cursor, kind).await?;
+                let (_, max, _) = key_extremes(&client, &name, &scope, cursor, kind, false).await?;
                 (Some(kind), max)
             }
             None => (None, None),
         };
+        let incremental = table.load.mode == LoadMode::Incremental;
+        if let (true, Some(cursor), Some(kind), Some(max)) =
+            (incremental, &table.load.cursor, cursor_kind, &cursor_max)
+        {
+            // A watermark of another kind (the cursor column changed) is reported by the
+            // planner; here it just does not narrow the scope.
+            let lower = window_lower.filter(|l| l.kind() == kind);
+            scope.window = Some((cursor, lower, max));
+        }
         let partition = match &table.partition {
             Some(p) => {
                 let (kind, column) =
                     resolved.key_kind(&name, &p.column, ColumnRole::PartitionColumn)?;
                 let nullable = !column.not_null;
-                let (min, max) = key_extremes(&client, &name, filter, &p.column, kind).await?;
+                let windowed = scope.window.is_some();
+                let (min, max, rows) =
+                    key_extremes(&client, &name, &scope, &p.column, kind, windowed).await?;
                 Some(PartitionFacts {
                     kind,
                     min,
                     max,
                     nullable,
-                    estimated_rows: resolved.estimated_rows,
+                    estimated_rows: rows.unwrap_or(resolved.estimated_rows),
                 })
             }
             None => None,
