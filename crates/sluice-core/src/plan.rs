@@ -413,6 +413,32 @@ impl RunPlan {
     }
 }
 
+/// The conditions every query of a run shares: the user's `where` and the cursor window
+/// (`cursor > lower AND cursor <= upper`; nothing at all when the window is empty).
+pub fn scope_conditions(
+    dialect: Dialect,
+    filter: Option<&str>,
+    window: Option<&CursorWindow>,
+) -> Vec<String> {
+    let mut conditions = Vec::new();
+    if let Some(filter) = filter {
+        conditions.push(format!("({filter})"));
+    }
+    if let Some(window) = window {
+        let column = dialect.quote(&window.column);
+        match &window.upper {
+            None => conditions.push("1 = 0".to_owned()),
+            Some(upper) => {
+                if let Some(lower) = &window.lower {
+                    conditions.push(format!("{column} > {}", lower.sql_literal(dialect)));
+                }
+                conditions.push(format!("{column} <= {}", upper.sql_literal(dialect)));
+            }
+        }
+    }
+    conditions
+}
+
 /// The extraction query: selected columns, the user's `where`, the cursor window and the
 /// chunk's range, every identifier quoted and every value a typed literal.
 pub fn select_sql(
@@ -428,22 +454,7 @@ pub fn select_sql(
         .map(|c| dialect.quote(c))
         .collect::<Vec<_>>()
         .join(", ");
-    let mut conditions = Vec::new();
-    if let Some(filter) = filter {
-        conditions.push(format!("({filter})"));
-    }
-    if let Some(window) = cursor {
-        let column = dialect.quote(&window.column);
-        match &window.upper {
-            None => conditions.push("1 = 0".to_owned()),
-            Some(upper) => {
-                if let Some(lower) = &window.lower {
-                    conditions.push(format!("{column} > {}", lower.sql_literal(dialect)));
-                }
-                conditions.push(format!("{column} <= {}", upper.sql_literal(dialect)));
-            }
-        }
-    }
+    let mut conditions = scope_conditions(dialect, filter, cursor);
     if let Some((column, range)) = chunk {
         let column = dialect.quote(column);
         match range {

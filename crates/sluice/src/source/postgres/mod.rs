@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use futures::StreamExt;
 use sluice_core::LoadMode;
-use sluice_core::plan::{CatalogFacts, PartitionFacts};
+use sluice_core::plan::{CatalogFacts, CursorWindow, PartitionFacts, scope_conditions};
 use sluice_core::{
     Dialect, Engine, RunPlan, ScalarKind, ScalarValue, SourceConfig, TableConfig, TableName,
 };
@@ -73,6 +73,20 @@ impl PostgresSource {
             name: source.name.clone(),
             config,
         })
+    }
+
+    /// A new connection inside a `REPEATABLE READ READ ONLY` transaction: one consistent,
+    /// harmless view of the data for everything that follows on it.
+    async fn begin_snapshot(&self, table: &TableName) -> Result<Client> {
+        let client = self.connect().await?;
+        client
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(|e| SourceError::Query {
+                table: table.to_string(),
+                message: pg_message(&e),
+            })?;
+        Ok(client)
     }
 
     async fn connect(&self) -> Result<Client> {
@@ -243,23 +257,12 @@ fn table_name(table: &TableConfig) -> Result<TableName> {
 /// the cursor window.
 struct PlanScope<'a> {
     filter: Option<&'a str>,
-    /// `(cursor column, exclusive lower, inclusive upper)`.
-    window: Option<(&'a str, Option<&'a ScalarValue>, &'a ScalarValue)>,
+    window: Option<CursorWindow>,
 }
 
 impl PlanScope<'_> {
     fn where_sql(&self) -> String {
-        let mut conditions = Vec::new();
-        if let Some(filter) = self.filter {
-            conditions.push(format!("({filter})"));
-        }
-        if let Some((cursor, lower, upper)) = self.window {
-            let c = Dialect::Postgres.quote(cursor);
-            if let Some(lower) = lower {
-                conditions.push(format!("{c} > {}", lower.sql_literal(Dialect::Postgres)));
-            }
-            conditions.push(format!("{c} <= {}", upper.sql_literal(Dialect::Postgres)));
-        }
+        let conditions = scope_conditions(Dialect::Postgres, self.filter, self.window.as_ref());
         if conditions.is_empty() {
             String::new()
         } else {
@@ -336,16 +339,12 @@ impl Source for PostgresSource {
         window_lower: Option<&ScalarValue>,
     ) -> Result<CatalogFacts> {
         let name = table_name(table)?;
-        let client = self.connect().await?;
+        // One read-only snapshot for every fact the plan is built on.
+        let client = self.begin_snapshot(&name).await?;
         let query_error = |e: tokio_postgres::Error| SourceError::Query {
             table: name.to_string(),
             message: pg_message(&e),
         };
-        // One read-only snapshot for every fact the plan is built on.
-        client
-            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .await
-            .map_err(query_error)?;
         let resolved = resolve_table(&client, &name).await?;
         let columns: Vec<String> = match &table.columns {
             Some(columns) => columns.clone(),
@@ -373,8 +372,11 @@ impl Source for PostgresSource {
         {
             // A watermark of another kind (the cursor column changed) is reported by the
             // planner; here it just does not narrow the scope.
-            let lower = window_lower.filter(|l| l.kind() == kind);
-            scope.window = Some((cursor, lower, max));
+            scope.window = Some(CursorWindow {
+                column: cursor.clone(),
+                lower: window_lower.filter(|l| l.kind() == kind).cloned(),
+                upper: Some(max.clone()),
+            });
         }
         let partition = match &table.partition {
             Some(p) => {
@@ -417,15 +419,11 @@ impl Source for PostgresSource {
                     plan.chunks.len()
                 ),
             })?;
-        let client = self.connect().await?;
+        let client = self.begin_snapshot(&name).await?;
         let query_error = |e: tokio_postgres::Error| SourceError::Query {
             table: name.to_string(),
             message: pg_message(&e),
         };
-        client
-            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .await
-            .map_err(query_error)?;
         let resolved = resolve_table(&client, &name).await?;
         let columns = resolved.typed_columns(&name, &plan.columns)?;
         let decoder = CopyBinaryDecoder::new(&columns, plan.table.batch_rows());
