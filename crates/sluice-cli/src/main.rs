@@ -160,7 +160,11 @@ fn init_tracing(verbose: bool, json: bool) {
 fn load_config(path: &PathBuf) -> Result<Config> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(Config::from_yaml(&text, &path.display().to_string())?)
+    let config = Config::from_yaml(&text, &path.display().to_string())?;
+    for warning in config.warnings() {
+        eprintln!("warning: {warning}");
+    }
+    Ok(config)
 }
 
 fn config_check(file: &PathBuf) -> Result<bool> {

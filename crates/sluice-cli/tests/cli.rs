@@ -28,7 +28,7 @@ fn config_check_lists_every_problem_with_its_field_and_exits_non_zero() {
     std::fs::write(
         &bad,
         "sources:\n  - name: shop\n    engine: postgres\n    connection:\n      url: postgres://app:s3cret-pw@db/shop\n\
-         tables:\n  - source: shop\n    table: public.orders\n    load: { mode: incremental, cursor: updated_at }\n\
+         tables:\n  - source: shop\n    table: public.orders\n    load: { mode: incremental }\n\
          \x20 - source: shop\n    table: public.items\n    where: \"1=1; drop table x\"\n",
     )
     .unwrap();
@@ -41,7 +41,7 @@ fn config_check_lists_every_problem_with_its_field_and_exits_non_zero() {
         "{err}"
     );
     assert!(
-        err.contains("tables[0].primary_key: required when load.mode = incremental"),
+        err.contains("tables[0].load.cursor: required when load.mode = incremental"),
         "{err}"
     );
     assert!(
@@ -86,6 +86,25 @@ fn missing_files_and_unknown_tables_are_clear_errors() {
 
     let out = sluice(&["status", "not-a-ulid"], dir.path());
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn config_check_warns_about_incremental_tables_without_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("nokey.yaml");
+    std::fs::write(
+        &file,
+        "sources:\n  - name: shop\n    engine: postgres\n    connection:\n      url: postgres://app@db/shop\n\
+         tables:\n  - source: shop\n    table: events\n    load: { mode: incremental, cursor: id, lookback: 100 }\n",
+    )
+    .unwrap();
+    let out = sluice(&["config", "check", file.to_str().unwrap()], dir.path());
+    assert_eq!(out.status.code(), Some(0));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("warning: tables[0].primary_key: none given for an incremental load"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! deserialize; [`Config::validate`] then reports every semantic problem at once, each with
 //! its path (`tables[2].primary_key: required when load.mode = incremental`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -111,6 +111,73 @@ pub struct TableConfig {
     /// Rows per Arrow batch (default 65,536).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_rows: Option<usize>,
+    /// Per-column overrides of the type a column lands as: `string`, or `decimal(p,s)`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub column_types: BTreeMap<String, ColumnTypeOverride>,
+    /// What to do with dates and timestamps the warehouse cannot hold (PostgreSQL's
+    /// `±infinity`, MySQL's zero dates): `null` (default; counted as a warning) or `fail`.
+    #[serde(default, skip_serializing_if = "InvalidDates::is_default")]
+    pub invalid_dates: InvalidDates,
+}
+
+/// The type a column is forced to land as, overriding the engine's mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum ColumnTypeOverride {
+    /// The source's own text form of the value.
+    String,
+    /// An exact decimal; values that do not fit fail the run (never rounded).
+    Decimal { precision: u8, scale: i8 },
+}
+
+impl TryFrom<String> for ColumnTypeOverride {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        let t = text.trim().to_ascii_lowercase();
+        if t == "string" {
+            return Ok(ColumnTypeOverride::String);
+        }
+        let parsed = t
+            .strip_prefix("decimal(")
+            .and_then(|rest| rest.strip_suffix(')'))
+            .and_then(|args| args.split_once(','))
+            .and_then(|(p, s)| Some((p.trim().parse::<u8>().ok()?, s.trim().parse::<i8>().ok()?)));
+        match parsed {
+            Some((precision, scale))
+                if (1..=38).contains(&precision) && scale >= 0 && scale as u8 <= precision =>
+            {
+                Ok(ColumnTypeOverride::Decimal { precision, scale })
+            }
+            _ => Err(format!(
+                "'{text}' is not a column type override: use string, or decimal(p,s) with 1 <= p <= 38 and 0 <= s <= p"
+            )),
+        }
+    }
+}
+
+impl From<ColumnTypeOverride> for String {
+    fn from(o: ColumnTypeOverride) -> String {
+        match o {
+            ColumnTypeOverride::String => "string".into(),
+            ColumnTypeOverride::Decimal { precision, scale } => {
+                format!("decimal({precision},{scale})")
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum InvalidDates {
+    #[default]
+    Null,
+    Fail,
+}
+
+impl InvalidDates {
+    fn is_default(&self) -> bool {
+        *self == InvalidDates::Null
+    }
 }
 
 impl TableConfig {
@@ -140,6 +207,11 @@ pub struct LoadConfig {
     /// How far behind the watermark to re-read, to catch rows committed late.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lookback: Option<Lookback>,
+    /// Whether incremental runs also read rows whose cursor is NULL (every run re-reads them,
+    /// since they never pass the watermark). Full loads always read them. Default false: they
+    /// are counted as a warning instead.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub include_null_cursor: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -302,6 +374,20 @@ impl Config {
             issues,
         })?;
         Ok(config)
+    }
+
+    /// Things that are allowed but probably not what the user wants, with their paths.
+    pub fn warnings(&self) -> Vec<ConfigIssue> {
+        let mut warnings = Vec::new();
+        for (i, table) in self.tables.iter().enumerate() {
+            if table.load.mode == LoadMode::Incremental && table.primary_key.is_empty() {
+                warnings.push(ConfigIssue {
+                    path: format!("tables[{i}].primary_key"),
+                    message: "none given for an incremental load: the staging MERGE needs a key to deduplicate the lookback overlap and replays; without one they load duplicates".into(),
+                });
+            }
+        }
+        warnings
     }
 
     pub fn to_yaml(&self) -> Result<String, serde_yaml_ng::Error> {
@@ -565,12 +651,6 @@ fn validate_table(table: &TableConfig, path: &str, issues: &mut Issues) {
     }
     match table.load.mode {
         LoadMode::Incremental => {
-            if table.primary_key.is_empty() {
-                issues.push(
-                    format!("{path}.primary_key"),
-                    "required when load.mode = incremental (the merge deduplicates re-read rows by it)",
-                );
-            }
             if table.load.cursor.is_none() {
                 issues.push(
                     format!("{path}.load.cursor"),
@@ -633,6 +713,13 @@ fn validate_table(table: &TableConfig, path: &str, issues: &mut Issues) {
             issues.push(&wpath, "must not contain SQL comments ('--', '/*', '*/')");
         } else if filter.contains('\0') {
             issues.push(&wpath, "must not contain NUL characters");
+        }
+    }
+    for column in table.column_types.keys() {
+        let cpath = format!("{path}.column_types.{column}");
+        issues.ident(&cpath, column);
+        if !in_columns(column) {
+            issues.push(&cpath, format!("'{column}' is not in columns"));
         }
     }
     if let Some(rows) = table.batch_rows
@@ -733,16 +820,55 @@ tables:
     }
 
     #[test]
-    fn incremental_without_key_names_the_field() {
+    fn incremental_without_key_is_a_warning_naming_the_field() {
+        let yaml = with_table("    load:\n      mode: incremental\n      cursor: updated_at\n");
+        let config = Config::from_yaml(&yaml, "t.yaml").unwrap();
+        let warnings: Vec<String> = config.warnings().iter().map(ToString::to_string).collect();
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].starts_with("tables[0].primary_key: none given for an incremental load"),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn column_type_overrides_parse_and_are_checked() {
+        let config = Config::from_yaml(
+            &with_table("    column_types: { amount: \"decimal(20,4)\", doc: string }\n"),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            config.tables[0].column_types["amount"],
+            ColumnTypeOverride::Decimal {
+                precision: 20,
+                scale: 4
+            }
+        );
+        assert_eq!(
+            config.tables[0].column_types["doc"],
+            ColumnTypeOverride::String
+        );
+        for bad in ["decimal(39,2)", "decimal(5,6)", "float", "decimal(5)"] {
+            let err = Config::from_yaml(
+                &with_table(&format!("    column_types: {{ amount: \"{bad}\" }}\n")),
+                "t",
+            )
+            .unwrap_err();
+            assert!(
+                err.to_string().contains("tables[0].column_types.amount"),
+                "{err}"
+            );
+        }
         let got = issues_of(&with_table(
-            "    load:\n      mode: incremental\n      cursor: updated_at\n",
+            "    columns: [id]\n    column_types: { amount: string }\n",
         ));
         assert_eq!(
             got,
-            vec![
-                "tables[0].primary_key: required when load.mode = incremental (the merge deduplicates re-read rows by it)"
-            ]
+            vec!["tables[0].column_types.amount: 'amount' is not in columns"]
         );
+        let err = Config::from_yaml(&with_table("    invalid_dates: maybe\n"), "t").unwrap_err();
+        assert!(err.to_string().contains("tables[0].invalid_dates"), "{err}");
     }
 
     #[test]

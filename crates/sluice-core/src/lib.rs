@@ -11,7 +11,10 @@ pub mod manifest;
 pub mod plan;
 pub mod run;
 
-pub use config::{Config, ConfigError, Engine, LoadMode, SourceConfig, TableConfig};
+pub use config::{
+    ColumnTypeOverride, Config, ConfigError, Engine, InvalidDates, LoadMode, SourceConfig,
+    TableConfig,
+};
 pub use ident::{Dialect, TableName};
 pub use plan::{RunPlan, ScalarKind, ScalarValue};
 pub use run::{RunId, RunRecord, RunStatus};

@@ -4,6 +4,8 @@
 //! cursor's upper bound inside a snapshot); everything decided from those facts lives here so
 //! it can be tested without a database.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -134,6 +136,19 @@ pub struct CursorWindow {
     pub lower: Option<ScalarValue>,
     /// Inclusive, fixed at plan time. `None` when no row has a cursor value yet.
     pub upper: Option<ScalarValue>,
+    /// Rows whose cursor is NULL are read too (`load.include_null_cursor`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub include_nulls: bool,
+}
+
+/// How a column is selected when its values are read in the source's text form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadCast {
+    /// `CAST(col AS text)`.
+    Text,
+    /// `CAST(col AS text[])`: an array whose elements are read in text form.
+    TextArray,
 }
 
 /// One chunk of a run: a half-open range of the partition column, or its NULLs.
@@ -163,6 +178,11 @@ pub struct CatalogFacts {
     pub partition: Option<PartitionFacts>,
     /// An exported snapshot chunks can attach to while the planning transaction lives.
     pub snapshot: Option<String>,
+    /// Columns read through a text cast.
+    pub casts: BTreeMap<String, ReadCast>,
+    /// Counted conditions found at plan time, e.g. rows an incremental run skips because
+    /// their cursor is NULL.
+    pub warnings: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -191,6 +211,10 @@ pub struct RunPlan {
     pub chunks: Vec<ChunkRange>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub casts: BTreeMap<String, ReadCast>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub warnings: BTreeMap<String, u64>,
 }
 
 /// Subtracts the lookback from a stored watermark.
@@ -352,12 +376,14 @@ pub fn build_plan(
                 column: column.clone(),
                 lower,
                 upper,
+                include_nulls: table.load.include_null_cursor,
             })
         }
         (LoadMode::Full, Some(column)) => Some(CursorWindow {
             column: column.clone(),
             lower: None,
             upper: facts.cursor_max.clone(),
+            include_nulls: true,
         }),
         _ => None,
     };
@@ -378,6 +404,8 @@ pub fn build_plan(
         partition_column,
         chunks,
         snapshot: facts.snapshot,
+        casts: facts.casts,
+        warnings: facts.warnings,
     })
 }
 
@@ -402,6 +430,7 @@ impl RunPlan {
             self.dialect(),
             &table,
             &self.columns,
+            &self.casts,
             self.table.filter.as_deref(),
             if self.table.load.mode == LoadMode::Incremental {
                 self.cursor.as_ref()
@@ -426,15 +455,21 @@ pub fn scope_conditions(
     }
     if let Some(window) = window {
         let column = dialect.quote(&window.column);
-        match &window.upper {
-            None => conditions.push("1 = 0".to_owned()),
+        let range = match &window.upper {
+            None => "1 = 0".to_owned(),
             Some(upper) => {
-                if let Some(lower) = &window.lower {
-                    conditions.push(format!("{column} > {}", lower.sql_literal(dialect)));
+                let upper = format!("{column} <= {}", upper.sql_literal(dialect));
+                match &window.lower {
+                    Some(lower) => format!("{column} > {} AND {upper}", lower.sql_literal(dialect)),
+                    None => upper,
                 }
-                conditions.push(format!("{column} <= {}", upper.sql_literal(dialect)));
             }
-        }
+        };
+        conditions.push(if window.include_nulls {
+            format!("({range} OR {column} IS NULL)")
+        } else {
+            range
+        });
     }
     conditions
 }
@@ -445,13 +480,24 @@ pub fn select_sql(
     dialect: Dialect,
     table: &TableName,
     columns: &[String],
+    casts: &BTreeMap<String, ReadCast>,
     filter: Option<&str>,
     cursor: Option<&CursorWindow>,
     chunk: Option<(&str, &ChunkRange)>,
 ) -> String {
     let select_list = columns
         .iter()
-        .map(|c| dialect.quote(c))
+        .map(|c| {
+            let q = dialect.quote(c);
+            match (casts.get(c), dialect) {
+                (None, _) => q,
+                (Some(ReadCast::Text), Dialect::Postgres) => format!("CAST({q} AS text) AS {q}"),
+                (Some(ReadCast::TextArray), Dialect::Postgres) => {
+                    format!("CAST({q} AS text[]) AS {q}")
+                }
+                (Some(_), Dialect::Mysql) => format!("CAST({q} AS CHAR) AS {q}"),
+            }
+        })
         .collect::<Vec<_>>()
         .join(", ");
     let mut conditions = scope_conditions(dialect, filter, cursor);
@@ -501,11 +547,14 @@ mod tests {
                 mode,
                 cursor: Some("updated_at".into()),
                 lookback,
+                include_null_cursor: false,
             },
             partition: None,
             filter: Some("status <> 'x'".into()),
             target: TargetConfig::default(),
             batch_rows: None,
+            column_types: Default::default(),
+            invalid_dates: Default::default(),
         }
     }
 
@@ -516,6 +565,8 @@ mod tests {
             cursor_max: max,
             partition: None,
             snapshot: None,
+            casts: BTreeMap::new(),
+            warnings: BTreeMap::new(),
         }
     }
 
@@ -653,6 +704,27 @@ mod tests {
     }
 
     #[test]
+    fn casts_and_null_cursors_render_into_the_query() {
+        let mut t = table(LoadMode::Incremental, None);
+        t.load.include_null_cursor = true;
+        let mut f = facts(Some(ts("2024-01-02 00:00:00")));
+        f.casts.insert("id".into(), ReadCast::Text);
+        let plan = build_plan(
+            RunId::new(),
+            Engine::Postgres,
+            Utc::now(),
+            &t,
+            Some(&ts("2024-01-01 00:00:00")),
+            f,
+        )
+        .unwrap();
+        assert_eq!(
+            plan.chunk_select(0).unwrap(),
+            "SELECT CAST(\"id\" AS text) AS \"id\", \"updated_at\" FROM \"public\".\"orders\" WHERE (status <> 'x') AND (\"updated_at\" > TIMESTAMP '2024-01-01 00:00:00.000000' AND \"updated_at\" <= TIMESTAMP '2024-01-02 00:00:00.000000' OR \"updated_at\" IS NULL)"
+        );
+    }
+
+    #[test]
     fn a_changed_cursor_kind_is_reported() {
         let t = table(LoadMode::Incremental, None);
         let err = build_plan(
@@ -688,6 +760,7 @@ mod tests {
                     Dialect::Postgres,
                     &TableName::parse("t").unwrap(),
                     &["id".into()],
+                    &BTreeMap::new(),
                     None,
                     None,
                     Some(("id", c)),

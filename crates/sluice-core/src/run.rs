@@ -258,7 +258,11 @@ impl RunRecord {
     }
 
     pub fn warnings(&self) -> BTreeMap<String, u64> {
-        let mut total = BTreeMap::new();
+        let mut total = self
+            .plan
+            .as_ref()
+            .map(|p| p.warnings.clone())
+            .unwrap_or_default();
         for chunk in self.chunks.values() {
             for (k, v) in &chunk.warnings {
                 *total.entry(k.clone()).or_insert(0) += v;

@@ -11,4 +11,6 @@ pub mod sink;
 pub mod source;
 pub mod state;
 
-pub use pipeline::{Pipeline, PipelineError, PipelineOptions, Quiet, RunObserver};
+pub use pipeline::{
+    Pipeline, PipelineError, PipelineOptions, PlanFailure, PlannedRun, Quiet, RunObserver,
+};

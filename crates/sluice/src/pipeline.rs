@@ -24,7 +24,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::sink::parquet::{ChunkFileWriter, ParquetSettings, file_schema};
 use crate::sink::{ObjectSink, SinkError, put_bytes};
-use crate::source::{Source, SourceError};
+use crate::source::{SnapshotHold, Source, SourceError};
 use crate::state::{StateError, StateStore};
 
 #[derive(Debug, Error)]
@@ -69,6 +69,23 @@ impl Default for PipelineOptions {
             prefetch_batches: 4,
         }
     }
+}
+
+/// A run that has been planned, with the source snapshot the plan was made in. Holding
+/// `snapshot` keeps it alive so chunks extracted meanwhile read exactly that state; drop it
+/// as soon as extraction is over (it holds a transaction open on the source).
+pub struct PlannedRun {
+    pub record: RunRecord,
+    pub snapshot: Option<SnapshotHold>,
+}
+
+/// Planning failed. `run_id` is set when the failure was recorded as a FAILED run.
+#[derive(Debug, Error)]
+#[error("{error}")]
+pub struct PlanFailure {
+    pub run_id: Option<RunId>,
+    #[source]
+    pub error: PipelineError,
 }
 
 /// Hears about progress, for progress bars and logs. Every method has a no-op default.
@@ -129,16 +146,25 @@ impl Pipeline {
         table: &TableConfig,
         observer: &dyn RunObserver,
     ) -> Result<RunRecord> {
-        let record = match self.plan_run(table).await {
-            Ok(record) => record,
-            Err((Some(run_id), e)) => {
-                warn!(%run_id, table = %table.key(), error = %e, "planning failed");
-                return self.state.get_run(run_id).await?.ok_or(e);
+        let planned = match self.plan_run(table).await {
+            Ok(planned) => planned,
+            Err(PlanFailure {
+                run_id: Some(run_id),
+                error,
+            }) => {
+                warn!(%run_id, table = %table.key(), %error, "planning failed");
+                return self.state.get_run(run_id).await?.ok_or(error);
             }
-            Err((None, e)) => return Err(e),
+            Err(PlanFailure {
+                run_id: None,
+                error,
+            }) => return Err(error),
         };
-        observer.planned(&record);
-        self.execute_run(record.run_id, observer).await
+        observer.planned(&planned.record);
+        let record = self.execute_run(planned.record.run_id, observer).await;
+        // The plan's snapshot was needed only while the chunks were read.
+        drop(planned.snapshot);
+        record
     }
 
     /// Extracts every chunk of a planned run (up to the configured concurrency), then
@@ -184,11 +210,12 @@ impl Pipeline {
 
     /// Takes the table's lease, gathers catalog facts in one snapshot and records the plan.
     /// On failure after the run was recorded, the run is FAILED and the error carries its id.
-    pub async fn plan_run(
-        &self,
-        table: &TableConfig,
-    ) -> Result<RunRecord, (Option<RunId>, PipelineError)> {
-        let source = self.source(table).map_err(|e| (None, e))?;
+    pub async fn plan_run(&self, table: &TableConfig) -> Result<PlannedRun, PlanFailure> {
+        let unrecorded = |error: PipelineError| PlanFailure {
+            run_id: None,
+            error,
+        };
+        let source = self.source(table).map_err(unrecorded)?;
         let key = table.key();
         let now = Utc::now();
         let run_id = RunId::at(now);
@@ -197,23 +224,24 @@ impl Pipeline {
             self.state
                 .acquire_lease(&key, run_id, now, now + self.options.lease_ttl)
                 .await
-                .map_err(|e| (None, e.into()))?;
+                .map_err(|e| unrecorded(e.into()))?;
             let table_state = match self.state.table_state(&key).await {
                 Ok(s) => s,
                 Err(e) => {
                     let _ = self.state.release_lease(&key, run_id).await;
-                    return Err((None, e.into()));
+                    return Err(unrecorded(e.into()));
                 }
             };
             let mut record = RunRecord::new(run_id, key.clone(), now);
             record.watermark_before = table_state.watermark.clone();
             if let Err(e) = self.state.create_run(&record).await {
                 let _ = self.state.release_lease(&key, run_id).await;
-                return Err((None, e.into()));
+                return Err(unrecorded(e.into()));
             }
             let planned = async {
                 let lower = window_lower_bound(table, table_state.watermark.as_ref())?;
-                let facts = source.gather_facts(table, lower.as_ref()).await?;
+                let gathered = source.gather_facts(table, lower.as_ref()).await?;
+                let (facts, snapshot) = (gathered.facts, gathered.hold);
                 let plan = build_plan(
                     run_id,
                     source.engine(),
@@ -233,16 +261,19 @@ impl Pipeline {
                         }),
                     )
                     .await?;
-                Ok::<_, PipelineError>(record)
+                Ok::<_, PipelineError>(PlannedRun { record, snapshot })
             }
             .await;
             match planned {
-                Ok(record) => Ok(record),
-                Err(e) => {
-                    if let Err(fail_error) = self.fail_run(run_id, e.to_string(), None).await {
+                Ok(planned) => Ok(planned),
+                Err(error) => {
+                    if let Err(fail_error) = self.fail_run(run_id, error.to_string(), None).await {
                         warn!(error = %fail_error, "recording the failed plan failed");
                     }
-                    Err((Some(run_id), e))
+                    Err(PlanFailure {
+                        run_id: Some(run_id),
+                        error,
+                    })
                 }
             }
         }

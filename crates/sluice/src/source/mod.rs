@@ -68,6 +68,14 @@ pub enum SourceError {
         role: ColumnRole,
         type_text: String,
     },
+    #[error(
+        "table {table}: column '{column}' changed type since the run was planned ({message}); run again"
+    )]
+    ChangedSincePlan {
+        table: String,
+        column: String,
+        message: String,
+    },
     #[error("table {table}: query failed: {message}")]
     Query { table: String, message: String },
     #[error("table {table}, chunk {chunk}: {message}")]
@@ -102,6 +110,33 @@ impl Warnings {
     }
 }
 
+/// Keeps a source-side snapshot alive while held (for PostgreSQL, the planning transaction
+/// that exported it stays open), so chunks read exactly what the plan saw. Dropping it ends
+/// the snapshot; chunks then read their own snapshots, bounded by the plan's cursor window.
+pub struct SnapshotHold {
+    _held: Box<dyn std::any::Any + Send + Sync>,
+}
+
+impl SnapshotHold {
+    pub fn new(inner: impl std::any::Any + Send + Sync) -> SnapshotHold {
+        SnapshotHold {
+            _held: Box::new(inner),
+        }
+    }
+}
+
+impl std::fmt::Debug for SnapshotHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SnapshotHold")
+    }
+}
+
+/// What planning learned, and the snapshot it learned it in.
+pub struct GatheredFacts {
+    pub facts: CatalogFacts,
+    pub hold: Option<SnapshotHold>,
+}
+
 /// The batches of one chunk, with their schema known before the first batch arrives.
 pub struct ChunkStream {
     pub schema: SchemaRef,
@@ -124,7 +159,7 @@ pub trait Source: Send + Sync {
         &self,
         table: &TableConfig,
         window_lower: Option<&ScalarValue>,
-    ) -> Result<CatalogFacts>;
+    ) -> Result<GatheredFacts>;
 
     /// Streams one chunk of a planned run. Batches follow the plan's column order.
     async fn extract_chunk(&self, plan: &RunPlan, chunk: u32) -> Result<ChunkStream>;

@@ -6,17 +6,22 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use arrow::array::builder::NullBufferBuilder;
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder, Float64Builder,
-    Int16Builder, Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
+    ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder,
+    Float32Builder, Float64Builder, Int16Builder, Int32Builder, Int64Builder, ListArray,
+    StringBuilder, Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
 };
-use arrow::datatypes::{Schema, SchemaRef};
+use arrow::buffer::{OffsetBuffer, ScalarBuffer};
+use arrow::datatypes::{FieldRef, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use bytes::{Buf, BytesMut};
 use thiserror::Error;
 
-use super::types::{PgColumn, PgType, arrow_field};
+use sluice_core::InvalidDates;
+
+use super::types::{MONEY_SCALE, PgType, arrow_field, list_item};
 
 const SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
 /// Days from 1970-01-01 (Arrow's epoch) to 2000-01-01 (PostgreSQL's).
@@ -40,6 +45,7 @@ enum Builder {
     Int16(Int16Builder),
     Int32(Int32Builder),
     Int64(Int64Builder),
+    Oid(Int64Builder),
     Float32(Float32Builder),
     Float64(Float64Builder),
     Decimal {
@@ -47,39 +53,78 @@ enum Builder {
         precision: u8,
         scale: i8,
     },
+    Money(Decimal128Builder),
     Text(StringBuilder),
     Jsonb(StringBuilder),
     Uuid(StringBuilder),
+    Bytea(BinaryBuilder),
     Date(Date32Builder),
+    Time(Time64MicrosecondBuilder),
     Timestamp(TimestampMicrosecondBuilder),
+    List {
+        item: FieldRef,
+        child: Box<Builder>,
+        offsets: Vec<i32>,
+        nulls: NullBufferBuilder,
+    },
 }
 
 impl Builder {
-    fn new(pg_type: PgType, capacity: usize) -> Builder {
+    fn new(pg_type: &PgType, capacity: usize) -> Builder {
         match pg_type {
             PgType::Bool => Builder::Bool(BooleanBuilder::with_capacity(capacity)),
             PgType::Int2 => Builder::Int16(Int16Builder::with_capacity(capacity)),
             PgType::Int4 => Builder::Int32(Int32Builder::with_capacity(capacity)),
             PgType::Int8 => Builder::Int64(Int64Builder::with_capacity(capacity)),
+            PgType::Oid => Builder::Oid(Int64Builder::with_capacity(capacity)),
             PgType::Float4 => Builder::Float32(Float32Builder::with_capacity(capacity)),
             PgType::Float8 => Builder::Float64(Float64Builder::with_capacity(capacity)),
             PgType::Numeric { precision, scale } => Builder::Decimal {
                 builder: Decimal128Builder::with_capacity(capacity),
-                precision,
-                scale,
+                precision: *precision,
+                scale: *scale,
             },
-            PgType::Text | PgType::Json => {
-                Builder::Text(StringBuilder::with_capacity(capacity, capacity * 16))
-            }
+            PgType::Money => Builder::Money(Decimal128Builder::with_capacity(capacity)),
+            PgType::Text => Builder::Text(StringBuilder::with_capacity(capacity, capacity * 16)),
             PgType::Jsonb => Builder::Jsonb(StringBuilder::with_capacity(capacity, capacity * 32)),
             PgType::Uuid => Builder::Uuid(StringBuilder::with_capacity(capacity, capacity * 36)),
+            PgType::Bytea => Builder::Bytea(BinaryBuilder::with_capacity(capacity, capacity * 16)),
             PgType::Date => Builder::Date(Date32Builder::with_capacity(capacity)),
+            PgType::Time => Builder::Time(Time64MicrosecondBuilder::with_capacity(capacity)),
             PgType::Timestamp => {
                 Builder::Timestamp(TimestampMicrosecondBuilder::with_capacity(capacity))
             }
             PgType::TimestampTz => Builder::Timestamp(
                 TimestampMicrosecondBuilder::with_capacity(capacity).with_timezone("UTC"),
             ),
+            PgType::List(element) => {
+                let mut offsets = Vec::with_capacity(capacity + 1);
+                offsets.push(0);
+                Builder::List {
+                    item: Arc::new(list_item(element)),
+                    child: Box::new(Builder::new(element, capacity)),
+                    offsets,
+                    nulls: NullBufferBuilder::new(capacity),
+                }
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Builder::Bool(b) => b.len(),
+            Builder::Int16(b) => b.len(),
+            Builder::Int32(b) => b.len(),
+            Builder::Int64(b) | Builder::Oid(b) => b.len(),
+            Builder::Float32(b) => b.len(),
+            Builder::Float64(b) => b.len(),
+            Builder::Decimal { builder, .. } | Builder::Money(builder) => builder.len(),
+            Builder::Text(b) | Builder::Jsonb(b) | Builder::Uuid(b) => b.len(),
+            Builder::Bytea(b) => b.len(),
+            Builder::Date(b) => b.len(),
+            Builder::Time(b) => b.len(),
+            Builder::Timestamp(b) => b.len(),
+            Builder::List { offsets, .. } => offsets.len() - 1,
         }
     }
 
@@ -88,24 +133,41 @@ impl Builder {
             Builder::Bool(b) => b.append_null(),
             Builder::Int16(b) => b.append_null(),
             Builder::Int32(b) => b.append_null(),
-            Builder::Int64(b) => b.append_null(),
+            Builder::Int64(b) | Builder::Oid(b) => b.append_null(),
             Builder::Float32(b) => b.append_null(),
             Builder::Float64(b) => b.append_null(),
-            Builder::Decimal { builder, .. } => builder.append_null(),
+            Builder::Decimal { builder, .. } | Builder::Money(builder) => builder.append_null(),
             Builder::Text(b) | Builder::Jsonb(b) | Builder::Uuid(b) => b.append_null(),
+            Builder::Bytea(b) => b.append_null(),
             Builder::Date(b) => b.append_null(),
+            Builder::Time(b) => b.append_null(),
             Builder::Timestamp(b) => b.append_null(),
+            Builder::List {
+                child,
+                offsets,
+                nulls,
+                ..
+            } => {
+                offsets.push(i32::try_from(child.len()).unwrap_or(i32::MAX));
+                nulls.append_null();
+            }
         }
     }
 
-    /// Appends one non-NULL value. `Ok(Some(warning))` means the value was written as NULL
-    /// for the stated reason.
-    fn append(&mut self, v: &[u8]) -> Result<Option<&'static str>, String> {
+    /// Appends one non-NULL value. A value written as NULL under the `invalid_dates` policy
+    /// sets `nulled` to the reason, for the caller to count.
+    fn append(
+        &mut self,
+        v: &[u8],
+        policy: InvalidDates,
+        nulled: &mut Option<&'static str>,
+    ) -> Result<(), String> {
         match self {
             Builder::Bool(b) => b.append_value(fixed::<1>(v)?[0] != 0),
             Builder::Int16(b) => b.append_value(i16::from_be_bytes(fixed(v)?)),
             Builder::Int32(b) => b.append_value(i32::from_be_bytes(fixed(v)?)),
             Builder::Int64(b) => b.append_value(i64::from_be_bytes(fixed(v)?)),
+            Builder::Oid(b) => b.append_value(i64::from(u32::from_be_bytes(fixed(v)?))),
             Builder::Float32(b) => b.append_value(f32::from_be_bytes(fixed(v)?)),
             Builder::Float64(b) => b.append_value(f64::from_be_bytes(fixed(v)?)),
             Builder::Decimal {
@@ -113,40 +175,60 @@ impl Builder {
                 precision,
                 scale,
             } => builder.append_value(numeric_to_i128(v, *precision, *scale)?),
+            Builder::Money(b) => b.append_value(i128::from(i64::from_be_bytes(fixed(v)?))),
             Builder::Text(b) => b.append_value(utf8(v)?),
             Builder::Jsonb(b) => match v.split_first() {
                 Some((1, text)) => b.append_value(utf8(text)?),
                 _ => return Err("jsonb value with an unknown binary version".into()),
             },
             Builder::Uuid(b) => b.append_value(utf8(&format_uuid(&fixed::<16>(v)?))?),
+            Builder::Bytea(b) => b.append_value(v),
             Builder::Date(b) => match i32::from_be_bytes(fixed(v)?) {
                 i32::MAX | i32::MIN => {
+                    invalid_date(policy, "infinite date")?;
                     b.append_null();
-                    return Ok(Some("infinite date written as NULL"));
+                    *nulled = Some("infinite date written as NULL");
                 }
                 days => match days.checked_add(PG_EPOCH_DAYS) {
                     Some(d) => b.append_value(d),
                     None => {
+                        invalid_date(policy, "date out of range")?;
                         b.append_null();
-                        return Ok(Some("date out of range written as NULL"));
+                        *nulled = Some("date out of range written as NULL");
                     }
                 },
             },
+            Builder::Time(b) => b.append_value(i64::from_be_bytes(fixed(v)?)),
             Builder::Timestamp(b) => match i64::from_be_bytes(fixed(v)?) {
                 i64::MAX | i64::MIN => {
+                    invalid_date(policy, "infinite timestamp")?;
                     b.append_null();
-                    return Ok(Some("infinite timestamp written as NULL"));
+                    *nulled = Some("infinite timestamp written as NULL");
                 }
                 micros => match micros.checked_add(PG_EPOCH_MICROS) {
                     Some(m) => b.append_value(m),
                     None => {
+                        invalid_date(policy, "timestamp out of range")?;
                         b.append_null();
-                        return Ok(Some("timestamp out of range written as NULL"));
+                        *nulled = Some("timestamp out of range written as NULL");
                     }
                 },
             },
+            Builder::List {
+                child,
+                offsets,
+                nulls,
+                ..
+            } => {
+                append_array(child, v, policy, nulled)?;
+                offsets.push(
+                    i32::try_from(child.len())
+                        .map_err(|_| "array batch exceeds 2^31 elements".to_string())?,
+                );
+                nulls.append_non_null();
+            }
         }
-        Ok(None)
+        Ok(())
     }
 
     fn finish(&mut self) -> Result<ArrayRef, ArrowError> {
@@ -154,7 +236,7 @@ impl Builder {
             Builder::Bool(b) => Arc::new(b.finish()),
             Builder::Int16(b) => Arc::new(b.finish()),
             Builder::Int32(b) => Arc::new(b.finish()),
-            Builder::Int64(b) => Arc::new(b.finish()),
+            Builder::Int64(b) | Builder::Oid(b) => Arc::new(b.finish()),
             Builder::Float32(b) => Arc::new(b.finish()),
             Builder::Float64(b) => Arc::new(b.finish()),
             Builder::Decimal {
@@ -166,11 +248,81 @@ impl Builder {
                     .finish()
                     .with_precision_and_scale(*precision, *scale)?,
             ),
+            Builder::Money(b) => Arc::new(b.finish().with_precision_and_scale(19, MONEY_SCALE)?),
             Builder::Text(b) | Builder::Jsonb(b) | Builder::Uuid(b) => Arc::new(b.finish()),
+            Builder::Bytea(b) => Arc::new(b.finish()),
             Builder::Date(b) => Arc::new(b.finish()),
+            Builder::Time(b) => Arc::new(b.finish()),
             Builder::Timestamp(b) => Arc::new(b.finish()),
+            Builder::List {
+                item,
+                child,
+                offsets,
+                nulls,
+            } => {
+                let values = child.finish()?;
+                let offsets =
+                    OffsetBuffer::new(ScalarBuffer::from(std::mem::replace(offsets, vec![0])));
+                Arc::new(ListArray::try_new(
+                    item.clone(),
+                    offsets,
+                    values,
+                    nulls.finish(),
+                )?)
+            }
         })
     }
+}
+
+fn invalid_date(policy: InvalidDates, what: &str) -> Result<(), String> {
+    match policy {
+        InvalidDates::Null => Ok(()),
+        InvalidDates::Fail => Err(format!(
+            "{what} found and invalid_dates is fail; set invalid_dates: null to write NULL instead"
+        )),
+    }
+}
+
+/// Appends the elements of a binary array value (ndim, flags, element oid, dimensions, then
+/// length-prefixed elements) to the list's child builder.
+fn append_array(
+    child: &mut Builder,
+    v: &[u8],
+    policy: InvalidDates,
+    nulled: &mut Option<&'static str>,
+) -> Result<(), String> {
+    let header = |at: usize| -> Result<i32, String> {
+        v.get(at..at + 4)
+            .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            .ok_or_else(|| "array value shorter than its header".to_string())
+    };
+    let ndim = header(0)?;
+    match ndim {
+        0 => return Ok(()),
+        1 => {}
+        n => {
+            return Err(format!(
+                "a {n}-dimensional array value in a column declared with fewer dimensions; declare the column as such (e.g. int[][]) or set column_types: string"
+            ));
+        }
+    }
+    let count = usize::try_from(header(12)?).map_err(|_| "negative array length".to_string())?;
+    let mut pos = 20;
+    for _ in 0..count {
+        let len = header(pos)?;
+        pos += 4;
+        if len < 0 {
+            child.append_null();
+            continue;
+        }
+        let end = pos + len as usize;
+        let element = v
+            .get(pos..end)
+            .ok_or_else(|| "array element runs past the value".to_string())?;
+        child.append(element, policy, nulled)?;
+        pos = end;
+    }
+    Ok(())
 }
 
 fn fixed<const N: usize>(v: &[u8]) -> Result<[u8; N], String> {
@@ -277,9 +429,18 @@ enum State {
     Done,
 }
 
+/// One column of the stream: its name, how its values decode, and whether NULL may occur.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeColumn {
+    pub name: String,
+    pub pg_type: PgType,
+    pub nullable: bool,
+}
+
 /// Turns a binary COPY byte stream into Arrow record batches of at most `batch_rows` rows.
 pub struct CopyBinaryDecoder {
     schema: SchemaRef,
+    invalid_dates: InvalidDates,
     names: Vec<String>,
     builders: Vec<Builder>,
     batch_rows: usize,
@@ -290,20 +451,25 @@ pub struct CopyBinaryDecoder {
 }
 
 impl CopyBinaryDecoder {
-    pub fn new(columns: &[(PgColumn, PgType)], batch_rows: usize) -> CopyBinaryDecoder {
+    pub fn new(
+        columns: &[DecodeColumn],
+        batch_rows: usize,
+        invalid_dates: InvalidDates,
+    ) -> CopyBinaryDecoder {
         let batch_rows = batch_rows.max(1);
         let schema = Arc::new(Schema::new(
             columns
                 .iter()
-                .map(|(c, t)| arrow_field(c, *t))
+                .map(|c| arrow_field(&c.name, &c.pg_type, c.nullable))
                 .collect::<Vec<_>>(),
         ));
         CopyBinaryDecoder {
             schema,
-            names: columns.iter().map(|(c, _)| c.name.clone()).collect(),
+            invalid_dates,
+            names: columns.iter().map(|c| c.name.clone()).collect(),
             builders: columns
                 .iter()
-                .map(|(_, t)| Builder::new(*t, batch_rows))
+                .map(|c| Builder::new(&c.pg_type, batch_rows))
                 .collect(),
             batch_rows,
             rows: 0,
@@ -446,20 +612,18 @@ impl CopyBinaryDecoder {
             }
             let (value, rest) = row.split_at(len as usize);
             row = rest;
-            match builder.append(value) {
-                Ok(None) => {}
-                Ok(Some(reason)) => {
-                    *self
-                        .warnings
-                        .entry(format!("{}: {reason}", self.names[i]))
-                        .or_insert(0) += 1;
-                }
-                Err(message) => {
-                    return Err(DecodeError::Value {
-                        column: self.names[i].clone(),
-                        message,
-                    });
-                }
+            let mut nulled = None;
+            builder
+                .append(value, self.invalid_dates, &mut nulled)
+                .map_err(|message| DecodeError::Value {
+                    column: self.names[i].clone(),
+                    message,
+                })?;
+            if let Some(reason) = nulled {
+                *self
+                    .warnings
+                    .entry(format!("{}: {reason}", self.names[i]))
+                    .or_insert(0) += 1;
             }
         }
         Ok(())
@@ -529,16 +693,12 @@ mod tests {
         );
     }
 
-    fn column(name: &str, type_name: &str, typmod: i32) -> (PgColumn, PgType) {
-        let c = PgColumn {
+    fn column(name: &str, pg_type: PgType) -> DecodeColumn {
+        DecodeColumn {
             name: name.into(),
-            type_text: type_name.into(),
-            type_name: type_name.into(),
-            typmod,
-            not_null: false,
-        };
-        let t = c.pg_type().unwrap();
-        (c, t)
+            pg_type,
+            nullable: true,
+        }
     }
 
     fn stream(rows: &[Vec<Option<Vec<u8>>>]) -> Vec<u8> {
@@ -564,9 +724,15 @@ mod tests {
     #[test]
     fn rows_split_at_every_byte_boundary_decode_the_same() {
         let cols = [
-            column("id", "int4", -1),
-            column("name", "text", -1),
-            column("amount", "numeric", ((12 << 16) | 2) + 4),
+            column("id", PgType::Int4),
+            column("name", PgType::Text),
+            column(
+                "amount",
+                PgType::Numeric {
+                    precision: 12,
+                    scale: 2,
+                },
+            ),
         ];
         let rows: Vec<Vec<Option<Vec<u8>>>> = (0..5)
             .map(|i: i32| {
@@ -583,7 +749,7 @@ mod tests {
             .collect();
         let bytes = stream(&rows);
         for split in 1..bytes.len() {
-            let mut decoder = CopyBinaryDecoder::new(&cols, 2);
+            let mut decoder = CopyBinaryDecoder::new(&cols, 2, InvalidDates::Null);
             let mut out = Vec::new();
             decoder.feed(&bytes[..split], &mut out).unwrap();
             decoder.feed(&bytes[split..], &mut out).unwrap();
@@ -622,9 +788,9 @@ mod tests {
 
     #[test]
     fn a_cut_stream_is_an_error_not_a_short_result() {
-        let cols = [column("id", "int4", -1)];
+        let cols = [column("id", PgType::Int4)];
         let bytes = stream(&[vec![Some(7i32.to_be_bytes().to_vec())]]);
-        let mut decoder = CopyBinaryDecoder::new(&cols, 10);
+        let mut decoder = CopyBinaryDecoder::new(&cols, 10, InvalidDates::Null);
         let mut out = Vec::new();
         decoder.feed(&bytes[..bytes.len() - 2], &mut out).unwrap();
         assert!(matches!(decoder.finish(), Err(DecodeError::Truncated)));
@@ -632,12 +798,12 @@ mod tests {
 
     #[test]
     fn infinite_timestamps_become_counted_nulls() {
-        let cols = [column("ts", "timestamp", -1)];
+        let cols = [column("ts", PgType::Timestamp)];
         let bytes = stream(&[
             vec![Some(i64::MAX.to_be_bytes().to_vec())],
             vec![Some(0i64.to_be_bytes().to_vec())],
         ]);
-        let mut decoder = CopyBinaryDecoder::new(&cols, 10);
+        let mut decoder = CopyBinaryDecoder::new(&cols, 10, InvalidDates::Null);
         let mut out = Vec::new();
         decoder.feed(&bytes, &mut out).unwrap();
         let batch = decoder.finish().unwrap().unwrap();

@@ -4,23 +4,25 @@
 pub mod copy_binary;
 pub mod types;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use futures::StreamExt;
 use sluice_core::LoadMode;
-use sluice_core::plan::{CatalogFacts, CursorWindow, PartitionFacts, scope_conditions};
+use sluice_core::plan::{CatalogFacts, CursorWindow, PartitionFacts, ReadCast, scope_conditions};
 use sluice_core::{
     Dialect, Engine, RunPlan, ScalarKind, ScalarValue, SourceConfig, TableConfig, TableName,
 };
 use tokio_postgres::{Client, NoTls};
 use tracing::{debug, warn};
 
-use self::copy_binary::CopyBinaryDecoder;
-use self::types::{PgColumn, PgType};
-use super::{ChunkStream, ColumnRole, Result, Source, SourceError, Warnings};
+use self::copy_binary::{CopyBinaryDecoder, DecodeColumn};
+use self::types::{ColumnRead, PgColumn, PgTypeInfo, TypeCatalog, column_read, referenced_types};
+use super::{
+    ChunkStream, ColumnRole, GatheredFacts, Result, SnapshotHold, Source, SourceError, Warnings,
+};
 
 /// Reads tables from one PostgreSQL database.
 pub struct PostgresSource {
@@ -68,6 +70,11 @@ impl PostgresSource {
             config.user("postgres");
         }
         config.application_name("sluice");
+        // Deterministic text forms for columns read through a cast: ISO-8601 intervals, ISO
+        // dates, UTC, and floats that round-trip.
+        config.options(
+            "-c intervalstyle=iso_8601 -c datestyle=ISO,YMD -c timezone=UTC -c extra_float_digits=3",
+        );
         config.connect_timeout(Duration::from_secs(10));
         Ok(PostgresSource {
             name: source.name.clone(),
@@ -87,6 +94,34 @@ impl PostgresSource {
                 message: pg_message(&e),
             })?;
         Ok(client)
+    }
+
+    /// A chunk's transaction: in the plan's exported snapshot while the planning transaction
+    /// still holds it (local runs), else in a fresh one; the plan's fixed cursor bounds keep
+    /// separate snapshots consistent.
+    async fn begin_chunk_snapshot(
+        &self,
+        table: &TableName,
+        snapshot: Option<&str>,
+    ) -> Result<Client> {
+        let client = self.begin_snapshot(table).await?;
+        let Some(id) = snapshot.filter(|id| is_snapshot_id(id)) else {
+            return Ok(client);
+        };
+        match client
+            .batch_execute(&format!("SET TRANSACTION SNAPSHOT '{id}'"))
+            .await
+        {
+            Ok(()) => {
+                debug!(table = %table, snapshot = id, "chunk reads the plan's snapshot");
+                Ok(client)
+            }
+            Err(e) => {
+                debug!(table = %table, snapshot = id, error = %pg_message(&e), "plan snapshot gone; chunk reads a fresh snapshot");
+                drop(client);
+                self.begin_snapshot(table).await
+            }
+        }
     }
 
     async fn connect(&self) -> Result<Client> {
@@ -136,8 +171,12 @@ pub fn pg_message(e: &tokio_postgres::Error) -> String {
 struct ResolvedTable {
     oid: u32,
     columns: Vec<PgColumn>,
+    types: TypeCatalog,
     estimated_rows: u64,
 }
+
+const TYPE_QUERY: &str = "SELECT oid, typname::text, typtype::text, typcategory::text, \
+     typbasetype, typtypmod, typelem FROM pg_catalog.pg_type WHERE oid = ANY($1)";
 
 async fn resolve_table(client: &Client, table: &TableName) -> Result<ResolvedTable> {
     let display = table.to_string();
@@ -160,11 +199,11 @@ async fn resolve_table(client: &Client, table: &TableName) -> Result<ResolvedTab
         })?;
     let oid: u32 = row.get(0);
     let estimated: i64 = row.get(1);
-    let columns = client
+    let columns: Vec<PgColumn> = client
         .query(
-            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), t.typname::text, \
-                    a.atttypmod, a.attnotnull \
-             FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
+            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.atttypid, \
+                    a.atttypmod, a.attnotnull, a.attndims \
+             FROM pg_catalog.pg_attribute a \
              WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped \
              ORDER BY a.attnum",
             &[&oid],
@@ -175,14 +214,47 @@ async fn resolve_table(client: &Client, table: &TableName) -> Result<ResolvedTab
         .map(|r| PgColumn {
             name: r.get(0),
             type_text: r.get(1),
-            type_name: r.get(2),
+            type_oid: r.get(2),
             typmod: r.get(3),
             not_null: r.get(4),
+            dims: r.get(5),
         })
         .collect();
+    // Load the columns' types, then whatever they refer to (domain bases, array elements),
+    // until nothing new is referenced.
+    let mut types = TypeCatalog::new();
+    let mut wanted: Vec<u32> = columns.iter().map(|c| c.type_oid).collect();
+    for _ in 0..16 {
+        wanted.retain(|oid| *oid != 0 && !types.contains_key(oid));
+        wanted.sort_unstable();
+        wanted.dedup();
+        if wanted.is_empty() {
+            break;
+        }
+        let rows = client
+            .query(TYPE_QUERY, &[&wanted])
+            .await
+            .map_err(query_error)?;
+        wanted = Vec::new();
+        for r in rows {
+            let text = |i: usize| r.get::<_, String>(i).chars().next().unwrap_or(' ');
+            let info = PgTypeInfo {
+                oid: r.get(0),
+                name: r.get(1),
+                kind: text(2),
+                category: text(3),
+                base_type: r.get(4),
+                base_typmod: r.get(5),
+                element: r.get(6),
+            };
+            wanted.extend(referenced_types(&info));
+            types.insert(info.oid, info);
+        }
+    }
     Ok(ResolvedTable {
         oid,
         columns,
+        types,
         estimated_rows: u64::try_from(estimated).unwrap_or(0),
     })
 }
@@ -205,25 +277,37 @@ impl ResolvedTable {
             })
     }
 
-    /// The selected columns with their decoder types, in the requested order.
-    fn typed_columns(
+    fn read(
+        &self,
+        table: &TableName,
+        column: &PgColumn,
+        config: &TableConfig,
+    ) -> Result<ColumnRead> {
+        column_read(
+            column,
+            &self.types,
+            config.column_types.get(&column.name).copied(),
+        )
+        .map_err(|reason| SourceError::UnsupportedType {
+            table: table.to_string(),
+            column: column.name.clone(),
+            type_text: column.type_text.clone(),
+            reason,
+        })
+    }
+
+    /// How each selected column is read, in the requested order.
+    fn reads(
         &self,
         table: &TableName,
         names: &[String],
-    ) -> Result<Vec<(PgColumn, PgType)>> {
+        config: &TableConfig,
+    ) -> Result<Vec<(PgColumn, ColumnRead)>> {
         names
             .iter()
             .map(|name| {
                 let column = self.column(table, name, ColumnRole::Columns)?;
-                let pg_type = column
-                    .pg_type()
-                    .map_err(|reason| SourceError::UnsupportedType {
-                        table: table.to_string(),
-                        column: column.name.clone(),
-                        type_text: column.type_text.clone(),
-                        reason,
-                    })?;
-                Ok((column.clone(), pg_type))
+                Ok((column.clone(), self.read(table, column, config)?))
             })
             .collect()
     }
@@ -233,9 +317,14 @@ impl ResolvedTable {
         table: &TableName,
         name: &str,
         role: ColumnRole,
+        config: &TableConfig,
     ) -> Result<(ScalarKind, &PgColumn)> {
         let column = self.column(table, name, role)?;
-        let kind = column.pg_type().ok().and_then(PgType::scalar_kind);
+        let kind = self
+            .read(table, column, config)
+            .ok()
+            .filter(|r| r.cast.is_none())
+            .and_then(|r| r.pg_type.scalar_kind());
         kind.map(|k| (k, column))
             .ok_or_else(|| SourceError::UnsupportedKeyType {
                 table: table.to_string(),
@@ -251,6 +340,12 @@ fn table_name(table: &TableConfig) -> Result<TableName> {
         table: table.table.clone(),
         message,
     })
+}
+
+/// Exported snapshot ids look like `00000003-0000001B-1`; anything else is refused before it
+/// is spliced into `SET TRANSACTION SNAPSHOT '…'`.
+fn is_snapshot_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
 }
 
 /// Conditions every plan-time query shares: the user's `where` and, for incremental runs,
@@ -337,7 +432,7 @@ impl Source for PostgresSource {
         &self,
         table: &TableConfig,
         window_lower: Option<&ScalarValue>,
-    ) -> Result<CatalogFacts> {
+    ) -> Result<GatheredFacts> {
         let name = table_name(table)?;
         // One read-only snapshot for every fact the plan is built on.
         let client = self.begin_snapshot(&name).await?;
@@ -350,7 +445,11 @@ impl Source for PostgresSource {
             Some(columns) => columns.clone(),
             None => resolved.columns.iter().map(|c| c.name.clone()).collect(),
         };
-        resolved.typed_columns(&name, &columns)?;
+        let reads = resolved.reads(&name, &columns, table)?;
+        let casts: BTreeMap<String, ReadCast> = reads
+            .iter()
+            .filter_map(|(c, r)| r.cast.map(|cast| (c.name.clone(), cast)))
+            .collect();
         for key in &table.primary_key {
             resolved.column(&name, key, ColumnRole::PrimaryKey)?;
         }
@@ -360,7 +459,7 @@ impl Source for PostgresSource {
         };
         let (cursor_kind, cursor_max) = match &table.load.cursor {
             Some(cursor) => {
-                let (kind, _) = resolved.key_kind(&name, cursor, ColumnRole::Cursor)?;
+                let (kind, _) = resolved.key_kind(&name, cursor, ColumnRole::Cursor, table)?;
                 let (_, max, _) = key_extremes(&client, &name, &scope, cursor, kind, false).await?;
                 (Some(kind), max)
             }
@@ -376,12 +475,13 @@ impl Source for PostgresSource {
                 column: cursor.clone(),
                 lower: window_lower.filter(|l| l.kind() == kind).cloned(),
                 upper: Some(max.clone()),
+                include_nulls: false,
             });
         }
         let partition = match &table.partition {
             Some(p) => {
                 let (kind, column) =
-                    resolved.key_kind(&name, &p.column, ColumnRole::PartitionColumn)?;
+                    resolved.key_kind(&name, &p.column, ColumnRole::PartitionColumn, table)?;
                 let nullable = !column.not_null;
                 let windowed = scope.window.is_some();
                 let (min, max, rows) =
@@ -396,14 +496,54 @@ impl Source for PostgresSource {
             }
             None => None,
         };
-        client.batch_execute("COMMIT").await.map_err(query_error)?;
-        debug!(table = %name, oid = resolved.oid, "gathered plan facts");
-        Ok(CatalogFacts {
-            columns,
-            cursor_kind,
-            cursor_max,
-            partition,
-            snapshot: None,
+        let mut warnings = BTreeMap::new();
+        if let (true, false, Some(cursor)) = (
+            incremental,
+            table.load.include_null_cursor,
+            &table.load.cursor,
+        ) && !resolved.column(&name, cursor, ColumnRole::Cursor)?.not_null
+        {
+            let q = Dialect::Postgres.quote(cursor);
+            let filter = table
+                .filter
+                .as_deref()
+                .map(|f| format!(" AND ({f})"))
+                .unwrap_or_default();
+            let sql = format!(
+                "SELECT count(*) FROM {} WHERE {q} IS NULL{filter}",
+                name.quoted(Dialect::Postgres)
+            );
+            let skipped: i64 = client
+                .query_one(&sql, &[])
+                .await
+                .map_err(query_error)?
+                .get(0);
+            if skipped > 0 {
+                warnings.insert(
+                    format!("{cursor}: rows with a NULL cursor not read (set load.include_null_cursor to read them)"),
+                    u64::try_from(skipped).unwrap_or(0),
+                );
+            }
+        }
+        // Export the snapshot and keep its transaction open for as long as the caller holds
+        // the returned guard, so the chunks can read exactly this state.
+        let snapshot: String = client
+            .query_one("SELECT pg_export_snapshot()", &[])
+            .await
+            .map_err(query_error)?
+            .get(0);
+        debug!(table = %name, oid = resolved.oid, %snapshot, "gathered plan facts");
+        Ok(GatheredFacts {
+            facts: CatalogFacts {
+                columns,
+                cursor_kind,
+                cursor_max,
+                partition,
+                snapshot: Some(snapshot),
+                casts,
+                warnings,
+            },
+            hold: Some(SnapshotHold::new(client)),
         })
     }
 
@@ -419,14 +559,34 @@ impl Source for PostgresSource {
                     plan.chunks.len()
                 ),
             })?;
-        let client = self.begin_snapshot(&name).await?;
+        let client = self
+            .begin_chunk_snapshot(&name, plan.snapshot.as_deref())
+            .await?;
         let query_error = |e: tokio_postgres::Error| SourceError::Query {
             table: name.to_string(),
             message: pg_message(&e),
         };
         let resolved = resolve_table(&client, &name).await?;
-        let columns = resolved.typed_columns(&name, &plan.columns)?;
-        let decoder = CopyBinaryDecoder::new(&columns, plan.table.batch_rows());
+        let reads = resolved.reads(&name, &plan.columns, &plan.table)?;
+        for (column, read) in &reads {
+            if read.cast != plan.casts.get(&column.name).copied() {
+                return Err(SourceError::ChangedSincePlan {
+                    table: name.to_string(),
+                    column: column.name.clone(),
+                    message: format!("now {}", column.type_text),
+                });
+            }
+        }
+        let columns: Vec<DecodeColumn> = reads
+            .into_iter()
+            .map(|(c, r)| DecodeColumn {
+                nullable: !c.not_null,
+                name: c.name,
+                pg_type: r.pg_type,
+            })
+            .collect();
+        let decoder =
+            CopyBinaryDecoder::new(&columns, plan.table.batch_rows(), plan.table.invalid_dates);
         let schema = decoder.schema();
         let copy = format!("COPY ({select}) TO STDOUT (FORMAT binary)");
         debug!(table = %name, chunk, sql = %copy, "starting binary COPY");

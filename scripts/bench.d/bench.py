@@ -1,0 +1,271 @@
+#!/usr/bin/env python3
+"""Helper for scripts/bench: the DuckDB and ConnectorX runners, and the report.
+
+Subcommands (each prints one line `rows=N inner=SECONDS` on success, exits non-zero on failure):
+  duckdb-ext                   print the path of a postgres_scanner extension matching duckdb
+  duckdb TABLE OUT.parquet     DuckDB ATTACH … (TYPE postgres) + COPY … TO parquet (zstd)
+  cx TABLE OUT.parquet [N]     ConnectorX read_sql(return_type='arrow') + pyarrow write (zstd),
+                               partitioned on id into N parts when N > 1
+  sluice-rows OUTDIR           rows recorded in the sluice manifest(s) under OUTDIR
+  report RESULTS.tsv           print the result tables and target ratios (stdlib only)
+
+The runners only import their libraries when called, so `report` works with any python3.
+"""
+import glob
+import json
+import os
+import sys
+import time
+
+DB = "sluice_bench"
+PG_DSN = f"dbname={DB} host=127.0.0.1 port=5432 user=postgres"
+PG_URL = f"postgresql://postgres@127.0.0.1:5432/{DB}"
+# The extension comes from a local file; never let DuckDB try to download anything.
+DUCK_CONFIG = {
+    "allow_unsigned_extensions": "true",
+    "autoinstall_known_extensions": "false",
+    "autoload_known_extensions": "false",
+}
+
+# ConnectorX cannot read numeric(38,10) (its decimal type holds 28 digits): cast to text.
+CX_QUERIES = {
+    "wide": "SELECT id, i, amount, big::text AS big, name, note, flag, d, ts, tstz, u, doc, f FROM wide",
+}
+
+
+def die(msg):
+    print(msg, file=sys.stderr)
+    sys.exit(1)
+
+
+def duckdb_ext_path():
+    """The postgres_scanner .duckdb_extension shipped by a pip package, for this duckdb."""
+    import duckdb  # noqa: PLC0415
+
+    want = "v" + duckdb.__version__
+    candidates = []
+    for mod in ("duckdb_extension_postgres_scanner", "duckdb_extension_postgres"):
+        try:
+            pkg = __import__(mod)
+        except ImportError:
+            continue
+        base = os.path.dirname(pkg.__file__)
+        candidates += glob.glob(os.path.join(base, "**", "*.duckdb_extension"), recursive=True)
+    if not candidates:
+        raise RuntimeError("no postgres_scanner .duckdb_extension file in the venv")
+    for path in candidates:
+        if f"{os.sep}{want}{os.sep}" in path:
+            return path
+    found = sorted({os.path.basename(os.path.dirname(p)) for p in candidates})
+    raise RuntimeError(f"extension built for {', '.join(found)}, duckdb is {want}")
+
+
+def cmd_duckdb_ext():
+    try:
+        path = duckdb_ext_path()
+        import duckdb  # noqa: PLC0415
+
+        con = duckdb.connect(config=DUCK_CONFIG)
+        con.execute(f"LOAD '{path}'")
+        # The maintenance database: sluice_bench may not exist yet when this check runs.
+        dsn = PG_DSN.replace(f"dbname={DB}", "dbname=postgres")
+        con.execute(f"ATTACH '{dsn}' AS pg (TYPE postgres, READ_ONLY)")
+        con.execute("SELECT 1 FROM pg.pg_catalog.pg_class LIMIT 1").fetchall()
+    except Exception as e:  # noqa: BLE001 - the reason is the whole point
+        die(" ".join(str(e).split())[:160])
+    print(path)
+
+
+def cmd_duckdb(table, out):
+    import duckdb  # noqa: PLC0415
+
+    t0 = time.perf_counter()
+    con = duckdb.connect(config=DUCK_CONFIG)
+    con.execute(f"LOAD '{duckdb_ext_path()}'")
+    con.execute(f"ATTACH '{PG_DSN}' AS pg (TYPE postgres, READ_ONLY)")
+    res = con.execute(
+        f"COPY (SELECT * FROM pg.public.{table}) TO '{out}' (FORMAT parquet, COMPRESSION zstd)"
+    ).fetchall()
+    rows = res[0][0] if res else -1
+    print(f"rows={rows} inner={time.perf_counter() - t0:.3f}")
+
+
+def cmd_cx(table, out, parts="1"):
+    import connectorx as cx  # noqa: PLC0415
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    parts = int(parts)
+    t0 = time.perf_counter()
+    query = CX_QUERIES.get(table, f"SELECT * FROM {table}")
+    kw = {"partition_on": "id", "partition_num": parts} if parts > 1 else {}
+    tbl = cx.read_sql(PG_URL, query, return_type="arrow", **kw)
+    # connectorx >= 0.4 may hand back a RecordBatchReader-like object; normalise to a Table.
+    if not hasattr(tbl, "num_rows") and hasattr(tbl, "read_all"):
+        tbl = tbl.read_all()
+    pq.write_table(tbl, out, compression="zstd")
+    print(f"rows={tbl.num_rows} inner={time.perf_counter() - t0:.3f}")
+
+
+def cmd_sluice_rows(outdir):
+    manifests = glob.glob(os.path.join(outdir, "**", "_manifests", "*.json"), recursive=True)
+    if not manifests:
+        die("no manifest written")
+    rows = 0
+    for m in manifests:
+        with open(m) as f:
+            rows += int(json.load(f)["rows"])
+    print(f"rows={rows}")
+
+
+# --- report ---------------------------------------------------------------------------------
+
+TARGETS = {
+    "speed_vs_duckdb": 1.0,  # sluice best wall / DuckDB wall
+    "speed_vs_copy": 1.25,  # sluice 1-chunk wall / psql binary COPY wall
+    "rss_mb": 256.0,  # sluice peak RSS
+    "narrow_rows_s": 2_000_000.0,  # narrow-table sluice rows/s (best)
+}
+
+
+def fmt_num(v, digits=2):
+    if v is None:
+        return "-"
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    return f"{v:.{digits}f}"
+
+
+def table_text(headers, rows, right):
+    widths = [max(len(str(r[i])) for r in [headers] + rows) for i in range(len(headers))]
+    out = []
+    for r in [headers, ["-" * w for w in widths]] + rows:
+        cells = []
+        for i, c in enumerate(r):
+            c = str(c)
+            cells.append(c.rjust(widths[i]) if right[i] else c.ljust(widths[i]))
+        out.append("  ".join(cells).rstrip())
+    return "\n".join(out)
+
+
+def cmd_report(path):
+    recs = []
+    with open(path) as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if not line or line.startswith("#"):
+                continue
+            tbl, rows, tool, status, wall, rss_kb, out_bytes, note = (line.split("\t") + [""] * 8)[:8]
+            recs.append(
+                {
+                    "table": tbl,
+                    "rows": int(rows),
+                    "tool": tool,
+                    "ok": status == "ok",
+                    "status": status,
+                    "wall": float(wall) if wall else None,
+                    "rss_mb": int(rss_kb) / 1024 if rss_kb else None,
+                    "out_mb": int(out_bytes) / 1e6 if out_bytes else None,
+                    "note": note,
+                }
+            )
+
+    tables = []
+    for r in recs:
+        if r["table"] not in tables:
+            tables.append(r["table"])
+
+    for t in tables:
+        rs = [r for r in recs if r["table"] == t]
+        n = rs[0]["rows"]
+        print(f"\n{t}: {n:,} rows")
+        body = []
+        for r in rs:
+            if r["ok"]:
+                body.append(
+                    [
+                        r["tool"],
+                        fmt_num(r["wall"]),
+                        fmt_num(n / r["wall"] if r["wall"] else None, 0),
+                        fmt_num(r["rss_mb"], 0),
+                        fmt_num(r["out_mb"], 1) if r["out_mb"] is not None else "-",
+                        r["note"],
+                    ]
+                )
+            else:
+                body.append([r["tool"], "-", "-", "-", "-", f"{r['status']}: {r['note']}"])
+        print(
+            table_text(
+                ["tool", "wall s", "rows/s", "peak RSS MB", "output MB", "note"],
+                body,
+                [False, True, True, True, True, False],
+            )
+        )
+
+    def get(t, tool):
+        for r in recs:
+            if r["table"] == t and r["tool"] == tool and r["ok"]:
+                return r
+        return None
+
+    def sluice_runs(t):
+        return [r for r in recs if r["table"] == t and r["tool"].startswith("sluice") and r["ok"]]
+
+    print("\nTargets (same run)")
+    body = []
+
+    def verdict(value, target, le):
+        if value is None:
+            return "n/a"
+        return "PASS" if (value <= target if le else value >= target) else "MISS"
+
+    for t in tables:
+        best = min(sluice_runs(t), key=lambda r: r["wall"], default=None)
+        duck = get(t, "DuckDB")
+        v = best["wall"] / duck["wall"] if best and duck else None
+        body.append(
+            [f"{t}: sluice best / DuckDB wall", fmt_num(v), "<= 1.00", verdict(v, TARGETS["speed_vs_duckdb"], True),
+             f"{best['tool']}" if best else "sluice or DuckDB missing"]
+        )
+    for t in tables:
+        one = get(t, "sluice 1 chunk")
+        copy = get(t, "psql binary COPY")
+        v = one["wall"] / copy["wall"] if one and copy else None
+        body.append(
+            [f"{t}: sluice 1 chunk / psql binary COPY", fmt_num(v), "<= 1.25",
+             verdict(v, TARGETS["speed_vs_copy"], True), "" if v is not None else "a figure is missing"]
+        )
+    for t in tables:
+        runs = sluice_runs(t)
+        v = max((r["rss_mb"] for r in runs), default=None)
+        body.append(
+            [f"{t}: sluice peak RSS MB", fmt_num(v, 0), "<= 256", verdict(v, TARGETS["rss_mb"], True),
+             "max over sluice runs" if runs else "no sluice figure"]
+        )
+    if "narrow" in tables:
+        best = min(sluice_runs("narrow"), key=lambda r: r["wall"], default=None)
+        v = best["rows"] / best["wall"] if best else None
+        body.append(
+            ["narrow: sluice rows/s", fmt_num(v, 0), ">= 2,000,000", verdict(v, TARGETS["narrow_rows_s"], False),
+             best["tool"] if best else "no sluice figure"]
+        )
+    print(table_text(["ratio", "value", "target", "", "note"], body, [False, True, True, False, False]))
+
+
+def main(argv):
+    if len(argv) < 2:
+        die(__doc__)
+    cmd, args = argv[1], argv[2:]
+    fn = {
+        "duckdb-ext": cmd_duckdb_ext,
+        "duckdb": cmd_duckdb,
+        "cx": cmd_cx,
+        "sluice-rows": cmd_sluice_rows,
+        "report": cmd_report,
+    }.get(cmd)
+    if fn is None:
+        die(f"unknown subcommand {cmd}\n{__doc__}")
+    fn(*args)
+
+
+if __name__ == "__main__":
+    main(sys.argv)
