@@ -75,21 +75,36 @@ impl ScalarValue {
     /// A typed SQL literal. Safe to splice: it is rendered from a typed value, never from text
     /// a user wrote.
     pub fn sql_literal(&self, dialect: Dialect) -> String {
-        const TS: &str = "%Y-%m-%d %H:%M:%S%.6f";
         match (self, dialect) {
             (ScalarValue::Int(v), _) => v.to_string(),
-            (ScalarValue::Date(d), _) => format!("DATE '{}'", d.format("%Y-%m-%d")),
-            (ScalarValue::Timestamp(t), _) => format!("TIMESTAMP '{}'", t.format(TS)),
+            (ScalarValue::Date(d), _) => {
+                let (date, era) = sql_date(*d);
+                format!("DATE '{date}{era}'")
+            }
+            (ScalarValue::Timestamp(t), _) => {
+                let (date, era) = sql_date(t.date());
+                format!("TIMESTAMP '{date} {}{era}'", t.format("%H:%M:%S%.6f"))
+            }
             (ScalarValue::TimestampTz(t), Dialect::Postgres) => {
-                format!("TIMESTAMPTZ '{}+00'", t.format(TS))
+                let (date, era) = sql_date(t.date_naive());
+                format!("TIMESTAMPTZ '{date} {}+00{era}'", t.format("%H:%M:%S%.6f"))
             }
             // MySQL TIMESTAMP columns are compared in the session time zone, which sluice sets
             // to +00:00.
             (ScalarValue::TimestampTz(t), Dialect::Mysql) => {
-                format!("TIMESTAMP '{}'", t.format(TS))
+                let (date, era) = sql_date(t.date_naive());
+                format!("TIMESTAMP '{date} {}{era}'", t.format("%H:%M:%S%.6f"))
             }
         }
     }
+}
+
+/// A date as SQL writes it: at least four year digits, never a sign; years before 1 AD as
+/// `YYYY-MM-DD` plus a ` BC` suffix (year 0 is 1 BC).
+fn sql_date(d: NaiveDate) -> (String, &'static str) {
+    let year = d.year();
+    let (year, era) = if year <= 0 { (1 - year, " BC") } else { (year, "") };
+    (format!("{year:04}-{:02}-{:02}", d.month(), d.day()), era)
 }
 
 impl std::fmt::Display for ScalarValue {
@@ -722,6 +737,23 @@ mod tests {
             plan.chunk_select(0).unwrap(),
             "SELECT CAST(\"id\" AS text) AS \"id\", \"updated_at\" FROM \"public\".\"orders\" WHERE (status <> 'x') AND (\"updated_at\" > TIMESTAMP '2024-01-01 00:00:00.000000' AND \"updated_at\" <= TIMESTAMP '2024-01-02 00:00:00.000000' OR \"updated_at\" IS NULL)"
         );
+    }
+
+    #[test]
+    fn literals_handle_years_beyond_four_digits_and_before_christ() {
+        let far = NaiveDate::from_ymd_opt(17868, 5, 15).unwrap().and_hms_micro_opt(0, 53, 20, 500_001).unwrap();
+        assert_eq!(
+            ScalarValue::Timestamp(far).sql_literal(Dialect::Postgres),
+            "TIMESTAMP '17868-05-15 00:53:20.500001'"
+        );
+        let bc = NaiveDate::from_ymd_opt(-43, 3, 15).unwrap();
+        assert_eq!(ScalarValue::Date(bc).sql_literal(Dialect::Postgres), "DATE '0044-03-15 BC'");
+        assert_eq!(
+            ScalarValue::TimestampTz(bc.and_hms_opt(10, 0, 0).unwrap().and_utc()).sql_literal(Dialect::Postgres),
+            "TIMESTAMPTZ '0044-03-15 10:00:00.000000+00 BC'"
+        );
+        let early = NaiveDate::from_ymd_opt(33, 1, 2).unwrap();
+        assert_eq!(ScalarValue::Date(early).sql_literal(Dialect::Mysql), "DATE '0033-01-02'");
     }
 
     #[test]
