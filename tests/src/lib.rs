@@ -105,14 +105,21 @@ pub struct Harness {
 
 impl Harness {
     pub fn new(config_yaml: &str) -> Harness {
+        Harness::with_sources(config_yaml, |source| {
+            Arc::new(PostgresSource::from_config(source).unwrap())
+        })
+    }
+
+    /// A harness whose sources are built by `build`, e.g. to wrap the real source.
+    pub fn with_sources(
+        config_yaml: &str,
+        build: impl Fn(&sluice_core::SourceConfig) -> Arc<dyn Source>,
+    ) -> Harness {
         let config = Config::from_yaml(config_yaml, "test config").unwrap();
         let dir = tempfile::tempdir().unwrap();
         let mut sources: BTreeMap<String, Arc<dyn Source>> = BTreeMap::new();
         for source in &config.sources {
-            sources.insert(
-                source.name.clone(),
-                Arc::new(PostgresSource::from_config(source).unwrap()),
-            );
+            sources.insert(source.name.clone(), build(source));
         }
         let sink = Arc::new(LocalDirSink::new(dir.path().join("out")).unwrap());
         let state = Arc::new(LocalStateStore::open(dir.path().join("state")).unwrap());

@@ -12,7 +12,10 @@ use sluice_tests::*;
 const CASES: &[(&str, &str)] = &[
     ("empty", "SELECT i, i FROM generate_series(1, 0) i"),
     ("one_row", "SELECT 1, 42"),
-    ("all_null", "SELECT i, NULL::bigint FROM generate_series(1, 50) i"),
+    (
+        "all_null",
+        "SELECT i, NULL::bigint FROM generate_series(1, 50) i",
+    ),
     (
         "skewed",
         "SELECT i, CASE WHEN i = 1000 THEN 1000000000000 ELSE 1 END FROM generate_series(1, 1000) i",
@@ -46,7 +49,9 @@ async fn chunks_cover_every_row_exactly_once() {
                 "  - source: shop\n    table: {name}_{column}\n    partition: {{ column: {column}, chunks: 4, max_concurrency: 3 }}\n"
             ));
             client
-                .batch_execute(&format!("CREATE VIEW {name}_{column} AS SELECT * FROM {name}"))
+                .batch_execute(&format!(
+                    "CREATE VIEW {name}_{column} AS SELECT * FROM {name}"
+                ))
                 .await
                 .unwrap();
         }
@@ -63,7 +68,12 @@ async fn chunks_cover_every_row_exactly_once() {
         for column in ["k", "k_ts", "k_d"] {
             let view = format!("{name}_{column}");
             let record = h.pipeline.run_table(h.table(&view), &Quiet).await.unwrap();
-            assert_eq!(record.status, RunStatus::Completed, "{view}: {:?}", record.error);
+            assert_eq!(
+                record.status,
+                RunStatus::Completed,
+                "{view}: {:?}",
+                record.error
+            );
             let ids = int64_values(&h.read_run(&record), "id");
             let got: BTreeSet<i64> = ids.iter().copied().collect();
             assert_eq!(ids.len(), got.len(), "{view}: a row was read twice");

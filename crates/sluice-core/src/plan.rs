@@ -103,7 +103,11 @@ impl ScalarValue {
 /// `YYYY-MM-DD` plus a ` BC` suffix (year 0 is 1 BC).
 fn sql_date(d: NaiveDate) -> (String, &'static str) {
     let year = d.year();
-    let (year, era) = if year <= 0 { (1 - year, " BC") } else { (year, "") };
+    let (year, era) = if year <= 0 {
+        (1 - year, " BC")
+    } else {
+        (year, "")
+    };
     (format!("{year:04}-{:02}-{:02}", d.month(), d.day()), era)
 }
 
@@ -741,19 +745,29 @@ mod tests {
 
     #[test]
     fn literals_handle_years_beyond_four_digits_and_before_christ() {
-        let far = NaiveDate::from_ymd_opt(17868, 5, 15).unwrap().and_hms_micro_opt(0, 53, 20, 500_001).unwrap();
+        let far = NaiveDate::from_ymd_opt(17868, 5, 15)
+            .unwrap()
+            .and_hms_micro_opt(0, 53, 20, 500_001)
+            .unwrap();
         assert_eq!(
             ScalarValue::Timestamp(far).sql_literal(Dialect::Postgres),
             "TIMESTAMP '17868-05-15 00:53:20.500001'"
         );
         let bc = NaiveDate::from_ymd_opt(-43, 3, 15).unwrap();
-        assert_eq!(ScalarValue::Date(bc).sql_literal(Dialect::Postgres), "DATE '0044-03-15 BC'");
         assert_eq!(
-            ScalarValue::TimestampTz(bc.and_hms_opt(10, 0, 0).unwrap().and_utc()).sql_literal(Dialect::Postgres),
+            ScalarValue::Date(bc).sql_literal(Dialect::Postgres),
+            "DATE '0044-03-15 BC'"
+        );
+        assert_eq!(
+            ScalarValue::TimestampTz(bc.and_hms_opt(10, 0, 0).unwrap().and_utc())
+                .sql_literal(Dialect::Postgres),
             "TIMESTAMPTZ '0044-03-15 10:00:00.000000+00 BC'"
         );
         let early = NaiveDate::from_ymd_opt(33, 1, 2).unwrap();
-        assert_eq!(ScalarValue::Date(early).sql_literal(Dialect::Mysql), "DATE '0033-01-02'");
+        assert_eq!(
+            ScalarValue::Date(early).sql_literal(Dialect::Mysql),
+            "DATE '0033-01-02'"
+        );
     }
 
     #[test]
