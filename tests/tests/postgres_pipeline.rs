@@ -2,6 +2,7 @@
 //! extracts it to Parquet, and every value read back is compared with the source.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use sluice::Quiet;
 use sluice::sample::create_shop_postgres;
@@ -421,4 +422,67 @@ async fn chunk_rows_follow_the_rows_in_the_incremental_window() {
     let overlap = second.rows();
     assert!(overlap > 0 && overlap < 1_000, "{overlap}");
     assert_eq!(second.plan.as_ref().unwrap().chunks.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_killed_mid_stream_fails_the_run_and_leaves_no_file() {
+    let db = TestDb::create("kill").await;
+    let client = db.client().await;
+    create_shop_postgres(&client, "public", 1).await.unwrap();
+    // pg_sleep in the filter slows the scan to ~2 ms a row, so the COPY is still streaming
+    // when it is killed.
+    let tables = r#"
+  - source: shop
+    table: public.order_items
+    where: "pg_sleep(0.002) IS NOT NULL"
+    batch_rows: 10
+"#;
+    let h = Arc::new(Harness::new(&shop_config(&db, tables)));
+    let runner = {
+        let h = h.clone();
+        tokio::spawn(async move { h.pipeline.run_table(h.table("order_items"), &Quiet).await })
+    };
+    let mut killed = false;
+    for _ in 0..500 {
+        let n: i64 = client
+            .query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND application_name = 'sluice' \
+                   AND query LIKE 'COPY%' AND state = 'active'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if n > 0 {
+            killed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(killed, "the COPY never showed up in pg_stat_activity");
+    let record = runner.await.unwrap().unwrap();
+    assert_eq!(record.status, RunStatus::Failed);
+    let error = record.error.clone().unwrap();
+    assert_eq!(error.phase, RunStatus::Extracting);
+    assert!(
+        error
+            .message
+            .contains("terminating connection due to administrator command"),
+        "{}",
+        error.message
+    );
+    let run_id = record.run_id.to_string();
+    let leftovers: Vec<_> = walk(&h.out_dir())
+        .into_iter()
+        .filter(|p| p.contains(&run_id))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let state = h
+        .pipeline
+        .state()
+        .table_state("shop/public.order_items")
+        .await
+        .unwrap();
+    assert_eq!(state.lease, None);
 }
