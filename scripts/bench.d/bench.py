@@ -192,7 +192,7 @@ def cmd_report(path):
                     ]
                 )
             else:
-                body.append([r["tool"], "-", "-", "-", "-", f"{r['status']}: {r['note']}"])
+                body.append([r["tool"], "-", "-", "-", "-", f"{r['status']} ({r['note']})"])
         print(
             table_text(
                 ["tool", "wall s", "rows/s", "peak RSS MB", "output MB", "note"],
@@ -221,15 +221,15 @@ def cmd_report(path):
     for t in tables:
         best = min(sluice_runs(t), key=lambda r: r["wall"], default=None)
         duck = get(t, "DuckDB")
-        v = best["wall"] / duck["wall"] if best and duck else None
+        v = best["wall"] / duck["wall"] if best and duck and duck["wall"] > 0 else None
         body.append(
             [f"{t}: sluice best / DuckDB wall", fmt_num(v), "<= 1.00", verdict(v, TARGETS["speed_vs_duckdb"], True),
-             f"{best['tool']}" if best else "sluice or DuckDB missing"]
+             best["tool"] if v is not None else "no sluice figure" if not best else "no DuckDB figure"]
         )
     for t in tables:
         one = get(t, "sluice 1 chunk")
         copy = get(t, "psql binary COPY")
-        v = one["wall"] / copy["wall"] if one and copy else None
+        v = one["wall"] / copy["wall"] if one and copy and copy["wall"] > 0 else None
         body.append(
             [f"{t}: sluice 1 chunk / psql binary COPY", fmt_num(v), "<= 1.25",
              verdict(v, TARGETS["speed_vs_copy"], True), "" if v is not None else "a figure is missing"]
@@ -243,12 +243,12 @@ def cmd_report(path):
         )
     if "narrow" in tables:
         best = min(sluice_runs("narrow"), key=lambda r: r["wall"], default=None)
-        v = best["rows"] / best["wall"] if best else None
+        v = best["rows"] / best["wall"] if best and best["wall"] > 0 else None
         body.append(
             ["narrow: sluice rows/s", fmt_num(v, 0), ">= 2,000,000", verdict(v, TARGETS["narrow_rows_s"], False),
              best["tool"] if best else "no sluice figure"]
         )
-    print(table_text(["ratio", "value", "target", "", "note"], body, [False, True, True, False, False]))
+    print(table_text(["ratio", "value", "target", "verdict", "note"], body, [False, True, True, False, False]))
 
 
 def main(argv):

@@ -106,7 +106,7 @@ pub struct Harness {
 impl Harness {
     pub fn new(config_yaml: &str) -> Harness {
         Harness::with_sources(config_yaml, |source| {
-            Arc::new(PostgresSource::from_config(source).unwrap())
+            Arc::new(PostgresSource::from_config(source, None).unwrap())
         })
     }
 

@@ -62,7 +62,7 @@ fn meddling_harness(db: &TestDb, tables: &str, before_chunk: u32, sql: &str) -> 
     let sql = sql.to_owned();
     Harness::with_sources(&shop_config(db, tables), move |source| {
         Arc::new(Meddler {
-            inner: PostgresSource::from_config(source).unwrap(),
+            inner: PostgresSource::from_config(source, None).unwrap(),
             url: url.clone(),
             before_chunk,
             sql: sql.clone(),

@@ -13,8 +13,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use sluice::sink::LocalDirSink;
-use sluice::source::Source;
 use sluice::source::postgres::PostgresSource;
+use sluice::source::{Credentials, Source};
 use sluice::state::StateStore;
 use sluice::state::local::LocalStateStore;
 use sluice::{Pipeline, PipelineOptions, RunObserver};
@@ -193,8 +193,23 @@ fn config_check(file: &PathBuf) -> Result<bool> {
 fn build_sources(config: &Config) -> Result<BTreeMap<String, Arc<dyn Source>>> {
     let mut sources: BTreeMap<String, Arc<dyn Source>> = BTreeMap::new();
     for source in &config.sources {
+        // Locally, a password comes only from the environment variable the config names.
+        let credentials = match &source.connection.password_env {
+            Some(var) => Some(Credentials {
+                user: None,
+                password: Some(std::env::var(var).map_err(|_| {
+                    anyhow::anyhow!(
+                        "source '{}': connection.password_env names {var}, which is not set",
+                        source.name
+                    )
+                })?),
+            }),
+            None => None,
+        };
         let adapter: Arc<dyn Source> = match source.engine {
-            Engine::Postgres => Arc::new(PostgresSource::from_config(source)?),
+            Engine::Postgres => {
+                Arc::new(PostgresSource::from_config(source, credentials.as_ref())?)
+            }
             Engine::Mysql => bail!(
                 "source '{}': the mysql engine is not available yet in this build",
                 source.name

@@ -83,6 +83,37 @@ pub struct ConnectionConfig {
     pub database: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_arn: Option<String>,
+    /// For local runs only: the name of an environment variable holding the password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+    /// TLS: `disable`, `prefer` (default), `require`, `verify-ca` or `verify-full`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sslmode: Option<SslMode>,
+    /// PEM bundle of CAs to trust (e.g. the RDS bundle); the system roots when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssl_root_cert: Option<String>,
+    /// Longest a single statement may run on the source (`"2h"`); unlimited when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statement_timeout: Option<String>,
+}
+
+/// TLS modes, with libpq's meanings: `prefer` and `require` encrypt without verifying the
+/// server; `verify-ca` checks its certificate chain; `verify-full` also checks its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    Disable,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+/// Parses a duration written as a whole number and a unit (`ms`, `s`, `m`, `h`, `d`).
+pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
+    parse_duration_micros(text)
+        .and_then(|micros| u64::try_from(micros).ok())
+        .map(std::time::Duration::from_micros)
 }
 
 /// One table to ingest.
@@ -556,6 +587,37 @@ fn validate_source(source: &SourceConfig, path: &str, issues: &mut Issues) {
     {
         issues.push(format!("{cpath}.database"), message);
     }
+    if let Some(var) = &c.password_env {
+        let ok = var.starts_with(|ch: char| ch.is_ascii_uppercase() || ch == '_')
+            && var
+                .chars()
+                .all(|ch| ch.is_ascii_uppercase() || ch.is_ascii_digit() || ch == '_');
+        if !ok {
+            issues.push(
+                format!("{cpath}.password_env"),
+                "must name an environment variable (A-Z, 0-9, '_'), not hold the password itself",
+            );
+        }
+    }
+    if let Some(timeout) = &c.statement_timeout
+        && parse_duration(timeout).is_none_or(|d| d.is_zero())
+    {
+        issues.push(
+            format!("{cpath}.statement_timeout"),
+            format!("'{timeout}' is not a duration such as \"30m\" or \"2h\""),
+        );
+    }
+    if c.ssl_root_cert.is_some()
+        && matches!(
+            c.sslmode,
+            None | Some(SslMode::Disable) | Some(SslMode::Prefer)
+        )
+    {
+        issues.push(
+            format!("{cpath}.ssl_root_cert"),
+            "only used with sslmode verify-ca or verify-full (or require); set sslmode",
+        );
+    }
     if let Some(arn) = &c.secret_arn
         && !is_secret_arn(arn)
     {
@@ -1007,6 +1069,18 @@ tables:
             (
                 "name: shop\n    engine: postgres\n    connection:\n      host: h\n      database: db\n      port: 0",
                 "sources[0].connection.port: must be between 1 and 65535",
+            ),
+            (
+                "name: shop\n    engine: postgres\n    connection:\n      url: postgres://u@h/db\n      password_env: hunter2!",
+                "sources[0].connection.password_env: must name an environment variable",
+            ),
+            (
+                "name: shop\n    engine: postgres\n    connection:\n      url: postgres://u@h/db\n      statement_timeout: forever",
+                "sources[0].connection.statement_timeout: 'forever' is not a duration",
+            ),
+            (
+                "name: shop\n    engine: postgres\n    connection:\n      url: postgres://u@h/db\n      ssl_root_cert: /etc/ca.pem",
+                "sources[0].connection.ssl_root_cert: only used with sslmode",
             ),
         ];
         for (source, expected) in cases {

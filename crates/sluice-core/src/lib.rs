@@ -12,7 +12,7 @@ pub mod plan;
 pub mod run;
 
 pub use config::{
-    ColumnTypeOverride, Config, ConfigError, Engine, InvalidDates, LoadMode, SourceConfig,
+    ColumnTypeOverride, Config, ConfigError, Engine, InvalidDates, LoadMode, SourceConfig, SslMode,
     TableConfig,
 };
 pub use ident::{Dialect, TableName};

@@ -45,6 +45,30 @@ pub enum SourceError {
         source_name: String,
         message: String,
     },
+    #[error(
+        "source '{source_name}': authentication failed for user '{user}': {message} (check the password or secret)"
+    )]
+    Auth {
+        source_name: String,
+        user: String,
+        message: String,
+    },
+    #[error(
+        "source '{source_name}': cannot reach {endpoint}: {message} (check host, port, network and security groups)"
+    )]
+    Unreachable {
+        source_name: String,
+        endpoint: String,
+        message: String,
+    },
+    #[error(
+        "source '{source_name}': TLS with {endpoint} failed: {message} (check sslmode and ssl_root_cert)"
+    )]
+    Tls {
+        source_name: String,
+        endpoint: String,
+        message: String,
+    },
     #[error("table {table} does not exist (or is not visible to the connecting user)")]
     UnknownTable { table: String },
     #[error("table {table}: {} '{column}' is not a column of the table (columns: {known})", role.field())]
@@ -87,6 +111,22 @@ pub enum SourceError {
 }
 
 pub type Result<T, E = SourceError> = std::result::Result<T, E>;
+
+/// Credentials resolved outside the config (Secrets Manager, or `password_env` locally).
+#[derive(Clone, Default)]
+pub struct Credentials {
+    pub user: Option<String>,
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
 
 /// Counted values that were written differently from the source (e.g. infinity as NULL), by
 /// `column: reason`. Shared between a chunk's stream and whoever reports on the chunk.

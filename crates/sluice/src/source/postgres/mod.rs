@@ -2,6 +2,7 @@
 //! `COPY (SELECT …) TO STDOUT (FORMAT binary)` decoded straight into Arrow.
 
 pub mod copy_binary;
+pub mod tls;
 pub mod types;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -11,37 +12,48 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use futures::StreamExt;
 use sluice_core::LoadMode;
+use sluice_core::SslMode;
+use sluice_core::config::parse_duration;
 use sluice_core::plan::{CatalogFacts, CursorWindow, PartitionFacts, ReadCast, scope_conditions};
 use sluice_core::{
     Dialect, Engine, RunPlan, ScalarKind, ScalarValue, SourceConfig, TableConfig, TableName,
 };
+use tokio_postgres::config::SslMode as PgSslMode;
 use tokio_postgres::{Client, NoTls};
+use tokio_postgres_rustls::MakeRustlsConnect;
 use tracing::{debug, warn};
 
 use self::copy_binary::{CopyBinaryDecoder, DecodeColumn};
 use self::types::{ColumnRead, PgColumn, PgTypeInfo, TypeCatalog, column_read, referenced_types};
 use super::{
-    ChunkStream, ColumnRole, GatheredFacts, Result, SnapshotHold, Source, SourceError, Warnings,
+    ChunkStream, ColumnRole, Credentials, GatheredFacts, Result, SnapshotHold, Source, SourceError,
+    Warnings,
 };
 
 /// Reads tables from one PostgreSQL database.
 pub struct PostgresSource {
     name: String,
     config: tokio_postgres::Config,
+    /// `None` for `sslmode: disable`.
+    tls: Option<MakeRustlsConnect>,
 }
 
 impl PostgresSource {
-    /// Builds the connection settings from a source's config. Credentials from Secrets Manager
-    /// (`secret_arn`) are resolved by the AWS deployment, not here.
-    pub fn from_config(source: &SourceConfig) -> Result<PostgresSource> {
+    /// Builds the connection settings from a source's config. `credentials` are what the
+    /// caller resolved (a Secrets Manager secret in AWS, `password_env` locally); they are
+    /// never read from the config itself.
+    pub fn from_config(
+        source: &SourceConfig,
+        credentials: Option<&Credentials>,
+    ) -> Result<PostgresSource> {
         let config_error = |message: String| SourceError::Config {
             source_name: source.name.clone(),
             message,
         };
         let c = &source.connection;
-        if c.secret_arn.is_some() {
+        if c.secret_arn.is_some() && credentials.is_none() {
             return Err(config_error(
-                "connection.secret_arn is resolved only when running on AWS; for a local run give url or host/database".into(),
+                "connection.secret_arn is resolved only when running on AWS; for a local run give url or host/database (and password_env)".into(),
             ));
         }
         let mut config = match &c.url {
@@ -66,19 +78,39 @@ impl PostgresSource {
                 config
             }
         };
+        if let Some(credentials) = credentials {
+            if let Some(user) = &credentials.user {
+                config.user(user);
+            }
+            if let Some(password) = &credentials.password {
+                config.password(password.as_bytes());
+            }
+        }
         if config.get_user().is_none() {
             config.user("postgres");
         }
         config.application_name("sluice");
         // Deterministic text forms for columns read through a cast: ISO-8601 intervals, ISO
         // dates, UTC, and floats that round-trip.
-        config.options(
+        let mut options = String::from(
             "-c intervalstyle=iso_8601 -c datestyle=ISO,YMD -c timezone=UTC -c extra_float_digits=3",
         );
+        if let Some(timeout) = c.statement_timeout.as_deref().and_then(parse_duration) {
+            options.push_str(&format!(" -c statement_timeout={}", timeout.as_millis()));
+        }
+        config.options(&options);
         config.connect_timeout(Duration::from_secs(10));
+        let mode = c.sslmode.unwrap_or(SslMode::Prefer);
+        config.ssl_mode(match mode {
+            SslMode::Disable => PgSslMode::Disable,
+            SslMode::Prefer => PgSslMode::Prefer,
+            _ => PgSslMode::Require,
+        });
+        let tls = tls::connector(mode, c.ssl_root_cert.as_deref()).map_err(config_error)?;
         Ok(PostgresSource {
             name: source.name.clone(),
             config,
+            tls,
         })
     }
 
@@ -125,20 +157,82 @@ impl PostgresSource {
     }
 
     async fn connect(&self) -> Result<Client> {
-        let (client, connection) =
-            self.config
+        let connected = match &self.tls {
+            None => self
+                .config
                 .connect(NoTls)
                 .await
-                .map_err(|e| SourceError::Connect {
-                    source_name: self.name.clone(),
-                    message: pg_message(&e),
-                })?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                debug!(error = %e, "postgres connection closed with an error");
+                .map(|(client, connection)| {
+                    tokio::spawn(log_connection_end(connection));
+                    client
+                }),
+            Some(tls) => self
+                .config
+                .connect(tls.clone())
+                .await
+                .map(|(client, connection)| {
+                    tokio::spawn(log_connection_end(connection));
+                    client
+                }),
+        };
+        connected.map_err(|e| connect_error(&self.name, &self.config, &e))
+    }
+}
+
+async fn log_connection_end<F: std::future::Future<Output = Result<(), tokio_postgres::Error>>>(
+    connection: F,
+) {
+    if let Err(e) = connection.await {
+        debug!(error = %e, "postgres connection closed with an error");
+    }
+}
+
+/// Tells apart the failures a user fixes differently: credentials, network, TLS.
+fn connect_error(
+    source_name: &str,
+    config: &tokio_postgres::Config,
+    e: &tokio_postgres::Error,
+) -> SourceError {
+    let source_name = source_name.to_owned();
+    let message = pg_message(e);
+    let endpoint = format!(
+        "{}:{}",
+        config
+            .get_hosts()
+            .first()
+            .map(|h| match h {
+                tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+            })
+            .unwrap_or_default(),
+        config.get_ports().first().copied().unwrap_or(5432)
+    );
+    let code = e.as_db_error().map(|d| d.code().code().to_owned());
+    match code.as_deref() {
+        Some("28P01" | "28000") => SourceError::Auth {
+            source_name,
+            user: config.get_user().unwrap_or_default().to_owned(),
+            message,
+        },
+        _ if message.contains("TLS")
+            || message.contains("certificate")
+            || message.contains("server does not support TLS") =>
+        {
+            SourceError::Tls {
+                source_name,
+                endpoint,
+                message,
             }
-        });
-        Ok(client)
+        }
+        None => SourceError::Unreachable {
+            source_name,
+            endpoint,
+            message,
+        },
+        Some(_) => SourceError::Connect {
+            source_name,
+            message,
+        },
     }
 }
 
