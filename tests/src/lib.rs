@@ -7,6 +7,8 @@
 //! only if every value survived exactly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod private_pg;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
