@@ -486,3 +486,60 @@ async fn a_connection_killed_mid_stream_fails_the_run_and_leaves_no_file() {
         .unwrap();
     assert_eq!(state.lease, None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioned_tables_views_and_keyless_tables_extract_like_tables() {
+    let db = TestDb::create("parts").await;
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE events (id bigint, at timestamptz NOT NULL, kind text, amount numeric(10,0))
+               PARTITION BY RANGE (at);
+             CREATE TABLE events_2023 PARTITION OF events FOR VALUES FROM ('2023-01-01') TO ('2024-01-01');
+             CREATE TABLE events_2024 PARTITION OF events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+             INSERT INTO events SELECT i, timestamptz '2023-06-01 00:00:00+00' + i * interval '1 hour',
+                                       'k' || (i % 7), i * 3 FROM generate_series(1, 8000) i;
+             CREATE VIEW big_events AS SELECT * FROM events WHERE amount > 12000;",
+        )
+        .await
+        .unwrap();
+    let tables = r#"
+  - source: shop
+    table: public.events
+    partition: { column: at, chunks: 3 }
+  - source: shop
+    table: public.big_events
+    load: { mode: incremental, cursor: id }
+    partition: { column: amount, chunks: 2 }
+"#;
+    let h = Harness::new(&shop_config(&db, tables));
+    let events = h
+        .pipeline
+        .run_table(h.table("events"), &Quiet)
+        .await
+        .unwrap();
+    assert_eq!(events.status, RunStatus::Completed, "{:?}", events.error);
+    assert_same_as_source(&client, "public.events", None, &h.read_run(&events)).await;
+
+    let big = h
+        .pipeline
+        .run_table(h.table("big_events"), &Quiet)
+        .await
+        .unwrap();
+    assert_eq!(big.status, RunStatus::Completed, "{:?}", big.error);
+    assert_same_as_source(&client, "public.big_events", None, &h.read_run(&big)).await;
+    // A numeric(10,0) partition column chunks like an integer; the keyless incremental
+    // table runs, with a warning in its record.
+    assert_eq!(
+        big.plan.as_ref().unwrap().chunks.len(),
+        3,
+        "two ranges and the NULL chunk"
+    );
+    assert!(
+        big.warnings()
+            .keys()
+            .any(|k| k.contains("without primary_key")),
+        "{:?}",
+        big.warnings()
+    );
+}

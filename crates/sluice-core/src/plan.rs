@@ -413,6 +413,13 @@ pub fn build_plan(
         ),
         _ => (None, vec![ChunkRange::All]),
     };
+    let mut warnings = facts.warnings;
+    if table.load.mode == LoadMode::Incremental && table.primary_key.is_empty() {
+        warnings.insert(
+            "incremental load without primary_key: the staging MERGE cannot deduplicate re-read rows".into(),
+            1,
+        );
+    }
     Ok(RunPlan {
         run_id,
         engine,
@@ -424,7 +431,7 @@ pub fn build_plan(
         chunks,
         snapshot: facts.snapshot,
         casts: facts.casts,
-        warnings: facts.warnings,
+        warnings,
     })
 }
 
