@@ -22,7 +22,7 @@ use sluice_core::{RunId, RunRecord, RunStatus, TableConfig};
 use thiserror::Error;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::sink::parquet::{ChunkFileWriter, ParquetSettings, file_schema};
+use crate::sink::parquet::{ChunkFileWriter, MIN_ROW_GROUP_BYTES, ParquetSettings, file_schema};
 use crate::sink::{ObjectSink, SinkError, put_bytes};
 use crate::source::{SnapshotHold, Source, SourceError};
 use crate::state::{StateError, StateStore};
@@ -56,7 +56,8 @@ pub struct PipelineOptions {
     pub parquet: ParquetSettings,
     /// How long a run may hold its table's lease before another run may take it over.
     pub lease_ttl: chrono::Duration,
-    /// Batches decoded ahead of the Parquet encoder, so the two overlap on separate cores.
+    /// Batches decoded ahead of the Parquet encoder, so the two overlap on separate cores. One
+    /// is enough to keep both busy; each more costs a batch of memory.
     pub prefetch_batches: usize,
 }
 
@@ -66,7 +67,7 @@ impl Default for PipelineOptions {
             prefix: None,
             parquet: ParquetSettings::default(),
             lease_ttl: chrono::Duration::hours(2),
-            prefetch_batches: 4,
+            prefetch_batches: 1,
         }
     }
 }
@@ -191,7 +192,14 @@ impl Pipeline {
                 .unwrap_or(sluice_core::plan::DEFAULT_MAX_CONCURRENCY) as usize;
         let chunks = u32::try_from(plan.chunks.len()).unwrap_or(u32::MAX);
         let results: Vec<(u32, Result<ChunkOutcome>)> = futures::stream::iter(0..chunks)
-            .map(|chunk| async move { (chunk, self.extract_chunk(run_id, chunk, observer).await) })
+            .map(|chunk| async move {
+                let sharing = concurrency.min(chunks as usize).max(1);
+                (
+                    chunk,
+                    self.extract_chunk_sharing(run_id, chunk, observer, sharing)
+                        .await,
+                )
+            })
             .buffer_unordered(concurrency.max(1))
             .collect()
             .await;
@@ -289,6 +297,19 @@ impl Pipeline {
         chunk: u32,
         observer: &dyn RunObserver,
     ) -> Result<ChunkOutcome> {
+        self.extract_chunk_sharing(run_id, chunk, observer, 1).await
+    }
+
+    /// Extracts a chunk while `sharing` chunks run at once in this process: the row-group
+    /// buffer, the writer's largest allocation, is divided among them so memory stays within
+    /// one chunk's budget however many run.
+    async fn extract_chunk_sharing(
+        &self,
+        run_id: RunId,
+        chunk: u32,
+        observer: &dyn RunObserver,
+        sharing: usize,
+    ) -> Result<ChunkOutcome> {
         let record = self
             .state
             .get_run(run_id)
@@ -343,7 +364,11 @@ impl Pipeline {
                 run_id,
                 chunk,
                 Utc::now(),
-                self.options.parquet,
+                ParquetSettings {
+                    row_group_bytes: (self.options.parquet.row_group_bytes / sharing.max(1))
+                        .max(MIN_ROW_GROUP_BYTES),
+                    ..self.options.parquet
+                },
                 move |part| layout.data_file(started_at, run_id, chunk, part),
             );
             let written = async {

@@ -11,6 +11,7 @@ use object_store::buffered::BufWriter;
 use parquet::arrow::AsyncArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{WriterProperties, WriterVersion};
+use parquet::schema::types::ColumnPath;
 use sluice_core::RunId;
 use sluice_core::run::FileEntry;
 use tracing::debug;
@@ -18,6 +19,8 @@ use tracing::debug;
 use super::{ObjectSink, Result, SinkError, object_path};
 
 pub const RUN_ID_COLUMN: &str = "_sluice_run_id";
+/// Row groups smaller than this compress poorly and bloat file metadata.
+pub const MIN_ROW_GROUP_BYTES: usize = 8 * 1024 * 1024;
 pub const EXTRACTED_AT_COLUMN: &str = "_sluice_extracted_at";
 
 /// File and row-group sizing. Defaults keep a writer's memory to a few tens of megabytes
@@ -46,7 +49,7 @@ impl Default for ParquetSettings {
         ParquetSettings {
             compression: ParquetCompression::Zstd,
             max_file_bytes: 256 * 1024 * 1024,
-            row_group_bytes: 64 * 1024 * 1024,
+            row_group_bytes: 32 * 1024 * 1024,
             row_group_rows: 1_000_000,
             upload_part_bytes: 10 * 1024 * 1024,
         }
@@ -54,19 +57,31 @@ impl Default for ParquetSettings {
 }
 
 /// The one place writer properties are decided.
-pub fn writer_properties(settings: &ParquetSettings) -> WriterProperties {
+pub fn writer_properties(settings: &ParquetSettings, schema: &SchemaRef) -> WriterProperties {
     let compression = match settings.compression {
         // Level 1: most of zstd's ratio at a fraction of its CPU.
         ParquetCompression::Zstd => Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()),
         ParquetCompression::Snappy => Compression::SNAPPY,
     };
-    WriterProperties::builder()
+    let mut builder = WriterProperties::builder()
         .set_writer_version(WriterVersion::PARQUET_1_0)
         .set_compression(compression)
         .set_max_row_group_row_count(Some(settings.row_group_rows.max(1)))
         .set_max_row_group_bytes(Some(settings.row_group_bytes.max(1)))
-        .set_created_by(format!("sluice {}", env!("CARGO_PKG_VERSION")))
-        .build()
+        .set_created_by(format!("sluice {}", env!("CARGO_PKG_VERSION")));
+    // Dictionaries pay off for repeated strings (statuses, codes, the run id); keys, amounts
+    // and timestamps are mostly distinct, and hashing every one of them into a dictionary that
+    // is then abandoned costs more CPU than the rest of the encoding.
+    for field in schema.fields() {
+        if !matches!(
+            field.data_type(),
+            DataType::Utf8 | DataType::Binary | DataType::List(_)
+        ) {
+            builder = builder
+                .set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false);
+        }
+    }
+    builder.build()
 }
 
 /// The schema of the files: the source's columns, then the metadata columns.
@@ -113,14 +128,15 @@ impl ChunkFileWriter {
         settings: ParquetSettings,
         key_for_part: impl Fn(u32) -> String + Send + Sync + 'static,
     ) -> ChunkFileWriter {
+        let schema = file_schema(source_schema);
         ChunkFileWriter {
             sink,
             key_for_part: Box::new(key_for_part),
             chunk,
-            schema: file_schema(source_schema),
+            schema: schema.clone(),
             run_id: run_id.to_string(),
             extracted_at_micros: extracted_at.timestamp_micros(),
-            properties: writer_properties(&settings),
+            properties: writer_properties(&settings, &schema),
             settings,
             current: None,
             next_part: 0,
