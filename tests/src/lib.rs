@@ -7,6 +7,7 @@
 //! only if every value survived exactly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod mysql;
 pub mod private_pg;
 
 use std::collections::BTreeMap;
@@ -22,11 +23,12 @@ use md5::{Digest, Md5};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use sluice::sink::LocalDirSink;
 use sluice::source::Source;
+use sluice::source::mysql::MysqlSource;
 use sluice::source::postgres::PostgresSource;
 use sluice::state::local::LocalStateStore;
 use sluice::{Pipeline, PipelineOptions};
 use sluice_core::manifest::Manifest;
-use sluice_core::{Config, RunRecord};
+use sluice_core::{Config, Engine, RunRecord};
 use tokio_postgres::{Client, NoTls};
 
 /// Where the local PostgreSQL listens; override with SLUICE_TEST_PG (a URL without database).
@@ -107,8 +109,9 @@ pub struct Harness {
 
 impl Harness {
     pub fn new(config_yaml: &str) -> Harness {
-        Harness::with_sources(config_yaml, |source| {
-            Arc::new(PostgresSource::from_config(source, None).unwrap())
+        Harness::with_sources(config_yaml, |source| match source.engine {
+            Engine::Postgres => Arc::new(PostgresSource::from_config(source, None).unwrap()),
+            Engine::Mysql => Arc::new(MysqlSource::from_config(source, None).unwrap()),
         })
     }
 

@@ -142,7 +142,8 @@ pub struct TableConfig {
     /// Rows per Arrow batch (default 65,536).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_rows: Option<usize>,
-    /// Per-column overrides of the type a column lands as: `string`, or `decimal(p,s)`.
+    /// Per-column overrides of the type a column lands as: `string`, `decimal(p,s)`, or
+    /// (MySQL `tinyint(1)`/`bit(1)`) `boolean`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub column_types: BTreeMap<String, ColumnTypeOverride>,
     /// What to do with dates and timestamps the warehouse cannot hold (PostgreSQL's
@@ -159,6 +160,9 @@ pub enum ColumnTypeOverride {
     String,
     /// An exact decimal; values that do not fit fail the run (never rounded).
     Decimal { precision: u8, scale: i8 },
+    /// A boolean, for MySQL's `tinyint(1)` / `bit(1)`: MySQL cannot tell a flag from a small
+    /// number, so this is opt-in; a value other than 0 or 1 fails the run.
+    Boolean,
 }
 
 impl TryFrom<String> for ColumnTypeOverride {
@@ -167,6 +171,9 @@ impl TryFrom<String> for ColumnTypeOverride {
         let t = text.trim().to_ascii_lowercase();
         if t == "string" {
             return Ok(ColumnTypeOverride::String);
+        }
+        if t == "boolean" {
+            return Ok(ColumnTypeOverride::Boolean);
         }
         let parsed = t
             .strip_prefix("decimal(")
@@ -180,7 +187,7 @@ impl TryFrom<String> for ColumnTypeOverride {
                 Ok(ColumnTypeOverride::Decimal { precision, scale })
             }
             _ => Err(format!(
-                "'{text}' is not a column type override: use string, or decimal(p,s) with 1 <= p <= 38 and 0 <= s <= p"
+                "'{text}' is not a column type override: use string, boolean, or decimal(p,s) with 1 <= p <= 38 and 0 <= s <= p"
             )),
         }
     }
@@ -190,6 +197,7 @@ impl From<ColumnTypeOverride> for String {
     fn from(o: ColumnTypeOverride) -> String {
         match o {
             ColumnTypeOverride::String => "string".into(),
+            ColumnTypeOverride::Boolean => "boolean".into(),
             ColumnTypeOverride::Decimal { precision, scale } => {
                 format!("decimal({precision},{scale})")
             }
@@ -929,6 +937,15 @@ tables:
             got,
             vec!["tables[0].column_types.amount: 'amount' is not in columns"]
         );
+        let config =
+            Config::from_yaml(&with_table("    column_types: { amount: Boolean }\n"), "t").unwrap();
+        assert_eq!(
+            config.tables[0].column_types["amount"],
+            ColumnTypeOverride::Boolean
+        );
+        let yaml = config.to_yaml().unwrap();
+        assert!(yaml.contains("amount: boolean"), "{yaml}");
+        assert_eq!(Config::from_yaml(&yaml, "round trip").unwrap(), config);
         let err = Config::from_yaml(&with_table("    invalid_dates: maybe\n"), "t").unwrap_err();
         assert!(err.to_string().contains("tables[0].invalid_dates"), "{err}");
     }

@@ -1,4 +1,4 @@
-//! sluice: the engine. Sources (PostgreSQL), the Parquet sink (local directory through
+//! sluice: the engine. Sources (PostgreSQL, MySQL/MariaDB), the Parquet sink (local directory through
 //! `object_store`), state stores (local JSON files) and the pipeline that drives a run
 //! through them.
 //!
@@ -7,6 +7,7 @@
 
 pub mod pipeline;
 pub mod sample;
+pub mod sample_mysql;
 pub mod sink;
 pub mod source;
 pub mod state;

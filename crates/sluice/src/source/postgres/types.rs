@@ -207,6 +207,12 @@ pub fn column_read(
                 )),
             };
         }
+        Some(ColumnTypeOverride::Boolean) => {
+            return Err(
+                "column_types: boolean applies to MySQL tinyint(1) columns; PostgreSQL has bool"
+                    .into(),
+            );
+        }
         None => {}
     }
     let is_array = info.category == 'A' && info.element != 0 && info.kind == 'b';
