@@ -13,6 +13,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use sluice::sink::LocalDirSink;
+use sluice::source::mysql::MysqlSource;
 use sluice::source::postgres::PostgresSource;
 use sluice::source::{Credentials, Source};
 use sluice::state::StateStore;
@@ -108,18 +109,31 @@ struct StatusArgs {
 
 #[derive(Subcommand)]
 enum SampleCommand {
-    /// Create the "shop" sample (customers, products, orders, order_items) in PostgreSQL.
+    /// Create the "shop" sample (customers, products, orders, order_items) in PostgreSQL or
+    /// MariaDB, with the same rows and values in both.
     Shop {
-        /// PostgreSQL URL of the database to fill; it is created if missing.
-        #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/sluice_shop")]
-        url: String,
-        /// Size: scale 1 is 1,000 customers, 200 products, 5,000 orders and ~12,500 order items.
+        /// The database server to fill.
+        #[arg(long, value_enum, default_value = "postgres")]
+        engine: SampleEngine,
+        /// URL of the database to fill; it is created if missing. Default:
+        /// postgres://postgres@127.0.0.1:5432/sluice_shop, or
+        /// mysql://root@127.0.0.1:3306/sluice_shop with --engine mysql.
+        #[arg(long)]
+        url: Option<String>,
+        /// Size: scale 1 is 1,000 customers, 200 products, 5,000 orders and ~12,500 order
+        /// items (MariaDB: at most 200, where its TIMESTAMP range ends).
         #[arg(long, default_value_t = 1)]
         scale: u32,
-        /// Schema to create the tables in.
+        /// Schema to create the tables in (PostgreSQL; MariaDB uses the URL's database).
         #[arg(long, default_value = "public")]
         schema: String,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SampleEngine {
+    Postgres,
+    Mysql,
 }
 
 #[tokio::main]
@@ -130,8 +144,24 @@ async fn main() {
         Command::Run(args) => run(args).await,
         Command::Config(ConfigCommand::Check { file }) => config_check(&file),
         Command::Status(args) => status(args).await,
-        Command::Sample(SampleCommand::Shop { url, scale, schema }) => {
+        Command::Sample(SampleCommand::Shop {
+            engine: SampleEngine::Postgres,
+            url,
+            scale,
+            schema,
+        }) => {
+            let url =
+                url.unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/sluice_shop".to_owned());
             sample_shop(&url, scale, &schema).await
+        }
+        Command::Sample(SampleCommand::Shop {
+            engine: SampleEngine::Mysql,
+            url,
+            scale,
+            ..
+        }) => {
+            let url = url.unwrap_or_else(|| "mysql://root@127.0.0.1:3306/sluice_shop".to_owned());
+            sample_shop_mysql(&url, scale).await
         }
     };
     match outcome {
@@ -210,10 +240,7 @@ fn build_sources(config: &Config) -> Result<BTreeMap<String, Arc<dyn Source>>> {
             Engine::Postgres => {
                 Arc::new(PostgresSource::from_config(source, credentials.as_ref())?)
             }
-            Engine::Mysql => bail!(
-                "source '{}': the mysql engine is not available yet in this build",
-                source.name
-            ),
+            Engine::Mysql => Arc::new(MysqlSource::from_config(source, credentials.as_ref())?),
         };
         sources.insert(source.name.clone(), adapter);
     }
@@ -412,6 +439,21 @@ async fn sample_shop(url: &str, scale: u32, schema: &str) -> Result<bool> {
     let counts = sluice::sample::create_shop_postgres(&client, schema, scale).await?;
     println!(
         "shop sample at scale {scale} in database {database}, schema {schema}: {} customers, {} products, {} orders, {} order items",
+        counts.customers, counts.products, counts.orders, counts.order_items
+    );
+    Ok(true)
+}
+
+async fn sample_shop_mysql(url: &str, scale: u32) -> Result<bool> {
+    let database = sluice::sample_mysql::url_database(url)?
+        .context("--url must name a database, e.g. mysql://root@127.0.0.1:3306/sluice_shop")?;
+    sluice_core::ident::check_identifier(&database)
+        .map_err(|e| anyhow::anyhow!("--url database {e}"))?;
+    sluice::sample_mysql::ensure_database(url, &database).await?;
+    let mut conn = sluice::sample_mysql::connect(url).await?;
+    let counts = sluice::sample_mysql::create_shop_mysql(&mut conn, scale).await?;
+    println!(
+        "shop sample at scale {scale} in MariaDB database {database}: {} customers, {} products, {} orders, {} order items",
         counts.customers, counts.products, counts.orders, counts.order_items
     );
     Ok(true)

@@ -115,7 +115,7 @@ fn the_sample_config_is_valid() {
         Path::new("."),
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("ok (1 source(s), 4 table(s))"));
+    assert!(text(&out.stdout).contains("ok (2 source(s), 8 table(s))"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
