@@ -450,3 +450,27 @@ async fn a_connection_killed_mid_stream_fails_the_run_and_leaves_no_file() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_over_the_timeout_fails_the_run_clearly() {
+    let db = MyTestDb::create("timeout").await;
+    let mut conn = db.conn().await;
+    conn.query_drop("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1), (2), (3)")
+        .await
+        .unwrap();
+    let config = format!(
+        "sources:\n  - name: shop\n    engine: mysql\n    connection:\n      url: {}\n      statement_timeout: 1s\ntables:\n  - source: shop\n    table: t\n    where: \"SLEEP(1) = 0\"\n",
+        db.url
+    );
+    let h = Harness::new(&config);
+    let started = std::time::Instant::now();
+    let r = h.pipeline.run_table(h.table("t"), &Quiet).await.unwrap();
+    assert_eq!(r.status, RunStatus::Failed);
+    let m = r.error.unwrap().message;
+    assert!(m.contains("max_statement_time exceeded"), "{m}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
