@@ -11,7 +11,9 @@ use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use sluice_core::plan::CatalogFacts;
-use sluice_core::{Engine, RunPlan, ScalarValue, TableConfig};
+use sluice_core::{
+    ColumnTypeOverride, Engine, RunPlan, ScalarKind, ScalarValue, TableConfig, TableName,
+};
 use thiserror::Error;
 
 /// Which config field named a column, for error messages.
@@ -112,6 +114,100 @@ pub enum SourceError {
 }
 
 pub type Result<T, E = SourceError> = std::result::Result<T, E>;
+
+/// A source table as its catalog describes it. Each engine says how to read one column; the
+/// lookups and checks every engine shares (unknown columns, overrides, usable key types) are
+/// written once here.
+pub(crate) trait CatalogTable {
+    type Column: Clone;
+    type Read;
+
+    fn columns(&self) -> &[Self::Column];
+    fn column_name(column: &Self::Column) -> &str;
+    /// The type as the catalog prints it, for messages.
+    fn column_type_text(column: &Self::Column) -> &str;
+    /// How a column is read, honouring a `column_types` override; `Err` is the reason it
+    /// cannot be.
+    fn read_column(
+        &self,
+        column: &Self::Column,
+        override_type: Option<ColumnTypeOverride>,
+    ) -> std::result::Result<Self::Read, String>;
+    /// The kind a column read this way has as a cursor or partition column, if any.
+    fn read_kind(read: &Self::Read) -> Option<ScalarKind>;
+
+    fn column(&self, table: &TableName, name: &str, role: ColumnRole) -> Result<&Self::Column> {
+        self.columns()
+            .iter()
+            .find(|c| Self::column_name(c) == name)
+            .ok_or_else(|| SourceError::UnknownColumn {
+                table: table.to_string(),
+                column: name.to_owned(),
+                role,
+                known: self
+                    .columns()
+                    .iter()
+                    .map(|c| Self::column_name(c))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+
+    fn read(
+        &self,
+        table: &TableName,
+        column: &Self::Column,
+        config: &TableConfig,
+    ) -> Result<Self::Read> {
+        let name = Self::column_name(column);
+        self.read_column(column, config.column_types.get(name).copied())
+            .map_err(|reason| SourceError::UnsupportedType {
+                table: table.to_string(),
+                column: name.to_owned(),
+                type_text: Self::column_type_text(column).to_owned(),
+                reason,
+            })
+    }
+
+    /// How each selected column is read, in the requested order.
+    fn reads(
+        &self,
+        table: &TableName,
+        names: &[String],
+        config: &TableConfig,
+    ) -> Result<Vec<(Self::Column, Self::Read)>> {
+        names
+            .iter()
+            .map(|name| {
+                let column = self.column(table, name, ColumnRole::Columns)?;
+                Ok((column.clone(), self.read(table, column, config)?))
+            })
+            .collect()
+    }
+
+    /// A cursor or partition column and its kind; a column of any other type is an error
+    /// naming the field that chose it.
+    fn key_kind(
+        &self,
+        table: &TableName,
+        name: &str,
+        role: ColumnRole,
+        config: &TableConfig,
+    ) -> Result<(ScalarKind, &Self::Column)> {
+        let column = self.column(table, name, role)?;
+        let kind = self
+            .read(table, column, config)
+            .ok()
+            .and_then(|r| Self::read_kind(&r));
+        kind.map(|k| (k, column))
+            .ok_or_else(|| SourceError::UnsupportedKeyType {
+                table: table.to_string(),
+                column: name.to_owned(),
+                role,
+                type_text: Self::column_type_text(column).to_owned(),
+            })
+    }
+}
 
 /// Credentials resolved outside the config (Secrets Manager, or `password_env` locally).
 #[derive(Clone, Default)]

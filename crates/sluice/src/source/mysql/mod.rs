@@ -22,6 +22,7 @@ use chrono::{NaiveDate, NaiveDateTime};
 use futures::StreamExt;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, SslOpts, Value};
+use sluice_core::ColumnTypeOverride;
 use sluice_core::config::parse_duration;
 use sluice_core::plan::{CatalogFacts, CursorWindow, PartitionFacts, ReadCast, scope_conditions};
 use sluice_core::{
@@ -34,8 +35,8 @@ use tracing::{debug, warn};
 use self::decode::{DecodeColumn, RowDecoder};
 use self::types::{ColumnRead, MyColumn, column_read};
 use super::{
-    ChunkStream, ColumnRole, Credentials, GatheredFacts, Result, SnapshotHold, Source, SourceError,
-    Warnings,
+    CatalogTable, ChunkStream, ColumnRole, Credentials, GatheredFacts, Result, SnapshotHold,
+    Source, SourceError, Warnings,
 };
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -376,75 +377,35 @@ async fn resolve_table(conn: &mut Conn, table: &TableName) -> Result<ResolvedTab
     })
 }
 
-impl ResolvedTable {
-    fn column(&self, table: &TableName, name: &str, role: ColumnRole) -> Result<&MyColumn> {
-        self.columns
-            .iter()
-            .find(|c| c.name == name)
-            .ok_or_else(|| SourceError::UnknownColumn {
-                table: table.to_string(),
-                column: name.to_owned(),
-                role,
-                known: self
-                    .columns
-                    .iter()
-                    .map(|c| c.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })
+impl CatalogTable for ResolvedTable {
+    type Column = MyColumn;
+    type Read = ColumnRead;
+
+    fn columns(&self) -> &[MyColumn] {
+        &self.columns
     }
 
-    fn read(
+    fn column_name(column: &MyColumn) -> &str {
+        &column.name
+    }
+
+    fn column_type_text(column: &MyColumn) -> &str {
+        &column.column_type
+    }
+
+    fn read_column(
         &self,
-        table: &TableName,
         column: &MyColumn,
-        config: &TableConfig,
-    ) -> Result<ColumnRead> {
-        column_read(column, config.column_types.get(&column.name).copied()).map_err(|reason| {
-            SourceError::UnsupportedType {
-                table: table.to_string(),
-                column: column.name.clone(),
-                type_text: column.column_type.clone(),
-                reason,
-            }
-        })
+        override_type: Option<ColumnTypeOverride>,
+    ) -> std::result::Result<ColumnRead, String> {
+        column_read(column, override_type)
     }
 
-    fn reads(
-        &self,
-        table: &TableName,
-        names: &[String],
-        config: &TableConfig,
-    ) -> Result<Vec<(MyColumn, ColumnRead)>> {
-        names
-            .iter()
-            .map(|name| {
-                let column = self.column(table, name, ColumnRole::Columns)?;
-                Ok((column.clone(), self.read(table, column, config)?))
-            })
-            .collect()
-    }
-
-    fn key_kind(
-        &self,
-        table: &TableName,
-        name: &str,
-        role: ColumnRole,
-        config: &TableConfig,
-    ) -> Result<(ScalarKind, &MyColumn)> {
-        let column = self.column(table, name, role)?;
-        let kind = self
-            .read(table, column, config)
-            .ok()
-            .filter(|r| r.cast.is_none())
-            .and_then(|r| r.my_type.scalar_kind());
-        kind.map(|k| (k, column))
-            .ok_or_else(|| SourceError::UnsupportedKeyType {
-                table: table.to_string(),
-                column: name.to_owned(),
-                role,
-                type_text: column.column_type.clone(),
-            })
+    fn read_kind(read: &ColumnRead) -> Option<ScalarKind> {
+        read.cast
+            .is_none()
+            .then(|| read.my_type.scalar_kind())
+            .flatten()
     }
 }
 

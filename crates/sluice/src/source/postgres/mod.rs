@@ -11,6 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use futures::StreamExt;
+use sluice_core::ColumnTypeOverride;
 use sluice_core::LoadMode;
 use sluice_core::SslMode;
 use sluice_core::config::parse_duration;
@@ -26,8 +27,8 @@ use tracing::{debug, warn};
 use self::copy_binary::{CopyBinaryDecoder, DecodeColumn};
 use self::types::{ColumnRead, PgColumn, PgTypeInfo, TypeCatalog, column_read, referenced_types};
 use super::{
-    ChunkStream, ColumnRole, Credentials, GatheredFacts, Result, SnapshotHold, Source, SourceError,
-    Warnings,
+    CatalogTable, ChunkStream, ColumnRole, Credentials, GatheredFacts, Result, SnapshotHold,
+    Source, SourceError, Warnings,
 };
 
 /// Reads tables from one PostgreSQL database.
@@ -353,79 +354,35 @@ async fn resolve_table(client: &Client, table: &TableName) -> Result<ResolvedTab
     })
 }
 
-impl ResolvedTable {
-    fn column(&self, table: &TableName, name: &str, role: ColumnRole) -> Result<&PgColumn> {
-        self.columns
-            .iter()
-            .find(|c| c.name == name)
-            .ok_or_else(|| SourceError::UnknownColumn {
-                table: table.to_string(),
-                column: name.to_owned(),
-                role,
-                known: self
-                    .columns
-                    .iter()
-                    .map(|c| c.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })
+impl CatalogTable for ResolvedTable {
+    type Column = PgColumn;
+    type Read = ColumnRead;
+
+    fn columns(&self) -> &[PgColumn] {
+        &self.columns
     }
 
-    fn read(
+    fn column_name(column: &PgColumn) -> &str {
+        &column.name
+    }
+
+    fn column_type_text(column: &PgColumn) -> &str {
+        &column.type_text
+    }
+
+    fn read_column(
         &self,
-        table: &TableName,
         column: &PgColumn,
-        config: &TableConfig,
-    ) -> Result<ColumnRead> {
-        column_read(
-            column,
-            &self.types,
-            config.column_types.get(&column.name).copied(),
-        )
-        .map_err(|reason| SourceError::UnsupportedType {
-            table: table.to_string(),
-            column: column.name.clone(),
-            type_text: column.type_text.clone(),
-            reason,
-        })
+        override_type: Option<ColumnTypeOverride>,
+    ) -> std::result::Result<ColumnRead, String> {
+        column_read(column, &self.types, override_type)
     }
 
-    /// How each selected column is read, in the requested order.
-    fn reads(
-        &self,
-        table: &TableName,
-        names: &[String],
-        config: &TableConfig,
-    ) -> Result<Vec<(PgColumn, ColumnRead)>> {
-        names
-            .iter()
-            .map(|name| {
-                let column = self.column(table, name, ColumnRole::Columns)?;
-                Ok((column.clone(), self.read(table, column, config)?))
-            })
-            .collect()
-    }
-
-    fn key_kind(
-        &self,
-        table: &TableName,
-        name: &str,
-        role: ColumnRole,
-        config: &TableConfig,
-    ) -> Result<(ScalarKind, &PgColumn)> {
-        let column = self.column(table, name, role)?;
-        let kind = self
-            .read(table, column, config)
-            .ok()
-            .filter(|r| r.cast.is_none())
-            .and_then(|r| r.pg_type.scalar_kind());
-        kind.map(|k| (k, column))
-            .ok_or_else(|| SourceError::UnsupportedKeyType {
-                table: table.to_string(),
-                column: name.to_owned(),
-                role,
-                type_text: column.type_text.clone(),
-            })
+    fn read_kind(read: &ColumnRead) -> Option<ScalarKind> {
+        read.cast
+            .is_none()
+            .then(|| read.pg_type.scalar_kind())
+            .flatten()
     }
 }
 
