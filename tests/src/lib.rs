@@ -13,6 +13,7 @@ pub mod private_pg;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{
@@ -285,7 +286,8 @@ pub async fn pg_fingerprints(
     (count, out)
 }
 
-fn decimal_text(v: i128, scale: i8) -> String {
+/// An unscaled decimal as PostgreSQL and MySQL print it (`-0.05` for -5 at scale 2).
+pub fn decimal_text(v: i128, scale: i8) -> String {
     if scale <= 0 {
         return v.to_string();
     }
@@ -374,6 +376,96 @@ pub fn arrow_fingerprints(batches: &[RecordBatch]) -> (i64, BTreeMap<String, Fin
         out.insert(name, Fingerprint::Float { count, sum });
     }
     (rows, out)
+}
+
+/// Removes insignificant zeros so `12.50`, `12.5` and `12.500000000` compare equal.
+pub fn normalize_decimal(text: &str) -> String {
+    let (sign, digits) = match text.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", text),
+    };
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    let int = int.trim_start_matches('0');
+    let frac = frac.trim_end_matches('0');
+    let int = if int.is_empty() { "0" } else { int };
+    let body = if frac.is_empty() {
+        int.to_string()
+    } else {
+        format!("{int}.{frac}")
+    };
+    if body == "0" {
+        body
+    } else {
+        format!("{sign}{body}")
+    }
+}
+
+/// A source that runs `meddle` once, just before chunk `before_chunk` is read (committing
+/// changes on another connection, as a busy application would), and otherwise reads through
+/// `inner`.
+pub struct Meddler {
+    inner: Arc<dyn Source>,
+    before_chunk: u32,
+    meddle: Box<dyn Fn() -> futures::future::BoxFuture<'static, ()> + Send + Sync>,
+    done: AtomicBool,
+}
+
+impl Meddler {
+    pub fn new(
+        inner: Arc<dyn Source>,
+        before_chunk: u32,
+        meddle: impl Fn() -> futures::future::BoxFuture<'static, ()> + Send + Sync + 'static,
+    ) -> Meddler {
+        Meddler {
+            inner,
+            before_chunk,
+            meddle: Box::new(meddle),
+            done: AtomicBool::new(false),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Source for Meddler {
+    fn engine(&self) -> sluice_core::Engine {
+        self.inner.engine()
+    }
+
+    async fn gather_facts(
+        &self,
+        table: &sluice_core::TableConfig,
+        window_lower: Option<&sluice_core::ScalarValue>,
+    ) -> sluice::source::Result<sluice::source::GatheredFacts> {
+        self.inner.gather_facts(table, window_lower).await
+    }
+
+    async fn extract_chunk(
+        &self,
+        plan: &sluice_core::RunPlan,
+        chunk: u32,
+    ) -> sluice::source::Result<sluice::source::ChunkStream> {
+        if chunk == self.before_chunk && !self.done.swap(true, Ordering::SeqCst) {
+            (self.meddle)().await;
+        }
+        self.inner.extract_chunk(plan, chunk).await
+    }
+}
+
+/// `(order_id, updated_at in µs)` of every row a run of the shop's orders wrote.
+pub fn order_versions(h: &Harness, record: &RunRecord) -> Vec<(i64, i64)> {
+    let batches = h.read_run(record);
+    let ids = int64_values(&batches, "order_id");
+    let stamps: Vec<i64> = batches
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name("updated_at")
+                .unwrap()
+                .as_primitive::<TimestampMicrosecondType>()
+                .values()
+                .to_vec()
+        })
+        .collect();
+    ids.into_iter().zip(stamps).collect()
 }
 
 /// Asserts that the batches hold exactly the rows of the source table (optionally filtered).

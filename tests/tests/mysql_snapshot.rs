@@ -7,69 +7,32 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
-use arrow::array::AsArray;
-use arrow::datatypes::TimestampMicrosecondType;
-use async_trait::async_trait;
 use mysql_async::prelude::Queryable;
 use sluice::Quiet;
 use sluice::sample_mysql::create_shop_mysql;
 use sluice::source::mysql::MysqlSource;
-use sluice::source::{ChunkStream, GatheredFacts, Source};
-use sluice_core::{Engine, RunPlan, RunStatus, ScalarValue, TableConfig};
+use sluice_core::RunStatus;
 use sluice_tests::mysql::*;
 use sluice_tests::*;
-
-/// The real source, but before chunk `before_chunk` is read it commits `sql` on another
-/// connection, as a busy application would.
-struct Meddler {
-    inner: MysqlSource,
-    url: String,
-    before_chunk: u32,
-    sql: String,
-    done: AtomicBool,
-}
-
-#[async_trait]
-impl Source for Meddler {
-    fn engine(&self) -> Engine {
-        self.inner.engine()
-    }
-
-    async fn gather_facts(
-        &self,
-        table: &TableConfig,
-        window_lower: Option<&ScalarValue>,
-    ) -> sluice::source::Result<GatheredFacts> {
-        self.inner.gather_facts(table, window_lower).await
-    }
-
-    async fn extract_chunk(
-        &self,
-        plan: &RunPlan,
-        chunk: u32,
-    ) -> sluice::source::Result<ChunkStream> {
-        if chunk == self.before_chunk && !self.done.swap(true, Ordering::SeqCst) {
-            let mut conn = my_connect(&self.url).await;
-            conn.query_drop(&self.sql).await.unwrap();
-            let _ = conn.disconnect().await;
-        }
-        self.inner.extract_chunk(plan, chunk).await
-    }
-}
 
 fn meddling_harness(db: &MyTestDb, tables: &str, before_chunk: u32, sql: &str) -> Harness {
     let url = db.url.clone();
     let sql = sql.to_owned();
     Harness::with_sources(&mysql_config(db, tables), move |source| {
-        Arc::new(Meddler {
-            inner: MysqlSource::from_config(source, None).unwrap(),
-            url: url.clone(),
+        let (url, sql) = (url.clone(), sql.clone());
+        Arc::new(Meddler::new(
+            Arc::new(MysqlSource::from_config(source, None).unwrap()),
             before_chunk,
-            sql: sql.clone(),
-            done: AtomicBool::new(false),
-        })
+            move || {
+                let (url, sql) = (url.clone(), sql.clone());
+                Box::pin(async move {
+                    let mut conn = my_connect(&url).await;
+                    conn.query_drop(&sql).await.unwrap();
+                    let _ = conn.disconnect().await;
+                })
+            },
+        ))
     })
 }
 
@@ -113,22 +76,6 @@ async fn every_chunk_of_a_local_run_reads_the_plans_snapshot() {
     }
 }
 
-fn versions(h: &Harness, record: &sluice_core::RunRecord) -> Vec<(i64, i64)> {
-    let batches = h.read_run(record);
-    let ids = int64_values(&batches, "order_id");
-    let stamps: Vec<i64> = batches
-        .iter()
-        .flat_map(|b| {
-            b.column_by_name("updated_at")
-                .unwrap()
-                .as_primitive::<TimestampMicrosecondType>()
-                .values()
-                .to_vec()
-        })
-        .collect();
-    ids.into_iter().zip(stamps).collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_during_an_incremental_run_are_in_the_next_run_never_lost_or_doubled() {
     changes_are_never_lost_or_doubled(true).await;
@@ -166,8 +113,8 @@ async fn changes_are_never_lost_or_doubled(keep_snapshot: bool) {
     let second = h.pipeline.run_table(orders, &Quiet).await.unwrap();
     assert_eq!(second.status, RunStatus::Completed, "{:?}", second.error);
 
-    let first_versions = versions(&h, &first);
-    let second_versions = versions(&h, &second);
+    let first_versions = order_versions(&h, &first);
+    let second_versions = order_versions(&h, &second);
     for (name, run) in [("first", &first_versions), ("second", &second_versions)] {
         let ids: BTreeSet<i64> = run.iter().map(|(id, _)| *id).collect();
         assert_eq!(ids.len(), run.len(), "{name} run read a row twice");

@@ -172,36 +172,6 @@ fn my_expr(name: &str, kind: Kind) -> String {
     }
 }
 
-/// Removes insignificant zeros so `12.50`, `12.5` and `12.500000000` compare equal.
-fn normalize_decimal(text: &str) -> String {
-    let (sign, digits) = match text.strip_prefix('-') {
-        Some(rest) => ("-", rest),
-        None => ("", text),
-    };
-    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
-    let int = int.trim_start_matches('0');
-    let frac = frac.trim_end_matches('0');
-    let int = if int.is_empty() { "0" } else { int };
-    let body = if frac.is_empty() {
-        int.to_string()
-    } else {
-        format!("{int}.{frac}")
-    };
-    if body == "0" {
-        body
-    } else {
-        format!("{sign}{body}")
-    }
-}
-
-fn decimal_text(v: i128, scale: i8) -> String {
-    let s = v.unsigned_abs().to_string();
-    let scale = scale as usize;
-    let padded = format!("{s:0>width$}", width = scale + 1);
-    let (int, frac) = padded.split_at(padded.len() - scale);
-    format!("{}{int}.{frac}", if v < 0 { "-" } else { "" })
-}
-
 fn arrow_text(array: &ArrayRef, i: usize) -> Option<String> {
     if array.is_null(i) {
         return None;

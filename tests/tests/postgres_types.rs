@@ -216,28 +216,6 @@ fn element_expr(c: &str, kind: &Kind) -> String {
     }
 }
 
-/// Removes insignificant zeros so `12.50`, `12.5` and `12.500000000` compare equal.
-fn normalize_decimal(text: &str) -> String {
-    let (sign, digits) = match text.strip_prefix('-') {
-        Some(rest) => ("-", rest),
-        None => ("", text),
-    };
-    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
-    let int = int.trim_start_matches('0');
-    let frac = frac.trim_end_matches('0');
-    let int = if int.is_empty() { "0" } else { int };
-    let body = if frac.is_empty() {
-        int.to_string()
-    } else {
-        format!("{int}.{frac}")
-    };
-    if body == "0" {
-        body
-    } else {
-        format!("{sign}{body}")
-    }
-}
-
 fn normalize_float(text: &str) -> String {
     match text {
         "NaN" => "NaN".into(),
@@ -245,14 +223,6 @@ fn normalize_float(text: &str) -> String {
         "-Infinity" => "-inf".into(),
         t => format!("{:?}", t.parse::<f64>().unwrap()),
     }
-}
-
-fn decimal_text(v: i128, scale: i8) -> String {
-    let s = v.unsigned_abs().to_string();
-    let scale = scale as usize;
-    let padded = format!("{s:0>width$}", width = scale + 1);
-    let (int, frac) = padded.split_at(padded.len() - scale);
-    format!("{}{int}.{frac}", if v < 0 { "-" } else { "" })
 }
 
 /// The canonical text of one Arrow value, in the same form `pg_expr` produces.
