@@ -500,6 +500,62 @@ pub fn scope_conditions(
     conditions
 }
 
+/// The planning query over a key column: `min`, `max` and, when asked, the row count, within
+/// the user's `where` and the cursor window. Integer keys are widened to 64 bits so every
+/// integer type reads back the same way.
+pub fn key_extremes_sql(
+    dialect: Dialect,
+    table: &TableName,
+    column: &str,
+    kind: ScalarKind,
+    with_count: bool,
+    filter: Option<&str>,
+    window: Option<&CursorWindow>,
+) -> String {
+    let q = dialect.quote(column);
+    let (min, max, count) = match dialect {
+        Dialect::Postgres => {
+            let cast = if kind == ScalarKind::Int {
+                "::int8"
+            } else {
+                ""
+            };
+            let count = if with_count { "count(*)" } else { "NULL::int8" };
+            (format!("min({q}){cast}"), format!("max({q}){cast}"), count)
+        }
+        Dialect::Mysql => {
+            let count = if with_count { "COUNT(*)" } else { "NULL" };
+            (format!("MIN({q})"), format!("MAX({q})"), count)
+        }
+    };
+    let mut sql = format!(
+        "SELECT {min}, {max}, {count} FROM {}",
+        table.quoted(dialect)
+    );
+    let conditions = scope_conditions(dialect, filter, window);
+    if !conditions.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&conditions.join(" AND "));
+    }
+    sql
+}
+
+/// Counts the rows an incremental run skips because their cursor is NULL.
+pub fn null_cursor_count_sql(
+    dialect: Dialect,
+    table: &TableName,
+    cursor: &str,
+    filter: Option<&str>,
+) -> String {
+    let mut conditions = scope_conditions(dialect, filter, None);
+    conditions.push(format!("{} IS NULL", dialect.quote(cursor)));
+    format!(
+        "SELECT COUNT(*) FROM {} WHERE {}",
+        table.quoted(dialect),
+        conditions.join(" AND ")
+    )
+}
+
 /// The extraction query: selected columns, the user's `where`, the cursor window and the
 /// chunk's range, every identifier quoted and every value a typed literal.
 pub fn select_sql(
@@ -774,6 +830,37 @@ mod tests {
         assert_eq!(
             ScalarValue::Date(early).sql_literal(Dialect::Mysql),
             "DATE '0033-01-02'"
+        );
+    }
+
+    #[test]
+    fn planning_queries_render_per_dialect() {
+        let t = TableName::parse("shop.orders").unwrap();
+        let window = CursorWindow {
+            column: "updated_at".into(),
+            lower: Some(ts("2024-01-01 00:00:00")),
+            upper: Some(ts("2024-01-02 00:00:00")),
+            include_nulls: false,
+        };
+        assert_eq!(
+            key_extremes_sql(
+                Dialect::Postgres,
+                &t,
+                "id",
+                ScalarKind::Int,
+                true,
+                Some("a > 1"),
+                Some(&window)
+            ),
+            "SELECT min(\"id\")::int8, max(\"id\")::int8, count(*) FROM \"shop\".\"orders\" WHERE (a > 1) AND \"updated_at\" > TIMESTAMP '2024-01-01 00:00:00.000000' AND \"updated_at\" <= TIMESTAMP '2024-01-02 00:00:00.000000'"
+        );
+        assert_eq!(
+            key_extremes_sql(Dialect::Mysql, &t, "d", ScalarKind::Date, false, None, None),
+            "SELECT MIN(`d`), MAX(`d`), NULL FROM `shop`.`orders`"
+        );
+        assert_eq!(
+            null_cursor_count_sql(Dialect::Postgres, &t, "updated_at", Some("a > 1")),
+            "SELECT COUNT(*) FROM \"shop\".\"orders\" WHERE (a > 1) AND \"updated_at\" IS NULL"
         );
     }
 

@@ -10,9 +10,12 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
-use sluice_core::plan::CatalogFacts;
+use sluice_core::plan::{
+    CatalogFacts, CursorWindow, PartitionFacts, key_extremes_sql, null_cursor_count_sql,
+};
 use sluice_core::{
-    ColumnTypeOverride, Engine, RunPlan, ScalarKind, ScalarValue, TableConfig, TableName,
+    ColumnTypeOverride, Dialect, Engine, LoadMode, RunPlan, ScalarKind, ScalarValue, TableConfig,
+    TableName,
 };
 use thiserror::Error;
 
@@ -135,6 +138,7 @@ pub(crate) trait CatalogTable {
     ) -> std::result::Result<Self::Read, String>;
     /// The kind a column read this way has as a cursor or partition column, if any.
     fn read_kind(read: &Self::Read) -> Option<ScalarKind>;
+    fn column_not_null(column: &Self::Column) -> bool;
 
     fn column(&self, table: &TableName, name: &str, role: ColumnRole) -> Result<&Self::Column> {
         self.columns()
@@ -207,6 +211,131 @@ pub(crate) trait CatalogTable {
                 type_text: Self::column_type_text(column).to_owned(),
             })
     }
+}
+
+/// The planning queries, run on an engine's connection inside the plan's snapshot.
+#[async_trait]
+pub(crate) trait PlanQueries: Send {
+    /// Runs a `key_extremes_sql` query: min and max read as `kind`, and the count if asked.
+    /// `Err` is the engine's message.
+    async fn key_extremes(
+        &mut self,
+        sql: &str,
+        kind: ScalarKind,
+    ) -> std::result::Result<(Option<ScalarValue>, Option<ScalarValue>, Option<u64>), String>;
+
+    async fn count(&mut self, sql: &str) -> std::result::Result<u64, String>;
+}
+
+/// What planning learns about the cursor and partition columns.
+pub(crate) struct KeyFacts {
+    pub cursor_kind: Option<ScalarKind>,
+    pub cursor_max: Option<ScalarValue>,
+    pub partition: Option<PartitionFacts>,
+    pub warnings: BTreeMap<String, u64>,
+}
+
+/// The cursor's upper bound, the partition column's range and row count (within the
+/// incremental window, so chunking follows the rows the run reads), and the count of rows an
+/// incremental run skips for a NULL cursor. The same decisions for every engine.
+pub(crate) async fn gather_key_facts<T: CatalogTable + Sync>(
+    queries: &mut dyn PlanQueries,
+    dialect: Dialect,
+    resolved: &T,
+    name: &TableName,
+    table: &TableConfig,
+    window_lower: Option<&ScalarValue>,
+    estimated_rows: u64,
+) -> Result<KeyFacts> {
+    let filter = table.filter.as_deref();
+    let query_error = |column: &str| {
+        let table = name.to_string();
+        let column = column.to_owned();
+        move |message: String| SourceError::Query {
+            table,
+            message: format!("reading min/max of '{column}': {message}"),
+        }
+    };
+    let (cursor_kind, cursor_max) = match &table.load.cursor {
+        Some(cursor) => {
+            let (kind, _) = resolved.key_kind(name, cursor, ColumnRole::Cursor, table)?;
+            let sql = key_extremes_sql(dialect, name, cursor, kind, false, filter, None);
+            let (_, max, _) = queries
+                .key_extremes(&sql, kind)
+                .await
+                .map_err(query_error(cursor))?;
+            (Some(kind), max)
+        }
+        None => (None, None),
+    };
+    let incremental = table.load.mode == LoadMode::Incremental;
+    let window = match (incremental, &table.load.cursor, cursor_kind, &cursor_max) {
+        (true, Some(cursor), Some(kind), Some(max)) => Some(CursorWindow {
+            column: cursor.clone(),
+            // A watermark of another kind (the cursor column changed) is reported by the
+            // planner; here it just does not narrow the window.
+            lower: window_lower.filter(|l| l.kind() == kind).cloned(),
+            upper: Some(max.clone()),
+            include_nulls: false,
+        }),
+        _ => None,
+    };
+    let partition = match &table.partition {
+        Some(p) => {
+            let (kind, column) =
+                resolved.key_kind(name, &p.column, ColumnRole::PartitionColumn, table)?;
+            let windowed = window.is_some();
+            let sql = key_extremes_sql(
+                dialect,
+                name,
+                &p.column,
+                kind,
+                windowed,
+                filter,
+                window.as_ref(),
+            );
+            let (min, max, rows) = queries
+                .key_extremes(&sql, kind)
+                .await
+                .map_err(query_error(&p.column))?;
+            Some(PartitionFacts {
+                kind,
+                min,
+                max,
+                nullable: !T::column_not_null(column),
+                estimated_rows: rows.unwrap_or(estimated_rows),
+            })
+        }
+        None => None,
+    };
+    let mut warnings = BTreeMap::new();
+    if let (true, false, Some(cursor)) = (
+        incremental,
+        table.load.include_null_cursor,
+        &table.load.cursor,
+    ) && !T::column_not_null(resolved.column(name, cursor, ColumnRole::Cursor)?)
+    {
+        let sql = null_cursor_count_sql(dialect, name, cursor, filter);
+        let skipped = queries
+            .count(&sql)
+            .await
+            .map_err(|message| SourceError::Query {
+                table: name.to_string(),
+                message,
+            })?;
+        if skipped > 0 {
+            warnings.insert(
+                format!("{cursor}: rows with a NULL cursor not read (set load.include_null_cursor to read them)"),
+                skipped,
+            );
+        }
+    }
+    Ok(KeyFacts {
+        cursor_kind,
+        cursor_max,
+        partition,
+        warnings,
+    })
 }
 
 /// Credentials resolved outside the config (Secrets Manager, or `password_env` locally).

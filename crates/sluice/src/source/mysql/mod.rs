@@ -24,10 +24,10 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, SslOpts, Value};
 use sluice_core::ColumnTypeOverride;
 use sluice_core::config::parse_duration;
-use sluice_core::plan::{CatalogFacts, CursorWindow, PartitionFacts, ReadCast, scope_conditions};
+use sluice_core::plan::{CatalogFacts, ReadCast};
 use sluice_core::{
-    Dialect, Engine, LoadMode, RunPlan, ScalarKind, ScalarValue, SourceConfig, SslMode,
-    TableConfig, TableName,
+    Dialect, Engine, RunPlan, ScalarKind, ScalarValue, SourceConfig, SslMode, TableConfig,
+    TableName,
 };
 use tokio::sync::OwnedMutexGuard;
 use tracing::{debug, warn};
@@ -35,8 +35,8 @@ use tracing::{debug, warn};
 use self::decode::{DecodeColumn, RowDecoder};
 use self::types::{ColumnRead, MyColumn, column_read};
 use super::{
-    CatalogTable, ChunkStream, ColumnRole, Credentials, GatheredFacts, Result, SnapshotHold,
-    Source, SourceError, Warnings,
+    CatalogTable, ChunkStream, ColumnRole, Credentials, GatheredFacts, PlanQueries, Result,
+    SnapshotHold, Source, SourceError, Warnings, gather_key_facts,
 };
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -401,29 +401,15 @@ impl CatalogTable for ResolvedTable {
         column_read(column, override_type)
     }
 
+    fn column_not_null(column: &MyColumn) -> bool {
+        column.not_null
+    }
+
     fn read_kind(read: &ColumnRead) -> Option<ScalarKind> {
         read.cast
             .is_none()
             .then(|| read.my_type.scalar_kind())
             .flatten()
-    }
-}
-
-/// Conditions every plan-time query shares: the user's `where` and, for incremental runs,
-/// the cursor window.
-struct PlanScope<'a> {
-    filter: Option<&'a str>,
-    window: Option<CursorWindow>,
-}
-
-impl PlanScope<'_> {
-    fn where_sql(&self) -> String {
-        let conditions = scope_conditions(Dialect::Mysql, self.filter, self.window.as_ref());
-        if conditions.is_empty() {
-            String::new()
-        } else {
-            format!(" WHERE {}", conditions.join(" AND "))
-        }
     }
 }
 
@@ -465,41 +451,37 @@ fn scalar(kind: ScalarKind, value: Value) -> std::result::Result<Option<ScalarVa
     }))
 }
 
-/// `min`, `max` and (when asked) the row count of a key column over the scope, as typed values.
-async fn key_extremes(
-    conn: &mut Conn,
-    table: &TableName,
-    scope: &PlanScope<'_>,
-    column: &str,
-    kind: ScalarKind,
-    with_count: bool,
-) -> Result<(Option<ScalarValue>, Option<ScalarValue>, Option<u64>)> {
-    let q = Dialect::Mysql.quote(column);
-    let count = if with_count { "COUNT(*)" } else { "NULL" };
-    let sql = format!(
-        "SELECT MIN({q}), MAX({q}), {count} FROM {}{}",
-        table.quoted(Dialect::Mysql),
-        scope.where_sql()
-    );
-    let row: Option<(Value, Value, Option<u64>)> =
-        conn.exec_first(sql, ())
+/// Planning queries on the planning transaction's connection.
+struct MyPlanQueries<'a> {
+    conn: &'a mut Conn,
+}
+
+#[async_trait]
+impl PlanQueries for MyPlanQueries<'_> {
+    async fn key_extremes(
+        &mut self,
+        sql: &str,
+        kind: ScalarKind,
+    ) -> std::result::Result<(Option<ScalarValue>, Option<ScalarValue>, Option<u64>), String> {
+        let row: Option<(Value, Value, Option<u64>)> = self
+            .conn
+            .exec_first(sql, ())
             .await
-            .map_err(|e| SourceError::Query {
-                table: table.to_string(),
-                message: my_message(&e),
-            })?;
-    let Some((min, max, rows)) = row else {
-        return Ok((None, None, Some(0)));
-    };
-    let read_error = |message: String| SourceError::Query {
-        table: table.to_string(),
-        message: format!("reading min/max of '{column}': {message}"),
-    };
-    Ok((
-        scalar(kind, min).map_err(read_error)?,
-        scalar(kind, max).map_err(read_error)?,
-        rows,
-    ))
+            .map_err(|e| my_message(&e))?;
+        let Some((min, max, rows)) = row else {
+            return Ok((None, None, Some(0)));
+        };
+        Ok((scalar(kind, min)?, scalar(kind, max)?, rows))
+    }
+
+    async fn count(&mut self, sql: &str) -> std::result::Result<u64, String> {
+        let n: Option<u64> = self
+            .conn
+            .exec_first(sql, ())
+            .await
+            .map_err(|e| my_message(&e))?;
+        Ok(n.unwrap_or(0))
+    }
 }
 
 /// The planning connection while the plan holds it; chunks of the same process read on it.
@@ -547,79 +529,16 @@ impl Source for MysqlSource {
         for key in &table.primary_key {
             resolved.column(&name, key, ColumnRole::PrimaryKey)?;
         }
-        let mut scope = PlanScope {
-            filter: table.filter.as_deref(),
-            window: None,
-        };
-        let (cursor_kind, cursor_max) = match &table.load.cursor {
-            Some(cursor) => {
-                let (kind, _) = resolved.key_kind(&name, cursor, ColumnRole::Cursor, table)?;
-                let (_, max, _) =
-                    key_extremes(&mut conn, &name, &scope, cursor, kind, false).await?;
-                (Some(kind), max)
-            }
-            None => (None, None),
-        };
-        let incremental = table.load.mode == LoadMode::Incremental;
-        if let (true, Some(cursor), Some(kind), Some(max)) =
-            (incremental, &table.load.cursor, cursor_kind, &cursor_max)
-        {
-            scope.window = Some(CursorWindow {
-                column: cursor.clone(),
-                lower: window_lower.filter(|l| l.kind() == kind).cloned(),
-                upper: Some(max.clone()),
-                include_nulls: false,
-            });
-        }
-        let partition = match &table.partition {
-            Some(p) => {
-                let (kind, column) =
-                    resolved.key_kind(&name, &p.column, ColumnRole::PartitionColumn, table)?;
-                let nullable = !column.not_null;
-                let windowed = scope.window.is_some();
-                let (min, max, rows) =
-                    key_extremes(&mut conn, &name, &scope, &p.column, kind, windowed).await?;
-                Some(PartitionFacts {
-                    kind,
-                    min,
-                    max,
-                    nullable,
-                    estimated_rows: rows.unwrap_or(resolved.estimated_rows),
-                })
-            }
-            None => None,
-        };
-        let mut warnings = BTreeMap::new();
-        if let (true, false, Some(cursor)) = (
-            incremental,
-            table.load.include_null_cursor,
-            &table.load.cursor,
-        ) && !resolved.column(&name, cursor, ColumnRole::Cursor)?.not_null
-        {
-            let q = Dialect::Mysql.quote(cursor);
-            let filter = table
-                .filter
-                .as_deref()
-                .map(|f| format!(" AND ({f})"))
-                .unwrap_or_default();
-            let sql = format!(
-                "SELECT COUNT(*) FROM {} WHERE {q} IS NULL{filter}",
-                name.quoted(Dialect::Mysql)
-            );
-            let skipped: Option<u64> =
-                conn.exec_first(sql, ())
-                    .await
-                    .map_err(|e| SourceError::Query {
-                        table: name.to_string(),
-                        message: my_message(&e),
-                    })?;
-            if let Some(skipped) = skipped.filter(|n| *n > 0) {
-                warnings.insert(
-                    format!("{cursor}: rows with a NULL cursor not read (set load.include_null_cursor to read them)"),
-                    skipped,
-                );
-            }
-        }
+        let key = gather_key_facts(
+            &mut MyPlanQueries { conn: &mut conn },
+            Dialect::Mysql,
+            &resolved,
+            &name,
+            table,
+            window_lower,
+            resolved.estimated_rows,
+        )
+        .await?;
         let token = format!(
             "mysql-plan-{}-{}",
             std::process::id(),
@@ -633,12 +552,12 @@ impl Source for MysqlSource {
         Ok(GatheredFacts {
             facts: CatalogFacts {
                 columns,
-                cursor_kind,
-                cursor_max,
-                partition,
+                cursor_kind: key.cursor_kind,
+                cursor_max: key.cursor_max,
+                partition: key.partition,
                 snapshot: Some(token.clone()),
                 casts,
-                warnings,
+                warnings: key.warnings,
             },
             hold: Some(SnapshotHold::new(HeldPlan {
                 conn,

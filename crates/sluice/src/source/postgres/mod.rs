@@ -12,10 +12,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use futures::StreamExt;
 use sluice_core::ColumnTypeOverride;
-use sluice_core::LoadMode;
 use sluice_core::SslMode;
 use sluice_core::config::parse_duration;
-use sluice_core::plan::{CatalogFacts, CursorWindow, PartitionFacts, ReadCast, scope_conditions};
+use sluice_core::plan::{CatalogFacts, ReadCast};
 use sluice_core::{
     Dialect, Engine, RunPlan, ScalarKind, ScalarValue, SourceConfig, TableConfig, TableName,
 };
@@ -27,8 +26,8 @@ use tracing::{debug, warn};
 use self::copy_binary::{CopyBinaryDecoder, DecodeColumn};
 use self::types::{ColumnRead, PgColumn, PgTypeInfo, TypeCatalog, column_read, referenced_types};
 use super::{
-    CatalogTable, ChunkStream, ColumnRole, Credentials, GatheredFacts, Result, SnapshotHold,
-    Source, SourceError, Warnings,
+    CatalogTable, ChunkStream, ColumnRole, Credentials, GatheredFacts, PlanQueries, Result,
+    SnapshotHold, Source, SourceError, Warnings, gather_key_facts,
 };
 
 /// Reads tables from one PostgreSQL database.
@@ -378,6 +377,10 @@ impl CatalogTable for ResolvedTable {
         column_read(column, &self.types, override_type)
     }
 
+    fn column_not_null(column: &PgColumn) -> bool {
+        column.not_null
+    }
+
     fn read_kind(read: &ColumnRead) -> Option<ScalarKind> {
         read.cast
             .is_none()
@@ -399,78 +402,60 @@ fn is_snapshot_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
 }
 
-/// Conditions every plan-time query shares: the user's `where` and, for incremental runs,
-/// the cursor window.
-struct PlanScope<'a> {
-    filter: Option<&'a str>,
-    window: Option<CursorWindow>,
+/// Planning queries on the planning transaction's connection.
+struct PgPlanQueries<'a> {
+    client: &'a Client,
 }
 
-impl PlanScope<'_> {
-    fn where_sql(&self) -> String {
-        let conditions = scope_conditions(Dialect::Postgres, self.filter, self.window.as_ref());
-        if conditions.is_empty() {
-            String::new()
-        } else {
-            format!(" WHERE {}", conditions.join(" AND "))
-        }
+#[async_trait]
+impl PlanQueries for PgPlanQueries<'_> {
+    async fn key_extremes(
+        &mut self,
+        sql: &str,
+        kind: ScalarKind,
+    ) -> std::result::Result<(Option<ScalarValue>, Option<ScalarValue>, Option<u64>), String> {
+        let row = self
+            .client
+            .query_one(sql, &[])
+            .await
+            .map_err(|e| pg_message(&e))?;
+        let typed = |i: usize| -> std::result::Result<Option<ScalarValue>, tokio_postgres::Error> {
+            Ok(match kind {
+                ScalarKind::Int => row.try_get::<_, Option<i64>>(i)?.map(ScalarValue::Int),
+                ScalarKind::Date => row
+                    .try_get::<_, Option<NaiveDate>>(i)?
+                    .map(ScalarValue::Date),
+                ScalarKind::Timestamp => row
+                    .try_get::<_, Option<NaiveDateTime>>(i)?
+                    .map(ScalarValue::Timestamp),
+                ScalarKind::TimestampTz => row
+                    .try_get::<_, Option<DateTime<Utc>>>(i)?
+                    .map(ScalarValue::TimestampTz),
+            })
+        };
+        let unreadable = |e: tokio_postgres::Error| {
+            format!(
+                "{} (infinite or out-of-range values are not supported as cursor or partition bounds)",
+                pg_message(&e)
+            )
+        };
+        let rows: Option<i64> = row.try_get(2).map_err(|e| pg_message(&e))?;
+        Ok((
+            typed(0).map_err(unreadable)?,
+            typed(1).map_err(unreadable)?,
+            rows.map(|n| u64::try_from(n).unwrap_or(0)),
+        ))
     }
-}
 
-/// `min`, `max` and (when asked) the row count of a key column over the scope, as typed values.
-async fn key_extremes(
-    client: &Client,
-    table: &TableName,
-    scope: &PlanScope<'_>,
-    column: &str,
-    kind: ScalarKind,
-    with_count: bool,
-) -> Result<(Option<ScalarValue>, Option<ScalarValue>, Option<u64>)> {
-    let q = Dialect::Postgres.quote(column);
-    let cast = match kind {
-        ScalarKind::Int => "::int8",
-        _ => "",
-    };
-    let count = if with_count { "count(*)" } else { "NULL::int8" };
-    let sql = format!(
-        "SELECT min({q}){cast}, max({q}){cast}, {count} FROM {}{}",
-        table.quoted(Dialect::Postgres),
-        scope.where_sql()
-    );
-    let row = client
-        .query_one(&sql, &[])
-        .await
-        .map_err(|e| SourceError::Query {
-            table: table.to_string(),
-            message: pg_message(&e),
-        })?;
-    let typed = |i: usize| -> std::result::Result<Option<ScalarValue>, tokio_postgres::Error> {
-        Ok(match kind {
-            ScalarKind::Int => row.try_get::<_, Option<i64>>(i)?.map(ScalarValue::Int),
-            ScalarKind::Date => row
-                .try_get::<_, Option<NaiveDate>>(i)?
-                .map(ScalarValue::Date),
-            ScalarKind::Timestamp => row
-                .try_get::<_, Option<NaiveDateTime>>(i)?
-                .map(ScalarValue::Timestamp),
-            ScalarKind::TimestampTz => row
-                .try_get::<_, Option<DateTime<Utc>>>(i)?
-                .map(ScalarValue::TimestampTz),
-        })
-    };
-    let read_error = |e: tokio_postgres::Error| SourceError::Query {
-        table: table.to_string(),
-        message: format!(
-            "reading min/max of '{column}': {} (infinite or out-of-range values are not supported as cursor or partition bounds yet)",
-            pg_message(&e)
-        ),
-    };
-    let rows: Option<i64> = row.get(2);
-    Ok((
-        typed(0).map_err(read_error)?,
-        typed(1).map_err(read_error)?,
-        rows.map(|n| u64::try_from(n).unwrap_or(0)),
-    ))
+    async fn count(&mut self, sql: &str) -> std::result::Result<u64, String> {
+        let row = self
+            .client
+            .query_one(sql, &[])
+            .await
+            .map_err(|e| pg_message(&e))?;
+        let n: i64 = row.try_get(0).map_err(|e| pg_message(&e))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
 }
 
 #[async_trait]
@@ -504,78 +489,16 @@ impl Source for PostgresSource {
         for key in &table.primary_key {
             resolved.column(&name, key, ColumnRole::PrimaryKey)?;
         }
-        let mut scope = PlanScope {
-            filter: table.filter.as_deref(),
-            window: None,
-        };
-        let (cursor_kind, cursor_max) = match &table.load.cursor {
-            Some(cursor) => {
-                let (kind, _) = resolved.key_kind(&name, cursor, ColumnRole::Cursor, table)?;
-                let (_, max, _) = key_extremes(&client, &name, &scope, cursor, kind, false).await?;
-                (Some(kind), max)
-            }
-            None => (None, None),
-        };
-        let incremental = table.load.mode == LoadMode::Incremental;
-        if let (true, Some(cursor), Some(kind), Some(max)) =
-            (incremental, &table.load.cursor, cursor_kind, &cursor_max)
-        {
-            // A watermark of another kind (the cursor column changed) is reported by the
-            // planner; here it just does not narrow the scope.
-            scope.window = Some(CursorWindow {
-                column: cursor.clone(),
-                lower: window_lower.filter(|l| l.kind() == kind).cloned(),
-                upper: Some(max.clone()),
-                include_nulls: false,
-            });
-        }
-        let partition = match &table.partition {
-            Some(p) => {
-                let (kind, column) =
-                    resolved.key_kind(&name, &p.column, ColumnRole::PartitionColumn, table)?;
-                let nullable = !column.not_null;
-                let windowed = scope.window.is_some();
-                let (min, max, rows) =
-                    key_extremes(&client, &name, &scope, &p.column, kind, windowed).await?;
-                Some(PartitionFacts {
-                    kind,
-                    min,
-                    max,
-                    nullable,
-                    estimated_rows: rows.unwrap_or(resolved.estimated_rows),
-                })
-            }
-            None => None,
-        };
-        let mut warnings = BTreeMap::new();
-        if let (true, false, Some(cursor)) = (
-            incremental,
-            table.load.include_null_cursor,
-            &table.load.cursor,
-        ) && !resolved.column(&name, cursor, ColumnRole::Cursor)?.not_null
-        {
-            let q = Dialect::Postgres.quote(cursor);
-            let filter = table
-                .filter
-                .as_deref()
-                .map(|f| format!(" AND ({f})"))
-                .unwrap_or_default();
-            let sql = format!(
-                "SELECT count(*) FROM {} WHERE {q} IS NULL{filter}",
-                name.quoted(Dialect::Postgres)
-            );
-            let skipped: i64 = client
-                .query_one(&sql, &[])
-                .await
-                .map_err(query_error)?
-                .get(0);
-            if skipped > 0 {
-                warnings.insert(
-                    format!("{cursor}: rows with a NULL cursor not read (set load.include_null_cursor to read them)"),
-                    u64::try_from(skipped).unwrap_or(0),
-                );
-            }
-        }
+        let key = gather_key_facts(
+            &mut PgPlanQueries { client: &client },
+            Dialect::Postgres,
+            &resolved,
+            &name,
+            table,
+            window_lower,
+            resolved.estimated_rows,
+        )
+        .await?;
         // Export the snapshot and keep its transaction open for as long as the caller holds
         // the returned guard, so the chunks can read exactly this state.
         let snapshot: String = client
@@ -587,12 +510,12 @@ impl Source for PostgresSource {
         Ok(GatheredFacts {
             facts: CatalogFacts {
                 columns,
-                cursor_kind,
-                cursor_max,
-                partition,
+                cursor_kind: key.cursor_kind,
+                cursor_max: key.cursor_max,
+                partition: key.partition,
                 snapshot: Some(snapshot),
                 casts,
-                warnings,
+                warnings: key.warnings,
             },
             hold: Some(SnapshotHold::new(client)),
         })
