@@ -117,6 +117,50 @@ def cmd_sluice_rows(outdir):
     print(f"rows={rows}")
 
 
+# --- CPU used by other processes ---------------------------------------------------------------
+# Sums utime+stime+cutime+cstime of every process except PostgreSQL's and the bench's own: a
+# process that starts and ends between two snapshots is still counted through its parent's
+# cutime/cstime. Used to flag figures taken while something else (a build, tests) was running.
+
+
+def cpu_snapshot():
+    ticks = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        # fields[0] is state (field 3); utime..cstime are fields 14..17; starttime is field 22
+        t = sum(int(x) for x in fields[11:15])
+        ticks[f"{pid}:{fields[19]}"] = (comm, t)
+    return ticks
+
+
+def cmd_cpu_snapshot(path):
+    with open(path, "w") as f:
+        json.dump(cpu_snapshot(), f)
+
+
+def cmd_cpu_others(path, *exclude_pids):
+    with open(path) as f:
+        before = json.load(f)
+    after = cpu_snapshot()
+    exclude = set(exclude_pids) | {str(os.getpid()), str(os.getppid())}
+    hz = os.sysconf("SC_CLK_TCK")
+    other = 0
+    for key, (comm, t) in after.items():
+        pid = key.split(":")[0]
+        if comm == "postgres" or pid in exclude:
+            continue
+        other += t - before.get(key, (comm, 0))[1]
+    print(f"{max(other, 0) / hz:.2f}")
+
+
 # --- report ---------------------------------------------------------------------------------
 
 TARGETS = {
@@ -260,6 +304,8 @@ def main(argv):
         "duckdb": cmd_duckdb,
         "cx": cmd_cx,
         "sluice-rows": cmd_sluice_rows,
+        "cpu-snapshot": cmd_cpu_snapshot,
+        "cpu-others": cmd_cpu_others,
         "report": cmd_report,
     }.get(cmd)
     if fn is None:
