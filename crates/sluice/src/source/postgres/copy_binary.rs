@@ -3,7 +3,7 @@
 //! The stream is fed in whatever pieces the server sends; a row is decoded only once all of
 //! its bytes are present, so a row split across messages is never half-appended.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use arrow::array::builder::NullBufferBuilder;
@@ -404,16 +404,21 @@ pub fn numeric_to_i128(v: &[u8], precision: u8, scale: i8) -> Result<i128, Strin
                 .and_then(|x| acc.checked_add(x))
                 .ok_or_else(overflow)?;
         } else {
-            let div = POW10
-                .get(usize::try_from(-exp).map_err(|_| overflow())?)
-                .copied()
-                .unwrap_or(i128::MAX);
+            // A base-10000 digit holds at most four decimal digits, so the division stays in
+            // i32 (i128 division is a slow library call on the hot path).
+            let shift = u32::try_from(-exp).unwrap_or(u32::MAX);
+            let d = i32::try_from(d).map_err(|_| overflow())?;
+            let div = if shift <= 4 {
+                10i32.pow(shift)
+            } else {
+                i32::MAX
+            };
             if d % div != 0 {
                 return Err(format!(
                     "numeric value has more than {scale} decimal places"
                 ));
             }
-            acc += d / div;
+            acc += i128::from(d / div);
         }
     }
     if acc >= POW10[usize::from(precision.min(38))] {
@@ -489,7 +494,11 @@ impl CopyBinaryDecoder {
     }
 
     /// Feeds the next piece of the stream; complete batches are pushed to `out`.
-    pub fn feed(&mut self, data: &[u8], out: &mut Vec<RecordBatch>) -> Result<(), DecodeError> {
+    pub fn feed(
+        &mut self,
+        data: &[u8],
+        out: &mut VecDeque<RecordBatch>,
+    ) -> Result<(), DecodeError> {
         if self.pending.is_empty() {
             let consumed = self.decode(data, out)?;
             self.pending.extend_from_slice(&data[consumed..]);
@@ -527,7 +536,11 @@ impl CopyBinaryDecoder {
 
     /// Decodes as many whole units (header, rows, trailer) as `buf` holds; returns the bytes
     /// consumed.
-    fn decode(&mut self, buf: &[u8], out: &mut Vec<RecordBatch>) -> Result<usize, DecodeError> {
+    fn decode(
+        &mut self,
+        buf: &[u8],
+        out: &mut VecDeque<RecordBatch>,
+    ) -> Result<usize, DecodeError> {
         let mut pos = 0;
         loop {
             match self.state {
@@ -566,7 +579,7 @@ impl CopyBinaryDecoder {
                     pos += row_len;
                     self.rows += 1;
                     if self.rows >= self.batch_rows {
-                        out.push(self.flush_batch()?);
+                        out.push_back(self.flush_batch()?);
                     }
                 }
             }
@@ -750,7 +763,7 @@ mod tests {
         let bytes = stream(&rows);
         for split in 1..bytes.len() {
             let mut decoder = CopyBinaryDecoder::new(&cols, 2, InvalidDates::Null);
-            let mut out = Vec::new();
+            let mut out = VecDeque::new();
             decoder.feed(&bytes[..split], &mut out).unwrap();
             decoder.feed(&bytes[split..], &mut out).unwrap();
             out.extend(decoder.finish().unwrap());
@@ -791,7 +804,7 @@ mod tests {
         let cols = [column("id", PgType::Int4)];
         let bytes = stream(&[vec![Some(7i32.to_be_bytes().to_vec())]]);
         let mut decoder = CopyBinaryDecoder::new(&cols, 10, InvalidDates::Null);
-        let mut out = Vec::new();
+        let mut out = VecDeque::new();
         decoder.feed(&bytes[..bytes.len() - 2], &mut out).unwrap();
         assert!(matches!(decoder.finish(), Err(DecodeError::Truncated)));
     }
@@ -804,7 +817,7 @@ mod tests {
             vec![Some(0i64.to_be_bytes().to_vec())],
         ]);
         let mut decoder = CopyBinaryDecoder::new(&cols, 10, InvalidDates::Null);
-        let mut out = Vec::new();
+        let mut out = VecDeque::new();
         decoder.feed(&bytes, &mut out).unwrap();
         let batch = decoder.finish().unwrap().unwrap();
         assert!(batch.column(0).is_null(0));

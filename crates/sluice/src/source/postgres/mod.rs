@@ -595,11 +595,16 @@ impl Source for PostgresSource {
                     };
                     match st.stream.next().await {
                         Some(Ok(bytes)) => {
-                            let mut out = Vec::new();
+                            // One message is usually one row: nothing here may cost more than
+                            // the row itself, so batches land straight in the ready queue and
+                            // warnings are collected only when a batch completes.
+                            let before = st.ready.len();
                             decoder
-                                .feed(&bytes, &mut out)
+                                .feed(&bytes, &mut st.ready)
                                 .map_err(|e| stream_error(e.to_string()))?;
-                            st.ready.extend(out);
+                            if st.ready.len() != before {
+                                st.warnings.add_all(decoder.take_warnings());
+                            }
                         }
                         Some(Err(e)) => {
                             return Err(stream_error(format!(
@@ -614,7 +619,6 @@ impl Source for PostgresSource {
                             st.warnings.add_all(decoder.take_warnings());
                         }
                     }
-                    st.warnings.add_all(decoder.take_warnings());
                 }
             })
             .boxed();
