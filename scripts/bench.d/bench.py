@@ -1,13 +1,18 @@
 #!/usr/bin/env python3
 """Helper for scripts/bench: the DuckDB and ConnectorX runners, and the report.
 
-Subcommands (each prints one line `rows=N inner=SECONDS` on success, exits non-zero on failure):
-  duckdb-ext                   print the path of a postgres_scanner extension matching duckdb
-  duckdb TABLE OUT.parquet     DuckDB ATTACH … (TYPE postgres) + COPY … TO parquet (zstd)
-  cx TABLE OUT.parquet [N]     ConnectorX read_sql(return_type='arrow') + pyarrow write (zstd),
-                               partitioned on id into N parts when N > 1
-  sluice-rows OUTDIR           rows recorded in the sluice manifest(s) under OUTDIR
-  report RESULTS.tsv           print the result tables and target ratios (stdlib only)
+Subcommands (each prints one line `rows=N inner=SECONDS` on success, exits non-zero on failure;
+ENGINE is postgres (the default) or mysql):
+  duckdb-ext [ENGINE]                print the path of the postgres_scanner / mysql_scanner
+                                     extension matching duckdb
+  duckdb TABLE OUT.parquet [ENGINE]  DuckDB ATTACH … (TYPE postgres|mysql) + COPY … TO parquet
+                                     (zstd)
+  cx TABLE OUT.parquet [N [ENGINE]]  ConnectorX read_sql(return_type='arrow') + pyarrow write
+                                     (zstd), partitioned on id into N parts when N > 1; N =
+                                     stream: return_type='arrow_stream' (CX_BATCH_SIZE rows per
+                                     batch), each batch written as it comes by a ParquetWriter
+  sluice-rows OUTDIR                 rows recorded in the sluice manifest(s) under OUTDIR
+  report RESULTS.tsv                 print the result tables and target ratios (stdlib only)
 
 The runners only import their libraries when called, so `report` works with any python3.
 """
@@ -20,6 +25,16 @@ import time
 DB = "sluice_bench"
 PG_DSN = f"dbname={DB} host=127.0.0.1 port=5432 user=postgres"
 PG_URL = f"postgresql://postgres@127.0.0.1:5432/{DB}"
+MY_DSN = f"host=127.0.0.1 user=root port=3306 database={DB}"
+MY_URL = f"mysql://root@127.0.0.1:3306/{DB}"
+ENGINES = {
+    # engine: (extension pip modules, ATTACH DSN, ATTACH type, schema in DuckDB, ConnectorX URL)
+    "postgres": (("duckdb_extension_postgres_scanner", "duckdb_extension_postgres"), PG_DSN, "postgres",
+                 "public", PG_URL),
+    "mysql": (("duckdb_extension_mysql_scanner", "duckdb_extension_mysql"), MY_DSN, "mysql", DB, MY_URL),
+}
+# Rows per batch of ConnectorX's arrow_stream; each batch becomes one Parquet row group.
+CX_BATCH_SIZE = int(os.environ.get("CX_BATCH_SIZE", "65536"))
 # The extension comes from a local file; never let DuckDB try to download anything.
 DUCK_CONFIG = {
     "allow_unsigned_extensions": "true",
@@ -28,8 +43,9 @@ DUCK_CONFIG = {
 }
 
 # ConnectorX cannot read numeric(38,10) (its decimal type holds 28 digits): cast to text.
+# MariaDB's decimal(38,10) values here have at most 23 digits: ConnectorX reads them as they are.
 CX_QUERIES = {
-    "wide": "SELECT id, i, amount, big::text AS big, name, note, flag, d, ts, tstz, u, doc, f FROM wide",
+    ("postgres", "wide"): "SELECT id, i, amount, big::text AS big, name, note, flag, d, ts, tstz, u, doc, f FROM wide",
 }
 
 
@@ -38,13 +54,14 @@ def die(msg):
     sys.exit(1)
 
 
-def duckdb_ext_path():
-    """The postgres_scanner .duckdb_extension shipped by a pip package, for this duckdb."""
+def duckdb_ext_path(engine="postgres"):
+    """The postgres_scanner / mysql_scanner .duckdb_extension shipped by a pip package, for this duckdb."""
     import duckdb  # noqa: PLC0415
 
     want = "v" + duckdb.__version__
+    name = ENGINES[engine][2] + "_scanner"
     candidates = []
-    for mod in ("duckdb_extension_postgres_scanner", "duckdb_extension_postgres"):
+    for mod in ENGINES[engine][0]:
         try:
             pkg = __import__(mod)
         except ImportError:
@@ -52,7 +69,7 @@ def duckdb_ext_path():
         base = os.path.dirname(pkg.__file__)
         candidates += glob.glob(os.path.join(base, "**", "*.duckdb_extension"), recursive=True)
     if not candidates:
-        raise RuntimeError("no postgres_scanner .duckdb_extension file in the venv")
+        raise RuntimeError(f"no {name} .duckdb_extension file in the venv")
     for path in candidates:
         if f"{os.sep}{want}{os.sep}" in path:
             return path
@@ -60,45 +77,60 @@ def duckdb_ext_path():
     raise RuntimeError(f"extension built for {', '.join(found)}, duckdb is {want}")
 
 
-def cmd_duckdb_ext():
+def cmd_duckdb_ext(engine="postgres"):
     try:
-        path = duckdb_ext_path()
+        path = duckdb_ext_path(engine)
         import duckdb  # noqa: PLC0415
 
         con = duckdb.connect(config=DUCK_CONFIG)
         con.execute(f"LOAD '{path}'")
         # The maintenance database: sluice_bench may not exist yet when this check runs.
-        dsn = PG_DSN.replace(f"dbname={DB}", "dbname=postgres")
-        con.execute(f"ATTACH '{dsn}' AS pg (TYPE postgres, READ_ONLY)")
-        con.execute("SELECT 1 FROM pg.pg_catalog.pg_class LIMIT 1").fetchall()
+        if engine == "mysql":
+            con.execute(f"ATTACH '{MY_DSN.replace(f'database={DB}', 'database=mysql')}' AS m (TYPE mysql, READ_ONLY)")
+            con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = 'm'").fetchall()
+        else:
+            dsn = PG_DSN.replace(f"dbname={DB}", "dbname=postgres")
+            con.execute(f"ATTACH '{dsn}' AS pg (TYPE postgres, READ_ONLY)")
+            con.execute("SELECT 1 FROM pg.pg_catalog.pg_class LIMIT 1").fetchall()
     except Exception as e:  # noqa: BLE001 - the reason is the whole point
         die(" ".join(str(e).split())[:160])
     print(path)
 
 
-def cmd_duckdb(table, out):
+def cmd_duckdb(table, out, engine="postgres"):
     import duckdb  # noqa: PLC0415
 
+    _, dsn, kind, schema, _ = ENGINES[engine]
     t0 = time.perf_counter()
     con = duckdb.connect(config=DUCK_CONFIG)
-    con.execute(f"LOAD '{duckdb_ext_path()}'")
-    con.execute(f"ATTACH '{PG_DSN}' AS pg (TYPE postgres, READ_ONLY)")
+    con.execute(f"LOAD '{duckdb_ext_path(engine)}'")
+    con.execute(f"ATTACH '{dsn}' AS src (TYPE {kind}, READ_ONLY)")
     res = con.execute(
-        f"COPY (SELECT * FROM pg.public.{table}) TO '{out}' (FORMAT parquet, COMPRESSION zstd)"
+        f"COPY (SELECT * FROM src.{schema}.{table}) TO '{out}' (FORMAT parquet, COMPRESSION zstd)"
     ).fetchall()
     rows = res[0][0] if res else -1
     print(f"rows={rows} inner={time.perf_counter() - t0:.3f}")
 
 
-def cmd_cx(table, out, parts="1"):
+def cmd_cx(table, out, parts="1", engine="postgres"):
     import connectorx as cx  # noqa: PLC0415
     import pyarrow.parquet as pq  # noqa: PLC0415
 
-    parts = int(parts)
+    url = ENGINES[engine][4]
     t0 = time.perf_counter()
-    query = CX_QUERIES.get(table, f"SELECT * FROM {table}")
+    query = CX_QUERIES.get((engine, table), f"SELECT * FROM {table}")
+    if parts == "stream":
+        reader = cx.read_sql(url, query, return_type="arrow_stream", batch_size=CX_BATCH_SIZE)
+        rows = 0
+        with pq.ParquetWriter(out, reader.schema, compression="zstd") as w:
+            for batch in reader:
+                w.write_batch(batch)
+                rows += batch.num_rows
+        print(f"rows={rows} inner={time.perf_counter() - t0:.3f}")
+        return
+    parts = int(parts)
     kw = {"partition_on": "id", "partition_num": parts} if parts > 1 else {}
-    tbl = cx.read_sql(PG_URL, query, return_type="arrow", **kw)
+    tbl = cx.read_sql(url, query, return_type="arrow", **kw)
     # connectorx >= 0.4 may hand back a RecordBatchReader-like object; normalise to a Table.
     if not hasattr(tbl, "num_rows") and hasattr(tbl, "read_all"):
         tbl = tbl.read_all()
@@ -118,7 +150,8 @@ def cmd_sluice_rows(outdir):
 
 
 # --- CPU used by other processes ---------------------------------------------------------------
-# Sums utime+stime+cutime+cstime of every process except PostgreSQL's and the bench's own: a
+# Sums utime+stime+cutime+cstime of every process except the database server's (named by
+# BENCH_SERVER_COMMS, default postgres; mariadbd for MariaDB) and the bench's own: a
 # process that starts and ends between two snapshots is still counted through its parent's
 # cutime/cstime. Used to flag figures taken while something else (a build, tests) was running.
 
@@ -152,10 +185,11 @@ def cmd_cpu_others(path, *exclude_pids):
     after = cpu_snapshot()
     exclude = set(exclude_pids) | {str(os.getpid()), str(os.getppid())}
     hz = os.sysconf("SC_CLK_TCK")
+    servers = set(os.environ.get("BENCH_SERVER_COMMS", "postgres").split())
     other = 0
     for key, (comm, t) in after.items():
         pid = key.split(":")[0]
-        if comm == "postgres" or pid in exclude:
+        if comm in servers or pid in exclude:
             continue
         other += t - before.get(key, (comm, 0))[1]
     print(f"{max(other, 0) / hz:.2f}")
@@ -166,8 +200,9 @@ def cmd_cpu_others(path, *exclude_pids):
 TARGETS = {
     "speed_vs_duckdb": 1.0,  # sluice best wall / DuckDB wall
     "speed_vs_copy": 1.25,  # sluice 1-chunk wall / psql binary COPY wall
-    "rss_mb": 256.0,  # sluice peak RSS
+    "rss_mb": 256.0,  # sluice peak RSS (both engines)
     "narrow_rows_s": 2_000_000.0,  # narrow-table sluice rows/s (best)
+    "speed_vs_cx_stream": 1.0,  # MariaDB: sluice best wall / ConnectorX streaming wall
 }
 
 
@@ -191,6 +226,14 @@ def table_text(headers, rows, right):
     return "\n".join(out)
 
 
+def label(engine, table):
+    """How a table is named in the report: PostgreSQL's plainly (as before), MariaDB's prefixed."""
+    return table if engine == "postgres" else f"{ENGINE_NAMES.get(engine, engine)} {table}"
+
+
+ENGINE_NAMES = {"postgres": "PostgreSQL", "mysql": "MariaDB"}
+
+
 def cmd_report(path):
     recs = []
     with open(path) as f:
@@ -198,10 +241,15 @@ def cmd_report(path):
             line = line.rstrip("\n")
             if not line or line.startswith("#"):
                 continue
-            tbl, rows, tool, status, wall, rss_kb, out_bytes, note = (line.split("\t") + [""] * 8)[:8]
+            fields = line.split("\t")
+            if len(fields) < 9:  # the older 8-column form: PostgreSQL
+                fields = ["postgres"] + fields
+            engine, tbl, rows, tool, status, wall, rss_kb, out_bytes, note = (fields + [""] * 9)[:9]
             recs.append(
                 {
+                    "engine": engine,
                     "table": tbl,
+                    "label": label(engine, tbl),
                     "rows": int(rows),
                     "tool": tool,
                     "ok": status == "ok",
@@ -213,13 +261,15 @@ def cmd_report(path):
                 }
             )
 
-    tables = []
+    tables = []  # labels, in order of appearance
+    engine_of = {}
     for r in recs:
-        if r["table"] not in tables:
-            tables.append(r["table"])
+        if r["label"] not in tables:
+            tables.append(r["label"])
+            engine_of[r["label"]] = r["engine"]
 
     for t in tables:
-        rs = [r for r in recs if r["table"] == t]
+        rs = [r for r in recs if r["label"] == t]
         n = rs[0]["rows"]
         print(f"\n{t}: {n:,} rows")
         body = []
@@ -247,12 +297,12 @@ def cmd_report(path):
 
     def get(t, tool):
         for r in recs:
-            if r["table"] == t and r["tool"] == tool and r["ok"]:
+            if r["label"] == t and r["tool"] == tool and r["ok"]:
                 return r
         return None
 
     def sluice_runs(t):
-        return [r for r in recs if r["table"] == t and r["tool"].startswith("sluice") and r["ok"]]
+        return [r for r in recs if r["label"] == t and r["tool"].startswith("sluice") and r["ok"]]
 
     print("\nTargets (same run)")
     body = []
@@ -262,7 +312,17 @@ def cmd_report(path):
             return "n/a"
         return "PASS" if (value <= target if le else value >= target) else "MISS"
 
-    for t in tables:
+    def rss_rows(ts):
+        for t in ts:
+            runs = sluice_runs(t)
+            v = max((r["rss_mb"] for r in runs), default=None)
+            body.append(
+                [f"{t}: sluice peak RSS MB", fmt_num(v, 0), "<= 256", verdict(v, TARGETS["rss_mb"], True),
+                 "max over sluice runs" if runs else "no sluice figure"]
+            )
+
+    pg = [t for t in tables if engine_of[t] == "postgres"]
+    for t in pg:
         best = min(sluice_runs(t), key=lambda r: r["wall"], default=None)
         duck = get(t, "DuckDB")
         v = best["wall"] / duck["wall"] if best and duck and duck["wall"] > 0 else None
@@ -270,7 +330,7 @@ def cmd_report(path):
             [f"{t}: sluice best / DuckDB wall", fmt_num(v), "<= 1.00", verdict(v, TARGETS["speed_vs_duckdb"], True),
              best["tool"] if v is not None else "no sluice figure" if not best else "no DuckDB figure"]
         )
-    for t in tables:
+    for t in pg:
         one = get(t, "sluice 1 chunk")
         copy = get(t, "psql binary COPY")
         v = one["wall"] / copy["wall"] if one and copy and copy["wall"] > 0 else None
@@ -278,20 +338,33 @@ def cmd_report(path):
             [f"{t}: sluice 1 chunk / psql binary COPY", fmt_num(v), "<= 1.25",
              verdict(v, TARGETS["speed_vs_copy"], True), "" if v is not None else "a figure is missing"]
         )
-    for t in tables:
-        runs = sluice_runs(t)
-        v = max((r["rss_mb"] for r in runs), default=None)
-        body.append(
-            [f"{t}: sluice peak RSS MB", fmt_num(v, 0), "<= 256", verdict(v, TARGETS["rss_mb"], True),
-             "max over sluice runs" if runs else "no sluice figure"]
-        )
-    if "narrow" in tables:
+    rss_rows(pg)
+    if "narrow" in pg:
         best = min(sluice_runs("narrow"), key=lambda r: r["wall"], default=None)
         v = best["rows"] / best["wall"] if best and best["wall"] > 0 else None
         body.append(
             ["narrow: sluice rows/s", fmt_num(v, 0), ">= 2,000,000", verdict(v, TARGETS["narrow_rows_s"], False),
              best["tool"] if best else "no sluice figure"]
         )
+
+    # MariaDB: sluice against ConnectorX's streaming mode (the bounded-memory way to use it);
+    # without a streaming figure, against ConnectorX's best, and the note says so.
+    my = [t for t in tables if engine_of[t] == "mysql"]
+    for t in my:
+        best = min(sluice_runs(t), key=lambda r: r["wall"], default=None)
+        ref, what = get(t, "ConnectorX streaming"), "ConnectorX streaming"
+        if ref is None:
+            cxs = [r for r in recs if r["label"] == t and r["tool"].startswith("ConnectorX") and r["ok"]]
+            ref = min(cxs, key=lambda r: r["wall"], default=None)
+            what = f"no streaming figure: vs {ref['tool']}" if ref else ""
+        v = best["wall"] / ref["wall"] if best and ref and ref["wall"] > 0 else None
+        note = (f"{best['tool']}; {what}" if what != "ConnectorX streaming" else best["tool"]) if v is not None \
+            else "no sluice figure" if not best else "no ConnectorX figure"
+        body.append(
+            [f"{t}: sluice best / ConnectorX streaming wall", fmt_num(v), "<= 1.00",
+             verdict(v, TARGETS["speed_vs_cx_stream"], True), note]
+        )
+    rss_rows(my)
     print(table_text(["ratio", "value", "target", "verdict", "note"], body, [False, True, True, False, False]))
 
 
