@@ -14,10 +14,13 @@ use crate::ident::{TableName, check_identifier};
 
 /// Largest batch a source may build before handing it to the sink.
 pub const MAX_BATCH_ROWS: usize = 1_000_000;
-/// Default rows per Arrow batch: large enough to amortise per-batch cost, small enough that a
-/// wide table's batch stays a few megabytes (measured: 16,384 beats 65,536 on both time and
-/// peak memory, see `scripts/bench`).
-pub const DEFAULT_BATCH_ROWS: usize = 16_384;
+/// What a batch should weigh when `batch_rows` is not set. Measured with `scripts/bench`:
+/// wide rows (~250 bytes) want ~16K-row batches to keep peak memory down, narrow rows want
+/// 64K-row batches (smaller ones made the Parquet files half as big again).
+pub const DEFAULT_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// Bounds of the batch size derived from `DEFAULT_BATCH_BYTES`.
+pub const MIN_DEFAULT_BATCH_ROWS: usize = 4_096;
+pub const MAX_DEFAULT_BATCH_ROWS: usize = 65_536;
 /// Most chunks one run may be split into.
 pub const MAX_CHUNKS: u32 = 1024;
 /// Most chunks extracted at once by one process.
@@ -140,7 +143,7 @@ pub struct TableConfig {
     pub filter: Option<String>,
     #[serde(default, skip_serializing_if = "TargetConfig::is_empty")]
     pub target: TargetConfig,
-    /// Rows per Arrow batch (default 16,384).
+    /// Rows per Arrow batch (default: about 4 MiB of rows, between 4,096 and 65,536).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_rows: Option<usize>,
     /// Per-column overrides of the type a column lands as: `string`, `decimal(p,s)`, or
@@ -231,8 +234,13 @@ impl TableConfig {
         format!("{}/{}", self.source, self.table)
     }
 
-    pub fn batch_rows(&self) -> usize {
-        self.batch_rows.unwrap_or(DEFAULT_BATCH_ROWS)
+    /// Rows per batch: `batch_rows` when set, else about `DEFAULT_BATCH_BYTES` of rows of the
+    /// estimated width.
+    pub fn batch_rows(&self, estimated_row_bytes: usize) -> usize {
+        self.batch_rows.unwrap_or_else(|| {
+            (DEFAULT_BATCH_BYTES / estimated_row_bytes.max(1))
+                .clamp(MIN_DEFAULT_BATCH_ROWS, MAX_DEFAULT_BATCH_ROWS)
+        })
     }
 }
 
@@ -1151,6 +1159,17 @@ tables:
                 "tables: at least one table is required"
             ]
         );
+    }
+
+    #[test]
+    fn batches_are_sized_by_row_width_unless_set() {
+        let mut config = Config::from_yaml(&with_table(""), "t").unwrap();
+        let t = &mut config.tables[0];
+        assert_eq!(t.batch_rows(20), MAX_DEFAULT_BATCH_ROWS);
+        assert_eq!(t.batch_rows(256), 16_384);
+        assert_eq!(t.batch_rows(1_000_000), MIN_DEFAULT_BATCH_ROWS);
+        t.batch_rows = Some(1_000);
+        assert_eq!(t.batch_rows(20), 1_000);
     }
 
     #[test]

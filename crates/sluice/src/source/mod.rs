@@ -338,6 +338,26 @@ pub(crate) async fn gather_key_facts<T: CatalogTable + Sync>(
     })
 }
 
+/// A rough in-memory width of a row of these Arrow types, to size batches by bytes.
+pub fn estimated_row_bytes(types: impl IntoIterator<Item = arrow::datatypes::DataType>) -> usize {
+    use arrow::datatypes::DataType as D;
+    types
+        .into_iter()
+        .map(|t| match t {
+            D::Boolean | D::Int8 | D::UInt8 => 1,
+            D::Int16 | D::UInt16 => 2,
+            D::Int32 | D::UInt32 | D::Float32 | D::Date32 | D::Time32(_) => 4,
+            D::Int64 | D::UInt64 | D::Float64 | D::Date64 | D::Time64(_) | D::Timestamp(_, _) => 8,
+            D::Decimal128(_, _) => 16,
+            // Offsets plus a guess at typical text.
+            D::Utf8 | D::Binary => 36,
+            D::List(_) => 64,
+            _ => 16,
+        })
+        .sum::<usize>()
+        .max(1)
+}
+
 /// Credentials resolved outside the config (Secrets Manager, or `password_env` locally).
 #[derive(Clone, Default)]
 pub struct Credentials {

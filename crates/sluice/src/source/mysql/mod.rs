@@ -34,6 +34,7 @@ use tracing::{debug, warn};
 
 use self::decode::{DecodeColumn, RowDecoder};
 use self::types::{ColumnRead, MyColumn, column_read};
+use super::estimated_row_bytes;
 use super::{
     CatalogTable, ChunkStream, ColumnRole, Credentials, GatheredFacts, PlanQueries, Result,
     SnapshotHold, Source, SourceError, Warnings, gather_key_facts,
@@ -605,7 +606,12 @@ impl Source for MysqlSource {
                 my_type: r.my_type,
             })
             .collect();
-        let decoder = RowDecoder::new(&columns, plan.table.batch_rows(), plan.table.invalid_dates);
+        let row_bytes = estimated_row_bytes(columns.iter().map(|c| c.my_type.arrow_type()));
+        let decoder = RowDecoder::new(
+            &columns,
+            plan.table.batch_rows(row_bytes),
+            plan.table.invalid_dates,
+        );
         let schema = decoder.schema();
         let warnings = Warnings::default();
         let (tx, rx) = tokio::sync::mpsc::channel(CHANNEL_DEPTH);

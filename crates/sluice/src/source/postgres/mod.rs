@@ -25,6 +25,7 @@ use tracing::{debug, warn};
 
 use self::copy_binary::{CopyBinaryDecoder, DecodeColumn};
 use self::types::{ColumnRead, PgColumn, PgTypeInfo, TypeCatalog, column_read, referenced_types};
+use super::estimated_row_bytes;
 use super::{
     CatalogTable, ChunkStream, ColumnRole, Credentials, GatheredFacts, PlanQueries, Result,
     SnapshotHold, Source, SourceError, Warnings, gather_key_facts,
@@ -559,8 +560,9 @@ impl Source for PostgresSource {
                 pg_type: r.pg_type,
             })
             .collect();
-        let decoder =
-            CopyBinaryDecoder::new(&columns, plan.table.batch_rows(), plan.table.invalid_dates);
+        let row_bytes = estimated_row_bytes(columns.iter().map(|c| c.pg_type.arrow_type()));
+        let batch_rows = plan.table.batch_rows(row_bytes);
+        let decoder = CopyBinaryDecoder::new(&columns, batch_rows, plan.table.invalid_dates);
         let schema = decoder.schema();
         let copy = format!("COPY ({select}) TO STDOUT (FORMAT binary)");
         debug!(table = %name, chunk, sql = %copy, "starting binary COPY");
