@@ -395,6 +395,21 @@ async fn auth_network_and_tls_failures_are_told_apart() {
         MysqlSource::from_config(&build(&format!("{url_yaml}      sslmode: prefer\n")), None)
             .unwrap();
     assert!(prefer.gather_facts(&table, None).await.is_ok());
+
+    // A CA bundle that is not there, or is not PEM, is a configuration error naming the
+    // field, before any connection is tried.
+    let not_pem = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(not_pem.path(), "not a certificate").unwrap();
+    for path in ["/nonexistent/ca.pem", not_pem.path().to_str().unwrap()] {
+        let yaml = format!("{url_yaml}      sslmode: verify-full\n      ssl_root_cert: {path}\n");
+        let err = MysqlSource::from_config(&build(&yaml), None).err().unwrap();
+        assert!(matches!(err, SourceError::Config { .. }), "{err:?}");
+        assert!(
+            err.to_string()
+                .contains(&format!("connection.ssl_root_cert {path}")),
+            "{err}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

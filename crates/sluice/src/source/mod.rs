@@ -358,6 +358,39 @@ pub fn estimated_row_bytes(types: impl IntoIterator<Item = arrow::datatypes::Dat
         .max(1)
 }
 
+/// Refuses a source whose credentials live in Secrets Manager when nobody resolved them
+/// (a local run), before any connection is tried.
+pub(crate) fn require_resolved_credentials(
+    source: &sluice_core::SourceConfig,
+    credentials: Option<&Credentials>,
+) -> Result<()> {
+    if source.connection.secret_arn.is_some() && credentials.is_none() {
+        return Err(SourceError::Config {
+            source_name: source.name.clone(),
+            message: "connection.secret_arn is resolved only when running on AWS; for a local run give url or host/database (and password_env)".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Reads `connection.ssl_root_cert`: at least one PEM certificate, or an error naming the
+/// field and the file, so a wrong path fails at configuration, not at the first connection.
+pub(crate) fn read_root_certs(
+    path: &str,
+) -> std::result::Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("connection.ssl_root_cert {path}: {e}"))?
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| format!("connection.ssl_root_cert {path}: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "connection.ssl_root_cert {path}: no PEM certificates in it"
+        ));
+    }
+    Ok(certs)
+}
+
 /// Credentials resolved outside the config (Secrets Manager, or `password_env` locally).
 #[derive(Clone, Default)]
 pub struct Credentials {

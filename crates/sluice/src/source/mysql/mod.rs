@@ -75,12 +75,8 @@ impl MysqlSource {
             source_name: source.name.clone(),
             message,
         };
+        super::require_resolved_credentials(source, credentials)?;
         let c = &source.connection;
-        if c.secret_arn.is_some() && credentials.is_none() {
-            return Err(config_error(
-                "connection.secret_arn is resolved only when running on AWS; for a local run give url or host/database (and password_env)".into(),
-            ));
-        }
         let mut builder = match &c.url {
             Some(url) => {
                 let url = match url.strip_prefix("mariadb://") {
@@ -120,6 +116,9 @@ impl MysqlSource {
         // sidesteps TLS and the port the user chose.
         builder = builder.prefer_socket(false).stmt_cache_size(8);
         let mode = c.sslmode.unwrap_or(SslMode::Prefer);
+        if let Some(path) = &c.ssl_root_cert {
+            super::read_root_certs(path).map_err(config_error)?;
+        }
         let tls = ssl_opts(mode, c.ssl_root_cert.as_deref());
         Ok(MysqlSource {
             name: source.name.clone(),

@@ -51,12 +51,8 @@ impl PostgresSource {
             source_name: source.name.clone(),
             message,
         };
+        super::require_resolved_credentials(source, credentials)?;
         let c = &source.connection;
-        if c.secret_arn.is_some() && credentials.is_none() {
-            return Err(config_error(
-                "connection.secret_arn is resolved only when running on AWS; for a local run give url or host/database (and password_env)".into(),
-            ));
-        }
         let mut config = match &c.url {
             // The URL is not echoed in the error: it may hold credentials.
             Some(url) => url.parse::<tokio_postgres::Config>().map_err(|e| {

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::WebPkiSupportedAlgorithms;
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, Error, RootCertStore, SignatureScheme,
@@ -56,16 +55,7 @@ fn root_store(root_cert: Option<&str>) -> Result<RootCertStore, String> {
     let mut roots = RootCertStore::empty();
     match root_cert {
         Some(path) => {
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-                .map_err(|e| format!("connection.ssl_root_cert {path}: {e}"))?
-                .collect::<Result<_, _>>()
-                .map_err(|e| format!("connection.ssl_root_cert {path}: {e}"))?;
-            if certs.is_empty() {
-                return Err(format!(
-                    "connection.ssl_root_cert {path}: no PEM certificates in it"
-                ));
-            }
-            for cert in certs {
+            for cert in crate::source::read_root_certs(path)? {
                 roots
                     .add(cert)
                     .map_err(|e| format!("connection.ssl_root_cert {path}: {e}"))?;
