@@ -137,6 +137,31 @@ impl Harness {
         }
     }
 
+    /// Runs a table that must fail: asserts FAILED, an error containing `expected`, no
+    /// manifest and no data file of the run anywhere under the output.
+    pub async fn run_failing(&self, selector: &str, expected: &str) -> RunRecord {
+        let record = self
+            .pipeline
+            .run_table(self.table(selector), &sluice::Quiet)
+            .await
+            .unwrap();
+        assert_eq!(record.status, sluice_core::RunStatus::Failed, "{selector}");
+        let message = &record
+            .error
+            .as_ref()
+            .expect("a failed run keeps its error")
+            .message;
+        assert!(message.contains(expected), "{selector}: {message}");
+        assert!(record.manifest_key.is_none(), "{selector}");
+        let run_id = record.run_id.to_string();
+        let leftovers: Vec<String> = files_under(&self.out_dir())
+            .into_iter()
+            .filter(|p| p.contains(&run_id))
+            .collect();
+        assert!(leftovers.is_empty(), "{selector}: {leftovers:?}");
+        record
+    }
+
     pub fn out_dir(&self) -> PathBuf {
         self.dir.path().join("out")
     }
@@ -486,6 +511,40 @@ pub async fn assert_same_as_source(
     for (column, expected) in &pg {
         arrow[column].assert_matches(expected, &format!("{table}.{column}"));
     }
+}
+
+/// Every file below `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                out.extend(files_under(&path));
+            } else {
+                out.push(path.display().to_string());
+            }
+        }
+    }
+    out
+}
+
+/// Values of one Utf8 column across batches (NULLs left out).
+pub fn string_values(batches: &[RecordBatch], column: &str) -> Vec<String> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            let array = b
+                .column_by_name(column)
+                .unwrap_or_else(|| panic!("no column {column}"));
+            array
+                .as_string::<i32>()
+                .iter()
+                .flatten()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// Values of one Int64 column across batches (primary keys, in tests).

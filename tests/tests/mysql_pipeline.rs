@@ -48,24 +48,6 @@ async fn the_shop_sample_is_extracted_exactly() {
 }
 
 /// Every file under `dir`, as paths relative to it.
-fn walk(dir: &std::path::Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                out.push(path.display().to_string());
-            }
-        }
-    }
-    out
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_mariadb_shop_holds_the_postgres_shops_values() {
@@ -459,7 +441,7 @@ async fn a_connection_killed_mid_stream_fails_the_run_and_leaves_no_file() {
     );
     assert!(record.manifest_key.is_none());
     let run_id = record.run_id.to_string();
-    let leftovers: Vec<_> = walk(&h.out_dir())
+    let leftovers: Vec<_> = files_under(&h.out_dir())
         .into_iter()
         .filter(|p| p.contains(&run_id))
         .collect();

@@ -340,49 +340,29 @@ async fn values_that_do_not_fit_fail_clearly_unless_overridden() {
     column_types: { f: boolean }
 ";
     let h = Harness::new(&mysql_config(&db, tables));
-    let run = |t: &'static str| {
-        let h = &h;
-        async move { h.pipeline.run_table(h.table(t), &Quiet).await.unwrap() }
-    };
-    let failed = run("wide").await;
-    assert_eq!(failed.status, RunStatus::Failed);
-    let m = failed.error.unwrap().message;
-    assert!(m.contains("column n: decimal value 123456789012345678901234567890123456789012.50 does not fit decimal(38,2)"), "{m}");
-
-    let as_text = run("wide_text").await;
+    h.run_failing(
+        "wide",
+        "column n: decimal value 123456789012345678901234567890123456789012.50 does not fit decimal(38,2)",
+    )
+    .await;
+    let as_text = h
+        .pipeline
+        .run_table(h.table("wide_text"), &Quiet)
+        .await
+        .unwrap();
     assert_eq!(as_text.status, RunStatus::Completed, "{:?}", as_text.error);
-    let values: Vec<String> = h
-        .read_run(&as_text)
-        .iter()
-        .flat_map(|b| {
-            b.column_by_name("n")
-                .unwrap()
-                .as_string::<i32>()
-                .iter()
-                .map(|v| v.unwrap().to_owned())
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let values = string_values(&h.read_run(&as_text), "n");
     assert!(
         values.contains(&"123456789012345678901234567890123456789012.50".to_string()),
         "{values:?}"
     );
-
-    let dates = run("wide_dates").await;
-    assert_eq!(dates.status, RunStatus::Failed);
-    let m = dates.error.clone().unwrap().message;
-    assert!(
-        m.contains("column d: zero or invalid date 0000-00-00 found and invalid_dates is fail"),
-        "{m}"
-    );
-
-    let flags = run("wide_flags").await;
-    assert_eq!(flags.status, RunStatus::Failed);
-    let m = flags.error.clone().unwrap().message;
-    assert!(m.contains("column f: value 5 is not 0 or 1"), "{m}");
-    for r in [&dates, &flags] {
-        assert!(r.manifest_key.is_none());
-    }
+    h.run_failing(
+        "wide_dates",
+        "column d: zero or invalid date 0000-00-00 found and invalid_dates is fail",
+    )
+    .await;
+    h.run_failing("wide_flags", "column f: value 5 is not 0 or 1")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

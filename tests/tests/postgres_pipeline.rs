@@ -269,7 +269,7 @@ async fn a_run_that_fails_half_way_is_recorded_failed_and_leaves_the_watermark()
     assert_eq!(state.lease, None, "a failed run releases the lease");
     // No data file of the failed run exists anywhere.
     let failed_id = failed.run_id.to_string();
-    let leftovers: Vec<_> = walk(&h.out_dir())
+    let leftovers: Vec<_> = files_under(&h.out_dir())
         .into_iter()
         .filter(|p| p.contains(&failed_id))
         .collect();
@@ -354,7 +354,10 @@ async fn unknown_tables_columns_and_unusable_cursors_fail_with_clear_errors() {
         assert_eq!(state.watermark, None);
         assert_eq!(state.lease, None);
     }
-    assert!(walk(&h.out_dir()).is_empty(), "failed plans write nothing");
+    assert!(
+        files_under(&h.out_dir()).is_empty(),
+        "failed plans write nothing"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -381,21 +384,6 @@ async fn a_second_run_of_a_running_table_is_refused_with_the_running_id() {
     assert_eq!(done.status, RunStatus::Completed);
     let again = h.pipeline.run_table(products, &Quiet).await.unwrap();
     assert_eq!(again.status, RunStatus::Completed);
-}
-
-fn walk(dir: &std::path::Path) -> Vec<String> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                out.extend(walk(&path));
-            } else {
-                out.push(path.display().to_string());
-            }
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -473,7 +461,7 @@ async fn a_connection_killed_mid_stream_fails_the_run_and_leaves_no_file() {
         error.message
     );
     let run_id = record.run_id.to_string();
-    let leftovers: Vec<_> = walk(&h.out_dir())
+    let leftovers: Vec<_> = files_under(&h.out_dir())
         .into_iter()
         .filter(|p| p.contains(&run_id))
         .collect();

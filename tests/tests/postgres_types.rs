@@ -475,67 +475,30 @@ async fn values_that_do_not_fit_fail_clearly_unless_overridden() {
         .unwrap();
     let h = Harness::new(&shop_config(&db, tables));
 
-    let failed = h
-        .pipeline
-        .run_table(h.table("shop/wide_numbers"), &Quiet)
-        .await
-        .unwrap();
-    assert_eq!(failed.status, RunStatus::Failed);
-    let message = failed.error.unwrap().message;
-    assert!(
-        message.contains("column n: numeric value does not fit decimal(38,9)"),
-        "{message}"
-    );
-
+    h.run_failing(
+        "shop/wide_numbers",
+        "column n: numeric value does not fit decimal(38,9)",
+    )
+    .await;
     let as_text = h
         .pipeline
         .run_table(h.table("shop/public.wide_numbers"), &Quiet)
         .await
         .unwrap();
     assert_eq!(as_text.status, RunStatus::Completed, "{:?}", as_text.error);
-    let batches = h.read_run(&as_text);
-    let values: Vec<String> = batches
-        .iter()
-        .flat_map(|b| {
-            b.column_by_name("n")
-                .unwrap()
-                .as_string::<i32>()
-                .iter()
-                .map(|v| v.unwrap().to_owned())
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let values = string_values(&h.read_run(&as_text), "n");
     assert!(
         values.contains(&"123456789012345678901234567890123.5".to_string()),
         "{values:?}"
     );
-
-    let dates = h
-        .pipeline
-        .run_table(h.table("wide_numbers_dates"), &Quiet)
-        .await
-        .unwrap();
-    assert_eq!(dates.status, RunStatus::Failed);
-    let message = dates.error.clone().unwrap().message;
-    assert!(
-        message.contains("column d: infinite date found and invalid_dates is fail"),
-        "{message}"
-    );
-
-    let arrays = h
-        .pipeline
-        .run_table(h.table("wide_numbers_arrays"), &Quiet)
-        .await
-        .unwrap();
-    assert_eq!(arrays.status, RunStatus::Failed);
-    let message = arrays.error.clone().unwrap().message;
-    assert!(
-        message.contains("column arr: a 2-dimensional array value"),
-        "{message}"
-    );
-
-    // Nothing of the failed runs looks complete.
-    for failed in [&dates, &arrays] {
-        assert!(failed.manifest_key.is_none());
-    }
+    h.run_failing(
+        "wide_numbers_dates",
+        "column d: infinite date found and invalid_dates is fail",
+    )
+    .await;
+    h.run_failing(
+        "wide_numbers_arrays",
+        "column arr: a 2-dimensional array value",
+    )
+    .await;
 }
