@@ -460,14 +460,10 @@ async fn a_statement_over_the_timeout_fails_the_run_clearly() {
         db.url
     );
     let h = Harness::new(&config);
-    let started = std::time::Instant::now();
+    // The server's own message proves the limit fired; no wall-clock assertion (those flake
+    // on a loaded machine and the house rule keeps timings out of tests).
     let r = h.pipeline.run_table(h.table("t"), &Quiet).await.unwrap();
     assert_eq!(r.status, RunStatus::Failed);
     let m = r.error.unwrap().message;
     assert!(m.contains("max_statement_time exceeded"), "{m}");
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(3),
-        "{:?}",
-        started.elapsed()
-    );
 }
