@@ -339,6 +339,13 @@ def cmd_report(path):
              verdict(v, TARGETS["speed_vs_copy"], True), "" if v is not None else "a figure is missing"]
         )
     rss_rows(pg)
+    for t in pg:
+        s3 = [r for r in recs if r["label"] == t and r["tool"].startswith("S3:") and r["ok"]]
+        for r in s3:
+            mb = r.get("out_mb")
+            note = f"{mb:.0f} MB of Parquet through 5 MiB parts" if mb else ""
+            body.append([f"{t}: sluice -> S3 peak RSS MB", fmt_num(r["rss_mb"], 0), "<= 256",
+                         verdict(r["rss_mb"], TARGETS["rss_mb"], True), note])
     if "narrow" in pg:
         best = min(sluice_runs("narrow"), key=lambda r: r["wall"], default=None)
         v = best["rows"] / best["wall"] if best and best["wall"] > 0 else None
@@ -368,6 +375,41 @@ def cmd_report(path):
     print(table_text(["ratio", "value", "target", "verdict", "note"], body, [False, True, True, False, False]))
 
 
+def s3_client(endpoint):
+    import boto3  # moto's venv has it; the bench venv need not
+
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+def s3_objects(s3, bucket):
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        yield from page.get("Contents", [])
+
+
+def cmd_s3_bucket(endpoint, bucket):
+    s3_client(endpoint).create_bucket(Bucket=bucket)
+
+
+def cmd_s3_rows(endpoint, bucket):
+    """Rows and Parquet bytes of every run manifest in the bucket."""
+    s3 = s3_client(endpoint)
+    rows = size = 0
+    for obj in s3_objects(s3, bucket):
+        if "/_manifests/" in obj["Key"]:
+            m = json.loads(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
+            rows += m["rows"]
+            size += m["bytes"]
+    print(f"rows={rows}")
+    print(f"bytes={size}")
+
+
+def cmd_s3_empty(endpoint, bucket):
+    s3 = s3_client(endpoint)
+    for obj in list(s3_objects(s3, bucket)):
+        s3.delete_object(Bucket=bucket, Key=obj["Key"])
+
+
 def main(argv):
     if len(argv) < 2:
         die(__doc__)
@@ -380,6 +422,9 @@ def main(argv):
         "cpu-snapshot": cmd_cpu_snapshot,
         "cpu-others": cmd_cpu_others,
         "report": cmd_report,
+        "s3-bucket": cmd_s3_bucket,
+        "s3-rows": cmd_s3_rows,
+        "s3-empty": cmd_s3_empty,
     }.get(cmd)
     if fn is None:
         die(f"unknown subcommand {cmd}\n{__doc__}")

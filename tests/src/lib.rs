@@ -7,8 +7,12 @@
 //! only if every value survived exactly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod moto;
 pub mod mysql;
 pub mod private_pg;
+pub mod process;
+pub mod s3;
+pub mod snowflake;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -31,6 +35,16 @@ use sluice::{Pipeline, PipelineOptions};
 use sluice_core::manifest::Manifest;
 use sluice_core::{Config, Engine, RunRecord};
 use tokio_postgres::{Client, NoTls};
+
+/// A batch as the bytes of one Parquet file.
+pub fn parquet_bytes(batch: &RecordBatch) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(&mut bytes, batch.schema(), None).unwrap();
+    writer.write(batch).unwrap();
+    writer.close().unwrap();
+    bytes
+}
 
 /// Where the local PostgreSQL listens; override with SLUICE_TEST_PG (a URL without database).
 pub fn pg_server_url() -> String {
@@ -137,6 +151,22 @@ impl Harness {
         }
     }
 
+    /// Runs a table that must complete; its record.
+    pub async fn run_completed(&self, selector: &str) -> RunRecord {
+        let record = self
+            .pipeline
+            .run_table(self.table(selector), &sluice::Quiet)
+            .await
+            .unwrap();
+        assert_eq!(
+            record.status,
+            sluice_core::RunStatus::Completed,
+            "{selector}: {:?}",
+            record.error
+        );
+        record
+    }
+
     /// Runs a table that must fail: asserts FAILED, an error containing `expected`, no
     /// manifest and no data file of the run anywhere under the output.
     pub async fn run_failing(&self, selector: &str, expected: &str) -> RunRecord {
@@ -225,7 +255,7 @@ impl Fingerprint {
     }
 }
 
-fn md5_of_sorted(mut values: Vec<String>) -> String {
+pub fn md5_of_sorted(mut values: Vec<String>) -> String {
     values.sort_unstable();
     let mut hasher = Md5::new();
     for (i, v) in values.iter().enumerate() {
@@ -558,6 +588,15 @@ pub fn int64_values(batches: &[RecordBatch], column: &str) -> Vec<i64> {
             array.as_primitive::<Int64Type>().values().to_vec()
         })
         .collect()
+}
+
+/// A database of its own holding the shop sample (scale 1).
+pub async fn shop_db(label: &str) -> TestDb {
+    let db = TestDb::create(label).await;
+    sluice::sample::create_shop_postgres(&db.client().await, "public", 1)
+        .await
+        .unwrap();
+    db
 }
 
 /// A config for the shop sample in `db`, with the given YAML for the tables section.

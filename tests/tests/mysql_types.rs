@@ -215,10 +215,11 @@ fn server_normalize(text: Option<String>, c: &Col) -> Option<String> {
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_type_in_the_matrix_survives_exactly() {
-    let db = MyTestDb::create("types").await;
-    let mut conn = db.conn().await;
+/// Creates and fills the matrix table; sluice's run of it, completed.
+async fn extract_matrix(
+    db: &MyTestDb,
+    conn: &mut mysql_async::Conn,
+) -> (Harness, sluice_core::RunRecord) {
     let ddl: Vec<String> = columns()
         .iter()
         .map(|c| format!("`{}` {}", c.name, c.sql_type))
@@ -232,17 +233,19 @@ async fn every_type_in_the_matrix_survives_exactly() {
     .await
     .unwrap();
     conn.query_drop(ROWS).await.unwrap();
-
     let h = Harness::new(&mysql_config(
-        &db,
+        db,
         "  - source: shop\n    table: type_matrix\n    primary_key: [id]\n    column_types: { c_bool: boolean }\n",
     ));
-    let record = h
-        .pipeline
-        .run_table(h.table("type_matrix"), &Quiet)
-        .await
-        .unwrap();
-    assert_eq!(record.status, RunStatus::Completed, "{:?}", record.error);
+    let record = h.run_completed("type_matrix").await;
+    (h, record)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_type_in_the_matrix_survives_exactly() {
+    let db = MyTestDb::create("types").await;
+    let mut conn = db.conn().await;
+    let (h, record) = extract_matrix(&db, &mut conn).await;
     let batches = h.read_run(&record);
     let batch = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
     assert_eq!(batch.num_rows(), 6);
@@ -392,4 +395,78 @@ async fn system_versioned_tables_extract_their_current_rows() {
         "id, amount + 2 sluice columns"
     );
     assert_same_as_mysql(&mut conn, "prices", None, &batches).await;
+}
+
+/// The Snowflake type each matrix column must get in RAW, written by hand from the MySQL
+/// type: NUMBER(p,0) sized to each integer's range (unsigned ones one size up, bigint
+/// unsigned and bit(n) NUMBER(20,0)), decimals as NUMBER(p,s) with precision capped at 38,
+/// tinyint(1) as a number unless configured boolean, BINARY for binary strings and geometry
+/// (WKB), TIMESTAMP_NTZ for datetime and TIMESTAMP_TZ for timestamp, VARCHAR for text, enum,
+/// set, JSON (VARIANT only in STAGING), time (it exceeds a day) and the MariaDB types read
+/// as text.
+const SNOWFLAKE_TYPES: &[(&str, &str)] = &[
+    ("id", "NUMBER(10,0)"),
+    ("c_tinyint", "NUMBER(3,0)"),
+    ("c_tinyint_u", "NUMBER(5,0)"),
+    ("c_flag", "NUMBER(3,0)"),
+    ("c_bool", "BOOLEAN"),
+    ("c_smallint", "NUMBER(5,0)"),
+    ("c_smallint_u", "NUMBER(10,0)"),
+    ("c_mediumint", "NUMBER(10,0)"),
+    ("c_mediumint_u", "NUMBER(10,0)"),
+    ("c_int", "NUMBER(10,0)"),
+    ("c_int_u", "NUMBER(19,0)"),
+    ("c_bigint", "NUMBER(19,0)"),
+    ("c_bigint_u", "NUMBER(20,0)"),
+    ("c_dec", "NUMBER(12,2)"),
+    ("c_dec38", "NUMBER(38,30)"),
+    ("c_dec65", "NUMBER(38,4)"),
+    ("c_float", "FLOAT"),
+    ("c_double", "FLOAT"),
+    ("c_bit", "NUMBER(20,0)"),
+    ("c_bit1", "NUMBER(20,0)"),
+    ("c_year", "NUMBER(5,0)"),
+    ("c_char", "VARCHAR"),
+    ("c_varchar", "VARCHAR"),
+    ("c_text", "VARCHAR"),
+    ("c_longtext", "VARCHAR"),
+    ("c_latin1", "VARCHAR"),
+    ("c_enum", "VARCHAR"),
+    ("c_set", "VARCHAR"),
+    ("c_json", "VARCHAR"),
+    ("c_binary", "BINARY"),
+    ("c_varbinary", "BINARY"),
+    ("c_blob", "BINARY"),
+    ("c_geom", "BINARY"),
+    ("c_point", "BINARY"),
+    ("c_date", "DATE"),
+    ("c_datetime", "TIMESTAMP_NTZ(6)"),
+    ("c_datetime0", "TIMESTAMP_NTZ(6)"),
+    ("c_ts", "TIMESTAMP_TZ(6)"),
+    ("c_time", "VARCHAR"),
+    ("c_time0", "VARCHAR"),
+    ("c_uuid", "VARCHAR"),
+    ("c_inet6", "VARCHAR"),
+    ("c_inet4", "VARCHAR"),
+    ("MixedCase", "VARCHAR"),
+    ("select", "NUMBER(10,0)"),
+];
+
+/// The matrix extracted by sluice, its RAW table created from the generated DDL and loaded by
+/// the generated COPY through the Snowflake stand-in (fakesnow on DuckDB, files from moto):
+/// every column's type in the `CREATE TABLE` text is the one [`SNOWFLAKE_TYPES`] states, all
+/// rows load, and the stand-in's INFORMATION_SCHEMA reports the same types.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_type_in_the_matrix_lands_its_snowflake_type() {
+    let db = MyTestDb::create("sftypes").await;
+    let mut conn = db.conn().await;
+    let (h, record) = extract_matrix(&db, &mut conn).await;
+    let source_rows: i64 = conn
+        .query_first("SELECT COUNT(*) FROM type_matrix")
+        .await
+        .unwrap()
+        .unwrap();
+    let load = snowflake::load_run_through_standin(&h, &record, "my_type_matrix").await;
+    let matrix: Vec<&str> = columns().iter().map(|c| c.name).collect();
+    snowflake::assert_raw_types(&load, &matrix, SNOWFLAKE_TYPES, source_rows, true);
 }

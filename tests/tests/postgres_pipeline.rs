@@ -531,3 +531,62 @@ async fn partitioned_tables_views_and_keyless_tables_extract_like_tables() {
         big.warnings()
     );
 }
+
+/// A finalize that died after moving the run to LOADING or MERGING (the function was killed,
+/// its event is delivered again) resumes: the run completes, the watermark moves once to the
+/// source's maximum, the lease is free again, and a further duplicate changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_finalize_resumes_from_loading_or_merging() {
+    let db = shop_db("resume").await;
+    let client = db.client().await;
+    let h = Harness::new(&shop_config(&db, SHOP_TABLES));
+    let max_cursor: chrono::NaiveDateTime = client
+        .query_one("SELECT max(updated_at) FROM orders", &[])
+        .await
+        .unwrap()
+        .get(0);
+    for interrupted in [RunStatus::Loading, RunStatus::Merging] {
+        let planned = h.pipeline.plan_run(h.table("public.orders")).await.unwrap();
+        let run_id = planned.record.run_id;
+        let chunks = planned.record.plan.as_ref().unwrap().chunks.len() as u32;
+        for chunk in 0..chunks {
+            h.pipeline
+                .extract_chunk(run_id, chunk, &Quiet)
+                .await
+                .unwrap();
+        }
+        drop(planned.snapshot);
+        h.pipeline
+            .state()
+            .update_run(
+                run_id,
+                Box::new(move |r| {
+                    r.transition(RunStatus::Loading, chrono::Utc::now())?;
+                    if interrupted == RunStatus::Merging {
+                        r.transition(RunStatus::Merging, chrono::Utc::now())?;
+                    }
+                    Ok(())
+                }),
+            )
+            .await
+            .unwrap();
+
+        let done = h.pipeline.finalize_run(run_id).await.unwrap();
+        assert_eq!(done.status, RunStatus::Completed, "from {interrupted}");
+        assert!(done.manifest_key.is_some());
+        let state = h
+            .pipeline
+            .state()
+            .table_state(&h.table("public.orders").key())
+            .await
+            .unwrap();
+        assert_eq!(state.watermark, Some(ScalarValue::Timestamp(max_cursor)));
+        assert_eq!(state.watermark_run_id, Some(run_id));
+        assert!(state.lease.is_none(), "the lease was released");
+        let again = h.pipeline.finalize_run(run_id).await.unwrap();
+        assert_eq!(
+            again.updated_at, done.updated_at,
+            "a duplicate changes nothing"
+        );
+    }
+}

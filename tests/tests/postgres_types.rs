@@ -338,6 +338,16 @@ async fn create_matrix(client: &tokio_postgres::Client) {
         .unwrap();
 }
 
+/// sluice's run of the matrix table, completed.
+async fn extract_matrix(db: &TestDb) -> (Harness, sluice_core::RunRecord) {
+    let h = Harness::new(&shop_config(
+        db,
+        "  - source: shop\n    table: public.type_matrix\n    primary_key: [id]\n",
+    ));
+    let record = h.run_completed("type_matrix").await;
+    (h, record)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_type_in_the_matrix_survives_exactly() {
     let db = TestDb::create("types").await;
@@ -347,16 +357,7 @@ async fn every_type_in_the_matrix_survives_exactly() {
         .await
         .unwrap();
     create_matrix(&client).await;
-    let h = Harness::new(&shop_config(
-        &db,
-        "  - source: shop\n    table: public.type_matrix\n    primary_key: [id]\n",
-    ));
-    let record = h
-        .pipeline
-        .run_table(h.table("type_matrix"), &Quiet)
-        .await
-        .unwrap();
-    assert_eq!(record.status, RunStatus::Completed, "{:?}", record.error);
+    let (h, record) = extract_matrix(&db).await;
     let batches = h.read_run(&record);
     let batch = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
     assert_eq!(batch.num_rows(), 5);
@@ -501,4 +502,77 @@ async fn values_that_do_not_fit_fail_clearly_unless_overridden() {
         "column arr: a 2-dimensional array value",
     )
     .await;
+}
+
+/// The Snowflake type each matrix column must get in RAW, written by hand from the
+/// PostgreSQL type: exact NUMBER(p,s) for integers (by range) and numerics (unconstrained
+/// numeric as sluice's decimal(38,9), wider than 38 digits capped at 38), TIMESTAMP_NTZ for
+/// timestamp and TIMESTAMP_TZ for timestamptz, BINARY for bytea, VARIANT for one-dimensional
+/// arrays, VARCHAR for everything read as text (JSON becomes VARIANT only in STAGING).
+const SNOWFLAKE_TYPES: &[(&str, &str)] = &[
+    ("id", "NUMBER(10,0)"),
+    ("c_int2", "NUMBER(5,0)"),
+    ("c_int4", "NUMBER(10,0)"),
+    ("c_int8", "NUMBER(19,0)"),
+    ("c_oid", "NUMBER(19,0)"),
+    ("c_float4", "FLOAT"),
+    ("c_float8", "FLOAT"),
+    ("c_bool", "BOOLEAN"),
+    ("c_num", "NUMBER(12,2)"),
+    ("c_num38", "NUMBER(38,10)"),
+    ("c_num_free", "NUMBER(38,9)"),
+    ("c_num_wide", "NUMBER(38,4)"),
+    ("c_money", "NUMBER(19,2)"),
+    ("c_text", "VARCHAR"),
+    ("c_varchar", "VARCHAR"),
+    ("c_char", "VARCHAR"),
+    ("c_name", "VARCHAR"),
+    ("c_citext", "VARCHAR"),
+    ("c_bytea", "BINARY"),
+    ("c_date", "DATE"),
+    ("c_time", "TIME(6)"),
+    ("c_timetz", "VARCHAR"),
+    ("c_ts", "TIMESTAMP_NTZ(6)"),
+    ("c_tstz", "TIMESTAMP_TZ(6)"),
+    ("c_interval", "VARCHAR"),
+    ("c_uuid", "VARCHAR"),
+    ("c_json", "VARCHAR"),
+    ("c_jsonb", "VARCHAR"),
+    ("c_xml", "VARCHAR"),
+    ("c_inet", "VARCHAR"),
+    ("c_cidr", "VARCHAR"),
+    ("c_macaddr", "VARCHAR"),
+    ("c_bit", "VARCHAR"),
+    ("c_varbit", "VARCHAR"),
+    ("c_tsvector", "VARCHAR"),
+    ("c_range", "VARCHAR"),
+    ("c_point", "VARCHAR"),
+    ("c_box", "VARCHAR"),
+    ("c_int_arr", "VARIANT"),
+    ("c_text_arr", "VARIANT"),
+    ("c_num_arr", "VARIANT"),
+    ("c_ts_arr", "VARIANT"),
+    ("c_inet_arr", "VARIANT"),
+    ("c_int_2d", "VARCHAR"),
+    ("c_mood", "VARCHAR"),
+    ("c_amount", "NUMBER(12,2)"),
+    ("c_address", "VARCHAR"),
+    ("MixedCase", "VARCHAR"),
+    ("select", "NUMBER(10,0)"),
+    ("c_generated", "NUMBER(10,0)"),
+];
+
+/// The matrix extracted by sluice, its RAW table created from the generated DDL and loaded by
+/// the generated COPY through the Snowflake stand-in (fakesnow on DuckDB, files from moto):
+/// every column's type in the `CREATE TABLE` text is the one [`SNOWFLAKE_TYPES`] states, all
+/// five rows load, and the stand-in's INFORMATION_SCHEMA reports the same type names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_type_in_the_matrix_lands_its_snowflake_type() {
+    let db = TestDb::create("sftypes").await;
+    let client = db.client().await;
+    create_matrix(&client).await;
+    let (h, record) = extract_matrix(&db).await;
+    let load = snowflake::load_run_through_standin(&h, &record, "pg_type_matrix").await;
+    let matrix: Vec<&str> = columns().iter().map(|c| c.name).collect();
+    snowflake::assert_raw_types(&load, &matrix, SNOWFLAKE_TYPES, 5, true);
 }

@@ -2,7 +2,12 @@
 //! create the sample database. A thin shell over the `sluice` engine: parse arguments, build
 //! the adapters, call one engine function, print the result.
 
+mod aws_args;
+mod backend;
+mod output_args;
 mod render;
+mod snowflake;
+mod watermark;
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -12,15 +17,17 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use sluice::sink::LocalDirSink;
+use sluice::ddb::TableKind;
+use sluice::secrets::SecretResolver;
 use sluice::source::mysql::MysqlSource;
 use sluice::source::postgres::PostgresSource;
 use sluice::source::{Credentials, Source};
-use sluice::state::StateStore;
-use sluice::state::local::LocalStateStore;
 use sluice::{Pipeline, PipelineOptions, RunObserver};
 use sluice_core::run::ChunkOutcome;
 use sluice_core::{Config, Engine, RunId, RunRecord, RunStatus};
+
+use crate::aws_args::AwsArgs;
+use crate::backend::{ConfigArgs, StateArgs, config_store, load_file};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -31,7 +38,10 @@ use tracing_subscriber::EnvFilter;
     long_about = "Move tables from PostgreSQL and MySQL into Snowflake through date/hour-partitioned Parquet.\n\n\
         Locally, `sluice run` extracts the tables of a config file into Parquet under --output and keeps \
         watermarks and run history under --state-dir. Start with `sluice config check FILE`, then \
-        `sluice run --config FILE`, then `sluice status`."
+        `sluice run --config FILE`, then `sluice status`.\n\n\
+        With --config-table and --state-table (env SLUICE_CONFIG_TABLE, SLUICE_STATE_TABLE) the \
+        configuration and the state live in DynamoDB, as in production: `sluice config push FILE` \
+        writes the configuration there, `sluice dev create-tables` creates the tables on a local stack."
 )]
 struct Cli {
     /// Log more (info); set SLUICE_LOG for finer control, e.g. SLUICE_LOG=sluice=debug.
@@ -40,6 +50,8 @@ struct Cli {
     /// Write logs as JSON lines (as in Lambda).
     #[arg(long, global = true)]
     json_logs: bool,
+    #[command(flatten)]
+    aws: aws_args::AwsArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -53,39 +65,74 @@ enum Command {
     Config(ConfigCommand),
     /// Show recent runs, or the whole story of one run.
     Status(StatusArgs),
+    /// Set or reset a table's watermark (backfills); refuses without --yes.
+    #[command(subcommand)]
+    Watermark(watermark::WatermarkCommand),
     /// Create sample data to try sluice on.
     #[command(subcommand)]
     Sample(SampleCommand),
+    /// Development helpers for a local stack.
+    #[command(subcommand)]
+    Dev(DevCommand),
+    /// Snowflake set-up: print the one-time SQL, or apply its non-privileged part.
+    #[command(subcommand)]
+    Snowflake(snowflake::SnowflakeCommand),
 }
 
-#[derive(Args)]
-struct LocalPaths {
-    /// Directory the Parquet files and manifests are written under.
-    #[arg(long, env = "SLUICE_OUTPUT", default_value = "sluice-data")]
-    output: PathBuf,
-    /// Directory holding watermarks, leases and run records.
-    #[arg(long, env = "SLUICE_STATE_DIR", default_value = ".sluice")]
-    state_dir: PathBuf,
+#[derive(Subcommand)]
+enum DevCommand {
+    /// Create the DynamoDB state and config tables with production's key schema (existing
+    /// tables are left alone).
+    CreateTables {
+        #[arg(long, env = "SLUICE_STATE_TABLE")]
+        state_table: Option<String>,
+        #[arg(long, env = "SLUICE_CONFIG_TABLE")]
+        config_table: Option<String>,
+    },
 }
 
 #[derive(Args)]
 struct RunArgs {
-    /// Configuration file (YAML).
-    #[arg(long, short)]
-    config: PathBuf,
+    #[command(flatten)]
+    config: ConfigArgs,
     /// Run only these tables: `source/schema.table`, `schema.table` or `table`. Repeatable.
     #[arg(long, short)]
     table: Vec<String>,
     #[command(flatten)]
-    paths: LocalPaths,
+    output: output_args::OutputArgs,
+    #[command(flatten)]
+    state: StateArgs,
+    #[command(flatten)]
+    warehouse: snowflake::WarehouseArgs,
 }
 
 #[derive(Subcommand)]
 enum ConfigCommand {
-    /// Check a configuration file and list every problem with the field it concerns.
+    /// Check a configuration file (or, without FILE, the configuration stored in
+    /// --config-table) and list every problem with the field it concerns.
     Check {
         /// Configuration file (YAML).
+        file: Option<PathBuf>,
+        #[arg(long, env = "SLUICE_CONFIG_TABLE")]
+        config_table: Option<String>,
+    },
+    /// Validate a configuration file, then make the config table hold exactly it.
+    Push {
+        /// Configuration file (YAML).
         file: PathBuf,
+        /// Only print what would change (a diff against what is stored).
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, env = "SLUICE_CONFIG_TABLE")]
+        config_table: String,
+    },
+    /// Print the stored configuration as YAML (the file `config push` would write back).
+    Pull {
+        /// Write it to this file instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        #[arg(long, env = "SLUICE_CONFIG_TABLE")]
+        config_table: String,
     },
 }
 
@@ -102,9 +149,8 @@ struct StatusArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
-    /// Directory holding watermarks, leases and run records.
-    #[arg(long, env = "SLUICE_STATE_DIR", default_value = ".sluice")]
-    state_dir: PathBuf,
+    #[command(flatten)]
+    state: StateArgs,
 }
 
 #[derive(Subcommand)]
@@ -140,10 +186,28 @@ enum SampleEngine {
 async fn main() {
     let cli = Cli::parse();
     init_tracing(cli.verbose, cli.json_logs);
+    let aws = &cli.aws;
     let outcome = match cli.command {
-        Command::Run(args) => run(args).await,
-        Command::Config(ConfigCommand::Check { file }) => config_check(&file),
-        Command::Status(args) => status(args).await,
+        Command::Run(args) => run(args, aws).await,
+        Command::Config(ConfigCommand::Check { file, config_table }) => {
+            config_check(file, config_table, aws).await
+        }
+        Command::Config(ConfigCommand::Push {
+            file,
+            dry_run,
+            config_table,
+        }) => config_push(&file, dry_run, &config_table, aws).await,
+        Command::Config(ConfigCommand::Pull {
+            output,
+            config_table,
+        }) => config_pull(output, &config_table, aws).await,
+        Command::Status(args) => status(args, aws).await,
+        Command::Watermark(command) => watermark::run(command, aws).await,
+        Command::Snowflake(command) => snowflake::run(command, aws).await,
+        Command::Dev(DevCommand::CreateTables {
+            state_table,
+            config_table,
+        }) => create_tables(state_table, config_table, aws).await,
         Command::Sample(SampleCommand::Shop {
             engine: SampleEngine::Postgres,
             url,
@@ -187,21 +251,19 @@ fn init_tracing(verbose: bool, json: bool) {
     }
 }
 
-fn load_config(path: &PathBuf) -> Result<Config> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let config = Config::from_yaml(&text, &path.display().to_string())?;
-    for warning in config.warnings() {
-        eprintln!("warning: {warning}");
+async fn config_check(
+    file: Option<PathBuf>,
+    config_table: Option<String>,
+    aws: &AwsArgs,
+) -> Result<bool> {
+    let (config, origin) = ConfigArgs {
+        config: file,
+        config_table,
     }
-    Ok(config)
-}
-
-fn config_check(file: &PathBuf) -> Result<bool> {
-    let config = load_config(file)?;
+    .load(aws)
+    .await?;
     println!(
-        "{}: ok ({} source(s), {} table(s))",
-        file.display(),
+        "{origin}: ok ({} source(s), {} table(s))",
         config.sources.len(),
         config.tables.len()
     );
@@ -220,9 +282,88 @@ fn config_check(file: &PathBuf) -> Result<bool> {
     Ok(true)
 }
 
-fn build_sources(config: &Config) -> Result<BTreeMap<String, Arc<dyn Source>>> {
+async fn config_push(file: &PathBuf, dry_run: bool, table: &str, aws: &AwsArgs) -> Result<bool> {
+    let config = load_file(file)?;
+    let store = config_store(aws, table).await;
+    if dry_run {
+        let diff = store.diff(&config).await?;
+        print!("{}", diff.render());
+        println!("dry run: config table {table} was not changed");
+        return Ok(true);
+    }
+    let diff = store.push(&config).await?;
+    print!("{}", diff.render());
+    println!(
+        "config table {table} now holds {} ({} source(s), {} table(s))",
+        file.display(),
+        config.sources.len(),
+        config.tables.len()
+    );
+    Ok(true)
+}
+
+async fn config_pull(output: Option<PathBuf>, table: &str, aws: &AwsArgs) -> Result<bool> {
+    let config = config_store(aws, table).await.load().await?;
+    let yaml = config.to_yaml()?;
+    match output {
+        Some(path) => {
+            std::fs::write(&path, yaml)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!("config table {table} written to {}", path.display());
+        }
+        None => print!("{yaml}"),
+    }
+    Ok(true)
+}
+
+async fn create_tables(
+    state_table: Option<String>,
+    config_table: Option<String>,
+    aws: &AwsArgs,
+) -> Result<bool> {
+    if state_table.is_none() && config_table.is_none() {
+        bail!(
+            "give --state-table and/or --config-table (or SLUICE_STATE_TABLE, SLUICE_CONFIG_TABLE)"
+        );
+    }
+    let sdk = aws.sdk_config().await;
+    let client = sluice::ddb::Client::new(&sdk);
+    for (name, kind) in [
+        (state_table, TableKind::State),
+        (config_table, TableKind::Config),
+    ] {
+        let Some(name) = name else { continue };
+        let created = sluice::ddb::create_table(&client, &name, kind)
+            .await
+            .map_err(|e| anyhow::anyhow!("creating DynamoDB table {name}: {e}"))?;
+        println!(
+            "{name}: {}",
+            if created { "created" } else { "exists already" }
+        );
+    }
+    Ok(true)
+}
+
+async fn build_sources(
+    config: &Config,
+    aws: &AwsArgs,
+) -> Result<BTreeMap<String, Arc<dyn Source>>> {
     let mut sources: BTreeMap<String, Arc<dyn Source>> = BTreeMap::new();
+    let mut resolver = None;
     for source in &config.sources {
+        if source.connection.secret_arn.is_some() {
+            if resolver.is_none() {
+                resolver = Some(SecretResolver::new(&aws.sdk_config().await));
+            }
+            if let Some(resolver) = &resolver {
+                let (resolved, credentials) = resolver.resolve(source).await?;
+                sources.insert(
+                    source.name.clone(),
+                    source_adapter(&resolved, credentials.as_ref())?,
+                );
+            }
+            continue;
+        }
         // Locally, a password comes only from the environment variable the config names.
         let credentials = match &source.connection.password_env {
             Some(var) => Some(Credentials {
@@ -236,19 +377,26 @@ fn build_sources(config: &Config) -> Result<BTreeMap<String, Arc<dyn Source>>> {
             }),
             None => None,
         };
-        let adapter: Arc<dyn Source> = match source.engine {
-            Engine::Postgres => {
-                Arc::new(PostgresSource::from_config(source, credentials.as_ref())?)
-            }
-            Engine::Mysql => Arc::new(MysqlSource::from_config(source, credentials.as_ref())?),
-        };
-        sources.insert(source.name.clone(), adapter);
+        sources.insert(
+            source.name.clone(),
+            source_adapter(source, credentials.as_ref())?,
+        );
     }
     Ok(sources)
 }
 
-async fn run(args: RunArgs) -> Result<bool> {
-    let config = load_config(&args.config)?;
+fn source_adapter(
+    source: &sluice_core::SourceConfig,
+    credentials: Option<&Credentials>,
+) -> Result<Arc<dyn Source>> {
+    Ok(match source.engine {
+        Engine::Postgres => Arc::new(PostgresSource::from_config(source, credentials)?),
+        Engine::Mysql => Arc::new(MysqlSource::from_config(source, credentials)?),
+    })
+}
+
+async fn run(args: RunArgs, aws: &AwsArgs) -> Result<bool> {
+    let (config, origin) = args.config.load(aws).await?;
     let mut tables = Vec::new();
     if args.table.is_empty() {
         tables.extend(config.tables.iter());
@@ -257,8 +405,7 @@ async fn run(args: RunArgs) -> Result<bool> {
             let found = config.find_tables(selector);
             match found.len() {
                 0 => bail!(
-                    "--table {selector}: no such table in {} (tables: {})",
-                    args.config.display(),
+                    "--table {selector}: no such table in {origin} (tables: {})",
                     config
                         .tables
                         .iter()
@@ -282,13 +429,30 @@ async fn run(args: RunArgs) -> Result<bool> {
         .filter(|s| tables.iter().any(|t| t.source == s.name))
         .cloned()
         .collect();
-    let sources = build_sources(&Config {
-        sources: needed,
-        tables: Vec::new(),
-    })?;
-    let sink = Arc::new(LocalDirSink::new(&args.paths.output)?);
-    let state = Arc::new(LocalStateStore::open(&args.paths.state_dir)?);
-    let pipeline = Pipeline::new(sources, sink.clone(), state, PipelineOptions::default());
+    let sources = build_sources(
+        &Config {
+            sources: needed,
+            tables: Vec::new(),
+        },
+        aws,
+    )
+    .await?;
+    let output = args.output.build(aws).await?;
+    let loader = args
+        .warehouse
+        .loader(output.location.starts_with("s3://"), aws)
+        .await?;
+    let (state, _) = args.state.open(aws).await?;
+    let options = PipelineOptions {
+        prefix: output.prefix.clone(),
+        parquet: output.parquet,
+        ..PipelineOptions::default()
+    };
+    let mut pipeline =
+        Pipeline::new(sources, output.sink.clone(), state, options).with_catalog(output.catalog);
+    if let Some(loader) = loader {
+        pipeline = pipeline.with_warehouse(loader);
+    }
     let progress = Progress::new();
     let mut records: Vec<(String, Result<RunRecord, String>)> = Vec::new();
     for table in tables {
@@ -298,14 +462,8 @@ async fn run(args: RunArgs) -> Result<bool> {
         records.push((table.key(), result.map_err(|e| e.to_string())));
     }
     println!("{}", render::summary(&records));
-    println!(
-        "Parquet files and manifests are under {}",
-        sink.root().display()
-    );
-    println!(
-        "Run history: sluice status --state-dir {}",
-        args.paths.state_dir.display()
-    );
+    println!("Parquet files and manifests are under {}", output.location);
+    println!("Run history: {}", args.state.status_hint());
     Ok(records
         .iter()
         .all(|(_, r)| matches!(r, Ok(rec) if rec.status == RunStatus::Completed)))
@@ -389,19 +547,13 @@ impl RunObserver for Progress {
     }
 }
 
-async fn status(args: StatusArgs) -> Result<bool> {
-    if !args.state_dir.exists() {
-        bail!(
-            "no state directory at {} (run `sluice run` first, or pass --state-dir)",
-            args.state_dir.display()
-        );
-    }
-    let store = LocalStateStore::open(&args.state_dir)?;
+async fn status(args: StatusArgs, aws: &AwsArgs) -> Result<bool> {
+    let (store, location) = args.state.open_existing(aws).await?;
     match &args.run_id {
         Some(id) => {
             let run_id: RunId = id.parse().map_err(anyhow::Error::msg)?;
             let Some(record) = store.get_run(run_id).await? else {
-                bail!("run {run_id} not found in {}", args.state_dir.display());
+                bail!("run {run_id} not found in {location}");
             };
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&record)?);
@@ -415,7 +567,7 @@ async fn status(args: StatusArgs) -> Result<bool> {
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&runs)?);
             } else if runs.is_empty() {
-                println!("no runs recorded in {}", args.state_dir.display());
+                println!("no runs recorded in {location}");
             } else {
                 println!("{}", render::run_list(&runs));
             }

@@ -168,6 +168,9 @@ pub fn story(r: &RunRecord, state: &TableState) -> String {
     if let Some(key) = &r.manifest_key {
         line(format!("manifest  {key}"));
     }
+    if let Some(merge) = &r.merge {
+        line(format!("merge     {merge}"));
+    }
     line(format!(
         "watermark before {} · committed {} · table now {}",
         r.watermark_before

@@ -1,11 +1,15 @@
-//! The `sluice` binary as a user runs it: exit codes, messages, and a real run against the
-//! local PostgreSQL.
+//! The `sluice` binary as a user runs it: exit codes, messages, a real run against the local
+//! PostgreSQL, and configuration and state in DynamoDB (a moto server).
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::path::Path;
 use std::process::{Command, Output};
 
-use sluice_tests::{TestDb, shop_config};
+use sluice::state::StateStore;
+use sluice::state::dynamo::DynamoStateStore;
+use sluice_core::ScalarValue;
+use sluice_tests::moto::{MotoServer, unique_name};
+use sluice_tests::{shop_config, shop_db};
 
 fn sluice(args: &[&str], cwd: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sluice"))
@@ -120,11 +124,8 @@ fn the_sample_config_is_valid() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_prints_a_summary_exits_one_when_a_table_fails_and_status_tells_the_story() {
-    let db = TestDb::create("cli").await;
+    let db = shop_db("cli").await;
     let client = db.client().await;
-    sluice::sample::create_shop_postgres(&client, "public", 1)
-        .await
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("shop.yaml");
     std::fs::write(
@@ -176,5 +177,363 @@ async fn run_prints_a_summary_exits_one_when_a_table_fails_and_status_tells_the_
     assert!(
         story.contains("manifest  postgres/shop/public.products/_manifests/"),
         "{story}"
+    );
+}
+
+/// The binary against a moto server: its endpoint, region and dummy credentials come from the
+/// environment, as on a developer's machine pointed at a local stack.
+fn sluice_aws(args: &[&str], cwd: &Path) -> Output {
+    // Serial: a run's chunks write to one run item concurrently (see the fixture).
+    let moto = MotoServer::shared_serial();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    command
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("SLUICE_OUTPUT")
+        .env_remove("SLUICE_STATE_DIR")
+        .env_remove("SLUICE_STATE_TABLE")
+        .env_remove("SLUICE_CONFIG_TABLE");
+    moto.local_env(&mut command)
+        .output()
+        .expect("the sluice binary runs")
+}
+
+fn ok(out: &Output) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+#[test]
+fn config_push_dry_run_pull_and_check_against_dynamodb() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = unique_name("config");
+    let shop = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/config/shop.yaml");
+    let shop = shop.to_str().unwrap();
+    let created = ok(&sluice_aws(
+        &["dev", "create-tables", "--config-table", &table],
+        dir.path(),
+    ));
+    assert!(created.contains(&format!("{table}: created")), "{created}");
+    let again = ok(&sluice_aws(
+        &["dev", "create-tables", "--config-table", &table],
+        dir.path(),
+    ));
+    assert!(again.contains("exists already"), "{again}");
+
+    let dry = ok(&sluice_aws(
+        &[
+            "config",
+            "push",
+            shop,
+            "--config-table",
+            &table,
+            "--dry-run",
+        ],
+        dir.path(),
+    ));
+    assert!(dry.contains("+ add source shop"), "{dry}");
+    assert!(dry.contains("+ add table shop/public.orders"), "{dry}");
+    assert!(dry.contains("dry run"), "{dry}");
+    let out = sluice_aws(&["config", "pull", "--config-table", &table], dir.path());
+    assert_eq!(out.status.code(), Some(2), "a dry run writes nothing");
+    assert!(text(&out.stderr).contains("holds no sources or tables"));
+
+    ok(&sluice_aws(
+        &["config", "push", shop, "--config-table", &table],
+        dir.path(),
+    ));
+    let pulled = ok(&sluice_aws(
+        &["config", "pull", "--config-table", &table],
+        dir.path(),
+    ));
+    let expected = sluice_core::Config::from_yaml(&std::fs::read_to_string(shop).unwrap(), "shop")
+        .unwrap()
+        .to_yaml()
+        .unwrap();
+    assert_eq!(pulled, expected, "YAML → DynamoDB → YAML is identical");
+    let checked = ok(&sluice_aws(
+        &["config", "check", "--config-table", &table],
+        dir.path(),
+    ));
+    assert!(
+        checked.contains(&format!(
+            "config table {table}: ok (2 source(s), 8 table(s))"
+        )),
+        "{checked}"
+    );
+
+    // A change shows as a diff; the dry run leaves the table as it was.
+    let changed = dir.path().join("changed.yaml");
+    std::fs::write(
+        &changed,
+        pulled.replacen("lookback: 15m", "lookback: 30m", 1),
+    )
+    .unwrap();
+    let dry = ok(&sluice_aws(
+        &[
+            "config",
+            "push",
+            changed.to_str().unwrap(),
+            "--config-table",
+            &table,
+            "--dry-run",
+        ],
+        dir.path(),
+    ));
+    assert!(dry.contains("~ change table shop/public.orders"), "{dry}");
+    assert!(
+        dry.contains("-   lookback: 15m") && dry.contains("+   lookback: 30m"),
+        "{dry}"
+    );
+    assert!(!dry.contains("add table"), "{dry}");
+    let unchanged = ok(&sluice_aws(
+        &["config", "pull", "--config-table", &table],
+        dir.path(),
+    ));
+    assert_eq!(unchanged, expected);
+
+    // An invalid file is refused with its field, and nothing is written.
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        pulled.replacen("cursor: updated_at", "cursor: \"no such\"", 1),
+    )
+    .unwrap();
+    let out = sluice_aws(
+        &[
+            "config",
+            "push",
+            bad.to_str().unwrap(),
+            "--config-table",
+            &table,
+        ],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("tables[0].load.cursor: 'no such' is not a valid identifier"),
+        "{}",
+        text(&out.stderr)
+    );
+    let unchanged = ok(&sluice_aws(
+        &["config", "pull", "--config-table", &table],
+        dir.path(),
+    ));
+    assert_eq!(unchanged, expected);
+
+    // A table that does not exist is named as such, with the fix.
+    let missing = unique_name("missing");
+    let out = sluice_aws(&["status", "--state-table", &missing], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains(&format!("DynamoDB table {missing}")), "{err}");
+    assert!(err.contains("the table does not exist"), "{err}");
+    assert!(err.contains("sluice dev create-tables"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_status_and_watermark_with_config_and_state_in_dynamodb() {
+    let db = shop_db("clidyn").await;
+    let client = db.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (state_table, config_table) = (unique_name("state"), unique_name("config"));
+    let config = dir.path().join("shop.yaml");
+    std::fs::write(
+        &config,
+        shop_config(
+            &db,
+            "  - source: shop\n    table: public.products\n\
+             \x20 - source: shop\n    table: public.orders\n    primary_key: [order_id]\n    load: { mode: incremental, cursor: updated_at }\n    partition: { column: order_id, chunks: 3 }\n",
+        ),
+    )
+    .unwrap();
+    let cwd = dir.path();
+    let tables = [
+        "--state-table",
+        state_table.as_str(),
+        "--config-table",
+        config_table.as_str(),
+    ];
+    ok(&sluice_aws(
+        &[&["dev", "create-tables"][..], &tables].concat(),
+        cwd,
+    ));
+    ok(&sluice_aws(
+        &[
+            "config",
+            "push",
+            config.to_str().unwrap(),
+            "--config-table",
+            &config_table,
+        ],
+        cwd,
+    ));
+
+    let out = ok(&sluice_aws(&[&["run"][..], &tables].concat(), cwd));
+    assert!(out.contains("shop/public.orders"), "{out}");
+    assert!(
+        out.contains(&format!("sluice status --state-table {state_table}")),
+        "{out}"
+    );
+    assert!(!cwd.join(".sluice").exists(), "no local state was written");
+    let runs: serde_json::Value = serde_json::from_str(&ok(&sluice_aws(
+        &["status", "--json", "--state-table", &state_table],
+        cwd,
+    )))
+    .unwrap();
+    let runs = runs.as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    assert!(runs.iter().all(|r| r["status"] == "COMPLETED"), "{runs:?}");
+    let orders: i64 = client
+        .query_one("SELECT count(*) FROM orders", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let listed = ok(&sluice_aws(
+        &[
+            "status",
+            "--table",
+            "shop/public.orders",
+            "--state-table",
+            &state_table,
+        ],
+        cwd,
+    ));
+    let run_id = runs
+        .iter()
+        .find(|r| r["table_key"] == "shop/public.orders")
+        .unwrap()["run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        listed.contains(&run_id) && !listed.contains("public.products"),
+        "{listed}"
+    );
+    let story = ok(&sluice_aws(
+        &["status", &run_id, "--state-table", &state_table],
+        cwd,
+    ));
+    assert!(story.contains("chunks    3 planned on order_id"), "{story}");
+    assert!(
+        story.contains(&format!("total     {orders} rows")),
+        "{story}"
+    );
+    let max: chrono::NaiveDateTime = client
+        .query_one("SELECT max(updated_at) FROM orders", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let committed = ScalarValue::Timestamp(max).to_string();
+    assert!(story.contains(&format!("table now {committed}")), "{story}");
+
+    // The watermark guard: shown, refused without --yes, checked against the cursor's type.
+    let set = |value: &str, yes: bool| {
+        let mut args = vec![
+            "watermark",
+            "set",
+            "--table",
+            "public.orders",
+            "--value",
+            value,
+        ];
+        args.extend(tables);
+        if yes {
+            args.push("--yes");
+        }
+        sluice_aws(&args, cwd)
+    };
+    let out = set("2000-01-01 00:00:00", false);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stdout).contains(&format!("{committed} → 2000-01-01 00:00:00.000000")),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        text(&out.stderr).contains("add --yes"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = set("2000-01-01T00:00:00Z", true);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("is not a timestamp value"),
+        "{}",
+        text(&out.stderr)
+    );
+    let state = DynamoStateStore::new(
+        &MotoServer::shared_serial().sdk_config().await,
+        &state_table,
+    );
+    let watermark = || async {
+        state
+            .table_state("shop/public.orders")
+            .await
+            .unwrap()
+            .watermark
+    };
+    assert_eq!(
+        watermark().await,
+        Some(ScalarValue::Timestamp(max)),
+        "refusals change nothing"
+    );
+    ok(&set("2000-01-01 00:00:00.5", true));
+    assert_eq!(
+        watermark().await.unwrap().to_string(),
+        "2000-01-01 00:00:00.500000"
+    );
+    let mut reset = vec!["watermark", "reset", "--table", "public.orders", "--yes"];
+    reset.extend(tables);
+    ok(&sluice_aws(&reset, cwd));
+    assert_eq!(watermark().await, None);
+    let mut full = vec!["watermark", "reset", "--table", "public.products", "--yes"];
+    full.extend(tables);
+    let out = sluice_aws(&full, cwd);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("is not an incremental load"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // A hand-edited item that breaks a rule stops the next run before anything starts.
+    let sdk = MotoServer::shared_serial().sdk_config().await;
+    let s = |v: &str| aws_sdk_dynamodb::types::AttributeValue::S(v.into());
+    aws_sdk_dynamodb::Client::new(&sdk)
+        .put_item()
+        .table_name(&config_table)
+        .item("pk", s("TABLE"))
+        .item("sk", s("shop/public.orders"))
+        .item("source", s("shop"))
+        .item("table", s("public.orders"))
+        .item(
+            "load",
+            aws_sdk_dynamodb::types::AttributeValue::M(
+                [("mode".to_owned(), s("incremental"))].into(),
+            ),
+        )
+        .send()
+        .await
+        .unwrap();
+    let out = sluice_aws(&[&["run"][..], &tables].concat(), cwd);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains(&format!(
+            "config table {config_table}: 1 problem(s) in the configuration:\n  - tables[shop/public.orders].load.cursor: required when load.mode = incremental"
+        )),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        state.list_runs(None, 10).await.unwrap().len(),
+        2,
+        "no run was recorded"
     );
 }

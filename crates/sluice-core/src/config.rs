@@ -154,6 +154,10 @@ pub struct TableConfig {
     /// `±infinity`, MySQL's zero dates): `null` (default; counted as a warning) or `fail`.
     #[serde(default, skip_serializing_if = "InvalidDates::is_default")]
     pub invalid_dates: InvalidDates,
+    /// When the deployed trigger starts this table on its own: a five-field cron expression
+    /// in UTC (e.g. `0 2 * * *`). Absent: only when asked (`sluice.ingest`, `sluice trigger`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
 }
 
 /// The type a column is forced to land as, overriding the engine's mapping.
@@ -296,8 +300,14 @@ pub struct TargetConfig {
     pub staging_table: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merge_procedure: Option<String>,
+    /// Procedures to `CALL` after the merge, in order, each with the run id.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gold_procedures: Vec<String>,
+    /// Source columns holding JSON text (PostgreSQL `json`/`jsonb`, MySQL `json`): RAW keeps
+    /// the text, STAGING holds them as VARIANT (`PARSE_JSON` in the merge). Named in config
+    /// because the files carry JSON as plain UTF-8, indistinguishable from other text.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub json_columns: Vec<String>,
 }
 
 impl TargetConfig {
@@ -809,6 +819,11 @@ fn validate_table(table: &TableConfig, path: &str, issues: &mut Issues) {
             format!("{rows} is out of range: must be between 1 and {MAX_BATCH_ROWS}"),
         );
     }
+    if let Some(schedule) = &table.schedule
+        && let Err(message) = crate::schedule::Schedule::parse(schedule)
+    {
+        issues.push(format!("{path}.schedule"), message);
+    }
     let t = &table.target;
     for (field, value) in [
         ("raw_table", &t.raw_table),
@@ -821,6 +836,19 @@ fn validate_table(table: &TableConfig, path: &str, issues: &mut Issues) {
     }
     for (j, proc) in t.gold_procedures.iter().enumerate() {
         check_qualified(&format!("{path}.target.gold_procedures[{j}]"), proc, issues);
+    }
+    for (j, column) in t.json_columns.iter().enumerate() {
+        let jpath = format!("{path}.target.json_columns[{j}]");
+        issues.ident(&jpath, column);
+        if !in_columns(column) {
+            issues.push(&jpath, format!("'{column}' is not in columns"));
+        }
+        if table.primary_key.contains(column) {
+            issues.push(
+                &jpath,
+                format!("'{column}' is part of the primary key, which cannot be VARIANT"),
+            );
+        }
     }
 }
 
@@ -1016,12 +1044,24 @@ tables:
                 "tables[0].batch_rows: 0 is out of range",
             ),
             (
+                "    schedule: '0 2 * *'\n",
+                "tables[0].schedule: '0 2 * *' is not a five-field cron expression",
+            ),
+            (
+                "    schedule: '0 25 * * *'\n",
+                "tables[0].schedule: '0 25 * * *' is not a valid cron expression",
+            ),
+            (
                 "    load:\n      lookback: 1h\n",
                 "tables[0].load.lookback: only applies when load.mode = incremental",
             ),
             (
                 "    target:\n      raw_table: RAW.ORDERS;x\n",
                 "tables[0].target.raw_table: 'ORDERS;x' is not a valid identifier",
+            ),
+            (
+                "    columns: [id]\n    target:\n      json_columns: [doc]\n",
+                "tables[0].target.json_columns[0]: 'doc' is not in columns",
             ),
             (
                 "    target:\n      gold_procedures: [a.b.c.d]\n",

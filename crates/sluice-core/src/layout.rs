@@ -32,6 +32,11 @@ impl TableLayout {
         TableLayout { base }
     }
 
+    /// The table's root directory: every run's partitions and manifests are under it.
+    pub fn table_dir(&self) -> &str {
+        &self.base
+    }
+
     /// The date/hour partition directory of a run started at `started_at`.
     pub fn partition_dir(&self, started_at: DateTime<Utc>) -> String {
         format!("{}/{}", self.base, started_at.format("%Y-%m-%d/%H"))

@@ -4,12 +4,20 @@
 //! This crate must never perform I/O: no network, no files, no clocks it is not handed.
 //! Everything here is unit-tested in milliseconds; adapters live in the `sluice` crate.
 
+pub mod catalog;
 pub mod config;
+pub mod deploy;
+pub mod external_function;
 pub mod ident;
 pub mod layout;
 pub mod manifest;
+pub mod output;
 pub mod plan;
 pub mod run;
+pub mod schedule;
+pub mod setup;
+pub mod snowflake;
+pub mod staging;
 
 pub use config::{
     ColumnTypeOverride, Config, ConfigError, Engine, InvalidDates, LoadMode, SourceConfig, SslMode,

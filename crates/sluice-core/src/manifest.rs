@@ -37,4 +37,8 @@ pub struct ManifestColumn {
     /// Arrow's display form of the type, e.g. `Decimal128(12, 2)`.
     pub data_type: String,
     pub nullable: bool,
+    /// How the column is stored in Parquet: physical type and logical annotation of each leaf,
+    /// e.g. `INT64 TIMESTAMP(MICROS, utc=true)` or `FIXED_LEN_BYTE_ARRAY(6) DECIMAL(12,2)`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub parquet_type: String,
 }

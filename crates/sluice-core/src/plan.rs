@@ -637,6 +637,7 @@ mod tests {
             batch_rows: None,
             column_types: Default::default(),
             invalid_dates: Default::default(),
+            schedule: None,
         }
     }
 

@@ -167,6 +167,10 @@ pub struct RunRecord {
     pub watermark_committed: Option<ScalarValue>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest_key: Option<String>,
+    /// What the warehouse merge reported (the merge procedure's VARIANT, e.g.
+    /// `{"inserted": 3, "updated": 1}`), once MERGING is done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge: Option<serde_json::Value>,
     /// The first error, with the phase it happened in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<RunError>,
@@ -202,6 +206,7 @@ impl RunRecord {
             watermark_before: None,
             watermark_committed: None,
             manifest_key: None,
+            merge: None,
             error: None,
         }
     }

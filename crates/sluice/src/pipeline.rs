@@ -4,7 +4,7 @@
 //! code runs as three Lambda functions or, through [`Pipeline::run_table`], in one process.
 //! Every call re-reads the run record, so a repeated call (a retried event) is harmless.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,6 +14,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use futures::StreamExt;
 use futures::stream::BoxStream;
+use sluice_core::catalog::{catalog_table_name, partition_values};
 use sluice_core::layout::TableLayout;
 use sluice_core::manifest::{MANIFEST_VERSION, Manifest, ManifestColumn};
 use sluice_core::plan::{PlanError, build_plan, window_lower_bound};
@@ -22,10 +23,12 @@ use sluice_core::{RunId, RunRecord, RunStatus, TableConfig};
 use thiserror::Error;
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::catalog::{Catalog, CatalogError, NoCatalog, TableRegistration};
 use crate::sink::parquet::{ChunkFileWriter, MIN_ROW_GROUP_BYTES, ParquetSettings, file_schema};
-use crate::sink::{ObjectSink, SinkError, put_bytes};
+use crate::sink::{ObjectSink, SinkError, delete_key, list_keys, put_bytes};
 use crate::source::{SnapshotHold, Source, SourceError};
 use crate::state::{StateError, StateStore};
+use crate::warehouse::load::{LoadError, Loader};
 
 #[derive(Debug, Error)]
 pub enum PipelineError {
@@ -37,6 +40,10 @@ pub enum PipelineError {
     State(#[from] StateError),
     #[error(transparent)]
     Plan(#[from] PlanError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Warehouse(#[from] LoadError),
     #[error("table {table_key}: no source named '{source_name}' is configured")]
     UnknownSource {
         table_key: String,
@@ -89,6 +96,16 @@ pub struct PlanFailure {
     pub error: PipelineError,
 }
 
+/// What extracting a chunk did.
+#[derive(Debug, Clone)]
+pub struct ChunkReport {
+    pub outcome: ChunkOutcome,
+    /// False when the chunk had been recorded already (a retried or duplicated event).
+    pub newly_recorded: bool,
+    /// True for exactly one call per run: the one that recorded its last chunk.
+    pub is_last: bool,
+}
+
 /// Hears about progress, for progress bars and logs. Every method has a no-op default.
 pub trait RunObserver: Send + Sync {
     fn planned(&self, _record: &RunRecord) {}
@@ -104,6 +121,8 @@ pub struct Pipeline {
     sources: BTreeMap<String, Arc<dyn Source>>,
     sink: Arc<dyn ObjectSink>,
     state: Arc<dyn StateStore>,
+    catalog: Arc<dyn Catalog>,
+    warehouse: Option<Arc<Loader>>,
     options: PipelineOptions,
 }
 
@@ -118,8 +137,25 @@ impl Pipeline {
             sources,
             sink,
             state,
+            catalog: Arc::new(NoCatalog),
+            warehouse: None,
             options,
         }
+    }
+
+    /// Registers every completed run's files in `catalog` (Glue in AWS). Without it, no
+    /// catalog is kept.
+    pub fn with_catalog(mut self, catalog: Arc<dyn Catalog>) -> Pipeline {
+        self.catalog = catalog;
+        self
+    }
+
+    /// Loads every run into the warehouse before its watermark moves: COPY into RAW, the
+    /// merge into STAGING, the gold procedures. The loader's stage must point at the sink's
+    /// `prefix` (files are named relative to it). Without it, runs stop at the catalog.
+    pub fn with_warehouse(mut self, loader: Arc<Loader>) -> Pipeline {
+        self.warehouse = Some(loader);
+        self
     }
 
     pub fn sink(&self) -> &Arc<dyn ObjectSink> {
@@ -191,7 +227,7 @@ impl Pipeline {
                 .and_then(|p| p.max_concurrency)
                 .unwrap_or(sluice_core::plan::DEFAULT_MAX_CONCURRENCY) as usize;
         let chunks = u32::try_from(plan.chunks.len()).unwrap_or(u32::MAX);
-        let results: Vec<(u32, Result<ChunkOutcome>)> = futures::stream::iter(0..chunks)
+        let results: Vec<(u32, Result<ChunkReport>)> = futures::stream::iter(0..chunks)
             .map(|chunk| async move {
                 let sharing = concurrency.min(chunks as usize).max(1);
                 (
@@ -247,6 +283,15 @@ impl Pipeline {
                 return Err(unrecorded(e.into()));
             }
             let planned = async {
+                // The CLI and the functions check their settings before anything runs; this
+                // catches a pipeline built with a bad prefix by any other caller, as a FAILED
+                // run rather than keys nobody can load.
+                if let Some(prefix) = &self.options.prefix {
+                    sluice_core::output::check_prefix(prefix).map_err(|e| PipelineError::Run {
+                        run_id,
+                        message: format!("output prefix '{prefix}' {e}"),
+                    })?;
+                }
                 let lower = window_lower_bound(table, table_state.watermark.as_ref())?;
                 let gathered = source.gather_facts(table, lower.as_ref()).await?;
                 let (facts, snapshot) = (gathered.facts, gathered.hold);
@@ -291,12 +336,16 @@ impl Pipeline {
 
     /// Extracts one chunk into Parquet files and records its outcome. A chunk already
     /// recorded is not extracted again: its recorded outcome is returned.
+    ///
+    /// `is_last` in the report is true for exactly one call per run, the one whose chunk
+    /// completed the run, however often chunks are retried or delivered twice: that caller
+    /// hands the run on to finalize (the Lambda extract function invokes finalize).
     pub async fn extract_chunk(
         &self,
         run_id: RunId,
         chunk: u32,
         observer: &dyn RunObserver,
-    ) -> Result<ChunkOutcome> {
+    ) -> Result<ChunkReport> {
         self.extract_chunk_sharing(run_id, chunk, observer, 1).await
     }
 
@@ -309,14 +358,18 @@ impl Pipeline {
         chunk: u32,
         observer: &dyn RunObserver,
         sharing: usize,
-    ) -> Result<ChunkOutcome> {
+    ) -> Result<ChunkReport> {
         let record = self
             .state
             .get_run(run_id)
             .await?
             .ok_or(StateError::RunNotFound(run_id))?;
         if let Some(done) = record.chunks.get(&chunk) {
-            return Ok(done.clone());
+            return Ok(ChunkReport {
+                outcome: done.clone(),
+                newly_recorded: false,
+                is_last: false,
+            });
         }
         let plan = record.plan.clone().ok_or_else(|| PipelineError::Run {
             run_id,
@@ -332,16 +385,20 @@ impl Pipeline {
         let span = info_span!("extract", %run_id, table = %key, chunk, rows = tracing::field::Empty, bytes = tracing::field::Empty);
         let started = Instant::now();
         async {
-            self.state
-                .update_run(
-                    run_id,
-                    Box::new(|r| match r.status {
-                        RunStatus::Planned => r.transition(RunStatus::Extracting, Utc::now()),
-                        RunStatus::Extracting => Ok(()),
-                        other => Err(format!("is {other}; no more chunks are extracted")),
-                    }),
-                )
-                .await?;
+            // Only the first chunks find the run PLANNED: the others skip the update, which
+            // the DynamoDB store serializes per run (a fan-out of many chunks would queue).
+            if record.status == RunStatus::Planned {
+                self.state
+                    .update_run(
+                        run_id,
+                        Box::new(|r| match r.status {
+                            RunStatus::Planned => r.transition(RunStatus::Extracting, Utc::now()),
+                            RunStatus::Extracting => Ok(()),
+                            other => Err(format!("is {other}; no more chunks are extracted")),
+                        }),
+                    )
+                    .await?;
+            }
             let source = self.source(&plan.table)?;
             let table_name = plan
                 .table
@@ -397,30 +454,32 @@ impl Pipeline {
                 .record("rows", outcome.rows)
                 .record("bytes", outcome.bytes);
             info!(files = outcome.files.len(), "chunk extracted");
-            let recorded = outcome.clone();
-            self.state
-                .update_run(
-                    run_id,
-                    Box::new(move |r| {
-                        if r.status != RunStatus::Extracting {
-                            return Err(format!("is {}; chunk {chunk} is not recorded", r.status));
-                        }
-                        r.chunks.entry(chunk).or_insert(recorded);
-                        r.updated_at = Utc::now();
-                        Ok(())
-                    }),
-                )
+            let done = self
+                .state
+                .record_chunk_done(run_id, chunk, &outcome)
                 .await?;
+            info!(
+                newly_recorded = done.newly_recorded,
+                done = done.done,
+                total = done.total,
+                is_last = done.is_last,
+                "chunk recorded"
+            );
             observer.chunk_done(&key, chunk, &outcome);
-            Ok(outcome)
+            Ok(ChunkReport {
+                outcome,
+                newly_recorded: done.newly_recorded,
+                is_last: done.is_last,
+            })
         }
         .instrument(span)
         .await
     }
 
-    /// Once every chunk is done: writes the manifest, commits the watermark and completes the
-    /// run. The warehouse load and merge slot in between (LOADING, MERGING) once a warehouse
-    /// is configured.
+    /// Once every chunk is done: writes the manifest, registers the files in the catalog, loads
+    /// RAW (LOADING), merges into STAGING and runs the gold procedures (MERGING) when a
+    /// warehouse is attached, then commits the watermark and completes the run. Any failure
+    /// leaves the watermark where it was.
     pub async fn finalize_run(&self, run_id: RunId) -> Result<RunRecord> {
         let record = self
             .state
@@ -446,7 +505,19 @@ impl Pipeline {
         let key = record.table_key.clone();
         let span = info_span!("finalize", %run_id, table = %key);
         async {
-            self.transition(run_id, RunStatus::Extracting, RunStatus::Loading).await?;
+            // A finalize retried after a crash (a re-delivered event) finds the run LOADING or
+            // MERGING and resumes: every step below is safe to repeat (same manifest, catalog
+            // registration tolerates what exists, RAW loads replace the run's rows, the merge
+            // never moves data backwards), and the watermark still moves only at the end.
+            match record.status {
+                RunStatus::Loading | RunStatus::Merging => {
+                    info!(status = %record.status, "resuming an interrupted finalize");
+                }
+                _ => {
+                    self.transition(run_id, RunStatus::Extracting, RunStatus::Loading)
+                        .await?;
+                }
+            }
             let table_name = plan.table.table_name().map_err(|message| PipelineError::Run {
                 run_id,
                 message,
@@ -496,16 +567,56 @@ impl Pipeline {
             })?;
             put_bytes(self.sink.as_ref(), &manifest_key, Bytes::from(body)).await?;
             info!(key = %manifest_key, rows = manifest.rows, files = manifest.files.len(), "manifest written");
+            let keep: BTreeSet<String> = manifest.files.iter().map(|f| f.key.clone()).collect();
+            self.remove_run_files(run_id, &plan, &keep, false).await;
+            let columns = sluice_core::catalog::hive_columns(&manifest.schema).map_err(|source| {
+                CatalogError::Schema {
+                    table: key.clone(),
+                    source,
+                }
+            })?;
+            let registration = TableRegistration {
+                table: catalog_table_name(&plan.table.source, &plan.table.table),
+                description: format!("sluice: {} {key}", plan.engine.as_str()),
+                columns,
+                location: self.sink.url_for(&format!("{}/", layout.table_dir())),
+                partition_values: partition_values(plan.started_at),
+                partition_location: self
+                    .sink
+                    .url_for(&format!("{}/", layout.partition_dir(plan.started_at))),
+            };
+            self.catalog.register_run(&registration).await?;
+            if let Some(loader) = &self.warehouse {
+                let loaded = loader
+                    .load(&plan.table, &manifest, self.options.prefix.as_deref())
+                    .await?;
+                info!(files = loaded.files, rows = loaded.rows, "loaded into the warehouse");
+            }
             let mk = manifest_key.clone();
             self.state
                 .update_run(
                     run_id,
                     Box::new(move |r| {
                         r.manifest_key = Some(mk);
+                        if r.status == RunStatus::Merging {
+                            return Ok(());
+                        }
                         r.transition(RunStatus::Merging, Utc::now())
                     }),
                 )
                 .await?;
+            if let Some(loader) = &self.warehouse {
+                let merged = loader.merge(&plan.table, run_id).await?;
+                self.state
+                    .update_run(
+                        run_id,
+                        Box::new(move |r| {
+                            r.merge = Some(merged);
+                            Ok(())
+                        }),
+                    )
+                    .await?;
+            }
             let next = plan.next_watermark().cloned();
             if let Some(watermark) = &next {
                 self.state.commit_watermark(&key, run_id, watermark).await?;
@@ -548,7 +659,56 @@ impl Pipeline {
             )
             .await?;
         self.state.release_lease(&record.table_key, run_id).await?;
+        if let Some(plan) = &record.plan {
+            self.remove_run_files(run_id, plan, &BTreeSet::new(), true)
+                .await;
+        }
         Ok(record)
+    }
+
+    /// Deletes what no loader should see of a run: its data files in its date/hour partition
+    /// other than `keep` (the manifest's), and with `manifest_too` its manifest. COPY loads the
+    /// manifest's list only, but Athena and Spectrum read the Glue partition's whole
+    /// directory, where a failed run's files, or the surplus parts of a chunk whose retry
+    /// wrote fewer parts, would count as data. Best effort: a failure is logged, and the run's
+    /// outcome stands.
+    async fn remove_run_files(
+        &self,
+        run_id: RunId,
+        plan: &sluice_core::RunPlan,
+        keep: &BTreeSet<String>,
+        manifest_too: bool,
+    ) {
+        let Ok(table_name) = plan.table.table_name() else {
+            return;
+        };
+        let layout = TableLayout::new(
+            self.options.prefix.as_deref(),
+            plan.engine,
+            &plan.table.source,
+            &table_name.to_string(),
+        );
+        let dir = layout.partition_dir(plan.started_at);
+        let ours = format!("{dir}/part-{run_id}-");
+        let mut doomed: Vec<String> = match list_keys(self.sink.as_ref(), &dir).await {
+            Ok(keys) => keys
+                .into_iter()
+                .filter(|k| k.starts_with(&ours) && !keep.contains(k))
+                .collect(),
+            Err(e) => {
+                warn!(%run_id, error = %e, "listing the run's files for clean-up failed");
+                return;
+            }
+        };
+        if manifest_too {
+            doomed.push(layout.manifest(run_id));
+        }
+        for key in doomed {
+            match delete_key(self.sink.as_ref(), &key).await {
+                Ok(()) => info!(%run_id, %key, "removed a file no load will use"),
+                Err(e) => warn!(%run_id, %key, error = %e, "removing a file of the run failed"),
+            }
+        }
     }
 
     async fn transition(&self, run_id: RunId, from: RunStatus, to: RunStatus) -> Result<RunRecord> {
@@ -567,16 +727,94 @@ impl Pipeline {
     }
 }
 
+/// The schema a run of `table` writes (the source's columns as mapped, then sluice's metadata
+/// columns), read from the source's catalog without reading a row: the table is planned as a
+/// full load filtered to nothing and only its chunk stream's schema is kept. For set-up SQL
+/// that must exist before the first run.
+pub async fn file_schema_of(source: &dyn Source, table: &TableConfig) -> Result<SchemaRef> {
+    let mut probe = table.clone();
+    probe.filter = Some("1 = 0".into());
+    probe.partition = None;
+    probe.load.mode = sluice_core::LoadMode::Full;
+    let gathered = source.gather_facts(&probe, None).await?;
+    let plan = build_plan(
+        RunId::new(),
+        source.engine(),
+        Utc::now(),
+        &probe,
+        None,
+        gathered.facts,
+    )?;
+    let stream = source.extract_chunk(&plan, 0).await?;
+    let schema = file_schema(&stream.schema);
+    // The stream reads nothing; dropping it ends the (empty) read before the plan's hold.
+    drop(stream);
+    drop(gathered.hold);
+    Ok(schema)
+}
+
 fn manifest_columns(schema: &SchemaRef) -> Vec<ManifestColumn> {
+    let parquet = parquet_types(schema);
     schema
         .fields()
         .iter()
-        .map(|f| ManifestColumn {
+        .enumerate()
+        .map(|(i, f)| ManifestColumn {
             name: f.name().clone(),
             data_type: f.data_type().to_string(),
             nullable: f.is_nullable(),
+            parquet_type: parquet.get(i).cloned().unwrap_or_default(),
         })
         .collect()
+}
+
+/// The Parquet type of each top-level column, as the writer will store it (the same
+/// conversion the Arrow writer makes); nested columns list their leaves.
+fn parquet_types(schema: &SchemaRef) -> Vec<String> {
+    use parquet::basic::{LogicalType, Type as PhysicalType};
+    let Ok(descriptor) = parquet::arrow::ArrowSchemaConverter::new().convert(schema) else {
+        return Vec::new();
+    };
+    let mut out = vec![String::new(); schema.fields().len()];
+    for (leaf, column) in descriptor.columns().iter().enumerate() {
+        let physical = match column.physical_type() {
+            PhysicalType::FIXED_LEN_BYTE_ARRAY => {
+                format!("FIXED_LEN_BYTE_ARRAY({})", column.type_length())
+            }
+            other => other.to_string(),
+        };
+        let logical = match column.logical_type_ref() {
+            None => String::new(),
+            Some(LogicalType::Decimal(d)) => format!(" DECIMAL({},{})", d.precision, d.scale),
+            Some(LogicalType::Timestamp(t)) => {
+                format!(" TIMESTAMP({:?}, utc={})", t.unit, t.is_adjusted_to_u_t_c)
+            }
+            Some(LogicalType::Time(t)) => {
+                format!(" TIME({:?}, utc={})", t.unit, t.is_adjusted_to_u_t_c)
+            }
+            Some(LogicalType::Integer(i)) => format!(
+                " INT({}, {})",
+                i.bit_width,
+                if i.is_signed { "signed" } else { "unsigned" }
+            ),
+            Some(LogicalType::String) => " STRING".into(),
+            Some(LogicalType::Date) => " DATE".into(),
+            Some(other) => format!(" {other:?}").to_uppercase(),
+        };
+        let path = column.path().parts();
+        let text = if path.len() > 1 {
+            format!("{}: {physical}{logical}", path[1..].join("."))
+        } else {
+            format!("{physical}{logical}")
+        };
+        if let Some(slot) = out.get_mut(descriptor.get_column_root_idx(leaf)) {
+            if !slot.is_empty() {
+                slot.push_str("; ");
+            }
+            slot.push_str(&text);
+        }
+    }
+    out
 }
 
 /// Drives a source stream on its own task, `depth` batches ahead of the consumer, so decoding

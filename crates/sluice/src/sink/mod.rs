@@ -1,9 +1,10 @@
 //! The `ObjectSink` port: where Parquet files and manifests are written.
 //!
 //! Every sink is an `object_store` store plus a way to name its objects for people; the local
-//! directory and S3 differ only in how the store is built.
+//! directory and S3 differ only in how the store is built (`LocalDirSink`, `s3::S3Sink`).
 
 pub mod parquet;
+pub mod s3;
 
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
@@ -34,6 +35,52 @@ pub enum SinkError {
     },
     #[error("batch for {key} does not match the file's schema: {message}")]
     Schema { key: String, message: String },
+    #[error(
+        "bucket '{bucket}' does not exist (writing {url}): create it or fix the output location"
+    )]
+    BucketMissing { bucket: String, url: String },
+    #[error(
+        "access denied writing {url}: the credentials in use may not write there (the IAM policy needs s3:PutObject and s3:AbortMultipartUpload on the output prefix)"
+    )]
+    AccessDenied { url: String },
+}
+
+impl SinkError {
+    /// Replaces an object store's raw answer with what it means for the person running
+    /// sluice, where it is one of the usual mistakes (wrong bucket, missing permission).
+    pub fn explained(self, sink: &dyn ObjectSink) -> SinkError {
+        let key = match &self {
+            SinkError::Object { key, .. } | SinkError::Parquet { key, .. } => key.clone(),
+            _ => return self,
+        };
+        let mut chain = String::new();
+        let mut denied = false;
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&self);
+        while let Some(e) = source {
+            if let Some(store_error) = e.downcast_ref::<object_store::Error>() {
+                denied |= matches!(
+                    store_error,
+                    object_store::Error::PermissionDenied { .. }
+                        | object_store::Error::Unauthenticated { .. }
+                );
+            }
+            chain.push_str(&e.to_string());
+            source = e.source();
+        }
+        let url = sink.url_for(&key);
+        if chain.contains("NoSuchBucket") {
+            let bucket = url
+                .strip_prefix("s3://")
+                .and_then(|rest| rest.split('/').next())
+                .unwrap_or_default()
+                .to_owned();
+            return SinkError::BucketMissing { bucket, url };
+        }
+        if denied || chain.contains("<Code>AccessDenied</Code>") {
+            return SinkError::AccessDenied { url };
+        }
+        self
+    }
 }
 
 pub type Result<T, E = SinkError> = std::result::Result<T, E>;
@@ -43,6 +90,10 @@ pub trait ObjectSink: Send + Sync {
     fn store(&self) -> Arc<dyn ObjectStore>;
     /// A URL a person can follow to the object (`file:///…`, `s3://bucket/…`).
     fn url_for(&self, key: &str) -> String;
+    /// The smallest multipart part the store accepts (S3: 5 MiB); 0 where parts are free.
+    fn minimum_part_bytes(&self) -> usize {
+        0
+    }
 }
 
 pub fn object_path(key: &str) -> Result<Path> {
@@ -58,11 +109,44 @@ pub async fn put_bytes(sink: &dyn ObjectSink, key: &str, bytes: Bytes) -> Result
     sink.store()
         .put(&object_path(key)?, PutPayload::from_bytes(bytes))
         .await
-        .map_err(|source| SinkError::Object {
-            key: key.to_owned(),
-            source,
+        .map_err(|source| {
+            SinkError::Object {
+                key: key.to_owned(),
+                source,
+            }
+            .explained(sink)
         })?;
     Ok(len)
+}
+
+/// The keys of the objects directly or indirectly under `dir`.
+pub async fn list_keys(sink: &dyn ObjectSink, dir: &str) -> Result<Vec<String>> {
+    use futures::TryStreamExt;
+    let prefix = object_path(dir)?;
+    sink.store()
+        .list(Some(&prefix))
+        .map_ok(|meta| meta.location.to_string())
+        .try_collect()
+        .await
+        .map_err(|source| {
+            SinkError::Object {
+                key: dir.to_owned(),
+                source,
+            }
+            .explained(sink)
+        })
+}
+
+/// Deletes an object; one that does not exist is not an error.
+pub async fn delete_key(sink: &dyn ObjectSink, key: &str) -> Result<()> {
+    match sink.store().delete(&object_path(key)?).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Err(source) => Err(SinkError::Object {
+            key: key.to_owned(),
+            source,
+        }
+        .explained(sink)),
+    }
 }
 
 /// Reads a whole object (manifests, tests).

@@ -6,14 +6,19 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, StringArray, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
 use object_store::buffered::BufWriter;
 use parquet::arrow::AsyncArrowWriter;
+use parquet::arrow::async_writer::AsyncFileWriter;
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::errors::ParquetError;
 use parquet::file::properties::{WriterProperties, WriterVersion};
 use parquet::schema::types::ColumnPath;
 use sluice_core::RunId;
 use sluice_core::run::FileEntry;
+use tokio::io::AsyncWriteExt;
 use tracing::debug;
 
 use super::{ObjectSink, Result, SinkError, object_path};
@@ -34,8 +39,11 @@ pub struct ParquetSettings {
     pub row_group_bytes: usize,
     /// …or this many rows, whichever comes first.
     pub row_group_rows: usize,
-    /// Bytes buffered before an upload part is sent (S3 needs at least 5 MiB per part).
+    /// Bytes buffered before an upload part is sent. Raised where needed to the store's
+    /// minimum (S3: 5 MiB) and so that S3's 10,000 parts cover a file of `max_file_bytes`.
     pub upload_part_bytes: usize,
+    /// Parts uploaded at once per file; each holds a part's bytes in memory.
+    pub upload_concurrency: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +60,23 @@ impl Default for ParquetSettings {
             row_group_bytes: 32 * 1024 * 1024,
             row_group_rows: 1_000_000,
             upload_part_bytes: 10 * 1024 * 1024,
+            upload_concurrency: 2,
         }
+    }
+}
+
+impl ParquetSettings {
+    /// The part size actually used with a store whose parts must be at least `minimum`: at
+    /// least the configured size, and large enough that S3's part limit covers twice the
+    /// file size target (a file may overshoot it by a row group).
+    pub fn part_bytes(&self, minimum: usize) -> usize {
+        let cover = self
+            .max_file_bytes
+            .saturating_mul(2)
+            .div_ceil(super::s3::S3_MAX_PARTS);
+        self.upload_part_bytes
+            .max(minimum)
+            .max(usize::try_from(cover).unwrap_or(usize::MAX))
     }
 }
 
@@ -100,7 +124,45 @@ struct OpenFile {
     key: String,
     part: u32,
     rows: u64,
-    writer: AsyncArrowWriter<BufWriter>,
+    writer: AsyncArrowWriter<UploadWriter>,
+}
+
+/// The upload under a Parquet file. It remembers whether completion began: once it has,
+/// `object_store` has either finished the upload or aborted it itself, and aborting again
+/// would panic; before, an abort is what keeps a half-written file from ever appearing.
+struct UploadWriter {
+    upload: BufWriter,
+    completing: bool,
+}
+
+impl UploadWriter {
+    async fn abort(mut self) -> object_store::Result<()> {
+        if self.completing {
+            return Ok(());
+        }
+        self.upload.abort().await
+    }
+}
+
+impl AsyncFileWriter for UploadWriter {
+    fn write(&mut self, bytes: Bytes) -> BoxFuture<'_, parquet::errors::Result<()>> {
+        Box::pin(async move {
+            self.upload
+                .put(bytes)
+                .await
+                .map_err(|e| ParquetError::External(Box::new(e)))
+        })
+    }
+
+    fn complete(&mut self) -> BoxFuture<'_, parquet::errors::Result<()>> {
+        self.completing = true;
+        Box::pin(async move {
+            self.upload
+                .shutdown()
+                .await
+                .map_err(|e| ParquetError::External(Box::new(e)))
+        })
+    }
 }
 
 /// Writes one chunk's batches as `part-…-<chunk>-<part>.parquet` files.
@@ -173,10 +235,12 @@ impl ChunkFileWriter {
             let key = key.to_owned();
             move |source| SinkError::Parquet { key, source }
         };
+        let sink = self.sink.clone();
         file.writer
             .write(&full)
             .await
-            .map_err(parquet_error(&file.key))?;
+            .map_err(parquet_error(&file.key))
+            .map_err(|e| e.explained(sink.as_ref()))?;
         file.rows += rows as u64;
         let size = (file.writer.bytes_written() + file.writer.in_progress_size()) as u64;
         if size >= self.settings.max_file_bytes {
@@ -194,11 +258,10 @@ impl ChunkFileWriter {
     /// Abandons the open file: its upload is aborted so nothing appears at its key. Files
     /// already completed stay; a retry of the chunk overwrites them under the same keys.
     pub async fn abort(mut self) {
-        if let Some(file) = self.current.take() {
-            let mut upload = file.writer.into_inner();
-            if let Err(e) = upload.abort().await {
-                debug!(key = %file.key, error = %e, "aborting an unfinished upload failed");
-            }
+        if let Some(file) = self.current.take()
+            && let Err(e) = file.writer.into_inner().abort().await
+        {
+            debug!(key = %file.key, error = %e, "aborting an unfinished upload failed");
         }
     }
 
@@ -209,8 +272,13 @@ impl ChunkFileWriter {
         let writer = BufWriter::with_capacity(
             self.sink.store(),
             object_path(&key)?,
-            self.settings.upload_part_bytes,
-        );
+            self.settings.part_bytes(self.sink.minimum_part_bytes()),
+        )
+        .with_max_concurrency(self.settings.upload_concurrency.max(1));
+        let writer = UploadWriter {
+            upload: writer,
+            completing: false,
+        };
         let writer =
             AsyncArrowWriter::try_new(writer, self.schema.clone(), Some(self.properties.clone()))
                 .map_err(|source| SinkError::Parquet {
@@ -232,9 +300,10 @@ impl ChunkFileWriter {
         };
         if let Err(source) = file.writer.finish().await {
             let key = file.key.clone();
-            let mut upload = file.writer.into_inner();
-            let _ = upload.abort().await;
-            return Err(SinkError::Parquet { key, source });
+            if let Err(e) = file.writer.into_inner().abort().await {
+                debug!(%key, error = %e, "aborting an unfinished upload failed");
+            }
+            return Err(SinkError::Parquet { key, source }.explained(self.sink.as_ref()));
         }
         let bytes = file.writer.bytes_written() as u64;
         debug!(key = %file.key, rows = file.rows, bytes, "parquet file complete");
@@ -246,5 +315,32 @@ impl ChunkFileWriter {
             bytes,
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: usize = 1024 * 1024;
+
+    #[test]
+    fn parts_respect_the_store_minimum_and_the_part_limit() {
+        let settings = ParquetSettings {
+            upload_part_bytes: MIB,
+            max_file_bytes: 256 * MIB as u64,
+            ..ParquetSettings::default()
+        };
+        // Locally any size goes; S3 gets its 5 MiB minimum.
+        assert_eq!(settings.part_bytes(0), MIB);
+        assert_eq!(settings.part_bytes(5 * MIB), 5 * MIB);
+        // A 100 GiB file target needs parts of at least 2 × 100 GiB / 10,000.
+        let huge = ParquetSettings {
+            max_file_bytes: 100 * 1024 * MIB as u64,
+            ..settings
+        };
+        let part = huge.part_bytes(5 * MIB);
+        assert!(part as u64 * 10_000 >= 2 * huge.max_file_bytes, "{part}");
+        assert!(part < 21 * MIB + MIB, "{part}");
     }
 }

@@ -11,9 +11,13 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sluice_core::{RunId, RunRecord, ScalarValue};
+use sluice_core::run::ChunkOutcome;
+use sluice_core::{RunId, RunRecord, RunStatus, ScalarValue};
 
-use super::{Lease, Result, RunUpdate, StateError, StateStore, TableState};
+use super::{
+    ChunkDone, Lease, Result, RunUpdate, StateError, StateStore, TableState,
+    check_chunks_unchanged, check_new_run,
+};
 
 pub struct LocalStateStore {
     dir: PathBuf,
@@ -32,6 +36,32 @@ impl LocalStateStore {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Sets or clears the watermark, only if `run_id` holds the lease.
+    async fn set_watermark(
+        &self,
+        table_key: &str,
+        run_id: RunId,
+        watermark: Option<ScalarValue>,
+    ) -> Result<()> {
+        let key = table_key.to_owned();
+        self.locked(move |f| {
+            let mut tables = f.tables()?;
+            let state = tables.entry(key.clone()).or_default();
+            let holder = state.lease.as_ref().map(|l| l.run_id);
+            if holder != Some(run_id) {
+                return Err(StateError::LeaseLost {
+                    table_key: key,
+                    run_id,
+                    holder,
+                });
+            }
+            state.watermark_run_id = watermark.as_ref().map(|_| run_id);
+            state.watermark = watermark;
+            f.save_tables(&tables)
+        })
+        .await
     }
 
     /// Runs `op` on a blocking thread while holding the directory's lock.
@@ -180,6 +210,7 @@ impl StateStore for LocalStateStore {
     }
 
     async fn create_run(&self, record: &RunRecord) -> Result<()> {
+        check_new_run(record)?;
         let record = record.clone();
         self.locked(move |f| {
             let path = f.run_path(record.run_id);
@@ -197,10 +228,42 @@ impl StateStore for LocalStateStore {
 
     async fn update_run(&self, run_id: RunId, update: RunUpdate) -> Result<RunRecord> {
         self.locked(move |f| {
-            let mut record = f.run(run_id)?.ok_or(StateError::RunNotFound(run_id))?;
+            let before = f.run(run_id)?.ok_or(StateError::RunNotFound(run_id))?;
+            let mut record = before.clone();
             update(&mut record).map_err(|message| StateError::Refused { run_id, message })?;
+            check_chunks_unchanged(run_id, &before, &record)?;
             f.write_json(&f.run_path(run_id), &record)?;
             Ok(record)
+        })
+        .await
+    }
+
+    async fn record_chunk_done(
+        &self,
+        run_id: RunId,
+        chunk: u32,
+        outcome: &ChunkOutcome,
+    ) -> Result<ChunkDone> {
+        let outcome = outcome.clone();
+        self.locked(move |f| {
+            let mut record = f.run(run_id)?.ok_or(StateError::RunNotFound(run_id))?;
+            let total = super::planned_chunks(&record)?;
+            let newly_recorded = !record.chunks.contains_key(&chunk);
+            if newly_recorded {
+                if record.status != RunStatus::Extracting {
+                    return Err(super::chunk_refused(run_id, chunk, record.status));
+                }
+                record.chunks.insert(chunk, outcome);
+                record.updated_at = Utc::now();
+                f.write_json(&f.run_path(run_id), &record)?;
+            }
+            let done = u32::try_from(record.chunks.len()).unwrap_or(u32::MAX);
+            Ok(ChunkDone {
+                newly_recorded,
+                done,
+                total,
+                is_last: newly_recorded && done == total,
+            })
         })
         .await
     }
@@ -211,24 +274,12 @@ impl StateStore for LocalStateStore {
         run_id: RunId,
         watermark: &ScalarValue,
     ) -> Result<()> {
-        let key = table_key.to_owned();
-        let watermark = watermark.clone();
-        self.locked(move |f| {
-            let mut tables = f.tables()?;
-            let state = tables.entry(key.clone()).or_default();
-            let holder = state.lease.as_ref().map(|l| l.run_id);
-            if holder != Some(run_id) {
-                return Err(StateError::LeaseLost {
-                    table_key: key,
-                    run_id,
-                    holder,
-                });
-            }
-            state.watermark = Some(watermark);
-            state.watermark_run_id = Some(run_id);
-            f.save_tables(&tables)
-        })
-        .await
+        self.set_watermark(table_key, run_id, Some(watermark.clone()))
+            .await
+    }
+
+    async fn clear_watermark(&self, table_key: &str, run_id: RunId) -> Result<()> {
+        self.set_watermark(table_key, run_id, None).await
     }
 
     async fn list_runs(&self, table_key: Option<&str>, limit: usize) -> Result<Vec<RunRecord>> {

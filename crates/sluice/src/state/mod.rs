@@ -2,14 +2,18 @@
 //!
 //! Every store gives the same guarantees: a lease is held by one run at a time; a run record
 //! changes only through [`StateStore::update_run`], whose update may refuse (e.g. a status
-//! transition that is not allowed) and then changes nothing; the watermark is committed only
-//! by the run holding the lease.
+//! transition that is not allowed) and then changes nothing; a chunk's outcome is recorded
+//! once, through [`StateStore::record_chunk_done`], which also tells exactly one caller that
+//! the last chunk is done; the watermark is committed only by the run holding the lease.
+//! `tests/tests/state_contract.rs` runs one suite of these promises against every store.
 
+pub mod dynamo;
 pub mod local;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use sluice_core::run::ChunkOutcome;
 use sluice_core::{RunId, RunRecord, ScalarValue};
 use thiserror::Error;
 
@@ -36,7 +40,77 @@ pub enum StateError {
 pub type Result<T, E = StateError> = std::result::Result<T, E>;
 
 /// A change to a run record, applied atomically; returning `Err` leaves the record as it was.
+/// It runs exactly once, on the current record, while no other update of that run can
+/// interleave. Chunks are not changed this way (see [`StateStore::record_chunk_done`]): an
+/// update that changes `chunks` is refused.
 pub type RunUpdate = Box<dyn FnOnce(&mut RunRecord) -> Result<(), String> + Send>;
+
+/// What recording a chunk as done found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkDone {
+    /// False when the chunk had been recorded before (a duplicated event): nothing changed.
+    pub newly_recorded: bool,
+    /// Chunks of the run recorded so far.
+    pub done: u32,
+    /// Chunks in the run's plan.
+    pub total: u32,
+    /// True for exactly one call per run: the one that recorded the last chunk.
+    pub is_last: bool,
+}
+
+/// Refuses an update that touched `chunks`, which only [`StateStore::record_chunk_done`] may
+/// change (a DynamoDB run keeps them beside its record, not in it).
+pub(crate) fn check_chunks_unchanged(
+    run_id: RunId,
+    before: &RunRecord,
+    after: &RunRecord,
+) -> Result<()> {
+    if before.chunks != after.chunks {
+        return Err(StateError::Refused {
+            run_id,
+            message: "chunks are recorded with record_chunk_done, not update_run".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Refuses to create a run that already has chunks: they are recorded one by one.
+pub(crate) fn check_new_run(record: &RunRecord) -> Result<()> {
+    if !record.chunks.is_empty() {
+        return Err(StateError::Refused {
+            run_id: record.run_id,
+            message: "a new run has no chunks yet; record them with record_chunk_done".into(),
+        });
+    }
+    Ok(())
+}
+
+/// The number of chunks a run's plan has; a run without a plan has no chunks to record.
+pub(crate) fn planned_chunks(record: &RunRecord) -> Result<u32> {
+    record
+        .plan
+        .as_ref()
+        .map(|p| u32::try_from(p.chunks.len()).unwrap_or(u32::MAX))
+        .ok_or_else(|| no_plan(record.run_id))
+}
+
+pub(crate) fn no_plan(run_id: RunId) -> StateError {
+    StateError::Refused {
+        run_id,
+        message: "has no plan; no chunk can be recorded".into(),
+    }
+}
+
+pub(crate) fn chunk_refused(
+    run_id: RunId,
+    chunk: u32,
+    status: impl std::fmt::Display,
+) -> StateError {
+    StateError::Refused {
+        run_id,
+        message: format!("is {status}; chunk {chunk} is not recorded"),
+    }
+}
 
 /// Who holds a table's lease, and until when.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,6 +156,17 @@ pub trait StateStore: Send + Sync {
     /// Applies `update` to the stored record atomically and returns the new record.
     async fn update_run(&self, run_id: RunId, update: RunUpdate) -> Result<RunRecord>;
 
+    /// Records chunk `chunk` of a run in EXTRACTING as done with `outcome`, once: a repeated
+    /// call for the same chunk changes nothing and answers `newly_recorded: false`. Of all
+    /// calls for a run, exactly one answers `is_last: true`. A run in any other status is
+    /// refused.
+    async fn record_chunk_done(
+        &self,
+        run_id: RunId,
+        chunk: u32,
+        outcome: &ChunkOutcome,
+    ) -> Result<ChunkDone>;
+
     /// Sets the table's watermark, only if `run_id` still holds the lease.
     async fn commit_watermark(
         &self,
@@ -89,6 +174,10 @@ pub trait StateStore: Send + Sync {
         run_id: RunId,
         watermark: &ScalarValue,
     ) -> Result<()>;
+
+    /// Removes the table's watermark (the next incremental run reads everything), only if
+    /// `run_id` holds the lease. For operators' resets and backfills.
+    async fn clear_watermark(&self, table_key: &str, run_id: RunId) -> Result<()>;
 
     /// The newest runs first, optionally of one table.
     async fn list_runs(&self, table_key: Option<&str>, limit: usize) -> Result<Vec<RunRecord>>;

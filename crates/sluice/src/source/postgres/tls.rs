@@ -62,14 +62,8 @@ fn root_store(root_cert: Option<&str>) -> Result<RootCertStore, String> {
             }
         }
         None => {
-            let native = rustls_native_certs::load_native_certs();
-            for cert in native.certs {
-                // A malformed system certificate is skipped, as every TLS client does.
-                let _ = roots.add(cert);
-            }
-            if roots.is_empty() {
-                return Err("no system CA certificates found; set connection.ssl_root_cert".into());
-            }
+            roots = crate::tls::native_roots()
+                .map_err(|e| format!("{e}; set connection.ssl_root_cert"))?;
         }
     }
     Ok(roots)

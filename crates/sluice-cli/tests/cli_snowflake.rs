@@ -1,0 +1,446 @@
+//! `sluice snowflake sql` and `apply` as a user runs them: bad options named by flag, the
+//! script written where asked, and the objects part applied (twice: it is idempotent) through
+//! the SQL API to the local stand-in.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use sluice::warehouse::Statement;
+use sluice::warehouse::snowflake::SnowflakeClient;
+use sluice_tests::snowflake::{ACCOUNT, KeyPair, StandIn, USER};
+
+const CONFIG: &str = "sources:\n  - name: shop\n    engine: postgres\n    connection:\n      url: postgres://u@h/db\n\
+    tables:\n  - source: shop\n    table: public.orders\n    primary_key: [order_id]\n\
+    \x20   target: {staging_table: MART.ORDERS}\n\
+    \x20 - source: shop\n    table: public.products\n    primary_key: [product_id]\n";
+
+fn sluice(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("the sluice binary runs")
+}
+
+fn setup_args<'a>(
+    config: &'a str,
+    database: &'a str,
+    bucket: &'a str,
+    prefix: &'a str,
+    api: &'a str,
+) -> Vec<&'a str> {
+    vec![
+        "--config",
+        config,
+        "--database",
+        database,
+        "--role",
+        "SLUICE_LOADER",
+        "--bucket",
+        bucket,
+        "--prefix",
+        prefix,
+        "--storage-role-arn",
+        "arn:aws:iam::123456789012:role/snowflake-s3",
+        "--api-role-arn",
+        "arn:aws:iam::123456789012:role/snowflake-api",
+        "--api-url",
+        api,
+    ]
+}
+
+/// `sluice snowflake apply` against a stand-in with the test binary's key.
+fn apply_args<'a>(key: &'a str, base_url: &'a str, setup: Vec<&'a str>) -> Vec<&'a str> {
+    let mut args = vec![
+        "snowflake",
+        "apply",
+        "--account",
+        ACCOUNT,
+        "--user",
+        USER,
+        "--private-key-file",
+        key,
+        "--base-url",
+        base_url,
+    ];
+    args.extend(setup);
+    args
+}
+
+#[test]
+fn sql_names_bad_options_and_writes_the_script() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tables.yaml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let config = config.to_str().unwrap();
+
+    let mut args = vec!["snowflake", "sql"];
+    args.extend(setup_args(
+        config,
+        "SLUICE",
+        "Bad_Bucket",
+        "raw/v1",
+        "http://x/'; DROP",
+    ));
+    let out = sluice(&args, dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--bucket: 'Bad_Bucket' is not an S3 bucket name"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--api-url: "), "{stderr}");
+    assert!(!dir.path().join("out/setup.sql").exists());
+
+    let mut args = vec!["snowflake", "sql", "--out-dir", "out"];
+    args.extend(setup_args(
+        config,
+        "SLUICE",
+        "acme-lake",
+        "raw/v1",
+        "https://abc.execute-api.eu-west-1.amazonaws.com/prod/",
+    ));
+    let out = sluice(&args, dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let written = std::fs::read_to_string(dir.path().join("out/setup.sql")).unwrap();
+    assert_eq!(written, String::from_utf8_lossy(&out.stdout));
+    for expected in [
+        "CREATE STORAGE INTEGRATION IF NOT EXISTS \"SLUICE_S3\"",
+        "STORAGE_ALLOWED_LOCATIONS = ('s3://acme-lake/raw/v1/')",
+        "CREATE STAGE IF NOT EXISTS \"SLUICE\".\"RAW\".\"SLUICE_STAGE\"",
+        "CREATE TABLE IF NOT EXISTS \"SLUICE\".\"MART\".\"ORDERS_MERGES\"",
+        "CREATE OR REPLACE EXTERNAL FUNCTION \"SLUICE\".\"SLUICE\".\"RUN_STATUS\"(RUN_ID VARCHAR)",
+    ] {
+        assert!(written.contains(expected), "{expected} not in:\n{written}");
+    }
+}
+
+#[test]
+fn apply_creates_the_objects_through_the_sql_api_and_can_run_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tables.yaml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let key = dir.path().join("rsa_key.p8");
+    std::fs::write(&key, &KeyPair::shared().private_pem).unwrap();
+    let standin = StandIn::shared();
+    let database = standin.config("apply").database.unwrap();
+    let base_url = standin.base_url();
+    let args = apply_args(
+        key.to_str().unwrap(),
+        &base_url,
+        setup_args(
+            config.to_str().unwrap(),
+            &database,
+            "acme-lake",
+            "raw/v1",
+            "https://abc.execute-api.eu-west-1.amazonaws.com/prod/",
+        ),
+    );
+    for _ in 0..2 {
+        let out = sluice(&args, dir.path());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = standin.client("applycheck");
+    let tables = rt
+        .block_on(client.execute(
+            &Statement::new(format!(
+                "SELECT table_schema || '.' || table_name FROM \"{database}\".INFORMATION_SCHEMA.TABLES \
+                 WHERE table_name LIKE '%MERGES' ORDER BY 1"
+            )),
+        ))
+        .unwrap();
+    let names: Vec<&str> = tables.rows.iter().map(|r| r[0].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["MART.ORDERS_MERGES", "STAGING.SHOP_PUBLIC_PRODUCTS_MERGES"]
+    );
+}
+
+/// The set-up applied, then `sluice run` with an s3:// output loads the run into Snowflake:
+/// STAGING ends up with the source's rows and `sluice status` shows the merge counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_loads_into_snowflake_after_apply() {
+    let moto = sluice_tests::moto::MotoServer::shared();
+    let lake = sluice_tests::s3::Lake::create(moto).await;
+    let standin = StandIn::start(&sluice_tests::snowflake::Options {
+        s3_endpoint: Some(moto.endpoint()),
+        ..Default::default()
+    });
+    let db = sluice_tests::shop_db("cli_sf").await;
+    let pg = db.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("shop.yaml");
+    std::fs::write(
+        &config,
+        sluice_tests::shop_config(
+            &db,
+            "  - source: shop\n    table: public.products\n    primary_key: [product_id]\n    target: {json_columns: [attributes]}\n",
+        ),
+    )
+    .unwrap();
+    let key = dir.path().join("rsa_key.p8");
+    std::fs::write(&key, &KeyPair::shared().private_pem).unwrap();
+    let database = standin.config("clirun").database.unwrap();
+    let base_url = standin.base_url();
+    let run_sluice = |args: &[&str]| {
+        let out = moto
+            .local_env(
+                Command::new(env!("CARGO_BIN_EXE_sluice"))
+                    .args(args)
+                    .current_dir(dir.path()),
+            )
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "sluice {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let apply = apply_args(
+        key.to_str().unwrap(),
+        &base_url,
+        setup_args(
+            config.to_str().unwrap(),
+            &database,
+            &lake.bucket,
+            "lake/raw",
+            "https://abc.execute-api.eu-west-1.amazonaws.com/prod/",
+        ),
+    );
+    run_sluice(&apply);
+
+    let output = format!("s3://{}/lake/raw", lake.bucket);
+    run_sluice(&[
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--output",
+        &output,
+        "--snowflake-account",
+        ACCOUNT,
+        "--snowflake-user",
+        USER,
+        "--snowflake-private-key-file",
+        key.to_str().unwrap(),
+        "--snowflake-url",
+        &base_url,
+        "--snowflake-database",
+        &database,
+    ]);
+    let status = run_sluice(&["status"]);
+    let run_id = status
+        .split_whitespace()
+        .find(|w| w.len() == 26 && w.parse::<sluice_core::RunId>().is_ok())
+        .unwrap_or_else(|| panic!("no run id in {status}"));
+    let story = run_sluice(&["status", run_id]);
+    assert!(
+        story.contains("merge     {\"inserted\":200,\"updated\":0}"),
+        "{story}"
+    );
+
+    let client = SnowflakeClient::new(
+        {
+            let mut c = standin.config("unused");
+            c.database = Some(database.clone());
+            c
+        },
+        KeyPair::shared().private_key(),
+    )
+    .unwrap();
+    let count = client
+        .execute(&Statement::new(format!(
+            "SELECT COUNT(*), COUNT(\"attributes\") FROM \"{database}\".STAGING.SHOP_PUBLIC_PRODUCTS"
+        )))
+        .await
+        .unwrap();
+    let source = pg
+        .query_one(
+            "SELECT count(*), count(attributes) FROM public.products",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(count.rows[0][0].as_i64(), Some(source.get::<_, i64>(0)));
+    assert_eq!(count.rows[0][1].as_i64(), Some(source.get::<_, i64>(1)));
+}
+
+/// With --with-tables, the set-up also holds each table's RAW/STAGING tables and merge
+/// procedure, generated from the source's catalog before any run: applied through the SQL
+/// API, RAW has exactly the source's columns (then sluice's), in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_tables_the_setup_creates_each_tables_objects_from_the_source_catalog() {
+    let db = sluice_tests::shop_db("cli_sf_tables").await;
+    let pg = db.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("shop.yaml");
+    std::fs::write(
+        &config,
+        sluice_tests::shop_config(
+            &db,
+            "  - source: shop\n    table: public.orders\n    primary_key: [order_id]\n    load: {mode: incremental, cursor: updated_at}\n",
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let standin = StandIn::shared();
+    let database = standin.config("withtables").database.unwrap();
+    let api = "https://abc.execute-api.eu-west-1.amazonaws.com/prod/";
+    let mut sql = vec!["snowflake", "sql", "--no-write", "--with-tables"];
+    sql.extend(setup_args(config, &database, "acme-lake", "raw", api));
+    let out = sluice(&sql, dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let script = String::from_utf8_lossy(&out.stdout).into_owned();
+    for expected in [
+        "-- 3. tables: shop/public.orders",
+        "\"RAW\".\"SHOP_PUBLIC_ORDERS\"",
+        "\"total\" NUMBER(14,2)",
+        "\"ordered_at\" TIMESTAMP_TZ",
+        "\"updated_at\" TIMESTAMP_NTZ",
+        "CREATE OR REPLACE PROCEDURE",
+    ] {
+        assert!(
+            script.contains(expected),
+            "missing {expected} in:\n{script}"
+        );
+    }
+
+    let key = dir.path().join("rsa_key.p8");
+    std::fs::write(&key, &KeyPair::shared().private_pem).unwrap();
+    let base_url = standin.base_url();
+    let mut setup = setup_args(config, &database, "acme-lake", "raw", api);
+    setup.push("--with-tables");
+    let out = sluice(
+        &apply_args(key.to_str().unwrap(), &base_url, setup),
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let client = standin.client("withtablescheck");
+    let columns = client
+        .execute(&Statement::new(format!(
+            "SELECT column_name FROM \"{database}\".INFORMATION_SCHEMA.COLUMNS \
+             WHERE table_schema = 'RAW' AND table_name = 'SHOP_PUBLIC_ORDERS' ORDER BY ordinal_position"
+        )))
+        .await
+        .unwrap();
+    let got: Vec<String> = columns
+        .rows
+        .iter()
+        .map(|r| r[0].as_str().unwrap().to_owned())
+        .collect();
+    let mut expected: Vec<String> = pg
+        .query(
+            "SELECT column_name::text FROM information_schema.columns \
+             WHERE table_schema = 'public' AND table_name = 'orders' ORDER BY ordinal_position",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    expected.extend(
+        [
+            "_sluice_run_id",
+            "_sluice_extracted_at",
+            "_sluice_file",
+            "_sluice_row",
+        ]
+        .map(String::from),
+    );
+    assert_eq!(got, expected);
+}
+
+/// The key can come from Secrets Manager, as the functions read it: `apply` works with the
+/// secret's key, and a missing secret is a clear error that prints no key material.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_can_come_from_secrets_manager() {
+    let moto = sluice_tests::moto::MotoServer::shared();
+    let sdk = moto.sdk_config().await;
+    let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
+    let pem = KeyPair::shared().private_pem.clone();
+    let name = sluice_tests::moto::unique_name("sfkey");
+    let arn = secrets
+        .create_secret()
+        .name(&name)
+        .secret_string(serde_json::json!({ "private_key": pem }).to_string())
+        .send()
+        .await
+        .unwrap()
+        .arn
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tables.yaml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let standin = StandIn::shared();
+    let database = standin.config("keysecret").database.unwrap();
+    let base_url = standin.base_url();
+    let apply = |secret: &str| {
+        let mut args = vec![
+            "snowflake",
+            "apply",
+            "--account",
+            ACCOUNT,
+            "--user",
+            USER,
+            "--private-key-secret",
+            secret,
+            "--base-url",
+            &base_url,
+        ];
+        args.extend(setup_args(
+            config.to_str().unwrap(),
+            &database,
+            "acme-lake",
+            "raw",
+            "https://abc.execute-api.eu-west-1.amazonaws.com/prod/",
+        ));
+        moto.local_env(
+            Command::new(env!("CARGO_BIN_EXE_sluice"))
+                .args(&args)
+                .current_dir(dir.path())
+                .env_remove("SLUICE_SNOWFLAKE_PRIVATE_KEY_FILE"),
+        )
+        .output()
+        .unwrap()
+    };
+    let out = apply(&arn);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let missing = format!("{arn}-gone");
+    let out = apply(&missing);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the Snowflake key: secret")
+            && err.contains("does not exist (check --private-key-secret)"),
+        "{err}"
+    );
+    let body = pem.lines().nth(1).unwrap();
+    assert!(!err.contains(body), "key material leaked: {err}");
+}

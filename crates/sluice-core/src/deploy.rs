@@ -1,0 +1,350 @@
+//! A deployment's settings, as a Lambda function reads them from its environment (the SAM
+//! template sets them) and the CLI from its options: where files go, which DynamoDB tables
+//! hold config and state, the Glue database, Parquet sizing, the functions to invoke.
+//!
+//! Every value is checked here, once, at cold start: a function with a bad setting refuses
+//! to start with a message naming the variable, instead of failing runs one by one.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use thiserror::Error;
+
+use crate::catalog::check_database_name;
+use crate::config::parse_duration;
+use crate::output::OutputLocation;
+
+/// Bounds of the Parquet sizing settings, shared with the CLI's options.
+pub const ROW_GROUP_MB: (u32, u32) = (1, 1024);
+pub const FILE_MB: (u32, u32) = (1, 16384);
+/// S3 parts are 5 MiB to 5 GiB.
+pub const PART_MB: (u32, u32) = (5, 5120);
+
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("{} problem(s) in the function's settings:\n  {}", .0.len(), .0.join("\n  "))]
+pub struct DeployError(pub Vec<String>);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    Zstd,
+    Snappy,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploymentSettings {
+    /// Must be `s3://…` in Lambda (a function has no lasting disk).
+    pub output: OutputLocation,
+    pub glue_database: Option<String>,
+    pub state_table: String,
+    pub config_table: String,
+    pub compression: Compression,
+    pub row_group_mb: u32,
+    pub file_mb: u32,
+    pub part_mb: u32,
+    /// How long a run may hold its table's lease before another may take over.
+    pub lease_ttl: Duration,
+    /// The extract function the trigger fans out to, and the finalize function the last
+    /// chunk invokes (names or ARNs).
+    pub extract_function: Option<String>,
+    pub finalize_function: Option<String>,
+    /// Rows of one external-function batch the trigger accepts.
+    pub max_batch_rows: usize,
+    /// Loads every run into Snowflake when set.
+    pub snowflake: Option<SnowflakeSettings>,
+    /// How far back the scheduler looks for a missed fire time (see `schedule::is_due`).
+    pub schedule_lookback: Duration,
+}
+
+/// Where and as whom runs are loaded into Snowflake. The private key never appears here:
+/// only the Secrets Manager secret that holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnowflakeSettings {
+    pub account: String,
+    pub user: String,
+    pub private_key_secret: String,
+    pub database: String,
+    pub warehouse: Option<String>,
+    pub role: Option<String>,
+    /// The SQL API's base URL, for a local stand-in; Snowflake's own URL otherwise.
+    pub url: Option<String>,
+}
+
+impl DeploymentSettings {
+    /// Reads `SLUICE_*` variables from `env` and reports every problem at once.
+    pub fn from_env(env: &BTreeMap<String, String>) -> Result<DeploymentSettings, DeployError> {
+        let mut problems = Vec::new();
+        let get = |name: &str| {
+            env.get(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let required = |name: &str, problems: &mut Vec<String>| {
+            get(name).unwrap_or_else(|| {
+                problems.push(format!("{name}: required"));
+                String::new()
+            })
+        };
+        let output_text = required("SLUICE_OUTPUT", &mut problems);
+        let output = match OutputLocation::parse("SLUICE_OUTPUT", &output_text) {
+            Ok(OutputLocation::LocalDir(_)) if !output_text.is_empty() => {
+                problems.push(format!(
+                    "SLUICE_OUTPUT: '{output_text}' is not an s3:// location (a function has no lasting disk)"
+                ));
+                None
+            }
+            Ok(location) => Some(location),
+            Err(e) if !output_text.is_empty() => {
+                problems.push(e.to_string());
+                None
+            }
+            Err(_) => None,
+        };
+        let state_table = required("SLUICE_STATE_TABLE", &mut problems);
+        let config_table = required("SLUICE_CONFIG_TABLE", &mut problems);
+        for (name, value) in [
+            ("SLUICE_STATE_TABLE", &state_table),
+            ("SLUICE_CONFIG_TABLE", &config_table),
+        ] {
+            if !value.is_empty()
+                && let Err(e) = check_dynamodb_table_name(value)
+            {
+                problems.push(format!("{name}: '{value}' {e}"));
+            }
+        }
+        let glue_database = get("SLUICE_GLUE_DATABASE");
+        if let Some(db) = &glue_database
+            && let Err(e) = check_database_name(db)
+        {
+            problems.push(format!("SLUICE_GLUE_DATABASE: '{db}' {e}"));
+        }
+        let compression = match get("SLUICE_PARQUET_COMPRESSION").as_deref() {
+            None | Some("zstd") => Compression::Zstd,
+            Some("snappy") => Compression::Snappy,
+            Some(other) => {
+                problems.push(format!(
+                    "SLUICE_PARQUET_COMPRESSION: '{other}' is not one of zstd, snappy"
+                ));
+                Compression::Zstd
+            }
+        };
+        let mut number = |name: &str, default: u32, (low, high): (u32, u32)| match get(name) {
+            None => default,
+            Some(text) => match text.parse::<u32>() {
+                Ok(n) if (low..=high).contains(&n) => n,
+                _ => {
+                    problems.push(format!(
+                        "{name}: '{text}' must be a whole number from {low} to {high}"
+                    ));
+                    default
+                }
+            },
+        };
+        let row_group_mb = number("SLUICE_ROW_GROUP_MB", 32, ROW_GROUP_MB);
+        let file_mb = number("SLUICE_FILE_MB", 256, FILE_MB);
+        let part_mb = number("SLUICE_PART_MB", 10, PART_MB);
+        let max_batch_rows = number("SLUICE_MAX_BATCH_ROWS", 100, (1, 10_000)) as usize;
+        let lease_ttl = match get("SLUICE_LEASE_TTL") {
+            None => Duration::from_secs(2 * 3600),
+            Some(text) => match parse_duration(&text) {
+                Some(d) if d >= Duration::from_secs(60) => d,
+                _ => {
+                    problems.push(format!(
+                        "SLUICE_LEASE_TTL: '{text}' must be a duration of at least 1m (e.g. 90m, 2h)"
+                    ));
+                    Duration::from_secs(2 * 3600)
+                }
+            },
+        };
+        let schedule_lookback = match get("SLUICE_SCHEDULE_LOOKBACK") {
+            None => Duration::from_secs(3600),
+            Some(text) => match parse_duration(&text) {
+                Some(d) if d >= Duration::from_secs(60) => d,
+                _ => {
+                    problems.push(format!(
+                        "SLUICE_SCHEDULE_LOOKBACK: '{text}' must be a duration of at least 1m (e.g. 1h)"
+                    ));
+                    Duration::from_secs(3600)
+                }
+            },
+        };
+        let snowflake = snowflake_settings(&get, &mut problems);
+        let (Some(output), true) = (output, problems.is_empty()) else {
+            return Err(DeployError(problems));
+        };
+        Ok(DeploymentSettings {
+            output,
+            glue_database,
+            state_table,
+            config_table,
+            compression,
+            row_group_mb,
+            file_mb,
+            part_mb,
+            lease_ttl,
+            extract_function: get("SLUICE_EXTRACT_FUNCTION"),
+            finalize_function: get("SLUICE_FINALIZE_FUNCTION"),
+            max_batch_rows,
+            snowflake,
+            schedule_lookback,
+        })
+    }
+}
+
+/// `SLUICE_SNOWFLAKE_*`: all or nothing, so a half-configured warehouse is a start-up error
+/// rather than runs that silently skip the load.
+fn snowflake_settings(
+    get: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<String>,
+) -> Option<SnowflakeSettings> {
+    const VARS: [&str; 7] = [
+        "SLUICE_SNOWFLAKE_ACCOUNT",
+        "SLUICE_SNOWFLAKE_USER",
+        "SLUICE_SNOWFLAKE_PRIVATE_KEY_SECRET",
+        "SLUICE_SNOWFLAKE_DATABASE",
+        "SLUICE_SNOWFLAKE_WAREHOUSE",
+        "SLUICE_SNOWFLAKE_ROLE",
+        "SLUICE_SNOWFLAKE_URL",
+    ];
+    let Some(account) = get("SLUICE_SNOWFLAKE_ACCOUNT") else {
+        let stray: Vec<&str> = VARS.iter().copied().filter(|v| get(v).is_some()).collect();
+        if !stray.is_empty() {
+            problems.push(format!(
+                "SLUICE_SNOWFLAKE_ACCOUNT: required when {} is set",
+                stray.join(", ")
+            ));
+        }
+        return None;
+    };
+    let before = problems.len();
+    let mut required = |name: &str| {
+        get(name).unwrap_or_else(|| {
+            problems.push(format!("{name}: required with SLUICE_SNOWFLAKE_ACCOUNT"));
+            String::new()
+        })
+    };
+    let user = required("SLUICE_SNOWFLAKE_USER");
+    let private_key_secret = required("SLUICE_SNOWFLAKE_PRIVATE_KEY_SECRET");
+    let database = required("SLUICE_SNOWFLAKE_DATABASE");
+    for (name, value) in [
+        ("SLUICE_SNOWFLAKE_DATABASE", Some(database.clone())),
+        (
+            "SLUICE_SNOWFLAKE_WAREHOUSE",
+            get("SLUICE_SNOWFLAKE_WAREHOUSE"),
+        ),
+        ("SLUICE_SNOWFLAKE_ROLE", get("SLUICE_SNOWFLAKE_ROLE")),
+    ] {
+        if let Some(value) = value.filter(|v| !v.is_empty())
+            && let Err(e) = crate::ident::check_identifier(&value)
+        {
+            problems.push(format!("{name}: {e}"));
+        }
+    }
+    let url = get("SLUICE_SNOWFLAKE_URL");
+    if let Some(u) = &url
+        && let Err(e) = crate::output::check_endpoint_url(u)
+    {
+        problems.push(format!("SLUICE_SNOWFLAKE_URL: {e}"));
+    }
+    (problems.len() == before).then(|| SnowflakeSettings {
+        account,
+        user,
+        private_key_secret,
+        database,
+        warehouse: get("SLUICE_SNOWFLAKE_WAREHOUSE"),
+        role: get("SLUICE_SNOWFLAKE_ROLE"),
+        url,
+    })
+}
+
+/// DynamoDB's rules for table names.
+fn check_dynamodb_table_name(name: &str) -> Result<(), String> {
+    if !(3..=255).contains(&name.len()) {
+        return Err("must be 3 to 255 characters long".into());
+    }
+    match name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "_-.".contains(*c)))
+    {
+        Some(c) => Err(format!(
+            "contains '{c}': use letters, digits, '_', '-' and '.'"
+        )),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    const MINIMAL: [(&str, &str); 3] = [
+        ("SLUICE_OUTPUT", "s3://lake/raw"),
+        ("SLUICE_STATE_TABLE", "sluice-state"),
+        ("SLUICE_CONFIG_TABLE", "sluice-config"),
+    ];
+
+    #[test]
+    fn the_minimal_environment_gets_the_documented_defaults() {
+        let s = DeploymentSettings::from_env(&env(&MINIMAL)).unwrap();
+        assert_eq!(
+            s.output,
+            OutputLocation::S3 {
+                bucket: "lake".into(),
+                prefix: "raw".into()
+            }
+        );
+        assert_eq!(s.glue_database, None);
+        assert_eq!(s.compression, Compression::Zstd);
+        assert_eq!((s.row_group_mb, s.file_mb, s.part_mb), (32, 256, 10));
+        assert_eq!(s.lease_ttl, Duration::from_secs(7200));
+        assert_eq!(s.max_batch_rows, 100);
+    }
+
+    #[test]
+    fn every_bad_setting_is_named_at_once() {
+        let err = DeploymentSettings::from_env(&env(&[
+            ("SLUICE_OUTPUT", "/tmp/out"),
+            ("SLUICE_STATE_TABLE", "st"),
+            ("SLUICE_GLUE_DATABASE", "Raw-DB"),
+            ("SLUICE_PARQUET_COMPRESSION", "gzip"),
+            ("SLUICE_PART_MB", "4"),
+            ("SLUICE_FILE_MB", "lots"),
+            ("SLUICE_LEASE_TTL", "10s"),
+        ]))
+        .unwrap_err();
+        let text = err.to_string();
+        for expected in [
+            "8 problem(s)",
+            "SLUICE_OUTPUT: '/tmp/out' is not an s3:// location",
+            "SLUICE_STATE_TABLE: 'st' must be 3 to 255 characters long",
+            "SLUICE_CONFIG_TABLE: required",
+            "SLUICE_GLUE_DATABASE: 'Raw-DB' contains 'R'",
+            "SLUICE_PARQUET_COMPRESSION: 'gzip' is not one of zstd, snappy",
+            "SLUICE_PART_MB: '4' must be a whole number from 5 to 5120",
+            "SLUICE_FILE_MB: 'lots' must be a whole number",
+            "SLUICE_LEASE_TTL: '10s' must be a duration of at least 1m",
+        ] {
+            assert!(text.contains(expected), "missing '{expected}' in:\n{text}");
+        }
+        let missing = DeploymentSettings::from_env(&env(&[])).unwrap_err();
+        assert_eq!(missing.0.len(), 3, "{missing}");
+        let bad_bucket = DeploymentSettings::from_env(&env(&[
+            ("SLUICE_OUTPUT", "s3://Lake/raw"),
+            MINIMAL[1],
+            MINIMAL[2],
+        ]))
+        .unwrap_err();
+        assert!(
+            bad_bucket
+                .to_string()
+                .contains("SLUICE_OUTPUT: bucket 'Lake'"),
+            "{bad_bucket}"
+        );
+    }
+}

@@ -1,0 +1,420 @@
+//! Snowflake's external-function protocol, as the trigger function speaks it: the batch
+//! Snowflake POSTs (`{"data": [[row, arg, …], …]}` with `sf-external-function-*` headers), the
+//! per-row requests of `sluice.ingest(source, table [, options])` and
+//! `sluice.run_status(run_id)`, and the answer (`{"data": [[row, result], …]}`, the same rows).
+//!
+//! A malformed batch is refused as a whole (HTTP 400 with a message); a bad row only gets an
+//! error result of its own, so one wrong table name never fails the other rows of a query.
+
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use thiserror::Error;
+
+use crate::run::RunId;
+
+/// The format Snowflake sends, and the only one sluice accepts.
+pub const FORMAT_HEADER: &str = "sf-external-function-format";
+pub const FORMAT_VERSION_HEADER: &str = "sf-external-function-format-version";
+/// The same on the first POST and on every polling GET of an asynchronous call.
+pub const BATCH_ID_HEADER: &str = "sf-external-function-query-batch-id";
+
+/// Why a whole batch is refused (answered with HTTP 400).
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum BatchError {
+    #[error("header {0}: missing")]
+    MissingHeader(&'static str),
+    #[error("header {header}: expected {expected}, got '{got}'")]
+    BadHeader {
+        header: &'static str,
+        expected: &'static str,
+        got: String,
+    },
+    #[error("body: {0}")]
+    Body(String),
+    #[error(
+        "body: {rows} rows in one batch, at most {max} are accepted (set MAX_BATCH_ROWS in the function's config)"
+    )]
+    TooManyRows { rows: usize, max: usize },
+}
+
+/// The headers that matter to sluice, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchHeaders {
+    /// Present on calls made through an API integration; identifies the batch across polls.
+    pub batch_id: Option<String>,
+}
+
+/// Checks the protocol headers; `header` looks one up by lowercase name.
+pub fn check_headers<'a>(
+    header: impl Fn(&str) -> Option<&'a str>,
+) -> Result<BatchHeaders, BatchError> {
+    let format = header(FORMAT_HEADER).ok_or(BatchError::MissingHeader(FORMAT_HEADER))?;
+    if !format.eq_ignore_ascii_case("json") {
+        return Err(BatchError::BadHeader {
+            header: FORMAT_HEADER,
+            expected: "json",
+            got: format.to_owned(),
+        });
+    }
+    let version =
+        header(FORMAT_VERSION_HEADER).ok_or(BatchError::MissingHeader(FORMAT_VERSION_HEADER))?;
+    if version.trim() != "1.0" {
+        return Err(BatchError::BadHeader {
+            header: FORMAT_VERSION_HEADER,
+            expected: "1.0",
+            got: version.to_owned(),
+        });
+    }
+    let batch_id = header(BATCH_ID_HEADER)
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned);
+    Ok(BatchHeaders { batch_id })
+}
+
+/// One row of a batch: its number and its arguments, or why they are wrong.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row<T> {
+    pub row: u64,
+    pub request: Result<T, String>,
+}
+
+/// `sluice.ingest(source, table [, options])`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestRequest {
+    pub source: String,
+    pub table: String,
+    /// `{"mode": "full"}` asks for a full reload of an incremental table.
+    pub full_reload: bool,
+}
+
+/// `sluice.run_status(run_id)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusRequest {
+    pub run_id: RunId,
+}
+
+/// Splits a batch into rows, checking the envelope; each row's arguments are parsed by `parse`.
+fn parse_batch<T>(
+    body: &[u8],
+    max_rows: usize,
+    parse: impl Fn(&[Value]) -> Result<T, String>,
+) -> Result<Vec<Row<T>>, BatchError> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| BatchError::Body(format!("not JSON: {e}")))?;
+    let data = value
+        .as_object()
+        .ok_or_else(|| BatchError::Body("expected an object with a \"data\" array".into()))?
+        .get("data")
+        .ok_or_else(|| BatchError::Body("missing \"data\"".into()))?
+        .as_array()
+        .ok_or_else(|| BatchError::Body("\"data\" must be an array of rows".into()))?;
+    if data.len() > max_rows {
+        return Err(BatchError::TooManyRows {
+            rows: data.len(),
+            max: max_rows,
+        });
+    }
+    let mut rows = Vec::with_capacity(data.len());
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, row) in data.iter().enumerate() {
+        let cells = row
+            .as_array()
+            .ok_or_else(|| BatchError::Body(format!("data[{i}] must be an array")))?;
+        let number = cells.first().and_then(Value::as_u64).ok_or_else(|| {
+            BatchError::Body(format!(
+                "data[{i}][0] must be the row number (a non-negative integer)"
+            ))
+        })?;
+        if !seen.insert(number) {
+            return Err(BatchError::Body(format!(
+                "data[{i}]: row number {number} appears twice"
+            )));
+        }
+        rows.push(Row {
+            row: number,
+            request: parse(&cells[1..]),
+        });
+    }
+    Ok(rows)
+}
+
+pub fn parse_ingest_batch(
+    body: &[u8],
+    max_rows: usize,
+) -> Result<Vec<Row<IngestRequest>>, BatchError> {
+    parse_batch(body, max_rows, parse_ingest_args)
+}
+
+pub fn parse_status_batch(
+    body: &[u8],
+    max_rows: usize,
+) -> Result<Vec<Row<StatusRequest>>, BatchError> {
+    parse_batch(body, max_rows, |args| match args {
+        [Value::String(id)] => id
+            .trim()
+            .parse::<RunId>()
+            .map(|run_id| StatusRequest { run_id })
+            .map_err(|_| format!("run_id '{id}' is not a run id (a 26-character ULID)")),
+        [other] => Err(format!("run_id must be a string, got {}", kind(other))),
+        _ => Err(format!(
+            "sluice.run_status takes 1 argument (run_id), got {}",
+            args.len()
+        )),
+    })
+}
+
+fn parse_ingest_args(args: &[Value]) -> Result<IngestRequest, String> {
+    let (source, table, options) = match args {
+        [source, table] => (source, table, None),
+        [source, table, options] => (source, table, Some(options)),
+        _ => {
+            return Err(format!(
+                "sluice.ingest takes 2 or 3 arguments (source, table [, options]), got {}",
+                args.len()
+            ));
+        }
+    };
+    let text = |name: &str, v: &Value| match v {
+        Value::String(s) if !s.trim().is_empty() => Ok(s.trim().to_owned()),
+        Value::String(_) => Err(format!("{name} must not be empty")),
+        other => Err(format!("{name} must be a string, got {}", kind(other))),
+    };
+    let source = text("source", source)?;
+    let table = text("table", table)?;
+    let mut full_reload = false;
+    match options {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(map)) => {
+            for (key, value) in map {
+                match (key.as_str(), value) {
+                    ("mode", Value::String(m)) if m.eq_ignore_ascii_case("full") => {
+                        full_reload = true
+                    }
+                    ("mode", Value::String(m)) if m.eq_ignore_ascii_case("incremental") => {}
+                    ("mode", other) => {
+                        return Err(format!(
+                            "options.mode must be 'full' or 'incremental', got {other}"
+                        ));
+                    }
+                    (other, _) => {
+                        return Err(format!("options.{other}: unknown option (known: mode)"));
+                    }
+                }
+            }
+        }
+        Some(other) => return Err(format!("options must be an object, got {}", kind(other))),
+    }
+    Ok(IngestRequest {
+        source,
+        table,
+        full_reload,
+    })
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// A row's answer: the result object, or `{"error": message}`.
+pub fn row_result<T: Serialize>(result: &Result<T, String>) -> Value {
+    match result {
+        Ok(value) => serde_json::to_value(value)
+            .unwrap_or_else(|e| json!({ "error": format!("cannot encode the result: {e}") })),
+        Err(message) => {
+            let mut map = Map::new();
+            map.insert("error".into(), Value::String(message.clone()));
+            Value::Object(map)
+        }
+    }
+}
+
+/// The response body: one `[row, result]` per row, in the order given.
+pub fn response_body(results: impl IntoIterator<Item = (u64, Value)>) -> Value {
+    json!({
+        "data": results
+            .into_iter()
+            .map(|(row, result)| json!([row, result]))
+            .collect::<Vec<_>>()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> impl Fn(&str) -> Option<&'static str> {
+        let pairs = pairs.to_vec();
+        move |name| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| *v)
+    }
+
+    #[test]
+    fn headers_must_say_json_version_one() {
+        let ok = check_headers(headers(&[
+            (FORMAT_HEADER, "json"),
+            (FORMAT_VERSION_HEADER, "1.0"),
+            (BATCH_ID_HEADER, "b-1"),
+        ]))
+        .unwrap();
+        assert_eq!(ok.batch_id.as_deref(), Some("b-1"));
+        assert_eq!(
+            check_headers(headers(&[(FORMAT_VERSION_HEADER, "1.0")])),
+            Err(BatchError::MissingHeader(FORMAT_HEADER))
+        );
+        let err = check_headers(headers(&[
+            (FORMAT_HEADER, "xml"),
+            (FORMAT_VERSION_HEADER, "1.0"),
+        ]))
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "header sf-external-function-format: expected json, got 'xml'"
+        );
+        assert!(
+            check_headers(headers(&[
+                (FORMAT_HEADER, "json"),
+                (FORMAT_VERSION_HEADER, "2.0")
+            ]))
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn each_row_is_parsed_on_its_own() {
+        let body = br#"{"data": [
+            [2, "shop", "public.orders"],
+            [0, "shop", "public.customers", {"mode": "full"}],
+            [1, "shop", 42],
+            [3, "shop"],
+            [4, "shop", "public.items", {"mode": "sideways"}],
+            [5, "shop", "public.items", {"colour": "red"}],
+            [6, " ", "public.items"]
+        ]}"#;
+        let rows = parse_ingest_batch(body, 100).unwrap();
+        let numbers: Vec<u64> = rows.iter().map(|r| r.row).collect();
+        assert_eq!(
+            numbers,
+            [2, 0, 1, 3, 4, 5, 6],
+            "rows keep their order and numbers"
+        );
+        assert_eq!(
+            rows[0].request,
+            Ok(IngestRequest {
+                source: "shop".into(),
+                table: "public.orders".into(),
+                full_reload: false
+            })
+        );
+        assert!(rows[1].request.as_ref().unwrap().full_reload);
+        let errors: Vec<String> = rows[2..]
+            .iter()
+            .map(|r| r.request.clone().unwrap_err())
+            .collect();
+        assert_eq!(errors[0], "table must be a string, got a number");
+        assert!(
+            errors[1].contains("takes 2 or 3 arguments"),
+            "{}",
+            errors[1]
+        );
+        assert!(
+            errors[2].contains("options.mode must be 'full' or 'incremental'"),
+            "{}",
+            errors[2]
+        );
+        assert_eq!(errors[3], "options.colour: unknown option (known: mode)");
+        assert_eq!(errors[4], "source must not be empty");
+    }
+
+    #[test]
+    fn a_malformed_batch_is_refused_whole() {
+        let cases: [(&[u8], &str); 7] = [
+            (b"not json", "not JSON"),
+            (b"[]", "expected an object"),
+            (br#"{"rows": []}"#, "missing \"data\""),
+            (br#"{"data": {}}"#, "must be an array of rows"),
+            (br#"{"data": ["x"]}"#, "data[0] must be an array"),
+            (
+                br#"{"data": [["a", "shop", "t"]]}"#,
+                "data[0][0] must be the row number",
+            ),
+            (
+                br#"{"data": [[0, "s", "t"], [0, "s", "u"]]}"#,
+                "row number 0 appears twice",
+            ),
+        ];
+        for (body, expected) in cases {
+            let err = parse_ingest_batch(body, 10).unwrap_err().to_string();
+            assert!(
+                err.contains(expected),
+                "{}: {err}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        let big = format!(
+            "{{\"data\": [{}]}}",
+            (0..11)
+                .map(|i| format!("[{i}, \"s\", \"t\"]"))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        assert_eq!(
+            parse_ingest_batch(big.as_bytes(), 10),
+            Err(BatchError::TooManyRows { rows: 11, max: 10 })
+        );
+    }
+
+    #[test]
+    fn status_rows_take_a_run_id() {
+        let id = RunId::new().to_string();
+        let body = format!(r#"{{"data": [[0, "{id}"], [1, "nope"], [2, 7], [3]]}}"#);
+        let rows = parse_status_batch(body.as_bytes(), 10).unwrap();
+        assert_eq!(rows[0].request.as_ref().unwrap().run_id.to_string(), id);
+        assert!(
+            rows[1]
+                .request
+                .clone()
+                .unwrap_err()
+                .contains("'nope' is not a run id")
+        );
+        assert_eq!(
+            rows[2].request.clone().unwrap_err(),
+            "run_id must be a string, got a number"
+        );
+        assert!(
+            rows[3]
+                .request
+                .clone()
+                .unwrap_err()
+                .contains("takes 1 argument")
+        );
+    }
+
+    #[test]
+    fn the_answer_has_one_result_per_row() {
+        #[derive(Serialize)]
+        struct Started {
+            run_id: String,
+            status: &'static str,
+        }
+        let ok: Result<Started, String> = Ok(Started {
+            run_id: "01X".into(),
+            status: "PLANNED",
+        });
+        let bad: Result<Started, String> = Err("no table public.nope in source shop".into());
+        let body = response_body([(1, row_result(&ok)), (0, row_result(&bad))]);
+        assert_eq!(
+            body,
+            json!({"data": [
+                [1, {"run_id": "01X", "status": "PLANNED"}],
+                [0, {"error": "no table public.nope in source shop"}]
+            ]})
+        );
+    }
+}

@@ -1,0 +1,395 @@
+//! The one-time Snowflake set-up of a sluice deployment, as reviewable SQL: what an admin
+//! runs once (`sluice snowflake sql`), in three parts by who may run them:
+//!
+//! 1. **account** (ACCOUNTADMIN or a role with CREATE INTEGRATION): the database, the storage
+//!    integration over the bucket, the API integration for the external functions, grants to
+//!    sluice's role;
+//! 2. **objects** (sluice's role; `sluice snowflake apply` runs this part): the RAW, STAGING,
+//!    GOLD and SLUICE schemas, the Parquet file format, the stage, each table's merge log;
+//! 3. **functions** (sluice's role, with USAGE on the API integration): the external functions
+//!    `sluice.ingest(source, table)` and `sluice.run_status(run_id)`.
+//!
+//! RAW and STAGING tables and the generated merge procedures are not here: their columns are
+//! the source's, known for certain only from a run's files, so every run creates them if
+//! missing, adds new columns and regenerates the procedure (see `staging`). Every statement is
+//! idempotent (`IF NOT EXISTS`, or `OR REPLACE` where the definition is sluice's own).
+
+use crate::config::{Config, ConfigIssue};
+use crate::ident::check_identifier;
+use crate::snowflake::{ObjectName, parquet_file_format_ddl, quote, string_literal};
+use crate::staging::{GOLD_SCHEMA, RAW_SCHEMA, STAGING_SCHEMA, TableTargets, merge_log_ddl};
+
+/// The schema holding sluice's external functions.
+pub const FUNCTION_SCHEMA: &str = "SLUICE";
+pub const STAGE_NAME: &str = "SLUICE_STAGE";
+pub const FILE_FORMAT_NAME: &str = "SLUICE_PARQUET";
+pub const STORAGE_INTEGRATION: &str = "SLUICE_S3";
+pub const API_INTEGRATION: &str = "SLUICE_API";
+
+/// What the set-up needs beyond the table config. Field names are the command's flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetupOptions {
+    pub database: String,
+    /// The Snowflake role sluice runs as.
+    pub role: String,
+    pub bucket: String,
+    /// The key prefix sluice writes under (the pipeline's `prefix`), if any.
+    pub prefix: Option<String>,
+    /// The IAM role Snowflake assumes to read the bucket.
+    pub storage_role_arn: String,
+    /// The IAM role Snowflake assumes to call API Gateway.
+    pub api_role_arn: String,
+    /// The API Gateway stage URL the external functions call (`https://…/prod/`).
+    pub api_url: String,
+}
+
+/// The set-up statements, by part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetupSql {
+    pub account: Vec<String>,
+    pub objects: Vec<String>,
+    /// Per table (by key): its RAW/STAGING tables, merge log and merge procedure. Filled by
+    /// [`SetupSql::add_table`] from each table's file schema; empty when the source catalogs
+    /// were not read.
+    pub tables: Vec<(String, Vec<String>)>,
+    pub functions: Vec<String>,
+}
+
+impl SetupOptions {
+    /// Every problem with the options, each naming its flag.
+    pub fn validate(&self) -> Result<(), Vec<ConfigIssue>> {
+        let mut issues = Vec::new();
+        let mut push = |path: &str, message: String| {
+            issues.push(ConfigIssue {
+                path: path.to_owned(),
+                message,
+            })
+        };
+        for (path, value) in [("--database", &self.database), ("--role", &self.role)] {
+            if let Err(message) = check_identifier(value) {
+                push(path, message);
+            }
+        }
+        let bucket_ok = (3..=63).contains(&self.bucket.len())
+            && self
+                .bucket
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+            && !self.bucket.starts_with(['-', '.'])
+            && !self.bucket.ends_with(['-', '.']);
+        if !bucket_ok {
+            push(
+                "--bucket",
+                format!(
+                    "'{}' is not an S3 bucket name (3-63 lowercase letters, digits, '-' or '.')",
+                    self.bucket
+                ),
+            );
+        }
+        if let Some(prefix) = &self.prefix {
+            let ok = !prefix.is_empty()
+                && prefix.split('/').all(|part| {
+                    !part.is_empty()
+                        && part
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "-_.=".contains(c))
+                });
+            if !ok {
+                push(
+                    "--prefix",
+                    format!(
+                        "'{prefix}' must be key segments of letters, digits, '-', '_', '.' or '=' separated by single '/', without a leading or trailing '/'"
+                    ),
+                );
+            }
+        }
+        for (path, arn) in [
+            ("--storage-role-arn", &self.storage_role_arn),
+            ("--api-role-arn", &self.api_role_arn),
+        ] {
+            if !is_role_arn(arn) {
+                push(
+                    path,
+                    format!(
+                        "'{arn}' is not an IAM role ARN like arn:aws:iam::123456789012:role/snowflake-sluice"
+                    ),
+                );
+            }
+        }
+        let url_ok = self.api_url.strip_prefix("https://").is_some_and(|rest| {
+            !rest.is_empty()
+                && rest
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-._~/:".contains(c))
+        });
+        if !url_ok {
+            push(
+                "--api-url",
+                format!(
+                    "'{}' must be the https:// URL of the API Gateway stage (e.g. https://abc123.execute-api.eu-west-1.amazonaws.com/prod/)",
+                    self.api_url
+                ),
+            );
+        }
+        if issues.is_empty() {
+            Ok(())
+        } else {
+            Err(issues)
+        }
+    }
+
+    /// The stage sluice's COPY reads from.
+    pub fn stage(&self) -> ObjectName {
+        ObjectName::new(&self.database, RAW_SCHEMA, STAGE_NAME)
+    }
+
+    fn location(&self) -> String {
+        match &self.prefix {
+            Some(prefix) => format!("s3://{}/{prefix}/", self.bucket),
+            None => format!("s3://{}/", self.bucket),
+        }
+    }
+}
+
+fn is_role_arn(arn: &str) -> bool {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    matches!(parts.as_slice(),
+        ["arn", partition, "iam", "", account, resource]
+            if partition.starts_with("aws")
+                && account.len() == 12
+                && account.chars().all(|c| c.is_ascii_digit())
+                && resource.strip_prefix("role/").is_some_and(|name| !name.is_empty()
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || "/+=,.@_-".contains(c))))
+}
+
+/// The set-up SQL of a validated config and options.
+pub fn setup_sql(config: &Config, options: &SetupOptions) -> Result<SetupSql, Vec<ConfigIssue>> {
+    options.validate()?;
+    let db = quote(&options.database);
+    let role = quote(&options.role);
+    let storage = quote(STORAGE_INTEGRATION);
+    let api = quote(API_INTEGRATION);
+    let api_base = options.api_url.trim_end_matches('/');
+    let account = vec![
+        format!("CREATE DATABASE IF NOT EXISTS {db}"),
+        format!("GRANT USAGE, CREATE SCHEMA ON DATABASE {db} TO ROLE {role}"),
+        format!(
+            "CREATE STORAGE INTEGRATION IF NOT EXISTS {storage}\n  TYPE = EXTERNAL_STAGE\n  STORAGE_PROVIDER = 'S3'\n  ENABLED = TRUE\n  STORAGE_AWS_ROLE_ARN = {}\n  STORAGE_ALLOWED_LOCATIONS = ({})",
+            string_literal(&options.storage_role_arn),
+            string_literal(&options.location())
+        ),
+        format!("GRANT USAGE ON INTEGRATION {storage} TO ROLE {role}"),
+        format!(
+            "CREATE API INTEGRATION IF NOT EXISTS {api}\n  API_PROVIDER = aws_api_gateway\n  API_AWS_ROLE_ARN = {}\n  API_ALLOWED_PREFIXES = ({})\n  ENABLED = TRUE",
+            string_literal(&options.api_role_arn),
+            string_literal(&format!("{api_base}/"))
+        ),
+        format!("GRANT USAGE ON INTEGRATION {api} TO ROLE {role}"),
+    ];
+    let format = ObjectName::new(&options.database, RAW_SCHEMA, FILE_FORMAT_NAME);
+    let mut objects: Vec<String> = [RAW_SCHEMA, STAGING_SCHEMA, GOLD_SCHEMA, FUNCTION_SCHEMA]
+        .iter()
+        .map(|schema| format!("CREATE SCHEMA IF NOT EXISTS {db}.{}", quote(schema)))
+        .collect();
+    objects.push(parquet_file_format_ddl(&format));
+    objects.push(format!(
+        "CREATE STAGE IF NOT EXISTS {}\n  URL = {}\n  STORAGE_INTEGRATION = {storage}\n  FILE_FORMAT = {}",
+        options.stage().quoted(),
+        string_literal(&options.location()),
+        format.quoted()
+    ));
+    let mut schemas_seen = vec![
+        (options.database.clone(), RAW_SCHEMA.to_owned()),
+        (options.database.clone(), STAGING_SCHEMA.to_owned()),
+    ];
+    for table in &config.tables {
+        let targets = TableTargets::resolve(table, &options.database);
+        for object in [&targets.raw, &targets.staging] {
+            let key = (object.database.clone(), object.schema.clone());
+            if !schemas_seen.contains(&key) {
+                objects.push(format!(
+                    "CREATE SCHEMA IF NOT EXISTS {}.{}",
+                    quote(&object.database),
+                    quote(&object.schema)
+                ));
+                schemas_seen.push(key);
+            }
+        }
+        objects.push(merge_log_ddl(&targets.merge_log));
+    }
+    let function = |name: &str, args: &str, path: &str| {
+        format!(
+            "CREATE OR REPLACE EXTERNAL FUNCTION {}({args})\n  RETURNS VARIANT\n  API_INTEGRATION = {api}\n  AS {}",
+            ObjectName::new(&options.database, FUNCTION_SCHEMA, name).quoted(),
+            string_literal(&format!("{api_base}/{path}"))
+        )
+    };
+    let functions = vec![
+        function(
+            "INGEST",
+            "SOURCE_NAME VARCHAR, TABLE_NAME VARCHAR",
+            "ingest",
+        ),
+        function("RUN_STATUS", "RUN_ID VARCHAR", "run_status"),
+    ];
+    Ok(SetupSql {
+        account,
+        objects,
+        tables: Vec::new(),
+        functions,
+    })
+}
+
+impl SetupSql {
+    /// Adds one table's objects, generated from the schema its files will have.
+    pub fn add_table(
+        &mut self,
+        table: &crate::config::TableConfig,
+        database: &str,
+        schema: &arrow_schema::Schema,
+    ) -> Result<(), crate::staging::StagingError> {
+        let statements = crate::staging::table_objects_sql(table, database, schema)?;
+        self.tables.push((table.key(), statements));
+        Ok(())
+    }
+
+    /// The whole script, each part under a comment saying who runs it.
+    pub fn render(&self) -> String {
+        let part = |title: &str, statements: &[String]| {
+            let mut out = format!("-- {title}\n\n");
+            for s in statements {
+                out.push_str(s);
+                out.push_str(";\n\n");
+            }
+            out
+        };
+        [
+            "-- sluice: Snowflake set-up, generated by `sluice snowflake sql`. Idempotent: safe to run again.\n\
+             -- RAW/STAGING tables and merge procedures: part 3 (with --with-tables, from the sources' catalogs);\n\
+             -- each run also creates and evolves them from its files, so a new column needs no set-up.\n\n"
+                .to_owned(),
+            part(
+                "1. account: run as ACCOUNTADMIN. Then DESC INTEGRATION \"SLUICE_S3\" / \"SLUICE_API\" and put \
+                 their STORAGE_AWS_IAM_USER_ARN / API_AWS_IAM_USER_ARN and EXTERNAL_ID in the IAM roles' trust policies.",
+                &self.account,
+            ),
+            part(
+                "2. objects: run as sluice's role (`sluice snowflake apply` runs this part)",
+                &self.objects,
+            ),
+            self.tables
+                .iter()
+                .map(|(key, statements)| {
+                    part(
+                        &format!("3. tables: {key} (run as sluice's role; `sluice snowflake apply --with-tables` runs these)"),
+                        statements,
+                    )
+                })
+                .collect::<String>(),
+            part(
+                "4. functions: run as sluice's role once the API integration is trusted",
+                &self.functions,
+            ),
+        ]
+        .concat()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> SetupOptions {
+        SetupOptions {
+            database: "SLUICE".into(),
+            role: "SLUICE_LOADER".into(),
+            bucket: "acme-lake".into(),
+            prefix: Some("raw/v1".into()),
+            storage_role_arn: "arn:aws:iam::123456789012:role/snowflake-s3".into(),
+            api_role_arn: "arn:aws:iam::123456789012:role/snowflake-api".into(),
+            api_url: "https://abc123.execute-api.eu-west-1.amazonaws.com/prod/".into(),
+        }
+    }
+
+    fn config() -> Config {
+        Config::from_yaml(
+            "sources:\n  - name: shop\n    engine: postgres\n    connection:\n      url: postgres://u@h/db\n\
+             tables:\n  - source: shop\n    table: public.orders\n    primary_key: [id]\n\
+             \x20   target: {staging_table: MART.ORDERS}\n",
+            "t",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn setup_names_every_object_quoted_and_is_idempotent() {
+        let sql = setup_sql(&config(), &options()).unwrap();
+        assert_eq!(
+            sql.account[2],
+            "CREATE STORAGE INTEGRATION IF NOT EXISTS \"SLUICE_S3\"\n  TYPE = EXTERNAL_STAGE\n  STORAGE_PROVIDER = 'S3'\n  ENABLED = TRUE\n  \
+             STORAGE_AWS_ROLE_ARN = 'arn:aws:iam::123456789012:role/snowflake-s3'\n  STORAGE_ALLOWED_LOCATIONS = ('s3://acme-lake/raw/v1/')"
+        );
+        assert_eq!(
+            sql.objects,
+            [
+                "CREATE SCHEMA IF NOT EXISTS \"SLUICE\".\"RAW\"",
+                "CREATE SCHEMA IF NOT EXISTS \"SLUICE\".\"STAGING\"",
+                "CREATE SCHEMA IF NOT EXISTS \"SLUICE\".\"GOLD\"",
+                "CREATE SCHEMA IF NOT EXISTS \"SLUICE\".\"SLUICE\"",
+                "CREATE FILE FORMAT IF NOT EXISTS \"SLUICE\".\"RAW\".\"SLUICE_PARQUET\" TYPE = PARQUET USE_LOGICAL_TYPE = TRUE BINARY_AS_TEXT = FALSE",
+                "CREATE STAGE IF NOT EXISTS \"SLUICE\".\"RAW\".\"SLUICE_STAGE\"\n  URL = 's3://acme-lake/raw/v1/'\n  \
+                 STORAGE_INTEGRATION = \"SLUICE_S3\"\n  FILE_FORMAT = \"SLUICE\".\"RAW\".\"SLUICE_PARQUET\"",
+                "CREATE SCHEMA IF NOT EXISTS \"SLUICE\".\"MART\"",
+                "CREATE TABLE IF NOT EXISTS \"SLUICE\".\"MART\".\"ORDERS_MERGES\" (\"run_id\" VARCHAR, \"inserted\" NUMBER(19,0), \"updated\" NUMBER(19,0))",
+            ]
+        );
+        assert_eq!(
+            sql.functions[0],
+            "CREATE OR REPLACE EXTERNAL FUNCTION \"SLUICE\".\"SLUICE\".\"INGEST\"(SOURCE_NAME VARCHAR, TABLE_NAME VARCHAR)\n  \
+             RETURNS VARIANT\n  API_INTEGRATION = \"SLUICE_API\"\n  AS 'https://abc123.execute-api.eu-west-1.amazonaws.com/prod/ingest'"
+        );
+        assert!(sql.functions[1].contains("\"RUN_STATUS\"(RUN_ID VARCHAR)"));
+        let all = sql.account.iter().chain(&sql.objects).chain(&sql.functions);
+        for statement in all {
+            assert!(
+                statement.contains("IF NOT EXISTS")
+                    || statement.contains("OR REPLACE")
+                    || statement.starts_with("GRANT"),
+                "not idempotent: {statement}"
+            );
+        }
+        let text = sql.render();
+        assert!(text.contains("-- 2. objects"), "{text}");
+        assert!(text.contains("\"SLUICE_STAGE\"\n  URL"), "{text}");
+    }
+
+    #[test]
+    fn bad_options_name_their_flags() {
+        let bad = SetupOptions {
+            database: "SLUICE;DROP".into(),
+            role: String::new(),
+            bucket: "Acme_Lake".into(),
+            prefix: Some("/raw/".into()),
+            storage_role_arn: "arn:aws:iam::123:role/x".into(),
+            api_role_arn: "role/x".into(),
+            api_url: "http://example.com/prod'".into(),
+        };
+        let issues: Vec<String> = setup_sql(&config(), &bad)
+            .unwrap_err()
+            .iter()
+            .map(|i| i.path.clone())
+            .collect();
+        assert_eq!(
+            issues,
+            [
+                "--database",
+                "--role",
+                "--bucket",
+                "--prefix",
+                "--storage-role-arn",
+                "--api-role-arn",
+                "--api-url"
+            ]
+        );
+    }
+}

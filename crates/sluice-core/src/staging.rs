@@ -1,0 +1,648 @@
+//! The RAW → STAGING → GOLD SQL of one table: where its objects live, the STAGING table, the
+//! generated merge procedure, additive schema changes, and the calls the pipeline makes.
+//! Pure text, unit-tested as such; the `sluice` crate runs it through the warehouse port.
+//!
+//! The merge procedure keeps to a small subset of Snowflake Scripting (`BEGIN stmt; …;
+//! RETURN expr; END` with `:RUN_ID` in statements) so the local stand-in runs the same text
+//! Snowflake does. Its counts are computed by queries into a merge log table instead of
+//! `SQLROWCOUNT`, which the stand-in lacks.
+//!
+//! How a row wins:
+//! - with a cursor (incremental loads, or full loads that name one), the row with the greatest
+//!   cursor; ties inside a run go to the later file and row; STAGING is updated only when the
+//!   incoming cursor is greater than the stored one, so a replay (equal cursor) changes nothing
+//!   and an older run never overwrites a newer row;
+//! - without a cursor (full loads), the run: run ids are ULIDs and sort by start time, so a
+//!   row is updated only by a later run than the one that last wrote it. Rows gone from the
+//!   source are not deleted (a full load is an upsert of the snapshot).
+
+use arrow_schema::Schema;
+
+use crate::catalog::catalog_table_name;
+use crate::config::TableConfig;
+use crate::snowflake::{
+    FILE_COLUMN, ObjectName, ROW_COLUMN, SnowflakeType, SqlGenError, column_type, quote,
+};
+
+/// The run id column the files carry.
+pub const RUN_ID_COLUMN: &str = "_sluice_run_id";
+/// The extraction time column the files carry.
+pub const EXTRACTED_AT_COLUMN: &str = "_sluice_extracted_at";
+/// Default schema names for the layers.
+pub const RAW_SCHEMA: &str = "RAW";
+pub const STAGING_SCHEMA: &str = "STAGING";
+pub const GOLD_SCHEMA: &str = "GOLD";
+
+/// Where one table's objects live in the warehouse, fully qualified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableTargets {
+    pub raw: ObjectName,
+    pub staging: ObjectName,
+    /// The merge procedure to call; the generated one unless the config names another.
+    pub merge_procedure: ObjectName,
+    /// Whether `merge_procedure` is sluice's generated one (so sluice may (re)create it).
+    pub generated_merge: bool,
+    /// Holds the counts of every merge, keyed by run id (next to STAGING).
+    pub merge_log: ObjectName,
+    pub gold_procedures: Vec<ObjectName>,
+}
+
+impl TableTargets {
+    /// The targets of `table` in `database`: the config's names (`NAME`, `SCHEMA.NAME` or
+    /// `DATABASE.SCHEMA.NAME`, validated by the config) or, by default,
+    /// `RAW.<SOURCE>_<SCHEMA>_<TABLE>` / `STAGING.<same>` and `STAGING.MERGE_<same>`, upper
+    /// case so they can be typed unquoted.
+    pub fn resolve(table: &TableConfig, database: &str) -> TableTargets {
+        let t = &table.target;
+        // The Glue table's name, upper case: one naming rule for every layer.
+        let base = catalog_table_name(&table.source, &table.table).to_ascii_uppercase();
+        let name = |given: &Option<String>, schema: &str, default: &str| match given {
+            Some(given) => qualify(given, database, schema),
+            None => ObjectName::new(database, schema, default),
+        };
+        let raw = name(&t.raw_table, RAW_SCHEMA, &base);
+        let staging = name(&t.staging_table, STAGING_SCHEMA, &base);
+        let merge_procedure = match &t.merge_procedure {
+            Some(given) => qualify(given, database, &staging.schema),
+            None => ObjectName::new(
+                &staging.database,
+                &staging.schema,
+                &format!("MERGE_{}", staging.name),
+            ),
+        };
+        TableTargets {
+            merge_log: ObjectName::new(
+                &staging.database,
+                &staging.schema,
+                &format!("{}_MERGES", staging.name),
+            ),
+            raw,
+            generated_merge: t.merge_procedure.is_none(),
+            merge_procedure,
+            staging,
+            gold_procedures: t
+                .gold_procedures
+                .iter()
+                .map(|g| qualify(g, database, GOLD_SCHEMA))
+                .collect(),
+        }
+    }
+}
+
+/// `NAME`, `SCHEMA.NAME` or `DATABASE.SCHEMA.NAME`, the missing parts from the defaults.
+fn qualify(name: &str, database: &str, schema: &str) -> ObjectName {
+    match name.split('.').collect::<Vec<_>>().as_slice() {
+        [d, s, n] => ObjectName::new(d, s, n),
+        [s, n] => ObjectName::new(database, s, n),
+        _ => ObjectName::new(database, schema, name),
+    }
+}
+
+/// What the merge needs to know about a table besides its files' schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MergeSpec {
+    pub primary_key: Vec<String>,
+    /// The column whose greater value wins; `None` means the later run wins.
+    pub cursor: Option<String>,
+    /// Columns holding JSON text, VARIANT in STAGING.
+    pub json_columns: Vec<String>,
+}
+
+impl MergeSpec {
+    pub fn of(table: &TableConfig) -> MergeSpec {
+        MergeSpec {
+            primary_key: table.primary_key.clone(),
+            cursor: table.load.cursor.clone(),
+            json_columns: table.target.json_columns.clone(),
+        }
+    }
+}
+
+/// Errors of the staging SQL: the table's config does not fit its files.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StagingError {
+    #[error(transparent)]
+    Type(#[from] SqlGenError),
+    #[error(
+        "table {table}: no primary_key configured; the STAGING merge needs one to deduplicate (set tables[].primary_key)"
+    )]
+    NoPrimaryKey { table: String },
+    #[error(
+        "table {table}: {field} names column '{column}', which the extracted files do not have"
+    )]
+    UnknownColumn {
+        table: String,
+        field: &'static str,
+        column: String,
+    },
+    #[error(
+        "{table}: column {column} is {existing} in the warehouse but the source now gives {wanted}; \
+         this is not an additive change: change the warehouse column by hand (or rename the source column)"
+    )]
+    Incompatible {
+        table: String,
+        column: String,
+        existing: String,
+        wanted: String,
+    },
+}
+
+/// The STAGING columns and types of a table: every file column but the load metadata, JSON
+/// columns as VARIANT.
+pub fn staging_columns(
+    schema: &Schema,
+    spec: &MergeSpec,
+    table: &str,
+) -> Result<Vec<(String, SnowflakeType)>, StagingError> {
+    for (field, column) in spec
+        .primary_key
+        .iter()
+        .map(|c| ("primary_key", c))
+        .chain(spec.cursor.iter().map(|c| ("load.cursor", c)))
+        .chain(spec.json_columns.iter().map(|c| ("target.json_columns", c)))
+    {
+        if schema.field_with_name(column).is_err() {
+            return Err(StagingError::UnknownColumn {
+                table: table.to_owned(),
+                field,
+                column: column.clone(),
+            });
+        }
+    }
+    schema
+        .fields()
+        .iter()
+        .filter(|f| f.name() != FILE_COLUMN && f.name() != ROW_COLUMN)
+        .map(|f| {
+            let data_type = if spec.json_columns.contains(f.name()) {
+                SnowflakeType::Variant
+            } else {
+                column_type(f)?
+            };
+            Ok((f.name().clone(), data_type))
+        })
+        .collect()
+}
+
+/// `CREATE TABLE IF NOT EXISTS` for STAGING.
+pub fn staging_table_ddl(table: &ObjectName, columns: &[(String, SnowflakeType)]) -> String {
+    let list = columns
+        .iter()
+        .map(|(name, t)| format!("    {} {t}", quote(name)))
+        .collect::<Vec<_>>()
+        .join(",\n");
+    format!("CREATE TABLE IF NOT EXISTS {} (\n{list}\n)", table.quoted())
+}
+
+/// The merge log: one row per merged run with what the merge did.
+pub fn merge_log_ddl(log: &ObjectName) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} (\"run_id\" VARCHAR, \"inserted\" NUMBER(19,0), \"updated\" NUMBER(19,0))",
+        log.quoted()
+    )
+}
+
+/// Every object one table needs in the warehouse, for the one-time set-up: its schemas, RAW
+/// and STAGING tables, merge log and (when sluice generates it) merge procedure, from the
+/// files' schema. Each run creates and evolves the same objects, so this is the same text a
+/// first run would execute.
+pub fn table_objects_sql(
+    table: &TableConfig,
+    database: &str,
+    schema: &Schema,
+) -> Result<Vec<String>, StagingError> {
+    let targets = TableTargets::resolve(table, database);
+    let spec = MergeSpec::of(table);
+    let staging = staging_columns(schema, &spec, &targets.staging.quoted())?;
+    let mut statements = Vec::new();
+    for object in [&targets.raw, &targets.staging] {
+        let create = format!(
+            "CREATE SCHEMA IF NOT EXISTS {}.{}",
+            quote(&object.database),
+            quote(&object.schema)
+        );
+        if !statements.contains(&create) {
+            statements.push(create);
+        }
+    }
+    statements.push(crate::snowflake::raw_table_ddl(&targets.raw, schema)?);
+    statements.push(staging_table_ddl(&targets.staging, &staging));
+    statements.push(merge_log_ddl(&targets.merge_log));
+    if targets.generated_merge {
+        statements.push(merge_procedure_ddl(&targets, schema, &spec)?);
+    }
+    Ok(statements)
+}
+
+/// The generated merge procedure of a table (see the module's notes for who wins). It
+/// returns `{"inserted": n, "updated": m}`.
+pub fn merge_procedure_ddl(
+    targets: &TableTargets,
+    schema: &Schema,
+    spec: &MergeSpec,
+) -> Result<String, StagingError> {
+    let table = targets.staging.quoted();
+    if spec.primary_key.is_empty() {
+        return Err(StagingError::NoPrimaryKey { table });
+    }
+    let columns = staging_columns(schema, spec, &table)?;
+    let q = |c: &str| quote(c);
+    let select = columns
+        .iter()
+        .map(|(name, _)| {
+            if spec.json_columns.contains(name) {
+                format!("PARSE_JSON({}) AS {}", q(name), q(name))
+            } else {
+                q(name)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (order, newer) = match &spec.cursor {
+        Some(cursor) => (
+            format!("{} DESC NULLS LAST", q(cursor)),
+            format!(
+                "(s.{c} > t.{c} OR (t.{c} IS NULL AND s.{c} IS NOT NULL))",
+                c = q(cursor)
+            ),
+        ),
+        None => (
+            format!("{} DESC", q(RUN_ID_COLUMN)),
+            format!("s.{c} > t.{c}", c = q(RUN_ID_COLUMN)),
+        ),
+    };
+    let source = format!(
+        "(SELECT {select} FROM {raw} WHERE {run} = :RUN_ID \
+         QUALIFY ROW_NUMBER() OVER (PARTITION BY {pk} ORDER BY {order}, {file} DESC, {row} DESC) = 1)",
+        raw = targets.raw.quoted(),
+        run = q(RUN_ID_COLUMN),
+        pk = spec
+            .primary_key
+            .iter()
+            .map(|c| q(c))
+            .collect::<Vec<_>>()
+            .join(", "),
+        file = q(FILE_COLUMN),
+        row = q(ROW_COLUMN),
+    );
+    let on = spec
+        .primary_key
+        .iter()
+        .map(|c| format!("t.{c} = s.{c}", c = q(c)))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let first_key = q(&spec.primary_key[0]);
+    let log = targets.merge_log.quoted();
+    let set = columns
+        .iter()
+        .filter(|(name, _)| !spec.primary_key.contains(name))
+        .map(|(name, _)| format!("t.{c} = s.{c}", c = q(name)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let names = columns
+        .iter()
+        .map(|(name, _)| q(name))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let values = columns
+        .iter()
+        .map(|(name, _)| format!("s.{}", q(name)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Ok(format!(
+        "CREATE OR REPLACE PROCEDURE {proc}(RUN_ID VARCHAR)\n\
+         RETURNS VARIANT\n\
+         LANGUAGE SQL\n\
+         EXECUTE AS OWNER\n\
+         AS $$\n\
+         BEGIN\n\
+         DELETE FROM {log} WHERE \"run_id\" = :RUN_ID;\n\
+         INSERT INTO {log} (\"run_id\", \"inserted\", \"updated\")\n\
+         \x20   SELECT :RUN_ID, COUNT_IF(t.{first_key} IS NULL), COUNT_IF(t.{first_key} IS NOT NULL AND {newer})\n\
+         \x20   FROM {source} AS s\n\
+         \x20   LEFT JOIN {table} AS t ON {on};\n\
+         MERGE INTO {table} AS t\n\
+         USING {source} AS s\n\
+         ON {on}\n\
+         WHEN MATCHED AND {newer} THEN UPDATE SET {set}\n\
+         WHEN NOT MATCHED THEN INSERT ({names}) VALUES ({values});\n\
+         RETURN (SELECT OBJECT_CONSTRUCT('inserted', \"inserted\", 'updated', \"updated\") FROM {log} WHERE \"run_id\" = :RUN_ID);\n\
+         END\n\
+         $$",
+        proc = targets.merge_procedure.quoted(),
+    ))
+}
+
+/// A column as the warehouse's `INFORMATION_SCHEMA.COLUMNS` describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExistingColumn {
+    pub name: String,
+    /// `DATA_TYPE`: `NUMBER`, `TEXT`, `TIMESTAMP_NTZ`, …
+    pub data_type: String,
+    pub precision: Option<u32>,
+    pub scale: Option<u32>,
+}
+
+/// The query listing a table's columns; bindings: schema, table name.
+pub fn columns_query(table: &ObjectName) -> String {
+    format!(
+        "SELECT column_name, data_type, numeric_precision, numeric_scale FROM {}.INFORMATION_SCHEMA.COLUMNS \
+         WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+        quote(&table.database)
+    )
+}
+
+/// `ALTER TABLE … ADD COLUMN` for every wanted column the table lacks; an error naming the
+/// column and both types for one whose type changed incompatibly. Columns the table has and
+/// the source no longer gives are left alone (they stay NULL for new rows).
+pub fn evolve_table(
+    table: &ObjectName,
+    existing: &[ExistingColumn],
+    wanted: &[(String, SnowflakeType)],
+) -> Result<Vec<String>, StagingError> {
+    let mut statements = Vec::new();
+    for (name, wanted_type) in wanted {
+        match existing.iter().find(|c| &c.name == name) {
+            None => statements.push(format!(
+                "ALTER TABLE {} ADD COLUMN {} {wanted_type}",
+                table.quoted(),
+                quote(name)
+            )),
+            Some(column) if !compatible(column, wanted_type) => {
+                return Err(StagingError::Incompatible {
+                    table: table.quoted(),
+                    column: name.clone(),
+                    existing: describe(column),
+                    wanted: wanted_type.to_string(),
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(statements)
+}
+
+fn describe(column: &ExistingColumn) -> String {
+    match (column.data_type.as_str(), column.precision, column.scale) {
+        ("NUMBER", Some(p), Some(s)) => format!("NUMBER({p},{s})"),
+        (other, _, _) => other.to_owned(),
+    }
+}
+
+/// Whether values of `wanted` load into the existing column unchanged: the same type family,
+/// and for NUMBER the same scale and no more digits.
+fn compatible(existing: &ExistingColumn, wanted: &SnowflakeType) -> bool {
+    let family = existing.data_type.to_ascii_uppercase();
+    match wanted {
+        SnowflakeType::Number { precision, scale } => {
+            family == "NUMBER"
+                && existing.scale.unwrap_or(0) == u32::from(*scale)
+                && existing.precision.unwrap_or(38) >= u32::from(*precision)
+        }
+        SnowflakeType::Float => matches!(family.as_str(), "FLOAT" | "DOUBLE" | "REAL"),
+        SnowflakeType::Boolean => family == "BOOLEAN",
+        SnowflakeType::Varchar => matches!(family.as_str(), "TEXT" | "VARCHAR" | "STRING"),
+        SnowflakeType::Binary => matches!(family.as_str(), "BINARY" | "VARBINARY"),
+        SnowflakeType::Date => family == "DATE",
+        SnowflakeType::Time { .. } => family == "TIME",
+        SnowflakeType::TimestampNtz { .. } => family == "TIMESTAMP_NTZ",
+        SnowflakeType::TimestampTz { .. } => family == "TIMESTAMP_TZ",
+        SnowflakeType::Variant => matches!(family.as_str(), "VARIANT" | "OBJECT" | "ARRAY"),
+    }
+}
+
+/// `CALL proc(?)`: the merge and every gold procedure take the run id as their one binding.
+pub fn call_with_run_id(procedure: &ObjectName) -> String {
+    format!("CALL {}(?)", procedure.quoted())
+}
+
+/// Deletes a run's RAW rows before its COPY, so a replayed run loads its files exactly once
+/// (the COPY is `FORCE = TRUE`); binding: the run id.
+pub fn delete_run_rows(raw: &ObjectName) -> String {
+    format!(
+        "DELETE FROM {} WHERE {} = ?",
+        raw.quoted(),
+        quote(RUN_ID_COLUMN)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_schema::{DataType, Field, TimeUnit};
+
+    use super::*;
+    use crate::Config;
+
+    fn config(target: &str) -> TableConfig {
+        let yaml = format!(
+            "sources:\n  - name: shop\n    engine: postgres\n    connection:\n      url: postgres://u@h/db\n\
+             tables:\n  - source: shop\n    table: public.orders\n    primary_key: [id]\n\
+             \x20   load:\n      mode: incremental\n      cursor: updated_at\n{target}"
+        );
+        Config::from_yaml(&yaml, "t").unwrap().tables.remove(0)
+    }
+
+    fn schema() -> Schema {
+        Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("doc", DataType::Utf8, true),
+            Field::new(
+                "updated_at",
+                DataType::Timestamp(TimeUnit::Microsecond, None),
+                false,
+            ),
+            Field::new(RUN_ID_COLUMN, DataType::Utf8, false),
+            Field::new(
+                EXTRACTED_AT_COLUMN,
+                DataType::Timestamp(TimeUnit::Microsecond, Some(Arc::from("UTC"))),
+                false,
+            ),
+        ])
+    }
+
+    #[test]
+    fn targets_default_from_the_table_and_honour_the_config() {
+        let t = TableTargets::resolve(&config(""), "DB");
+        assert_eq!(t.raw.quoted(), "\"DB\".\"RAW\".\"SHOP_PUBLIC_ORDERS\"");
+        assert_eq!(
+            t.staging.quoted(),
+            "\"DB\".\"STAGING\".\"SHOP_PUBLIC_ORDERS\""
+        );
+        assert_eq!(
+            t.merge_procedure.quoted(),
+            "\"DB\".\"STAGING\".\"MERGE_SHOP_PUBLIC_ORDERS\""
+        );
+        assert!(t.generated_merge);
+        assert_eq!(
+            t.merge_log.quoted(),
+            "\"DB\".\"STAGING\".\"SHOP_PUBLIC_ORDERS_MERGES\""
+        );
+        let t = TableTargets::resolve(
+            &config(
+                "    target:\n      raw_table: SHOP_ORDERS\n      staging_table: OTHER.STG.ORDERS\n      \
+                 merge_procedure: MY_MERGE\n      gold_procedures: [G1, REPORTS.G2]\n",
+            ),
+            "DB",
+        );
+        assert_eq!(t.raw.quoted(), "\"DB\".\"RAW\".\"SHOP_ORDERS\"");
+        assert_eq!(t.staging.quoted(), "\"OTHER\".\"STG\".\"ORDERS\"");
+        assert_eq!(t.merge_procedure.quoted(), "\"DB\".\"STG\".\"MY_MERGE\"");
+        assert!(!t.generated_merge);
+        let gold: Vec<String> = t.gold_procedures.iter().map(ObjectName::quoted).collect();
+        assert_eq!(
+            gold,
+            ["\"DB\".\"GOLD\".\"G1\"", "\"DB\".\"REPORTS\".\"G2\""]
+        );
+    }
+
+    #[test]
+    fn staging_ddl_turns_json_into_variant_and_drops_file_metadata() {
+        let table = config("    target:\n      json_columns: [doc]\n");
+        let mut fields = schema().fields().to_vec();
+        fields.push(Arc::new(Field::new(FILE_COLUMN, DataType::Utf8, true)));
+        let columns = staging_columns(&Schema::new(fields), &MergeSpec::of(&table), "T").unwrap();
+        assert_eq!(
+            staging_table_ddl(&ObjectName::new("D", "STAGING", "O"), &columns),
+            "CREATE TABLE IF NOT EXISTS \"D\".\"STAGING\".\"O\" (\n\
+             \x20   \"id\" NUMBER(19,0),\n\
+             \x20   \"doc\" VARIANT,\n\
+             \x20   \"updated_at\" TIMESTAMP_NTZ(6),\n\
+             \x20   \"_sluice_run_id\" VARCHAR,\n\
+             \x20   \"_sluice_extracted_at\" TIMESTAMP_TZ(6)\n\
+             )"
+        );
+        let mut spec = MergeSpec::of(&table);
+        spec.cursor = Some("changed".into());
+        let err = staging_columns(&schema(), &spec, "T").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "table T: load.cursor names column 'changed', which the extracted files do not have"
+        );
+    }
+
+    #[test]
+    fn merge_with_a_cursor_keeps_the_latest_and_never_goes_back() {
+        let table = config("    target:\n      json_columns: [doc]\n");
+        let targets = TableTargets::resolve(&table, "DB");
+        let sql = merge_procedure_ddl(&targets, &schema(), &MergeSpec::of(&table)).unwrap();
+        let newer = "(s.\"updated_at\" > t.\"updated_at\" OR (t.\"updated_at\" IS NULL AND s.\"updated_at\" IS NOT NULL))";
+        let source = "(SELECT \"id\", PARSE_JSON(\"doc\") AS \"doc\", \"updated_at\", \"_sluice_run_id\", \"_sluice_extracted_at\" \
+             FROM \"DB\".\"RAW\".\"SHOP_PUBLIC_ORDERS\" WHERE \"_sluice_run_id\" = :RUN_ID \
+             QUALIFY ROW_NUMBER() OVER (PARTITION BY \"id\" ORDER BY \"updated_at\" DESC NULLS LAST, \"_sluice_file\" DESC, \"_sluice_row\" DESC) = 1)";
+        let log = "\"DB\".\"STAGING\".\"SHOP_PUBLIC_ORDERS_MERGES\"";
+        let staging = "\"DB\".\"STAGING\".\"SHOP_PUBLIC_ORDERS\"";
+        assert_eq!(
+            sql,
+            format!(
+                "CREATE OR REPLACE PROCEDURE \"DB\".\"STAGING\".\"MERGE_SHOP_PUBLIC_ORDERS\"(RUN_ID VARCHAR)\n\
+                 RETURNS VARIANT\nLANGUAGE SQL\nEXECUTE AS OWNER\nAS $$\nBEGIN\n\
+                 DELETE FROM {log} WHERE \"run_id\" = :RUN_ID;\n\
+                 INSERT INTO {log} (\"run_id\", \"inserted\", \"updated\")\n\
+                 \x20   SELECT :RUN_ID, COUNT_IF(t.\"id\" IS NULL), COUNT_IF(t.\"id\" IS NOT NULL AND {newer})\n\
+                 \x20   FROM {source} AS s\n\
+                 \x20   LEFT JOIN {staging} AS t ON t.\"id\" = s.\"id\";\n\
+                 MERGE INTO {staging} AS t\nUSING {source} AS s\nON t.\"id\" = s.\"id\"\n\
+                 WHEN MATCHED AND {newer} THEN UPDATE SET t.\"doc\" = s.\"doc\", t.\"updated_at\" = s.\"updated_at\", \
+                 t.\"_sluice_run_id\" = s.\"_sluice_run_id\", t.\"_sluice_extracted_at\" = s.\"_sluice_extracted_at\"\n\
+                 WHEN NOT MATCHED THEN INSERT (\"id\", \"doc\", \"updated_at\", \"_sluice_run_id\", \"_sluice_extracted_at\") \
+                 VALUES (s.\"id\", s.\"doc\", s.\"updated_at\", s.\"_sluice_run_id\", s.\"_sluice_extracted_at\");\n\
+                 RETURN (SELECT OBJECT_CONSTRUCT('inserted', \"inserted\", 'updated', \"updated\") FROM {log} WHERE \"run_id\" = :RUN_ID);\n\
+                 END\n$$"
+            )
+        );
+    }
+
+    #[test]
+    fn merge_without_a_cursor_lets_the_later_run_win() {
+        let mut spec = MergeSpec::of(&config(""));
+        spec.cursor = None;
+        spec.primary_key = vec!["id".into(), "updated_at".into()];
+        let targets = TableTargets::resolve(&config(""), "DB");
+        let sql = merge_procedure_ddl(&targets, &schema(), &spec).unwrap();
+        assert!(sql.contains("ORDER BY \"_sluice_run_id\" DESC, \"_sluice_file\" DESC"));
+        assert!(sql.contains("WHEN MATCHED AND s.\"_sluice_run_id\" > t.\"_sluice_run_id\" THEN UPDATE SET t.\"doc\" = s.\"doc\", t.\"_sluice_run_id\""));
+        assert!(sql.contains("ON t.\"id\" = s.\"id\" AND t.\"updated_at\" = s.\"updated_at\"\n"));
+        assert!(sql.contains("PARTITION BY \"id\", \"updated_at\" ORDER"));
+        spec.primary_key.clear();
+        assert_eq!(
+            merge_procedure_ddl(&targets, &schema(), &spec)
+                .unwrap_err()
+                .to_string(),
+            "table \"DB\".\"STAGING\".\"SHOP_PUBLIC_ORDERS\": no primary_key configured; the STAGING merge needs one to deduplicate (set tables[].primary_key)"
+        );
+    }
+
+    #[test]
+    fn evolution_adds_new_columns_and_refuses_changed_types() {
+        let table = ObjectName::new("D", "RAW", "O");
+        let existing = vec![
+            ExistingColumn {
+                name: "id".into(),
+                data_type: "NUMBER".into(),
+                precision: Some(19),
+                scale: Some(0),
+            },
+            ExistingColumn {
+                name: "note".into(),
+                data_type: "TEXT".into(),
+                precision: None,
+                scale: None,
+            },
+        ];
+        let int = |p| SnowflakeType::Number {
+            precision: p,
+            scale: 0,
+        };
+        let wanted = vec![
+            ("id".to_owned(), int(10)),
+            ("note".to_owned(), SnowflakeType::Varchar),
+            ("added".to_owned(), SnowflakeType::Date),
+        ];
+        assert_eq!(
+            evolve_table(&table, &existing, &wanted).unwrap(),
+            ["ALTER TABLE \"D\".\"RAW\".\"O\" ADD COLUMN \"added\" DATE"]
+        );
+        for (column, wanted, message) in [
+            (
+                "note",
+                SnowflakeType::Boolean,
+                "column note is TEXT in the warehouse but the source now gives BOOLEAN",
+            ),
+            (
+                "id",
+                int(20),
+                "column id is NUMBER(19,0) in the warehouse but the source now gives NUMBER(20,0)",
+            ),
+            (
+                "id",
+                SnowflakeType::Number {
+                    precision: 12,
+                    scale: 2,
+                },
+                "column id is NUMBER(19,0) in the warehouse but the source now gives NUMBER(12,2)",
+            ),
+        ] {
+            let err = evolve_table(&table, &existing, &[(column.to_owned(), wanted)])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(message), "{err}");
+        }
+    }
+
+    #[test]
+    fn calls_and_deletes_bind_the_run_id() {
+        let p = ObjectName::new("D", "GOLD", "REFRESH");
+        assert_eq!(call_with_run_id(&p), "CALL \"D\".\"GOLD\".\"REFRESH\"(?)");
+        assert_eq!(
+            delete_run_rows(&ObjectName::new("D", "RAW", "O")),
+            "DELETE FROM \"D\".\"RAW\".\"O\" WHERE \"_sluice_run_id\" = ?"
+        );
+        assert_eq!(
+            columns_query(&p),
+            "SELECT column_name, data_type, numeric_precision, numeric_scale FROM \"D\".INFORMATION_SCHEMA.COLUMNS \
+             WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position"
+        );
+    }
+}

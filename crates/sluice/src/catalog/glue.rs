@@ -1,0 +1,286 @@
+//! The Glue adapter of the `Catalog` port: an EXTERNAL_TABLE per source table over Parquet,
+//! partitioned by `ingest_date`/`ingest_hour`, each run's partition registered with its
+//! explicit S3 location (no crawler, no `MSCK REPAIR`).
+
+use aws_sdk_glue::Client;
+use aws_sdk_glue::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_glue::types::{
+    Column, PartitionInput, SerDeInfo, StorageDescriptor, Table, TableInput,
+};
+use sluice_core::catalog::{HiveColumn, PARTITION_KEYS, evolve_columns};
+use tokio::sync::OnceCell;
+use tracing::info;
+
+use super::{Catalog, CatalogError, CatalogOutcome, TableRegistration};
+
+const INPUT_FORMAT: &str = "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat";
+const OUTPUT_FORMAT: &str = "org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat";
+const SERDE: &str = "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe";
+
+pub struct GlueCatalog {
+    client: Client,
+    database: String,
+    database_checked: OnceCell<()>,
+}
+
+impl GlueCatalog {
+    pub fn new(client: Client, database: impl Into<String>) -> GlueCatalog {
+        GlueCatalog {
+            client,
+            database: database.into(),
+            database_checked: OnceCell::new(),
+        }
+    }
+
+    /// Once per process: a missing database gets its own message instead of a confusing
+    /// "table not found".
+    async fn check_database(&self) -> Result<(), CatalogError> {
+        self.database_checked
+            .get_or_try_init(|| async {
+                match self.client.get_database().name(&self.database).send().await {
+                    Ok(_) => Ok(()),
+                    Err(e) if code_of(&e) == Some("EntityNotFoundException") => {
+                        Err(CatalogError::DatabaseMissing {
+                            database: self.database.clone(),
+                        })
+                    }
+                    Err(e) => Err(self.service_error("GetDatabase", &self.database, &e)),
+                }
+            })
+            .await
+            .map(|_| ())
+    }
+
+    async fn existing_table(&self, name: &str) -> Result<Option<Table>, CatalogError> {
+        match self
+            .client
+            .get_table()
+            .database_name(&self.database)
+            .name(name)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out.table),
+            Err(e) if code_of(&e) == Some("EntityNotFoundException") => Ok(None),
+            Err(e) => Err(self.service_error("GetTable", name, &e)),
+        }
+    }
+
+    fn table_input(
+        &self,
+        registration: &TableRegistration,
+        columns: &[HiveColumn],
+    ) -> Result<TableInput, CatalogError> {
+        let mut builder = TableInput::builder()
+            .name(&registration.table)
+            .description(&registration.description)
+            .table_type("EXTERNAL_TABLE")
+            .parameters("classification", "parquet")
+            .parameters("EXTERNAL", "TRUE")
+            .storage_descriptor(storage_descriptor(columns, &registration.location)?);
+        for key in PARTITION_KEYS {
+            builder = builder.partition_keys(glue_column(key, "string")?);
+        }
+        builder
+            .build()
+            .map_err(|e| self.build_error(&registration.table, e))
+    }
+
+    fn target(&self, table: &str) -> String {
+        format!("{}.{table}", self.database)
+    }
+
+    fn service_error<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
+        &self,
+        action: &'static str,
+        table: &str,
+        error: &SdkError<E, R>,
+    ) -> CatalogError {
+        let message = error
+            .message()
+            .map(str::to_owned)
+            .unwrap_or_else(|| crate::error_chain(error));
+        if code_of(error).is_some_and(|c| c.contains("AccessDenied")) {
+            return CatalogError::AccessDenied {
+                action,
+                target: self.target(table),
+                message,
+            };
+        }
+        CatalogError::Service {
+            action,
+            target: self.target(table),
+            message,
+        }
+    }
+
+    fn build_error(&self, table: &str, e: impl std::fmt::Display) -> CatalogError {
+        CatalogError::Service {
+            action: "request",
+            target: self.target(table),
+            message: e.to_string(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Catalog for GlueCatalog {
+    async fn register_run(
+        &self,
+        registration: &TableRegistration,
+    ) -> Result<CatalogOutcome, CatalogError> {
+        self.check_database().await?;
+        let name = &registration.table;
+        let mut outcome = CatalogOutcome::default();
+        let columns = match self.existing_table(name).await? {
+            None => {
+                let input = self.table_input(registration, &registration.columns)?;
+                match self
+                    .client
+                    .create_table()
+                    .database_name(&self.database)
+                    .table_input(input)
+                    .send()
+                    .await
+                {
+                    Ok(_) => outcome.table_created = true,
+                    // Another run of a sibling partition created it first: evolve from theirs.
+                    Err(e) if code_of(&e) == Some("AlreadyExistsException") => {
+                        return Box::pin(self.register_run(registration)).await;
+                    }
+                    Err(e) => return Err(self.service_error("CreateTable", name, &e)),
+                }
+                registration.columns.clone()
+            }
+            Some(table) => {
+                let current = table_columns(&table);
+                let evolved =
+                    evolve_columns(&current, &registration.columns).map_err(|source| {
+                        CatalogError::Schema {
+                            table: self.target(name),
+                            source,
+                        }
+                    })?;
+                match evolved {
+                    None => current,
+                    Some(columns) => {
+                        let input = self.table_input(registration, &columns)?;
+                        self.client
+                            .update_table()
+                            .database_name(&self.database)
+                            .table_input(input)
+                            .send()
+                            .await
+                            .map_err(|e| self.service_error("UpdateTable", name, &e))?;
+                        outcome.table_updated = true;
+                        columns
+                    }
+                }
+            }
+        };
+        let partition = PartitionInput::builder()
+            .set_values(Some(registration.partition_values.to_vec()))
+            .storage_descriptor(storage_descriptor(
+                &columns,
+                &registration.partition_location,
+            )?)
+            .build();
+        let out = self
+            .client
+            .batch_create_partition()
+            .database_name(&self.database)
+            .table_name(name)
+            .partition_input_list(partition)
+            .send()
+            .await
+            .map_err(|e| self.service_error("BatchCreatePartition", name, &e))?;
+        outcome.partition_created = true;
+        for error in out.errors() {
+            let detail = error.error_detail();
+            match detail.and_then(|d| d.error_code()) {
+                Some("AlreadyExistsException") => outcome.partition_created = false,
+                code => {
+                    return Err(CatalogError::Service {
+                        action: "BatchCreatePartition",
+                        target: format!(
+                            "{} partition {:?}",
+                            self.target(name),
+                            error.partition_values()
+                        ),
+                        message: format!(
+                            "{}: {}",
+                            code.unwrap_or("error"),
+                            detail
+                                .and_then(|d| d.error_message())
+                                .unwrap_or("no message")
+                        ),
+                    });
+                }
+            }
+        }
+        info!(
+            table = %self.target(name),
+            partition = ?registration.partition_values,
+            created = outcome.table_created,
+            updated = outcome.table_updated,
+            "catalog registered"
+        );
+        Ok(outcome)
+    }
+}
+
+fn code_of<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> Option<&str> {
+    match error {
+        SdkError::ServiceError(e) => e.err().code(),
+        _ => None,
+    }
+}
+
+fn glue_column(name: &str, hive_type: &str) -> Result<Column, CatalogError> {
+    Column::builder()
+        .name(name)
+        .r#type(hive_type)
+        .build()
+        .map_err(|e| CatalogError::Service {
+            action: "request",
+            target: name.to_owned(),
+            message: e.to_string(),
+        })
+}
+
+fn storage_descriptor(
+    columns: &[HiveColumn],
+    location: &str,
+) -> Result<StorageDescriptor, CatalogError> {
+    let columns = columns
+        .iter()
+        .map(|c| glue_column(&c.name, &c.hive_type))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(StorageDescriptor::builder()
+        .set_columns(Some(columns))
+        .location(location)
+        .input_format(INPUT_FORMAT)
+        .output_format(OUTPUT_FORMAT)
+        .serde_info(
+            SerDeInfo::builder()
+                .serialization_library(SERDE)
+                .parameters("serialization.format", "1")
+                .build(),
+        )
+        .build())
+}
+
+fn table_columns(table: &Table) -> Vec<HiveColumn> {
+    table
+        .storage_descriptor()
+        .map(|sd| {
+            sd.columns()
+                .iter()
+                .map(|c| HiveColumn {
+                    name: c.name().to_owned(),
+                    hive_type: c.r#type().unwrap_or_default().to_owned(),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}

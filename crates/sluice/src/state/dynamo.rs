@@ -1,0 +1,729 @@
+//! The DynamoDB state store: watermarks, leases and run records in one table, as production
+//! keeps them. Every change is a conditional write, so concurrent Lambda invocations (and
+//! duplicated events) cannot take a lease twice, count a chunk twice or move a run backwards.
+//!
+//! Items (partition `pk`, sort `sk`, both strings):
+//!
+//! | pk | sk | what |
+//! |---|---|---|
+//! | `TABLE#<source>/<table>` | `STATE` | `watermark` (JSON of the typed value, full precision), `watermark_run_id`, `lease_run_id`, `lease_expires` (ns since the epoch) |
+//! | `RUN#<run_id>` | `RUN` | `record` (the run record as JSON, without chunks), `status`, `version`, `table_key`, `run_id`, `run_kind` = `RUN`, `chunk_total`, `chunks_done`, `done_chunks` (number set), `chunk_attempts` (map: chunk → the attempt that counted), `chunks_updated_at`, and while an update runs `lock_token`, `lock_expires` |
+//! | `RUN#<run_id>` | `CHUNK#<n:010>#<attempt>` | `outcome`: one chunk's rows, bytes, files, schema and warnings as JSON |
+//!
+//! Chunk outcomes live in items of their own because a run of 1,024 chunks with their file
+//! lists would not fit DynamoDB's 400 KB item limit; one chunk's outcome stays far below it
+//! (each file entry is ~150 bytes; [`MAX_OUTCOME_BYTES`] is checked). Each attempt at a
+//! chunk writes its own item and the counting write names the attempt that counted, so a
+//! duplicated or retried event never replaces the outcome that was counted. The two indexes
+//! (`runs_by_table`, `runs_by_time`, keys only) list runs newest first.
+//!
+//! A run update is a read-modify-write of a closure that may run only once, so it is
+//! serialized by a short lock on the run item (a conditional write with an expiry) rather
+//! than retried optimistically; the final write is still conditional on the lock and on the
+//! status the closure saw.
+
+use std::collections::BTreeSet;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::http::HttpResponse;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
+use chrono::{DateTime, Utc};
+use sluice_core::run::ChunkOutcome;
+use sluice_core::{RunId, RunRecord, RunStatus, ScalarValue};
+use tracing::warn;
+
+use super::{
+    ChunkDone, Lease, Result, RunUpdate, StateError, StateStore, TableState,
+    check_chunks_unchanged, check_new_run,
+};
+use crate::ddb::{
+    self, Item, PK, RUNS_BY_TABLE, RUNS_BY_TIME, SK, get_n, get_s, is_condition_failed, n, s,
+    sdk_message,
+};
+
+/// Largest chunk outcome stored, leaving room under the 400 KB item limit for the keys.
+pub const MAX_OUTCOME_BYTES: usize = 380 * 1024;
+/// Largest run record stored in the run item, leaving room for its counters and the
+/// chunk-attempt map (~40 bytes per chunk).
+const MAX_RECORD_BYTES: usize = 300 * 1024;
+/// How long a run update may hold the run's lock; a crashed updater blocks others this long.
+const LOCK_TTL: chrono::Duration = chrono::Duration::seconds(10);
+/// Attempts to take a run's lock, backing off from 10 ms to 500 ms: about 15 s in all, longer
+/// than `LOCK_TTL`, so a lock left by a crashed updater is always outlived.
+const LOCK_ATTEMPTS: u32 = 36;
+
+pub struct DynamoStateStore {
+    client: Client,
+    table: String,
+}
+
+fn table_pk(table_key: &str) -> AttributeValue {
+    s(format!("TABLE#{table_key}"))
+}
+
+fn run_pk(run_id: RunId) -> AttributeValue {
+    s(format!("RUN#{run_id}"))
+}
+
+fn chunk_sk(chunk: u32, attempt: &str) -> String {
+    format!("CHUNK#{chunk:010}#{attempt}")
+}
+
+fn nanos(t: DateTime<Utc>) -> i64 {
+    t.timestamp_nanos_opt().unwrap_or(i64::MAX)
+}
+
+fn done_chunks(item: &Item) -> BTreeSet<u32> {
+    item.get("done_chunks")
+        .and_then(|v| v.as_ns().ok())
+        .map(|set| set.iter().filter_map(|x| x.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+/// A run as stored: the record with its chunks, and the item's version.
+struct StoredRun {
+    record: RunRecord,
+    version: i64,
+}
+
+impl DynamoStateStore {
+    /// A store on table `table`, with a client built from `sdk` (see [`crate::aws::sdk_config`]).
+    pub fn new(sdk: &aws_config::SdkConfig, table: impl Into<String>) -> DynamoStateStore {
+        DynamoStateStore::with_client(Client::new(sdk), table)
+    }
+
+    pub fn with_client(client: Client, table: impl Into<String>) -> DynamoStateStore {
+        DynamoStateStore {
+            client,
+            table: table.into(),
+        }
+    }
+
+    pub fn table_name(&self) -> &str {
+        &self.table
+    }
+
+    /// Creates the state table with production's layout unless it exists (local stacks,
+    /// tests); returns whether it was created.
+    pub async fn create_table(&self) -> Result<bool> {
+        ddb::create_table(&self.client, &self.table, ddb::TableKind::State)
+            .await
+            .map_err(|message| self.error(message))
+    }
+
+    fn error(&self, message: impl Into<String>) -> StateError {
+        StateError::Storage {
+            location: format!("DynamoDB table {}", self.table),
+            message: message.into(),
+        }
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        item: &Item,
+        attr: &str,
+        what: &str,
+    ) -> Result<T> {
+        let text = get_s(item, attr)
+            .ok_or_else(|| self.error(format!("{what}: attribute {attr} is missing")))?;
+        serde_json::from_str(text)
+            .map_err(|e| self.error(format!("{what}: attribute {attr} is not valid JSON: {e}")))
+    }
+
+    /// The run item and its chunk items, in one strongly consistent query.
+    async fn load_run(&self, run_id: RunId) -> Result<Option<StoredRun>> {
+        let items = ddb::query_partition(&self.client, &self.table, run_pk(run_id))
+            .await
+            .map_err(|message| self.error(message))?;
+        let mut run = None;
+        let mut chunks = Vec::new();
+        for item in items {
+            match get_s(&item, SK) {
+                Some("RUN") => run = Some(item),
+                Some(sk) if sk.starts_with("CHUNK#") => chunks.push(item),
+                _ => {}
+            }
+        }
+        let Some(item) = run else {
+            return Ok(None);
+        };
+        let what = format!("run {run_id}");
+        let mut record: RunRecord = self.decode(&item, "record", &what)?;
+        let counted = item.get("chunk_attempts").and_then(|v| v.as_m().ok());
+        for chunk_item in chunks {
+            let Some((chunk, attempt)) = get_s(&chunk_item, SK)
+                .and_then(|sk| sk.strip_prefix("CHUNK#"))
+                .and_then(|rest| rest.split_once('#'))
+            else {
+                continue;
+            };
+            let Ok(chunk) = chunk.parse::<u32>() else {
+                continue;
+            };
+            // Only the attempt that was counted is the chunk's outcome; others (a writer that
+            // crashed before counting, a duplicate that lost) are ignored.
+            let counted_attempt = counted
+                .and_then(|m| m.get(&chunk.to_string()))
+                .and_then(|v| v.as_s().ok());
+            if counted_attempt.is_some_and(|a| a == attempt) {
+                let outcome: ChunkOutcome =
+                    self.decode(&chunk_item, "outcome", &format!("{what} chunk {chunk}"))?;
+                record.chunks.insert(chunk, outcome);
+            }
+        }
+        if let Some(at) =
+            get_s(&item, "chunks_updated_at").and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        {
+            record.updated_at = record.updated_at.max(at.with_timezone(&Utc));
+        }
+        Ok(Some(StoredRun {
+            record,
+            version: get_n(&item, "version").unwrap_or(0),
+        }))
+    }
+
+    /// The attributes that mirror the record, written with every change of it.
+    fn record_values(&self, record: &RunRecord) -> Result<Vec<(&'static str, AttributeValue)>> {
+        let mut stored = record.clone();
+        stored.chunks.clear();
+        let json = serde_json::to_string(&stored).map_err(|e| self.error(e.to_string()))?;
+        // The plan dominates: ~150 bytes per chunk range, so 1,024 chunks take ~150 KB.
+        if json.len() > MAX_RECORD_BYTES {
+            return Err(self.error(format!(
+                "run {}: its record ({} bytes as JSON) does not fit one DynamoDB item",
+                record.run_id,
+                json.len()
+            )));
+        }
+        let mut values = vec![(":record", s(json)), (":status", s(record.status.as_str()))];
+        if let Some(plan) = &record.plan {
+            values.push((":total", n(plan.chunks.len())));
+        }
+        Ok(values)
+    }
+
+    /// Takes the run's update lock, waiting (bounded) while another update holds it.
+    async fn lock_run(&self, run_id: RunId, token: &str) -> Result<()> {
+        let mut delay = std::time::Duration::from_millis(10);
+        for _ in 0..LOCK_ATTEMPTS {
+            let now = Utc::now();
+            let result = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key(PK, run_pk(run_id))
+                .key(SK, s("RUN"))
+                .update_expression("SET lock_token = :t, lock_expires = :exp")
+                .condition_expression(
+                    "attribute_exists(#pk) AND (attribute_not_exists(lock_token) OR lock_expires < :now)",
+                )
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_values(":t", s(token))
+                .expression_attribute_values(":exp", n(nanos(now + LOCK_TTL)))
+                .expression_attribute_values(":now", n(nanos(now)))
+                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+                .send()
+                .await;
+            match result {
+                Ok(_) => return Ok(()),
+                Err(e) if is_condition_failed(&e) => {
+                    let exists = old_item(&e).is_some_and(|item| !item.is_empty());
+                    if !exists && self.load_run(run_id).await?.is_none() {
+                        return Err(StateError::RunNotFound(run_id));
+                    }
+                }
+                Err(e) => return Err(self.error(sdk_message(&e))),
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(std::time::Duration::from_millis(500));
+        }
+        Err(self.error(format!(
+            "run {run_id} stayed locked by another update; try again"
+        )))
+    }
+
+    async fn unlock_run(&self, run_id: RunId, token: &str) {
+        let result = self
+            .update_run_item(run_id)
+            .update_expression("REMOVE lock_token, lock_expires")
+            .condition_expression("lock_token = :t")
+            .expression_attribute_values(":t", s(token))
+            .send()
+            .await;
+        if let Err(e) = result
+            && !is_condition_failed(&e)
+        {
+            // The lock expires on its own; this only delays the next update.
+            warn!(%run_id, error = %sdk_message(&e), "releasing a run's update lock failed");
+        }
+    }
+
+    fn update_table_item(&self, table_key: &str) -> UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, table_pk(table_key))
+            .key(SK, s("STATE"))
+    }
+
+    fn update_run_item(&self, run_id: RunId) -> UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, run_pk(run_id))
+            .key(SK, s("RUN"))
+    }
+
+    /// One item, read strongly consistently.
+    async fn get_item(&self, pk: AttributeValue, sk: &str) -> Result<Option<Item>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, pk)
+            .key(SK, s(sk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| self.error(sdk_message(&e)))?;
+        Ok(out.item)
+    }
+
+    async fn table_item(&self, table_key: &str) -> Result<Option<Item>> {
+        self.get_item(table_pk(table_key), "STATE").await
+    }
+
+    /// The outcome of a write conditional on `run_id` holding the table's lease.
+    async fn lease_checked<
+        T,
+        E: ConditionFailure + ProvideErrorMetadata + std::error::Error + 'static,
+    >(
+        &self,
+        table_key: &str,
+        run_id: RunId,
+        result: std::result::Result<T, SdkError<E, HttpResponse>>,
+    ) -> Result<()> {
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failed(&e) => {
+                let item = match old_item(&e) {
+                    Some(item) => Some(item),
+                    None => self.table_item(table_key).await?,
+                };
+                Err(StateError::LeaseLost {
+                    table_key: table_key.to_owned(),
+                    run_id,
+                    holder: DynamoStateStore::lease_holder(item.as_ref()),
+                })
+            }
+            Err(e) => Err(self.error(sdk_message(&e))),
+        }
+    }
+
+    fn lease_holder(item: Option<&Item>) -> Option<RunId> {
+        item.and_then(|i| get_s(i, "lease_run_id"))
+            .and_then(|id| id.parse().ok())
+    }
+}
+
+/// The item a refused conditional write found, when the service returned it.
+fn old_item<E>(e: &SdkError<E, HttpResponse>) -> Option<Item>
+where
+    E: ConditionFailure,
+{
+    e.as_service_error().and_then(ConditionFailure::old_item)
+}
+
+/// The operations whose refused condition may carry the old item.
+trait ConditionFailure {
+    fn old_item(&self) -> Option<Item>;
+}
+
+impl ConditionFailure for aws_sdk_dynamodb::operation::update_item::UpdateItemError {
+    fn old_item(&self) -> Option<Item> {
+        match self {
+            aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => c.item().cloned(),
+            _ => None,
+        }
+    }
+}
+
+#[async_trait]
+impl StateStore for DynamoStateStore {
+    async fn table_state(&self, table_key: &str) -> Result<TableState> {
+        let Some(item) = self.table_item(table_key).await? else {
+            return Ok(TableState::default());
+        };
+        let what = format!("table {table_key}");
+        let watermark = match get_s(&item, "watermark") {
+            Some(_) => Some(self.decode::<ScalarValue>(&item, "watermark", &what)?),
+            None => None,
+        };
+        let lease = match (
+            DynamoStateStore::lease_holder(Some(&item)),
+            get_n(&item, "lease_expires"),
+        ) {
+            (Some(run_id), Some(expires)) => Some(Lease {
+                run_id,
+                expires_at: DateTime::from_timestamp_nanos(expires),
+            }),
+            _ => None,
+        };
+        Ok(TableState {
+            watermark,
+            watermark_run_id: get_s(&item, "watermark_run_id").and_then(|id| id.parse().ok()),
+            lease,
+        })
+    }
+
+    async fn acquire_lease(
+        &self,
+        table_key: &str,
+        run_id: RunId,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<()> {
+        let result = self
+            .update_table_item(table_key)
+            .update_expression("SET lease_run_id = :me, lease_expires = :exp")
+            .condition_expression(
+                "attribute_not_exists(lease_run_id) OR lease_run_id = :me OR lease_expires <= :now",
+            )
+            .expression_attribute_values(":me", s(run_id.to_string()))
+            .expression_attribute_values(":exp", n(nanos(expires_at)))
+            .expression_attribute_values(":now", n(nanos(now)))
+            .return_values(ReturnValue::UpdatedOld)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        let old = match result {
+            Ok(out) => out.attributes,
+            Err(e) if is_condition_failed(&e) => {
+                let item = match old_item(&e) {
+                    Some(item) => Some(item),
+                    None => self.table_item(table_key).await?,
+                };
+                return match DynamoStateStore::lease_holder(item.as_ref()) {
+                    Some(holder) => Err(StateError::AlreadyRunning {
+                        table_key: table_key.to_owned(),
+                        run_id: holder,
+                    }),
+                    None => Err(self.error(format!(
+                        "the lease of {table_key} changed while it was taken; try again"
+                    ))),
+                };
+            }
+            Err(e) => return Err(self.error(sdk_message(&e))),
+        };
+        // A lease left by another run had expired: that run crashed; say so in its record.
+        if let Some(crashed) = DynamoStateStore::lease_holder(old.as_ref())
+            && crashed != run_id
+        {
+            let expired = old
+                .as_ref()
+                .and_then(|o| get_n(o, "lease_expires"))
+                .map(DateTime::from_timestamp_nanos)
+                .unwrap_or(now);
+            let message = format!("lease expired at {expired}; taken over by run {run_id}");
+            let marked = self
+                .update_run(
+                    crashed,
+                    Box::new(move |r| {
+                        r.fail(message, None, now);
+                        Ok(())
+                    }),
+                )
+                .await;
+            match marked {
+                Ok(_) | Err(StateError::RunNotFound(_)) => {}
+                Err(e) => {
+                    warn!(%crashed, table = table_key, error = %e, "marking the run whose lease expired as FAILED failed")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn release_lease(&self, table_key: &str, run_id: RunId) -> Result<()> {
+        let result = self
+            .update_table_item(table_key)
+            .update_expression("REMOVE lease_run_id, lease_expires")
+            .condition_expression("lease_run_id = :me")
+            .expression_attribute_values(":me", s(run_id.to_string()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failed(&e) => Ok(()),
+            Err(e) => Err(self.error(sdk_message(&e))),
+        }
+    }
+
+    async fn create_run(&self, record: &RunRecord) -> Result<()> {
+        check_new_run(record)?;
+        let mut request = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item(PK, run_pk(record.run_id))
+            .item(SK, s("RUN"))
+            .item("run_id", s(record.run_id.to_string()))
+            .item("table_key", s(&record.table_key))
+            .item("run_kind", s("RUN"))
+            .item("version", n(0))
+            .item("chunks_done", n(0))
+            .item("chunk_attempts", AttributeValue::M(Default::default()))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", PK);
+        for (name, value) in self.record_values(record)? {
+            let attr = match name {
+                ":record" => "record",
+                ":status" => "status",
+                _ => "chunk_total",
+            };
+            request = request.item(attr, value);
+        }
+        match request.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failed(&e) => Err(StateError::RunExists(record.run_id)),
+            Err(e) => Err(self.error(sdk_message(&e))),
+        }
+    }
+
+    async fn get_run(&self, run_id: RunId) -> Result<Option<RunRecord>> {
+        Ok(self.load_run(run_id).await?.map(|r| r.record))
+    }
+
+    async fn update_run(&self, run_id: RunId, update: RunUpdate) -> Result<RunRecord> {
+        let token = RunId::new().to_string();
+        self.lock_run(run_id, &token).await?;
+        let applied = async {
+            let stored = self
+                .load_run(run_id)
+                .await?
+                .ok_or(StateError::RunNotFound(run_id))?;
+            let mut record = stored.record.clone();
+            update(&mut record).map_err(|message| StateError::Refused { run_id, message })?;
+            check_chunks_unchanged(run_id, &stored.record, &record)?;
+            let values = self.record_values(&record)?;
+            Ok::<_, StateError>((stored, record, values))
+        }
+        .await;
+        let (stored, record, values) = match applied {
+            Ok(applied) => applied,
+            Err(e) => {
+                self.unlock_run(run_id, &token).await;
+                return Err(e);
+            }
+        };
+        let total = if values.iter().any(|(k, _)| *k == ":total") {
+            ", chunk_total = :total"
+        } else {
+            ""
+        };
+        let mut request = self
+            .update_run_item(run_id)
+            .update_expression(format!(
+                "SET #record = :record, #status = :status, version = version + :one{total} REMOVE lock_token, lock_expires"
+            ))
+            .condition_expression("lock_token = :t AND #status = :old_status AND version = :version")
+            .expression_attribute_names("#record", "record")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":t", s(&token))
+            .expression_attribute_values(":old_status", s(stored.record.status.as_str()))
+            .expression_attribute_values(":version", n(stored.version));
+        for (name, value) in values {
+            request = request.expression_attribute_values(name, value);
+        }
+        match request.send().await {
+            Ok(_) => Ok(record),
+            Err(e) if is_condition_failed(&e) => Err(self.error(format!(
+                "run {run_id}: the update held the run's lock longer than {}s and lost it; nothing was written",
+                LOCK_TTL.num_seconds()
+            ))),
+            Err(e) => {
+                self.unlock_run(run_id, &token).await;
+                Err(self.error(sdk_message(&e)))
+            }
+        }
+    }
+
+    async fn record_chunk_done(
+        &self,
+        run_id: RunId,
+        chunk: u32,
+        outcome: &ChunkOutcome,
+    ) -> Result<ChunkDone> {
+        let run = self
+            .get_item(run_pk(run_id), "RUN")
+            .await?
+            .ok_or(StateError::RunNotFound(run_id))?;
+        let count = |item: &Item, attr: &str| {
+            get_n(item, attr)
+                .and_then(|v| u32::try_from(v).ok())
+                .unwrap_or(0)
+        };
+        let total = match get_n(&run, "chunk_total") {
+            Some(_) => count(&run, "chunk_total"),
+            None => return Err(super::no_plan(run_id)),
+        };
+        let duplicate = |item: &Item| ChunkDone {
+            newly_recorded: false,
+            done: count(item, "chunks_done"),
+            total,
+            is_last: false,
+        };
+        if done_chunks(&run).contains(&chunk) {
+            return Ok(duplicate(&run));
+        }
+        let status = get_s(&run, "status").unwrap_or_default();
+        if status != RunStatus::Extracting.as_str() {
+            return Err(super::chunk_refused(run_id, chunk, status));
+        }
+        let json = serde_json::to_string(outcome).map_err(|e| self.error(e.to_string()))?;
+        if json.len() > MAX_OUTCOME_BYTES {
+            return Err(self.error(format!(
+                "run {run_id} chunk {chunk}: its outcome ({} files, {} bytes as JSON) does not fit one DynamoDB item; use more chunks or larger files",
+                outcome.files.len(),
+                json.len()
+            )));
+        }
+        // The outcome first, the count second: a crash in between leaves an uncounted attempt
+        // that readers ignore.
+        let attempt = RunId::new().to_string();
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item(PK, run_pk(run_id))
+            .item(SK, s(chunk_sk(chunk, &attempt)))
+            .item("outcome", s(json))
+            .send()
+            .await
+            .map_err(|e| self.error(sdk_message(&e)))?;
+        let result = self
+            .update_run_item(run_id)
+            .update_expression(
+                "ADD chunks_done :one, done_chunks :chunks SET chunks_updated_at = :now, chunk_attempts.#c = :attempt",
+            )
+            .condition_expression("#status = :extracting AND NOT contains(done_chunks, :chunk)")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#c", chunk.to_string())
+            .expression_attribute_values(":attempt", s(&attempt))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":chunks", AttributeValue::Ns(vec![chunk.to_string()]))
+            .expression_attribute_values(":chunk", n(chunk))
+            .expression_attribute_values(":extracting", s(RunStatus::Extracting.as_str()))
+            .expression_attribute_values(":now", s(Utc::now().to_rfc3339()))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(out) => {
+                let item = out.attributes.unwrap_or_default();
+                let done = count(&item, "chunks_done");
+                Ok(ChunkDone {
+                    newly_recorded: true,
+                    done,
+                    total,
+                    is_last: done == total,
+                })
+            }
+            Err(e) if is_condition_failed(&e) => {
+                let item = match old_item(&e) {
+                    Some(item) => item,
+                    None => self
+                        .get_item(run_pk(run_id), "RUN")
+                        .await?
+                        .unwrap_or_default(),
+                };
+                if done_chunks(&item).contains(&chunk) {
+                    Ok(duplicate(&item))
+                } else {
+                    let status = get_s(&item, "status").unwrap_or("gone");
+                    Err(super::chunk_refused(run_id, chunk, status))
+                }
+            }
+            Err(e) => Err(self.error(sdk_message(&e))),
+        }
+    }
+
+    async fn commit_watermark(
+        &self,
+        table_key: &str,
+        run_id: RunId,
+        watermark: &ScalarValue,
+    ) -> Result<()> {
+        let json = serde_json::to_string(watermark).map_err(|e| self.error(e.to_string()))?;
+        let result = self
+            .update_table_item(table_key)
+            .update_expression("SET watermark = :w, watermark_run_id = :me")
+            .condition_expression("lease_run_id = :me")
+            .expression_attribute_values(":w", s(json))
+            .expression_attribute_values(":me", s(run_id.to_string()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        self.lease_checked(table_key, run_id, result).await
+    }
+
+    async fn clear_watermark(&self, table_key: &str, run_id: RunId) -> Result<()> {
+        let result = self
+            .update_table_item(table_key)
+            .update_expression("REMOVE watermark, watermark_run_id")
+            .condition_expression("lease_run_id = :me")
+            .expression_attribute_values(":me", s(run_id.to_string()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        self.lease_checked(table_key, run_id, result).await
+    }
+
+    async fn list_runs(&self, table_key: Option<&str>, limit: usize) -> Result<Vec<RunRecord>> {
+        let (index, hash, value) = match table_key {
+            Some(key) => (RUNS_BY_TABLE, "table_key", key),
+            None => (RUNS_BY_TIME, "run_kind", "RUN"),
+        };
+        let mut ids = Vec::new();
+        let mut start = None;
+        while ids.len() < limit {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(index)
+                .key_condition_expression("#h = :h")
+                .expression_attribute_names("#h", hash)
+                .expression_attribute_values(":h", s(value))
+                .scan_index_forward(false)
+                .limit(i32::try_from(limit - ids.len()).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| self.error(sdk_message(&e)))?;
+            ids.extend(
+                page.items()
+                    .iter()
+                    .filter_map(|item| get_s(item, "run_id")?.parse::<RunId>().ok()),
+            );
+            start = page.last_evaluated_key().cloned();
+            if start.is_none() {
+                break;
+            }
+        }
+        ids.truncate(limit);
+        let mut runs = Vec::with_capacity(ids.len());
+        for id in ids {
+            // The index is eventually consistent; a run it lists but the table no longer has
+            // is skipped.
+            if let Some(run) = self.get_run(id).await? {
+                runs.push(run);
+            }
+        }
+        Ok(runs)
+    }
+}

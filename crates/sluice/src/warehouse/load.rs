@@ -1,0 +1,288 @@
+//! The warehouse step of a run, through the [`Warehouse`] port: make sure RAW and STAGING
+//! exist and have every source column, COPY the manifest's files into RAW and check the rows
+//! each file loaded against the manifest, then CALL the merge procedure and the gold
+//! procedures with the run id.
+//!
+//! The SQL is generated in `sluice-core` (`snowflake`, `staging`); here it is only run. Every
+//! value from data or config (the run id, schema and table names in catalog queries) travels
+//! as a binding; identifiers are emitted quoted by the generators.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use sluice_core::manifest::Manifest;
+use sluice_core::snowflake::{
+    ObjectName, SqlGenError, copy_into_raw, manifest_schema, quote, raw_table_ddl,
+};
+use sluice_core::staging::{
+    ExistingColumn, MergeSpec, StagingError, TableTargets, call_with_run_id, columns_query,
+    delete_run_rows, evolve_table, merge_log_ddl, merge_procedure_ddl, staging_columns,
+    staging_table_ddl,
+};
+use sluice_core::{RunId, TableConfig};
+use thiserror::Error;
+use tracing::{info, instrument};
+
+use super::{QueryResult, Statement, Value, Warehouse, WarehouseError};
+
+/// Where the pipeline's warehouse objects are: the database every default name lives in, and
+/// the external stage over the sink's data prefix (COPY names files relative to it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WarehouseTarget {
+    pub database: String,
+    pub stage: ObjectName,
+}
+
+#[derive(Debug, Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Warehouse(#[from] WarehouseError),
+    #[error(transparent)]
+    Staging(#[from] StagingError),
+    #[error(transparent)]
+    Schema(#[from] SqlGenError),
+    #[error("file {key} is not under the stage's prefix {prefix:?}; the stage cannot name it")]
+    OutsideStage { key: String, prefix: String },
+    #[error("COPY INTO {table}: file {file} loaded {loaded} rows, the manifest lists {expected}")]
+    RowMismatch {
+        table: String,
+        file: String,
+        expected: u64,
+        loaded: u64,
+    },
+    #[error("COPY INTO {table}: {message}")]
+    CopyResult { table: String, message: String },
+}
+
+/// Loads and merges runs into one warehouse.
+pub struct Loader {
+    warehouse: Arc<dyn Warehouse>,
+    target: WarehouseTarget,
+}
+
+/// What the LOADING phase did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loaded {
+    pub files: usize,
+    pub rows: u64,
+}
+
+impl Loader {
+    pub fn new(warehouse: Arc<dyn Warehouse>, target: WarehouseTarget) -> Loader {
+        Loader { warehouse, target }
+    }
+
+    pub fn target(&self) -> &WarehouseTarget {
+        &self.target
+    }
+
+    /// Creates or evolves RAW and STAGING (and the generated merge procedure) for the
+    /// manifest's schema, deletes the run's earlier RAW rows (a replay) and COPYs its files.
+    /// `stage_prefix` is the key prefix the stage's URL points at (`None`: the bucket root).
+    #[instrument(skip_all, fields(run_id = %manifest.run_id, table = %table.key()))]
+    pub async fn load(
+        &self,
+        table: &TableConfig,
+        manifest: &Manifest,
+        stage_prefix: Option<&str>,
+    ) -> Result<Loaded, LoadError> {
+        let targets = TableTargets::resolve(table, &self.target.database);
+        let schema = manifest_schema(&manifest.schema)?;
+        let spec = MergeSpec::of(table);
+        let staging = staging_columns(&schema, &spec, &targets.staging.quoted())?;
+        let raw_columns: Vec<_> = schema
+            .fields()
+            .iter()
+            .map(|f| Ok((f.name().clone(), sluice_core::snowflake::column_type(f)?)))
+            .collect::<Result<_, SqlGenError>>()?;
+
+        let mut setup: Vec<String> = Vec::new();
+        for object in [&targets.raw, &targets.staging] {
+            setup.push(format!(
+                "CREATE SCHEMA IF NOT EXISTS {}.{}",
+                quote(&object.database),
+                quote(&object.schema)
+            ));
+        }
+        setup.push(raw_table_ddl(&targets.raw, &schema)?);
+        setup.push(staging_table_ddl(&targets.staging, &staging));
+        setup.push(merge_log_ddl(&targets.merge_log));
+        self.run_all(setup).await?;
+
+        let mut alters = evolve_table(
+            &targets.raw,
+            &self.columns(&targets.raw).await?,
+            &raw_columns,
+        )?;
+        alters.extend(evolve_table(
+            &targets.staging,
+            &self.columns(&targets.staging).await?,
+            &staging,
+        )?);
+        if !alters.is_empty() {
+            info!(columns = alters.len(), "adding new source columns");
+        }
+        if targets.generated_merge {
+            // Regenerated every run: the column list follows the source's.
+            alters.push(merge_procedure_ddl(&targets, &schema, &spec)?);
+        }
+        self.run_all(alters).await?;
+
+        let prefix = stage_prefix
+            .map(|p| format!("{}/", p.trim_end_matches('/')))
+            .unwrap_or_default();
+        let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+        for file in &manifest.files {
+            let relative =
+                file.key
+                    .strip_prefix(&prefix)
+                    .ok_or_else(|| LoadError::OutsideStage {
+                        key: file.key.clone(),
+                        prefix: prefix.clone(),
+                    })?;
+            expected.insert(relative.to_owned(), file.rows);
+        }
+        self.warehouse
+            .execute(
+                &Statement::new(delete_run_rows(&targets.raw)).bind(manifest.run_id.to_string()),
+            )
+            .await?;
+        let files: Vec<String> = expected.keys().cloned().collect();
+        let mut loaded: BTreeMap<String, u64> = BTreeMap::new();
+        for copy in copy_into_raw(&targets.raw, &self.target.stage, &files) {
+            let result = self.warehouse.execute(&Statement::new(copy)).await?;
+            collect_loaded(&result, &files, &mut loaded).map_err(|message| {
+                LoadError::CopyResult {
+                    table: targets.raw.quoted(),
+                    message,
+                }
+            })?;
+        }
+        for (file, rows) in &expected {
+            let got = loaded.get(file).copied().unwrap_or(0);
+            if got != *rows {
+                return Err(LoadError::RowMismatch {
+                    table: targets.raw.quoted(),
+                    file: file.clone(),
+                    expected: *rows,
+                    loaded: got,
+                });
+            }
+        }
+        let rows = loaded.values().sum();
+        info!(files = files.len(), rows, "copied into RAW");
+        Ok(Loaded {
+            files: files.len(),
+            rows,
+        })
+    }
+
+    /// CALLs the merge procedure, then every gold procedure in order, each with the run id;
+    /// returns what the merge procedure returned.
+    #[instrument(skip_all, fields(%run_id, table = %table.key()))]
+    pub async fn merge(
+        &self,
+        table: &TableConfig,
+        run_id: RunId,
+    ) -> Result<serde_json::Value, LoadError> {
+        let targets = TableTargets::resolve(table, &self.target.database);
+        let call = |procedure: &ObjectName| {
+            Statement::new(call_with_run_id(procedure)).bind(run_id.to_string())
+        };
+        let merged = self
+            .warehouse
+            .execute(&call(&targets.merge_procedure))
+            .await?;
+        let outcome = merged
+            .scalar()
+            .map(json_of)
+            .unwrap_or(serde_json::Value::Null);
+        info!(procedure = %targets.merge_procedure.quoted(), %outcome, "merged into STAGING");
+        for gold in &targets.gold_procedures {
+            self.warehouse.execute(&call(gold)).await?;
+            info!(procedure = %gold.quoted(), "gold procedure done");
+        }
+        Ok(outcome)
+    }
+
+    async fn run_all(&self, statements: Vec<String>) -> Result<(), LoadError> {
+        if statements.is_empty() {
+            return Ok(());
+        }
+        let statements: Vec<Statement> = statements.into_iter().map(Statement::new).collect();
+        self.warehouse.execute_all(&statements).await?;
+        Ok(())
+    }
+
+    async fn columns(&self, table: &ObjectName) -> Result<Vec<ExistingColumn>, LoadError> {
+        let result = self
+            .warehouse
+            .execute(
+                &Statement::new(columns_query(table))
+                    .bind(table.schema.as_str())
+                    .bind(table.name.as_str()),
+            )
+            .await?;
+        Ok(result
+            .rows
+            .iter()
+            .filter_map(|row| {
+                let number = |v: Option<&Value>| {
+                    v.and_then(Value::as_i64)
+                        .and_then(|n| u32::try_from(n).ok())
+                };
+                Some(ExistingColumn {
+                    name: row.first()?.as_str()?.to_owned(),
+                    data_type: row.get(1)?.as_str()?.to_owned(),
+                    precision: number(row.get(2)),
+                    scale: number(row.get(3)),
+                })
+            })
+            .collect())
+    }
+}
+
+/// Adds the rows each listed file loaded, from a COPY result (`file`, `rows_loaded`). The
+/// result names files by their full URL, so they are matched by their stage-relative suffix.
+fn collect_loaded(
+    result: &QueryResult,
+    files: &[String],
+    loaded: &mut BTreeMap<String, u64>,
+) -> Result<(), String> {
+    let (Some(file_at), Some(rows_at)) = (
+        result.column_index("file"),
+        result.column_index("rows_loaded"),
+    ) else {
+        // "Copy executed with 0 files processed." has a single status column.
+        return Ok(());
+    };
+    for row in &result.rows {
+        let name = row.get(file_at).and_then(Value::as_str).unwrap_or_default();
+        let rows = row
+            .get(rows_at)
+            .and_then(Value::as_i64)
+            .and_then(|n| u64::try_from(n).ok())
+            .ok_or_else(|| format!("no rows_loaded for {name}"))?;
+        let file = files
+            .iter()
+            .filter(|f| name == f.as_str() || name.ends_with(&format!("/{f}")))
+            .max_by_key(|f| f.len())
+            .ok_or_else(|| format!("loaded {name}, which the manifest does not list"))?;
+        *loaded.entry(file.clone()).or_insert(0) += rows;
+    }
+    Ok(())
+}
+
+/// A procedure's return value as JSON for the run record.
+fn json_of(value: &Value) -> serde_json::Value {
+    match value {
+        Value::Variant(v) => v.clone(),
+        Value::Null => serde_json::Value::Null,
+        Value::Text(t) => serde_json::from_str(t).unwrap_or_else(|_| t.clone().into()),
+        Value::Boolean(b) => (*b).into(),
+        other => other
+            .as_i64()
+            .map(Into::into)
+            .unwrap_or_else(|| format!("{other:?}").into()),
+    }
+}

@@ -1,0 +1,457 @@
+//! The Snowflake SQL API client against the local stand-in (real HTTP, real JWT verification,
+//! SQL on fakesnow): auth, typed errors, 202 polling, retries that never run a statement
+//! twice, multi-statement requests, bindings, encrypted keys, result types.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use chrono::NaiveDate;
+use sluice::warehouse::snowflake::{PrivateKey, SnowflakeClient, SnowflakeError};
+use sluice::warehouse::{Binding, QueryResult, Statement, Value};
+use sluice_tests::snowflake::{KeyPair, LOSE_ANSWER, Options, StandIn};
+
+fn count(result: &QueryResult) -> i64 {
+    result
+        .scalar()
+        .and_then(Value::as_i64)
+        .unwrap_or_else(|| panic!("not a count: {result:?}"))
+}
+
+async fn run(client: &SnowflakeClient, sql: &str) -> QueryResult {
+    client.execute(&Statement::new(sql)).await.unwrap()
+}
+
+#[tokio::test]
+async fn rows_come_back_typed_by_row_type() {
+    let client = StandIn::shared().client("types");
+    run(
+        &client,
+        "CREATE TABLE t (n NUMBER(10,2), i INTEGER, f FLOAT, s VARCHAR, b BOOLEAN, d DATE, \
+         ts TIMESTAMP_NTZ, v VARIANT, bin BINARY)",
+    )
+    .await;
+    let insert = Statement::new(
+        "INSERT INTO t SELECT CAST(? AS NUMBER(10,2)), ?, ?, ?, ?, CAST(? AS DATE), CAST(? AS TIMESTAMP_NTZ), \
+         PARSE_JSON(?), TO_BINARY(?, 'HEX')",
+    )
+    .bind(Binding::Decimal("-12.34".into()))
+    .bind(42i64)
+    .bind(2.5f64)
+    .bind("it's \"quoted\"; -- not a comment")
+    .bind(true)
+    .bind("2024-02-29")
+    .bind("2024-02-29 23:59:58.123456")
+    .bind(r#"{"k": [1, 2]}"#)
+    .bind("CAFE");
+    let inserted = client.execute(&insert).await.unwrap();
+    assert_eq!(count(&inserted), 1);
+    run(&client, "INSERT INTO t (i) VALUES (7)").await;
+
+    let result = run(
+        &client,
+        "SELECT n, i, f, s, b, d, ts, v, bin FROM t ORDER BY i DESC",
+    )
+    .await;
+    let types: Vec<&str> = result
+        .columns
+        .iter()
+        .map(|c| c.type_name.as_str())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "fixed",
+            "fixed",
+            "real",
+            "text",
+            "boolean",
+            "date",
+            "timestamp_ntz",
+            "variant",
+            "binary"
+        ]
+    );
+    assert_eq!(result.columns[0].scale, Some(2));
+    assert_eq!(
+        result.rows[0],
+        vec![
+            Value::Number {
+                unscaled: -1234,
+                scale: 2
+            },
+            Value::Number {
+                unscaled: 42,
+                scale: 0
+            },
+            Value::Real(2.5),
+            Value::Text("it's \"quoted\"; -- not a comment".into()),
+            Value::Boolean(true),
+            Value::Date(NaiveDate::from_ymd_opt(2024, 2, 29).unwrap()),
+            Value::TimestampNtz(
+                NaiveDate::from_ymd_opt(2024, 2, 29)
+                    .unwrap()
+                    .and_hms_micro_opt(23, 59, 58, 123_456)
+                    .unwrap()
+            ),
+            Value::Variant(serde_json::json!({"k": [1, 2]})),
+            Value::Binary(vec![0xCA, 0xFE]),
+        ]
+    );
+    // A row of NULLs but the integer.
+    assert_eq!(result.rows[1][1].as_i64(), Some(7));
+    assert!(
+        result.rows[1]
+            .iter()
+            .enumerate()
+            .all(|(i, v)| i == 1 || *v == Value::Null)
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_key_is_a_clear_auth_error() {
+    let stranger = KeyPair::generate();
+    let client =
+        SnowflakeClient::new(StandIn::shared().config("wrongkey"), stranger.private_key()).unwrap();
+    let err = client
+        .execute(&Statement::new("SELECT 1"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SnowflakeError::Auth { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(
+        message.contains("SLUICEORG-TEST.SLUICE_LOADER"),
+        "{message}"
+    );
+    assert!(message.contains("RSA_PUBLIC_KEY"), "{message}");
+    assert!(
+        message.contains("Signature verification failed"),
+        "{message}"
+    );
+    // Neither the token (a JWT starts with eyJ) nor the key leaks into the error.
+    for shown in [
+        message.as_str(),
+        &format!("{err:?}"),
+        &format!("{client:?}"),
+    ] {
+        assert!(!shown.contains("eyJ"), "{shown}");
+        assert!(!shown.contains("PRIVATE KEY"), "{shown}");
+    }
+}
+
+#[tokio::test]
+async fn a_statement_error_is_typed_with_snowflake_codes() {
+    let client = StandIn::shared().client("errors");
+    let err = client
+        .execute(&Statement::new("SELECT * FROM no_such_table"))
+        .await
+        .unwrap_err();
+    match &err {
+        SnowflakeError::Statement {
+            code,
+            sql_state,
+            message,
+            statement_handle,
+        } => {
+            assert_eq!(code, "002003");
+            assert_eq!(sql_state, "42S02");
+            assert!(message.contains("NO_SUCH_TABLE"), "{message}");
+            assert!(statement_handle.is_some());
+        }
+        other => panic!("not a statement error: {other:?}"),
+    }
+    assert_eq!(err.sql_state(), Some("42S02"));
+}
+
+#[tokio::test]
+async fn a_202_is_polled_to_completion() {
+    // This stand-in answers every submission 202, however quick the statement.
+    let standin = StandIn::start(&Options {
+        always_202: true,
+        ..Options::default()
+    });
+    let client = standin.client("polled");
+    run(&client, "CREATE TABLE t (id INTEGER)").await;
+    let inserted = client
+        .execute(
+            &Statement::new("INSERT INTO t VALUES (?), (?), (?)")
+                .bind(1i64)
+                .bind(2i64)
+                .bind(3i64),
+        )
+        .await
+        .unwrap();
+    assert_eq!(count(&inserted), 3);
+    assert_eq!(count(&run(&client, "SELECT MAX(id) FROM t").await), 3);
+}
+
+#[tokio::test]
+async fn async_submission_is_polled_to_completion() {
+    let standin = StandIn::shared();
+    let mut config = standin.config("async");
+    config.submit_async = true;
+    let client = SnowflakeClient::new(config, KeyPair::shared().private_key()).unwrap();
+    let result = run(&client, "SELECT SYSTEM$WAIT(1)").await;
+    assert_eq!(
+        result.scalar(),
+        Some(&Value::Text("waited 1 seconds".into()))
+    );
+}
+
+#[tokio::test]
+async fn a_lost_answer_is_retried_without_running_the_statement_twice() {
+    let client = StandIn::shared().client("retry");
+    run(&client, "CREATE TABLE t (note VARCHAR)").await;
+    // The stand-in runs this INSERT, then answers 503; the client resubmits the same requestId
+    // with retry=true and must get the first execution's answer.
+    let inserted = client
+        .execute(&Statement::new(format!(
+            "INSERT INTO t SELECT '{LOSE_ANSWER}'"
+        )))
+        .await
+        .unwrap();
+    assert_eq!(count(&inserted), 1);
+    assert_eq!(count(&run(&client, "SELECT COUNT(*) FROM t").await), 1);
+}
+
+#[tokio::test]
+async fn the_same_request_id_runs_once() {
+    let client = StandIn::shared().client("once");
+    run(&client, "CREATE TABLE t (id INTEGER)").await;
+    // Each test binary starts its own stand-in, so a fixed id is this test's alone.
+    let request_id = "0b6e2a3c-51f4-4c7e-9d1a-5b7f3e2d1c0a";
+    let insert = Statement::new("INSERT INTO t VALUES (1)");
+    let first = client.execute_once(request_id, &insert).await.unwrap();
+    let second = client.execute_once(request_id, &insert).await.unwrap();
+    assert_eq!(first.statement_id, second.statement_id);
+    assert_eq!(count(&run(&client, "SELECT COUNT(*) FROM t").await), 1);
+    let err = client
+        .execute_once("run-1/copy", &insert)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("request_id"), "{err}");
+}
+
+#[tokio::test]
+async fn multi_statement_requests_return_one_result_per_statement() {
+    let client = StandIn::shared().client("multi");
+    let results = client
+        .execute_all(&[
+            Statement::new("CREATE TABLE t (id INTEGER, name VARCHAR);"),
+            Statement::new("INSERT INTO t VALUES (?, ?), (?, ?)")
+                .bind(1i64)
+                .bind("one")
+                .bind(2i64)
+                .bind("two"),
+            Statement::new("SELECT name FROM t WHERE id = ?").bind(2i64),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(results.len(), 3);
+    assert_eq!(count(&results[1]), 2);
+    assert_eq!(results[2].rows, vec![vec![Value::Text("two".into())]]);
+    assert_ne!(results[1].statement_id, results[2].statement_id);
+
+    // A failing statement stops the request with its own error.
+    let err = client
+        .execute_all(&[
+            Statement::new("INSERT INTO t VALUES (3, 'three')"),
+            Statement::new("SELECT nope FROM t"),
+        ])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SnowflakeError::Statement { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn an_encrypted_pkcs8_key_works_with_its_passphrase() {
+    let keys = KeyPair::shared();
+    let key = PrivateKey::from_pkcs8_pem(&keys.encrypted_pem, Some(&keys.passphrase)).unwrap();
+    assert_eq!(key.fingerprint(), keys.private_key().fingerprint());
+    let client = SnowflakeClient::new(StandIn::shared().config("encrypted"), key).unwrap();
+    assert_eq!(count(&run(&client, "SELECT 41 + 1").await), 42);
+
+    let err = PrivateKey::from_pkcs8_pem(&keys.encrypted_pem, Some("wrong")).unwrap_err();
+    assert!(err.to_string().contains("wrong passphrase"), "{err}");
+    let err = PrivateKey::from_pkcs8_pem(&keys.encrypted_pem, None).unwrap_err();
+    assert!(err.to_string().contains("no passphrase"), "{err}");
+    assert!(!format!("{key:?}", key = keys.private_key()).contains("PRIVATE"));
+}
+
+#[tokio::test]
+async fn the_token_is_signed_once_and_reused() {
+    let standin = StandIn::start(&Options::default());
+    let client = standin.client("tokens");
+    run(&client, "SELECT 1").await;
+    // Long enough that a token signed again would carry another iat, and so differ.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    run(&client, "SELECT 2").await;
+    assert_eq!(standin.stats()["distinctTokens"], 1);
+}
+
+#[tokio::test]
+async fn a_statement_past_its_timeout_is_cancelled() {
+    let standin = StandIn::start(&Options::default());
+    let mut config = standin.config("timeout");
+    config.submit_async = true;
+    config.tuning.statement_timeout = Duration::from_secs(1);
+    config.tuning.timeout_grace = Duration::ZERO;
+    let client = SnowflakeClient::new(config, KeyPair::shared().private_key()).unwrap();
+    let err = client
+        .execute(&Statement::new("SELECT SYSTEM$WAIT(60)"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SnowflakeError::Timeout { .. }), "{err:?}");
+    assert_eq!(standin.stats()["canceled"], 1);
+}
+
+#[tokio::test]
+async fn results_spanning_partitions_are_fetched_whole() {
+    let standin = StandIn::start(&Options {
+        partition_rows: 2,
+        ..Options::default()
+    });
+    let client = standin.client("partitions");
+    run(&client, "CREATE TABLE t (id INTEGER)").await;
+    run(&client, "INSERT INTO t VALUES (3), (0), (4), (1), (2)").await;
+    let result = run(&client, "SELECT id FROM t ORDER BY id").await;
+    let values: Vec<i64> = result.rows.iter().map(|r| r[0].as_i64().unwrap()).collect();
+    assert_eq!(values, [0, 1, 2, 3, 4]);
+}
+
+#[tokio::test]
+async fn bad_config_names_the_field() {
+    let mut config = StandIn::shared().config("config");
+    config.base_url = Some("http://snowflake.example.com".into());
+    let err = SnowflakeClient::new(config, KeyPair::shared().private_key()).unwrap_err();
+    assert!(err.to_string().contains("base_url"), "{err}");
+    let mut config = StandIn::shared().config("config");
+    config.user = " ".into();
+    let err = SnowflakeClient::new(config, KeyPair::shared().private_key()).unwrap_err();
+    assert!(err.to_string().contains("user"), "{err}");
+}
+
+/// A Parquet file of (id BIGINT, name VARCHAR).
+fn parquet_file(ids: &[i64], names: &[&str]) -> Vec<u8> {
+    use std::sync::Arc;
+
+    use arrow::array::{Int64Array, RecordBatch, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, true),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from(ids.to_vec())),
+            Arc::new(StringArray::from(names.to_vec())),
+        ],
+    )
+    .unwrap();
+    sluice_tests::parquet_bytes(&batch)
+}
+
+#[tokio::test]
+async fn copy_loads_the_listed_files_of_an_s3_stage() {
+    let moto = sluice_tests::moto::MotoServer::shared();
+    let bucket = moto
+        .bucket_with(
+            "stage",
+            vec![
+                (
+                    "raw/run1/part-0.parquet",
+                    parquet_file(&[1, 2], &["one", "two"]),
+                ),
+                ("raw/run1/part-1.parquet", parquet_file(&[3], &["three"])),
+                // Under the prefix but not listed: must not be loaded.
+                ("raw/run1/stray.parquet", parquet_file(&[99], &["stray"])),
+            ],
+        )
+        .await;
+
+    let standin = StandIn::start(&Options {
+        s3_endpoint: Some(moto.endpoint()),
+        ..Options::default()
+    });
+    let client = standin.client("copy");
+    run(&client, "CREATE TABLE raw_t (id BIGINT, name VARCHAR)").await;
+    run(
+        &client,
+        &format!("CREATE STAGE raw_stage URL = 's3://{bucket}/raw/'"),
+    )
+    .await;
+    let copy = "COPY INTO raw_t FROM @raw_stage/run1/ \
+                FILES = ('part-0.parquet', 'part-1.parquet') \
+                FILE_FORMAT = (TYPE = PARQUET) MATCH_BY_COLUMN_NAME = CASE_INSENSITIVE \
+                ON_ERROR = ABORT_STATEMENT";
+    let result = run(&client, copy).await;
+    let file = result.column_index("file").unwrap();
+    let loaded = result.column_index("rows_loaded").unwrap();
+    let mut per_file: Vec<(String, i64)> = result
+        .rows
+        .iter()
+        .map(|r| {
+            (
+                r[file].as_str().unwrap().to_owned(),
+                r[loaded].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    per_file.sort();
+    assert_eq!(
+        per_file,
+        [
+            (format!("s3://{bucket}/raw/run1/part-0.parquet"), 2),
+            (format!("s3://{bucket}/raw/run1/part-1.parquet"), 1),
+        ]
+    );
+    let names = run(&client, "SELECT name FROM raw_t ORDER BY id").await;
+    let names: Vec<&str> = names.rows.iter().map(|r| r[0].as_str().unwrap()).collect();
+    assert_eq!(names, ["one", "two", "three"]);
+}
+
+#[tokio::test]
+async fn procedures_run_their_statements_with_arguments_bound() {
+    let client = StandIn::shared().client("procs");
+    run(&client, "CREATE TABLE events (run_id VARCHAR, n INTEGER)").await;
+    run(
+        &client,
+        "CREATE OR REPLACE PROCEDURE record_run(run_id VARCHAR, n INTEGER)
+         RETURNS VARIANT LANGUAGE SQL AS
+         $$
+         BEGIN
+           INSERT INTO events VALUES (:run_id, :n);
+           INSERT INTO events VALUES (:run_id, :n + 1);
+           RETURN OBJECT_CONSTRUCT('run_id', :run_id,
+             'rows', (SELECT COUNT(*) FROM events WHERE run_id = :run_id));
+         END;
+         $$",
+    )
+    .await;
+    let called = client
+        .execute(&Statement::new("CALL record_run(?, 10)").bind("run-'1'"))
+        .await
+        .unwrap();
+    assert_eq!(called.columns[0].name, "RECORD_RUN");
+    assert_eq!(
+        called.scalar(),
+        Some(&Value::Variant(
+            serde_json::json!({"run_id": "run-'1'", "rows": 2})
+        ))
+    );
+    let sum = run(
+        &client,
+        "SELECT MAX(n) FROM events WHERE run_id = 'run-''1'''",
+    )
+    .await;
+    assert_eq!(count(&sum), 11);
+
+    let err = client
+        .execute(&Statement::new(
+            "CREATE PROCEDURE p() RETURNS INTEGER LANGUAGE SQL AS $$ BEGIN LET x := 1; RETURN x; END $$",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.sql_state(), Some("0A000"), "{err}");
+}

@@ -1,0 +1,529 @@
+//! The `StateStore` port's contract, one suite run against every store: the local JSON files
+//! and DynamoDB (a real moto server). Each promise is a generic test body over
+//! `Arc<dyn StateStore>`; the `contract!` macro instantiates it once per store.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use sluice::state::dynamo::DynamoStateStore;
+use sluice::state::local::LocalStateStore;
+use sluice::state::{StateError, StateStore};
+use sluice_core::plan::ChunkRange;
+use sluice_core::run::{ChunkOutcome, FileEntry};
+use sluice_core::{Config, Engine, RunId, RunPlan, RunRecord, RunStatus, ScalarValue};
+use sluice_tests::moto::{MotoServer, unique_name};
+
+type Store = Arc<dyn StateStore>;
+
+/// A store and whatever must live as long as it (the local store's directory).
+async fn local_store() -> (Store, Box<dyn Any>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStateStore::open(dir.path()).unwrap();
+    (Arc::new(store), Box::new(dir))
+}
+
+async fn dynamo_store() -> (Store, Box<dyn Any>) {
+    // Serial, as DynamoDB serializes writes to one item (see the fixture).
+    let moto = MotoServer::shared_serial();
+    let store = DynamoStateStore::new(&moto.sdk_config().await, unique_name("state"));
+    assert!(store.create_table().await.unwrap());
+    assert!(
+        !store.create_table().await.unwrap(),
+        "creating an existing table is a no-op"
+    );
+    (Arc::new(store), Box::new(()))
+}
+
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod local {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let (store, _guard) = super::local_store().await;
+                    super::$name(store).await;
+                }
+            )*
+        }
+        mod dynamo {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let (store, _guard) = super::dynamo_store().await;
+                    super::$name(store).await;
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    exactly_one_of_concurrent_runs_takes_the_lease,
+    an_expired_lease_is_taken_over_and_the_crashed_run_failed,
+    the_watermark_is_committed_only_by_the_lease_holder_at_full_precision,
+    a_duplicated_chunk_done_is_counted_once,
+    the_last_chunk_signal_fires_once_under_concurrent_completion,
+    status_never_moves_backwards_and_refused_updates_change_nothing,
+    records_round_trip_and_list_newest_first,
+);
+
+fn key() -> String {
+    format!("shop/public.t_{}", RunId::new().to_string().to_lowercase())
+}
+
+fn plan(run_id: RunId, chunks: usize) -> RunPlan {
+    let config = Config::from_yaml(
+        "sources:\n  - name: shop\n    engine: postgres\n    connection:\n      url: postgres://u@h/db\n\
+         tables:\n  - source: shop\n    table: public.orders\n    primary_key: [id]\n    load: { mode: incremental, cursor: updated_at }\n",
+        "test",
+    )
+    .unwrap();
+    RunPlan {
+        run_id,
+        engine: Engine::Postgres,
+        started_at: Utc::now(),
+        table: config.tables[0].clone(),
+        columns: vec!["id".into(), "updated_at".into()],
+        cursor: None,
+        partition_column: None,
+        chunks: vec![ChunkRange::All; chunks],
+        snapshot: None,
+        casts: BTreeMap::new(),
+        warnings: BTreeMap::new(),
+    }
+}
+
+/// A run of `chunks` chunks, recorded and moved to EXTRACTING.
+async fn extracting_run(store: &Store, table_key: &str, chunks: usize) -> RunId {
+    let run_id = RunId::new();
+    let mut record = RunRecord::new(run_id, table_key.to_owned(), Utc::now());
+    record.plan = Some(plan(run_id, chunks));
+    store.create_run(&record).await.unwrap();
+    store
+        .update_run(
+            run_id,
+            Box::new(|r| r.transition(RunStatus::Extracting, Utc::now())),
+        )
+        .await
+        .unwrap();
+    run_id
+}
+
+fn outcome(chunk: u32, rows: u64) -> ChunkOutcome {
+    ChunkOutcome {
+        rows,
+        bytes: rows * 10,
+        files: vec![FileEntry {
+            key: format!("postgres/shop/public.orders/part-{chunk}.parquet"),
+            chunk,
+            part: 0,
+            rows,
+            bytes: rows * 10,
+        }],
+        schema: Vec::new(),
+        warnings: BTreeMap::from([("c: zero date written as NULL".to_owned(), 2)]),
+        seconds: 0.5,
+    }
+}
+
+async fn exactly_one_of_concurrent_runs_takes_the_lease(store: Store) {
+    let table = key();
+    let now = Utc::now();
+    let attempts: Vec<_> = (0..8)
+        .map(|_| {
+            let (store, table) = (store.clone(), table.clone());
+            tokio::spawn(async move {
+                let run_id = RunId::new();
+                let result = store
+                    .acquire_lease(&table, run_id, now, now + Duration::minutes(5))
+                    .await;
+                (run_id, result)
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    let mut refused = Vec::new();
+    for attempt in attempts {
+        match attempt.await.unwrap() {
+            (run_id, Ok(())) => winners.push(run_id),
+            (_, Err(StateError::AlreadyRunning { run_id, table_key })) => {
+                assert_eq!(table_key, table);
+                refused.push(run_id);
+            }
+            (_, Err(other)) => panic!("expected AlreadyRunning, got {other}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one run proceeds");
+    assert_eq!(refused.len(), 7);
+    assert!(
+        refused.iter().all(|holder| *holder == winners[0]),
+        "the refusal names the running run"
+    );
+    let state = store.table_state(&table).await.unwrap();
+    assert_eq!(state.lease.unwrap().run_id, winners[0]);
+    // Taking the lease again is harmless for its holder, and a release by anyone else is not one.
+    store
+        .acquire_lease(&table, winners[0], now, now + Duration::minutes(5))
+        .await
+        .unwrap();
+    store.release_lease(&table, RunId::new()).await.unwrap();
+    assert!(store.table_state(&table).await.unwrap().lease.is_some());
+    store.release_lease(&table, winners[0]).await.unwrap();
+    assert_eq!(store.table_state(&table).await.unwrap().lease, None);
+}
+
+async fn an_expired_lease_is_taken_over_and_the_crashed_run_failed(store: Store) {
+    let table = key();
+    let now = Utc::now();
+    let crashed = extracting_run(&store, &table, 2).await;
+    store
+        .acquire_lease(&table, crashed, now, now + Duration::minutes(5))
+        .await
+        .unwrap();
+    let next = RunId::new();
+    match store
+        .acquire_lease(
+            &table,
+            next,
+            now + Duration::minutes(4),
+            now + Duration::minutes(9),
+        )
+        .await
+    {
+        Err(StateError::AlreadyRunning { run_id, .. }) => assert_eq!(run_id, crashed),
+        other => panic!("a live lease is not taken over: {other:?}"),
+    }
+    let later = now + Duration::minutes(6);
+    store
+        .acquire_lease(&table, next, later, later + Duration::minutes(5))
+        .await
+        .unwrap();
+    let record = store.get_run(crashed).await.unwrap().unwrap();
+    assert_eq!(record.status, RunStatus::Failed);
+    let error = record.error.unwrap();
+    assert!(error.message.contains("lease expired"), "{}", error.message);
+    assert!(
+        error.message.contains(&next.to_string()),
+        "{}",
+        error.message
+    );
+    assert_eq!(error.phase, RunStatus::Extracting);
+    let lease = store.table_state(&table).await.unwrap().lease.unwrap();
+    assert_eq!(lease.run_id, next);
+    assert_eq!(lease.expires_at, later + Duration::minutes(5));
+}
+
+async fn the_watermark_is_committed_only_by_the_lease_holder_at_full_precision(store: Store) {
+    let table = key();
+    let now = Utc::now();
+    let (old, new) = (RunId::new(), RunId::new());
+    store
+        .acquire_lease(&table, old, now, now + Duration::minutes(1))
+        .await
+        .unwrap();
+    let later = now + Duration::minutes(2);
+    store
+        .acquire_lease(&table, new, later, later + Duration::minutes(1))
+        .await
+        .unwrap();
+    let precise = ScalarValue::TimestampTz(
+        DateTime::parse_from_rfc3339("2024-02-29T23:59:59.123456Z")
+            .unwrap()
+            .with_timezone(&Utc),
+    );
+    match store.commit_watermark(&table, old, &precise).await {
+        Err(StateError::LeaseLost { run_id, holder, .. }) => {
+            assert_eq!((run_id, holder), (old, Some(new)));
+        }
+        other => panic!("a run that lost its lease cannot commit: {other:?}"),
+    }
+    assert_eq!(store.table_state(&table).await.unwrap().watermark, None);
+    store.commit_watermark(&table, new, &precise).await.unwrap();
+    let state = store.table_state(&table).await.unwrap();
+    assert_eq!(state.watermark, Some(precise));
+    assert_eq!(state.watermark_run_id, Some(new));
+    assert!(matches!(
+        store.clear_watermark(&table, old).await,
+        Err(StateError::LeaseLost { .. })
+    ));
+    store.clear_watermark(&table, new).await.unwrap();
+    let state = store.table_state(&table).await.unwrap();
+    assert_eq!((state.watermark, state.watermark_run_id), (None, None));
+    let big = ScalarValue::Int(i64::MAX);
+    store.commit_watermark(&table, new, &big).await.unwrap();
+    store.release_lease(&table, new).await.unwrap();
+    assert_eq!(
+        store.table_state(&table).await.unwrap().watermark,
+        Some(big.clone())
+    );
+    assert!(matches!(
+        store
+            .commit_watermark(&table, new, &ScalarValue::Int(1))
+            .await,
+        Err(StateError::LeaseLost { holder: None, .. })
+    ));
+    assert_eq!(
+        store.table_state(&table).await.unwrap().watermark,
+        Some(big)
+    );
+}
+
+async fn a_duplicated_chunk_done_is_counted_once(store: Store) {
+    let run_id = extracting_run(&store, &key(), 3).await;
+    let first = store
+        .record_chunk_done(run_id, 1, &outcome(1, 100))
+        .await
+        .unwrap();
+    assert!(first.newly_recorded);
+    assert_eq!((first.done, first.total, first.is_last), (1, 3, false));
+    let again = store
+        .record_chunk_done(run_id, 1, &outcome(1, 999))
+        .await
+        .unwrap();
+    assert!(!again.newly_recorded);
+    assert_eq!((again.done, again.total, again.is_last), (1, 3, false));
+    let record = store.get_run(run_id).await.unwrap().unwrap();
+    assert_eq!(record.chunks.len(), 1);
+    assert_eq!(
+        record.chunks[&1],
+        outcome(1, 100),
+        "the first outcome stands"
+    );
+    assert_eq!(record.rows(), 100);
+    assert_eq!(record.warnings()["c: zero date written as NULL"], 2);
+}
+
+async fn the_last_chunk_signal_fires_once_under_concurrent_completion(store: Store) {
+    let chunks = 6u32;
+    let run_id = extracting_run(&store, &key(), chunks as usize).await;
+    // Every chunk-done event delivered twice, all at once.
+    let events: Vec<_> = (0..chunks)
+        .chain(0..chunks)
+        .map(|chunk| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .record_chunk_done(run_id, chunk, &outcome(chunk, 10))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for event in events {
+        results.push(event.await.unwrap());
+    }
+    assert_eq!(results.iter().filter(|r| r.is_last).count(), 1);
+    assert_eq!(
+        results.iter().filter(|r| r.newly_recorded).count(),
+        chunks as usize
+    );
+    let last = results.iter().find(|r| r.is_last).unwrap();
+    assert_eq!((last.done, last.total), (chunks, chunks));
+    let record = store.get_run(run_id).await.unwrap().unwrap();
+    assert_eq!(record.chunks.len(), chunks as usize);
+    assert_eq!(record.rows(), u64::from(chunks) * 10);
+}
+
+async fn status_never_moves_backwards_and_refused_updates_change_nothing(store: Store) {
+    let run_id = RunId::new();
+    let mut record = RunRecord::new(run_id, key(), Utc::now());
+    record.plan = Some(plan(run_id, 2));
+    store.create_run(&record).await.unwrap();
+    // A chunk cannot be recorded before the run extracts.
+    assert!(matches!(
+        store.record_chunk_done(run_id, 0, &outcome(0, 1)).await,
+        Err(StateError::Refused { .. })
+    ));
+    // The same transition delivered four times at once: exactly one applies.
+    let moves: Vec<_> = (0..4)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .update_run(
+                        run_id,
+                        Box::new(|r| r.transition(RunStatus::Extracting, Utc::now())),
+                    )
+                    .await
+            })
+        })
+        .collect();
+    let mut applied = 0;
+    for m in moves {
+        match m.await.unwrap() {
+            Ok(r) => {
+                assert_eq!(r.status, RunStatus::Extracting);
+                applied += 1;
+            }
+            Err(StateError::Refused { message, .. }) => {
+                assert!(
+                    message.contains("cannot move from EXTRACTING to EXTRACTING"),
+                    "{message}"
+                )
+            }
+            Err(other) => panic!("{other}"),
+        }
+    }
+    assert_eq!(applied, 1);
+    let before = store.get_run(run_id).await.unwrap().unwrap();
+    let err = store
+        .update_run(
+            run_id,
+            Box::new(|r| r.transition(RunStatus::Planned, Utc::now())),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("cannot move from EXTRACTING to PLANNED"),
+        "{err}"
+    );
+    let err = store
+        .update_run(
+            run_id,
+            Box::new(|r| {
+                r.chunks.insert(0, ChunkOutcome::default());
+                Ok(())
+            }),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("record_chunk_done"), "{err}");
+    assert_eq!(store.get_run(run_id).await.unwrap().unwrap(), before);
+    store
+        .record_chunk_done(run_id, 0, &outcome(0, 5))
+        .await
+        .unwrap();
+    let failed = store
+        .update_run(
+            run_id,
+            Box::new(|r| {
+                r.fail("boom".into(), Some(1), Utc::now());
+                Ok(())
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(failed.status, RunStatus::Failed);
+    assert_eq!(
+        failed.chunks.len(),
+        1,
+        "an update keeps the recorded chunks"
+    );
+    // Nothing moves a finished run, and its chunks are closed.
+    for next in [
+        RunStatus::Completed,
+        RunStatus::Extracting,
+        RunStatus::Failed,
+    ] {
+        assert!(matches!(
+            store
+                .update_run(run_id, Box::new(move |r| r.transition(next, Utc::now())))
+                .await,
+            Err(StateError::Refused { .. })
+        ));
+    }
+    assert!(matches!(
+        store.record_chunk_done(run_id, 1, &outcome(1, 1)).await,
+        Err(StateError::Refused { .. })
+    ));
+    let after = store.get_run(run_id).await.unwrap().unwrap();
+    assert_eq!(after.status, RunStatus::Failed);
+    assert_eq!(after.error.unwrap().message, "boom");
+    assert!(matches!(
+        store.update_run(RunId::new(), Box::new(|_| Ok(()))).await,
+        Err(StateError::RunNotFound(_))
+    ));
+}
+
+async fn records_round_trip_and_list_newest_first(store: Store) {
+    let (table, other) = (key(), key());
+    let now = Utc::now();
+    let ids: Vec<RunId> = (0..3)
+        .map(|i| RunId::at(now + Duration::seconds(i)))
+        .collect();
+    for (i, id) in ids.iter().enumerate() {
+        let mut record =
+            RunRecord::new(*id, if i == 1 { other.clone() } else { table.clone() }, now);
+        record.plan = Some(plan(*id, 1));
+        record.watermark_before = Some(ScalarValue::Int(-7));
+        store.create_run(&record).await.unwrap();
+        assert_eq!(store.get_run(*id).await.unwrap().unwrap(), record);
+        assert!(matches!(
+            store.create_run(&record).await,
+            Err(StateError::RunExists(_))
+        ));
+    }
+    let listed = |runs: Vec<RunRecord>| runs.iter().map(|r| r.run_id).collect::<Vec<_>>();
+    assert_eq!(
+        listed(store.list_runs(Some(&table), 10).await.unwrap()),
+        vec![ids[2], ids[0]]
+    );
+    assert_eq!(
+        listed(store.list_runs(Some(&table), 1).await.unwrap()),
+        vec![ids[2]]
+    );
+    let all = listed(store.list_runs(None, 100).await.unwrap());
+    let mine: Vec<RunId> = all.into_iter().filter(|id| ids.contains(id)).collect();
+    assert_eq!(mine, vec![ids[2], ids[1], ids[0]]);
+    assert!(store.get_run(RunId::new()).await.unwrap().is_none());
+}
+
+/// DynamoDB only: an update lock left by an updater that crashed mid-update expires, and the
+/// next update proceeds (and leaves no lock behind).
+#[tokio::test]
+async fn dynamo_an_update_lock_left_by_a_crashed_updater_expires() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let moto = MotoServer::shared_serial();
+    let table = unique_name("state");
+    let store = DynamoStateStore::new(&moto.sdk_config().await, &table);
+    store.create_table().await.unwrap();
+    let run_id = RunId::new();
+    store
+        .create_run(&RunRecord::new(run_id, key(), Utc::now()))
+        .await
+        .unwrap();
+    let client = aws_sdk_dynamodb::Client::new(&moto.sdk_config().await);
+    let run_key =
+        |request: aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder| {
+            request
+                .table_name(&table)
+                .key("pk", AttributeValue::S(format!("RUN#{run_id}")))
+                .key("sk", AttributeValue::S("RUN".into()))
+        };
+    let expired = (Utc::now() - Duration::seconds(1))
+        .timestamp_nanos_opt()
+        .unwrap();
+    run_key(client.update_item())
+        .update_expression("SET lock_token = :t, lock_expires = :e")
+        .expression_attribute_values(":t", AttributeValue::S("crashed-updater".into()))
+        .expression_attribute_values(":e", AttributeValue::N(expired.to_string()))
+        .send()
+        .await
+        .unwrap();
+    let record = store
+        .update_run(
+            run_id,
+            Box::new(|r| r.transition(RunStatus::Extracting, Utc::now())),
+        )
+        .await
+        .unwrap();
+    assert_eq!(record.status, RunStatus::Extracting);
+    let item = client
+        .get_item()
+        .table_name(&table)
+        .key("pk", AttributeValue::S(format!("RUN#{run_id}")))
+        .key("sk", AttributeValue::S("RUN".into()))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    assert!(!item.contains_key("lock_token"), "{item:?}");
+    assert_eq!(item["status"], AttributeValue::S("EXTRACTING".into()));
+    assert_eq!(item["version"], AttributeValue::N("1".into()));
+}
