@@ -13,6 +13,11 @@ destination receives Lambda's destination record (`condition: RetriesExhausted`)
 invoke, itself retried; a failed destination delivery is logged and dropped (never chained).
 `RequestResponse` (or no header) is relayed synchronously; `DryRun` answers 204.
 
+Sync handler errors: cargo lambda watch answers a handler `Err` or a panic with HTTP 500 and a
+`{"errorType", "errorMessage"}` body (no `X-Amz-Function-Error`), which AWS SDKs treat as a
+retryable service error; real Lambda answers 200 + `X-Amz-Function-Error: Unhandled`. By default
+the shim relays the 500 unchanged; `--lambda-sync-errors` rewrites it to Lambda's answer.
+
 What it does not: no duplicate delivery (real async Lambda is at-least-once), retry delays are
 1 s then 2 s (Lambda: about 1 min then 2 min), no maximum event age, no throttling, no reserved
 concurrency, no on-success destinations, no DLQ, and the function ARN in records is made up
@@ -20,6 +25,7 @@ concurrency, no on-success destinations, no DLQ, and the function ARN in records
 
 Run: server.py --host 127.0.0.1 --port PORT --upstream http://127.0.0.1:WATCHPORT
          [--retries 2] [--on-failure extract=finalize ...] [--workers 4] [--log FILE]
+         [--lambda-sync-errors] [--timeout 900]
 It prints one line "sluice-lambda-shim ready on http://HOST:PORT" on stdout when it listens
 (`--port 0` picks a free port). `GET /_shim/idle` tells the async work still pending.
 Python 3.11 standard library only.
@@ -56,6 +62,10 @@ RELAYED_HEADERS = ("Content-Type", "X-Amz-Function-Error", "X-Amz-Executed-Versi
 MAX_BODY = 6 * 1024 * 1024 + 1024  # Lambda's sync payload limit (async is 256 KiB; not enforced).
 
 
+# The upstream is local: never send it through an HTTP(S)_PROXY from the environment.
+NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 class BadRequest(Exception):
     pass
 
@@ -88,6 +98,15 @@ def parse_json(body: bytes) -> Any:
     return json.loads(body)
 
 
+def is_error_body(body: bytes) -> bool:
+    """True for a JSON object with errorType and errorMessage (cargo lambda's handler error/panic)."""
+    try:
+        parsed = json.loads(body) if body.strip() else None
+    except ValueError:
+        return False
+    return isinstance(parsed, dict) and "errorType" in parsed and "errorMessage" in parsed
+
+
 @dataclass
 class Outcome:
     ok: bool
@@ -112,7 +131,7 @@ class Outcome:
                     return parsed
             except ValueError:
                 pass
-        return {"errorType": "Shim", "errorMessage": self.describe()}
+        return {"errorType": "Shim", "errorMessage": self.error or self.describe()}
 
 
 def call_upstream(upstream: str, name: str, body: bytes, client_context: str | None, timeout: float) -> Outcome:
@@ -123,7 +142,7 @@ def call_upstream(upstream: str, name: str, body: bytes, client_context: str | N
         headers["X-Amz-Client-Context"] = client_context
     req = urllib.request.Request(url, data=body, method="POST", headers=headers)
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with NO_PROXY.open(req, timeout=timeout) as resp:
             status, hdrs, data = resp.status, dict(resp.headers.items()), resp.read()
     except urllib.error.HTTPError as e:  # Non-2xx: still an answer to relay.
         status, hdrs = e.code, dict(e.headers.items()) if e.headers else {}
@@ -140,14 +159,7 @@ def call_upstream(upstream: str, name: str, body: bytes, client_context: str | N
         for want in RELAYED_HEADERS + ("x-amzn-RequestId",):
             if k.lower() == want.lower():
                 norm[want] = v
-    failed = not (200 <= status < 300) or "X-Amz-Function-Error" in norm
-    if not failed:
-        try:
-            parsed = json.loads(data) if data.strip() else None
-        except ValueError:
-            parsed = None
-        if isinstance(parsed, dict) and "errorType" in parsed and "errorMessage" in parsed:
-            failed = True
+    failed = not (200 <= status < 300) or "X-Amz-Function-Error" in norm or is_error_body(data)
     return Outcome(ok=not failed, status=status, headers=norm, body=data)
 
 
@@ -235,10 +247,10 @@ class Dispatcher:
                     return
         with self.lock:
             self.counts["failed"] += 1
-        dest = None if ev.is_destination else self.on_failure.get(ev.name)
         if ev.is_destination:
             log.warning("function=%s destination=%s retries exhausted after %d attempts: dropped", ev.name, ev.request_id, attempt)
             return
+        dest = self.on_failure.get(ev.name)
         if dest is None:
             log.warning("function=%s event=%s retries exhausted after %d attempts: no destination, dropped", ev.name, ev.request_id, attempt)
             return
@@ -284,6 +296,14 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if body and self.command != "HEAD":
             self.wfile.write(body)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own errors (bad request line, bad headers...) as JSON, not HTML."""
+        self.close_connection = True
+        try:
+            self._json(code, {"Type": "User", "message": message or explain or self.responses.get(code, ("error",))[0]})
+        except OSError:
+            pass
 
     def _json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
         self._send(status, json.dumps(obj).encode(), {"Content-Type": "application/json", **(headers or {})})
@@ -391,7 +411,14 @@ class Handler(BaseHTTPRequestHandler):
             log.info("function=%s sync outcome=%s HTTP %d", name, "ok" if out.ok else "failed", out.status)
             headers = {k: v for k, v in out.headers.items()}
             headers.setdefault("x-amzn-RequestId", str(uuid.uuid4()))
-            self._send(out.status, out.body, headers)
+            status = out.status
+            if self.server.lambda_sync_errors and not out.ok and "X-Amz-Function-Error" not in headers and is_error_body(out.body):
+                # cargo lambda watch answers a handler error or panic with HTTP 500; real Lambda
+                # answers 200 + X-Amz-Function-Error: Unhandled (and SDKs do not retry that).
+                status = 200
+                headers.update({"X-Amz-Function-Error": "Unhandled", "Content-Type": "application/json"})
+                headers.setdefault("X-Amz-Executed-Version", "$LATEST")
+            self._send(status, out.body, headers)
         else:
             raise BadRequest(f"invalid X-Amz-Invocation-Type: {itype!r} (Event, RequestResponse or DryRun)")
 
@@ -400,9 +427,10 @@ class ShimServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, addr: tuple[str, int], dispatcher: Dispatcher, family: int):
+    def __init__(self, addr: tuple[str, int], dispatcher: Dispatcher, family: int, lambda_sync_errors: bool = False):
         self.address_family = family
         self.dispatcher = dispatcher
+        self.lambda_sync_errors = lambda_sync_errors
         super().__init__(addr, Handler)
 
 
@@ -428,6 +456,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--on-failure", action="append", default=[], metavar="SRC=DEST", help="on-failure destination function for SRC; repeatable")
     ap.add_argument("--workers", type=int, default=4, help="worker threads delivering async events")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for one upstream invoke (Lambda's max: 900)")
+    ap.add_argument("--lambda-sync-errors", action="store_true",
+                    help="answer a synchronous handler error as real Lambda does (200 + X-Amz-Function-Error: Unhandled) "
+                         "instead of relaying cargo lambda's HTTP 500")
     ap.add_argument("--log", metavar="FILE", help="log here instead of stderr")
     ap.add_argument("-v", "--verbose", action="store_true", help="also log every HTTP request")
     args = ap.parse_args(argv)
@@ -455,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
 
     dispatcher = Dispatcher(upstream, args.retries, on_failure, args.workers, args.timeout)
     try:
-        server = ShimServer((host, args.port), dispatcher, family)
+        server = ShimServer((host, args.port), dispatcher, family, args.lambda_sync_errors)
     except OSError as e:
         raise SystemExit(f"lambda_shim: cannot bind {host}:{args.port}: {e}") from None
     port = server.server_address[1]

@@ -69,7 +69,28 @@ pub fn check_headers<'a>(
         .map(str::trim)
         .filter(|id| !id.is_empty())
         .map(str::to_owned);
+    if let Some(id) = &batch_id {
+        check_batch_id(id).map_err(|expected| BatchError::BadHeader {
+            header: BATCH_ID_HEADER,
+            expected,
+            got: id.chars().take(64).collect(),
+        })?;
+    }
     Ok(BatchHeaders { batch_id })
+}
+
+/// Snowflake's batch ids are UUIDs; sluice accepts up to 128 letters, digits, `-` and `_`,
+/// since the id keys a stored record.
+pub fn check_batch_id(id: &str) -> Result<(), &'static str> {
+    if (1..=128).contains(&id.len())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        Ok(())
+    } else {
+        Err("1 to 128 letters, digits, '-' or '_'")
+    }
 }
 
 /// One row of a batch: its number and its arguments, or why they are wrong.

@@ -255,6 +255,16 @@ impl Pipeline {
     /// Takes the table's lease, gathers catalog facts in one snapshot and records the plan.
     /// On failure after the run was recorded, the run is FAILED and the error carries its id.
     pub async fn plan_run(&self, table: &TableConfig) -> Result<PlannedRun, PlanFailure> {
+        self.plan_run_with(table, false).await
+    }
+
+    /// [`Pipeline::plan_run`]; with `full_reload` an incremental table is read whole, as if
+    /// it had no watermark, and the run still commits the new watermark when it completes.
+    pub async fn plan_run_with(
+        &self,
+        table: &TableConfig,
+        full_reload: bool,
+    ) -> Result<PlannedRun, PlanFailure> {
         let unrecorded = |error: PipelineError| PlanFailure {
             run_id: None,
             error,
@@ -292,17 +302,15 @@ impl Pipeline {
                         message: format!("output prefix '{prefix}' {e}"),
                     })?;
                 }
-                let lower = window_lower_bound(table, table_state.watermark.as_ref())?;
+                let watermark = if full_reload {
+                    None
+                } else {
+                    table_state.watermark.as_ref()
+                };
+                let lower = window_lower_bound(table, watermark)?;
                 let gathered = source.gather_facts(table, lower.as_ref()).await?;
                 let (facts, snapshot) = (gathered.facts, gathered.hold);
-                let plan = build_plan(
-                    run_id,
-                    source.engine(),
-                    now,
-                    table,
-                    table_state.watermark.as_ref(),
-                    facts,
-                )?;
+                let plan = build_plan(run_id, source.engine(), now, table, watermark, facts)?;
                 info!(chunks = plan.chunks.len(), "planned");
                 let record = self
                     .state
@@ -433,6 +441,8 @@ impl Pipeline {
                     let batch: RecordBatch = batch?;
                     writer.write(&batch).await?;
                     observer.rows_written(&key, batch.num_rows() as u64);
+                    // Tests crash a chunk here, mid-upload (FAILPOINTS=extract-after-batch=1*panic).
+                    fail::fail_point!("extract-after-batch");
                 }
                 Ok::<_, PipelineError>(())
             }
@@ -658,6 +668,10 @@ impl Pipeline {
                 }),
             )
             .await?;
+        if record.status != RunStatus::Failed {
+            // The run had already completed: a late failure report changes nothing.
+            return Ok(record);
+        }
         self.state.release_lease(&record.table_key, run_id).await?;
         if let Some(plan) = &record.plan {
             self.remove_run_files(run_id, plan, &BTreeSet::new(), true)

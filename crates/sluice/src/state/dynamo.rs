@@ -9,6 +9,7 @@
 //! | `TABLE#<source>/<table>` | `STATE` | `watermark` (JSON of the typed value, full precision), `watermark_run_id`, `lease_run_id`, `lease_expires` (ns since the epoch) |
 //! | `RUN#<run_id>` | `RUN` | `record` (the run record as JSON, without chunks), `status`, `version`, `table_key`, `run_id`, `run_kind` = `RUN`, `chunk_total`, `chunks_done`, `done_chunks` (number set), `chunk_attempts` (map: chunk → the attempt that counted), `chunks_updated_at`, and while an update runs `lock_token`, `lock_expires` |
 //! | `RUN#<run_id>` | `CHUNK#<n:010>#<attempt>` | `outcome`: one chunk's rows, bytes, files, schema and warnings as JSON |
+//! | `BATCH#<batch_id>` | `BATCH` | `record`: an external-function batch (rows → runs) as JSON, `expires_at` (epoch seconds, DynamoDB TTL) |
 //!
 //! Chunk outcomes live in items of their own because a run of 1,024 chunks with their file
 //! lists would not fit DynamoDB's 400 KB item limit; one chunk's outcome stays far below it
@@ -31,6 +32,7 @@ use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use chrono::{DateTime, Utc};
+use sluice_core::batch::BatchRecord;
 use sluice_core::run::ChunkOutcome;
 use sluice_core::{RunId, RunRecord, RunStatus, ScalarValue};
 use tracing::warn;
@@ -68,6 +70,10 @@ fn run_pk(run_id: RunId) -> AttributeValue {
     s(format!("RUN#{run_id}"))
 }
 
+fn batch_pk(batch_id: &str) -> AttributeValue {
+    s(format!("BATCH#{batch_id}"))
+}
+
 fn chunk_sk(chunk: u32, attempt: &str) -> String {
     format!("CHUNK#{chunk:010}#{attempt}")
 }
@@ -100,6 +106,26 @@ impl DynamoStateStore {
             client,
             table: table.into(),
         }
+    }
+
+    /// The put of a batch record, expiring (DynamoDB TTL on `expires_at`) after a day.
+    fn batch_put(
+        &self,
+        batch: &BatchRecord,
+    ) -> Result<aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder> {
+        let record = serde_json::to_string(batch)
+            .map_err(|e| self.error(format!("batch {}: {e}", batch.batch_id)))?;
+        Ok(self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item(PK, batch_pk(&batch.batch_id))
+            .item(SK, s("BATCH"))
+            .item("record", s(record))
+            .item(
+                "expires_at",
+                n((batch.created_at + super::BATCH_TTL).timestamp()),
+            ))
     }
 
     pub fn table_name(&self) -> &str {
@@ -725,5 +751,48 @@ impl StateStore for DynamoStateStore {
             }
         }
         Ok(runs)
+    }
+
+    async fn create_batch(&self, batch: &BatchRecord) -> Result<bool> {
+        let put = self
+            .batch_put(batch)?
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", PK);
+        match put.send().await {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failed(&e) => Ok(false),
+            Err(e) => Err(self.error(sdk_message(&e))),
+        }
+    }
+
+    async fn save_batch(&self, batch: &BatchRecord) -> Result<()> {
+        self.batch_put(batch)?
+            .send()
+            .await
+            .map_err(|e| self.error(sdk_message(&e)))?;
+        Ok(())
+    }
+
+    async fn get_batch(&self, batch_id: &str) -> Result<Option<BatchRecord>> {
+        let item = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, batch_pk(batch_id))
+            .key(SK, s("BATCH"))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| self.error(sdk_message(&e)))?;
+        let Some(item) = item.item else {
+            return Ok(None);
+        };
+        let text = get_s(&item, "record")
+            .ok_or_else(|| self.error(format!("batch {batch_id}: the item has no record")))?;
+        serde_json::from_str(text).map(Some).map_err(|e| {
+            self.error(format!(
+                "batch {batch_id}: the stored record is not valid: {e}"
+            ))
+        })
     }
 }

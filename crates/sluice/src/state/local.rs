@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use sluice_core::batch::BatchRecord;
 use sluice_core::run::ChunkOutcome;
 use sluice_core::{RunId, RunRecord, RunStatus, ScalarValue};
 
@@ -126,6 +127,17 @@ impl Files {
             fs::rename(&tmp, path)
         };
         write().map_err(|e| self.error(format!("cannot write {}: {e}", path.display())))
+    }
+
+    /// `batches/<id>.json`; ids are checked at the edge, and again here because they name a
+    /// file.
+    fn batch_path(&self, batch_id: &str) -> Result<PathBuf> {
+        sluice_core::external_function::check_batch_id(batch_id)
+            .map_err(|e| self.error(format!("batch id: {e}")))?;
+        let dir = self.dir.join("batches");
+        fs::create_dir_all(&dir)
+            .map_err(|e| self.error(format!("cannot create {}: {e}", dir.display())))?;
+        Ok(dir.join(format!("{batch_id}.json")))
     }
 
     fn tables(&self) -> Result<BTreeMap<String, TableState>> {
@@ -306,6 +318,37 @@ impl StateStore for LocalStateStore {
                 }
             }
             Ok(runs)
+        })
+        .await
+    }
+
+    async fn create_batch(&self, batch: &BatchRecord) -> Result<bool> {
+        let batch = batch.clone();
+        self.locked(move |f| {
+            let path = f.batch_path(&batch.batch_id)?;
+            if path.exists() {
+                return Ok(false);
+            }
+            f.write_json(&path, &batch)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn save_batch(&self, batch: &BatchRecord) -> Result<()> {
+        let batch = batch.clone();
+        self.locked(move |f| {
+            let path = f.batch_path(&batch.batch_id)?;
+            f.write_json(&path, &batch)
+        })
+        .await
+    }
+
+    async fn get_batch(&self, batch_id: &str) -> Result<Option<BatchRecord>> {
+        let id = batch_id.to_owned();
+        self.locked(move |f| {
+            let path = f.batch_path(&id)?;
+            f.read_json(&path)
         })
         .await
     }

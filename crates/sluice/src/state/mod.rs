@@ -13,6 +13,7 @@ pub mod local;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use sluice_core::batch::BatchRecord;
 use sluice_core::run::ChunkOutcome;
 use sluice_core::{RunId, RunRecord, ScalarValue};
 use thiserror::Error;
@@ -181,4 +182,16 @@ pub trait StateStore: Send + Sync {
 
     /// The newest runs first, optionally of one table.
     async fn list_runs(&self, table_key: Option<&str>, limit: usize) -> Result<Vec<RunRecord>>;
+
+    /// Records a new external-function batch, only if its id is new: `false` when a batch
+    /// with that id exists (a retried request), which then starts nothing.
+    async fn create_batch(&self, batch: &BatchRecord) -> Result<bool>;
+
+    /// Replaces a batch's record (once its runs have started).
+    async fn save_batch(&self, batch: &BatchRecord) -> Result<()>;
+
+    async fn get_batch(&self, batch_id: &str) -> Result<Option<BatchRecord>>;
 }
+
+/// How long a batch record is kept: Snowflake polls for at most 10 minutes.
+pub const BATCH_TTL: chrono::Duration = chrono::Duration::days(1);

@@ -1,0 +1,247 @@
+//! What the trigger remembers of one Snowflake external-function batch, and what it answers.
+//!
+//! Snowflake calls `sluice.ingest` with a batch of rows and, when the first answer is `202`,
+//! polls with the same `sf-external-function-query-batch-id` until it gets `200`. The batch
+//! record maps each row to the run it started (or to the answer it got at once, such as an
+//! error), so any trigger instance can answer a poll; the answer is computed here from the
+//! record and the runs' current state.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::run::{RunId, RunRecord, RunStatus};
+
+/// Snowflake stops polling after 10 minutes; sluice answers just before, so the query gets
+/// each row's run id rather than a timeout.
+pub const ANSWER_WITHIN: Duration = Duration::seconds(9 * 60 + 30);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchRecord {
+    pub batch_id: String,
+    pub created_at: DateTime<Utc>,
+    /// False while the first request is still starting the runs: a concurrent retry of that
+    /// request, or a poll, waits instead of starting them again.
+    pub started: bool,
+    pub rows: Vec<BatchRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchRow {
+    pub row: u64,
+    /// The run this row started, followed until it ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<RunId>,
+    /// The row's answer when it has no run to follow (a bad request, already running).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<Value>,
+}
+
+impl BatchRecord {
+    /// A claim on `batch_id`, written before any run starts.
+    pub fn claim(batch_id: &str, now: DateTime<Utc>) -> BatchRecord {
+        BatchRecord {
+            batch_id: batch_id.to_owned(),
+            created_at: now,
+            started: false,
+            rows: Vec::new(),
+        }
+    }
+
+    pub fn run_ids(&self) -> Vec<RunId> {
+        self.rows.iter().filter_map(|r| r.run_id).collect()
+    }
+}
+
+/// What to answer a poll.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BatchAnswer {
+    /// `202`: ask again.
+    Pending,
+    /// `200` with this body.
+    Done(Value),
+}
+
+/// A run as a row's result: enough to see what happened without another query.
+pub fn run_result(record: &RunRecord) -> Value {
+    let mut result = json!({
+        "run_id": record.run_id.to_string(),
+        "table": record.table_key,
+        "status": record.status.as_str(),
+        "rows": record.rows(),
+        "files": record.files(),
+        "bytes": record.bytes(),
+    });
+    if let Some(merge) = &record.merge {
+        result["merge"] = merge.clone();
+    }
+    if let Some(error) = &record.error {
+        result["error"] = Value::String(error.message.clone());
+    }
+    result
+}
+
+/// The answer to a poll of `batch`, given the runs it follows (`runs`, by id) at `now`:
+/// pending while any run goes on, unless the batch is about to outlive Snowflake's patience,
+/// in which case unfinished rows say so with their run id.
+pub fn batch_answer(
+    batch: &BatchRecord,
+    runs: &BTreeMap<RunId, RunRecord>,
+    now: DateTime<Utc>,
+) -> BatchAnswer {
+    if !batch.started {
+        return BatchAnswer::Pending;
+    }
+    let out_of_time = now - batch.created_at >= ANSWER_WITHIN;
+    let mut results = Vec::with_capacity(batch.rows.len());
+    for row in &batch.rows {
+        let result = match (row.run_id, &row.answer) {
+            (Some(run_id), _) => match runs.get(&run_id) {
+                Some(record) if record.status.is_terminal() => run_result(record),
+                Some(record) if out_of_time => still_running(run_result(record), run_id),
+                None if out_of_time => still_running(
+                    json!({"run_id": run_id.to_string(), "status": RunStatus::Planned.as_str()}),
+                    run_id,
+                ),
+                _ => return BatchAnswer::Pending,
+            },
+            (None, Some(answer)) => answer.clone(),
+            (None, None) => json!({"error": "no run was started for this row"}),
+        };
+        results.push((row.row, result));
+    }
+    BatchAnswer::Done(crate::external_function::response_body(results))
+}
+
+fn still_running(mut result: Value, run_id: RunId) -> Value {
+    result["message"] = Value::String(format!(
+        "still running after {} minutes; it goes on: follow it with SELECT sluice.run_status('{run_id}')",
+        ANSWER_WITHIN.num_minutes()
+    ));
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::ChunkOutcome;
+
+    fn record(status: RunStatus, rows: u64) -> RunRecord {
+        let now = Utc::now();
+        let mut r = RunRecord::new(RunId::new(), "shop/public.orders".into(), now);
+        r.status = status;
+        r.chunks.insert(
+            0,
+            ChunkOutcome {
+                rows,
+                ..Default::default()
+            },
+        );
+        r
+    }
+
+    fn batch(rows: Vec<BatchRow>, created_at: DateTime<Utc>) -> BatchRecord {
+        BatchRecord {
+            batch_id: "b".into(),
+            created_at,
+            started: true,
+            rows,
+        }
+    }
+
+    #[test]
+    fn pending_until_every_run_ends_then_each_row_gets_its_own_result() {
+        let done = record(RunStatus::Completed, 7);
+        let mut running = record(RunStatus::Extracting, 0);
+        let b = batch(
+            vec![
+                BatchRow {
+                    row: 2,
+                    run_id: Some(running.run_id),
+                    answer: None,
+                },
+                BatchRow {
+                    row: 0,
+                    run_id: None,
+                    answer: Some(json!({"error": "no table 'x'"})),
+                },
+                BatchRow {
+                    row: 1,
+                    run_id: Some(done.run_id),
+                    answer: None,
+                },
+            ],
+            Utc::now(),
+        );
+        let mut runs = BTreeMap::from([
+            (done.run_id, done.clone()),
+            (running.run_id, running.clone()),
+        ]);
+        assert_eq!(batch_answer(&b, &runs, Utc::now()), BatchAnswer::Pending);
+        running.status = RunStatus::Failed;
+        running.error = Some(crate::run::RunError {
+            phase: RunStatus::Extracting,
+            chunk: Some(0),
+            message: "boom".into(),
+        });
+        runs.insert(running.run_id, running.clone());
+        let BatchAnswer::Done(body) = batch_answer(&b, &runs, Utc::now()) else {
+            panic!("expected an answer");
+        };
+        let data = body["data"].as_array().unwrap();
+        // Same rows, in the order they came.
+        assert_eq!(
+            data.iter()
+                .map(|r| r[0].as_u64().unwrap())
+                .collect::<Vec<_>>(),
+            [2, 0, 1]
+        );
+        assert_eq!(data[0][1]["status"], "FAILED");
+        assert_eq!(data[0][1]["error"], "boom");
+        assert_eq!(data[1][1]["error"], "no table 'x'");
+        assert_eq!(data[2][1]["status"], "COMPLETED");
+        assert_eq!(data[2][1]["rows"], 7);
+        assert_eq!(data[2][1]["run_id"], done.run_id.to_string());
+    }
+
+    #[test]
+    fn an_unstarted_batch_is_pending() {
+        let b = BatchRecord::claim("b", Utc::now());
+        assert_eq!(
+            batch_answer(&b, &BTreeMap::new(), Utc::now()),
+            BatchAnswer::Pending
+        );
+    }
+
+    #[test]
+    fn a_batch_about_to_outlive_snowflake_answers_with_run_ids() {
+        let running = record(RunStatus::Merging, 3);
+        let created = Utc::now() - ANSWER_WITHIN - Duration::seconds(1);
+        let b = batch(
+            vec![BatchRow {
+                row: 0,
+                run_id: Some(running.run_id),
+                answer: None,
+            }],
+            created,
+        );
+        let runs = BTreeMap::from([(running.run_id, running.clone())]);
+        let BatchAnswer::Done(body) = batch_answer(&b, &runs, Utc::now()) else {
+            panic!("expected an answer");
+        };
+        let result = &body["data"][0][1];
+        assert_eq!(result["status"], "MERGING");
+        assert_eq!(result["run_id"], running.run_id.to_string());
+        assert!(
+            result["message"]
+                .as_str()
+                .unwrap()
+                .contains("sluice.run_status")
+        );
+        // Just before the limit it still waits.
+        let b = batch(b.rows.clone(), Utc::now());
+        assert_eq!(batch_answer(&b, &runs, Utc::now()), BatchAnswer::Pending);
+    }
+}

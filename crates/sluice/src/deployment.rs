@@ -1,0 +1,237 @@
+//! A deployment, as the Lambda functions see it: every client built once per cold start from
+//! the function's environment (the SAM template sets it), and the pipeline for the current
+//! configuration, which is read from DynamoDB on every event so a config change needs no
+//! redeploy. Source connections are kept across events while their config is unchanged.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use sluice_core::deploy::{Compression, DeployError, DeploymentSettings, SnowflakeSettings};
+use sluice_core::output::OutputLocation;
+use sluice_core::setup::STAGE_NAME;
+use sluice_core::snowflake::ObjectName;
+use sluice_core::staging::RAW_SCHEMA;
+use sluice_core::{Config, Engine, SourceConfig};
+use thiserror::Error;
+use tokio::sync::Mutex;
+
+use crate::aws::AwsEndpoint;
+use crate::catalog::glue::GlueCatalog;
+use crate::catalog::{Catalog, NoCatalog};
+use crate::config_store::{ConfigStore, ConfigStoreError};
+use crate::invoke::{Invoker, LambdaInvoker};
+use crate::secrets::{SecretError, SecretResolver};
+use crate::sink::ObjectSink;
+use crate::sink::SinkError;
+use crate::sink::parquet::{ParquetCompression, ParquetSettings};
+use crate::sink::s3::S3Sink;
+use crate::source::mysql::MysqlSource;
+use crate::source::postgres::PostgresSource;
+use crate::source::{Credentials, Source, SourceError};
+use crate::state::StateStore;
+use crate::state::dynamo::DynamoStateStore;
+use crate::warehouse::SnowflakeError;
+use crate::warehouse::load::{Loader, WarehouseTarget};
+use crate::warehouse::snowflake::{PrivateKey, SnowflakeClient, SnowflakeConfig};
+use crate::{Pipeline, PipelineOptions};
+
+const MIB: usize = 1024 * 1024;
+
+#[derive(Debug, Error)]
+pub enum DeploymentError {
+    #[error(transparent)]
+    Settings(#[from] DeployError),
+    #[error(transparent)]
+    Config(#[from] ConfigStoreError),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error("Snowflake: {0}")]
+    Snowflake(#[from] SnowflakeError),
+    #[error("{setting}: {message}")]
+    Setting {
+        setting: &'static str,
+        message: String,
+    },
+}
+
+pub type Result<T, E = DeploymentError> = std::result::Result<T, E>;
+
+/// Everything a function needs, built once per cold start.
+pub struct Deployment {
+    pub settings: DeploymentSettings,
+    pub state: Arc<dyn StateStore>,
+    pub invoker: Arc<dyn Invoker>,
+    config: ConfigStore,
+    sink: Arc<dyn ObjectSink>,
+    prefix: Option<String>,
+    catalog: Arc<dyn Catalog>,
+    loader: Option<Arc<Loader>>,
+    secrets: SecretResolver,
+    /// Source adapters (and their connection settings) by source name, rebuilt when a
+    /// source's config changes.
+    sources: Mutex<BTreeMap<String, (SourceConfig, Arc<dyn Source>)>>,
+}
+
+impl Deployment {
+    /// Reads the settings from the process environment and builds every client. A bad
+    /// setting fails here, naming the variable, so the function never takes an event.
+    pub async fn from_env() -> Result<Deployment> {
+        let env: BTreeMap<String, String> = std::env::vars().collect();
+        let settings = DeploymentSettings::from_env(&env)?;
+        // Endpoint overrides (local stack) come from the SDK's own AWS_ENDPOINT_URL[_<SERVICE>]
+        // variables; object_store reads neither, so S3's is passed to it explicitly.
+        let s3_endpoint = env
+            .get("AWS_ENDPOINT_URL_S3")
+            .or_else(|| env.get("AWS_ENDPOINT_URL"))
+            .cloned();
+        if let Some(url) = &s3_endpoint {
+            sluice_core::output::check_endpoint_url(url).map_err(|message| {
+                DeploymentError::Setting {
+                    setting: "AWS_ENDPOINT_URL",
+                    message,
+                }
+            })?;
+        }
+        let sdk = crate::aws::sdk_config(&AwsEndpoint::default()).await;
+        let invoker: Arc<dyn Invoker> = Arc::new(LambdaInvoker::new(&sdk));
+        Deployment::build(settings, &sdk, s3_endpoint, invoker).await
+    }
+
+    /// Builds the clients for `settings` from `sdk`, fanning out through `invoker`.
+    pub async fn build(
+        settings: DeploymentSettings,
+        sdk: &aws_config::SdkConfig,
+        s3_endpoint: Option<String>,
+        invoker: Arc<dyn Invoker>,
+    ) -> Result<Deployment> {
+        let OutputLocation::S3 { bucket, .. } = &settings.output else {
+            return Err(DeploymentError::Setting {
+                setting: "SLUICE_OUTPUT",
+                message: "must be an s3:// location".into(),
+            });
+        };
+        let endpoint = AwsEndpoint {
+            region: sdk.region().map(|r| r.to_string()),
+            endpoint_url: s3_endpoint,
+            credentials: None,
+        };
+        let sink: Arc<dyn ObjectSink> = Arc::new(S3Sink::new(bucket, &endpoint)?);
+        let catalog: Arc<dyn Catalog> = match &settings.glue_database {
+            Some(db) => Arc::new(GlueCatalog::new(aws_sdk_glue::Client::new(sdk), db.clone())),
+            None => Arc::new(NoCatalog),
+        };
+        let secrets = SecretResolver::new(sdk);
+        let loader = match &settings.snowflake {
+            Some(snowflake) => Some(Arc::new(snowflake_loader(snowflake, &secrets).await?)),
+            None => None,
+        };
+        Ok(Deployment {
+            state: Arc::new(DynamoStateStore::new(sdk, settings.state_table.clone())),
+            config: ConfigStore::new(sdk, settings.config_table.clone()),
+            prefix: settings.output.prefix().map(str::to_owned),
+            settings,
+            invoker,
+            sink,
+            catalog,
+            loader,
+            secrets,
+            sources: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// The configuration as stored now (validated as it is read).
+    pub async fn config(&self) -> Result<Config> {
+        Ok(self.config.load().await?)
+    }
+
+    /// A pipeline over the sources named in `source_names` of `config`, reusing source
+    /// adapters whose config has not changed since the last event.
+    pub async fn pipeline(&self, config: &Config, source_names: &[&str]) -> Result<Pipeline> {
+        let mut cache = self.sources.lock().await;
+        let mut sources: BTreeMap<String, Arc<dyn Source>> = BTreeMap::new();
+        for source in config
+            .sources
+            .iter()
+            .filter(|s| source_names.contains(&s.name.as_str()))
+        {
+            let adapter = match cache.get(&source.name) {
+                Some((cached, adapter)) if cached == source => adapter.clone(),
+                _ => {
+                    let (resolved, credentials) = self.secrets.resolve(source).await?;
+                    let adapter = source_adapter(&resolved, credentials.as_ref())?;
+                    cache.insert(source.name.clone(), (source.clone(), adapter.clone()));
+                    adapter
+                }
+            };
+            sources.insert(source.name.clone(), adapter);
+        }
+        let options = PipelineOptions {
+            prefix: self.prefix.clone(),
+            parquet: parquet_settings(&self.settings),
+            lease_ttl: chrono::Duration::from_std(self.settings.lease_ttl)
+                .unwrap_or(chrono::Duration::hours(2)),
+            ..PipelineOptions::default()
+        };
+        let mut pipeline = Pipeline::new(sources, self.sink.clone(), self.state.clone(), options)
+            .with_catalog(self.catalog.clone());
+        if let Some(loader) = &self.loader {
+            pipeline = pipeline.with_warehouse(loader.clone());
+        }
+        Ok(pipeline)
+    }
+}
+
+/// The adapter for a source's engine, with the credentials the caller resolved.
+pub fn source_adapter(
+    source: &SourceConfig,
+    credentials: Option<&Credentials>,
+) -> Result<Arc<dyn Source>, SourceError> {
+    Ok(match source.engine {
+        Engine::Postgres => Arc::new(PostgresSource::from_config(source, credentials)?),
+        Engine::Mysql => Arc::new(MysqlSource::from_config(source, credentials)?),
+    })
+}
+
+fn parquet_settings(settings: &DeploymentSettings) -> ParquetSettings {
+    ParquetSettings {
+        compression: match settings.compression {
+            Compression::Zstd => ParquetCompression::Zstd,
+            Compression::Snappy => ParquetCompression::Snappy,
+        },
+        max_file_bytes: u64::from(settings.file_mb) * MIB as u64,
+        row_group_bytes: settings.row_group_mb as usize * MIB,
+        upload_part_bytes: settings.part_mb as usize * MIB,
+        ..ParquetSettings::default()
+    }
+}
+
+/// The warehouse loader: the Snowflake key is read from Secrets Manager here, once.
+async fn snowflake_loader(
+    settings: &SnowflakeSettings,
+    secrets: &SecretResolver,
+) -> Result<Loader> {
+    let key = secrets
+        .snowflake_key(
+            &settings.private_key_secret,
+            "SLUICE_SNOWFLAKE_PRIVATE_KEY_SECRET",
+        )
+        .await?;
+    let key = PrivateKey::from_pkcs8_pem(&key.pem, key.passphrase.as_deref())?;
+    let mut config = SnowflakeConfig::new(&settings.account, &settings.user);
+    config.base_url = settings.url.clone();
+    config.warehouse = settings.warehouse.clone();
+    config.role = settings.role.clone();
+    config.database = Some(settings.database.clone());
+    let client = SnowflakeClient::new(config, key)?;
+    Ok(Loader::new(
+        Arc::new(client),
+        WarehouseTarget {
+            database: settings.database.clone(),
+            stage: ObjectName::new(&settings.database, RAW_SCHEMA, STAGE_NAME),
+        },
+    ))
+}

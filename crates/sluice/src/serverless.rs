@@ -1,0 +1,587 @@
+//! The serverless flow, behind the three Lambda handlers: the trigger starts runs (from
+//! Snowflake's external function, a schedule or an operator) and fans their chunks out to
+//! `extract`; `extract` runs one chunk and hands the run to `finalize` when it was the last;
+//! `finalize` loads and merges the run, or records why it failed. The handlers only turn
+//! events into these calls and results into answers.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sluice_core::batch::{BatchAnswer, BatchRecord, BatchRow, batch_answer, run_result};
+use sluice_core::external_function::{IngestRequest, Row, StatusRequest, response_body};
+use sluice_core::schedule::Schedule;
+use sluice_core::{Config, RunRecord, RunStatus, TableConfig};
+use thiserror::Error;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::deployment::{Deployment, DeploymentError};
+use crate::invoke::{ExtractEvent, FinalizeEvent, InvokeError, event_bytes};
+use crate::state::StateError;
+use crate::{PipelineError, PlanFailure, Quiet};
+
+/// Rows of one batch planned at once: planning is mostly waiting on the source's catalog.
+const PLAN_CONCURRENCY: usize = 8;
+/// Time kept back from the Lambda deadline to stop a chunk cleanly and record why.
+const DEADLINE_MARGIN: Duration = Duration::from_secs(20);
+
+#[derive(Debug, Error)]
+pub enum ServerlessError {
+    #[error(transparent)]
+    Deployment(#[from] DeploymentError),
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Invoke(#[from] InvokeError),
+    #[error("{0} is not set: this function cannot fan out")]
+    NoFunction(&'static str),
+}
+
+pub type Result<T, E = ServerlessError> = std::result::Result<T, E>;
+
+/// An HTTP answer: status and JSON body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Answer {
+    pub fn ok(body: Value) -> Answer {
+        Answer { status: 200, body }
+    }
+    pub fn pending() -> Answer {
+        Answer {
+            status: 202,
+            body: json!({"status": "running"}),
+        }
+    }
+    pub fn bad_request(message: impl Into<String>) -> Answer {
+        Answer {
+            status: 400,
+            body: json!({"error": message.into()}),
+        }
+    }
+}
+
+/// How a row's request turned out at once.
+enum Started {
+    /// A run was planned and its chunks fanned out (or it failed while planning).
+    Run(RunRecord),
+    /// No run to follow: the row's answer.
+    Answer(Value),
+}
+
+/// A record Lambda sends to an on-failure destination when an asynchronous invocation has
+/// failed every attempt.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DestinationRecord {
+    #[serde(rename = "requestContext")]
+    pub request_context: Value,
+    #[serde(rename = "requestPayload")]
+    pub request_payload: Value,
+    #[serde(rename = "responsePayload", default)]
+    pub response_payload: Value,
+}
+
+/// Direct invocation of the trigger by an operator (`sluice trigger`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerTables {
+    /// Table selectors: `source/schema.table`, or a name unique across sources.
+    pub tables: Vec<String>,
+    #[serde(default)]
+    pub full_reload: bool,
+}
+
+pub struct Functions {
+    pub deployment: Deployment,
+}
+
+impl Functions {
+    pub fn new(deployment: Deployment) -> Functions {
+        Functions { deployment }
+    }
+
+    fn extract_function(&self) -> Result<&str> {
+        self.deployment
+            .settings
+            .extract_function
+            .as_deref()
+            .ok_or(ServerlessError::NoFunction("SLUICE_EXTRACT_FUNCTION"))
+    }
+
+    fn finalize_function(&self) -> Result<&str> {
+        self.deployment
+            .settings
+            .finalize_function
+            .as_deref()
+            .ok_or(ServerlessError::NoFunction("SLUICE_FINALIZE_FUNCTION"))
+    }
+
+    // ---- trigger -------------------------------------------------------------------------
+
+    /// `POST /ingest`: starts a run per row. With a batch id (Snowflake's asynchronous
+    /// protocol) the answer is `202` and the runs are followed by [`Functions::poll_batch`];
+    /// a repeated POST of the same batch starts nothing twice. Without one, each row's run id
+    /// comes back at once.
+    pub async fn ingest(&self, batch_id: Option<&str>, rows: Vec<Row<IngestRequest>>) -> Answer {
+        let Some(batch_id) = batch_id else {
+            return self.ingest_now(rows).await;
+        };
+        let state = &self.deployment.state;
+        match state
+            .create_batch(&BatchRecord::claim(batch_id, Utc::now()))
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                info!(batch_id, "batch already started; answering as a poll");
+                return self.poll_batch(batch_id).await;
+            }
+            Err(e) => return Answer::bad_request(format!("recording the batch: {e}")).server(),
+        }
+        let started = self.start_rows(rows).await;
+        let record = BatchRecord {
+            batch_id: batch_id.to_owned(),
+            created_at: Utc::now(),
+            started: true,
+            rows: started
+                .into_iter()
+                .map(|(row, started)| match started {
+                    Started::Run(record) => BatchRow {
+                        row,
+                        run_id: Some(record.run_id),
+                        answer: None,
+                    },
+                    Started::Answer(answer) => BatchRow {
+                        row,
+                        run_id: None,
+                        answer: Some(answer),
+                    },
+                })
+                .collect(),
+        };
+        if let Err(e) = state.save_batch(&record).await {
+            return Answer::bad_request(format!("recording the batch: {e}")).server();
+        }
+        self.poll_batch(batch_id).await
+    }
+
+    /// `POST /ingest_async` (and `/ingest` without a batch id): starts the runs and answers
+    /// each row with its run id at once.
+    pub async fn ingest_now(&self, rows: Vec<Row<IngestRequest>>) -> Answer {
+        let started = self.start_rows(rows).await;
+        Answer::ok(response_body(started.into_iter().map(|(row, s)| {
+            (
+                row,
+                match s {
+                    Started::Run(record) => run_result(&record),
+                    Started::Answer(answer) => answer,
+                },
+            )
+        })))
+    }
+
+    /// Snowflake's polling `GET /ingest`: `202` while any run of the batch goes on, then `200`
+    /// with every row's final result.
+    pub async fn poll_batch(&self, batch_id: &str) -> Answer {
+        let state = &self.deployment.state;
+        let batch = match state.get_batch(batch_id).await {
+            Ok(Some(batch)) => batch,
+            Ok(None) => {
+                return Answer::bad_request(format!(
+                    "batch '{batch_id}' is unknown: POST the rows first"
+                ));
+            }
+            Err(e) => return Answer::bad_request(format!("reading the batch: {e}")).server(),
+        };
+        let mut runs = BTreeMap::new();
+        for run_id in batch.run_ids() {
+            match state.get_run(run_id).await {
+                Ok(Some(record)) => {
+                    runs.insert(run_id, record);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    return Answer::bad_request(format!("reading run {run_id}: {e}")).server();
+                }
+            }
+        }
+        match batch_answer(&batch, &runs, Utc::now()) {
+            BatchAnswer::Pending => Answer::pending(),
+            BatchAnswer::Done(body) => Answer::ok(body),
+        }
+    }
+
+    /// `POST /status`: each row's run story.
+    pub async fn status(&self, rows: Vec<Row<StatusRequest>>) -> Answer {
+        let mut results = Vec::with_capacity(rows.len());
+        for Row { row, request } in rows {
+            let result = match request {
+                Err(message) => json!({ "error": message }),
+                Ok(StatusRequest { run_id }) => match self.deployment.state.get_run(run_id).await {
+                    Ok(Some(record)) => serde_json::to_value(&record).unwrap_or_else(
+                        |e| json!({"error": format!("cannot encode the run: {e}")}),
+                    ),
+                    Ok(None) => json!({ "error": format!("no run {run_id}") }),
+                    Err(e) => json!({ "error": e.to_string() }),
+                },
+            };
+            results.push((row, result));
+        }
+        Answer::ok(response_body(results))
+    }
+
+    /// An operator's direct invocation: starts the named tables.
+    pub async fn trigger_tables(&self, request: TriggerTables) -> Value {
+        let rows = request
+            .tables
+            .iter()
+            .enumerate()
+            .map(|(i, selector)| Row {
+                row: i as u64,
+                request: Ok((selector.clone(), request.full_reload)),
+            })
+            .collect();
+        let started = self.start_selected(rows).await;
+        json!({
+            "runs": started
+                .into_iter()
+                .zip(&request.tables)
+                .map(|((_, s), selector)| {
+                    let mut result = match s {
+                        Started::Run(record) => run_result(&record),
+                        Started::Answer(answer) => answer,
+                    };
+                    result["selector"] = Value::String(selector.clone());
+                    result
+                })
+                .collect::<Vec<_>>()
+        })
+    }
+
+    /// The schedule tick: starts every table whose `schedule` has come due and that is not
+    /// already running. Returns what it started, per table key.
+    pub async fn run_schedules(&self) -> Result<Value> {
+        let config = self.deployment.config().await?;
+        let now = Utc::now();
+        let lookback = chrono::Duration::from_std(self.deployment.settings.schedule_lookback)
+            .unwrap_or(chrono::Duration::hours(1));
+        let mut due = Vec::new();
+        for table in &config.tables {
+            let Some(text) = &table.schedule else {
+                continue;
+            };
+            let schedule = match Schedule::parse(text) {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(table = %table.key(), error = %e, "bad schedule; skipped");
+                    continue;
+                }
+            };
+            let last = self
+                .deployment
+                .state
+                .list_runs(Some(&table.key()), 1)
+                .await?
+                .first()
+                .map(|r| r.created_at);
+            if schedule.is_due(last, now, lookback) {
+                due.push(table.key());
+            }
+        }
+        info!(due = due.len(), "schedule tick");
+        if due.is_empty() {
+            return Ok(json!({"runs": []}));
+        }
+        Ok(self
+            .trigger_tables(TriggerTables {
+                tables: due,
+                full_reload: false,
+            })
+            .await)
+    }
+
+    async fn start_rows(&self, rows: Vec<Row<IngestRequest>>) -> Vec<(u64, Started)> {
+        let rows = rows
+            .into_iter()
+            .map(|Row { row, request }| Row {
+                row,
+                request: request.map(|r| (format!("{}/{}", r.source, r.table), r.full_reload)),
+            })
+            .collect();
+        self.start_selected(rows).await
+    }
+
+    /// Starts a run for each `(selector, full_reload)` row, a few at once, answering in the
+    /// rows' order. The config is read once for the whole batch.
+    async fn start_selected(&self, rows: Vec<Row<(String, bool)>>) -> Vec<(u64, Started)> {
+        let config = match self.deployment.config().await {
+            Ok(config) => config,
+            Err(e) => {
+                let message = format!("cannot read the configuration: {e}");
+                return rows
+                    .into_iter()
+                    .map(|r| (r.row, Started::Answer(json!({ "error": message }))))
+                    .collect();
+            }
+        };
+        let config = &config;
+        futures::stream::iter(rows)
+            .map(|Row { row, request }| async move {
+                let started = match request {
+                    Err(message) => Started::Answer(json!({ "error": message })),
+                    Ok((selector, full_reload)) => {
+                        self.start_run(config, &selector, full_reload).await
+                    }
+                };
+                (row, started)
+            })
+            .buffered(PLAN_CONCURRENCY)
+            .collect()
+            .await
+    }
+
+    async fn start_run(&self, config: &Config, selector: &str, full_reload: bool) -> Started {
+        let table = match find_table(config, selector) {
+            Ok(table) => table,
+            Err(message) => return Started::Answer(json!({ "error": message })),
+        };
+        let key = table.key();
+        let pipeline = match self.deployment.pipeline(config, &[&table.source]).await {
+            Ok(p) => p,
+            Err(e) => return Started::Answer(json!({ "table": key, "error": e.to_string() })),
+        };
+        let planned = match pipeline.plan_run_with(table, full_reload).await {
+            Ok(planned) => planned,
+            Err(PlanFailure {
+                run_id: None,
+                error: PipelineError::State(StateError::AlreadyRunning { run_id, .. }),
+            }) => {
+                return Started::Answer(json!({
+                    "run_id": run_id.to_string(),
+                    "table": key,
+                    "status": "ALREADY_RUNNING",
+                    "message": format!("{key} is already running as run {run_id}; follow it with sluice.run_status('{run_id}')"),
+                }));
+            }
+            Err(PlanFailure {
+                run_id: Some(run_id),
+                error,
+            }) => {
+                return match self.deployment.state.get_run(run_id).await {
+                    Ok(Some(record)) => Started::Run(record),
+                    _ => Started::Answer(
+                        json!({"run_id": run_id.to_string(), "table": key, "status": "FAILED", "error": error.to_string()}),
+                    ),
+                };
+            }
+            Err(PlanFailure {
+                run_id: None,
+                error,
+            }) => return Started::Answer(json!({ "table": key, "error": error.to_string() })),
+        };
+        // The trigger returns before any chunk is read: the plan's snapshot cannot outlive
+        // it, and each chunk reads within the plan's bounds instead.
+        drop(planned.snapshot);
+        let record = planned.record;
+        let run_id = record.run_id;
+        let chunks = record.plan.as_ref().map_or(0, |p| p.chunks.len()) as u32;
+        let fanned = async {
+            if chunks == 0 {
+                let function = self.finalize_function()?;
+                self.deployment
+                    .invoker
+                    .invoke_async(function, event_bytes(&FinalizeEvent { run_id }))
+                    .await?;
+                return Ok::<_, ServerlessError>(());
+            }
+            let function = self.extract_function()?;
+            for chunk in 0..chunks {
+                self.deployment
+                    .invoker
+                    .invoke_async(function, event_bytes(&ExtractEvent { run_id, chunk }))
+                    .await?;
+            }
+            Ok(())
+        }
+        .await;
+        match fanned {
+            Ok(()) => {
+                info!(%run_id, table = %key, chunks, "run started");
+                Started::Run(record)
+            }
+            Err(e) => {
+                // Chunks already sent find the run FAILED and stop.
+                match pipeline
+                    .fail_run(run_id, format!("fanning out the chunks failed: {e}"), None)
+                    .await
+                {
+                    Ok(record) => Started::Run(record),
+                    Err(fail) => Started::Answer(
+                        json!({"run_id": run_id.to_string(), "table": key, "error": format!("{e}; recording the failure also failed: {fail}")}),
+                    ),
+                }
+            }
+        }
+    }
+
+    // ---- extract ---------------------------------------------------------------------------
+
+    /// Extracts one chunk. `time_left` is what remains of the invocation: a chunk that cannot
+    /// finish in time fails the run with a message saying what to change, rather than being
+    /// killed mid-upload. An `Err` asks Lambda to retry the event.
+    pub async fn extract(&self, event: ExtractEvent, time_left: Option<Duration>) -> Result<Value> {
+        let ExtractEvent { run_id, chunk } = event;
+        let span = info_span!("extract", %run_id, chunk);
+        async {
+            let state = &self.deployment.state;
+            let Some(record) = state.get_run(run_id).await? else {
+                return Err(StateError::RunNotFound(run_id).into());
+            };
+            if record.status.is_terminal() {
+                info!(status = %record.status, "run already ended; chunk skipped");
+                return Ok(json!({"run_id": run_id.to_string(), "chunk": chunk, "skipped": record.status.as_str()}));
+            }
+            let source = record
+                .plan
+                .as_ref()
+                .map(|p| p.table.source.clone())
+                .unwrap_or_default();
+            let config = self.deployment.config().await?;
+            let pipeline = self.deployment.pipeline(&config, &[&source]).await?;
+            let work = pipeline.extract_chunk(run_id, chunk, &Quiet);
+            let report = match time_left.map(|t| t.saturating_sub(DEADLINE_MARGIN)) {
+                None => work.await?,
+                Some(budget) => match tokio::time::timeout(budget, work).await {
+                    Ok(report) => report?,
+                    Err(_) => {
+                        let message = format!(
+                            "chunk {chunk} did not finish within the function's time limit ({}s left when it started): make chunks smaller (partition.chunk_rows or a larger partition.chunks) or raise the extract function's timeout",
+                            time_left.unwrap_or_default().as_secs()
+                        );
+                        let record = pipeline.fail_run(run_id, message, Some(chunk)).await?;
+                        return Ok(run_result(&record));
+                    }
+                },
+            };
+            let hand_on = if report.is_last {
+                true
+            } else if !report.newly_recorded {
+                // A retried event whose first attempt recorded the chunk but could not invoke
+                // finalize: hand on if every chunk is done and nobody finalized yet.
+                matches!(state.get_run(run_id).await?, Some(r) if r.status == RunStatus::Extracting
+                    && r.plan.as_ref().is_some_and(|p| r.chunks.len() == p.chunks.len()))
+            } else {
+                false
+            };
+            if hand_on {
+                let function = self.finalize_function()?;
+                self.deployment
+                    .invoker
+                    .invoke_async(function, event_bytes(&FinalizeEvent { run_id }))
+                    .await?;
+                info!("last chunk: finalize invoked");
+            }
+            Ok(json!({
+                "run_id": run_id.to_string(),
+                "chunk": chunk,
+                "rows": report.outcome.rows,
+                "files": report.outcome.files.len(),
+                "last": report.is_last,
+            }))
+        }
+        .instrument(span)
+        .await
+    }
+
+    // ---- finalize --------------------------------------------------------------------------
+
+    /// Finalizes a run whose chunks are all done. Any failure marks the run FAILED (watermark
+    /// unmoved, lease released) and is not retried: the next run picks up from the watermark.
+    pub async fn finalize(&self, event: FinalizeEvent) -> Result<RunRecord> {
+        let run_id = event.run_id;
+        let pipeline = self.deployment.pipeline(&Config::default(), &[]).await?;
+        match pipeline.finalize_run(run_id).await {
+            Ok(record) => Ok(record),
+            Err(e) => Ok(pipeline.fail_run(run_id, e.to_string(), None).await?),
+        }
+    }
+
+    /// An event that failed every attempt (Lambda's on-failure destination): its run is
+    /// marked FAILED with the last error. A run that already ended is left as it is.
+    pub async fn record_exhausted(&self, record: DestinationRecord) -> Result<Value> {
+        let payload = &record.request_payload;
+        let (run_id, chunk) = match (
+            serde_json::from_value::<ExtractEvent>(payload.clone()),
+            serde_json::from_value::<FinalizeEvent>(payload.clone()),
+        ) {
+            (Ok(e), _) => (e.run_id, Some(e.chunk)),
+            (_, Ok(f)) => (f.run_id, None),
+            _ => {
+                warn!(payload = %payload, "on-failure record for an event that is not sluice's; ignored");
+                return Ok(json!({"ignored": true}));
+            }
+        };
+        let Some(current) = self.deployment.state.get_run(run_id).await? else {
+            return Ok(json!({"ignored": true, "run_id": run_id.to_string()}));
+        };
+        if current.status.is_terminal() {
+            return Ok(run_result(&current));
+        }
+        let attempts = record
+            .request_context
+            .get("approximateInvokeCount")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        let error = record
+            .response_payload
+            .get("errorMessage")
+            .and_then(Value::as_str)
+            .unwrap_or("no error message");
+        let what = match chunk {
+            Some(c) => format!("extracting chunk {c}"),
+            None => "finalizing".to_owned(),
+        };
+        let message = format!("{what} failed after {attempts} attempts: {error}");
+        let pipeline = self.deployment.pipeline(&Config::default(), &[]).await?;
+        let failed = pipeline.fail_run(run_id, message, chunk).await?;
+        Ok(run_result(&failed))
+    }
+}
+
+impl Answer {
+    /// The same message as a server-side failure (HTTP 500 with a JSON message, never a
+    /// stack trace).
+    fn server(mut self) -> Answer {
+        self.status = 500;
+        self
+    }
+}
+
+/// The table `selector` names: `source/schema.table`, or a name unique across sources.
+pub fn find_table<'a>(config: &'a Config, selector: &str) -> Result<&'a TableConfig, String> {
+    let found = config.find_tables(selector);
+    match found.as_slice() {
+        [table] => Ok(table),
+        [] => Err(format!(
+            "no table '{selector}' is configured (tables: {})",
+            config
+                .tables
+                .iter()
+                .map(|t| t.key())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        _ => Err(format!(
+            "'{selector}' is ambiguous; use source/schema.table (one of {})",
+            found.iter().map(|t| t.key()).collect::<Vec<_>>().join(", ")
+        )),
+    }
+}
