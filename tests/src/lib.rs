@@ -13,6 +13,7 @@ pub mod private_pg;
 pub mod process;
 pub mod s3;
 pub mod snowflake;
+pub mod stack;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

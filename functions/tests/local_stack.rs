@@ -1,0 +1,312 @@
+//! The serverless flow end to end on this machine: the three functions as their real
+//! binaries under the Lambda runtime emulator, invoked exactly as Snowflake's external
+//! function and Lambda's async invocations would, against PostgreSQL, moto and the
+//! Snowflake stand-in. Every check compares with PostgreSQL, never with what sluice wrote.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+use sluice::state::StateStore;
+use sluice_core::{Config, RunStatus};
+use sluice_tests::snowflake::warehouse_fingerprints;
+use sluice_tests::stack::{LocalStack, StackOptions};
+use sluice_tests::{TestDb, pg_fingerprints, shop_db};
+
+const TABLES: &str = "  - source: shop
+    table: public.orders
+    primary_key: [order_id]
+    load: {mode: incremental, cursor: updated_at, lookback: 15m}
+    partition: {column: order_id, chunks: 2}
+    target:
+      raw_table: RAW.SHOP_ORDERS
+      staging_table: STAGING.SHOP_ORDERS
+      gold_procedures: [GOLD.REFRESH_DAILY_REVENUE]
+  - source: shop
+    table: public.products
+    primary_key: [product_id]
+    load: {mode: full}
+    target: {json_columns: [attributes]}
+";
+
+fn bin_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_trigger"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+async fn stack(label: &str, db: &TestDb, failpoints: Option<&str>) -> LocalStack {
+    let config = Config::from_yaml(&sluice_tests::shop_config(db, TABLES), "test").unwrap();
+    let log_dir = std::env::temp_dir().join(format!("sluice-stack-{label}-{}", std::process::id()));
+    LocalStack::start(
+        label,
+        &config,
+        &StackOptions {
+            bin_dir: bin_dir(),
+            extract_failpoints: failpoints.map(str::to_owned),
+            log_dir,
+        },
+    )
+    .await
+}
+
+/// STAGING holds exactly the source table: row count and per-column checksums.
+async fn assert_staging_equals_source(
+    s: &LocalStack,
+    pg: &tokio_postgres::Client,
+    staging: &str,
+    source: &str,
+) {
+    let result = s
+        .query(&format!("SELECT * FROM \"{}\".{staging}", s.database))
+        .await;
+    let (pg_rows, pg_prints) = pg_fingerprints(pg, source, None).await;
+    assert_eq!(result.rows.len() as i64, pg_rows, "{staging}: row count");
+    let ours = warehouse_fingerprints(&result);
+    assert!(
+        ours.len() > 3,
+        "{staging}: too few columns compared: {ours:?}"
+    );
+    for (column, fingerprint) in &ours {
+        fingerprint.assert_matches(&pg_prints[column], &format!("{staging}.{column}"));
+    }
+}
+
+fn status(result: &Value) -> &str {
+    result["status"].as_str().unwrap_or_default()
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(feature = "failpoints"),
+    ignore = "needs the failpoints feature: cargo test --features sluice-functions/failpoints"
+)]
+async fn snowflake_calls_run_the_whole_flow_exactly_once() {
+    let db = shop_db("lstack").await;
+    let pg = db.client().await;
+    // The extract function crashes once, mid-upload of its first chunk.
+    let s = stack("lstack", &db, Some("extract-after-batch=1*panic")).await;
+
+    // One external-function batch for two tables, followed through the async protocol.
+    let results = s
+        .ingest(&[("shop", "public.orders"), ("shop", "public.products")])
+        .await;
+    for result in &results {
+        assert_eq!(status(result), "COMPLETED", "{result}");
+    }
+    assert_eq!(results[0]["merge"], json!({"inserted": 5000, "updated": 0}));
+    assert_staging_equals_source(&s, &pg, "STAGING.SHOP_ORDERS", "public.orders").await;
+    let products = s
+        .query(&format!(
+            "SELECT COUNT(*) FROM \"{}\".STAGING.SHOP_PUBLIC_PRODUCTS",
+            s.database
+        ))
+        .await;
+    let pg_products: i64 = pg
+        .query_one("SELECT count(*) FROM public.products", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(products.rows[0][0].as_i64(), Some(pg_products));
+    // The crash happened and was retried by the (emulated) Lambda async retry.
+    let shim = s.log_lines("lambda-shim");
+    assert!(
+        shim.iter()
+            .any(|l| l.contains("function=extract") && l.contains("outcome=failed")),
+        "the failpoint never fired: {shim:?}"
+    );
+    let stats = s.settle().await;
+    assert_eq!(stats["destinations_sent"], 0, "{stats}");
+
+    // The same call again adds nothing: the incremental window re-reads only its lookback,
+    // and the merge changes no row.
+    let again = s.ingest(&[("shop", "public.orders")]).await;
+    assert_eq!(status(&again[0]), "COMPLETED", "{}", again[0]);
+    assert_eq!(again[0]["merge"], json!({"inserted": 0, "updated": 0}));
+    assert_staging_equals_source(&s, &pg, "STAGING.SHOP_ORDERS", "public.orders").await;
+
+    // A second call while a run is going: "already running" with the running run's id.
+    let (code, first) = s
+        .call(
+            reqwest::Method::POST,
+            "ingest_async",
+            None,
+            Some(json!([[0, "shop", "public.orders"]])),
+        )
+        .await;
+    assert_eq!(code, 200, "{first}");
+    let running_id = first["data"][0][1]["run_id"].as_str().unwrap().to_owned();
+    let (code, second) = s
+        .call(
+            reqwest::Method::POST,
+            "ingest_async",
+            None,
+            Some(json!([[0, "shop", "public.orders"]])),
+        )
+        .await;
+    assert_eq!(code, 200, "{second}");
+    assert_eq!(
+        second["data"][0][1]["status"], "ALREADY_RUNNING",
+        "{second}"
+    );
+    assert_eq!(second["data"][0][1]["run_id"], running_id.as_str());
+    s.settle().await;
+    assert_eq!(s.run(&running_id).await.status, RunStatus::Completed);
+
+    // Orders change at the source, and the merge procedure is broken: the run fails, the
+    // watermark stays, and the next run (procedure fixed) brings every change.
+    let changed = pg
+        .execute(
+            "UPDATE public.orders SET total = total + 1, updated_at = timestamp '2031-01-01' + order_id * interval '1 second' WHERE order_id % 250 = 3",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(changed, 20);
+    let state = s.state().await;
+    let before = state
+        .table_state("shop/public.orders")
+        .await
+        .unwrap()
+        .watermark;
+    let config = Config::from_yaml(&sluice_tests::shop_config(&db, TABLES), "test").unwrap();
+    let mut broken = config.tables.clone();
+    broken[0].target.merge_procedure = Some("STAGING.NO_SUCH_MERGE".into());
+    s.push_tables(broken).await;
+    let failed = s.ingest(&[("shop", "public.orders")]).await;
+    assert_eq!(status(&failed[0]), "FAILED", "{}", failed[0]);
+    assert!(
+        failed[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("NO_SUCH_MERGE"),
+        "{}",
+        failed[0]
+    );
+    assert_eq!(
+        state
+            .table_state("shop/public.orders")
+            .await
+            .unwrap()
+            .watermark,
+        before,
+        "a failed merge moved the watermark"
+    );
+    s.push_tables(config.tables.clone()).await;
+    let recovered = s.ingest(&[("shop", "public.orders")]).await;
+    assert_eq!(status(&recovered[0]), "COMPLETED", "{}", recovered[0]);
+    assert_eq!(recovered[0]["merge"]["updated"], 20, "{}", recovered[0]);
+    assert_staging_equals_source(&s, &pg, "STAGING.SHOP_ORDERS", "public.orders").await;
+}
+
+#[tokio::test]
+async fn bad_requests_get_a_400_with_a_message_and_start_nothing() {
+    let db = shop_db("lstackbad").await;
+    let s = stack("lstackbad", &db, None).await;
+    let url = s.trigger_url("ingest");
+    let http = sluice_tests::stack::http_client();
+    let send = |request: reqwest::RequestBuilder| async move {
+        let response = request.send().await.unwrap();
+        let code = response.status().as_u16();
+        let body: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+        (code, body)
+    };
+    let headers = |r: reqwest::RequestBuilder| {
+        r.header("sf-external-function-format", "json")
+            .header("sf-external-function-format-version", "1.0")
+    };
+    for (request, expected) in [
+        (
+            http.post(&url).header("content-type", "application/json").body("{\"data\": [[0, \"shop\", \"public.orders\"]]}"),
+            "header sf-external-function-format: missing",
+        ),
+        (
+            headers(http.post(&url)).header("content-type", "text/plain").body("{}"),
+            "content-type: expected application/json",
+        ),
+        (
+            headers(http.post(&url)).header("content-type", "application/json").body("not json"),
+            "body: not JSON",
+        ),
+        (
+            headers(http.post(&url)).header("content-type", "application/json").body("{\"rows\": []}"),
+            "missing \\\"data\\\"",
+        ),
+        (
+            headers(http.post(&url)).header("content-type", "application/json").body(
+                json!({"data": (0..101).map(|i| json!([i, "shop", "public.orders"])).collect::<Vec<_>>()}).to_string(),
+            ),
+            "101 rows in one batch, at most 100",
+        ),
+        (
+            headers(http.get(&url)),
+            "required to poll a batch",
+        ),
+        (
+            headers(http.get(&url)).header("sf-external-function-query-batch-id", "no such batch!"),
+            "sf-external-function-query-batch-id",
+        ),
+    ] {
+        let (code, body) = send(request).await;
+        assert_eq!(code, 400, "{expected}: {body}");
+        assert!(body.to_string().contains(expected), "{expected}: {body}");
+    }
+    // One bad row never fails the others: a wrong table and a wrong argument each get their
+    // own error, the good row starts.
+    let (code, body) = s
+        .call(
+            reqwest::Method::POST,
+            "ingest_async",
+            None,
+            Some(json!([
+                [0, "shop", "public.nope"],
+                [1, "shop", 7],
+                [2, "shop", "public.products"]
+            ])),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let rows = body["data"].as_array().unwrap();
+    assert!(
+        rows[0][1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("no table 'shop/public.nope'"),
+        "{body}"
+    );
+    assert!(
+        rows[1][1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("table must be a string"),
+        "{body}"
+    );
+    assert!(rows[2][1]["run_id"].is_string(), "{body}");
+    s.settle().await;
+    let state = s.state().await;
+    let runs = state.list_runs(None, 10).await.unwrap();
+    assert_eq!(runs.len(), 1, "only the good row started a run: {runs:?}");
+    // The status endpoint tells its story.
+    let run_id = rows[2][1]["run_id"].as_str().unwrap();
+    let (code, status_body) = s
+        .call(
+            reqwest::Method::POST,
+            "status",
+            None,
+            Some(json!([[0, run_id], [1, "nope"]])),
+        )
+        .await;
+    assert_eq!(code, 200, "{status_body}");
+    assert_eq!(status_body["data"][0][1]["run_id"], run_id);
+    assert_eq!(
+        status_body["data"][0][1]["status"], "COMPLETED",
+        "{status_body}"
+    );
+    assert!(
+        status_body["data"][1][1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a run id")
+    );
+}

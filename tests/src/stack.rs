@@ -1,0 +1,486 @@
+//! The whole serverless flow on this machine: the three functions as their real binaries
+//! under `cargo lambda watch` (the Lambda runtime API and function URLs), the async-invoke
+//! shim in front of it (`scripts/lambda_shim`: Event invocations, retries, on-failure
+//! destinations), moto for S3, DynamoDB, Glue and Secrets Manager, and the Snowflake
+//! stand-in. Used by the end-to-end test and by `scripts/demo`.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sluice::config_store::ConfigStore;
+use sluice::state::StateStore;
+use sluice::state::dynamo::DynamoStateStore;
+use sluice::warehouse::Statement;
+use sluice::warehouse::snowflake::SnowflakeClient;
+use sluice_core::Config;
+
+use crate::moto::{MotoServer, REGION, unique_name};
+use crate::process::die_with_parent;
+use crate::snowflake::{ACCOUNT, KeyPair, Options, StandIn, USER, split_script, workspace};
+
+/// Where the function binaries are, and what the extract function should crash on.
+#[derive(Debug, Clone, Default)]
+pub struct StackOptions {
+    /// Directory holding `trigger`, `extract` and `finalize` (e.g. `target/debug`).
+    pub bin_dir: PathBuf,
+    /// `FAILPOINTS` for the extract function (needs a build with `--features failpoints`).
+    pub extract_failpoints: Option<String>,
+    /// Where the processes' logs go.
+    pub log_dir: PathBuf,
+}
+
+struct Process {
+    name: String,
+    child: Child,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct LocalStack {
+    pub moto: &'static MotoServer,
+    pub standin: StandIn,
+    pub snowflake: Arc<SnowflakeClient>,
+    pub database: String,
+    pub bucket: String,
+    pub prefix: String,
+    pub state_table: String,
+    pub config_table: String,
+    pub glue_database: String,
+    pub watch_port: u16,
+    pub shim_port: u16,
+    pub log_dir: PathBuf,
+    http: reqwest::Client,
+    // Dropped last-to-first: functions, then the shim, then the emulator.
+    _watch: Process,
+    _shim: Process,
+    _functions: Vec<Process>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+fn wait_for_port(port: u16, what: &str, log: &Path) {
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not listen on {addr} within 120 s; its log: {}",
+            log.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn spawn(name: &str, mut command: Command, log_dir: &Path) -> Process {
+    let log = log_dir.join(format!("{name}.log"));
+    let file = std::fs::File::create(&log).expect("cannot create a log file");
+    command
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().expect("log file"))
+        .stderr(file);
+    die_with_parent(&mut command);
+    let child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {name} ({e}); run scripts/setup"));
+    Process {
+        name: name.to_owned(),
+        child,
+    }
+}
+
+impl LocalStack {
+    /// Provisions a stack of its own (bucket, tables, Glue database, secrets, config items,
+    /// Snowflake database) for `config` and starts the functions. Source connections in
+    /// `config` are moved into Secrets Manager secrets, as in production: each source's
+    /// `connection.url` becomes a secret and the stored config carries only its ARN.
+    pub async fn start(label: &str, config: &Config, options: &StackOptions) -> LocalStack {
+        let moto = MotoServer::shared();
+        let sdk = moto.sdk_config().await;
+        std::fs::create_dir_all(&options.log_dir).expect("cannot create the log directory");
+
+        // Snowflake: a database of the stack's own, the stage over the bucket's prefix and
+        // the gold example from infra/.
+        let standin = StandIn::start(&Options {
+            s3_endpoint: Some(moto.endpoint()),
+            ..Options::default()
+        });
+        let sf_config = standin.config(label);
+        let database = sf_config.database.clone().expect("database");
+        let snowflake = Arc::new(
+            SnowflakeClient::new(sf_config, KeyPair::shared().private_key())
+                .expect("Snowflake client"),
+        );
+
+        let bucket = moto.bucket_with(label, Vec::new()).await;
+        let prefix = "lake".to_owned();
+        let state_table = unique_name(&format!("{label}-state"));
+        let config_table = unique_name(&format!("{label}-config"));
+        let glue_database = unique_name(&format!("{label}_glue")).replace('-', "_");
+        DynamoStateStore::new(&sdk, state_table.clone())
+            .create_table()
+            .await
+            .expect("state table");
+        let store = ConfigStore::new(&sdk, config_table.clone());
+        store.create_table().await.expect("config table");
+        aws_sdk_glue::Client::new(&sdk)
+            .create_database()
+            .database_input(
+                aws_sdk_glue::types::DatabaseInput::builder()
+                    .name(&glue_database)
+                    .build()
+                    .expect("database input"),
+            )
+            .send()
+            .await
+            .expect("Glue database");
+
+        let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
+        let key_arn = secrets
+            .create_secret()
+            .name(unique_name("snowflake-key"))
+            .secret_string(&KeyPair::shared().private_pem)
+            .send()
+            .await
+            .expect("key secret")
+            .arn
+            .expect("arn");
+        let mut stored = config.clone();
+        for source in &mut stored.sources {
+            let Some(url) = source.connection.url.take() else {
+                continue;
+            };
+            let secret = database_secret(&url);
+            let arn = secrets
+                .create_secret()
+                .name(unique_name(&format!("db-{}", source.name)))
+                .secret_string(secret.to_string())
+                .send()
+                .await
+                .expect("source secret")
+                .arn
+                .expect("arn");
+            source.connection.secret_arn = Some(arn);
+        }
+        store.push(&stored).await.expect("config push");
+
+        let stage = format!("\"{database}\".RAW.SLUICE_STAGE");
+        let mut setup = vec![
+            "CREATE SCHEMA IF NOT EXISTS RAW".to_owned(),
+            format!("CREATE STAGE IF NOT EXISTS {stage} URL = 's3://{bucket}/{prefix}/'"),
+        ];
+        let gold = std::fs::read_to_string(
+            workspace().join("infra/snowflake/gold/daily_order_revenue.sql"),
+        )
+        .expect("gold example");
+        setup.extend(split_script(&gold));
+        for sql in setup {
+            snowflake
+                .execute(&Statement::new(sql))
+                .await
+                .expect("Snowflake set-up");
+        }
+
+        // The Lambda runtime API (cargo lambda watch, functions started by us), then the shim.
+        let log_dir = options.log_dir.clone();
+        let watch_port = free_port();
+        let cargo_lambda = std::env::var("SLUICE_CARGO_LAMBDA")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| workspace().join("target/tools/cargo-lambda/bin/cargo-lambda"));
+        let mut watch = Command::new(&cargo_lambda);
+        watch
+            .current_dir(workspace())
+            .args(["lambda", "watch", "--only-lambda-apis", "-A", "127.0.0.1"])
+            .args(["-P", &watch_port.to_string()]);
+        let watch = spawn("cargo-lambda-watch", watch, &log_dir);
+        wait_for_port(
+            watch_port,
+            "cargo lambda watch",
+            &log_dir.join("cargo-lambda-watch.log"),
+        );
+
+        let shim_port = free_port();
+        let python = workspace().join("target/tools/moto/bin/python");
+        let mut shim = Command::new(if python.exists() {
+            python
+        } else {
+            "python3".into()
+        });
+        shim.arg(workspace().join("scripts/lambda_shim/server.py"))
+            .args(["--host", "127.0.0.1", "--port", &shim_port.to_string()])
+            .args(["--upstream", &format!("http://127.0.0.1:{watch_port}")])
+            .args([
+                "--on-failure",
+                "extract=finalize",
+                "--on-failure",
+                "finalize=finalize",
+            ]);
+        let shim = spawn("lambda-shim", shim, &log_dir);
+        wait_for_port(
+            shim_port,
+            "the Lambda shim",
+            &log_dir.join("lambda-shim.log"),
+        );
+
+        let mut functions = Vec::new();
+        for name in ["trigger", "extract", "finalize"] {
+            let mut command = Command::new(options.bin_dir.join(name));
+            command
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .env(
+                    "AWS_LAMBDA_RUNTIME_API",
+                    format!("http://127.0.0.1:{watch_port}/.rt/{name}"),
+                )
+                .env("AWS_LAMBDA_FUNCTION_NAME", name)
+                .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+                .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024")
+                .env("AWS_REGION", REGION)
+                .env("AWS_ACCESS_KEY_ID", "testing")
+                .env("AWS_SECRET_ACCESS_KEY", "testing")
+                .env("AWS_ENDPOINT_URL", moto.endpoint())
+                .env(
+                    "AWS_ENDPOINT_URL_LAMBDA",
+                    format!("http://127.0.0.1:{shim_port}"),
+                )
+                .env("SLUICE_OUTPUT", format!("s3://{bucket}/{prefix}"))
+                .env("SLUICE_STATE_TABLE", &state_table)
+                .env("SLUICE_CONFIG_TABLE", &config_table)
+                .env("SLUICE_GLUE_DATABASE", &glue_database)
+                .env("SLUICE_EXTRACT_FUNCTION", "extract")
+                .env("SLUICE_FINALIZE_FUNCTION", "finalize")
+                .env("SLUICE_SNOWFLAKE_ACCOUNT", ACCOUNT)
+                .env("SLUICE_SNOWFLAKE_USER", USER)
+                .env("SLUICE_SNOWFLAKE_PRIVATE_KEY_SECRET", &key_arn)
+                .env("SLUICE_SNOWFLAKE_DATABASE", &database)
+                .env("SLUICE_SNOWFLAKE_WAREHOUSE", "LOAD_WH")
+                .env("SLUICE_SNOWFLAKE_ROLE", "SLUICE")
+                .env("SLUICE_SNOWFLAKE_URL", standin.base_url())
+                .env("RUST_LOG", "info");
+            if name == "extract"
+                && let Some(failpoints) = &options.extract_failpoints
+            {
+                command.env("FAILPOINTS", failpoints);
+            }
+            functions.push(spawn(name, command, &log_dir));
+        }
+
+        LocalStack {
+            moto,
+            standin,
+            snowflake,
+            database,
+            bucket,
+            prefix,
+            state_table,
+            config_table,
+            glue_database,
+            watch_port,
+            shim_port,
+            log_dir,
+            http: http_client(),
+            _watch: watch,
+            _shim: shim,
+            _functions: functions,
+        }
+    }
+
+    /// The trigger's URL for `endpoint` (`ingest`, `ingest_async`, `status`), as its function
+    /// URL on the emulator: the request reaches the handler as an HTTP event.
+    pub fn trigger_url(&self, endpoint: &str) -> String {
+        format!(
+            "http://127.0.0.1:{}/lambda-url/trigger/{endpoint}",
+            self.watch_port
+        )
+    }
+
+    /// Sends `rows` (`[row, arg, …]`) as Snowflake's external function does. Returns status and
+    /// body.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        endpoint: &str,
+        batch_id: Option<&str>,
+        rows: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self
+            .http
+            .request(method, self.trigger_url(endpoint))
+            .timeout(Duration::from_secs(120))
+            .header("sf-external-function-format", "json")
+            .header("sf-external-function-format-version", "1.0");
+        if let Some(id) = batch_id {
+            request = request.header("sf-external-function-query-batch-id", id);
+        }
+        if let Some(rows) = rows {
+            request = request
+                .header("content-type", "application/json")
+                .body(json!({ "data": rows }).to_string());
+        }
+        let response = request.send().await.expect("the trigger did not answer");
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, body)
+    }
+
+    /// `SELECT sluice.ingest(...)` for each `(source, table)`, following Snowflake's async
+    /// protocol: POST (202), then GET polls with the same batch id until 200. Returns each
+    /// row's result, in row order.
+    pub async fn ingest(&self, tables: &[(&str, &str)]) -> Vec<Value> {
+        let batch_id = format!("batch-{}", sluice_core::RunId::new());
+        let rows: Vec<Value> = tables
+            .iter()
+            .enumerate()
+            .map(|(i, (source, table))| json!([i, source, table]))
+            .collect();
+        let (status, body) = self
+            .call(
+                reqwest::Method::POST,
+                "ingest",
+                Some(&batch_id),
+                Some(Value::Array(rows)),
+            )
+            .await;
+        let body = match status {
+            200 => body,
+            202 => self.poll(&batch_id).await,
+            other => panic!("POST /ingest answered {other}: {body}"),
+        };
+        let mut results: Vec<(u64, Value)> = body["data"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no data in {body}"))
+            .iter()
+            .map(|r| (r[0].as_u64().expect("row number"), r[1].clone()))
+            .collect();
+        results.sort_by_key(|(row, _)| *row);
+        results.into_iter().map(|(_, v)| v).collect()
+    }
+
+    /// Polls a batch until it answers 200 (bounded: five minutes).
+    pub async fn poll(&self, batch_id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let (status, body) = self
+                .call(reqwest::Method::GET, "ingest", Some(batch_id), None)
+                .await;
+            match status {
+                200 => return body,
+                202 => {}
+                other => panic!("GET /ingest answered {other}: {body}"),
+            }
+            assert!(
+                Instant::now() < deadline,
+                "batch {batch_id} still running after 5 minutes; logs in {}",
+                self.log_dir.display()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Waits until the shim has delivered every asynchronous invocation (bounded: two
+    /// minutes), and returns its counters.
+    pub async fn settle(&self) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let stats: Value = self
+                .http
+                .get(format!("http://127.0.0.1:{}/_shim/idle", self.shim_port))
+                .send()
+                .await
+                .expect("shim")
+                .json()
+                .await
+                .expect("shim stats");
+            if stats["queued"] == 0 && stats["in_flight"] == 0 {
+                return stats;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the shim never went idle: {stats}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub async fn state(&self) -> DynamoStateStore {
+        DynamoStateStore::new(&self.moto.sdk_config().await, self.state_table.clone())
+    }
+
+    /// Replaces the stored config, as `sluice config push` does (sources keep their secrets).
+    pub async fn push_tables(&self, tables: Vec<sluice_core::TableConfig>) {
+        let store = ConfigStore::new(&self.moto.sdk_config().await, self.config_table.clone());
+        let mut config = store.load().await.expect("config");
+        config.tables = tables;
+        store.push(&config).await.expect("config push");
+    }
+
+    /// The state store's view of a run.
+    pub async fn run(&self, run_id: &str) -> sluice_core::RunRecord {
+        self.state()
+            .await
+            .get_run(run_id.parse().expect("run id"))
+            .await
+            .expect("state")
+            .expect("run exists")
+    }
+
+    pub async fn query(&self, sql: &str) -> sluice::warehouse::QueryResult {
+        self.snowflake
+            .execute(&Statement::new(sql))
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// A log file's lines, for evidence of what a process did.
+    pub fn log_lines(&self, name: &str) -> Vec<String> {
+        std::fs::File::open(self.log_dir.join(format!("{name}.log")))
+            .map(|f| BufReader::new(f).lines().map_while(Result::ok).collect())
+            .unwrap_or_default()
+    }
+
+    /// The names of the processes of the stack, for a summary.
+    pub fn processes(&self) -> Vec<String> {
+        std::iter::once(&self._watch)
+            .chain(std::iter::once(&self._shim))
+            .chain(&self._functions)
+            .map(|p| format!("{} (pid {})", p.name, p.child.id()))
+            .collect()
+    }
+}
+
+/// A plain HTTP client for loopback calls (rustls needs its provider chosen first).
+pub fn http_client() -> reqwest::Client {
+    sluice::aws::install_crypto_provider();
+    reqwest::Client::new()
+}
+
+/// The Secrets Manager JSON for a database URL (`scheme://user[:password]@host:port/db`).
+fn database_secret(url: &str) -> Value {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let (userinfo, hostpath) = rest.rsplit_once('@').unwrap_or(("", rest));
+    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, "unused"));
+    let (hostport, db) = hostpath.split_once('/').unwrap_or((hostpath, ""));
+    let (host, port) = hostport.rsplit_once(':').unwrap_or((hostport, "5432"));
+    json!({
+        "host": host,
+        "port": port.parse::<u16>().unwrap_or(5432),
+        "username": if user.is_empty() { "postgres" } else { user },
+        "password": if password.is_empty() { "unused" } else { password },
+        "dbname": db.split('?').next().unwrap_or(db),
+    })
+}
