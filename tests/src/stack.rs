@@ -161,6 +161,11 @@ impl LocalStack {
             .expect("arn");
         let mut stored = config.clone();
         for source in &mut stored.sources {
+            // A secret needs a password; the local MariaDB's root has none, so MySQL sources
+            // keep their URL (PostgreSQL's trust auth accepts any password).
+            if source.engine != sluice_core::Engine::Postgres {
+                continue;
+            }
             let Some(url) = source.connection.url.take() else {
                 continue;
             };
