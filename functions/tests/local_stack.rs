@@ -154,6 +154,48 @@ async fn snowflake_calls_run_the_whole_flow_exactly_once() {
     s.settle().await;
     assert_eq!(s.run(&running_id).await.status, RunStatus::Completed);
 
+    // An operator's `sluice trigger` reaches the same function (a direct, synchronous invoke).
+    let sluice = bin_dir().join("sluice");
+    assert!(
+        sluice.exists(),
+        "{} is missing: build the CLI too (cargo test --workspace does)",
+        sluice.display()
+    );
+    let output = std::process::Command::new(&sluice)
+        .args([
+            "--aws-endpoint",
+            &format!("http://127.0.0.1:{}", s.shim_port),
+        ])
+        .args([
+            "--aws-region",
+            "us-east-1",
+            "trigger",
+            "--function",
+            "trigger",
+        ])
+        .args(["--table", "shop/public.products", "--table", "public.nope"])
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{printed} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let started = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("shop/public.products: PLANNED "))
+        .unwrap_or_else(|| panic!("{printed}"));
+    assert!(
+        printed.contains("public.nope: error: no table 'public.nope'"),
+        "{printed}"
+    );
+    s.settle().await;
+    assert_eq!(s.run(started.trim()).await.status, RunStatus::Completed);
+
     // Orders change at the source, and the merge procedure is broken: the run fails, the
     // watermark stays, and the next run (procedure fixed) brings every change.
     let changed = pg

@@ -7,6 +7,7 @@ mod backend;
 mod output_args;
 mod render;
 mod snowflake;
+mod trigger;
 mod watermark;
 
 use std::collections::BTreeMap;
@@ -77,6 +78,8 @@ enum Command {
     /// Snowflake set-up: print the one-time SQL, or apply its non-privileged part.
     #[command(subcommand)]
     Snowflake(snowflake::SnowflakeCommand),
+    /// Start tables through the deployed trigger function (or a local stack's).
+    Trigger(trigger::TriggerArgs),
 }
 
 #[derive(Subcommand)]
@@ -204,6 +207,7 @@ async fn main() {
         Command::Status(args) => status(args, aws).await,
         Command::Watermark(command) => watermark::run(command, aws).await,
         Command::Snowflake(command) => snowflake::run(command, aws).await,
+        Command::Trigger(args) => trigger::run(args, aws).await,
         Command::Dev(DevCommand::CreateTables {
             state_table,
             config_table,

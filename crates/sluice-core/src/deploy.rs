@@ -307,6 +307,54 @@ mod tests {
     }
 
     #[test]
+    fn snowflake_settings_are_all_or_nothing() {
+        let with = |pairs: &[(&str, &str)]| {
+            let mut all: Vec<(&str, &str)> = MINIMAL.to_vec();
+            all.extend_from_slice(pairs);
+            DeploymentSettings::from_env(&env(&all))
+        };
+        let ok = with(&[
+            ("SLUICE_SNOWFLAKE_ACCOUNT", "myorg-acct"),
+            ("SLUICE_SNOWFLAKE_USER", "LOADER"),
+            (
+                "SLUICE_SNOWFLAKE_PRIVATE_KEY_SECRET",
+                "arn:aws:secretsmanager:us-east-1:123456789012:secret:sf-AbCdEf",
+            ),
+            ("SLUICE_SNOWFLAKE_DATABASE", "ANALYTICS"),
+        ])
+        .unwrap();
+        let snowflake = ok.snowflake.unwrap();
+        assert_eq!(snowflake.database, "ANALYTICS");
+        assert_eq!(snowflake.url, None);
+        assert_eq!(ok.schedule_lookback, Duration::from_secs(3600));
+
+        let stray = with(&[("SLUICE_SNOWFLAKE_USER", "LOADER")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            stray.contains("SLUICE_SNOWFLAKE_ACCOUNT: required when SLUICE_SNOWFLAKE_USER is set"),
+            "{stray}"
+        );
+        let half = with(&[
+            ("SLUICE_SNOWFLAKE_ACCOUNT", "myorg-acct"),
+            ("SLUICE_SNOWFLAKE_DATABASE", "bad name"),
+            ("SLUICE_SNOWFLAKE_URL", "http://snowflake.example.com"),
+            ("SLUICE_SCHEDULE_LOOKBACK", "5s"),
+        ])
+        .unwrap_err()
+        .to_string();
+        for expected in [
+            "SLUICE_SNOWFLAKE_USER: required with SLUICE_SNOWFLAKE_ACCOUNT",
+            "SLUICE_SNOWFLAKE_PRIVATE_KEY_SECRET: required with SLUICE_SNOWFLAKE_ACCOUNT",
+            "SLUICE_SNOWFLAKE_DATABASE:",
+            "SLUICE_SNOWFLAKE_URL: 'http://snowflake.example.com': plain http is allowed only on loopback",
+            "SLUICE_SCHEDULE_LOOKBACK: '5s' must be a duration of at least 1m",
+        ] {
+            assert!(half.contains(expected), "missing '{expected}' in:\n{half}");
+        }
+    }
+
+    #[test]
     fn every_bad_setting_is_named_at_once() {
         let err = DeploymentSettings::from_env(&env(&[
             ("SLUICE_OUTPUT", "/tmp/out"),

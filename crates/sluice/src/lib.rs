@@ -31,7 +31,7 @@ pub use pipeline::{
 
 /// An error with every cause after it, `a: b: c`. The AWS SDK and reqwest keep the useful
 /// part (connection refused, a TLS failure) in the causes, out of their own short message.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut message = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
