@@ -13,21 +13,7 @@ use sluice_tests::snowflake::warehouse_fingerprints;
 use sluice_tests::stack::{LocalStack, StackOptions};
 use sluice_tests::{TestDb, pg_fingerprints, shop_db};
 
-const TABLES: &str = "  - source: shop
-    table: public.orders
-    primary_key: [order_id]
-    load: {mode: incremental, cursor: updated_at, lookback: 15m}
-    partition: {column: order_id, chunks: 2}
-    target:
-      raw_table: RAW.SHOP_ORDERS
-      staging_table: STAGING.SHOP_ORDERS
-      gold_procedures: [GOLD.REFRESH_DAILY_REVENUE]
-  - source: shop
-    table: public.products
-    primary_key: [product_id]
-    load: {mode: full}
-    target: {json_columns: [attributes]}
-";
+use sluice_tests::snowflake::SHOP_WAREHOUSE_TABLES as TABLES;
 
 fn bin_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_trigger"))
@@ -37,7 +23,17 @@ fn bin_dir() -> PathBuf {
 }
 
 async fn stack(label: &str, db: &TestDb, failpoints: Option<&str>) -> LocalStack {
-    let config = Config::from_yaml(&sluice_tests::shop_config(db, TABLES), "test").unwrap();
+    stack_with(label, db, failpoints, TABLES, Vec::new()).await
+}
+
+async fn stack_with(
+    label: &str,
+    db: &TestDb,
+    failpoints: Option<&str>,
+    tables: &str,
+    env: Vec<(String, String)>,
+) -> LocalStack {
+    let config = Config::from_yaml(&sluice_tests::shop_config(db, tables), "test").unwrap();
     let log_dir = std::env::temp_dir().join(format!("sluice-stack-{label}-{}", std::process::id()));
     LocalStack::start(
         label,
@@ -46,6 +42,7 @@ async fn stack(label: &str, db: &TestDb, failpoints: Option<&str>) -> LocalStack
             bin_dir: bin_dir(),
             extract_failpoints: failpoints.map(str::to_owned),
             log_dir,
+            env,
         },
     )
     .await
@@ -351,4 +348,76 @@ async fn bad_requests_get_a_400_with_a_message_and_start_nothing() {
             .unwrap()
             .contains("not a run id")
     );
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(feature = "failpoints"),
+    ignore = "needs the failpoints feature: cargo test --features sluice-functions/failpoints"
+)]
+async fn a_chunk_that_fails_every_attempt_fails_its_run_through_the_destination() {
+    let db = shop_db("lstackdest").await;
+    // Every attempt of every chunk crashes mid-upload.
+    let s = stack("lstackdest", &db, Some("extract-after-batch=panic")).await;
+    let results = s.ingest(&[("shop", "public.orders")]).await;
+    let result = &results[0];
+    assert_eq!(status(result), "FAILED", "{result}");
+    let error = result["error"].as_str().unwrap();
+    assert!(
+        error.contains("extracting chunk") && error.contains("failed after 3 attempts"),
+        "{error}"
+    );
+    assert!(
+        error.contains("failpoint extract-after-batch panic"),
+        "{error}"
+    );
+    let stats = s.settle().await;
+    assert!(stats["destinations_sent"].as_u64().unwrap() >= 1, "{stats}");
+    // Nothing moved and nothing is left behind: no watermark, the lease is free, and no
+    // file of the run is in the bucket.
+    let state = s.state().await;
+    let table = state.table_state("shop/public.orders").await.unwrap();
+    assert_eq!(table.watermark, None);
+    assert_eq!(table.lease, None, "the lease was not released");
+    let run_id = result["run_id"].as_str().unwrap();
+    let s3 = sluice_tests::s3::s3_client(&s.moto.sdk_config().await);
+    let keys = sluice_tests::s3::list_keys(&s3, &s.bucket).await;
+    assert!(
+        keys.iter().all(|k| !k.contains(run_id)),
+        "files of the failed run remain: {keys:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_chunk_that_outruns_its_time_limit_fails_its_run_with_advice() {
+    let db = shop_db("lstackslow").await;
+    // A slow source: the filter's subquery sleeps 3 s before the first row (once in the
+    // plan's catalog query, once per chunk), and a chunk may take 1 s.
+    let slow = "  - source: shop
+    table: public.products
+    primary_key: [product_id]
+    load: {mode: full}
+    where: \"(SELECT true FROM pg_sleep(3))\"
+";
+    let s = stack_with(
+        "lstackslow",
+        &db,
+        None,
+        slow,
+        vec![("SLUICE_CHUNK_TIMEOUT".into(), "1s".into())],
+    )
+    .await;
+    let results = s.ingest(&[("shop", "public.products")]).await;
+    let result = &results[0];
+    assert_eq!(status(result), "FAILED", "{result}");
+    let error = result["error"].as_str().unwrap();
+    assert!(
+        error.contains("chunk 0 did not finish within SLUICE_CHUNK_TIMEOUT (1s)")
+            && error.contains("make chunks smaller"),
+        "{error}"
+    );
+    let state = s.state().await;
+    let table = state.table_state("shop/public.products").await.unwrap();
+    assert_eq!(table.lease, None, "the lease was not released");
+    s.settle().await;
 }

@@ -22,6 +22,24 @@ pub const ACCOUNT: &str = "SLUICEORG-TEST";
 pub const USER: &str = "SLUICE_LOADER";
 /// SQL containing this is executed by the shared stand-in and then answered 503, as if the
 /// answer were lost on the way.
+/// The shop tables as the warehouse tests load them: incremental orders in two chunks with
+/// named targets and the gold example, products reloaded whole with a JSON column.
+pub const SHOP_WAREHOUSE_TABLES: &str = "  - source: shop
+    table: public.orders
+    primary_key: [order_id]
+    load: {mode: incremental, cursor: updated_at, lookback: 15m}
+    partition: {column: order_id, chunks: 2}
+    target:
+      raw_table: RAW.SHOP_ORDERS
+      staging_table: STAGING.SHOP_ORDERS
+      gold_procedures: [GOLD.REFRESH_DAILY_REVENUE]
+  - source: shop
+    table: public.products
+    primary_key: [product_id]
+    load: {mode: full}
+    target: {json_columns: [attributes]}
+";
+
 pub const LOSE_ANSWER: &str = "sluice-test:lose-answer";
 
 /// An RSA key pair in the formats Snowflake users have: PKCS#8 PEM, plain and encrypted.

@@ -32,6 +32,8 @@ pub struct StackOptions {
     pub extract_failpoints: Option<String>,
     /// Where the processes' logs go.
     pub log_dir: PathBuf,
+    /// More environment for every function (settings under test).
+    pub env: Vec<(String, String)>,
 }
 
 struct Process {
@@ -275,7 +277,8 @@ impl LocalStack {
                 .env("SLUICE_SNOWFLAKE_WAREHOUSE", "LOAD_WH")
                 .env("SLUICE_SNOWFLAKE_ROLE", "SLUICE")
                 .env("SLUICE_SNOWFLAKE_URL", standin.base_url())
-                .env("RUST_LOG", "info");
+                .env("RUST_LOG", "info")
+                .envs(options.env.iter().map(|(k, v)| (k, v)));
             if name == "extract"
                 && let Some(failpoints) = &options.extract_failpoints
             {

@@ -20,21 +20,7 @@ use sluice_tests::s3::S3Harness;
 use sluice_tests::snowflake::{KeyPair, Options, StandIn, split_script, warehouse_fingerprints};
 use sluice_tests::{TestDb, pg_fingerprints, shop_config};
 
-const TABLES: &str = "  - source: shop
-    table: public.orders
-    primary_key: [order_id]
-    load: {mode: incremental, cursor: updated_at, lookback: 15m}
-    partition: {column: order_id, chunks: 2}
-    target:
-      raw_table: RAW.SHOP_ORDERS
-      staging_table: STAGING.SHOP_ORDERS
-      gold_procedures: [GOLD.REFRESH_DAILY_REVENUE]
-  - source: shop
-    table: public.products
-    primary_key: [product_id]
-    load: {mode: full}
-    target: {json_columns: [attributes]}
-";
+use sluice_tests::snowflake::SHOP_WAREHOUSE_TABLES as TABLES;
 
 struct World {
     db: TestDb,

@@ -62,7 +62,13 @@ pub enum BatchAnswer {
     Pending,
     /// `200` with this body.
     Done(Value),
+    /// The request that claimed the batch died before starting its runs (API Gateway gives
+    /// a request 29 s): answering 202 would keep Snowflake waiting for nothing.
+    Abandoned,
 }
+
+/// How long a claimed batch may stay unstarted before it counts as abandoned.
+pub const START_WITHIN: Duration = Duration::seconds(60);
 
 /// A run as a row's result: enough to see what happened without another query.
 pub fn run_result(record: &RunRecord) -> Value {
@@ -92,6 +98,9 @@ pub fn batch_answer(
     now: DateTime<Utc>,
 ) -> BatchAnswer {
     if !batch.started {
+        if now - batch.created_at > START_WITHIN {
+            return BatchAnswer::Abandoned;
+        }
         return BatchAnswer::Pending;
     }
     let out_of_time = now - batch.created_at >= ANSWER_WITHIN;

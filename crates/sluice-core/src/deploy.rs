@@ -53,6 +53,10 @@ pub struct DeploymentSettings {
     pub snowflake: Option<SnowflakeSettings>,
     /// How far back the scheduler looks for a missed fire time (see `schedule::is_due`).
     pub schedule_lookback: Duration,
+    /// The longest a chunk may take, below the function's own deadline: a chunk stuck on a
+    /// slow source fails its run at this point instead of holding the lease until the
+    /// Lambda timeout. Absent: only the deadline limits it.
+    pub chunk_timeout: Option<Duration>,
 }
 
 /// Where and as whom runs are loaded into Snowflake. The private key never appears here:
@@ -167,6 +171,18 @@ impl DeploymentSettings {
                 }
             },
         };
+        let chunk_timeout = match get("SLUICE_CHUNK_TIMEOUT") {
+            None => None,
+            Some(text) => match parse_duration(&text) {
+                Some(d) if d >= Duration::from_secs(1) => Some(d),
+                _ => {
+                    problems.push(format!(
+                        "SLUICE_CHUNK_TIMEOUT: '{text}' must be a duration of at least 1s (e.g. 10m)"
+                    ));
+                    None
+                }
+            },
+        };
         let snowflake = snowflake_settings(&get, &mut problems);
         let (Some(output), true) = (output, problems.is_empty()) else {
             return Err(DeployError(problems));
@@ -186,6 +202,7 @@ impl DeploymentSettings {
             max_batch_rows,
             snowflake,
             schedule_lookback,
+            chunk_timeout,
         })
     }
 }
@@ -340,6 +357,7 @@ mod tests {
             ("SLUICE_SNOWFLAKE_DATABASE", "bad name"),
             ("SLUICE_SNOWFLAKE_URL", "http://snowflake.example.com"),
             ("SLUICE_SCHEDULE_LOOKBACK", "5s"),
+            ("SLUICE_CHUNK_TIMEOUT", "soon"),
         ])
         .unwrap_err()
         .to_string();
@@ -349,6 +367,7 @@ mod tests {
             "SLUICE_SNOWFLAKE_DATABASE:",
             "SLUICE_SNOWFLAKE_URL: 'http://snowflake.example.com': plain http is allowed only on loopback",
             "SLUICE_SCHEDULE_LOOKBACK: '5s' must be a duration of at least 1m",
+            "SLUICE_CHUNK_TIMEOUT: 'soon' must be a duration of at least 1s",
         ] {
             assert!(half.contains(expected), "missing '{expected}' in:\n{half}");
         }

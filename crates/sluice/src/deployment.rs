@@ -13,7 +13,7 @@ use sluice_core::snowflake::ObjectName;
 use sluice_core::staging::RAW_SCHEMA;
 use sluice_core::{Config, Engine, SourceConfig};
 use thiserror::Error;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, OnceCell};
 
 use crate::aws::AwsEndpoint;
 use crate::catalog::glue::GlueCatalog;
@@ -69,12 +69,17 @@ pub struct Deployment {
     sink: Arc<dyn ObjectSink>,
     prefix: Option<String>,
     catalog: Arc<dyn Catalog>,
-    loader: Option<Arc<Loader>>,
     secrets: SecretResolver,
     /// Source adapters (and their connection settings) by source name, rebuilt when a
     /// source's config changes.
-    sources: Mutex<BTreeMap<String, (SourceConfig, Arc<dyn Source>)>>,
+    sources: Mutex<BTreeMap<String, CachedSource>>,
+    /// The Snowflake loader, built on first use: only finalize loads, so the other functions
+    /// neither wait for the key at start-up nor need to read its secret.
+    loader: OnceCell<Option<Arc<Loader>>>,
 }
+
+/// A source adapter and the config it was built from.
+type CachedSource = (SourceConfig, Arc<dyn Source>);
 
 impl Deployment {
     /// Reads the settings from the process environment and builds every client. A bad
@@ -125,10 +130,6 @@ impl Deployment {
             None => Arc::new(NoCatalog),
         };
         let secrets = SecretResolver::new(sdk);
-        let loader = match &settings.snowflake {
-            Some(snowflake) => Some(Arc::new(snowflake_loader(snowflake, &secrets).await?)),
-            None => None,
-        };
         Ok(Deployment {
             state: Arc::new(DynamoStateStore::new(sdk, settings.state_table.clone())),
             config: ConfigStore::new(sdk, settings.config_table.clone()),
@@ -137,9 +138,9 @@ impl Deployment {
             invoker,
             sink,
             catalog,
-            loader,
             secrets,
             sources: Mutex::new(BTreeMap::new()),
+            loader: OnceCell::new(),
         })
     }
 
@@ -148,8 +149,30 @@ impl Deployment {
         Ok(self.config.load().await?)
     }
 
+    /// The pipeline that finalizes runs: no sources, and the Snowflake loader when the
+    /// deployment has one (its key is read from Secrets Manager on first use).
+    pub async fn finalizing_pipeline(&self) -> Result<Pipeline> {
+        let loader = self
+            .loader
+            .get_or_try_init(|| async {
+                match &self.settings.snowflake {
+                    Some(snowflake) => Ok::<_, DeploymentError>(Some(Arc::new(
+                        snowflake_loader(snowflake, &self.secrets).await?,
+                    ))),
+                    None => Ok(None),
+                }
+            })
+            .await?;
+        let pipeline = self.pipeline(&Config::default(), &[]).await?;
+        Ok(match loader {
+            Some(loader) => pipeline.with_warehouse(loader.clone()),
+            None => pipeline,
+        })
+    }
+
     /// A pipeline over the sources named in `source_names` of `config`, reusing source
-    /// adapters whose config has not changed since the last event.
+    /// adapters whose config has not changed since the last event. It does not load into
+    /// the warehouse (see [`Deployment::finalizing_pipeline`]).
     pub async fn pipeline(&self, config: &Config, source_names: &[&str]) -> Result<Pipeline> {
         let mut cache = self.sources.lock().await;
         let mut sources: BTreeMap<String, Arc<dyn Source>> = BTreeMap::new();
@@ -176,12 +199,10 @@ impl Deployment {
                 .unwrap_or(chrono::Duration::hours(2)),
             ..PipelineOptions::default()
         };
-        let mut pipeline = Pipeline::new(sources, self.sink.clone(), self.state.clone(), options)
-            .with_catalog(self.catalog.clone());
-        if let Some(loader) = &self.loader {
-            pipeline = pipeline.with_warehouse(loader.clone());
-        }
-        Ok(pipeline)
+        Ok(
+            Pipeline::new(sources, self.sink.clone(), self.state.clone(), options)
+                .with_catalog(self.catalog.clone()),
+        )
     }
 }
 

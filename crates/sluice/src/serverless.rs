@@ -25,6 +25,8 @@ use crate::{PipelineError, PlanFailure, Quiet};
 
 /// Rows of one batch planned at once: planning is mostly waiting on the source's catalog.
 const PLAN_CONCURRENCY: usize = 8;
+/// Asynchronous invocations sent at once when a run fans out.
+const FAN_OUT_CONCURRENCY: usize = 16;
 /// Time kept back from the Lambda deadline to stop a chunk cleanly and record why.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(20);
 
@@ -67,12 +69,19 @@ impl Answer {
             body: json!({"error": message.into()}),
         }
     }
+    /// A failure on sluice's side: a JSON message, never a stack trace.
+    pub fn server_error(message: impl Into<String>) -> Answer {
+        Answer {
+            status: 500,
+            body: json!({"error": message.into()}),
+        }
+    }
 }
 
 /// How a row's request turned out at once.
 enum Started {
     /// A run was planned and its chunks fanned out (or it failed while planning).
-    Run(RunRecord),
+    Run(Box<RunRecord>),
     /// No run to follow: the row's answer.
     Answer(Value),
 }
@@ -144,7 +153,7 @@ impl Functions {
                 info!(batch_id, "batch already started; answering as a poll");
                 return self.poll_batch(batch_id).await;
             }
-            Err(e) => return Answer::bad_request(format!("recording the batch: {e}")).server(),
+            Err(e) => return Answer::server_error(format!("recording the batch: {e}")),
         }
         let started = self.start_rows(rows).await;
         let record = BatchRecord {
@@ -168,7 +177,7 @@ impl Functions {
                 .collect(),
         };
         if let Err(e) = state.save_batch(&record).await {
-            return Answer::bad_request(format!("recording the batch: {e}")).server();
+            return Answer::server_error(format!("recording the batch: {e}"));
         }
         self.poll_batch(batch_id).await
     }
@@ -199,7 +208,7 @@ impl Functions {
                     "batch '{batch_id}' is unknown: POST the rows first"
                 ));
             }
-            Err(e) => return Answer::bad_request(format!("reading the batch: {e}")).server(),
+            Err(e) => return Answer::server_error(format!("reading the batch: {e}")),
         };
         let mut runs = BTreeMap::new();
         for run_id in batch.run_ids() {
@@ -209,13 +218,16 @@ impl Functions {
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    return Answer::bad_request(format!("reading run {run_id}: {e}")).server();
+                    return Answer::server_error(format!("reading run {run_id}: {e}"));
                 }
             }
         }
         match batch_answer(&batch, &runs, Utc::now()) {
             BatchAnswer::Pending => Answer::pending(),
             BatchAnswer::Done(body) => Answer::ok(body),
+            BatchAnswer::Abandoned => Answer::server_error(format!(
+                "batch '{batch_id}' was never started: the request that began it failed; run the query again"
+            )),
         }
     }
 
@@ -376,7 +388,7 @@ impl Functions {
                 error,
             }) => {
                 return match self.deployment.state.get_run(run_id).await {
-                    Ok(Some(record)) => Started::Run(record),
+                    Ok(Some(record)) => Started::Run(Box::new(record)),
                     _ => Started::Answer(
                         json!({"run_id": run_id.to_string(), "table": key, "status": "FAILED", "error": error.to_string()}),
                     ),
@@ -403,19 +415,25 @@ impl Functions {
                 return Ok::<_, ServerlessError>(());
             }
             let function = self.extract_function()?;
-            for chunk in 0..chunks {
-                self.deployment
-                    .invoker
-                    .invoke_async(function, event_bytes(&ExtractEvent { run_id, chunk }))
-                    .await?;
-            }
+            // A run of a thousand chunks must fan out well inside API Gateway's 29 s.
+            futures::stream::iter(0..chunks)
+                .map(|chunk| {
+                    self.deployment
+                        .invoker
+                        .invoke_async(function, event_bytes(&ExtractEvent { run_id, chunk }))
+                })
+                .buffer_unordered(FAN_OUT_CONCURRENCY)
+                .collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .collect::<Result<Vec<()>, _>>()?;
             Ok(())
         }
         .await;
         match fanned {
             Ok(()) => {
                 info!(%run_id, table = %key, chunks, "run started");
-                Started::Run(record)
+                Started::Run(Box::new(record))
             }
             Err(e) => {
                 // Chunks already sent find the run FAILED and stop.
@@ -423,7 +441,7 @@ impl Functions {
                     .fail_run(run_id, format!("fanning out the chunks failed: {e}"), None)
                     .await
                 {
-                    Ok(record) => Started::Run(record),
+                    Ok(record) => Started::Run(Box::new(record)),
                     Err(fail) => Started::Answer(
                         json!({"run_id": run_id.to_string(), "table": key, "error": format!("{e}; recording the failure also failed: {fail}")}),
                     ),
@@ -449,6 +467,7 @@ impl Functions {
                 info!(status = %record.status, "run already ended; chunk skipped");
                 return Ok(json!({"run_id": run_id.to_string(), "chunk": chunk, "skipped": record.status.as_str()}));
             }
+            info!(time_left_s = time_left.map(|t| t.as_secs()), "extracting");
             let source = record
                 .plan
                 .as_ref()
@@ -457,14 +476,27 @@ impl Functions {
             let config = self.deployment.config().await?;
             let pipeline = self.deployment.pipeline(&config, &[&source]).await?;
             let work = pipeline.extract_chunk(run_id, chunk, &Quiet);
-            let report = match time_left.map(|t| t.saturating_sub(DEADLINE_MARGIN)) {
+            let deadline = time_left.map(|t| t.saturating_sub(DEADLINE_MARGIN));
+            let limit = self.deployment.settings.chunk_timeout;
+            let budget = match (deadline, limit) {
+                (Some(d), Some(l)) => Some(d.min(l)),
+                (d, l) => d.or(l),
+            };
+            let report = match budget {
                 None => work.await?,
                 Some(budget) => match tokio::time::timeout(budget, work).await {
                     Ok(report) => report?,
                     Err(_) => {
+                        let why = if Some(budget) == limit {
+                            format!("SLUICE_CHUNK_TIMEOUT ({}s)", budget.as_secs())
+                        } else {
+                            format!(
+                                "the function's time limit ({}s left when it started)",
+                                time_left.unwrap_or_default().as_secs()
+                            )
+                        };
                         let message = format!(
-                            "chunk {chunk} did not finish within the function's time limit ({}s left when it started): make chunks smaller (partition.chunk_rows or a larger partition.chunks) or raise the extract function's timeout",
-                            time_left.unwrap_or_default().as_secs()
+                            "chunk {chunk} did not finish within {why}: make chunks smaller (partition.chunk_rows, or more partition.chunks) or raise the limit"
                         );
                         let record = pipeline.fail_run(run_id, message, Some(chunk)).await?;
                         return Ok(run_result(&record));
@@ -507,7 +539,7 @@ impl Functions {
     /// unmoved, lease released) and is not retried: the next run picks up from the watermark.
     pub async fn finalize(&self, event: FinalizeEvent) -> Result<RunRecord> {
         let run_id = event.run_id;
-        let pipeline = self.deployment.pipeline(&Config::default(), &[]).await?;
+        let pipeline = self.deployment.finalizing_pipeline().await?;
         match pipeline.finalize_run(run_id).await {
             Ok(record) => Ok(record),
             Err(e) => Ok(pipeline.fail_run(run_id, e.to_string(), None).await?),
@@ -553,15 +585,6 @@ impl Functions {
         let pipeline = self.deployment.pipeline(&Config::default(), &[]).await?;
         let failed = pipeline.fail_run(run_id, message, chunk).await?;
         Ok(run_result(&failed))
-    }
-}
-
-impl Answer {
-    /// The same message as a server-side failure (HTTP 500 with a JSON message, never a
-    /// stack trace).
-    fn server(mut self) -> Answer {
-        self.status = 500;
-        self
     }
 }
 

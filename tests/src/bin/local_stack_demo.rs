@@ -40,6 +40,7 @@ async fn main() {
             bin_dir: PathBuf::from(bin_dir),
             extract_failpoints: None,
             log_dir: PathBuf::from(log_dir),
+            env: Vec::new(),
         },
     )
     .await;
