@@ -168,3 +168,36 @@ async fn route_answer(functions: &Functions, request: Request) -> Answer {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_told_apart_by_shape() {
+        let rest = json!({"httpMethod": "POST", "path": "/ingest", "requestContext": {}});
+        let http_api =
+            json!({"version": "2.0", "rawPath": "/ingest", "requestContext": {"http": {}}});
+        let tick = json!({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}});
+        let direct = json!({"tables": ["shop/public.orders"]});
+        assert!(is_http_event(&rest) && is_http_event(&http_api));
+        assert!(!is_http_event(&tick) && !is_http_event(&direct));
+        assert!(is_schedule_event(&tick));
+        assert!(!is_schedule_event(&rest) && !is_schedule_event(&direct));
+        // Another EventBridge event is not a tick.
+        assert!(!is_schedule_event(
+            &json!({"detail-type": "Object Created"})
+        ));
+    }
+
+    #[test]
+    fn handler_errors_have_stable_types() {
+        let d: Diagnostic = HandlerError::InvalidEvent("bad".into()).into();
+        assert_eq!(
+            (d.error_type.as_str(), d.error_message.as_str()),
+            ("InvalidEvent", "bad")
+        );
+        let d: Diagnostic = HandlerError::Retryable("later".into()).into();
+        assert_eq!(d.error_type, "Retryable");
+    }
+}

@@ -457,12 +457,13 @@ impl Functions {
     /// killed mid-upload. An `Err` asks Lambda to retry the event.
     pub async fn extract(&self, event: ExtractEvent, time_left: Option<Duration>) -> Result<Value> {
         let ExtractEvent { run_id, chunk } = event;
-        let span = info_span!("extract", %run_id, chunk);
+        let span = info_span!("extract", %run_id, chunk, table = tracing::field::Empty);
         async {
             let state = &self.deployment.state;
             let Some(record) = state.get_run(run_id).await? else {
                 return Err(StateError::RunNotFound(run_id).into());
             };
+            tracing::Span::current().record("table", record.table_key.as_str());
             if record.status.is_terminal() {
                 info!(status = %record.status, "run already ended; chunk skipped");
                 return Ok(json!({"run_id": run_id.to_string(), "chunk": chunk, "skipped": record.status.as_str()}));
@@ -539,11 +540,15 @@ impl Functions {
     /// unmoved, lease released) and is not retried: the next run picks up from the watermark.
     pub async fn finalize(&self, event: FinalizeEvent) -> Result<RunRecord> {
         let run_id = event.run_id;
-        let pipeline = self.deployment.finalizing_pipeline().await?;
-        match pipeline.finalize_run(run_id).await {
-            Ok(record) => Ok(record),
-            Err(e) => Ok(pipeline.fail_run(run_id, e.to_string(), None).await?),
+        async {
+            let pipeline = self.deployment.finalizing_pipeline().await?;
+            match pipeline.finalize_run(run_id).await {
+                Ok(record) => Ok(record),
+                Err(e) => Ok(pipeline.fail_run(run_id, e.to_string(), None).await?),
+            }
         }
+        .instrument(info_span!("finalize", %run_id))
+        .await
     }
 
     /// An event that failed every attempt (Lambda's on-failure destination): its run is
