@@ -541,8 +541,18 @@ CREATE OR REPLACE EXTERNAL FUNCTION "SLUICE"."SLUICE"."INGEST"(SOURCE_NAME VARCH
   API_INTEGRATION = "SLUICE_API"
   AS 'https://abc123.execute-api.eu-west-1.amazonaws.com/prod/ingest';
 
+CREATE OR REPLACE EXTERNAL FUNCTION "SLUICE"."SLUICE"."INGEST"(SOURCE_NAME VARCHAR, TABLE_NAME VARCHAR, OPTIONS OBJECT)
+  RETURNS VARIANT
+  API_INTEGRATION = "SLUICE_API"
+  AS 'https://abc123.execute-api.eu-west-1.amazonaws.com/prod/ingest';
+
+CREATE OR REPLACE EXTERNAL FUNCTION "SLUICE"."SLUICE"."INGEST_ASYNC"(SOURCE_NAME VARCHAR, TABLE_NAME VARCHAR)
+  RETURNS VARIANT
+  API_INTEGRATION = "SLUICE_API"
+  AS 'https://abc123.execute-api.eu-west-1.amazonaws.com/prod/ingest_async';
+
 CREATE OR REPLACE EXTERNAL FUNCTION "SLUICE"."SLUICE"."RUN_STATUS"(RUN_ID VARCHAR)
   RETURNS VARIANT
   API_INTEGRATION = "SLUICE_API"
-  AS 'https://abc123.execute-api.eu-west-1.amazonaws.com/prod/run_status';
+  AS 'https://abc123.execute-api.eu-west-1.amazonaws.com/prod/status';
 

@@ -529,7 +529,7 @@ fn every_function_is_a_cargo_lambda_binary_of_the_functions_package() {
 #[test]
 fn the_environment_parses_with_the_functions_own_settings_parser() {
     let stack = Stack::new(&[]);
-    let bucket = stack.physical_name(target_of(&resource_of_type("AWS::S3::Bucket")).unwrap());
+    let bucket = stack.physical_name(the_only("AWS::S3::Bucket"));
     for (name, function) in functions() {
         let env = stack.environment(function);
         let settings = DeploymentSettings::from_env(&env)
@@ -592,6 +592,7 @@ fn the_environment_parses_with_the_functions_own_settings_parser() {
         ("FileMb", "128"),
         ("PartMb", "16"),
         ("MaxBatchRows", "50"),
+        ("ChunkTimeout", "10m"),
         ("SnowflakeAccount", "myorg-myaccount"),
         ("SnowflakeUser", "SLUICE"),
         (
@@ -648,12 +649,19 @@ fn the_environment_parses_with_the_functions_own_settings_parser() {
         90 * 60,
         "SLUICE_SCHEDULE_LOOKBACK"
     );
+    let s = DeploymentSettings::from_env(&stack.environment(function_of("extract").1)).unwrap();
+    assert_eq!(
+        s.chunk_timeout.map(|d| d.as_secs()),
+        Some(600),
+        "SLUICE_CHUNK_TIMEOUT"
+    );
 }
 
-fn resource_of_type(kind: &str) -> Value {
+/// The logical id of the template's only resource of `kind`.
+fn the_only(kind: &str) -> &'static str {
     let found = resources(kind);
     assert_eq!(found.len(), 1, "exactly one {kind}");
-    serde_json::json!({ "Ref": found[0].0 })
+    found[0].0
 }
 
 /// The table the functions are told holds `kind` (SLUICE_STATE_TABLE / SLUICE_CONFIG_TABLE).
@@ -703,6 +711,39 @@ fn async_invocations_retry_twice_then_reach_finalize_and_roles_may_invoke_what_t
             "{name}: its role {role} may not invoke {target}"
         );
     }
+}
+
+/// Who reads which secret (crates/sluice/src/serverless.rs): trigger and extract connect to
+/// the sources; only finalize loads into Snowflake, so only it reads the Snowflake key.
+#[test]
+fn each_role_reads_exactly_the_secrets_its_function_needs() {
+    let key = "arn:aws:secretsmanager:us-east-1:123456789012:secret:sluice/snowflake-AbCdEf";
+    let stack = Stack::new(&[
+        ("SnowflakeAccount", "myorg-myaccount"),
+        ("SnowflakeUser", "SLUICE"),
+        ("SnowflakePrivateKeySecretArn", key),
+    ]);
+    for (binary, reads_sources, reads_key) in [
+        ("trigger", true, false),
+        ("extract", true, false),
+        ("finalize", false, true),
+    ] {
+        let (name, function) = function_of(binary);
+        let role = target_of(&function["Properties"]["Role"]).unwrap();
+        let read = |arn| stack.role_allows(role, "secretsmanager:GetSecretValue", arn);
+        assert_eq!(read(SOURCE_SECRET), reads_sources, "{name}: source secret");
+        assert_eq!(read(key), reads_key, "{name}: Snowflake key");
+    }
+    // Without Snowflake, nobody reads a key secret.
+    let stack = Stack::new(&[]);
+    let finalize = target_of(&function_of("finalize").1["Properties"]["Role"]).unwrap();
+    let policies = stack
+        .eval(&resource(finalize)["Properties"]["Policies"])
+        .unwrap();
+    assert!(
+        !policies.to_string().contains("SnowflakeKey"),
+        "{finalize}: a Snowflake key statement without Snowflake"
+    );
 }
 
 // ------------------------------------------------------------------ API
@@ -1098,6 +1139,14 @@ async fn dynamodb_tables_are_on_demand_recoverable_encrypted_and_keyed_as_the_co
             "{logical}: GlobalSecondaryIndexes"
         );
     }
+    // External-function batch items carry `expires_at` (epoch seconds) for DynamoDB's TTL to
+    // remove them (crates/sluice/src/state/dynamo.rs, the batch record's put).
+    let state = &resource(table_of_kind(TableKind::State).unwrap())["Properties"];
+    assert_eq!(
+        state["TimeToLiveSpecification"],
+        serde_json::json!({"AttributeName": "expires_at", "Enabled": true}),
+        "the state table's TTL"
+    );
 }
 
 // ------------------------------------------------------------------ Snowflake's roles
@@ -1153,7 +1202,7 @@ fn snowflakes_roles_trust_its_users_with_the_external_ids_and_read_only_the_pref
         .find(|(_, r)| r.to_string().contains("SnowflakeStorageUserArn"))
         .unwrap()
         .0;
-    let bucket = stack.physical_name(target_of(&resource_of_type("AWS::S3::Bucket")).unwrap());
+    let bucket = stack.physical_name(the_only("AWS::S3::Bucket"));
     assert!(stack.role_allows(
         storage,
         "s3:GetObject",
@@ -1188,7 +1237,7 @@ fn outputs_carry_what_the_snowflake_setup_needs() {
             "no output is {what} ({value})"
         )
     };
-    let api = resources("AWS::Serverless::Api")[0].0;
+    let api = the_only("AWS::Serverless::Api");
     has(
         "the API URL",
         &format!(
@@ -1200,10 +1249,10 @@ fn outputs_carry_what_the_snowflake_setup_needs() {
     for (name, _) in resources("AWS::IAM::Role") {
         has(&format!("the ARN of {name}"), &stack.attribute(name, "Arn"));
     }
-    let bucket = target_of(&resource_of_type("AWS::S3::Bucket"))
-        .unwrap()
-        .to_owned();
-    has("the bucket", &stack.physical_name(&bucket));
+    has(
+        "the bucket",
+        &stack.physical_name(the_only("AWS::S3::Bucket")),
+    );
     for (name, _) in resources("AWS::DynamoDB::Table")
         .into_iter()
         .chain(functions())

@@ -7,7 +7,8 @@
 //! 2. **objects** (sluice's role; `sluice snowflake apply` runs this part): the RAW, STAGING,
 //!    GOLD and SLUICE schemas, the Parquet file format, the stage, each table's merge log;
 //! 3. **functions** (sluice's role, with USAGE on the API integration): the external functions
-//!    `sluice.ingest(source, table)` and `sluice.run_status(run_id)`.
+//!    `sluice.ingest(source, table [, options])`, `sluice.ingest_async(source, table)` and
+//!    `sluice.run_status(run_id)`.
 //!
 //! RAW and STAGING tables and the generated merge procedures are not here: their columns are
 //! the source's, known for certain only from a run's files, so every run creates them if
@@ -224,13 +225,25 @@ pub fn setup_sql(config: &Config, options: &SetupOptions) -> Result<SetupSql, Ve
             string_literal(&format!("{api_base}/{path}"))
         )
     };
+    // The trigger's routes (functions/src/lib.rs): sluice.ingest follows Snowflake's async
+    // protocol on /ingest; the three-argument overload takes options such as {'mode': 'full'}.
     let functions = vec![
         function(
             "INGEST",
             "SOURCE_NAME VARCHAR, TABLE_NAME VARCHAR",
             "ingest",
         ),
-        function("RUN_STATUS", "RUN_ID VARCHAR", "run_status"),
+        function(
+            "INGEST",
+            "SOURCE_NAME VARCHAR, TABLE_NAME VARCHAR, OPTIONS OBJECT",
+            "ingest",
+        ),
+        function(
+            "INGEST_ASYNC",
+            "SOURCE_NAME VARCHAR, TABLE_NAME VARCHAR",
+            "ingest_async",
+        ),
+        function("RUN_STATUS", "RUN_ID VARCHAR", "status"),
     ];
     Ok(SetupSql {
         account,
@@ -348,7 +361,18 @@ mod tests {
             "CREATE OR REPLACE EXTERNAL FUNCTION \"SLUICE\".\"SLUICE\".\"INGEST\"(SOURCE_NAME VARCHAR, TABLE_NAME VARCHAR)\n  \
              RETURNS VARIANT\n  API_INTEGRATION = \"SLUICE_API\"\n  AS 'https://abc123.execute-api.eu-west-1.amazonaws.com/prod/ingest'"
         );
-        assert!(sql.functions[1].contains("\"RUN_STATUS\"(RUN_ID VARCHAR)"));
+        // The options overload and the async variant share the trigger's routes.
+        assert!(
+            sql.functions[1]
+                .contains("\"INGEST\"(SOURCE_NAME VARCHAR, TABLE_NAME VARCHAR, OPTIONS OBJECT)")
+        );
+        assert!(sql.functions[1].ends_with("/prod/ingest'"));
+        assert!(
+            sql.functions[2].contains("\"INGEST_ASYNC\"(SOURCE_NAME VARCHAR, TABLE_NAME VARCHAR)")
+        );
+        assert!(sql.functions[2].ends_with("/prod/ingest_async'"));
+        assert!(sql.functions[3].contains("\"RUN_STATUS\"(RUN_ID VARCHAR)"));
+        assert!(sql.functions[3].ends_with("/prod/status'"));
         let all = sql.account.iter().chain(&sql.objects).chain(&sql.functions);
         for statement in all {
             assert!(
