@@ -11,6 +11,7 @@ use chrono::{DateTime, Duration, Utc};
 use sluice::state::dynamo::DynamoStateStore;
 use sluice::state::local::LocalStateStore;
 use sluice::state::{StateError, StateStore};
+use sluice_core::batch::{BatchRecord, BatchRow};
 use sluice_core::plan::ChunkRange;
 use sluice_core::run::{ChunkOutcome, FileEntry};
 use sluice_core::{Config, Engine, RunId, RunPlan, RunRecord, RunStatus, ScalarValue};
@@ -68,7 +69,47 @@ contract!(
     the_last_chunk_signal_fires_once_under_concurrent_completion,
     status_never_moves_backwards_and_refused_updates_change_nothing,
     records_round_trip_and_list_newest_first,
+    a_batch_is_claimed_once_and_round_trips,
 );
+
+/// Snowflake's retried POST of one batch must find it claimed, however many race.
+async fn a_batch_is_claimed_once_and_round_trips(store: Store) {
+    let id = format!("b-{}", RunId::new());
+    assert_eq!(store.get_batch(&id).await.unwrap(), None);
+    let claim = BatchRecord::claim(&id, Utc::now());
+    let claims = futures::future::join_all((0..4).map(|_| store.create_batch(&claim))).await;
+    let won = claims.iter().filter(|c| matches!(c, Ok(true))).count();
+    assert_eq!(won, 1, "{claims:?}");
+    assert!(claims.iter().all(Result::is_ok), "{claims:?}");
+    assert_eq!(store.get_batch(&id).await.unwrap(), Some(claim.clone()));
+    let run_id = RunId::new();
+    let started = BatchRecord {
+        started: true,
+        rows: vec![
+            BatchRow {
+                row: 0,
+                run_id: Some(run_id),
+                answer: None,
+            },
+            BatchRow {
+                row: 1,
+                run_id: None,
+                answer: Some(serde_json::json!({"error": "no table 'x'"})),
+            },
+        ],
+        ..claim
+    };
+    store.save_batch(&started).await.unwrap();
+    assert_eq!(store.get_batch(&id).await.unwrap(), Some(started.clone()));
+    // A later claim of the same id still loses, and changes nothing.
+    assert!(
+        !store
+            .create_batch(&BatchRecord::claim(&id, Utc::now()))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.get_batch(&id).await.unwrap(), Some(started));
+}
 
 fn key() -> String {
     format!("shop/public.t_{}", RunId::new().to_string().to_lowercase())
