@@ -82,7 +82,7 @@ def main():
         if zip_dir:
             path = os.path.join(zip_dir, name, "bootstrap.zip")
             if os.path.exists(path):
-                size = f"{os.path.getsize(path) / 2**20:.1f} MB"
+                size = f"{os.path.getsize(path) / 1e6:.2f} MB"
         print(f"{name:<10} {statistics.median(times):>23.1f} ms {min(times):>6.1f} ms {size:>12}")
     server.shutdown()
 
