@@ -20,12 +20,10 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use sluice::ddb::TableKind;
 use sluice::secrets::SecretResolver;
-use sluice::source::mysql::MysqlSource;
-use sluice::source::postgres::PostgresSource;
 use sluice::source::{Credentials, Source};
 use sluice::{Pipeline, PipelineOptions, RunObserver};
 use sluice_core::run::ChunkOutcome;
-use sluice_core::{Config, Engine, RunId, RunRecord, RunStatus};
+use sluice_core::{Config, RunId, RunRecord, RunStatus};
 
 use crate::aws_args::AwsArgs;
 use crate::backend::{ConfigArgs, StateArgs, config_store, load_file};
@@ -363,7 +361,7 @@ async fn build_sources(
                 let (resolved, credentials) = resolver.resolve(source).await?;
                 sources.insert(
                     source.name.clone(),
-                    source_adapter(&resolved, credentials.as_ref())?,
+                    sluice::deployment::source_adapter(&resolved, credentials.as_ref())?,
                 );
             }
             continue;
@@ -383,20 +381,10 @@ async fn build_sources(
         };
         sources.insert(
             source.name.clone(),
-            source_adapter(source, credentials.as_ref())?,
+            sluice::deployment::source_adapter(source, credentials.as_ref())?,
         );
     }
     Ok(sources)
-}
-
-fn source_adapter(
-    source: &sluice_core::SourceConfig,
-    credentials: Option<&Credentials>,
-) -> Result<Arc<dyn Source>> {
-    Ok(match source.engine {
-        Engine::Postgres => Arc::new(PostgresSource::from_config(source, credentials)?),
-        Engine::Mysql => Arc::new(MysqlSource::from_config(source, credentials)?),
-    })
 }
 
 async fn run(args: RunArgs, aws: &AwsArgs) -> Result<bool> {

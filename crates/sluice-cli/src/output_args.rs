@@ -16,8 +16,6 @@ use sluice_core::output::OutputLocation;
 
 use crate::aws_args::AwsArgs;
 
-const MIB: usize = 1024 * 1024;
-
 #[derive(Args, Debug, Clone)]
 pub struct OutputArgs {
     /// Where Parquet files and manifests go: a local directory, or s3://bucket/prefix.
@@ -89,16 +87,15 @@ impl OutputArgs {
                 Arc::new(GlueCatalog::new(aws_sdk_glue::Client::new(&config), db))
             }
         };
-        let parquet = ParquetSettings {
-            compression: match self.compression {
+        let parquet = ParquetSettings::sized(
+            match self.compression {
                 Compression::Zstd => ParquetCompression::Zstd,
                 Compression::Snappy => ParquetCompression::Snappy,
             },
-            max_file_bytes: u64::from(self.file_mb) * MIB as u64,
-            row_group_bytes: self.row_group_mb as usize * MIB,
-            upload_part_bytes: self.part_mb as usize * MIB,
-            ..ParquetSettings::default()
-        };
+            self.row_group_mb,
+            self.file_mb,
+            self.part_mb,
+        );
         let location = match &location {
             OutputLocation::LocalDir(_) => sink.url_for(""),
             s3 => s3.to_string(),

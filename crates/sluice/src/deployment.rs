@@ -35,8 +35,6 @@ use crate::warehouse::load::{Loader, WarehouseTarget};
 use crate::warehouse::snowflake::{PrivateKey, SnowflakeClient, SnowflakeConfig};
 use crate::{Pipeline, PipelineOptions};
 
-const MIB: usize = 1024 * 1024;
-
 #[derive(Debug, Error)]
 pub enum DeploymentError {
     #[error(transparent)]
@@ -218,16 +216,15 @@ pub fn source_adapter(
 }
 
 fn parquet_settings(settings: &DeploymentSettings) -> ParquetSettings {
-    ParquetSettings {
-        compression: match settings.compression {
+    ParquetSettings::sized(
+        match settings.compression {
             Compression::Zstd => ParquetCompression::Zstd,
             Compression::Snappy => ParquetCompression::Snappy,
         },
-        max_file_bytes: u64::from(settings.file_mb) * MIB as u64,
-        row_group_bytes: settings.row_group_mb as usize * MIB,
-        upload_part_bytes: settings.part_mb as usize * MIB,
-        ..ParquetSettings::default()
-    }
+        settings.row_group_mb,
+        settings.file_mb,
+        settings.part_mb,
+    )
 }
 
 /// The warehouse loader: the Snowflake key is read from Secrets Manager here, once.

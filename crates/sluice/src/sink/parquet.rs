@@ -52,6 +52,25 @@ pub enum ParquetCompression {
     Snappy,
 }
 
+impl ParquetSettings {
+    /// The defaults with the sizes a deployment or the CLI sets, in MiB.
+    pub fn sized(
+        compression: ParquetCompression,
+        row_group_mb: u32,
+        file_mb: u32,
+        part_mb: u32,
+    ) -> ParquetSettings {
+        const MIB: usize = 1024 * 1024;
+        ParquetSettings {
+            compression,
+            max_file_bytes: u64::from(file_mb) * MIB as u64,
+            row_group_bytes: row_group_mb as usize * MIB,
+            upload_part_bytes: part_mb as usize * MIB,
+            ..ParquetSettings::default()
+        }
+    }
+}
+
 impl Default for ParquetSettings {
     fn default() -> Self {
         ParquetSettings {
