@@ -9,7 +9,9 @@ use lambda_runtime::Diagnostic;
 use serde_json::{Value, json};
 use sluice::deployment::Deployment;
 use sluice::serverless::{Answer, Functions};
-use sluice_core::external_function::{check_headers, parse_ingest_batch, parse_status_batch};
+use sluice_core::external_function::{
+    BATCH_ID_HEADER, check_batch_id, check_headers, parse_ingest_batch, parse_status_batch,
+};
 
 /// Logs as JSON lines (what CloudWatch Logs Insights reads), with the fields of the current
 /// span (`run_id`, `table`, `chunk`) on every line. `RUST_LOG` filters; default `info`.
@@ -123,6 +125,24 @@ async fn route_answer(functions: &Functions, request: Request) -> Answer {
     let headers = request.headers().clone();
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let max_rows = functions.deployment.settings.max_batch_rows;
+    if method == "GET" && endpoint == "ingest" {
+        // A poll carries no rows: only its batch id matters, so the format headers are not
+        // required of it.
+        return match header(BATCH_ID_HEADER)
+            .map(str::trim)
+            .filter(|id| !id.is_empty())
+        {
+            None => Answer::bad_request(format!(
+                "header {BATCH_ID_HEADER}: required to poll a batch"
+            )),
+            Some(id) => match check_batch_id(id) {
+                Ok(()) => functions.poll_batch(id).await,
+                Err(expected) => {
+                    Answer::bad_request(format!("header {BATCH_ID_HEADER}: expected {expected}"))
+                }
+            },
+        };
+    }
     let batch = match check_headers(header) {
         Ok(batch) => batch,
         Err(e) => return Answer::bad_request(e.to_string()),
@@ -143,12 +163,6 @@ async fn route_answer(functions: &Functions, request: Request) -> Answer {
         ("POST", "ingest") => match parse_ingest_batch(body, max_rows) {
             Ok(rows) => functions.ingest(batch.batch_id.as_deref(), rows).await,
             Err(e) => Answer::bad_request(e.to_string()),
-        },
-        ("GET", "ingest") => match batch.batch_id.as_deref() {
-            Some(id) => functions.poll_batch(id).await,
-            None => Answer::bad_request(
-                "header sf-external-function-query-batch-id: required to poll a batch",
-            ),
         },
         ("POST", "ingest_async") => match parse_ingest_batch(body, max_rows) {
             Ok(rows) => functions.ingest_now(rows).await,

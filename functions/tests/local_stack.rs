@@ -283,6 +283,10 @@ async fn bad_requests_get_a_400_with_a_message_and_start_nothing() {
             "required to poll a batch",
         ),
         (
+            http.get(&url).header("sf-external-function-query-batch-id", "never-posted"),
+            "batch 'never-posted' is unknown",
+        ),
+        (
             headers(http.get(&url)).header("sf-external-function-query-batch-id", "no such batch!"),
             "sf-external-function-query-batch-id",
         ),
