@@ -374,6 +374,41 @@ pub fn warehouse_fingerprints(
     out
 }
 
+/// STAGING holds exactly the source table: the same row count, the same columns (VARIANT ones
+/// aside: compare those as JSON) and, per column, the same non-NULL count and checksum of
+/// canonical values (floats: the same sum). `staging` is a quoted, qualified name.
+pub async fn assert_staging_equals_source(
+    client: &SnowflakeClient,
+    pg: &tokio_postgres::Client,
+    staging: &str,
+    source: &str,
+) {
+    let result = client
+        .execute(&sluice::warehouse::Statement::new(format!(
+            "SELECT * FROM {staging}"
+        )))
+        .await
+        .unwrap_or_else(|e| panic!("{staging}: {e}"));
+    let (pg_rows, pg) = crate::pg_fingerprints(pg, source, None).await;
+    assert_eq!(result.rows.len() as i64, pg_rows, "{staging}: row count");
+    let ours = warehouse_fingerprints(&result);
+    let variant: Vec<String> = result
+        .columns
+        .iter()
+        .filter(|c| c.type_name == "variant")
+        .map(|c| c.name.clone())
+        .collect();
+    let expected: Vec<&String> = pg.keys().filter(|k| !variant.contains(k)).collect();
+    assert_eq!(
+        ours.keys().collect::<Vec<_>>(),
+        expected,
+        "{staging}: columns"
+    );
+    for (column, fingerprint) in &ours {
+        fingerprint.assert_matches(&pg[column], &format!("{staging}.{column}"));
+    }
+}
+
 /// What loading one run's Parquet files into a RAW table through a stand-in produced.
 #[derive(Debug)]
 pub struct RawLoad {

@@ -62,10 +62,10 @@ pub struct LocalStack {
     pub shim_port: u16,
     pub log_dir: PathBuf,
     http: reqwest::Client,
-    // Dropped last-to-first: functions, then the shim, then the emulator.
-    _watch: Process,
-    _shim: Process,
-    _functions: Vec<Process>,
+    // Killed on drop.
+    watch: Process,
+    shim: Process,
+    functions: Vec<Process>,
 }
 
 fn free_port() -> u16 {
@@ -301,9 +301,9 @@ impl LocalStack {
             shim_port,
             log_dir,
             http: http_client(),
-            _watch: watch,
-            _shim: shim,
-            _functions: functions,
+            watch,
+            shim,
+            functions,
         }
     }
 
@@ -463,9 +463,9 @@ impl LocalStack {
 
     /// The names of the processes of the stack, for a summary.
     pub fn processes(&self) -> Vec<String> {
-        std::iter::once(&self._watch)
-            .chain(std::iter::once(&self._shim))
-            .chain(&self._functions)
+        std::iter::once(&self.watch)
+            .chain(std::iter::once(&self.shim))
+            .chain(&self.functions)
             .map(|p| format!("{} (pid {})", p.name, p.child.id()))
             .collect()
     }
@@ -477,18 +477,19 @@ pub fn http_client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
-/// The Secrets Manager JSON for a database URL (`scheme://user[:password]@host:port/db`).
+/// The Secrets Manager JSON for a PostgreSQL URL, read by tokio-postgres's own parser.
 fn database_secret(url: &str) -> Value {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let (userinfo, hostpath) = rest.rsplit_once('@').unwrap_or(("", rest));
-    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, "unused"));
-    let (hostport, db) = hostpath.split_once('/').unwrap_or((hostpath, ""));
-    let (host, port) = hostport.rsplit_once(':').unwrap_or((hostport, "5432"));
+    let config: tokio_postgres::Config = url.parse().expect("a PostgreSQL URL");
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        _ => "127.0.0.1".to_owned(),
+    };
     json!({
         "host": host,
-        "port": port.parse::<u16>().unwrap_or(5432),
-        "username": if user.is_empty() { "postgres" } else { user },
-        "password": if password.is_empty() { "unused" } else { password },
-        "dbname": db.split('?').next().unwrap_or(db),
+        "port": config.get_ports().first().copied().unwrap_or(5432),
+        "username": config.get_user().unwrap_or("postgres"),
+        // Trust auth on loopback: any password is accepted, and a secret must have one.
+        "password": "unused",
+        "dbname": config.get_dbname().unwrap_or("postgres"),
     })
 }

@@ -17,8 +17,8 @@ use sluice_core::snowflake::ObjectName;
 use sluice_core::{RunRecord, RunStatus, TableConfig};
 use sluice_tests::moto::MotoServer;
 use sluice_tests::s3::S3Harness;
-use sluice_tests::snowflake::{KeyPair, Options, StandIn, split_script, warehouse_fingerprints};
-use sluice_tests::{TestDb, pg_fingerprints, shop_config};
+use sluice_tests::snowflake::{KeyPair, Options, StandIn, split_script};
+use sluice_tests::{TestDb, shop_config};
 
 use sluice_tests::snowflake::SHOP_WAREHOUSE_TABLES as TABLES;
 
@@ -105,28 +105,14 @@ impl World {
         self.loader.merge(table, record.run_id).await.unwrap()
     }
 
-    /// STAGING holds exactly the source table: the same row count and, per column, the same
-    /// non-NULL count and checksum of canonical values (floats: the same sum).
     async fn assert_staging_equals_source(&self, staging: &str, source: &str) {
-        let result = self.query(&format!("SELECT * FROM {staging}")).await;
-        let (pg_rows, pg) = pg_fingerprints(&self.pg, source, None).await;
-        assert_eq!(result.rows.len() as i64, pg_rows, "{staging}: row count");
-        let ours = warehouse_fingerprints(&result);
-        let variant: Vec<String> = result
-            .columns
-            .iter()
-            .filter(|c| c.type_name == "variant")
-            .map(|c| c.name.clone())
-            .collect();
-        let expected: Vec<&String> = pg.keys().filter(|k| !variant.contains(k)).collect();
-        assert_eq!(
-            ours.keys().collect::<Vec<_>>(),
-            expected,
-            "{staging}: columns"
-        );
-        for (column, fingerprint) in &ours {
-            fingerprint.assert_matches(&pg[column], &format!("{staging}.{column}"));
-        }
+        sluice_tests::snowflake::assert_staging_equals_source(
+            &self.client,
+            &self.pg,
+            staging,
+            source,
+        )
+        .await;
     }
 
     /// `(date, currency) → (orders, revenue)` of the gold fact.

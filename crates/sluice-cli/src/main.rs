@@ -394,23 +394,10 @@ async fn run(args: RunArgs, aws: &AwsArgs) -> Result<bool> {
         tables.extend(config.tables.iter());
     } else {
         for selector in &args.table {
-            let found = config.find_tables(selector);
-            match found.len() {
-                0 => bail!(
-                    "--table {selector}: no such table in {origin} (tables: {})",
-                    config
-                        .tables
-                        .iter()
-                        .map(|t| t.key())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-                1 => tables.push(found[0]),
-                _ => bail!(
-                    "--table {selector} is ambiguous; use source/schema.table (one of {})",
-                    found.iter().map(|t| t.key()).collect::<Vec<_>>().join(", ")
-                ),
-            }
+            let table = config
+                .find_table(selector)
+                .map_err(|e| anyhow::anyhow!("--table {selector} ({origin}): {e}"))?;
+            tables.push(table);
         }
     }
     // Only the sources the selected tables use are built, so one broken source does not

@@ -79,7 +79,8 @@ fn missing_files_and_unknown_tables_are_clear_errors() {
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        text(&out.stderr).contains("--table public.nope: no such table"),
+        text(&out.stderr).contains("--table public.nope (")
+            && text(&out.stderr).contains("no table 'public.nope' is configured (tables: "),
         "{}",
         text(&out.stderr)
     );

@@ -249,8 +249,14 @@ mod tests {
                 .unwrap()
                 .contains("sluice.run_status")
         );
-        // Just before the limit it still waits.
-        let b = batch(b.rows.clone(), Utc::now());
-        assert_eq!(batch_answer(&b, &runs, Utc::now()), BatchAnswer::Pending);
+        // One second before the limit it still waits; at the limit it answers.
+        let created = Utc::now();
+        let b = batch(b.rows.clone(), created);
+        let just_before = created + ANSWER_WITHIN - Duration::seconds(1);
+        assert_eq!(batch_answer(&b, &runs, just_before), BatchAnswer::Pending);
+        assert!(matches!(
+            batch_answer(&b, &runs, created + ANSWER_WITHIN),
+            BatchAnswer::Done(_)
+        ));
     }
 }

@@ -468,6 +468,27 @@ impl Config {
             .collect()
     }
 
+    /// The one table `selector` names (`source/schema.table`, or a name unique across
+    /// sources), or why there is none.
+    pub fn find_table(&self, selector: &str) -> Result<&TableConfig, String> {
+        let found = self.find_tables(selector);
+        match found.as_slice() {
+            [table] => Ok(table),
+            [] => Err(format!(
+                "no table '{selector}' is configured (tables: {})",
+                self.tables
+                    .iter()
+                    .map(|t| t.key())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            _ => Err(format!(
+                "'{selector}' is ambiguous; use source/schema.table (one of {})",
+                found.iter().map(|t| t.key()).collect::<Vec<_>>().join(", ")
+            )),
+        }
+    }
+
     /// Checks every rule and returns every problem, not just the first.
     pub fn validate(&self) -> Result<(), Vec<ConfigIssue>> {
         let mut issues = Issues::default();
@@ -1232,5 +1253,14 @@ tables:
         assert_eq!(config.find_tables("public.orders").len(), 1);
         assert_eq!(config.find_tables("customers").len(), 1);
         assert!(config.find_tables("nope").is_empty());
+        assert_eq!(
+            config.find_table("public.orders").unwrap().key(),
+            "shop/public.orders"
+        );
+        let missing = config.find_table("nope").unwrap_err();
+        assert!(
+            missing.starts_with("no table 'nope' is configured (tables: shop/"),
+            "{missing}"
+        );
     }
 }

@@ -233,6 +233,9 @@ fn snowflake_settings(
         return None;
     };
     let before = problems.len();
+    if let Err(e) = crate::snowflake::check_account_name(&account) {
+        problems.push(format!("SLUICE_SNOWFLAKE_ACCOUNT: {e}"));
+    }
     let mut required = |name: &str| {
         get(name).unwrap_or_else(|| {
             problems.push(format!("{name}: required with SLUICE_SNOWFLAKE_ACCOUNT"));
@@ -353,7 +356,7 @@ mod tests {
             "{stray}"
         );
         let half = with(&[
-            ("SLUICE_SNOWFLAKE_ACCOUNT", "myorg-acct"),
+            ("SLUICE_SNOWFLAKE_ACCOUNT", "x@evil.com#"),
             ("SLUICE_SNOWFLAKE_DATABASE", "bad name"),
             ("SLUICE_SNOWFLAKE_URL", "http://snowflake.example.com"),
             ("SLUICE_SCHEDULE_LOOKBACK", "5s"),
@@ -362,6 +365,7 @@ mod tests {
         .unwrap_err()
         .to_string();
         for expected in [
+            "SLUICE_SNOWFLAKE_ACCOUNT: 'x@evil.com#' contains '@'",
             "SLUICE_SNOWFLAKE_USER: required with SLUICE_SNOWFLAKE_ACCOUNT",
             "SLUICE_SNOWFLAKE_PRIVATE_KEY_SECRET: required with SLUICE_SNOWFLAKE_ACCOUNT",
             "SLUICE_SNOWFLAKE_DATABASE:",

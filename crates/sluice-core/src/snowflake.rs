@@ -292,8 +292,48 @@ pub fn copy_into_raw(table: &ObjectName, stage: &ObjectName, files: &[String]) -
         .collect()
 }
 
+/// A Snowflake account identifier (`myorg-myaccount`, or a locator such as
+/// `xy12345.eu-west-1`): it becomes the API's host name, so only letters, digits, `-`, `_`
+/// and `.` are accepted, never anything that could turn the URL towards another host.
+pub fn check_account_name(account: &str) -> Result<(), String> {
+    let account = account.trim();
+    if account.is_empty() {
+        return Err("must not be empty".into());
+    }
+    match account
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "-_.".contains(*c)))
+    {
+        Some(c) => Err(format!(
+            "'{account}' contains '{c}': an account identifier has only letters, digits, '-', '_' and '.'"
+        )),
+        None if account.starts_with('.') || account.ends_with('.') || account.contains("..") => {
+            Err(format!("'{account}' is not an account identifier"))
+        }
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn account_names_cannot_redirect_the_api() {
+        for ok in ["myorg-acct", "xy12345.eu-west-1", "SLUICEORG_TEST"] {
+            assert_eq!(super::check_account_name(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "x@evil.com#",
+            "evil.com/x",
+            "a b",
+            "",
+            ".x",
+            "x..y",
+            "x:8443",
+        ] {
+            assert!(super::check_account_name(bad).is_err(), "{bad}");
+        }
+    }
+
     use std::sync::Arc;
 
     use super::*;

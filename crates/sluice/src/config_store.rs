@@ -265,7 +265,6 @@ impl ConfigStore {
             });
         }
         let mut config = Config::default();
-        let mut keys = Vec::new();
         for item in &items {
             let prefix = item.key.path();
             let parse_error = |e: serde_path_to_error::Error<serde_json::Error>| {
@@ -295,7 +294,6 @@ impl ConfigStore {
                 }
                 config.tables.push(table);
             }
-            keys.push(item.key.clone());
         }
         config.validate().map_err(|issues| ConfigError::Invalid {
             origin: format!("config table {}", self.table),

@@ -12,9 +12,11 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sluice_core::batch::{BatchAnswer, BatchRecord, BatchRow, batch_answer, run_result};
-use sluice_core::external_function::{IngestRequest, Row, StatusRequest, response_body};
+use sluice_core::external_function::{
+    IngestRequest, Row, StatusRequest, response_body, row_result,
+};
 use sluice_core::schedule::Schedule;
-use sluice_core::{Config, RunRecord, RunStatus, TableConfig};
+use sluice_core::{Config, RunRecord, RunStatus};
 use thiserror::Error;
 use tracing::{Instrument, info, info_span, warn};
 
@@ -86,6 +88,16 @@ enum Started {
     Answer(Value),
 }
 
+impl Started {
+    /// The row's result as Snowflake gets it.
+    fn result(&self) -> Value {
+        match self {
+            Started::Run(record) => run_result(record),
+            Started::Answer(answer) => answer.clone(),
+        }
+    }
+}
+
 /// A record Lambda sends to an on-failure destination when an asynchronous invocation has
 /// failed every attempt.
 #[derive(Debug, Clone, Deserialize)]
@@ -144,10 +156,8 @@ impl Functions {
             return self.ingest_now(rows).await;
         };
         let state = &self.deployment.state;
-        match state
-            .create_batch(&BatchRecord::claim(batch_id, Utc::now()))
-            .await
-        {
+        let claim = BatchRecord::claim(batch_id, Utc::now());
+        match state.create_batch(&claim).await {
             Ok(true) => {}
             Ok(false) => {
                 info!(batch_id, "batch already started; answering as a poll");
@@ -156,9 +166,8 @@ impl Functions {
             Err(e) => return Answer::server_error(format!("recording the batch: {e}")),
         }
         let started = self.start_rows(rows).await;
+        // Snowflake's 10 minutes run from its POST: the claim's time stays.
         let record = BatchRecord {
-            batch_id: batch_id.to_owned(),
-            created_at: Utc::now(),
             started: true,
             rows: started
                 .into_iter()
@@ -175,6 +184,7 @@ impl Functions {
                     },
                 })
                 .collect(),
+            ..claim
         };
         if let Err(e) = state.save_batch(&record).await {
             return Answer::server_error(format!("recording the batch: {e}"));
@@ -186,15 +196,9 @@ impl Functions {
     /// each row with its run id at once.
     pub async fn ingest_now(&self, rows: Vec<Row<IngestRequest>>) -> Answer {
         let started = self.start_rows(rows).await;
-        Answer::ok(response_body(started.into_iter().map(|(row, s)| {
-            (
-                row,
-                match s {
-                    Started::Run(record) => run_result(&record),
-                    Started::Answer(answer) => answer,
-                },
-            )
-        })))
+        Answer::ok(response_body(
+            started.into_iter().map(|(row, s)| (row, s.result())),
+        ))
     }
 
     /// Snowflake's polling `GET /ingest`: `202` while any run of the batch goes on, then `200`
@@ -235,16 +239,15 @@ impl Functions {
     pub async fn status(&self, rows: Vec<Row<StatusRequest>>) -> Answer {
         let mut results = Vec::with_capacity(rows.len());
         for Row { row, request } in rows {
-            let result = match request {
-                Err(message) => json!({ "error": message }),
+            let found = match request {
+                Err(message) => Err(message),
                 Ok(StatusRequest { run_id }) => match self.deployment.state.get_run(run_id).await {
-                    Ok(Some(record)) => serde_json::to_value(&record).unwrap_or_else(
-                        |e| json!({"error": format!("cannot encode the run: {e}")}),
-                    ),
-                    Ok(None) => json!({ "error": format!("no run {run_id}") }),
-                    Err(e) => json!({ "error": e.to_string() }),
+                    Ok(Some(record)) => Ok(record),
+                    Ok(None) => Err(format!("no run {run_id}")),
+                    Err(e) => Err(e.to_string()),
                 },
             };
+            let result = row_result(&found);
             results.push((row, result));
         }
         Answer::ok(response_body(results))
@@ -267,10 +270,7 @@ impl Functions {
                 .into_iter()
                 .zip(&request.tables)
                 .map(|((_, s), selector)| {
-                    let mut result = match s {
-                        Started::Run(record) => run_result(&record),
-                        Started::Answer(answer) => answer,
-                    };
+                    let mut result = s.result();
                     result["selector"] = Value::String(selector.clone());
                     result
                 })
@@ -361,7 +361,7 @@ impl Functions {
     }
 
     async fn start_run(&self, config: &Config, selector: &str, full_reload: bool) -> Started {
-        let table = match find_table(config, selector) {
+        let table = match config.find_table(selector) {
             Ok(table) => table,
             Err(message) => return Started::Answer(json!({ "error": message })),
         };
@@ -590,26 +590,5 @@ impl Functions {
         let pipeline = self.deployment.pipeline(&Config::default(), &[]).await?;
         let failed = pipeline.fail_run(run_id, message, chunk).await?;
         Ok(run_result(&failed))
-    }
-}
-
-/// The table `selector` names: `source/schema.table`, or a name unique across sources.
-pub fn find_table<'a>(config: &'a Config, selector: &str) -> Result<&'a TableConfig, String> {
-    let found = config.find_tables(selector);
-    match found.as_slice() {
-        [table] => Ok(table),
-        [] => Err(format!(
-            "no table '{selector}' is configured (tables: {})",
-            config
-                .tables
-                .iter()
-                .map(|t| t.key())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )),
-        _ => Err(format!(
-            "'{selector}' is ambiguous; use source/schema.table (one of {})",
-            found.iter().map(|t| t.key()).collect::<Vec<_>>().join(", ")
-        )),
     }
 }

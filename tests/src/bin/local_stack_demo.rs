@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use sluice::warehouse::Value;
 use sluice_core::Config;
+use sluice_core::staging::TableTargets;
 use sluice_tests::stack::{LocalStack, StackOptions};
 
 fn text(value: &Value) -> String {
@@ -109,18 +110,17 @@ async fn main() {
     }
 
     println!("\nSTAGING, as Snowflake sees it:");
-    for staging in [
-        "STAGING.SHOP_ORDERS",
-        "STAGING.SHOP_PUBLIC_CUSTOMERS",
-        "STAGING.SHOP_PUBLIC_PRODUCTS",
-    ] {
+    for table in &config.tables {
+        let staging = TableTargets::resolve(table, &stack.database).staging;
         let count = stack
-            .query(&format!(
-                "SELECT COUNT(*) FROM \"{}\".{staging}",
-                stack.database
-            ))
+            .query(&format!("SELECT COUNT(*) FROM {}", staging.quoted()))
             .await;
-        println!("  {staging:<32} {} rows", text(&count.rows[0][0]));
+        println!(
+            "  {:<36} {:<44} {} rows",
+            table.key(),
+            format!("{}.{}", staging.schema, staging.name),
+            text(&count.rows[0][0])
+        );
     }
     println!("\nGOLD.DAILY_ORDER_REVENUE, the first days:");
     let gold = stack

@@ -774,25 +774,9 @@ impl StateStore for DynamoStateStore {
     }
 
     async fn get_batch(&self, batch_id: &str) -> Result<Option<BatchRecord>> {
-        let item = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(PK, batch_pk(batch_id))
-            .key(SK, s("BATCH"))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| self.error(sdk_message(&e)))?;
-        let Some(item) = item.item else {
-            return Ok(None);
-        };
-        let text = get_s(&item, "record")
-            .ok_or_else(|| self.error(format!("batch {batch_id}: the item has no record")))?;
-        serde_json::from_str(text).map(Some).map_err(|e| {
-            self.error(format!(
-                "batch {batch_id}: the stored record is not valid: {e}"
-            ))
-        })
+        self.get_item(batch_pk(batch_id), "BATCH")
+            .await?
+            .map(|item| self.decode(&item, "record", &format!("batch {batch_id}")))
+            .transpose()
     }
 }

@@ -72,10 +72,6 @@ impl Loader {
         Loader { warehouse, target }
     }
 
-    pub fn target(&self) -> &WarehouseTarget {
-        &self.target
-    }
-
     /// Creates or evolves RAW and STAGING (and the generated merge procedure) for the
     /// manifest's schema, deletes the run's earlier RAW rows (a replay) and COPYs its files.
     /// `stage_prefix` is the key prefix the stage's URL points at (`None`: the bucket root).

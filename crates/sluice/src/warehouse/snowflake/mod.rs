@@ -123,7 +123,8 @@ impl SnowflakeConfig {
             }
             Ok(())
         };
-        ident("account", &self.account)?;
+        sluice_core::snowflake::check_account_name(&self.account)
+            .map_err(|message| config_error("account", message))?;
         ident("user", &self.user)?;
         for (field, value) in [
             ("warehouse", &self.warehouse),
@@ -142,36 +143,13 @@ impl SnowflakeConfig {
                 self.account.trim().to_ascii_lowercase()
             ),
         };
-        let parsed = reqwest::Url::parse(&base)
+        reqwest::Url::parse(&base)
             .map_err(|e| config_error("base_url", format!("{base:?} is not a URL: {e}")))?;
-        match parsed.scheme() {
-            "https" => {}
-            "http" if is_loopback(&parsed) => {}
-            "http" => {
-                return Err(config_error(
-                    "base_url",
-                    format!("{base:?}: plain http is only for a loopback stand-in; use https"),
-                ));
-            }
-            other => {
-                return Err(config_error(
-                    "base_url",
-                    format!("{base:?}: unsupported scheme {other}"),
-                ));
-            }
-        }
+        // The requests carry a signed token: plain http only to a loopback stand-in.
+        sluice_core::output::check_endpoint_url(&base)
+            .map_err(|message| config_error("base_url", message))?;
         Ok(base)
     }
-}
-
-fn is_loopback(url: &reqwest::Url) -> bool {
-    let host = url.host_str().unwrap_or_default();
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn config_error(field: &'static str, message: impl Into<String>) -> SnowflakeError {
