@@ -673,7 +673,10 @@ async fn access_denied_fails_the_run_with_a_clear_error() {
         Arc::new(NoCatalog),
     );
     run_failing_keeps_watermark(&pipeline, &config, "access denied").await;
-    // Nothing was written, and the message does not carry the secret key.
+    // Nothing was written (listed as the reader, who may list), and the message does not
+    // carry the secret key.
+    let as_reader = s3_client(&sluice::aws::sdk_config(&reader).await);
+    assert_eq!(list_keys(&as_reader, &bucket).await, Vec::<String>::new());
     let record = pipeline
         .state()
         .list_runs(Some(&config.tables[0].key()), 1)

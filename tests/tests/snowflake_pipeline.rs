@@ -105,6 +105,14 @@ impl World {
         self.loader.merge(table, record.run_id).await.unwrap()
     }
 
+    async fn pg_count(&self, table: &str) -> i64 {
+        self.pg
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
     async fn assert_staging_equals_source(&self, staging: &str, source: &str) {
         sluice_tests::snowflake::assert_staging_equals_source(
             &self.client,
@@ -179,7 +187,8 @@ async fn runs_land_in_staging_and_gold_exactly_once_and_never_go_back() {
 
     // First run: every order arrives, STAGING is the source table, gold is PostgreSQL's sum.
     let first = w.run(&orders).await;
-    assert_eq!(first.merge, Some(merged(5000, 0)));
+    let orders_rows = w.pg_count("public.orders").await;
+    assert_eq!(first.merge, Some(merged(orders_rows, 0)));
     w.assert_staging_equals_source(&staging, "public.orders")
         .await;
     let gold = w.gold().await;
@@ -204,9 +213,9 @@ async fn runs_land_in_staging_and_gold_exactly_once_and_never_go_back() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(changed.len(), 10);
+    assert!(!changed.is_empty());
     let second = w.run(&orders).await;
-    assert_eq!(second.merge, Some(merged(0, 10)));
+    assert_eq!(second.merge, Some(merged(0, changed.len() as i64)));
     w.assert_staging_equals_source(&staging, "public.orders")
         .await;
     let touched = w
@@ -236,7 +245,8 @@ async fn full_loads_turn_json_into_variant() {
     let w = world("sfjson").await;
     let products = w.h.table("public.products").clone();
     let first = w.run(&products).await;
-    assert_eq!(first.merge, Some(merged(200, 0)));
+    let product_rows = w.pg_count("public.products").await;
+    assert_eq!(first.merge, Some(merged(product_rows, 0)));
     let staging = format!("\"{}\".STAGING.SHOP_PUBLIC_PRODUCTS", w.database);
     w.assert_staging_equals_source(&staging, "public.products")
         .await;
@@ -278,7 +288,7 @@ async fn full_loads_turn_json_into_variant() {
     // A second full run of an unchanged table rewrites every row with the later run (the later
     // run wins without a cursor) and the content stays the source's.
     let second = w.run(&products).await;
-    assert_eq!(second.merge, Some(merged(0, 200)));
+    assert_eq!(second.merge, Some(merged(0, product_rows)));
     w.assert_staging_equals_source(&staging, "public.products")
         .await;
     // The first run replayed afterwards is older: it changes nothing.
@@ -300,7 +310,13 @@ async fn full_loads_turn_json_into_variant() {
             w.database
         ))
         .await;
-    assert_eq!(raw.scalar().and_then(Value::as_i64), Some(66));
+    let barcodes: i64 =
+        w.pg.query_one("SELECT count(barcode) FROM public.products", &[])
+            .await
+            .unwrap()
+            .get(0);
+    assert!(barcodes > 0);
+    assert_eq!(raw.scalar().and_then(Value::as_i64), Some(barcodes));
 
     // A column whose type no longer matches fails the run, naming it and both types. (The
     // warehouse side is changed here: a source-side change is refused by the Glue catalog
