@@ -41,6 +41,8 @@ pub struct StoreLog {
     /// When set, the part with this (1-based) number across all uploads fails before it is
     /// sent, as a dropped connection would.
     pub fail_part: Mutex<Option<usize>>,
+    /// The most parts any one upload had started and not yet finished at the same moment.
+    pub most_parts_in_flight: AtomicUsize,
 }
 
 #[derive(Debug)]
@@ -88,6 +90,7 @@ impl ObjectStore for ObservedStore {
             inner,
             key: location.to_string(),
             log: self.log.clone(),
+            in_flight: Arc::new(AtomicUsize::new(0)),
         }))
     }
 
@@ -129,6 +132,7 @@ struct ObservedUpload {
     inner: Box<dyn MultipartUpload>,
     key: String,
     log: Arc<StoreLog>,
+    in_flight: Arc<AtomicUsize>,
 }
 
 #[async_trait]
@@ -143,7 +147,19 @@ impl MultipartUpload for ObservedUpload {
                 })
             });
         }
-        self.inner.put_part(data)
+        // Counted from the moment the writer asks for the part (the upload task is spawned
+        // right then) until the request has finished, which is what the memory bound is about.
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.log
+            .most_parts_in_flight
+            .fetch_max(now, Ordering::SeqCst);
+        let in_flight = self.in_flight.clone();
+        let part = self.inner.put_part(data);
+        Box::pin(async move {
+            let result = part.await;
+            in_flight.fetch_sub(1, Ordering::SeqCst);
+            result
+        })
     }
 
     async fn complete(&mut self) -> object_store::Result<PutResult> {

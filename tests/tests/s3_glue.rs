@@ -369,9 +369,10 @@ async fn a_broken_upload_leaves_nothing_and_a_retried_chunk_overwrites_its_own_f
     let run_id = planned.record.run_id;
     drop(planned.snapshot);
 
-    // 1. The first multipart part is lost on the wire: the chunk fails, its upload is
-    //    aborted, and no object exists at the file's key.
-    *h.log.fail_part.lock().unwrap() = Some(1);
+    // 1. The second multipart part of the first file is lost on the wire while the first
+    //    part is sent or already stored: the chunk fails, its upload is aborted (parts and
+    //    all), and no object exists at the file's key.
+    *h.log.fail_part.lock().unwrap() = Some(2);
     let err = h
         .pipeline
         .extract_chunk(run_id, 0, &Quiet)
@@ -379,7 +380,7 @@ async fn a_broken_upload_leaves_nothing_and_a_retried_chunk_overwrites_its_own_f
         .unwrap_err();
     assert!(
         err.to_string()
-            .contains("connection dropped while sending part 1"),
+            .contains("connection dropped while sending part 2"),
         "{err}"
     );
     assert!(h.keys().await.is_empty(), "{:?}", h.keys().await);
@@ -672,7 +673,27 @@ async fn access_denied_fails_the_run_with_a_clear_error() {
         state,
         Arc::new(NoCatalog),
     );
+    // A watermark from an earlier run, as an operator's `watermark set` would leave it: the
+    // denied run must leave it where it is.
+    let table_key = config.tables[0].key();
+    let setter = sluice_core::RunId::new();
+    let now = chrono::Utc::now();
+    let state = pipeline.state();
+    state
+        .acquire_lease(&table_key, setter, now, now + chrono::Duration::minutes(1))
+        .await
+        .unwrap();
+    let earlier = sluice_core::ScalarValue::TimestampTz("2024-01-01T12:00:00Z".parse().unwrap());
+    state
+        .commit_watermark(&table_key, setter, &earlier)
+        .await
+        .unwrap();
+    state.release_lease(&table_key, setter).await.unwrap();
     run_failing_keeps_watermark(&pipeline, &config, "access denied").await;
+    assert_eq!(
+        state.table_state(&table_key).await.unwrap().watermark,
+        Some(earlier)
+    );
     // Nothing was written (listed as the reader, who may list), and the message does not
     // carry the secret key.
     let as_reader = s3_client(&sluice::aws::sdk_config(&reader).await);
@@ -689,4 +710,152 @@ async fn access_denied_fails_the_run_with_a_clear_error() {
 
 fn aws_sdk_iam_client(sdk: &aws_config::SdkConfig) -> aws_sdk_iam::Client {
     aws_sdk_iam::Client::new(sdk)
+}
+
+/// One chunk, one file far larger than a part, written with the default compression.
+fn one_file(row_group_mb: usize) -> ParquetSettings {
+    ParquetSettings {
+        max_file_bytes: 256 * MIB as u64,
+        row_group_bytes: row_group_mb * MIB,
+        upload_part_bytes: 5 * MIB,
+        upload_concurrency: 1,
+        ..ParquetSettings::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_file_keeps_few_parts_in_flight_and_follows_the_row_group_and_codec_settings() {
+    let db = blob_db().await;
+    let config = shop_config(&db, "  - source: shop\n    table: public.blob\n");
+    let client = db.client().await;
+
+    // A row group larger than the whole table: the writer hands over everything at once, and
+    // the upload must still start one part at a time.
+    let h = S3Harness::new(&config, one_file(512)).await;
+    let record = h
+        .pipeline
+        .run_table(h.table("public.blob"), &Quiet)
+        .await
+        .unwrap();
+    assert_eq!(record.status, RunStatus::Completed, "{:?}", record.error);
+    let parts = h.log.parts_sent.load(Ordering::SeqCst);
+    assert!(
+        parts >= 3,
+        "the file should need several 5 MiB parts, it took {parts}"
+    );
+    // One part uploading while the file is written, one more as it completes.
+    let most = h.log.most_parts_in_flight.load(Ordering::SeqCst);
+    assert!(
+        most <= 2,
+        "{most} parts in flight at once with upload_concurrency 1"
+    );
+    let manifest = h.manifest(&record).await;
+    assert_eq!(manifest.files.len(), 1, "{:?}", manifest.files);
+    let reader = SerializedFileReader::new(h.object(&manifest.files[0].key).await).unwrap();
+    assert_eq!(reader.metadata().num_row_groups(), 1);
+    for column in reader.metadata().row_group(0).columns() {
+        assert!(
+            matches!(column.compression(), parquet::basic::Compression::ZSTD(_)),
+            "{} is {:?}; zstd is the default",
+            column.column_path(),
+            column.compression()
+        );
+    }
+    assert_same_as_source(&client, "public.blob", None, &h.read_run(&record).await).await;
+
+    // 8 MiB row groups (the smallest the pipeline uses): several of them, none far above
+    // the target.
+    let h = S3Harness::new(&config, one_file(8)).await;
+    let record = h
+        .pipeline
+        .run_table(h.table("public.blob"), &Quiet)
+        .await
+        .unwrap();
+    assert_eq!(record.status, RunStatus::Completed, "{:?}", record.error);
+    let manifest = h.manifest(&record).await;
+    let reader = SerializedFileReader::new(h.object(&manifest.files[0].key).await).unwrap();
+    let groups = reader.metadata().row_groups();
+    assert!(groups.len() >= 2, "{} row groups", groups.len());
+    // The writer cuts on its running estimate of the encoded size, which runs below the
+    // uncompressed size the footer reports (about half of it for this table's text).
+    for group in groups {
+        assert!(
+            group.total_byte_size() <= 3 * 8 * MIB as i64,
+            "a row group of {} bytes with an 8 MiB target",
+            group.total_byte_size()
+        );
+    }
+    assert_same_as_source(&client, "public.blob", None, &h.read_run(&record).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_manifest_states_the_cursor_window_each_run_read() {
+    use sluice_core::plan::ScalarValue;
+    let db = blob_db().await;
+    let config = shop_config(
+        &db,
+        "  - source: shop\n    table: public.blob\n    load: {mode: incremental, cursor: happened, lookback: 10m}\n",
+    );
+    let h = S3Harness::new(&config, small_files()).await;
+    let client = db.client().await;
+    let pg_max = || async {
+        client
+            .query_one("SELECT max(happened) FROM public.blob", &[])
+            .await
+            .unwrap()
+            .get::<_, chrono::DateTime<chrono::Utc>>(0)
+    };
+
+    let first_max = pg_max().await;
+    let first = h
+        .pipeline
+        .run_table(h.table("public.blob"), &Quiet)
+        .await
+        .unwrap();
+    assert_eq!(first.status, RunStatus::Completed, "{:?}", first.error);
+    let manifest = h.manifest(&first).await;
+    assert_eq!(
+        manifest.watermark_lower, None,
+        "a first run reads from the start"
+    );
+    assert_eq!(
+        manifest.watermark_upper,
+        Some(ScalarValue::TimestampTz(first_max))
+    );
+
+    // Rows moved past the old maximum: the next window starts at the old upper bound minus
+    // the lookback and ends at the new maximum, and holds exactly the rows PostgreSQL has there.
+    client
+        .execute(
+            "UPDATE public.blob SET happened = happened + interval '1 day' WHERE id % 500 = 0",
+            &[],
+        )
+        .await
+        .unwrap();
+    let second_max = pg_max().await;
+    let second = h
+        .pipeline
+        .run_table(h.table("public.blob"), &Quiet)
+        .await
+        .unwrap();
+    assert_eq!(second.status, RunStatus::Completed, "{:?}", second.error);
+    let manifest = h.manifest(&second).await;
+    let lower = first_max - chrono::Duration::minutes(10);
+    assert_eq!(
+        manifest.watermark_lower,
+        Some(ScalarValue::TimestampTz(lower))
+    );
+    assert_eq!(
+        manifest.watermark_upper,
+        Some(ScalarValue::TimestampTz(second_max))
+    );
+    let in_window: i64 = client
+        .query_one(
+            "SELECT count(*) FROM public.blob WHERE happened > $1 AND happened <= $2",
+            &[&lower, &second_max],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(manifest.rows, in_window as u64);
 }

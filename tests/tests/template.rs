@@ -657,6 +657,48 @@ fn the_environment_parses_with_the_functions_own_settings_parser() {
     );
 }
 
+#[test]
+fn an_empty_glue_database_name_deploys_without_the_catalog() {
+    let glue_actions = [
+        "glue:GetTable",
+        "glue:CreateTable",
+        "glue:UpdateTable",
+        "glue:BatchCreatePartition",
+    ];
+    let (database, _) = resources("AWS::Glue::Database")[0];
+    let finalize_role = target_of(function_property(function_of("finalize").1, "Role").unwrap())
+        .expect("finalize has its own role");
+
+    // By default finalize may register tables and partitions in the stack's database.
+    let stack = Stack::new(&[]);
+    let name = stack.physical_name(database);
+    let table_arn = format!("arn:aws:glue:{REGION}:{ACCOUNT}:table/{name}/shop_public_orders");
+    for action in glue_actions {
+        assert!(
+            stack.role_allows(finalize_role, action, &table_arn),
+            "finalize may {action} on {table_arn}"
+        );
+    }
+
+    // Without a name: no database, no SLUICE_GLUE_DATABASE (so no catalog step), no Glue rights.
+    let stack = Stack::new(&[("GlueDatabaseName", "")]);
+    let condition = resource(database)["Condition"].as_str().unwrap();
+    assert!(!stack.condition(condition), "the database is not created");
+    for (name, function) in functions() {
+        let settings = DeploymentSettings::from_env(&stack.environment(function))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(settings.glue_database, None, "{name}: SLUICE_GLUE_DATABASE");
+    }
+    for (role, _) in resources("AWS::IAM::Role") {
+        for action in glue_actions {
+            assert!(
+                !stack.role_allows(role, action, &table_arn),
+                "{role} may still {action}"
+            );
+        }
+    }
+}
+
 /// The logical id of the template's only resource of `kind`.
 fn the_only(kind: &str) -> &'static str {
     let found = resources(kind);

@@ -147,10 +147,12 @@ struct OpenFile {
 }
 
 /// The upload under a Parquet file. It remembers whether completion began: once it has,
-/// `object_store` has either finished the upload or aborted it itself, and aborting again
-/// would panic; before, an abort is what keeps a half-written file from ever appearing.
+/// `object_store` has either finished the upload or aborted it itself (`WriteMultipart::finish`
+/// aborts when a part or the completion fails), and aborting again would panic; before, an
+/// abort is what keeps a half-written file from ever appearing.
 struct UploadWriter {
     upload: BufWriter,
+    part_bytes: usize,
     completing: bool,
 }
 
@@ -165,11 +167,19 @@ impl UploadWriter {
 
 impl AsyncFileWriter for UploadWriter {
     fn write(&mut self, bytes: Bytes) -> BoxFuture<'_, parquet::errors::Result<()>> {
+        // A row group arrives as one buffer of up to the row-group size. `BufWriter::put`
+        // waits for upload capacity only once per call and then starts every part the buffer
+        // fills, so it is fed a part at a time: that is what bounds the parts in flight.
         Box::pin(async move {
-            self.upload
-                .put(bytes)
-                .await
-                .map_err(|e| ParquetError::External(Box::new(e)))
+            let mut rest = bytes;
+            while !rest.is_empty() {
+                let piece = rest.split_to(rest.len().min(self.part_bytes));
+                self.upload
+                    .put(piece)
+                    .await
+                    .map_err(|e| ParquetError::External(Box::new(e)))?;
+            }
+            Ok(())
         })
     }
 
@@ -288,14 +298,12 @@ impl ChunkFileWriter {
         let part = self.next_part;
         self.next_part += 1;
         let key = (self.key_for_part)(part);
-        let writer = BufWriter::with_capacity(
-            self.sink.store(),
-            object_path(&key)?,
-            self.settings.part_bytes(self.sink.minimum_part_bytes()),
-        )
-        .with_max_concurrency(self.settings.upload_concurrency.max(1));
+        let part_bytes = self.settings.part_bytes(self.sink.minimum_part_bytes());
+        let writer = BufWriter::with_capacity(self.sink.store(), object_path(&key)?, part_bytes)
+            .with_max_concurrency(self.settings.upload_concurrency.max(1));
         let writer = UploadWriter {
             upload: writer,
+            part_bytes,
             completing: false,
         };
         let writer =
