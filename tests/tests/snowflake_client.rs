@@ -3,12 +3,17 @@
 //! twice, multi-statement requests, bindings, encrypted keys, result types.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::io::Write;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use chrono::NaiveDate;
+use serde_json::json;
 use sluice::warehouse::snowflake::{PrivateKey, SnowflakeClient, SnowflakeError};
 use sluice::warehouse::{Binding, QueryResult, Statement, Value};
-use sluice_tests::snowflake::{KeyPair, LOSE_ANSWER, Options, StandIn};
+use sluice_tests::snowflake::{ACCOUNT, KeyPair, LOSE_ANSWER, Options, StandIn, USER};
 
 fn count(result: &QueryResult) -> i64 {
     result
@@ -454,4 +459,162 @@ async fn procedures_run_their_statements_with_arguments_bound() {
         .await
         .unwrap_err();
     assert_eq!(err.sql_state(), Some("0A000"), "{err}");
+}
+
+// ---- The stand-in's JWT checks, with tokens sluice did not make ----------------------------
+//
+// The client tests above pass only if the stand-in really verifies what Snowflake verifies.
+// Here each check is probed with a token built and signed by the openssl command line tool,
+// so a stand-in that waved a claim through would be caught whatever sluice's signer does.
+
+/// Runs openssl with `stdin`, returning its stdout.
+fn openssl_out(args: &[&str], stdin: &[u8]) -> Vec<u8> {
+    let mut child = Command::new("openssl")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Dropping stdin after the write closes it, so openssl sees the end of its input.
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// `SHA256:<base64 of the SHA-256 of the public key's DER>`, as `DESCRIBE USER` shows it,
+/// computed by openssl from the public key file.
+fn openssl_fingerprint(keys: &KeyPair) -> String {
+    let public = keys.public_pem.to_str().unwrap();
+    let der = openssl_out(&["pkey", "-pubin", "-in", public, "-outform", "DER"], &[]);
+    let digest = openssl_out(&["dgst", "-sha256", "-binary"], &der);
+    format!("SHA256:{}", STANDARD.encode(digest))
+}
+
+/// An RS256 JWT with these claims, signed by openssl with the key the shared stand-in trusts.
+fn openssl_jwt(claims: &serde_json::Value) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("rsa_key.p8");
+    std::fs::write(&key, &KeyPair::shared().private_pem).unwrap();
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","typ":"JWT"}"#),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let signature = openssl_out(
+        &["dgst", "-sha256", "-sign", key.to_str().unwrap()],
+        input.as_bytes(),
+    );
+    format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
+}
+
+/// Submits `SELECT 1` to the shared stand-in over plain HTTP with `token` as the bearer (none:
+/// no Authorization header); the status and the JSON body.
+async fn submit_with(token: Option<&str>) -> (u16, serde_json::Value) {
+    let standin = StandIn::shared();
+    let database = standin.config("auth").database.unwrap();
+    let mut request = sluice_tests::stack::http_client()
+        .post(format!("{}/api/v2/statements", standin.base_url()))
+        .header("X-Snowflake-Authorization-Token-Type", "KEYPAIR_JWT")
+        .json(&json!({"statement": "SELECT 1", "database": database}));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn the_standin_refuses_missing_misaddressed_and_expired_tokens() {
+    let subject = format!("{ACCOUNT}.{USER}");
+    let issuer = format!("{subject}.{}", openssl_fingerprint(KeyPair::shared()));
+    let now = chrono::Utc::now().timestamp();
+    let claims = |iss: &str, sub: &str, iat: i64, exp: i64| json!({"iss": iss, "sub": sub, "iat": iat, "exp": exp});
+    // The control: a token made this way is accepted, so each refusal below is for its one
+    // difference from it and not for how the tokens are made.
+    let (status, body) = submit_with(Some(&openssl_jwt(&claims(
+        &issuer,
+        &subject,
+        now,
+        now + 59 * 60,
+    ))))
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    // A key the user had before (the signature is still the trusted key's).
+    let old_key = format!("{subject}.{}", openssl_fingerprint(&KeyPair::generate()));
+    let stranger = format!("{ACCOUNT}.SOMEONE_ELSE");
+    // Snowflake wants ACCOUNT.USER upper case; the stand-in must not fold case for a client.
+    let lower_issuer = issuer.replacen(&subject, &subject.to_lowercase(), 1);
+    let cases: Vec<(&str, Option<String>, &str)> = vec![
+        ("no Authorization header", None, "missing Bearer token"),
+        (
+            "iss with another key's fingerprint",
+            Some(openssl_jwt(&claims(&old_key, &subject, now, now + 600))),
+            "iss",
+        ),
+        (
+            "iss in lower case",
+            Some(openssl_jwt(&claims(
+                &lower_issuer,
+                &subject,
+                now,
+                now + 600,
+            ))),
+            "iss",
+        ),
+        (
+            "sub of another user",
+            Some(openssl_jwt(&claims(&issuer, &stranger, now, now + 600))),
+            "sub",
+        ),
+        (
+            "sub in lower case",
+            Some(openssl_jwt(&claims(
+                &issuer,
+                &subject.to_lowercase(),
+                now,
+                now + 600,
+            ))),
+            "sub",
+        ),
+        (
+            "exp an hour ago",
+            Some(openssl_jwt(&claims(
+                &issuer,
+                &subject,
+                now - 2 * 3600,
+                now - 3600,
+            ))),
+            "ExpiredSignatureError",
+        ),
+    ];
+    for (what, token, reason) in cases {
+        let (status, body) = submit_with(token.as_deref()).await;
+        assert_eq!(status, 401, "{what}: {body}");
+        assert_eq!(body["code"], "390144", "{what}: {body}");
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(message.contains(reason), "{what}: {message}");
+    }
+}
+
+#[tokio::test]
+async fn a_lower_case_account_and_user_are_upper_cased_in_the_token() {
+    // The shared stand-in expects ACCOUNT and USER as configured, upper case, and compares
+    // them case-sensitively (the lower-case cases above), so this passes only if the client
+    // upper-cases both for iss and sub.
+    let standin = StandIn::shared();
+    let mut config = standin.config("lowercase");
+    config.account = ACCOUNT.to_lowercase();
+    config.user = USER.to_lowercase();
+    assert_ne!(config.account, ACCOUNT);
+    assert_ne!(config.user, USER);
+    let client = SnowflakeClient::new(config, KeyPair::shared().private_key()).unwrap();
+    assert_eq!(count(&run(&client, "SELECT 41 + 1").await), 42);
 }

@@ -5,18 +5,20 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use async_trait::async_trait;
 use sluice::Quiet;
 use sluice::sample::create_shop_postgres;
 use sluice::sink::parquet::ParquetSettings;
 use sluice::warehouse::load::{Loader, WarehouseTarget};
 use sluice::warehouse::snowflake::SnowflakeClient;
-use sluice::warehouse::{Statement, Value};
+use sluice::warehouse::{QueryResult, Statement, Value, Warehouse, WarehouseError};
 use sluice_core::snowflake::ObjectName;
 use sluice_core::{RunRecord, RunStatus, TableConfig};
 use sluice_tests::moto::MotoServer;
-use sluice_tests::s3::S3Harness;
+use sluice_tests::parquet_bytes;
+use sluice_tests::s3::{S3Harness, parquet_batches};
 use sluice_tests::snowflake::{KeyPair, Options, StandIn, split_script};
 use sluice_tests::{TestDb, shop_config};
 
@@ -33,6 +35,16 @@ struct World {
 }
 
 async fn world(label: &str) -> World {
+    world_with(label, TABLES, |client| client).await
+}
+
+/// A world for `tables`, whose loader talks to the warehouse through what `warehouse` makes of
+/// the stand-in's client (the client itself, or [`BeforeCall`] around it).
+async fn world_with(
+    label: &str,
+    tables: &str,
+    warehouse: impl FnOnce(Arc<SnowflakeClient>) -> Arc<dyn Warehouse>,
+) -> World {
     let db = TestDb::create(label).await;
     let pg = db.client().await;
     create_shop_postgres(&pg, "public", 1).await.unwrap();
@@ -44,7 +56,7 @@ async fn world(label: &str) -> World {
     let config = standin.config(label);
     let database = config.database.clone().unwrap();
     let client = Arc::new(SnowflakeClient::new(config, KeyPair::shared().private_key()).unwrap());
-    let h = S3Harness::new(&shop_config(&db, TABLES), ParquetSettings::default()).await;
+    let h = S3Harness::new(&shop_config(&db, tables), ParquetSettings::default()).await;
     // The admin's one-time set-up: the stage over the sink's prefix and the gold example.
     let stage = ObjectName::new(&database, "RAW", "SLUICE_STAGE");
     let mut setup = vec![
@@ -66,7 +78,7 @@ async fn world(label: &str) -> World {
         client.execute(&Statement::new(sql)).await.unwrap();
     }
     let loader = Arc::new(Loader::new(
-        client.clone(),
+        warehouse(client.clone()),
         WarehouseTarget {
             database: database.clone(),
             stage,
@@ -391,4 +403,313 @@ async fn a_failing_merge_fails_the_run_and_leaves_the_watermark() {
     )
     .await;
     drop(w.db);
+}
+
+#[tokio::test]
+async fn copy_rows_that_disagree_with_the_manifest_fail_the_run() {
+    let w = world("sfrows").await;
+    let orders = w.h.table("public.orders").clone();
+    let key = orders.key();
+    let first = w.run(&orders).await;
+    let committed = first.watermark_committed.clone();
+    assert!(committed.is_some());
+
+    // Orders change across the key range, so the next run writes files in both chunks.
+    w.pg.batch_execute(
+        "UPDATE public.orders SET total = total + 1, \
+         updated_at = timestamp '2030-01-01' + order_id * interval '1 second' \
+         WHERE order_id % 50 = 3",
+    )
+    .await
+    .unwrap();
+
+    // The next run is extracted, then one of its files is replaced in S3 by a valid Parquet
+    // file of the same schema holding one row less (what a second writer racing the run
+    // could leave): the manifest, written from the run record at finalize, no longer matches.
+    let planned = w.h.pipeline.plan_run(&orders).await.unwrap();
+    let run_id = planned.record.run_id;
+    let chunks = planned.record.plan.as_ref().unwrap().chunks.len() as u32;
+    for chunk in 0..chunks {
+        w.h.pipeline
+            .extract_chunk(run_id, chunk, &Quiet)
+            .await
+            .unwrap();
+    }
+    drop(planned);
+    let extracted = w.h.pipeline.state().get_run(run_id).await.unwrap().unwrap();
+    let file = extracted
+        .chunks
+        .values()
+        .flat_map(|c| &c.files)
+        .find(|f| f.rows >= 2)
+        .expect("a file of at least two rows")
+        .key
+        .clone();
+    // What the file held, read from the file itself.
+    let batches = parquet_batches(w.h.object(&file).await);
+    let written: usize = batches.iter().map(|b| b.num_rows()).sum();
+    let whole = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+    let fewer = whole.slice(0, written - 1);
+    w.h.s3
+        .put_object()
+        .bucket(&w.h.bucket)
+        .key(&file)
+        .body(parquet_bytes(&fewer).into())
+        .send()
+        .await
+        .unwrap();
+
+    // The run goes on as a driver continues it: its chunks are recorded, so only the
+    // finalize runs, and its failure marks the run FAILED.
+    let failed = w.h.pipeline.execute_run(run_id, &Quiet).await.unwrap();
+    assert_eq!(failed.status, RunStatus::Failed);
+    let error = failed.error.unwrap();
+    assert_eq!(error.phase, RunStatus::Loading);
+    // COPY names files relative to the stage, which points at the sink's prefix.
+    let relative = file.strip_prefix(&format!("{}/", w.h.prefix)).unwrap();
+    let expected = format!(
+        "file {relative} loaded {} rows, the manifest lists {written}",
+        written - 1
+    );
+    assert!(error.message.contains(&expected), "{}", error.message);
+
+    // The watermark stays where the first run left it, and nothing reached STAGING.
+    assert!(failed.watermark_committed.is_none());
+    assert_eq!(
+        w.h.pipeline
+            .state()
+            .table_state(&key)
+            .await
+            .unwrap()
+            .watermark,
+        committed
+    );
+    let staging = format!("\"{}\".STAGING.SHOP_ORDERS", w.database);
+    let merged_rows = w
+        .client
+        .execute(
+            &Statement::new(format!(
+                "SELECT COUNT(*) FROM {staging} WHERE \"_sluice_run_id\" = ?"
+            ))
+            .bind(run_id.to_string()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(merged_rows.scalar().and_then(Value::as_i64), Some(0));
+
+    // The next run extracts again and brings STAGING to the source: nothing was lost.
+    w.run(&orders).await;
+    w.assert_staging_equals_source(&staging, "public.orders")
+        .await;
+}
+
+/// The stand-in's client with one statement run just before the next `CALL` (a run's first
+/// CALL is its merge): how a test puts a second version of a row into a run's RAW rows between
+/// its COPY and its merge. Every statement, the extra one included, goes to the stand-in.
+struct BeforeCall {
+    client: Arc<SnowflakeClient>,
+    pending: Arc<Mutex<Option<Statement>>>,
+}
+
+#[async_trait]
+impl Warehouse for BeforeCall {
+    async fn execute(&self, statement: &Statement) -> Result<QueryResult, WarehouseError> {
+        if statement.sql.starts_with("CALL ") {
+            let pending = self.pending.lock().unwrap().take();
+            if let Some(pending) = pending {
+                self.client.execute(&pending).await?;
+            }
+        }
+        Ok(self.client.execute(statement).await?)
+    }
+
+    async fn execute_all(
+        &self,
+        statements: &[Statement],
+    ) -> Result<Vec<QueryResult>, WarehouseError> {
+        Ok(self.client.execute_all(statements).await?)
+    }
+}
+
+#[tokio::test]
+async fn of_two_versions_of_a_key_in_one_run_the_latest_cursor_is_merged() {
+    let pending = Arc::new(Mutex::new(None));
+    let slot = pending.clone();
+    let w = world_with("sfdedupe", TABLES, move |client| {
+        Arc::new(BeforeCall {
+            client,
+            pending: slot,
+        })
+    })
+    .await;
+    let orders = w.h.table("public.orders").clone();
+    let order: i64 = 42;
+
+    // The order as it was, then changed a day later: two real versions from the source.
+    let older =
+        w.pg.query_one(
+            "SELECT status::text, total::text, updated_at::text FROM public.orders WHERE order_id = $1",
+            &[&order],
+        )
+        .await
+        .unwrap();
+    let (old_status, old_total, old_updated): (String, String, String) =
+        (older.get(0), older.get(1), older.get(2));
+    w.pg.execute(
+        "UPDATE public.orders SET \
+         status = CASE WHEN status = 'cancelled' THEN 'paid' ELSE 'cancelled' END, \
+         total = total + 100, updated_at = updated_at + interval '1 day' WHERE order_id = $1",
+        &[&order],
+    )
+    .await
+    .unwrap();
+
+    // The run extracts the newer version; the older one joins it in the run's RAW rows before
+    // the merge, under a file name and row number that sort after the real ones, so only the
+    // cursor can make the newer version win.
+    let raw = ObjectName::new(&w.database, "RAW", "SHOP_ORDERS").quoted();
+    *pending.lock().unwrap() = Some(
+        Statement::new(format!(
+            "INSERT INTO {raw} (\"order_id\", \"customer_id\", \"status\", \"currency\", \"total\", \
+             \"discount_rate\", \"ordered_at\", \"shipped_on\", \"item_count\", \"updated_at\", \
+             \"_sluice_run_id\", \"_sluice_extracted_at\", \"_sluice_file\", \"_sluice_row\") \
+             SELECT \"order_id\", \"customer_id\", ?, \"currency\", CAST(? AS NUMBER(14,2)), \
+             \"discount_rate\", \"ordered_at\", \"shipped_on\", \"item_count\", \
+             CAST(? AS TIMESTAMP_NTZ), \"_sluice_run_id\", \"_sluice_extracted_at\", ?, ? \
+             FROM {raw} WHERE \"order_id\" = ?"
+        ))
+        .bind(old_status.as_str())
+        .bind(old_total.as_str())
+        .bind(old_updated.as_str())
+        .bind("zzzz/older-version.parquet")
+        .bind(1_000_000i64)
+        .bind(order),
+    );
+    let record = w.run(&orders).await;
+    assert!(
+        pending.lock().unwrap().is_none(),
+        "the older version was inserted before the merge"
+    );
+    let versions = w
+        .client
+        .execute(
+            &Statement::new(format!(
+                "SELECT COUNT(*) FROM {raw} WHERE \"order_id\" = ? AND \"_sluice_run_id\" = ?"
+            ))
+            .bind(order)
+            .bind(record.run_id.to_string()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(versions.scalar().and_then(Value::as_i64), Some(2));
+
+    // One row per key (every order inserted once) holding what PostgreSQL holds now.
+    let orders_rows = w.pg_count("public.orders").await;
+    assert_eq!(record.merge, Some(merged(orders_rows, 0)));
+    let staging = format!("\"{}\".STAGING.SHOP_ORDERS", w.database);
+    w.assert_staging_equals_source(&staging, "public.orders")
+        .await;
+    let ours = w
+        .client
+        .execute(
+            &Statement::new(format!(
+                "SELECT \"status\", \"total\" FROM {staging} WHERE \"order_id\" = ?"
+            ))
+            .bind(order),
+        )
+        .await
+        .unwrap();
+    let Value::Number { unscaled, scale } = ours.rows[0][1] else {
+        panic!("total {:?}", ours.rows[0][1])
+    };
+    let theirs =
+        w.pg.query_one(
+            "SELECT status::text, total::text FROM public.orders WHERE order_id = $1",
+            &[&order],
+        )
+        .await
+        .unwrap();
+    assert_eq!(ours.rows[0][0].as_str(), Some(theirs.get::<_, &str>(0)));
+    assert_ne!(theirs.get::<_, String>(0), old_status);
+    assert_eq!(
+        sluice_tests::normalize_decimal(&sluice_tests::decimal_text(unscaled, scale as i8)),
+        sluice_tests::normalize_decimal(theirs.get(1))
+    );
+}
+
+#[tokio::test]
+async fn gold_procedures_are_called_in_config_order_with_the_run_id() {
+    // Two logging procedures around the shipped example, in an order that is neither sorted
+    // nor reverse-sorted by name.
+    let listed = "gold_procedures: [GOLD.REFRESH_DAILY_REVENUE]";
+    assert!(TABLES.contains(listed));
+    let tables = TABLES.replace(
+        listed,
+        "gold_procedures: [GOLD.LOG_B, GOLD.REFRESH_DAILY_REVENUE, GOLD.LOG_A]",
+    );
+    let w = world_with("sfgold", &tables, |client| client).await;
+    // Each call logs its name, the run id it got, its place in the sequence of calls, and how
+    // many fact rows the run's refresh had written by then (0 before it, all after it).
+    w.query(
+        "CREATE TABLE GOLD.CALL_LOG (NAME VARCHAR, RUN_ID VARCHAR, SEQ NUMBER(19,0), FACT_ROWS NUMBER(19,0))",
+    )
+    .await;
+    for name in ["LOG_A", "LOG_B"] {
+        w.query(&format!(
+            "CREATE OR REPLACE PROCEDURE GOLD.{name}(RUN_ID VARCHAR)
+             RETURNS VARCHAR
+             LANGUAGE SQL
+             AS $$
+             BEGIN
+             INSERT INTO GOLD.CALL_LOG (NAME, RUN_ID, SEQ, FACT_ROWS)
+                 SELECT '{name}', :RUN_ID, (SELECT COUNT(*) FROM GOLD.CALL_LOG) + 1,
+                        (SELECT COUNT(*) FROM GOLD.DAILY_ORDER_REVENUE WHERE REFRESHED_BY_RUN = :RUN_ID);
+             RETURN 'logged';
+             END
+             $$"
+        ))
+        .await;
+    }
+    let orders = w.h.table("public.orders").clone();
+
+    let mut expected = Vec::new();
+    for round in 0..2 {
+        if round == 1 {
+            w.pg.batch_execute(
+                "UPDATE public.orders SET status = 'cancelled', \
+                 updated_at = timestamp '2030-01-01' WHERE order_id % 100 = 1",
+            )
+            .await
+            .unwrap();
+        }
+        let record = w.run(&orders).await;
+        let run = record.run_id.to_string();
+        let pg_gold = w.pg_gold().await;
+        assert_eq!(w.gold().await, pg_gold);
+        let facts = pg_gold.len() as i64;
+        let seq = 2 * round as i64;
+        expected.push(("LOG_B".to_owned(), run.clone(), seq + 1, 0));
+        expected.push(("LOG_A".to_owned(), run.clone(), seq + 2, facts));
+        let log = w
+            .query("SELECT NAME, RUN_ID, SEQ, FACT_ROWS FROM GOLD.CALL_LOG ORDER BY SEQ")
+            .await;
+        let log: Vec<(String, String, i64, i64)> = log
+            .rows
+            .iter()
+            .map(|r| {
+                (
+                    r[0].as_str().unwrap().to_owned(),
+                    r[1].as_str().unwrap().to_owned(),
+                    r[2].as_i64().unwrap(),
+                    r[3].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(log, expected);
+        // The shipped example records the run that refreshed every row of the fact.
+        let refreshed = w
+            .query("SELECT DISTINCT REFRESHED_BY_RUN FROM GOLD.DAILY_ORDER_REVENUE")
+            .await;
+        assert_eq!(refreshed.rows, vec![vec![Value::Text(run)]]);
+    }
 }
