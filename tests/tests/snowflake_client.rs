@@ -618,3 +618,56 @@ async fn a_lower_case_account_and_user_are_upper_cased_in_the_token() {
     let client = SnowflakeClient::new(config, KeyPair::shared().private_key()).unwrap();
     assert_eq!(count(&run(&client, "SELECT 41 + 1").await), 42);
 }
+
+/// The claims of a token, decoded without checking it (the stand-in checks signatures).
+fn claims_of(token: &str) -> serde_json::Value {
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+}
+
+#[test]
+fn a_token_is_reused_until_five_minutes_before_it_expires_then_signed_again() {
+    use sluice::warehouse::snowflake::jwt::TokenSource;
+    use std::time::UNIX_EPOCH;
+    let tokens = TokenSource::new(KeyPair::shared().private_key(), ACCOUNT, USER);
+    let start = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let (first, fresh) = tokens.token_at(start).unwrap();
+    assert!(fresh);
+    let claims = claims_of(&first.value);
+    let (iat, exp) = (
+        claims["iat"].as_u64().unwrap(),
+        claims["exp"].as_u64().unwrap(),
+    );
+    assert_eq!(iat, 1_800_000_000);
+    assert!(
+        exp - iat <= 3600,
+        "Snowflake takes at most an hour: {claims}"
+    );
+
+    // Reused while more than five minutes of it are left.
+    let renew_at = UNIX_EPOCH + Duration::from_secs(exp) - Duration::from_secs(5 * 60);
+    let (again, fresh) = tokens.token_at(renew_at - Duration::from_secs(1)).unwrap();
+    assert!(!fresh);
+    assert_eq!(again.value, first.value);
+
+    // From then on a new one, which is then reused in its turn.
+    let (renewed, fresh) = tokens.token_at(renew_at).unwrap();
+    assert!(fresh);
+    assert_ne!(renewed.value, first.value);
+    assert_eq!(
+        claims_of(&renewed.value)["iat"].as_u64().unwrap(),
+        renew_at.duration_since(UNIX_EPOCH).unwrap().as_secs()
+    );
+    let (reused, fresh) = tokens.token_at(renew_at + Duration::from_secs(60)).unwrap();
+    assert!(!fresh);
+    assert_eq!(reused.value, renewed.value);
+
+    // Forgetting it (the server refused it) signs a new one at once.
+    tokens.invalidate();
+    assert!(
+        tokens
+            .token_at(renew_at + Duration::from_secs(61))
+            .unwrap()
+            .1
+    );
+}

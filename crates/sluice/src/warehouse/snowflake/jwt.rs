@@ -219,7 +219,11 @@ impl TokenSource {
     /// A valid token: the cached one until shortly before it expires, else a new one.
     /// `fresh` is true when the token was signed by this call.
     pub fn token(&self) -> Result<(Token, bool), SnowflakeError> {
-        let now = SystemTime::now();
+        self.token_at(SystemTime::now())
+    }
+
+    /// [`TokenSource::token`] at `now`: the clock is handed in so renewal can be tested.
+    pub fn token_at(&self, now: SystemTime) -> Result<(Token, bool), SnowflakeError> {
         // A poisoned lock only means another thread panicked while holding it; the cache is
         // still a valid Option.
         let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
