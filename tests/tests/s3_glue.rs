@@ -99,6 +99,21 @@ async fn glue_columns(h: &S3Harness, table: &str) -> Vec<(String, String)> {
         .map(|c| c.name().to_owned())
         .collect();
     assert_eq!(keys, ["ingest_date", "ingest_hour"]);
+    // A Parquet table Athena and Spark can read, over the table's own prefix.
+    let storage = table.storage_descriptor().unwrap();
+    assert_eq!(
+        storage.location().unwrap().trim_end_matches('/'),
+        format!("s3://{}/{}/postgres/shop/public.blob", h.bucket, h.prefix)
+    );
+    assert_eq!(
+        storage.serde_info().unwrap().serialization_library(),
+        Some("org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe")
+    );
+    assert_eq!(
+        storage.input_format(),
+        Some("org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat")
+    );
+    assert_eq!(table.table_type(), Some("EXTERNAL_TABLE"));
     table
         .storage_descriptor()
         .unwrap()

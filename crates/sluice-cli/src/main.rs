@@ -127,7 +127,7 @@ enum ConfigCommand {
         #[arg(long, env = "SLUICE_CONFIG_TABLE")]
         config_table: String,
     },
-    /// Print the stored configuration as YAML (the file `config push` would write back).
+    /// Print the stored configuration as canonical YAML (pushing it back changes nothing).
     Pull {
         /// Write it to this file instead of standard output.
         #[arg(long, short)]

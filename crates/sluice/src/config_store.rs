@@ -1,6 +1,7 @@
 //! Configuration in DynamoDB, where production reads it: one item per source and one per
 //! table, each the same model as in the YAML file (the YAML is how it is authored and
-//! reviewed; `sluice config push` writes it, `sluice config pull` reads it back unchanged).
+//! reviewed; `sluice config push` writes it, `sluice config pull` reads back an equal
+//! configuration in canonical YAML, which pushes back as a no-op).
 //!
 //! Items (partition `pk`, sort `sk`): `pk = SOURCE`, `sk = <name>` for a source and
 //! `pk = TABLE`, `sk = <source>/<table>` for a table; `ordinal` keeps the order of the file;
