@@ -273,6 +273,32 @@ impl S3Harness {
         self
     }
 
+    /// Runs the table `selector` names and expects the run to complete.
+    pub async fn run_completed(&self, selector: &str) -> RunRecord {
+        let record = self
+            .pipeline
+            .run_table(self.table(selector), &sluice::Quiet)
+            .await
+            .unwrap();
+        assert_eq!(
+            record.status,
+            sluice_core::RunStatus::Completed,
+            "{:?}",
+            record.error
+        );
+        record
+    }
+
+    /// The table's committed watermark, as the state store holds it.
+    pub async fn watermark(&self, table_key: &str) -> Option<sluice_core::ScalarValue> {
+        self.pipeline
+            .state()
+            .table_state(table_key)
+            .await
+            .unwrap()
+            .watermark
+    }
+
     pub fn table(&self, selector: &str) -> &sluice_core::TableConfig {
         let found = self.config.find_tables(selector);
         assert_eq!(found.len(), 1, "table {selector}");

@@ -168,12 +168,7 @@ fn partition_of(h: &S3Harness, record: &RunRecord) -> (Vec<String>, String) {
 async fn a_multi_file_run_lands_under_its_keys_with_the_manifest_last_and_is_catalogued() {
     let db = blob_db().await;
     let h = S3Harness::new(&blob_config(&db, ""), small_files()).await;
-    let record = h
-        .pipeline
-        .run_table(h.table("public.blob"), &Quiet)
-        .await
-        .unwrap();
-    assert_eq!(record.status, RunStatus::Completed, "{:?}", record.error);
+    let record = h.run_completed("public.blob").await;
 
     // Every object is where the layout says, and nothing else is in the bucket.
     let manifest = h.manifest(&record).await;
@@ -283,12 +278,7 @@ async fn a_multi_file_run_lands_under_its_keys_with_the_manifest_last_and_is_cat
     );
 
     // A second run registers its partition again without complaint: one per date/hour.
-    let second = h
-        .pipeline
-        .run_table(h.table("public.blob"), &Quiet)
-        .await
-        .unwrap();
-    assert_eq!(second.status, RunStatus::Completed, "{:?}", second.error);
+    let second = h.run_completed("public.blob").await;
     let expected_partitions: BTreeMap<_, _> =
         [partition_of(&h, &record), partition_of(&h, &second)]
             .into_iter()
@@ -303,12 +293,7 @@ async fn a_multi_file_run_lands_under_its_keys_with_the_manifest_last_and_is_cat
         .batch_execute("ALTER TABLE public.blob ADD COLUMN note varchar(20); UPDATE public.blob SET note = 'n' || id WHERE id % 1000 = 0;")
         .await
         .unwrap();
-    let third = h
-        .pipeline
-        .run_table(h.table("public.blob"), &Quiet)
-        .await
-        .unwrap();
-    assert_eq!(third.status, RunStatus::Completed, "{:?}", third.error);
+    h.run_completed("public.blob").await;
     let mut grown = owned(&source_columns);
     grown.push(("note".into(), "string".into()));
     assert_eq!(glue_columns(&h, catalog_table).await, grown);
@@ -747,12 +732,7 @@ async fn a_large_file_keeps_few_parts_in_flight_and_follows_the_row_group_and_co
     // A row group larger than the whole table: the writer hands over everything at once, and
     // the upload must still start one part at a time.
     let h = S3Harness::new(&config, one_file(512)).await;
-    let record = h
-        .pipeline
-        .run_table(h.table("public.blob"), &Quiet)
-        .await
-        .unwrap();
-    assert_eq!(record.status, RunStatus::Completed, "{:?}", record.error);
+    let record = h.run_completed("public.blob").await;
     let parts = h.log.parts_sent.load(Ordering::SeqCst);
     assert!(
         parts >= 3,
@@ -781,12 +761,7 @@ async fn a_large_file_keeps_few_parts_in_flight_and_follows_the_row_group_and_co
     // 8 MiB row groups (the smallest the pipeline uses): several of them, none far above
     // the target.
     let h = S3Harness::new(&config, one_file(8)).await;
-    let record = h
-        .pipeline
-        .run_table(h.table("public.blob"), &Quiet)
-        .await
-        .unwrap();
-    assert_eq!(record.status, RunStatus::Completed, "{:?}", record.error);
+    let record = h.run_completed("public.blob").await;
     let manifest = h.manifest(&record).await;
     let reader = SerializedFileReader::new(h.object(&manifest.files[0].key).await).unwrap();
     let groups = reader.metadata().row_groups();
@@ -822,12 +797,7 @@ async fn the_manifest_states_the_cursor_window_each_run_read() {
     };
 
     let first_max = pg_max().await;
-    let first = h
-        .pipeline
-        .run_table(h.table("public.blob"), &Quiet)
-        .await
-        .unwrap();
-    assert_eq!(first.status, RunStatus::Completed, "{:?}", first.error);
+    let first = h.run_completed("public.blob").await;
     let manifest = h.manifest(&first).await;
     assert_eq!(
         manifest.watermark_lower, None,
@@ -848,12 +818,7 @@ async fn the_manifest_states_the_cursor_window_each_run_read() {
         .await
         .unwrap();
     let second_max = pg_max().await;
-    let second = h
-        .pipeline
-        .run_table(h.table("public.blob"), &Quiet)
-        .await
-        .unwrap();
-    assert_eq!(second.status, RunStatus::Completed, "{:?}", second.error);
+    let second = h.run_completed("public.blob").await;
     let manifest = h.manifest(&second).await;
     let lower = first_max - chrono::Duration::minutes(10);
     assert_eq!(

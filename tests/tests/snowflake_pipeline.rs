@@ -361,13 +361,7 @@ async fn a_failing_merge_fails_the_run_and_leaves_the_watermark() {
     let orders = w.h.table("public.orders").clone();
     let first = w.run(&orders).await;
     let key = orders.key();
-    let committed =
-        w.h.pipeline
-            .state()
-            .table_state(&key)
-            .await
-            .unwrap()
-            .watermark;
+    let committed = w.h.watermark(&key).await;
     assert_eq!(committed, first.watermark_committed);
     assert!(committed.is_some());
 
@@ -383,15 +377,7 @@ async fn a_failing_merge_fails_the_run_and_leaves_the_watermark() {
     let error = record.error.unwrap();
     assert_eq!(error.phase, RunStatus::Merging);
     assert!(error.message.contains("NO_SUCH_MERGE"), "{}", error.message);
-    assert_eq!(
-        w.h.pipeline
-            .state()
-            .table_state(&key)
-            .await
-            .unwrap()
-            .watermark,
-        committed
-    );
+    assert_eq!(w.h.watermark(&key).await, committed);
     assert!(record.watermark_committed.is_none());
 
     // The next good run picks the change up: nothing was lost.
@@ -475,15 +461,7 @@ async fn copy_rows_that_disagree_with_the_manifest_fail_the_run() {
 
     // The watermark stays where the first run left it, and nothing reached STAGING.
     assert!(failed.watermark_committed.is_none());
-    assert_eq!(
-        w.h.pipeline
-            .state()
-            .table_state(&key)
-            .await
-            .unwrap()
-            .watermark,
-        committed
-    );
+    assert_eq!(w.h.watermark(&key).await, committed);
     let staging = format!("\"{}\".STAGING.SHOP_ORDERS", w.database);
     let merged_rows = w
         .client

@@ -2,28 +2,18 @@
 //! PostgreSQL, and configuration and state in DynamoDB (a moto server).
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
+
+use common::{ok, sluice, text};
 
 use sluice::state::StateStore;
 use sluice::state::dynamo::DynamoStateStore;
 use sluice_core::ScalarValue;
 use sluice_tests::moto::{MotoServer, unique_name};
 use sluice_tests::{shop_config, shop_db};
-
-fn sluice(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("SLUICE_OUTPUT")
-        .env_remove("SLUICE_STATE_DIR")
-        .output()
-        .expect("the sluice binary runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 #[test]
 fn config_check_lists_every_problem_with_its_field_and_exits_non_zero() {
@@ -185,29 +175,7 @@ async fn run_prints_a_summary_exits_one_when_a_table_fails_and_status_tells_the_
 /// environment, as on a developer's machine pointed at a local stack.
 fn sluice_aws(args: &[&str], cwd: &Path) -> Output {
     // Serial: a run's chunks write to one run item concurrently (see the fixture).
-    let moto = MotoServer::shared_serial();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
-    command
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("SLUICE_OUTPUT")
-        .env_remove("SLUICE_STATE_DIR")
-        .env_remove("SLUICE_STATE_TABLE")
-        .env_remove("SLUICE_CONFIG_TABLE");
-    moto.local_env(&mut command)
-        .output()
-        .expect("the sluice binary runs")
-}
-
-fn ok(out: &Output) -> String {
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
+    common::sluice_on(MotoServer::shared_serial(), args, cwd, &[])
 }
 
 #[test]

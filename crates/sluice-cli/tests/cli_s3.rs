@@ -2,8 +2,12 @@
 //! errors, as a user meets them.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
+
+use common::text;
 
 use parquet::basic::Compression;
 use parquet::file::reader::{FileReader, SerializedFileReader};
@@ -11,27 +15,8 @@ use sluice_tests::moto::MotoServer;
 use sluice_tests::s3::{Lake, get_object, list_keys};
 use sluice_tests::{shop_config, shop_db};
 
-/// The binary with a clean environment for output settings, pointed at `moto` (with moto's
-/// dummy credentials, as the local stack uses).
 fn sluice_on(moto: &MotoServer, args: &[&str], cwd: &Path) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
-    command.args(args).current_dir(cwd);
-    for var in [
-        "SLUICE_OUTPUT",
-        "SLUICE_STATE_DIR",
-        "SLUICE_GLUE_DATABASE",
-        "SLUICE_PARQUET_COMPRESSION",
-        "AWS_PROFILE",
-    ] {
-        command.env_remove(var);
-    }
-    moto.local_env(&mut command)
-        .output()
-        .expect("the sluice binary runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+    common::sluice_on(moto, args, cwd, &[])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

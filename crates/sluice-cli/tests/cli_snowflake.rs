@@ -3,8 +3,9 @@
 //! the SQL API to the local stand-in.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
+
+use common::{output_of, sluice, sluice_command};
 
 use sluice::warehouse::Statement;
 use sluice::warehouse::snowflake::SnowflakeClient;
@@ -14,14 +15,6 @@ const CONFIG: &str = "sources:\n  - name: shop\n    engine: postgres\n    connec
     tables:\n  - source: shop\n    table: public.orders\n    primary_key: [order_id]\n\
     \x20   target: {staging_table: MART.ORDERS}\n\
     \x20 - source: shop\n    table: public.products\n    primary_key: [product_id]\n";
-
-fn sluice(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("the sluice binary runs")
-}
 
 fn setup_args<'a>(
     config: &'a str,
@@ -194,14 +187,7 @@ async fn run_loads_into_snowflake_after_apply() {
     let database = standin.config("clirun").database.unwrap();
     let base_url = standin.base_url();
     let run_sluice = |args: &[&str]| {
-        let out = moto
-            .local_env(
-                Command::new(env!("CARGO_BIN_EXE_sluice"))
-                    .args(args)
-                    .current_dir(dir.path()),
-            )
-            .output()
-            .unwrap();
+        let out = output_of(moto.local_env(&mut sluice_command(args, dir.path())));
         assert!(
             out.status.success(),
             "sluice {args:?}: {}",
@@ -416,14 +402,7 @@ async fn the_key_can_come_from_secrets_manager() {
             "raw",
             "https://abc.execute-api.eu-west-1.amazonaws.com/prod/",
         ));
-        moto.local_env(
-            Command::new(env!("CARGO_BIN_EXE_sluice"))
-                .args(&args)
-                .current_dir(dir.path())
-                .env_remove("SLUICE_SNOWFLAKE_PRIVATE_KEY_FILE"),
-        )
-        .output()
-        .unwrap()
+        output_of(moto.local_env(&mut sluice_command(&args, dir.path())))
     };
     let out = apply(&arn);
     assert!(

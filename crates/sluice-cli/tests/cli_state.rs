@@ -5,8 +5,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
+
+use common::{both, ok, text};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use parquet::file::reader::{FileReader, SerializedFileReader};
@@ -23,50 +27,13 @@ fn moto() -> &'static MotoServer {
     MotoServer::shared_serial()
 }
 
-/// The binary pointed at moto, with a clean environment for the settings the tests pass as
-/// flags, plus `env`.
+/// The binary pointed at moto, plus `env`.
 fn sluice_with(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
-    command.args(args).current_dir(cwd);
-    for var in [
-        "SLUICE_OUTPUT",
-        "SLUICE_STATE_DIR",
-        "SLUICE_STATE_TABLE",
-        "SLUICE_CONFIG_TABLE",
-        "SLUICE_LOG",
-        "RUST_LOG",
-    ] {
-        command.env_remove(var);
-    }
-    moto()
-        .local_env(&mut command)
-        .envs(env.iter().copied())
-        .output()
-        .expect("the sluice binary runs")
+    common::sluice_on(moto(), args, cwd, env)
 }
 
 fn sluice(args: &[&str], cwd: &Path) -> Output {
     sluice_with(args, cwd, &[])
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn ok(out: &Output) -> String {
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
-/// Both streams of a command, for "never printed" checks.
-fn both(out: &Output) -> String {
-    format!("{}\n{}", text(&out.stdout), text(&out.stderr))
 }
 
 async fn create_secret(body: &str) -> String {

@@ -1,0 +1,113 @@
+//! What the tests of the `sluice` binary share: the binary with a clean environment,
+//! optionally pointed at a moto server, run under a time limit, and its output as text.
+// Each test binary uses its own part of this module.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sluice_tests::moto::MotoServer;
+
+/// Settings a developer's shell may carry that would change what a test asks for by flag.
+const AMBIENT_SETTINGS: [&str; 10] = [
+    "SLUICE_OUTPUT",
+    "SLUICE_STATE_DIR",
+    "SLUICE_STATE_TABLE",
+    "SLUICE_CONFIG_TABLE",
+    "SLUICE_GLUE_DATABASE",
+    "SLUICE_PARQUET_COMPRESSION",
+    "SLUICE_SNOWFLAKE_PRIVATE_KEY_FILE",
+    "SLUICE_LOG",
+    "RUST_LOG",
+    "AWS_PROFILE",
+];
+
+/// No command of these tests comes near this; one that reaches it is stuck, and is killed
+/// rather than left to hold up the whole test run.
+const STUCK_AFTER: Duration = Duration::from_secs(300);
+
+/// The binary with `args`, run in `cwd`, without the ambient settings.
+pub fn sluice_command(args: &[&str], cwd: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    command.args(args).current_dir(cwd);
+    for var in AMBIENT_SETTINGS {
+        command.env_remove(var);
+    }
+    command
+}
+
+/// Runs `command` to its end and collects its output; kills it and fails the test if it is
+/// still running after [`STUCK_AFTER`].
+pub fn output_of(command: &mut Command) -> Output {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the sluice binary starts");
+    // Each pipe drained on its own thread, so a child writing a lot never blocks on a full one.
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            pipe.read_to_end(&mut bytes).map(|_| bytes)
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > STUCK_AFTER {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "sluice {:?} was still running after {STUCK_AFTER:?}",
+                command.get_args().collect::<Vec<_>>()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: stdout.join().unwrap().unwrap(),
+        stderr: stderr.join().unwrap().unwrap(),
+    }
+}
+
+/// The binary run locally (no AWS).
+pub fn sluice(args: &[&str], cwd: &Path) -> Output {
+    output_of(&mut sluice_command(args, cwd))
+}
+
+/// The binary pointed at `moto` (its endpoint, region and dummy credentials from the
+/// environment, as on a developer's machine pointed at a local stack), with `env` on top.
+pub fn sluice_on(moto: &MotoServer, args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Output {
+    let mut command = sluice_command(args, cwd);
+    moto.local_env(&mut command).envs(env.iter().copied());
+    output_of(&mut command)
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Standard output of a command that must succeed; both streams in the failure message.
+pub fn ok(out: &Output) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// Both streams of a command, for "never printed" checks.
+pub fn both(out: &Output) -> String {
+    format!("{}\n{}", text(&out.stdout), text(&out.stderr))
+}
