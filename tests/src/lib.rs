@@ -154,18 +154,7 @@ impl Harness {
 
     /// Runs a table that must complete; its record.
     pub async fn run_completed(&self, selector: &str) -> RunRecord {
-        let record = self
-            .pipeline
-            .run_table(self.table(selector), &sluice::Quiet)
-            .await
-            .unwrap();
-        assert_eq!(
-            record.status,
-            sluice_core::RunStatus::Completed,
-            "{selector}: {:?}",
-            record.error
-        );
-        record
+        run_completed(&self.pipeline, self.table(selector)).await
     }
 
     /// Runs a table that must fail: asserts FAILED, an error containing `expected`, no
@@ -606,6 +595,19 @@ pub fn shop_config(db: &TestDb, tables_yaml: &str) -> String {
         "sources:\n  - name: shop\n    engine: postgres\n    connection:\n      url: {}\ntables:\n{tables_yaml}",
         db.url
     )
+}
+
+/// Runs `table` through `pipeline`; the run must complete. Its record.
+pub async fn run_completed(pipeline: &Pipeline, table: &sluice_core::TableConfig) -> RunRecord {
+    let record = pipeline.run_table(table, &sluice::Quiet).await.unwrap();
+    assert_eq!(
+        record.status,
+        sluice_core::RunStatus::Completed,
+        "{}: {:?}",
+        table.key(),
+        record.error
+    );
+    record
 }
 
 #[cfg(test)]

@@ -275,18 +275,7 @@ impl S3Harness {
 
     /// Runs the table `selector` names and expects the run to complete.
     pub async fn run_completed(&self, selector: &str) -> RunRecord {
-        let record = self
-            .pipeline
-            .run_table(self.table(selector), &sluice::Quiet)
-            .await
-            .unwrap();
-        assert_eq!(
-            record.status,
-            sluice_core::RunStatus::Completed,
-            "{:?}",
-            record.error
-        );
-        record
+        crate::run_completed(&self.pipeline, self.table(selector)).await
     }
 
     /// The table's committed watermark, as the state store holds it.

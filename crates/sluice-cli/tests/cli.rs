@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::process::Output;
 
-use common::{ok, sluice, text};
+use common::{assert_contains, ok, sluice, text};
 
 use sluice::state::StateStore;
 use sluice::state::dynamo::DynamoStateStore;
@@ -50,11 +50,7 @@ fn missing_files_and_unknown_tables_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let out = sluice(&["config", "check", "nope.yaml"], dir.path());
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("cannot read nope.yaml"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_contains(&text(&out.stderr), "cannot read nope.yaml");
 
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/config/shop.yaml");
     let out = sluice(
@@ -68,11 +64,10 @@ fn missing_files_and_unknown_tables_are_clear_errors() {
         dir.path(),
     );
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("--table public.nope (")
-            && text(&out.stderr).contains("no table 'public.nope' is configured (tables: "),
-        "{}",
-        text(&out.stderr)
+    assert_contains(&text(&out.stderr), "--table public.nope (");
+    assert_contains(
+        &text(&out.stderr),
+        "no table 'public.nope' is configured (tables: ",
     );
     assert!(
         !dir.path().join(".sluice").exists(),
@@ -285,10 +280,9 @@ fn config_push_dry_run_pull_and_check_against_dynamodb() {
         dir.path(),
     );
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("tables[0].load.cursor: 'no such' is not a valid identifier"),
-        "{}",
-        text(&out.stderr)
+    assert_contains(
+        &text(&out.stderr),
+        "tables[0].load.cursor: 'no such' is not a valid identifier",
     );
     let unchanged = ok(&sluice_aws(
         &["config", "pull", "--config-table", &table],
@@ -420,23 +414,14 @@ async fn run_status_and_watermark_with_config_and_state_in_dynamodb() {
     };
     let out = set("2000-01-01 00:00:00", false);
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stdout).contains(&format!("{committed} → 2000-01-01 00:00:00.000000")),
-        "{}",
-        text(&out.stdout)
+    assert_contains(
+        &text(&out.stdout),
+        &format!("{committed} → 2000-01-01 00:00:00.000000"),
     );
-    assert!(
-        text(&out.stderr).contains("add --yes"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_contains(&text(&out.stderr), "add --yes");
     let out = set("2000-01-01T00:00:00Z", true);
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("is not a timestamp value"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_contains(&text(&out.stderr), "is not a timestamp value");
     let state = DynamoStateStore::new(
         &MotoServer::shared_serial().sdk_config().await,
         &state_table,
@@ -466,11 +451,7 @@ async fn run_status_and_watermark_with_config_and_state_in_dynamodb() {
     full.extend(tables);
     let out = sluice_aws(&full, cwd);
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("is not an incremental load"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_contains(&text(&out.stderr), "is not an incremental load");
 
     // A hand-edited item that breaks a rule stops the next run before anything starts.
     let sdk = MotoServer::shared_serial().sdk_config().await;
@@ -493,12 +474,11 @@ async fn run_status_and_watermark_with_config_and_state_in_dynamodb() {
         .unwrap();
     let out = sluice_aws(&[&["run"][..], &tables].concat(), cwd);
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains(&format!(
+    assert_contains(
+        &text(&out.stderr),
+        &format!(
             "config table {config_table}: 1 problem(s) in the configuration:\n  - tables[shop/public.orders].load.cursor: required when load.mode = incremental"
-        )),
-        "{}",
-        text(&out.stderr)
+        ),
     );
     assert_eq!(
         state.list_runs(None, 10).await.unwrap().len(),

@@ -10,7 +10,7 @@ mod common;
 use std::path::Path;
 use std::process::Output;
 
-use common::{both, ok, text};
+use common::{assert_contains, both, ok, text};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use parquet::file::reader::{FileReader, SerializedFileReader};
@@ -474,17 +474,13 @@ async fn watermark_changes_need_yes_and_wait_for_a_running_table() {
     // reset without --yes shows the change, refuses (exit 2) and changes nothing.
     let out = command(&["reset"]);
     assert_eq!(out.status.code(), Some(2), "{}", both(&out));
-    assert!(
-        text(&out.stdout).contains(&format!(
-            "watermark of {key} in DynamoDB table {state_table}: 42 → (none)"
-        )),
-        "{}",
-        text(&out.stdout)
+    assert_contains(
+        &text(&out.stdout),
+        &format!("watermark of {key} in DynamoDB table {state_table}: 42 → (none)"),
     );
-    assert!(
-        text(&out.stderr).contains("not changed: add --yes to change the watermark"),
-        "{}",
-        text(&out.stderr)
+    assert_contains(
+        &text(&out.stderr),
+        "not changed: add --yes to change the watermark",
     );
     assert_eq!(watermark().await, Some(ScalarValue::Int(42)));
 

@@ -111,3 +111,8 @@ pub fn ok(out: &Output) -> String {
 pub fn both(out: &Output) -> String {
     format!("{}\n{}", text(&out.stdout), text(&out.stderr))
 }
+
+/// Fails with the whole of `text` unless it contains `part`.
+pub fn assert_contains(text: &str, part: &str) {
+    assert!(text.contains(part), "expected {part:?} in:\n{text}");
+}
