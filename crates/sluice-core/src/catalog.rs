@@ -130,9 +130,22 @@ pub fn hive_type(data_type: &DataType) -> Option<String> {
             format!("array<{}>", hive_type(f.data_type())?)
         }
         DataType::Struct(fields) => {
+            // Hive's type string has no quoting for field names: a name holding one of its
+            // delimiters would change the type's meaning, so such a struct has no Hive type.
+            let plain = |name: &str| {
+                !name.is_empty()
+                    && !name
+                        .chars()
+                        .any(|c| c.is_whitespace() || ":,<>`".contains(c))
+            };
             let inner: Option<Vec<String>> = fields
                 .iter()
-                .map(|f| hive_type(f.data_type()).map(|t| format!("{}:{t}", f.name())))
+                .map(|f| {
+                    plain(f.name())
+                        .then(|| hive_type(f.data_type()))
+                        .flatten()
+                        .map(|t| format!("{}:{t}", f.name()))
+                })
                 .collect();
             format!("struct<{}>", inner?.join(","))
         }
@@ -281,6 +294,24 @@ mod tests {
         }
         let err = hive_columns(&[manifest_col("x", "Interval(MonthDayNano)")]).unwrap_err();
         assert!(err.to_string().contains("column 'x'"), "{err}");
+    }
+
+    #[test]
+    fn struct_field_names_that_would_break_the_type_string_are_refused() {
+        use arrow_schema::{Field, Fields};
+        let of = |name: &str| {
+            DataType::Struct(Fields::from(vec![
+                Field::new("id", DataType::Int32, true),
+                Field::new(name, DataType::Utf8, true),
+            ]))
+        };
+        assert_eq!(
+            hive_type(&of("note")).as_deref(),
+            Some("struct<id:int,note:string>")
+        );
+        for name in ["a:b", "a,b", "a<b>", "a b", "`a`", ""] {
+            assert_eq!(hive_type(&of(name)), None, "{name:?}");
+        }
     }
 
     #[test]

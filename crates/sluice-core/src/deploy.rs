@@ -147,42 +147,29 @@ impl DeploymentSettings {
         let file_mb = number("SLUICE_FILE_MB", 256, FILE_MB);
         let part_mb = number("SLUICE_PART_MB", 10, PART_MB);
         let max_batch_rows = number("SLUICE_MAX_BATCH_ROWS", 100, (1, 10_000)) as usize;
-        let lease_ttl = match get("SLUICE_LEASE_TTL") {
-            None => Duration::from_secs(2 * 3600),
-            Some(text) => match parse_duration(&text) {
-                Some(d) if d >= Duration::from_secs(60) => d,
+        // None when unset; a bad value is a problem and also None, so defaults apply below.
+        let mut duration = |name: &str, (at_least, shown): (Duration, &str), example: &str| {
+            let text = get(name)?;
+            match parse_duration(&text) {
+                Some(d) if d >= at_least => Some(d),
                 _ => {
                     problems.push(format!(
-                        "SLUICE_LEASE_TTL: '{text}' must be a duration of at least 1m (e.g. 90m, 2h)"
-                    ));
-                    Duration::from_secs(2 * 3600)
-                }
-            },
-        };
-        let schedule_lookback = match get("SLUICE_SCHEDULE_LOOKBACK") {
-            None => Duration::from_secs(3600),
-            Some(text) => match parse_duration(&text) {
-                Some(d) if d >= Duration::from_secs(60) => d,
-                _ => {
-                    problems.push(format!(
-                        "SLUICE_SCHEDULE_LOOKBACK: '{text}' must be a duration of at least 1m (e.g. 1h)"
-                    ));
-                    Duration::from_secs(3600)
-                }
-            },
-        };
-        let chunk_timeout = match get("SLUICE_CHUNK_TIMEOUT") {
-            None => None,
-            Some(text) => match parse_duration(&text) {
-                Some(d) if d >= Duration::from_secs(1) => Some(d),
-                _ => {
-                    problems.push(format!(
-                        "SLUICE_CHUNK_TIMEOUT: '{text}' must be a duration of at least 1s (e.g. 10m)"
+                        "{name}: '{text}' must be a duration of at least {shown} (e.g. {example})"
                     ));
                     None
                 }
-            },
+            }
         };
+        let minute = (Duration::from_secs(60), "1m");
+        let lease_ttl = duration("SLUICE_LEASE_TTL", minute, "90m, 2h")
+            .unwrap_or(Duration::from_secs(2 * 3600));
+        let schedule_lookback =
+            duration("SLUICE_SCHEDULE_LOOKBACK", minute, "1h").unwrap_or(Duration::from_secs(3600));
+        let chunk_timeout = duration(
+            "SLUICE_CHUNK_TIMEOUT",
+            (Duration::from_secs(1), "1s"),
+            "10m",
+        );
         let snowflake = snowflake_settings(&get, &mut problems);
         let (Some(output), true) = (output, problems.is_empty()) else {
             return Err(DeployError(problems));

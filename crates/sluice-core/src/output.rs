@@ -37,6 +37,11 @@ impl OutputLocation {
         }
         if let Some(rest) = value.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(error(
+                    "bucket '' is missing: use s3://bucket/prefix".into(),
+                ));
+            }
             check_bucket_name(bucket).map_err(|m| error(format!("bucket '{bucket}' {m}")))?;
             let prefix = prefix.trim_end_matches('/');
             check_prefix(prefix).map_err(|m| error(format!("prefix '{prefix}' {m}")))?;
@@ -74,10 +79,7 @@ impl fmt::Display for OutputLocation {
 }
 
 /// S3's rules for bucket names (general purpose buckets).
-fn check_bucket_name(bucket: &str) -> Result<(), String> {
-    if bucket.is_empty() {
-        return Err("is missing: use s3://bucket/prefix".into());
-    }
+pub fn check_bucket_name(bucket: &str) -> Result<(), String> {
     if !(3..=63).contains(&bucket.len()) {
         return Err("must be 3 to 63 characters long".into());
     }

@@ -71,37 +71,21 @@ impl SetupOptions {
                 push(path, message);
             }
         }
-        let bucket_ok = (3..=63).contains(&self.bucket.len())
-            && self
-                .bucket
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
-            && !self.bucket.starts_with(['-', '.'])
-            && !self.bucket.ends_with(['-', '.']);
-        if !bucket_ok {
+        // The pipeline's own rules, so every output sluice can write to can be staged.
+        if let Err(e) = crate::output::check_bucket_name(&self.bucket) {
             push(
                 "--bucket",
-                format!(
-                    "'{}' is not an S3 bucket name (3-63 lowercase letters, digits, '-' or '.')",
-                    self.bucket
-                ),
+                format!("'{}' is not an S3 bucket name: it {e}", self.bucket),
             );
         }
         if let Some(prefix) = &self.prefix {
-            let ok = !prefix.is_empty()
-                && prefix.split('/').all(|part| {
-                    !part.is_empty()
-                        && part
-                            .chars()
-                            .all(|c| c.is_ascii_alphanumeric() || "-_.=".contains(c))
-                });
-            if !ok {
-                push(
-                    "--prefix",
-                    format!(
-                        "'{prefix}' must be key segments of letters, digits, '-', '_', '.' or '=' separated by single '/', without a leading or trailing '/'"
-                    ),
-                );
+            let checked = match prefix.as_str() {
+                "" => Err("is empty (leave --prefix out instead)".to_owned()),
+                p if p.ends_with('/') => Err("must not end with '/'".to_owned()),
+                p => crate::output::check_prefix(p),
+            };
+            if let Err(e) = checked {
+                push("--prefix", format!("'{prefix}' {e}"));
             }
         }
         for (path, arn) in [
@@ -385,6 +369,31 @@ mod tests {
         let text = sql.render();
         assert!(text.contains("-- 2. objects"), "{text}");
         assert!(text.contains("\"SLUICE_STAGE\"\n  URL"), "{text}");
+    }
+
+    #[test]
+    fn any_bucket_and_prefix_the_pipeline_writes_to_can_be_staged_and_no_other() {
+        let with = |bucket: &str, prefix: &str| SetupOptions {
+            bucket: bucket.into(),
+            prefix: Some(prefix.into()),
+            ..options()
+        };
+        for prefix in ["raw", "raw/v1", "team=data/raw(1)", "it's"] {
+            assert_eq!(crate::output::check_prefix(prefix), Ok(()), "{prefix}");
+            let sql = setup_sql(&config(), &with("acme-lake", prefix)).unwrap();
+            let literal = string_literal(&format!("s3://acme-lake/{prefix}/"));
+            assert!(sql.render().contains(&literal), "{prefix}: {literal}");
+        }
+        for prefix in ["", "/raw", "raw/", "raw//x", "raw data", "raw/../x"] {
+            let issues = setup_sql(&config(), &with("acme-lake", prefix)).unwrap_err();
+            let paths: Vec<&str> = issues.iter().map(|i| i.path.as_str()).collect();
+            assert_eq!(paths, ["--prefix"], "{prefix:?}");
+        }
+        for bucket in ["ab", "Acme", "a..b", "192.168.1.1", "-acme", ""] {
+            let issues = setup_sql(&config(), &with(bucket, "raw")).unwrap_err();
+            let paths: Vec<&str> = issues.iter().map(|i| i.path.as_str()).collect();
+            assert_eq!(paths, ["--bucket"], "{bucket:?}");
+        }
     }
 
     #[test]

@@ -183,7 +183,8 @@ pub fn column_type(field: &Field) -> Result<SnowflakeType, SqlGenError> {
 
 /// Quotes an identifier (case kept, embedded `"` doubled).
 pub fn quote(ident: &str) -> String {
-    format!("\"{}\"", ident.replace('"', "\"\""))
+    // Snowflake quotes identifiers as standard SQL does, which is PostgreSQL's way.
+    crate::ident::Dialect::Postgres.quote(ident)
 }
 
 /// A single-quoted string literal: `'` doubled, and `\` doubled because Snowflake reads it as
