@@ -6,7 +6,7 @@ What is real here: the HTTP protocol of the SQL API v2 (request and response sha
 semantics as far as fakesnow provides them on DuckDB (MERGE, QUALIFY, VARIANT, COPY INTO).
 What is not: Snowflake itself. Procedures are a narrow subset (see README.md), results come in
 one partition unless --partition-rows says otherwise, and there are no warehouses, roles or
-privileges (the request's warehouse and role are accepted and ignored).
+privileges (the request's warehouse and role are accepted, recorded for tests, and ignored).
 
 Run: server.py --port 0 --public-key key.pub --account ACCT --user USER [--s3-endpoint URL]
 It prints one line "sluice-snowflake-standin ready on http://127.0.0.1:PORT" when it listens.
@@ -118,6 +118,8 @@ class State:
         self.tokens_seen: set[str] = set()
         self.executions = 0
         self.canceled = 0
+        # The session context of the latest submission, so tests can see what a client sends.
+        self.last_context: dict[str, object] = {}
         self.pool = ThreadPoolExecutor(max_workers=8)
 
 
@@ -723,6 +725,7 @@ async def submit(request: Request) -> JSONResponse:
         return bad_request("391905", f"bindings must be numbered 1..n with a type and a string value ({e})")
 
     with STATE.lock:
+        STATE.last_context = {k: body.get(k) for k in ("database", "schema", "warehouse", "role", "timeout")}
         earlier = STATE.statements.get(STATE.by_request_id.get(request_id or "", ""))
         if earlier is not None and not retry:
             # Real Snowflake's rule is looser; the stand-in is strict so a client that forgets
@@ -796,6 +799,7 @@ async def stats(_: Request) -> JSONResponse:
                 "executions": STATE.executions,
                 "statements": len(STATE.statements),
                 "canceled": STATE.canceled,
+                "lastContext": STATE.last_context,
             }
         )
 

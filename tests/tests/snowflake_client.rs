@@ -671,3 +671,19 @@ fn a_token_is_reused_until_five_minutes_before_it_expires_then_signed_again() {
             .1
     );
 }
+
+#[tokio::test]
+async fn every_statement_carries_the_configured_session_context() {
+    let standin = StandIn::start(&Options::default());
+    let mut config = standin.config("context");
+    config.warehouse = Some("REPORTING_WH".into());
+    config.role = Some("ANALYST".into());
+    let database = config.database.clone().unwrap();
+    let client = SnowflakeClient::new(config, KeyPair::shared().private_key()).unwrap();
+    run(&client, "SELECT 1").await;
+    let context = &standin.stats()["lastContext"];
+    assert_eq!(context["warehouse"], "REPORTING_WH");
+    assert_eq!(context["role"], "ANALYST");
+    assert_eq!(context["database"], database.as_str());
+    assert_eq!(context["schema"], "PUBLIC");
+}

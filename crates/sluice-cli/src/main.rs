@@ -187,6 +187,7 @@ enum SampleEngine {
 async fn main() {
     let cli = Cli::parse();
     init_tracing(cli.verbose, cli.json_logs);
+    sluice::memory::keep_large_buffers_out_of_the_heap();
     let aws = &cli.aws;
     let outcome = match cli.command {
         Command::Run(args) => run(args, aws).await,

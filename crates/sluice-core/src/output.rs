@@ -38,9 +38,7 @@ impl OutputLocation {
         if let Some(rest) = value.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
-                return Err(error(
-                    "bucket '' is missing: use s3://bucket/prefix".into(),
-                ));
+                return Err(error("bucket '' is missing: use s3://bucket/prefix".into()));
             }
             check_bucket_name(bucket).map_err(|m| error(format!("bucket '{bucket}' {m}")))?;
             let prefix = prefix.trim_end_matches('/');

@@ -13,6 +13,7 @@ pub mod config_store;
 pub mod ddb;
 pub mod deployment;
 pub mod invoke;
+pub mod memory;
 pub mod pipeline;
 pub mod sample;
 pub mod sample_mysql;

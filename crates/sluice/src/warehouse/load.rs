@@ -11,13 +11,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use sluice_core::manifest::Manifest;
-use sluice_core::snowflake::{
-    ObjectName, SqlGenError, copy_into_raw, manifest_schema, quote, raw_table_ddl,
-};
+use sluice_core::snowflake::{ObjectName, SqlGenError, copy_into_raw, manifest_schema};
 use sluice_core::staging::{
     ExistingColumn, MergeSpec, StagingError, TableTargets, call_with_run_id, columns_query,
-    delete_run_rows, evolve_table, merge_log_ddl, merge_procedure_ddl, staging_columns,
-    staging_table_ddl,
+    delete_run_rows, evolve_table, merge_procedure_ddl, staging_columns, table_tables_sql,
 };
 use sluice_core::{RunId, TableConfig};
 use thiserror::Error;
@@ -92,18 +89,8 @@ impl Loader {
             .map(|f| Ok((f.name().clone(), sluice_core::snowflake::column_type(f)?)))
             .collect::<Result<_, SqlGenError>>()?;
 
-        let mut setup: Vec<String> = Vec::new();
-        for object in [&targets.raw, &targets.staging] {
-            setup.push(format!(
-                "CREATE SCHEMA IF NOT EXISTS {}.{}",
-                quote(&object.database),
-                quote(&object.schema)
-            ));
-        }
-        setup.push(raw_table_ddl(&targets.raw, &schema)?);
-        setup.push(staging_table_ddl(&targets.staging, &staging));
-        setup.push(merge_log_ddl(&targets.merge_log));
-        self.run_all(setup).await?;
+        self.run_all(table_tables_sql(&targets, &schema, &spec)?)
+            .await?;
 
         let mut alters = evolve_table(
             &targets.raw,
