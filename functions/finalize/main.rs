@@ -32,8 +32,14 @@ async fn handle(functions: &Functions, event: LambdaEvent<Value>) -> Result<Valu
         .map_err(|e| HandlerError::Retryable(e.to_string()))
 }
 
+fn main() -> Result<(), lambda_runtime::Error> {
+    // Before the runtime starts any thread: allocator tuning is set-up, not run-time, work.
+    sluice::memory::keep_large_buffers_out_of_the_heap();
+    serve()
+}
+
 #[tokio::main]
-async fn main() -> Result<(), lambda_runtime::Error> {
+async fn serve() -> Result<(), lambda_runtime::Error> {
     init_logging();
     let (functions, _failpoints) = cold_start().await?;
     let functions = &functions;

@@ -32,7 +32,6 @@ pub fn init_logging() {
 /// Builds the deployment from the environment, once per cold start. Also arms failpoints in
 /// test builds (`FAILPOINTS`); the returned guard must live as long as the process.
 pub async fn cold_start() -> Result<(Functions, FailpointGuard), lambda_runtime::Error> {
-    sluice::memory::keep_large_buffers_out_of_the_heap();
     #[cfg(feature = "failpoints")]
     let guard = FailpointGuard(Some(fail::FailScenario::setup()));
     #[cfg(not(feature = "failpoints"))]

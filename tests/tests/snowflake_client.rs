@@ -679,11 +679,12 @@ async fn every_statement_carries_the_configured_session_context() {
     config.warehouse = Some("REPORTING_WH".into());
     config.role = Some("ANALYST".into());
     let database = config.database.clone().unwrap();
+    let schema = config.schema.clone().unwrap();
     let client = SnowflakeClient::new(config, KeyPair::shared().private_key()).unwrap();
     run(&client, "SELECT 1").await;
     let context = &standin.stats()["lastContext"];
     assert_eq!(context["warehouse"], "REPORTING_WH");
     assert_eq!(context["role"], "ANALYST");
     assert_eq!(context["database"], database.as_str());
-    assert_eq!(context["schema"], "PUBLIC");
+    assert_eq!(context["schema"], schema.as_str());
 }

@@ -183,11 +183,16 @@ enum SampleEngine {
     Mysql,
 }
 
+fn main() {
+    // Before the runtime starts any thread: allocator tuning is set-up, not run-time, work.
+    sluice::memory::keep_large_buffers_out_of_the_heap();
+    run_command();
+}
+
 #[tokio::main]
-async fn main() {
+async fn run_command() {
     let cli = Cli::parse();
     init_tracing(cli.verbose, cli.json_logs);
-    sluice::memory::keep_large_buffers_out_of_the_heap();
     let aws = &cli.aws;
     let outcome = match cli.command {
         Command::Run(args) => run(args, aws).await,

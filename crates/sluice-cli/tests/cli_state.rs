@@ -559,7 +559,7 @@ async fn a_hand_written_bad_source_item_stops_the_run_naming_the_item_and_the_fi
             vec![
                 ("name", s("shop")),
                 ("engine", s("oracle")),
-                ("connection", connection("postgres://app@db/shop")),
+                ("connection", connection("postgres://app@127.0.0.1:1/shop")),
             ],
             "item source shop: sources[shop].engine: unknown variant `oracle`".to_owned(),
         ),
@@ -576,7 +576,7 @@ async fn a_hand_written_bad_source_item_stops_the_run_naming_the_item_and_the_fi
                 ("engine", s("postgres")),
                 (
                     "connection",
-                    connection(&format!("postgres://app:{item_password}@db/shop")),
+                    connection(&format!("postgres://app:{item_password}@127.0.0.1:1/shop")),
                 ),
             ],
             format!(
@@ -588,7 +588,7 @@ async fn a_hand_written_bad_source_item_stops_the_run_naming_the_item_and_the_fi
             vec![
                 ("name", s("elsewhere")),
                 ("engine", s("postgres")),
-                ("connection", connection("postgres://app@db/shop")),
+                ("connection", connection("postgres://app@127.0.0.1:1/shop")),
             ],
             "sources[shop].name: the item's key (sk) is 'shop' but its fields name 'elsewhere'"
                 .to_owned(),
@@ -635,7 +635,7 @@ fn config_pull_prints_canonical_yaml_that_pushes_back_as_a_no_op() {
         sources:\n\n\
         \x20 - name: shop   # main\n\
         \x20   engine: postgres\n\
-        \x20   connection: { url: \"postgres://app@db.internal:5432/shop\", sslmode: require }\n\n\
+        \x20   connection: { url: \"postgres://app@127.0.0.1:1/shop\", sslmode: require }\n\n\
         tables:\n\
         \x20 - { source: shop, table: public.products }\n\n\
         \x20 - source: shop\n\

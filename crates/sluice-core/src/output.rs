@@ -100,8 +100,9 @@ pub fn check_bucket_name(bucket: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Prefixes are limited to S3's "safe" characters so keys never need escaping in Glue
-/// locations, COPY file lists or Snowflake stages.
+/// Prefixes are limited to letters, digits and `-_.=` (what the SAM template allows too), so
+/// keys never need escaping in Glue locations, COPY file lists or Snowflake stages, and no
+/// prefix is read as a wildcard (`*`) in IAM policies or a storage integration's locations.
 pub fn check_prefix(prefix: &str) -> Result<(), String> {
     if prefix.is_empty() {
         return Ok(());
@@ -118,11 +119,9 @@ pub fn check_prefix(prefix: &str) -> Result<(), String> {
         }
         if let Some(c) = segment
             .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || "!-_.*'()=".contains(*c)))
+            .find(|c| !(c.is_ascii_alphanumeric() || "-_.=".contains(*c)))
         {
-            return Err(format!(
-                "contains '{c}': use letters, digits and !-_.*'()= only"
-            ));
+            return Err(format!("contains '{c}': use letters, digits and -_.= only"));
         }
     }
     if prefix.len() > 512 {
@@ -196,6 +195,7 @@ mod tests {
             ("s3://bucket/raw/../x", "'.' or '..'"),
             ("s3://bucket/raw data", "contains ' '"),
             ("s3://bucket/raw#1", "contains '#'"),
+            ("s3://bucket/raw*", "contains '*'"),
             ("gs://bucket/raw", "unsupported scheme 'gs://'"),
             ("  ", "must not be empty"),
         ];

@@ -378,13 +378,15 @@ mod tests {
             prefix: Some(prefix.into()),
             ..options()
         };
-        for prefix in ["raw", "raw/v1", "team=data/raw(1)", "it's"] {
+        for prefix in ["raw", "raw/v1", "team=data/raw_1", "v.2-b"] {
             assert_eq!(crate::output::check_prefix(prefix), Ok(()), "{prefix}");
             let sql = setup_sql(&config(), &with("acme-lake", prefix)).unwrap();
             let literal = string_literal(&format!("s3://acme-lake/{prefix}/"));
             assert!(sql.render().contains(&literal), "{prefix}: {literal}");
         }
-        for prefix in ["", "/raw", "raw/", "raw//x", "raw data", "raw/../x"] {
+        for prefix in [
+            "", "/raw", "raw/", "raw//x", "raw data", "raw/../x", "raw*", "it's",
+        ] {
             let issues = setup_sql(&config(), &with("acme-lake", prefix)).unwrap_err();
             let paths: Vec<&str> = issues.iter().map(|i| i.path.as_str()).collect();
             assert_eq!(paths, ["--prefix"], "{prefix:?}");

@@ -96,6 +96,7 @@ impl ParquetSettings {
         self.upload_part_bytes
             .max(minimum)
             .max(usize::try_from(cover).unwrap_or(usize::MAX))
+            .max(1)
     }
 }
 
