@@ -102,9 +102,10 @@ async fn main() {
             "{:<36} {:<10} {:>9} {:>6} {:>12}  {}",
             format!("{source}/{table}"),
             status,
-            result["rows"],
-            result["files"],
-            result["bytes"],
+            // A JSON value's Display ignores width, so each cell is formatted as text first.
+            result["rows"].to_string(),
+            result["files"].to_string(),
+            result["bytes"].to_string(),
             detail
         );
     }
