@@ -213,7 +213,8 @@ pub fn table_objects_sql(
 ) -> Result<Vec<String>, StagingError> {
     let targets = TableTargets::resolve(table, database);
     let spec = MergeSpec::of(table);
-    let mut statements = table_tables_sql(&targets, schema, &spec)?;
+    let staging = staging_columns(schema, &spec, &targets.staging.quoted())?;
+    let mut statements = table_tables_sql(&targets, schema, &staging)?;
     if targets.generated_merge {
         statements.push(merge_procedure_ddl(&targets, schema, &spec)?);
     }
@@ -222,12 +223,12 @@ pub fn table_objects_sql(
 
 /// A table's schemas, RAW and STAGING tables and merge log, each created only if missing:
 /// what the set-up creates and every run makes sure of before it evolves and loads them.
+/// `staging` is [`staging_columns`] of the same schema.
 pub fn table_tables_sql(
     targets: &TableTargets,
     schema: &Schema,
-    spec: &MergeSpec,
+    staging: &[(String, SnowflakeType)],
 ) -> Result<Vec<String>, StagingError> {
-    let staging = staging_columns(schema, spec, &targets.staging.quoted())?;
     let mut statements = Vec::new();
     for object in [&targets.raw, &targets.staging] {
         let create = format!(
@@ -240,7 +241,7 @@ pub fn table_tables_sql(
         }
     }
     statements.push(crate::snowflake::raw_table_ddl(&targets.raw, schema)?);
-    statements.push(staging_table_ddl(&targets.staging, &staging));
+    statements.push(staging_table_ddl(&targets.staging, staging));
     statements.push(merge_log_ddl(&targets.merge_log));
     Ok(statements)
 }

@@ -89,7 +89,7 @@ impl Loader {
             .map(|f| Ok((f.name().clone(), sluice_core::snowflake::column_type(f)?)))
             .collect::<Result<_, SqlGenError>>()?;
 
-        self.run_all(table_tables_sql(&targets, &schema, &spec)?)
+        self.run_all(table_tables_sql(&targets, &schema, &staging)?)
             .await?;
 
         let mut alters = evolve_table(
