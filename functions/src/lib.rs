@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use sluice::deployment::Deployment;
 use sluice::serverless::{Answer, Functions};
 use sluice_core::external_function::{
-    BATCH_ID_HEADER, check_batch_id, check_headers, parse_ingest_batch, parse_status_batch,
+    BATCH_ID_HEADER, batch_id_header, check_headers, parse_ingest_batch, parse_status_batch,
 };
 
 /// Logs as JSON lines (what CloudWatch Logs Insights reads), with the fields of the current
@@ -128,19 +128,12 @@ async fn route_answer(functions: &Functions, request: Request) -> Answer {
     if method == "GET" && endpoint == "ingest" {
         // A poll carries no rows: only its batch id matters, so the format headers are not
         // required of it.
-        return match header(BATCH_ID_HEADER)
-            .map(str::trim)
-            .filter(|id| !id.is_empty())
-        {
-            None => Answer::bad_request(format!(
+        return match batch_id_header(header(BATCH_ID_HEADER)) {
+            Ok(Some(id)) => functions.poll_batch(&id).await,
+            Ok(None) => Answer::bad_request(format!(
                 "header {BATCH_ID_HEADER}: required to poll a batch"
             )),
-            Some(id) => match check_batch_id(id) {
-                Ok(()) => functions.poll_batch(id).await,
-                Err(expected) => {
-                    Answer::bad_request(format!("header {BATCH_ID_HEADER}: expected {expected}"))
-                }
-            },
+            Err(e) => Answer::bad_request(e.to_string()),
         };
     }
     let batch = match check_headers(header) {

@@ -7,7 +7,8 @@ usage: coldstart.py BIN_DIR [ZIP_DIR] [REPEAT]
 BIN_DIR holds native release builds of trigger, extract and finalize (`cargo build --release
 -p sluice-functions`); ZIP_DIR is where `scripts/package` left the arm64 zips
 (target/lambda). Settings point at a closed loopback port: start-up builds clients and reads
-settings but does not call AWS (a Snowflake key would be fetched at start-up; it is left out).
+settings but does not call AWS (the Snowflake key is fetched on the first finalize, not at
+start-up).
 """
 
 import http.server

@@ -141,10 +141,10 @@ pub fn hive_type(data_type: &DataType) -> Option<String> {
             let inner: Option<Vec<String>> = fields
                 .iter()
                 .map(|f| {
-                    plain(f.name())
-                        .then(|| hive_type(f.data_type()))
-                        .flatten()
-                        .map(|t| format!("{}:{t}", f.name()))
+                    if !plain(f.name()) {
+                        return None;
+                    }
+                    hive_type(f.data_type()).map(|t| format!("{}:{t}", f.name()))
                 })
                 .collect();
             format!("struct<{}>", inner?.join(","))

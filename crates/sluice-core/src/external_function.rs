@@ -65,18 +65,23 @@ pub fn check_headers<'a>(
             got: version.to_owned(),
         });
     }
-    let batch_id = header(BATCH_ID_HEADER)
-        .map(str::trim)
-        .filter(|id| !id.is_empty())
-        .map(str::to_owned);
-    if let Some(id) = &batch_id {
-        check_batch_id(id).map_err(|expected| BatchError::BadHeader {
-            header: BATCH_ID_HEADER,
-            expected,
-            got: id.chars().take(64).collect(),
-        })?;
-    }
-    Ok(BatchHeaders { batch_id })
+    Ok(BatchHeaders {
+        batch_id: batch_id_header(header(BATCH_ID_HEADER))?,
+    })
+}
+
+/// The batch id a request's `sf-external-function-query-batch-id` header carries: `None` when
+/// it is absent or blank, an error when it is not an id sluice accepts.
+pub fn batch_id_header(value: Option<&str>) -> Result<Option<String>, BatchError> {
+    let Some(id) = value.map(str::trim).filter(|id| !id.is_empty()) else {
+        return Ok(None);
+    };
+    check_batch_id(id).map_err(|expected| BatchError::BadHeader {
+        header: BATCH_ID_HEADER,
+        expected,
+        got: id.chars().take(64).collect(),
+    })?;
+    Ok(Some(id.to_owned()))
 }
 
 /// Snowflake's batch ids are UUIDs; sluice accepts up to 128 letters, digits, `-` and `_`,
@@ -274,6 +279,25 @@ mod tests {
     fn headers(pairs: &[(&'static str, &'static str)]) -> impl Fn(&str) -> Option<&'static str> {
         let pairs = pairs.to_vec();
         move |name| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| *v)
+    }
+
+    #[test]
+    fn a_batch_id_header_is_absent_valid_or_refused_with_what_it_got() {
+        assert_eq!(batch_id_header(None).unwrap(), None);
+        assert_eq!(batch_id_header(Some("   ")).unwrap(), None);
+        let id = "9f2a7c1e-0b3d-4e5f-8a6b-7c8d9e0f1a2b";
+        assert_eq!(
+            batch_id_header(Some(&format!(" {id} ")))
+                .unwrap()
+                .as_deref(),
+            Some(id)
+        );
+        let err = batch_id_header(Some("x';DROP")).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("header {BATCH_ID_HEADER}: expected "))
+                && err.ends_with("got 'x';DROP'"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -80,8 +80,11 @@ pub struct Deployment {
 type CachedSource = (SourceConfig, Arc<dyn Source>);
 
 impl Deployment {
-    /// Reads the settings from the process environment and builds every client. A bad
-    /// setting fails here, naming the variable, so the function never takes an event.
+    /// Reads the settings from the process environment and builds every AWS client. A bad
+    /// setting fails here, naming the variable, so the function never takes an event. The
+    /// Snowflake loader is the exception: its key is a secret read on the first finalize (see
+    /// [`Deployment::finalizing_pipeline`]), so a wrong key fails that run, in its record,
+    /// rather than every start of a function that must be able to fail runs.
     pub async fn from_env() -> Result<Deployment> {
         let env: BTreeMap<String, String> = std::env::vars().collect();
         let settings = DeploymentSettings::from_env(&env)?;

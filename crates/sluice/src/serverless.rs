@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::Utc;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sluice_core::batch::{BatchAnswer, BatchRecord, BatchRow, batch_answer, run_result};
@@ -416,18 +416,17 @@ impl Functions {
             }
             let function = self.extract_function()?;
             // A run of a thousand chunks must fan out well inside API Gateway's 29 s.
+            // The first refused invoke stops the fan-out: the run fails rather than sending
+            // the rest of its chunks.
             futures::stream::iter(0..chunks)
-                .map(|chunk| {
+                .map(Ok)
+                .try_for_each_concurrent(FAN_OUT_CONCURRENCY, |chunk| {
                     self.deployment
                         .invoker
                         .invoke_async(function, event_bytes(&ExtractEvent { run_id, chunk }))
                 })
-                .buffer_unordered(FAN_OUT_CONCURRENCY)
-                .collect::<Vec<_>>()
                 .await
-                .into_iter()
-                .collect::<Result<Vec<()>, _>>()?;
-            Ok(())
+                .map_err(ServerlessError::from)
         }
         .await;
         match fanned {
@@ -479,10 +478,7 @@ impl Functions {
             let work = pipeline.extract_chunk(run_id, chunk, &Quiet);
             let deadline = time_left.map(|t| t.saturating_sub(DEADLINE_MARGIN));
             let limit = self.deployment.settings.chunk_timeout;
-            let budget = match (deadline, limit) {
-                (Some(d), Some(l)) => Some(d.min(l)),
-                (d, l) => d.or(l),
-            };
+            let budget = deadline.into_iter().chain(limit).min();
             let report = match budget {
                 None => work.await?,
                 Some(budget) => match tokio::time::timeout(budget, work).await {
