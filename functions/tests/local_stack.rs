@@ -361,13 +361,19 @@ async fn bad_requests_get_a_400_with_a_message_and_start_nothing() {
     );
 
     // The EventBridge tick starts a table whose schedule is due, once per fire time. Orders
-    // fire hourly a minute ago (the next fire is ~59 minutes away); products fired on 1
-    // January, far beyond the default one-hour lookback, so they do not start.
+    // fire hourly a minute ago (the next fire is ~59 minutes away); products fire monthly on
+    // a day at least five days from today, far beyond the default one-hour lookback, so they
+    // do not start.
     let config = Config::from_yaml(&sluice_tests::shop_config(&db, TABLES), "test").unwrap();
     let minute = (chrono::Timelike::minute(&chrono::Utc::now()) + 59) % 60;
     let mut scheduled = config.tables.clone();
     scheduled[0].schedule = Some(format!("{minute} * * * *"));
-    scheduled[1].schedule = Some("0 0 1 1 *".into());
+    let far_day = if chrono::Datelike::day(&chrono::Utc::now()) <= 14 {
+        25
+    } else {
+        5
+    };
+    scheduled[1].schedule = Some(format!("0 0 {far_day} * *"));
     s.push_tables(scheduled).await;
     let tick = json!({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}});
     let invoke = || async {
@@ -418,7 +424,8 @@ async fn a_chunk_that_fails_every_attempt_fails_its_run_through_the_destination(
     let stats = s.settle().await;
     assert!(stats["destinations_sent"].as_u64().unwrap() >= 1, "{stats}");
     // Nothing moved and nothing is left behind: no watermark, the lease is free, and no
-    // file of the run is in the bucket.
+    // completed file of the run is in the bucket (the crashed processes' uploads stay open,
+    // invisible, until the bucket's lifecycle rule aborts them).
     let state = s.state().await;
     let table = state.table_state("shop/public.orders").await.unwrap();
     assert_eq!(table.watermark, None);

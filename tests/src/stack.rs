@@ -474,7 +474,12 @@ impl LocalStack {
 /// A plain HTTP client for loopback calls (rustls needs its provider chosen first).
 pub fn http_client() -> reqwest::Client {
     sluice::aws::install_crypto_provider();
-    reqwest::Client::new()
+    // Every request here goes to a local server that answers at once; one that does not is
+    // stuck, and the test fails instead of hanging.
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(60))
+        .build()
+        .expect("an HTTP client builds")
 }
 
 /// The Secrets Manager JSON for a PostgreSQL URL, read by tokio-postgres's own parser.

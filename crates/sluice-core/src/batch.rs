@@ -216,11 +216,18 @@ mod tests {
     }
 
     #[test]
-    fn an_unstarted_batch_is_pending() {
-        let b = BatchRecord::claim("b", Utc::now());
+    fn an_unstarted_batch_is_pending_until_its_start_is_overdue() {
+        let claimed = Utc::now();
+        let b = BatchRecord::claim("b", claimed);
+        let none = BTreeMap::new();
+        assert_eq!(batch_answer(&b, &none, claimed), BatchAnswer::Pending);
         assert_eq!(
-            batch_answer(&b, &BTreeMap::new(), Utc::now()),
+            batch_answer(&b, &none, claimed + START_WITHIN),
             BatchAnswer::Pending
+        );
+        assert_eq!(
+            batch_answer(&b, &none, claimed + START_WITHIN + Duration::seconds(1)),
+            BatchAnswer::Abandoned
         );
     }
 
