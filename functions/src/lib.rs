@@ -197,6 +197,29 @@ mod tests {
         ));
     }
 
+    /// The batch Snowflake sends, as API Gateway hands it to the trigger
+    /// (`tests/fixtures/external_function/`, sources in its README): the event parses, the
+    /// headers pass, the opaque batch id comes through whole and the rows are read.
+    #[test]
+    fn a_real_shaped_api_gateway_event_is_understood() {
+        let event =
+            include_str!("../../tests/fixtures/external_function/apigw_rest_event_post.json");
+        let request = lambda_http::request::from_str(event).unwrap();
+        assert_eq!(request.raw_http_path(), "/ingest");
+        let headers = request.headers();
+        let batch = check_headers(|name| headers.get(name).and_then(|v| v.to_str().ok())).unwrap();
+        assert_eq!(
+            batch.batch_id.as_deref(),
+            Some("01b02bdf-0001-7b58-0003-27d60056b5a6:1:1:0:0")
+        );
+        let rows = parse_ingest_batch(request.body().as_ref(), 100).unwrap();
+        let tables: Vec<String> = rows
+            .iter()
+            .map(|r| r.request.clone().unwrap().table)
+            .collect();
+        assert_eq!(tables, ["public.orders", "public.customers"]);
+    }
+
     #[test]
     fn handler_errors_have_stable_types() {
         let d: Diagnostic = HandlerError::InvalidEvent("bad".into()).into();

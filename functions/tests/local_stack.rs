@@ -262,6 +262,10 @@ async fn bad_requests_get_a_400_with_a_message_and_start_nothing() {
         r.header("sf-external-function-format", "json")
             .header("sf-external-function-format-version", "1.0")
     };
+    // The stack's trigger runs with the deployed default, the MAX_BATCH_ROWS the external
+    // functions are created with (`sluice snowflake sql`; the template's MaxBatchRows).
+    let limit = sluice_core::deploy::DEFAULT_MAX_BATCH_ROWS;
+    let over = format!("{} rows in one batch, at most {limit}", limit + 1);
     for (request, expected) in [
         (
             http.post(&url).header("content-type", "application/json").body("{\"data\": [[0, \"shop\", \"public.orders\"]]}"),
@@ -281,9 +285,9 @@ async fn bad_requests_get_a_400_with_a_message_and_start_nothing() {
         ),
         (
             headers(http.post(&url)).header("content-type", "application/json").body(
-                json!({"data": (0..101).map(|i| json!([i, "shop", "public.orders"])).collect::<Vec<_>>()}).to_string(),
+                json!({"data": (0..=limit).map(|i| json!([i, "shop", "public.orders"])).collect::<Vec<_>>()}).to_string(),
             ),
-            "101 rows in one batch, at most 100",
+            over.as_str(),
         ),
         (
             headers(http.get(&url)),
@@ -294,14 +298,37 @@ async fn bad_requests_get_a_400_with_a_message_and_start_nothing() {
             "batch 'never-posted' is unknown",
         ),
         (
-            headers(http.get(&url)).header("sf-external-function-query-batch-id", "no such batch!"),
-            "sf-external-function-query-batch-id",
+            // Ids are opaque, but not unbounded.
+            headers(http.get(&url)).header("sf-external-function-query-batch-id", "x".repeat(1025)),
+            "sf-external-function-query-batch-id: expected 1 to 1024 printable ASCII characters",
         ),
     ] {
         let (code, body) = send(request).await;
         assert_eq!(code, 400, "{expected}: {body}");
         assert!(body.to_string().contains(expected), "{expected}: {body}");
     }
+    // A batch of exactly MAX_BATCH_ROWS rows is taken: each row gets its own answer.
+    let full: Vec<Value> = (0..limit)
+        .map(|i| json!([i, "shop", format!("public.absent_{i}")]))
+        .collect();
+    let (code, body) = s
+        .call(
+            reqwest::Method::POST,
+            "ingest_async",
+            None,
+            Some(Value::Array(full)),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let answers = body["data"].as_array().unwrap();
+    assert_eq!(answers.len(), limit, "{body}");
+    assert!(
+        answers.iter().enumerate().all(|(i, row)| row[0] == i
+            && row[1]["error"]
+                .as_str()
+                .is_some_and(|e| e.contains(&format!("public.absent_{i}")))),
+        "{body}"
+    );
     // One bad row never fails the others: a wrong table and a wrong argument each get their
     // own error, the good row starts.
     let (code, body) = s

@@ -7,6 +7,8 @@ semantics as far as fakesnow provides them on DuckDB (MERGE, QUALIFY, VARIANT, C
 What is not: Snowflake itself. Procedures are a narrow subset (see README.md), results come in
 one partition unless --partition-rows says otherwise, and there are no warehouses, roles or
 privileges (the request's warehouse and role are accepted, recorded for tests, and ignored).
+The rules it enforces as strictly as Snowflake, each with its documentation, are listed in
+README.md ("What is real") and cited beside the code that checks them.
 
 Run: server.py --port 0 --public-key key.pub --account ACCT --user USER [--s3-endpoint URL]
 It prints one line "sluice-snowflake-standin ready on http://127.0.0.1:PORT" when it listens.
@@ -18,6 +20,7 @@ import argparse
 import base64
 import datetime
 import decimal
+import gzip
 import hashlib
 import json
 import os
@@ -29,6 +32,7 @@ import threading
 import time
 import uuid
 import warnings
+import zoneinfo
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,10 +44,11 @@ from cryptography.hazmat.primitives import serialization
 from fakesnow.converter import from_binding
 from fakesnow.instance import FakeSnow
 from fakesnow.rowtype import describe_as_rowtype
+from fakesnow.transforms.file_format import lookup_file_format
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 # fakesnow reads DuckDB results through Arrow; the copy it warns about is harmless at this size.
@@ -110,11 +115,15 @@ class State:
         self.settings = settings
         self.fs = FakeSnow()
         # fakesnow shares one DuckDB database; statements run one at a time, like one session.
-        self.sql_lock = threading.Lock()
+        # Re-entrant so a COPY can hold it across its load and the NULL_IF pass over the rows
+        # it added, while the statements it runs take it again.
+        self.sql_lock = threading.RLock()
         self.lock = threading.Lock()
         self.statements: dict[str, Statement] = {}
         self.by_request_id: dict[str, str] = {}
         self.procedures: dict[str, Procedure] = {}
+        # The FILE_FORMAT of each stage (fakesnow keeps none), by (database, schema, name).
+        self.stage_formats: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.tokens_seen: set[str] = set()
         self.executions = 0
         self.canceled = 0
@@ -169,6 +178,146 @@ def unauthorized(reason: str) -> JSONResponse:
     return JSONResponse({"code": "390144", "message": f"JWT token is invalid. ({reason})"}, status_code=401)
 
 
+# --- Session parameters (the request body's `parameters`) -------------------------------------
+
+# The SQL API ignores the account's and the user's settings of the output parameters and of
+# TIMEZONE: only what the request's `parameters` carries applies ("Snowflake ignores the
+# account-level and user-level settings for these parameters",
+# https://docs.snowflake.com/en/developer-guide/sql-api/handling-responses, "Formatting the
+# output of query results"). So a request without TIMEZONE runs in the parameter's default,
+# America/Los_Angeles (https://docs.snowflake.com/en/sql-reference/parameters#timezone).
+DEFAULT_TIMEZONE = "America/Los_Angeles"
+TIMEZONES = zoneinfo.available_timezones()
+
+# The output-format parameters the SQL API accepts change the text of every value in `data`
+# (a DATE becomes "03/27/2019" rather than a day count; same handling-responses page). The
+# stand-in does not format values, so it refuses them rather than answer in the wrong form.
+OUTPUT_FORMAT_PARAMETERS = {
+    "BINARY_OUTPUT_FORMAT",
+    "DATE_OUTPUT_FORMAT",
+    "TIME_OUTPUT_FORMAT",
+    "TIMESTAMP_OUTPUT_FORMAT",
+    "TIMESTAMP_LTZ_OUTPUT_FORMAT",
+    "TIMESTAMP_NTZ_OUTPUT_FORMAT",
+    "TIMESTAMP_TZ_OUTPUT_FORMAT",
+}
+
+# The stand-in's own codes (Snowflake documents none for these refusals).
+PARAMETER_NOT_ACCEPTED = "391909"
+PARAMETER_INVALID = "391910"
+PARAMETER_NOT_EMULATED = "391912"
+MULTI_STATEMENT_BINDINGS = "391913"
+
+
+def invalid_parameter(name: str, value: object) -> SqlError:
+    # The message is Snowflake's for a bad session parameter value, as captured by a public
+    # emulator's live-verified tests ("invalid value [Not/AZone] for parameter 'TIMEZONE'").
+    shown = json.dumps(value) if not isinstance(value, str) else value
+    message = f"SQL compilation error:\ninvalid value [{shown}] for parameter '{name}'"
+    return SqlError(PARAMETER_INVALID, "22023", message)
+
+
+def integer_parameter(name: str, value: object, low: int = 0, high: int | None = None) -> str:
+    """An integer sent as a JSON number or a string of digits, within [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise invalid_parameter(name, value)
+    text = str(value).strip()
+    if not re.fullmatch(r"[+-]?\d+", text) or int(text) < low or (high is not None and int(text) > high):
+        raise invalid_parameter(name, value)
+    return str(int(text))
+
+
+def boolean_parameter(name: str, value: object) -> str:
+    """TRUE/FALSE sent as a JSON boolean or a string in any case."""
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, str) and value.strip().upper() in ("TRUE", "FALSE"):
+        return value.strip().upper()
+    raise invalid_parameter(name, value)
+
+
+def timezone_parameter(name: str, value: object) -> str:
+    # TIMEZONE takes an IANA zone name (https://docs.snowflake.com/en/sql-reference/parameters#timezone),
+    # matched as spelled: the same emulator's live-verified tests show 'utc' refused.
+    if not isinstance(value, str) or value not in TIMEZONES:
+        raise invalid_parameter(name, value)
+    return value
+
+
+def query_tag_parameter(name: str, value: object) -> str:
+    # "String (up to 2000 characters)" (https://docs.snowflake.com/en/sql-reference/parameters#query-tag).
+    if not isinstance(value, str) or len(value) > 2000:
+        raise invalid_parameter(name, value)
+    return value
+
+
+# The parameters the SQL API documents for the request body, as Snowflake's own OpenAPI
+# description of the API lists them (SessionParameters: timezone, query_tag, the output
+# formats, multi_statement_count, client_result_chunk_size, rows_per_resultset,
+# use_cached_result; https://docs.snowflake.com/en/developer-guide/sql-api/reference, request
+# body, "parameters"). Names are matched in any case, as Snowflake's parameter names are.
+PARAMETER_CHECKS = {
+    "TIMEZONE": timezone_parameter,
+    "QUERY_TAG": query_tag_parameter,
+    # "0 implies variable number of statements. Negative numbers are not allowed."
+    "MULTI_STATEMENT_COUNT": integer_parameter,
+    # 0 means no limit (https://docs.snowflake.com/en/sql-reference/parameters#rows-per-resultset).
+    "ROWS_PER_RESULTSET": integer_parameter,
+    # 48 to 160 MB (https://docs.snowflake.com/en/sql-reference/parameters#client-result-chunk-size).
+    "CLIENT_RESULT_CHUNK_SIZE": lambda n, v: integer_parameter(n, v, 48, 160),
+    "USE_CACHED_RESULT": boolean_parameter,
+}
+
+PARAMETER_DEFAULTS = {
+    "TIMEZONE": DEFAULT_TIMEZONE,
+    "QUERY_TAG": "",
+    "MULTI_STATEMENT_COUNT": "1",
+    "ROWS_PER_RESULTSET": "0",
+    "CLIENT_RESULT_CHUNK_SIZE": "160",
+    "USE_CACHED_RESULT": "TRUE",
+}
+
+
+def effective_parameters(sent: object) -> dict[str, str]:
+    """The session parameters a request runs with: the defaults, overridden by what it sent.
+
+    Raises SqlError for a name outside the documented list, a value the parameter refuses, or
+    an output format the stand-in cannot apply.
+    """
+    if sent is None:
+        sent = {}
+    if not isinstance(sent, dict):
+        raise SqlError(PARAMETER_INVALID, "22023", "stand-in: the request body's 'parameters' must be a JSON object")
+    effective = dict(PARAMETER_DEFAULTS)
+    for name, value in sent.items():
+        key = str(name).upper()
+        if key in OUTPUT_FORMAT_PARAMETERS:
+            raise SqlError(
+                PARAMETER_NOT_EMULATED,
+                "0A000",
+                f"stand-in: the SQL API accepts {key}, but the stand-in does not format values; send no output format",
+            )
+        check = PARAMETER_CHECKS.get(key)
+        if check is None:
+            raise SqlError(
+                PARAMETER_NOT_ACCEPTED,
+                "22023",
+                f"stand-in: session parameter '{key}' is not one the SQL API documents for a request's 'parameters' "
+                f"({', '.join(sorted([*PARAMETER_CHECKS, *OUTPUT_FORMAT_PARAMETERS]))})",
+            )
+        effective[key] = check(key, value)
+    return effective
+
+
+def parameter_context(sent: object) -> object:
+    """What /_standin/stats shows of a request's parameters: the effective ones, or, for a
+    request they fail, exactly what it sent."""
+    try:
+        return effective_parameters(sent)
+    except SqlError:
+        return sent
+
+
 # --- SQL text: splitting, placeholders --------------------------------------------------------
 
 
@@ -216,6 +365,117 @@ def replace_outside_quotes(sql: str, pattern: re.Pattern[str], repl) -> str:
     """pattern.sub(repl) applied only to the parts of sql outside '…' and "…"."""
     parts = re.split(r"('(?:[^'\\]|\\.|'')*'|\"[^\"]*\")", sql)
     return "".join(p if i % 2 else pattern.sub(repl, p) for i, p in enumerate(parts))
+
+
+def blank_comments(sql: str) -> str:
+    """sql with every comment's characters (newlines kept) turned into spaces, so that the
+    line and position of what follows stay where Snowflake counts them."""
+    return re.sub(r"--[^\n]*|/\*.*?\*/", lambda m: re.sub(r"[^\n]", " ", m[0]), sql, flags=re.S)
+
+
+# Backslash escapes of a single-quoted string constant; "If a backslash is used in sequences
+# other than the ones listed above, the backslash is ignored" ('\z' is 'z')
+# (https://docs.snowflake.com/en/sql-reference/data-types-text#escape-sequences-in-single-quoted-string-constants).
+SIMPLE_ESCAPES = {"'": "'", '"': '"', "\\": "\\", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "0": "\0"}
+
+
+def string_constant(literal: str) -> str:
+    """The value of a Snowflake '…' string constant (quotes included)."""
+    body, out, i = literal[1:-1], [], 0
+    while i < len(body):
+        c = body[i]
+        if c == "'" and body.startswith("''", i):
+            out.append("'")
+            i += 2
+        elif c != "\\" or i + 1 >= len(body):
+            out.append(c)
+            i += 1
+        elif m := re.match(r"\\(?:([0-7]{3})|x([0-9A-Fa-f]{2})|u([0-9A-Fa-f]{4}))", body[i:]):
+            out.append(chr(int(m[1], 8) if m[1] else int(m[2] or m[3], 16)))
+            i += len(m[0])
+        else:
+            out.append(SIMPLE_ESCAPES.get(body[i + 1], body[i + 1]))
+            i += 2
+    return "".join(out)
+
+
+QUOTED_OR_WORD = re.compile(r"'(?:[^'\\]|\\.|'')*'|\"(?:[^\"]|\"\")*\"|[^\s=(),']+", re.S)
+STRING = r"'(?:[^'\\]|\\.|'')*'"
+NAME_PART = r"(?:\"(?:[^\"]|\"\")*\"|[\w$]+)"
+# An object name of one to three parts, or a string constant (FORMAT_NAME = 'db.schema.name').
+OPTION_TOKEN = re.compile(rf"{STRING}|{NAME_PART}(?:\.{NAME_PART})*")
+# NAME = value in an option list: a parenthesized list, a string constant, or a word.
+OPTION = re.compile(rf"([A-Za-z_]\w*)\s*=\s*(\((?:[^()'\"]|{STRING}|\"[^\"]*\")*\)|{STRING}|\S+)")
+
+
+def top_level_option(sql: str, name: str) -> str | None:
+    """The text of `name = value` in sql outside quotes and outside parentheses: a balanced
+    '(…)' (with its parentheses) or one value token ('…', an identifier path, a word)."""
+    depth, i, n = 0, 0, len(sql)
+    pattern = re.compile(rf"\b{name}\s*=\s*", re.I)
+    while i < n:
+        c = sql[i]
+        if c in "'\"":
+            quoted = QUOTED_OR_WORD.match(sql, i)
+            i = quoted.end() if quoted else i + 1
+            continue
+        if c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        elif depth == 0 and (m := pattern.match(sql, i)) and (i == 0 or not re.match(r"\w", sql[i - 1])):
+            start = m.end()
+            if start < n and sql[start] == "(":
+                return sql[start : balanced_end(sql, start)]
+            token = OPTION_TOKEN.match(sql, start)
+            return token[0] if token else None
+        i += 1
+    return None
+
+
+def balanced_end(sql: str, start: int) -> int:
+    """The index just past the ')' closing the '(' at start, quotes skipped."""
+    depth, i = 0, start
+    while i < len(sql):
+        c = sql[i]
+        if c in "'\"":
+            m = QUOTED_OR_WORD.match(sql, i)
+            i = m.end() if m else i + 1
+            continue
+        depth += {"(": 1, ")": -1}.get(c, 0)
+        i += 1
+        if depth == 0:
+            return i
+    raise SqlError("001003", "42000", "SQL compilation error:\nsyntax error: unbalanced parentheses")
+
+
+def format_options(text: str) -> dict[str, Any]:
+    """A file format's options, `( NAME = value … )`: string constants decoded, a list
+    `( '…', … )` as a list of strings, anything else as its word."""
+    inner = text.strip()
+    inner = inner[1:-1] if inner.startswith("(") and inner.endswith(")") else inner
+    options: dict[str, Any] = {}
+    for m in OPTION.finditer(inner):
+        options[m[1].upper()] = option_value(m[2])
+    return options
+
+
+def option_value(text: str) -> Any:
+    if text.startswith("("):
+        return [option_value(t) for t in QUOTED_OR_WORD.findall(text[1:-1])]
+    if text.startswith("'"):
+        return string_constant(text)
+    return text
+
+
+def stored_option(value: Any) -> Any:
+    """An option of a named file format as fakesnow keeps it (a string constant's text, with
+    its escapes undecoded), read as Snowflake reads the constant."""
+    if isinstance(value, list):
+        return [stored_option(v) for v in value]
+    if isinstance(value, str):
+        return string_constant("'" + value + "'")
+    return value
 
 
 # --- Result encoding (jsonv2: every value a string, NULL as null) ------------------------------
@@ -287,31 +547,124 @@ PROC_RE = re.compile(
     r"RETURNS\s+(?P<returns>[\w()\s,]+?)\s+.*?LANGUAGE\s+SQL\b.*?\bAS\s+(?P<body>\$\$.*\$\$|'.*')\s*$",
     re.I | re.S,
 )
+EXECUTE_IMMEDIATE_RE = re.compile(r"^EXECUTE\s+IMMEDIATE\s+(?P<body>\$\$.*\$\$|'.*')\s*$", re.I | re.S)
 CALL_RE = re.compile(r"^CALL\s+(?P<name>[\w.$\"]+)\s*\((?P<args>.*)\)\s*$", re.I | re.S)
 WAIT_RE = re.compile(r"^(?:SELECT|CALL)\s+SYSTEM\$WAIT\(\s*(?P<secs>\d+(?:\.\d+)?)\s*\)\s*$", re.I)
+SHOW_PARAMETERS_RE = re.compile(
+    r"^SHOW\s+PARAMETERS(?:\s+LIKE\s+(?P<like>'(?:[^'\\]|\\.|'')*'))?(?:\s+(?:IN|FOR)\s+SESSION)?\s*$", re.I
+)
 STAGE_URL_RE = re.compile(r"(\bURL\s*=\s*)'s3://([^']*)'", re.I)
+CREATE_STAGE_RE = re.compile(
+    r"^CREATE\s+(?P<replace>OR\s+REPLACE\s+)?(?:(?:TEMP|TEMPORARY)\s+)?STAGE\s+(?:IF\s+NOT\s+EXISTS\s+)?"
+    rf"(?P<name>{NAME_PART}(?:\.{NAME_PART}){{0,2}})",
+    re.I,
+)
 COPY_RE = re.compile(r"^COPY\s+INTO\b", re.I)
+COPY_TARGET_RE = re.compile(rf"^COPY\s+INTO\s+(?P<t>{NAME_PART}(?:\.{NAME_PART}){{0,2}})", re.I)
 FILES_RE = re.compile(r"\bFILES\s*=\s*\((?P<list>[^)]*)\)", re.I)
 INCLUDE_METADATA_RE = re.compile(r"\bINCLUDE_METADATA\s*=\s*\((?P<list>[^)]*)\)", re.I)
 UNSUPPORTED_SCRIPTING = re.compile(
     r"^(LET|IF|FOR|WHILE|REPEAT|LOOP|CASE|DECLARE|EXCEPTION|OPEN|FETCH|CLOSE|BREAK|CONTINUE)\b", re.I
 )
+# The session parameters SHOW PARAMETERS reports: the ones a request can set, and two the
+# stand-in keeps at their defaults (it does not emulate other values of either).
+SHOWN_PARAMETERS = [
+    ("CLIENT_RESULT_CHUNK_SIZE", "NUMBER", "Maximum size of each set (chunk) of query results to download (in MB)."),
+    ("MULTI_STATEMENT_COUNT", "NUMBER", "Number of statement included in submitted query text."),
+    ("QUERY_TAG", "STRING", "String (up to 2000 characters) used to tag statements executed by the session"),
+    ("QUOTED_IDENTIFIERS_IGNORE_CASE", "BOOLEAN", "If true, the case of quoted identifiers is ignored"),
+    ("ROWS_PER_RESULTSET", "NUMBER", "Maximum number of rows returned in a result set."),
+    ("TIMESTAMP_TYPE_MAPPING", "STRING", "If TIMESTAMP type is used, what specific TIMESTAMP* type it should map to."),
+    ("TIMEZONE", "STRING", "time zone"),
+    ("USE_CACHED_RESULT", "BOOLEAN", "If enabled, query results can be reused between invocations of the same query."),
+]
+FIXED_PARAMETERS = {"QUOTED_IDENTIFIERS_IGNORE_CASE": "false", "TIMESTAMP_TYPE_MAPPING": "TIMESTAMP_NTZ"}
+
+
+@dataclass
+class Block:
+    """A Snowflake Scripting block of the supported subset: its statements and RETURN."""
+
+    statements: list[str]
+    returns: str | None
+
+
+def scripting_block(body: str) -> Block:
+    """Parses `BEGIN stmt; … [RETURN expr;] END;` as Snowflake's compiler does for the rules it
+    states (https://docs.snowflake.com/en/sql-reference/snowflake-scripting/begin, usage notes):
+    "The keyword END must be followed immediately by a semicolon, or followed immediately by a
+    label that is immediately followed by a semicolon." and "The keyword BEGIN must not be
+    followed immediately by a semicolon." A body that breaks either is a syntax error (001003,
+    42000), placed where the compiler meets it: for a missing ';' at the end of the text
+    ('<EOF>'), just after END. Lines and positions count within the body, from 1 and 0."""
+    text = blank_comments(body)
+    block = re.match(r"^\s*BEGIN\b(?P<inner>.*)\bEND\b(?P<tail>.*)$", text, re.I | re.S)
+    if not block:
+        raise unsupported_body("the body must be BEGIN … END;")
+    if semicolon := re.match(r"\s*;", text[block.start("inner") :]):
+        raise syntax_error(text, block.start("inner") + semicolon.end() - 1, "';'")
+    tail, start = block["tail"], block.start("tail")
+    end = re.match(r"(?:\s*[A-Za-z_]\w*)?\s*(?P<semi>;)?\s*", tail)
+    if end.end() == len(tail) and not end["semi"]:
+        # Nothing after END (or its label) but the end of the text: the compiler meets '<EOF>'
+        # where that last token ends.
+        raise syntax_error(text, start + len(tail.rstrip()), "'<EOF>'")
+    if end.end() < len(tail):
+        token = re.match(r"[\w$]+|\S", tail[end.end() :])
+        raise syntax_error(text, start + end.end(), f"'{token[0]}'")
+    statements, returns = [], None
+    for stmt_text, _ in split_statements(strip_comments(block["inner"])):
+        if returns is not None:
+            raise unsupported_body("RETURN must be the last statement")
+        if r := re.match(r"^RETURN\s+(?P<expr>.*)$", stmt_text, re.I | re.S):
+            returns = r["expr"]
+        elif UNSUPPORTED_SCRIPTING.match(stmt_text):
+            raise unsupported_body(f"Snowflake Scripting {stmt_text.split()[0].upper()} is not in the subset")
+        else:
+            statements.append(stmt_text)
+    return Block(statements, returns)
+
+
+def syntax_error(text: str, offset: int, unexpected: str) -> SqlError:
+    line = text.count("\n", 0, offset) + 1
+    position = offset - (text.rfind("\n", 0, offset) + 1)
+    message = f"SQL compilation error:\nsyntax error line {line} at position {position} unexpected {unexpected}."
+    return SqlError("001003", "42000", message)
+
+
+def quoted_body(body: str) -> str:
+    """The text of a $$…$$ or '…' body."""
+    return body[2:-2] if body.startswith("$$") else string_constant(body)
 
 
 class Session:
-    """One request's connection: fakesnow with the request's database and schema."""
+    """One request's connection: fakesnow with the request's database, schema and parameters."""
 
-    def __init__(self, database: str, schema: str, stmt: Statement):
+    def __init__(self, database: str, schema: str, stmt: Statement, parameters: dict[str, str], sent: set[str]):
         with STATE.sql_lock:
             self.conn = STATE.fs.connect(database=database, schema=schema)
         self.database = self.conn.database
         self.schema = self.conn.schema
         self.stmt = stmt
+        self.parameters = parameters
+        # The parameters the request itself set (SHOW PARAMETERS reports them at level SESSION).
+        self.sent = sent
 
     def close(self) -> None:
         # The connection wraps a cursor of the shared DuckDB database: closing it frees only that.
         with STATE.sql_lock:
             self.conn.close()
+
+    def use_timezone(self) -> None:
+        """Puts the session's TIMEZONE on its DuckDB connection, so that what depends on the
+        session zone (a TIMESTAMP_TZ cast to DATE, CURRENT_TIMESTAMP, LTZ values, CONVERT_TIMEZONE
+        with two arguments) follows it. DuckDB's SET is per connection, and each request has its
+        own; set before every statement (under sql_lock) so nothing else can have changed it."""
+        zone = self.parameters["TIMEZONE"]
+        try:
+            self.conn._duck_conn.execute(f"SET TimeZone = '{zone}'")  # noqa: SLF001 (zone is a checked IANA name)
+        except Exception:  # DuckDB's ICU may lack a zone Python's tz database has
+            raise invalid_parameter("TIMEZONE", zone) from None
 
     def run(self, sql: str, params: list[Any] | None) -> dict[str, Any]:
         """Runs one statement, returning {"rowType", "rows"} or raising SqlError."""
@@ -322,18 +675,28 @@ class Session:
             if self.stmt.cancel.wait(secs):
                 raise canceled()
             return text_result("SYSTEM$WAIT", f"waited {m['secs']} seconds")
+        if m := SHOW_PARAMETERS_RE.match(sql):
+            return self.show_parameters(m["like"])
         if m := PROC_RE.match(sql):
             return self.create_procedure(m)
+        if m := EXECUTE_IMMEDIATE_RE.match(sql):
+            return self.execute_immediate(m, params)
         if m := CALL_RE.match(sql):
             return self.call(m, params)
         if COPY_RE.match(sql):
             return self.copy_into(sql, params)
+        stage = CREATE_STAGE_RE.match(sql)
+        existed = stage is not None and self.stage_url(stage["name"]) is not None
         sql = STAGE_URL_RE.sub(lambda m: f"{m[1]}'file://{mirror_path(m[2])}'", sql)
-        return self.fakesnow(sql, params)
+        result = self.fakesnow(sql, params)
+        if stage and (stage["replace"] or not existed):
+            self.remember_stage_format(stage, sql)
+        return result
 
     def fakesnow(self, sql: str, params: list[Any] | None) -> dict[str, Any]:
         with STATE.sql_lock:
             STATE.executions += 1
+            self.use_timezone()
             cur = self.conn.cursor()
             try:
                 cur.execute(sql, binding_params=params or None, server=True)
@@ -348,7 +711,29 @@ class Session:
         types = [c["type"] for c in rowtype]
         return result_set(rowtype, [[encode(v, t) for v, t in zip(row, types, strict=True)] for row in rows])
 
-    # --- procedures ---
+    def show_parameters(self, like: str | None) -> dict[str, Any]:
+        """SHOW PARAMETERS [LIKE '…'] [IN SESSION] with the session's effective values (fakesnow
+        answers fixed ones): key, value, default, level, description, type, as Snowflake's
+        columns (https://docs.snowflake.com/en/sql-reference/sql/show-parameters). A value the
+        request set has level SESSION."""
+        pattern = None
+        if like is not None:
+            # LIKE is case-insensitive here, with % and _ as wildcards.
+            wild = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in string_constant(like))
+            pattern = re.compile(wild, re.I | re.S)
+        rows = []
+        for key, kind, description in SHOWN_PARAMETERS:
+            if pattern and not pattern.fullmatch(key):
+                continue
+            value = self.parameters.get(key, FIXED_PARAMETERS.get(key, ""))
+            default = PARAMETER_DEFAULTS.get(key, FIXED_PARAMETERS.get(key, ""))
+            if kind == "BOOLEAN":
+                value, default = value.lower(), default.lower()
+            rows.append([key, value, default, "SESSION" if key in self.sent else "", description, kind])
+        names = ["key", "value", "default", "level", "description", "type"]
+        return result_set([column(n, "text") for n in names], rows)
+
+    # --- procedures and anonymous blocks ---
 
     def qualified(self, name: str) -> str:
         parts = [p.strip('"') if p.startswith('"') else p.upper() for p in name.split(".")]
@@ -359,25 +744,21 @@ class Session:
         params = []
         for arg in filter(None, (a.strip() for a in m["args"].split(","))):
             params.append(arg.split()[0].strip('"').upper())
-        body = m["body"]
-        body = body[2:-2] if body.startswith("$$") else body[1:-1].replace("''", "'")
-        inner = re.match(r"^\s*BEGIN\b(?P<inner>.*)\bEND\s*;?\s*$", strip_comments(body), re.I | re.S)
-        if not inner:
-            raise unsupported_body("the body must be BEGIN … END")
-        statements, returns = [], None
-        for text, _ in split_statements(inner["inner"]):
-            if returns is not None:
-                raise unsupported_body("RETURN must be the last statement")
-            if r := re.match(r"^RETURN\s+(?P<expr>.*)$", text, re.I | re.S):
-                returns = r["expr"]
-            elif UNSUPPORTED_SCRIPTING.match(text):
-                raise unsupported_body(f"Snowflake Scripting {text.split()[0].upper()} is not in the subset")
-            else:
-                statements.append(text)
+        block = scripting_block(quoted_body(m["body"]))
         name = self.qualified(m["name"])
         with STATE.lock:
-            STATE.procedures[name] = Procedure(params, statements, returns, m["returns"].strip().upper())
+            STATE.procedures[name] = Procedure(params, block.statements, block.returns, m["returns"].strip().upper())
         return text_result("status", f"Function {name.split('.')[-1]} successfully created.")
+
+    def execute_immediate(self, m: re.Match[str], params: list[Any] | None) -> dict[str, Any]:
+        """EXECUTE IMMEDIATE $$…$$ / '…': a block (an anonymous block, whose one column is named
+        "anonymous block") or one statement, run as if sent alone
+        (https://docs.snowflake.com/en/sql-reference/sql/execute-immediate)."""
+        body = quoted_body(m["body"])
+        if not re.match(r"^\s*(BEGIN|DECLARE)\b", blank_comments(body), re.I):
+            return self.run(body.strip().rstrip(";"), params)
+        block = scripting_block(body)
+        return self.run_block(block, {}, "anonymous block", "")
 
     def call(self, m: re.Match[str], params: list[Any] | None) -> dict[str, Any]:
         name = self.qualified(m["name"])
@@ -397,18 +778,23 @@ class Session:
                 f"function '{name}': {len(values)} given, {len(proc.params)} expected",
             )
         bound = dict(zip(proc.params, values, strict=True))
-        for text in proc.statements:
+        return self.run_block(Block(proc.statements, proc.returns), bound, name.split(".")[-1], proc.return_type)
+
+    def run_block(self, block: Block, bound: dict[str, Any], out_name: str, return_type: str) -> dict[str, Any]:
+        """Runs a block's statements in this session (so in its time zone), with `:arg`
+        references bound, and answers its RETURN value as one column named out_name."""
+        for text in block.statements:
             self.run(*substitute(text, bound))
-        out_name = name.split(".")[-1]
-        if proc.returns is None:
+        if block.returns is None:
             return result_set([column(out_name, "text")], [[None]])
-        result = self.run(*substitute(f"SELECT {proc.returns}", bound))
+        result = self.run(*substitute(f"SELECT {block.returns}", bound))
         value = result["rows"][0][0] if result["rows"] else None
-        sf_type = "variant" if proc.return_type in ("VARIANT", "OBJECT", "ARRAY") else result["rowType"][0]["type"]
+        sf_type = "variant" if return_type in ("VARIANT", "OBJECT", "ARRAY") else result["rowType"][0]["type"]
         return result_set([column(out_name, sf_type)], [[value]])
 
     def select_values(self, args: str, params: list[Any] | None) -> tuple[Any, ...]:
         with STATE.sql_lock:
+            self.use_timezone()
             cur = self.conn.cursor()
             try:
                 cur.execute(f"SELECT {args}", binding_params=params or None, server=True)
@@ -423,15 +809,25 @@ class Session:
         files = FILES_RE.search(sql)
         names = re.findall(r"'([^']*)'", files["list"]) if files else None
         if stage:
-            url = self.stage_url(stage["stage"])
+            url = self.stage_url(stage["stage"]) or ""
             if url.startswith("file://" + STATE.settings.mirror_dir):
                 s3 = "s3://" + url[len("file://" + STATE.settings.mirror_dir) + 1 :]
                 prefix = s3.rstrip("/") + "/" + (stage["path"] or "/").strip("/")
                 fetch_from_s3(prefix.rstrip("/") + "/", names)
-        if meta := INCLUDE_METADATA_RE.search(sql):
-            result = self.copy_with_metadata(sql, meta, stage, names, params)
-        else:
-            result = self.fakesnow(sql, params)
+        target = COPY_TARGET_RE.match(sql)
+        assert target, "COPY_RE matched"
+        table = self.table_parts(target["t"])
+        load_format = self.copy_format(sql, stage["stage"] if stage else None)
+        meta = INCLUDE_METADATA_RE.search(sql)
+        # One lock from the first row loaded to the NULL_IF pass, so the rows after `before`
+        # are this COPY's and no other statement's.
+        with STATE.sql_lock:
+            before = self.last_rowid(table)
+            if meta:
+                result, meta_columns = self.copy_with_metadata(sql, meta, stage, names, params)
+            else:
+                result, meta_columns = self.fakesnow(sql, params), []
+            self.apply_parquet_options(sql, table, load_format, before, meta_columns)
         # Report files by their s3:// name, as Snowflake does, not by the local mirror's path.
         local = "file://" + STATE.settings.mirror_dir + "/"
         for row in result["rows"]:
@@ -441,10 +837,11 @@ class Session:
 
     def copy_with_metadata(
         self, sql: str, meta: re.Match[str], stage: re.Match[str] | None, names: list[str] | None, params: list[Any] | None
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], list[str]]:
         """INCLUDE_METADATA, which fakesnow lacks: the COPY runs file by file without it, and the
         rows each file added (the ones whose metadata columns are still NULL) get the file's
-        name (relative to the stage) and their 1-based position."""
+        name (relative to the stage) and their 1-based position. Returns the result and the
+        metadata columns."""
         pairs = [
             (col[1:-1].replace('""', '"') if col.startswith('"') else col, field.upper())
             for col, field in re.findall(r'("(?:[^"]|"")*"|[\w$]+)\s*=\s*METADATA\$(\w+)', meta["list"], re.I)
@@ -453,7 +850,7 @@ class Session:
             raise SqlError("009999", "0A000", "stand-in: INCLUDE_METADATA supports METADATA$FILENAME and METADATA$FILE_ROW_NUMBER only")
         if stage is None or names is None:
             raise SqlError("009999", "0A000", "stand-in: INCLUDE_METADATA needs COPY … FROM @stage FILES = (…)")
-        target = re.match(r"^COPY\s+INTO\s+(?P<t>(?:\"(?:[^\"]|\"\")*\"|[\w$]+)(?:\.(?:\"(?:[^\"]|\"\")*\"|[\w$]+)){0,2})", sql, re.I)
+        target = COPY_TARGET_RE.match(sql)
         assert target, "COPY_RE matched"
         table = self.duck_table(target["t"])
         without = sql[: meta.start()] + sql[meta.end() :]
@@ -466,7 +863,7 @@ class Session:
             rows += result["rows"]
             rowtype = result["rowType"]
             self.fill_metadata(table, pairs, f"{directory}/{name}" if directory else name)
-        return result_set(rowtype, rows)
+        return result_set(rowtype, rows), [c for c, _ in pairs]
 
     def fill_metadata(self, table: str, pairs: list[tuple[str, str]], file_name: str) -> None:
         sets = ", ".join(f"{quote(c)} = ?" if f == "FILENAME" else f"{quote(c)} = s.rn" for c, f in pairs)
@@ -479,27 +876,134 @@ class Session:
                 values,
             )
 
-    def duck_table(self, name: str) -> str:
-        """A Snowflake table name as DuckDB (under fakesnow) knows it, quoted."""
+    def copy_format(self, sql: str, stage: str | None) -> dict[str, Any]:
+        """The file format options a COPY loads with: its own FILE_FORMAT = ( … ), else the
+        stage's FILE_FORMAT, else none (Snowflake's defaults). FORMAT_NAME = x takes the named
+        format's options, which the clause's other options override. That the COPY's clause
+        replaces the stage's whole is the stand-in's reading of
+        https://docs.snowflake.com/en/sql-reference/sql/copy-into-table (FILE_FORMAT)."""
+        clause = top_level_option(sql, "FILE_FORMAT")
+        if clause is not None:
+            options = format_options(clause) if clause.startswith("(") else {"FORMAT_NAME": clause}
+        elif stage is not None:
+            options = dict(STATE.stage_formats.get(self.stage_key(stage), {}))
+        else:
+            options = {}
+        if name := options.pop("FORMAT_NAME", None):
+            named = self.named_format(string_constant(name) if name.startswith("'") else name)
+            options = {**named, **options}
+        return options
+
+    def named_format(self, name: str) -> dict[str, Any]:
+        with STATE.sql_lock:
+            try:
+                named = lookup_file_format(STATE.fs.duck_conn.cursor(), name, self.database, self.schema)
+            except snowflake.connector.errors.Error as e:
+                raise sql_error(e) from None
+        return {k.upper(): stored_option(v) for k, v in named.items()}
+
+    def apply_parquet_options(
+        self, sql: str, table: tuple[str, str, str], options: dict[str, Any], before: int, meta_columns: list[str]
+    ) -> None:
+        """NULL_IF and TRIM_SPACE of a Parquet load, which fakesnow ignores, applied to the rows
+        this COPY added (rowid after `before`).
+
+        CREATE FILE FORMAT, TYPE = PARQUET
+        (https://docs.snowflake.com/en/sql-reference/sql/create-file-format#type-parquet):
+        NULL_IF: "Snowflake replaces these strings in the data load source with SQL NULL ...
+        applied ... only when loading Parquet data into separate columns using the
+        MATCH_BY_COLUMN_NAME copy option ... Default: \\N"; TRIM_SPACE: "remove leading and
+        trailing white space from strings", same condition, "Default: FALSE". Parquet has no
+        EMPTY_FIELD_AS_NULL, so '' stays ''. `NULL_IF = ()` means no string becomes NULL.
+        The stand-in trims before it compares (its reading) and looks at text columns only,
+        never at the INCLUDE_METADATA columns, which come from no file."""
+        if str(options.get("TYPE", "CSV")).upper() != "PARQUET":
+            return
+        match = top_level_option(sql, "MATCH_BY_COLUMN_NAME")
+        if match is None or match.strip("'").upper() not in ("CASE_SENSITIVE", "CASE_INSENSITIVE"):
+            return
+        null_if = options.get("NULL_IF", ["\\N"])
+        null_if = [null_if] if isinstance(null_if, str) else [str(v) for v in null_if]
+        trim = str(options.get("TRIM_SPACE", "FALSE")).upper() == "TRUE"
+        columns = [c for c in self.text_columns(table) if c not in meta_columns]
+        if not columns or (not null_if and not trim):
+            return
+        name = ".".join(quote(p) for p in table)
+        sets = []
+        for col in columns:
+            value = f"trim({quote(col)}, ' \t\n\r')" if trim else quote(col)
+            if null_if:
+                marks = ", ".join("?" for _ in null_if)
+                value = f"CASE WHEN {value} IN ({marks}) THEN NULL ELSE {value} END"
+            sets.append(f"{quote(col)} = {value}")
+        values = null_if * len(columns)
+        update = f"UPDATE {name} SET {', '.join(sets)} WHERE rowid > ?"
+        with STATE.sql_lock:
+            STATE.fs.duck_conn.cursor().execute(update, [*values, before])
+
+    def text_columns(self, table: tuple[str, str, str]) -> list[str]:
+        with STATE.sql_lock:
+            rows = (
+                STATE.fs.duck_conn.cursor()
+                .execute(
+                    "SELECT column_name FROM information_schema.columns WHERE table_catalog = ? AND table_schema = ? "
+                    "AND table_name = ? AND data_type = 'VARCHAR' ORDER BY ordinal_position",
+                    list(table),
+                )
+                .fetchall()
+            )
+        return [r[0] for r in rows]
+
+    def last_rowid(self, table: tuple[str, str, str]) -> int:
+        """The highest rowid of the table (-1 when empty): DuckDB appends a load's rows after it."""
+        name = ".".join(quote(p) for p in table)
+        with STATE.sql_lock:
+            try:
+                row = STATE.fs.duck_conn.cursor().execute(f"SELECT max(rowid) FROM {name}").fetchone()
+            except Exception:  # no such table: the COPY itself will say so
+                return -1
+        return row[0] if row and row[0] is not None else -1
+
+    def table_parts(self, name: str) -> tuple[str, str, str]:
+        """A Snowflake table name's database, schema and table as DuckDB (under fakesnow) knows them."""
         parts = re.findall(r'"(?:[^"]|"")*"|[^.]+', name)
         parts = [p[1:-1].replace('""', '"') if p.startswith('"') else p.upper() for p in parts]
-        parts = [self.database, self.schema][: 3 - len(parts)] + parts
-        return ".".join(quote(p or "") for p in parts)
+        database, schema, table = ([self.database, self.schema][: 3 - len(parts)] + parts)
+        return (database or "", schema or "", table)
 
-    def stage_url(self, stage: str) -> str:
+    def duck_table(self, name: str) -> str:
+        """A Snowflake table name as DuckDB (under fakesnow) knows it, quoted."""
+        return ".".join(quote(p) for p in self.table_parts(name))
+
+    def stage_key(self, stage: str) -> tuple[str, str, str]:
         parts = [p.strip('"') if p.startswith('"') else p.upper() for p in stage.split(".")]
-        parts = [self.database, self.schema][: 3 - len(parts)] + parts
+        database, schema, name = [self.database, self.schema][: 3 - len(parts)] + parts
+        return (database or "", schema or "", name)
+
+    def remember_stage_format(self, stage: re.Match[str], sql: str) -> None:
+        """Keeps a created stage's FILE_FORMAT (fakesnow keeps none) for the COPYs that name
+        none: `FILE_FORMAT = ( … )` as its options, `FILE_FORMAT = name` as a FORMAT_NAME."""
+        key = self.stage_key(stage["name"])
+        clause = top_level_option(sql, "FILE_FORMAT")
+        with STATE.lock:
+            if clause is None:
+                STATE.stage_formats.pop(key, None)
+            else:
+                STATE.stage_formats[key] = format_options(clause) if clause.startswith("(") else {"FORMAT_NAME": clause}
+
+    def stage_url(self, stage: str) -> str | None:
+        """The stage's URL as fakesnow keeps it ('' for an internal stage), None if there is none."""
         with STATE.sql_lock:
             row = (
                 STATE.fs.duck_conn.cursor()
                 .execute(
                     "SELECT url FROM _fs_global._fs_information_schema._fs_stages "
                     "WHERE database_name = ? AND schema_name = ? AND name = ?",
-                    parts,
+                    list(self.stage_key(stage)),
                 )
                 .fetchone()
             )
-        return (row[0] or "") if row else ""
+        return (row[0] or "") if row else None
 
 
 def substitute(sql: str, bound: dict[str, Any]) -> tuple[str, list[Any]]:
@@ -587,10 +1091,30 @@ def execute(stmt: Statement, body: dict[str, Any], bindings: list[Any]) -> None:
     s = STATE.settings
     session = None
     try:
-        session = Session(body.get("database") or s.default_database, body.get("schema") or s.default_schema, stmt)
+        sent = body.get("parameters") or {}
+        parameters = effective_parameters(sent)
+        session = Session(
+            body.get("database") or s.default_database,
+            body.get("schema") or s.default_schema,
+            stmt,
+            parameters,
+            {str(k).upper() for k in sent},
+        )
         parts = split_statements(stmt.sql)
-        wanted = str((body.get("parameters") or {}).get("MULTI_STATEMENT_COUNT", "1"))
-        if not wanted.isdigit() or (wanted != "0" and int(wanted) != len(parts)):
+        wanted = parameters["MULTI_STATEMENT_COUNT"]
+        if wanted != "1" and bindings:
+            # "Snowflake does not currently support variable binding in multi-statement SQL
+            # requests." (https://docs.snowflake.com/en/developer-guide/sql-api/submitting-multiple-statements
+            # and .../submitting-requests, "Using bind variables in a statement"). No code is
+            # documented for the refusal: the code is the stand-in's.
+            raise SqlError(
+                MULTI_STATEMENT_BINDINGS,
+                "0A000",
+                "stand-in: bind variables are not supported in a multi-statement request "
+                f"(MULTI_STATEMENT_COUNT = {wanted}); Snowflake does not support variable binding in "
+                "multi-statement SQL requests",
+            )
+        if wanted != "0" and int(wanted) != len(parts):
             raise SqlError(
                 "000008",
                 "0A000",
@@ -602,23 +1126,22 @@ def execute(stmt: Statement, body: dict[str, Any], bindings: list[Any]) -> None:
                 "42601",
                 f"SQL compilation error: {sum(m for _, m in parts)} bind variables, {len(bindings)} bindings given",
             )
+        limit = int(parameters["ROWS_PER_RESULTSET"])
         if len(parts) == 1 and wanted == "1":
-            stmt.result = session.run(parts[0][0], bindings)
+            stmt.result = at_most(session.run(parts[0][0], bindings), limit)
             return
-        offset = 0
-        for text, marks in parts:
+        for text, _ in parts:
             child = Statement(str(uuid.uuid4()), None, text, now_ms())
             with STATE.lock:
                 STATE.statements[child.handle] = child
                 stmt.children.append(child.handle)
             try:
-                child.result = session.run(text, bindings[offset : offset + marks])
+                child.result = at_most(session.run(text, []), limit)
             except SqlError as e:
                 child.error = e
                 raise
             finally:
                 child.done.set()
-            offset += marks
         stmt.result = text_result("multiple statement execution", MULTI_OK)
     except SqlError as e:
         stmt.error = e
@@ -628,6 +1151,14 @@ def execute(stmt: Statement, body: dict[str, Any], bindings: list[Any]) -> None:
         if session:
             session.close()
         stmt.done.set()
+
+
+def at_most(result: dict[str, Any], limit: int) -> dict[str, Any]:
+    """ROWS_PER_RESULTSET: "Specifies the maximum number of rows returned in a result set. A
+    value of 0 specifies no maximum." (https://docs.snowflake.com/en/sql-reference/parameters#rows-per-resultset)"""
+    if limit > 0:
+        result["rows"] = result["rows"][:limit]
+    return result
 
 
 def now_ms() -> int:
@@ -642,7 +1173,7 @@ def status_url(stmt: Statement) -> str:
     return f"{url}?requestId={stmt.request_id}" if stmt.request_id else url
 
 
-def answer(stmt: Statement, partition: int = 0, still_running: bool = False) -> JSONResponse:
+def answer(stmt: Statement, partition: int = 0, still_running: bool = False) -> Response:
     if still_running or not stmt.done.is_set():
         return JSONResponse(
             {
@@ -668,14 +1199,20 @@ def answer(stmt: Statement, partition: int = 0, still_running: bool = False) -> 
     rows = stmt.result["rows"]
     size = STATE.settings.partition_rows or max(len(rows), 1)
     partitions = [rows[i : i + size] for i in range(0, len(rows), size)] or [[]]
-    if partition >= len(partitions):
+    if partition < 0 or partition >= len(partitions):
         return JSONResponse(
             {"code": "391908", "message": f"partition {partition} does not exist", "sqlState": "22023"},
             status_code=422,
         )
     if partition > 0:
-        # Later partitions carry only data, as in Snowflake.
-        return JSONResponse({"data": partitions[partition]})
+        # "In the response for a GET /api/v2/statements/<handle>?partition=partition_number
+        # request, the body contains JSON data in compressed form (using gzip). The response
+        # includes the HTTP header Content-Encoding: gzip ... These responses do not contain any
+        # metadata." (https://docs.snowflake.com/en/developer-guide/sql-api/handling-responses,
+        # "Retrieving additional partitions"). Whatever the request's Accept-Encoding says, so a
+        # client that cannot decode gzip fails here as it would there.
+        data = gzip.compress(json.dumps({"data": partitions[partition]}).encode())
+        return Response(data, media_type="application/json", headers={"Content-Encoding": "gzip"})
     body = {
         "resultSetMetaData": {
             "numRows": len(rows),
@@ -701,7 +1238,7 @@ def bad_request(code: str, message: str, status: int = 400) -> JSONResponse:
     return JSONResponse({"code": code, "message": message, "sqlState": "22023"}, status_code=status)
 
 
-async def submit(request: Request) -> JSONResponse:
+async def submit(request: Request) -> Response:
     if denied := check_auth(request):
         return denied
     try:
@@ -726,6 +1263,10 @@ async def submit(request: Request) -> JSONResponse:
 
     with STATE.lock:
         STATE.last_context = {k: body.get(k) for k in ("database", "schema", "warehouse", "role", "timeout")}
+        # The parameters the statement runs with (defaults included), or, when they are
+        # refused, what was sent; and what was sent, as sent.
+        STATE.last_context["parameters"] = parameter_context(body.get("parameters"))
+        STATE.last_context["sentParameters"] = body.get("parameters")
         earlier = STATE.statements.get(STATE.by_request_id.get(request_id or "", ""))
         if earlier is not None and not retry:
             # Real Snowflake's rule is looser; the stand-in is strict so a client that forgets
@@ -754,7 +1295,7 @@ async def submit(request: Request) -> JSONResponse:
     return answer(stmt)
 
 
-async def status(request: Request) -> JSONResponse:
+async def status(request: Request) -> Response:
     if denied := check_auth(request):
         return denied
     with STATE.lock:

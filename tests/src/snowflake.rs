@@ -423,6 +423,31 @@ pub struct RawLoad {
     pub rows_loaded: i64,
     /// `COUNT(*)` of the RAW table after the COPY.
     pub rows: i64,
+    /// Every row of the RAW table after the COPY, ordered by its first column.
+    pub table: sluice::warehouse::QueryResult,
+}
+
+impl RawLoad {
+    /// The values of `column` by the row's first column (an integer id), as the stand-in
+    /// returns them: text, or `None` for SQL NULL.
+    pub fn text_by_id(&self, column: &str) -> std::collections::BTreeMap<i64, Option<String>> {
+        let index = self
+            .table
+            .column_index(column)
+            .unwrap_or_else(|| panic!("RAW has no column {column}"));
+        self.table
+            .rows
+            .iter()
+            .map(|row| {
+                let value = match &row[index] {
+                    sluice::warehouse::Value::Null => None,
+                    sluice::warehouse::Value::Text(t) => Some(t.clone()),
+                    other => panic!("{column}: not text: {other:?}"),
+                };
+                (row[0].as_i64().expect("an integer id first"), value)
+            })
+            .collect()
+    }
 }
 
 /// The `"column" TYPE` lines of a generated `CREATE TABLE` (one column per line).
@@ -505,7 +530,15 @@ pub async fn load_raw_through_standin(
         )))
         .await
         .unwrap();
+    let rows = client
+        .execute(&Statement::new(format!(
+            "SELECT * FROM {} ORDER BY 1",
+            table.quoted()
+        )))
+        .await
+        .unwrap();
     RawLoad {
+        table: rows,
         ddl_types: ddl_column_types(&ddl),
         ddl,
         catalog_types: catalog

@@ -328,11 +328,9 @@ impl LocalStack {
         let mut request = self
             .http
             .request(method, self.trigger_url(endpoint))
-            .timeout(Duration::from_secs(120))
-            .header("sf-external-function-format", "json")
-            .header("sf-external-function-format-version", "1.0");
-        if let Some(id) = batch_id {
-            request = request.header("sf-external-function-query-batch-id", id);
+            .timeout(Duration::from_secs(120));
+        for (name, value) in snowflake_headers(batch_id) {
+            request = request.header(name, value);
         }
         if let Some(rows) = rows {
             request = request
@@ -350,7 +348,7 @@ impl LocalStack {
     /// protocol: POST (202), then GET polls with the same batch id until 200. Returns each
     /// row's result, in row order.
     pub async fn ingest(&self, tables: &[(&str, &str)]) -> Vec<Value> {
-        let batch_id = format!("batch-{}", sluice_core::RunId::new());
+        let batch_id = real_shape_batch_id();
         let rows: Vec<Value> = tables
             .iter()
             .enumerate()
@@ -497,4 +495,128 @@ fn database_secret(url: &str) -> Value {
         "password": "unused",
         "dbname": config.get_dbname().unwrap_or("postgres"),
     })
+}
+
+/// A fresh batch id in the shape real Snowflake traffic carries
+/// (`01b02bdf-0001-7b58-0003-27d60056b5a6:1:1:0:0`: a query id, then counters).
+pub fn real_shape_batch_id() -> String {
+    let hex: String = sluice_core::RunId::new()
+        .to_string()
+        .bytes()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>();
+    // The ULID's random end, so ids made in one millisecond still differ.
+    let hex = &hex[hex.len() - 32..];
+    format!(
+        "{}-{}-{}-{}-{}:1:1:0:0",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+/// What `scripts/demo` and `scripts/stack` print about a running stack.
+impl LocalStack {
+    /// The stack's endpoints and names, as JSON (`scripts/stack` keeps it in `endpoints.json`).
+    pub fn endpoints(&self) -> Value {
+        json!({
+            "ingest": self.trigger_url("ingest"),
+            "ingest_async": self.trigger_url("ingest_async"),
+            "status": self.trigger_url("status"),
+            "lambda_runtime_api": format!("http://127.0.0.1:{}", self.watch_port),
+            "lambda_shim": format!("http://127.0.0.1:{}", self.shim_port),
+            "moto": self.moto.endpoint(),
+            "bucket": self.bucket,
+            "prefix": self.prefix,
+            "state_table": self.state_table,
+            "config_table": self.config_table,
+            "glue_database": self.glue_database,
+            "snowflake_url": self.standin.base_url(),
+            "snowflake_database": self.database,
+            "log_dir": self.log_dir,
+            "processes": self.processes(),
+        })
+    }
+
+    /// The stack's pieces, one per line, for a person.
+    pub fn summary(&self) -> String {
+        [
+            format!(
+                "  bucket        s3://{}/{} (moto {})",
+                self.bucket,
+                self.prefix,
+                self.moto.endpoint()
+            ),
+            format!(
+                "  DynamoDB      {} (state), {} (config)",
+                self.state_table, self.config_table
+            ),
+            format!("  Glue          {}", self.glue_database),
+            format!(
+                "  Snowflake     database {} on the stand-in {}",
+                self.database,
+                self.standin.base_url()
+            ),
+            format!("  functions     {}", self.processes().join(", ")),
+            format!("  ingest        {}", self.trigger_url("ingest")),
+            format!("  ingest_async  {}", self.trigger_url("ingest_async")),
+            format!("  status        {}", self.trigger_url("status")),
+            format!("  logs          {}", self.log_dir.display()),
+        ]
+        .join("\n")
+    }
+}
+
+/// Reads `config_path`, starts a [`LocalStack`] for it (functions from `bin_dir`, logs in
+/// `log_dir`) and prints its [`summary`](LocalStack::summary): what `local_stack_demo` and
+/// `local_stack_up` begin with.
+pub async fn start_and_print(
+    label: &str,
+    config_path: &str,
+    bin_dir: &str,
+    log_dir: &str,
+) -> (Config, LocalStack) {
+    let yaml = std::fs::read_to_string(config_path).expect("cannot read the config");
+    let config = Config::from_yaml(&yaml, config_path).unwrap_or_else(|e| panic!("{e}"));
+    let started = Instant::now();
+    let stack = LocalStack::start(
+        label,
+        &config,
+        &StackOptions {
+            bin_dir: PathBuf::from(bin_dir),
+            extract_failpoints: None,
+            log_dir: PathBuf::from(log_dir),
+            env: Vec::new(),
+        },
+    )
+    .await;
+    println!("Local stack up in {:.1}s:", started.elapsed().as_secs_f64());
+    println!("{}", stack.summary());
+    (config, stack)
+}
+
+/// The headers Snowflake sends with every external-function request, from the recorded shape
+/// in `tests/fixtures/external_function/ingest_post.json` (all `sf-external-function-*`
+/// headers and Snowflake's user agent), with `batch_id` as the batch id, or none.
+pub fn snowflake_headers(batch_id: Option<&str>) -> Vec<(String, String)> {
+    let path =
+        crate::snowflake::workspace().join("tests/fixtures/external_function/ingest_post.json");
+    let fixture: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    fixture["headers"]
+        .as_object()
+        .expect("headers")
+        .iter()
+        .filter(|(name, _)| name.as_str() != "content-type")
+        .filter_map(|(name, value)| {
+            let value = if name == "sf-external-function-query-batch-id" {
+                batch_id?.to_owned()
+            } else {
+                value.as_str().expect("a header value").to_owned()
+            };
+            Some((name.clone(), value))
+        })
+        .collect()
 }

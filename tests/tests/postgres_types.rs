@@ -142,6 +142,9 @@ fn columns() -> Vec<Col> {
         col("c_address", "address", Plain, D::Utf8),
         col("MixedCase", "text", Plain, D::Utf8),
         col("select", "int4", Plain, D::Int32),
+        // Text Snowflake's loaders like to turn into NULL: `\N` (the Parquet format's default
+        // NULL_IF), the empty string, spaces, the word NULL.
+        col("c_nullish", "text", Plain, D::Utf8),
     ]
 }
 
@@ -150,7 +153,7 @@ INSERT INTO type_matrix (id, c_int2, c_int4, c_int8, c_oid, c_float4, c_float8, 
   c_num38, c_num_free, c_num_wide, c_money, c_text, c_varchar, c_char, c_name, c_citext, c_bytea,
   c_date, c_time, c_timetz, c_ts, c_tstz, c_interval, c_uuid, c_json, c_jsonb, c_xml, c_inet,
   c_cidr, c_macaddr, c_bit, c_varbit, c_tsvector, c_range, c_point, c_box, c_int_arr, c_text_arr,
-  c_num_arr, c_ts_arr, c_inet_arr, c_int_2d, c_mood, c_amount, c_address, "MixedCase", "select")
+  c_num_arr, c_ts_arr, c_inet_arr, c_int_2d, c_mood, c_amount, c_address, "MixedCase", "select", c_nullish)
 VALUES
  (1, 42, 123456, 9000000000, 12345, 1.5, 3.141592653589793, true, 1234.56,
   123456789012345678.0123456789, 3.14159, 12345678.9, 19.99, 'hello', 'varchar', 'ab', 'a name',
@@ -159,30 +162,30 @@ VALUES
   '{"a": 1,  "b": [1, 2]}', '{"b": [1, 2], "a": 1}', '<x a="1">y</x>', '192.168.1.5/24', '10.0.0.0/8',
   '08:00:2b:01:02:03', B'1010', B'101', 'the quick brown fox', '[1,10)', '(1.5,2)', '((0,0),(1,1))',
   '{1,2,3}', '{"a","b c","","NULL"}', '{1.50,-2.25}', '{"2024-01-01 00:00:00.000001"}', '{10.0.0.1,::1}',
-  '{{1,2},{3,4}}', 'happy 😀', 12.34, ROW('Main St 1', 12345), 'Mixed', 7),
+  '{{1,2},{3,4}}', 'happy 😀', 12.34, ROW('Main St 1', 12345), 'Mixed', 7, '\N'),
  (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
   NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-  NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+  NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
  (3, -32768, 2147483647, -9223372036854775808, 4294967295, 'NaN', 'Infinity', false, -9999999999.99,
   -9999999999999999999999999999.9999999999, -12345678901234567890.123456789,
   99999999999999999999999999999999.9999, -92233720368547758.08, '𝄞 ünïcødé 😀', '', 'abcde', '',
   '', '\x', '0044-03-15 BC', '00:00:00', '23:59:59.999999-12', '1900-01-01 00:00:00',
   '1970-01-01 00:00:00+00', '-1 years -2 mons +3 days -00:00:00.000001', '00000000-0000-0000-0000-000000000000',
   '[]', '{}', '<a/>', '::1', '2001:db8::/32', 'ff:ff:ff:ff:ff:ff', B'0000', B'', '', 'empty', '(0,0)',
-  '((-1,-1),(1,1))', '{}', '{}', '{}', '{}', '{}', '{}', 'sad', 0, ROW(NULL, NULL), '', -1),
+  '((-1,-1),(1,1))', '{}', '{}', '{}', '{}', '{}', '{}', 'sad', 0, ROW(NULL, NULL), '', -1, ''),
  (4, 32767, -2147483648, 9223372036854775807, 0, '-Infinity', '-Infinity', true, 0.01,
   0.0000000001, 0.000000001, 0, 0, E'tab\tnew\nline "quoted" \\back', 'x', 'x', 'x', 'X',
   '\x5c00', 'infinity', '24:00:00', '00:00:00+00', '-infinity', 'infinity', '0', 'ffffffff-ffff-ffff-ffff-ffffffffffff',
   'null', '"str"', 'plain text', '0.0.0.0', '0.0.0.0/0', '00:00:00:00:00:00', B'1111', B'11111111', 'a:1 b:2', '(,)', '(-1.5,-2)',
   '((0,0),(0,0))', '{NULL,1,NULL}', '{NULL,"x"}', '{NULL}', '{NULL,"294276-12-31 23:59:59.999999"}', '{NULL}',
-  '{{NULL}}', 'ok', 999999999.99, ROW('a,b', -1), NULL, NULL),
+  '{{NULL}}', 'ok', 999999999.99, ROW('a,b', -1), NULL, NULL, '   '),
  (5, 0, 0, 0, 1, 1e-30, 2.2250738585072014e-308, false, -0.01, 1, 12345678901234567890123456789.999999999, -1, 0.01,
   'last', 'last', '     ', 'last', 'LAST', '\x00', '5874897-12-31', '12:00:00', '12:00:00+14',
   '4713-11-24 00:00:00 BC', '2262-04-11 23:47:16.854775+00', '178000000 years', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a12',
   '{"deep": {"x": [true, false, null]}}', '{"deep": {"x": [true, false, null]}}', '<?xml version="1.0"?><r/>',
   '255.255.255.255', '192.168.0.0/16', '01:23:45:67:89:ab', B'0001', B'1', 'x', '(,5]', '(1e10,-1e-10)',
   '((1,2),(3,4))', '{-2147483648,2147483647}', '{"😀","𝄞"}', '{9999.99,-9999.99}', '{"1970-01-01 00:00:00"}',
-  '{192.168.1.1/32}', '{}', 'sad', 0, NULL, 'z', 0)
+  '{192.168.1.1/32}', '{}', 'sad', 0, NULL, 'z', 0, 'NULL')
 "#;
 
 /// The PostgreSQL expression giving a column's canonical text.
@@ -558,6 +561,7 @@ const SNOWFLAKE_TYPES: &[(&str, &str)] = &[
     ("c_amount", "NUMBER(12,2)"),
     ("c_address", "VARCHAR"),
     ("MixedCase", "VARCHAR"),
+    ("c_nullish", "VARCHAR"),
     ("select", "NUMBER(10,0)"),
     ("c_generated", "NUMBER(10,0)"),
 ];
@@ -582,4 +586,37 @@ async fn every_type_in_the_matrix_lands_its_snowflake_type() {
     let load = snowflake::load_run_through_standin(&h, &record, "pg_type_matrix").await;
     let matrix: Vec<&str> = columns().iter().map(|c| c.name).collect();
     snowflake::assert_raw_types(&load, &matrix, SNOWFLAKE_TYPES, source_rows, true);
+
+    // Text lands exactly: `\N`, '' and spaces stay text, only NULL is NULL. The Parquet
+    // format's NULL_IF defaults to `\N`, so without sluice's `NULL_IF = ()` the stand-in
+    // (like Snowflake) turns `\N` into NULL
+    // (<https://docs.snowflake.com/en/sql-reference/sql/create-file-format>, TYPE = PARQUET).
+    let text_columns = columns()
+        .into_iter()
+        .filter(|c| matches!(c.kind, Kind::Plain) && c.arrow == DataType::Utf8);
+    let mut compared = 0;
+    for c in text_columns {
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT id, \"{}\"::text FROM type_matrix ORDER BY id",
+                    c.name
+                ),
+                &[],
+            )
+            .await
+            .unwrap();
+        let expected: std::collections::BTreeMap<i64, Option<String>> = rows
+            .iter()
+            .map(|r| (i64::from(r.get::<_, i32>(0)), r.get(1)))
+            .collect();
+        assert_eq!(
+            load.text_by_id(c.name),
+            expected,
+            "RAW.{} differs from PostgreSQL",
+            c.name
+        );
+        compared += 1;
+    }
+    assert!(compared >= 10, "only {compared} text columns compared");
 }

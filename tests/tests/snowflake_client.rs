@@ -241,13 +241,9 @@ async fn multi_statement_requests_return_one_result_per_statement() {
     let client = StandIn::shared().client("multi");
     let results = client
         .execute_all(&[
-            Statement::new("CREATE TABLE t (id INTEGER, name VARCHAR);"),
-            Statement::new("INSERT INTO t VALUES (?, ?), (?, ?)")
-                .bind(1i64)
-                .bind("one")
-                .bind(2i64)
-                .bind("two"),
-            Statement::new("SELECT name FROM t WHERE id = ?").bind(2i64),
+            "CREATE TABLE t (id INTEGER, name VARCHAR);".to_owned(),
+            "INSERT INTO t VALUES (1, 'one'), (2, 'two')".to_owned(),
+            "SELECT name FROM t WHERE id = 2".to_owned(),
         ])
         .await
         .unwrap();
@@ -259,8 +255,8 @@ async fn multi_statement_requests_return_one_result_per_statement() {
     // A failing statement stops the request with its own error.
     let err = client
         .execute_all(&[
-            Statement::new("INSERT INTO t VALUES (3, 'three')"),
-            Statement::new("SELECT nope FROM t"),
+            "INSERT INTO t VALUES (3, 'three')".to_owned(),
+            "SELECT nope FROM t".to_owned(),
         ])
         .await
         .unwrap_err();
@@ -454,7 +450,7 @@ async fn procedures_run_their_statements_with_arguments_bound() {
 
     let err = client
         .execute(&Statement::new(
-            "CREATE PROCEDURE p() RETURNS INTEGER LANGUAGE SQL AS $$ BEGIN LET x := 1; RETURN x; END $$",
+            "CREATE PROCEDURE p() RETURNS INTEGER LANGUAGE SQL AS $$ BEGIN LET x := 1; RETURN x; END; $$",
         ))
         .await
         .unwrap_err();

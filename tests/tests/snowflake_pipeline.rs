@@ -501,10 +501,7 @@ impl Warehouse for BeforeCall {
         Ok(self.client.execute(statement).await?)
     }
 
-    async fn execute_all(
-        &self,
-        statements: &[Statement],
-    ) -> Result<Vec<QueryResult>, WarehouseError> {
+    async fn execute_all(&self, statements: &[String]) -> Result<Vec<QueryResult>, WarehouseError> {
         Ok(self.client.execute_all(statements).await?)
     }
 }

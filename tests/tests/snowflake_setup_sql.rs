@@ -17,6 +17,9 @@ fn example_options() -> SetupOptions {
     SetupOptions {
         database: "SLUICE".into(),
         role: "SLUICE_LOADER".into(),
+        user: "SLUICE".into(),
+        warehouse: "SLUICE_WH".into(),
+        max_batch_rows: sluice_core::deploy::DEFAULT_MAX_BATCH_ROWS,
         bucket: "acme-lake".into(),
         prefix: Some("raw/v1".into()),
         storage_role_arn: "arn:aws:iam::123456789012:role/snowflake-s3".into(),

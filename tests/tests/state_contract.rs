@@ -72,9 +72,10 @@ contract!(
     a_batch_is_claimed_once_and_round_trips,
 );
 
-/// Snowflake's retried POST of one batch must find it claimed, however many race.
+/// Snowflake's retried POST of one batch must find it claimed, however many race. The id has
+/// the real shape (`…:1:1:0:0`): opaque text, stored under its hash.
 async fn a_batch_is_claimed_once_and_round_trips(store: Store) {
-    let id = format!("b-{}", RunId::new());
+    let id = sluice_tests::stack::real_shape_batch_id();
     assert_eq!(store.get_batch(&id).await.unwrap(), None);
     let claim = BatchRecord::claim(&id, Utc::now());
     let claims = futures::future::join_all((0..4).map(|_| store.create_batch(&claim))).await;

@@ -575,6 +575,22 @@ fn the_environment_parses_with_the_functions_own_settings_parser() {
             "{name}: no Snowflake without an account"
         );
     }
+    // One batch limit: the template's default and bounds are the ones the external
+    // functions' MAX_BATCH_ROWS is generated from.
+    let max_batch_rows = &template()["Parameters"]["MaxBatchRows"];
+    assert_eq!(
+        (
+            max_batch_rows["Default"].as_u64(),
+            max_batch_rows["MinValue"].as_u64(),
+            max_batch_rows["MaxValue"].as_u64()
+        ),
+        (
+            Some(sluice_core::deploy::DEFAULT_MAX_BATCH_ROWS as u64),
+            Some(u64::from(sluice_core::deploy::MAX_BATCH_ROWS_RANGE.0)),
+            Some(u64::from(sluice_core::deploy::MAX_BATCH_ROWS_RANGE.1))
+        ),
+        "MaxBatchRows"
+    );
     let trigger = function_of("trigger").1;
     assert!(
         stack
@@ -884,6 +900,9 @@ fn the_api_takes_iam_auth_from_snowflakes_role_only_on_the_routes_snowflake_call
         &SetupOptions {
             database: "SLUICE".into(),
             role: "SLUICE".into(),
+            user: "SLUICE".into(),
+            warehouse: "SLUICE_WH".into(),
+            max_batch_rows: sluice_core::deploy::DEFAULT_MAX_BATCH_ROWS,
             bucket: "lake".into(),
             prefix: Some("raw".into()),
             storage_role_arn: "arn:aws:iam::123456789012:role/s".into(),

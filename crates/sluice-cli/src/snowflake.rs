@@ -52,6 +52,16 @@ pub struct SetupArgs {
     /// The Snowflake role sluice runs as.
     #[arg(long, env = "SLUICE_SNOWFLAKE_ROLE")]
     role: String,
+    /// The key-pair service user sluice signs in as.
+    #[arg(long, env = "SLUICE_SNOWFLAKE_USER", default_value = "SLUICE")]
+    user: String,
+    /// The warehouse sluice's statements run on.
+    #[arg(long, env = "SLUICE_SNOWFLAKE_WAREHOUSE", default_value = "SLUICE_WH")]
+    warehouse: String,
+    /// The deployed trigger's batch limit (the template's MaxBatchRows): the external
+    /// functions' MAX_BATCH_ROWS.
+    #[arg(long, env = "SLUICE_MAX_BATCH_ROWS", default_value_t = sluice_core::deploy::DEFAULT_MAX_BATCH_ROWS)]
+    max_batch_rows: usize,
     /// The bucket sluice writes Parquet to.
     #[arg(long, env = "SLUICE_BUCKET")]
     bucket: String,
@@ -78,8 +88,6 @@ pub struct ConnectionArgs {
     /// Account identifier (myorg-myaccount).
     #[arg(long, env = "SLUICE_SNOWFLAKE_ACCOUNT")]
     account: String,
-    #[arg(long, env = "SLUICE_SNOWFLAKE_USER")]
-    user: String,
     /// The user's PKCS#8 PEM private key (the public half set as its RSA_PUBLIC_KEY).
     #[arg(long, env = "SLUICE_SNOWFLAKE_PRIVATE_KEY_FILE")]
     private_key_file: Option<PathBuf>,
@@ -93,8 +101,6 @@ pub struct ConnectionArgs {
     /// The SQL API's base URL, for a local stand-in (default: the account's URL).
     #[arg(long, env = "SLUICE_SNOWFLAKE_URL")]
     base_url: Option<String>,
-    #[arg(long, env = "SLUICE_SNOWFLAKE_WAREHOUSE")]
-    warehouse: Option<String>,
 }
 
 pub async fn run(command: SnowflakeCommand, aws: &crate::aws_args::AwsArgs) -> Result<bool> {
@@ -141,6 +147,9 @@ async fn generate(args: &SetupArgs, aws: &crate::aws_args::AwsArgs) -> Result<Se
     let options = SetupOptions {
         database: args.database.clone(),
         role: args.role.clone(),
+        user: args.user.clone(),
+        warehouse: args.warehouse.clone(),
+        max_batch_rows: args.max_batch_rows,
         bucket: args.bucket.clone(),
         prefix: args.prefix.clone(),
         storage_role_arn: args.storage_role_arn.clone(),
@@ -186,9 +195,9 @@ async fn client(
         aws,
     )
     .await?;
-    build_client(&args.account, &args.user, key, |config| {
+    build_client(&args.account, &setup.user, key, |config| {
         config.base_url = args.base_url.clone();
-        config.warehouse = args.warehouse.clone();
+        config.warehouse = Some(setup.warehouse.clone());
         config.role = Some(setup.role.clone());
         config.database = Some(setup.database.clone());
     })

@@ -108,9 +108,48 @@ fn sql_names_bad_options_and_writes_the_script() {
         "CREATE STAGE IF NOT EXISTS \"SLUICE\".\"RAW\".\"SLUICE_STAGE\"",
         "CREATE TABLE IF NOT EXISTS \"SLUICE\".\"MART\".\"ORDERS_MERGES\"",
         "CREATE OR REPLACE EXTERNAL FUNCTION \"SLUICE\".\"SLUICE\".\"RUN_STATUS\"(RUN_ID VARCHAR)",
+        "CREATE USER IF NOT EXISTS \"SLUICE\"\n  TYPE = SERVICE",
+        "GRANT USAGE, OPERATE ON WAREHOUSE \"SLUICE_WH\" TO ROLE \"SLUICE_LOADER\"",
     ] {
         assert!(written.contains(expected), "{expected} not in:\n{written}");
     }
+    // The functions take the deployed trigger's batch limit: the default, or what the
+    // deployment says (SLUICE_MAX_BATCH_ROWS, the template's MaxBatchRows).
+    let default = format!(
+        "MAX_BATCH_ROWS = {}\n",
+        sluice_core::deploy::DEFAULT_MAX_BATCH_ROWS
+    );
+    assert_eq!(written.matches(&default).count(), 4, "{written}");
+    let mut args = vec!["snowflake", "sql", "--no-write"];
+    args.extend(setup_args(
+        config,
+        "SLUICE",
+        "acme-lake",
+        "raw/v1",
+        "https://abc.execute-api.eu-west-1.amazonaws.com/prod/",
+    ));
+    let mut command = sluice_command(&args, dir.path());
+    command.env("SLUICE_MAX_BATCH_ROWS", "50");
+    let out = output_of(&mut command);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .matches("MAX_BATCH_ROWS = 50\n")
+            .count(),
+        4
+    );
+    args.extend(["--max-batch-rows", "0"]);
+    let out = sluice(&args, dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--max-batch-rows: 0 must be a whole number from 1 to 10000"),
+        "{stderr}"
+    );
 }
 
 #[test]

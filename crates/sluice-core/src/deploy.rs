@@ -19,6 +19,24 @@ pub const ROW_GROUP_MB: (u32, u32) = (1, 1024);
 pub const FILE_MB: (u32, u32) = (1, 16384);
 /// S3 parts are 5 MiB to 5 GiB.
 pub const PART_MB: (u32, u32) = (5, 5120);
+/// Rows of one external-function batch the trigger accepts: the deployed
+/// `SLUICE_MAX_BATCH_ROWS` (the template's `MaxBatchRows`), and the `MAX_BATCH_ROWS` of the
+/// external functions `sluice snowflake sql` creates. One value for both, so Snowflake never
+/// sends a batch the trigger refuses.
+pub const DEFAULT_MAX_BATCH_ROWS: usize = 100;
+pub const MAX_BATCH_ROWS_RANGE: (u32, u32) = (1, 10_000);
+
+/// Checks a batch-row limit against [`MAX_BATCH_ROWS_RANGE`].
+pub fn check_max_batch_rows(rows: usize) -> Result<(), String> {
+    let (low, high) = MAX_BATCH_ROWS_RANGE;
+    if (low as usize..=high as usize).contains(&rows) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{rows} must be a whole number from {low} to {high}"
+        ))
+    }
+}
 
 #[derive(Debug, Error, PartialEq, Eq)]
 #[error("{} problem(s) in the function's settings:\n  {}", .0.len(), .0.join("\n  "))]
@@ -146,7 +164,11 @@ impl DeploymentSettings {
         let row_group_mb = number("SLUICE_ROW_GROUP_MB", 32, ROW_GROUP_MB);
         let file_mb = number("SLUICE_FILE_MB", 256, FILE_MB);
         let part_mb = number("SLUICE_PART_MB", 10, PART_MB);
-        let max_batch_rows = number("SLUICE_MAX_BATCH_ROWS", 100, (1, 10_000)) as usize;
+        let max_batch_rows = number(
+            "SLUICE_MAX_BATCH_ROWS",
+            DEFAULT_MAX_BATCH_ROWS as u32,
+            MAX_BATCH_ROWS_RANGE,
+        ) as usize;
         // None when unset; a bad value is a problem and also None, so defaults apply below.
         let mut duration = |name: &str, (at_least, shown): (Duration, &str), example: &str| {
             let text = get(name)?;

@@ -84,18 +84,33 @@ pub fn batch_id_header(value: Option<&str>) -> Result<Option<String>, BatchError
     Ok(Some(id.to_owned()))
 }
 
-/// Snowflake's batch ids are UUIDs; sluice accepts up to 128 letters, digits, `-` and `_`,
-/// since the id keys a stored record.
+/// The longest batch id sluice accepts. Snowflake's ids are far shorter (a query id and a
+/// few counters); the bound only keeps a hostile header from becoming a huge stored key.
+pub const MAX_BATCH_ID_BYTES: usize = 1024;
+
+/// Snowflake documents the batch id as an opaque value to echo back, not to parse
+/// (<https://docs.snowflake.com/en/sql-reference/external-functions-data-format#headers>);
+/// real ids look like `01b02bdf-0001-7b58-0003-27d60056b5a6:1:1:0:0`. So any printable
+/// ASCII text of 1 to [`MAX_BATCH_ID_BYTES`] bytes is accepted, and storage is keyed by
+/// [`batch_storage_key`], never by the raw text.
 pub fn check_batch_id(id: &str) -> Result<(), &'static str> {
-    if (1..=128).contains(&id.len())
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    if (1..=MAX_BATCH_ID_BYTES).contains(&id.len()) && id.bytes().all(|b| (0x20..0x7f).contains(&b))
     {
         Ok(())
     } else {
-        Err("1 to 128 letters, digits, '-' or '_'")
+        Err("1 to 1024 printable ASCII characters")
     }
+}
+
+/// The key a batch is stored under: the hex SHA-256 of its id, so whatever characters
+/// Snowflake puts in an id (`:`, `/`, `#`), it is a safe file name and DynamoDB key of fixed
+/// length.
+pub fn batch_storage_key(id: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(id.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// One row of a batch: its number and its arguments, or why they are wrong.
@@ -281,22 +296,55 @@ mod tests {
         move |name| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| *v)
     }
 
+    /// A batch id as real Snowflake traffic carries it: a query id and counters, with `:`.
+    const REAL_SHAPE_BATCH_ID: &str = "01b02bdf-0001-7b58-0003-27d60056b5a6:1:1:0:0";
+
     #[test]
     fn a_batch_id_header_is_absent_valid_or_refused_with_what_it_got() {
         assert_eq!(batch_id_header(None).unwrap(), None);
         assert_eq!(batch_id_header(Some("   ")).unwrap(), None);
-        let id = "9f2a7c1e-0b3d-4e5f-8a6b-7c8d9e0f1a2b";
-        assert_eq!(
-            batch_id_header(Some(&format!(" {id} ")))
-                .unwrap()
-                .as_deref(),
-            Some(id)
-        );
-        let err = batch_id_header(Some("x';DROP")).unwrap_err().to_string();
+        for id in [
+            REAL_SHAPE_BATCH_ID,
+            "9f2a7c1e-0b3d-4e5f-8a6b-7c8d9e0f1a2b",
+            "a/b#c d=e?f'g\"h",
+        ] {
+            assert_eq!(
+                batch_id_header(Some(&format!(" {id} ")))
+                    .unwrap()
+                    .as_deref(),
+                Some(id),
+                "{id}"
+            );
+        }
+        let longest = "x".repeat(MAX_BATCH_ID_BYTES);
+        assert!(batch_id_header(Some(&longest)).is_ok());
+        for bad in ["a\u{7}b", "caf\u{e9}", &"x".repeat(MAX_BATCH_ID_BYTES + 1)] {
+            let err = batch_id_header(Some(bad)).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!(
+                    "header {BATCH_ID_HEADER}: expected 1 to 1024 printable ASCII characters, got '"
+                )),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_batch_is_stored_under_a_fixed_length_hash_of_its_id() {
+        let key = batch_storage_key(REAL_SHAPE_BATCH_ID);
+        assert_eq!(key.len(), 64);
         assert!(
-            err.starts_with(&format!("header {BATCH_ID_HEADER}: expected "))
-                && err.ends_with("got 'x';DROP'"),
-            "{err}"
+            key.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
+        // SHA-256 of "abc", FIPS 180-2 appendix B.1.
+        assert_eq!(
+            batch_storage_key("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_ne!(
+            key,
+            batch_storage_key("01b02bdf-0001-7b58-0003-27d60056b5a6:1:1:0:1")
         );
     }
 
@@ -305,10 +353,10 @@ mod tests {
         let ok = check_headers(headers(&[
             (FORMAT_HEADER, "json"),
             (FORMAT_VERSION_HEADER, "1.0"),
-            (BATCH_ID_HEADER, "b-1"),
+            (BATCH_ID_HEADER, REAL_SHAPE_BATCH_ID),
         ]))
         .unwrap();
-        assert_eq!(ok.batch_id.as_deref(), Some("b-1"));
+        assert_eq!(ok.batch_id.as_deref(), Some(REAL_SHAPE_BATCH_ID));
         assert_eq!(
             check_headers(headers(&[(FORMAT_VERSION_HEADER, "1.0")])),
             Err(BatchError::MissingHeader(FORMAT_HEADER))

@@ -1,9 +1,12 @@
 //! The one-time Snowflake set-up of a sluice deployment, as reviewable SQL: what an admin
 //! runs once (`sluice snowflake sql`), in three parts by who may run them:
 //!
-//! 1. **account** (ACCOUNTADMIN or a role with CREATE INTEGRATION): the database, the storage
-//!    integration over the bucket, the API integration for the external functions, grants to
-//!    sluice's role;
+//! 1. **account** (an admin, once: ACCOUNTADMIN, or SECURITYADMIN and SYSADMIN): sluice's
+//!    role, its warehouse (`USAGE`, `OPERATE`), its key-pair service user, the database
+//!    (`USAGE`, `CREATE SCHEMA`), the storage integration over the bucket, the API integration
+//!    for the external functions (`USAGE` on both). Nothing at run time needs more: sluice's
+//!    role creates and so owns its schemas, and with them every table, stage and procedure
+//!    COPY, MERGE and CALL touch;
 //! 2. **objects** (sluice's role; `sluice snowflake apply` runs this part): the RAW, STAGING,
 //!    GOLD and SLUICE schemas, the Parquet file format, the stage, each table's merge log;
 //! 3. **functions** (sluice's role, with USAGE on the API integration): the external functions
@@ -33,6 +36,14 @@ pub struct SetupOptions {
     pub database: String,
     /// The Snowflake role sluice runs as.
     pub role: String,
+    /// The key-pair service user sluice signs in as.
+    pub user: String,
+    /// The warehouse sluice's statements run on.
+    pub warehouse: String,
+    /// The largest external-function batch the deployed trigger accepts
+    /// (`SLUICE_MAX_BATCH_ROWS`): the functions' `MAX_BATCH_ROWS`, so Snowflake never sends a
+    /// batch the trigger refuses.
+    pub max_batch_rows: usize,
     pub bucket: String,
     /// The key prefix sluice writes under (the pipeline's `prefix`), if any.
     pub prefix: Option<String>,
@@ -66,10 +77,18 @@ impl SetupOptions {
                 message,
             })
         };
-        for (path, value) in [("--database", &self.database), ("--role", &self.role)] {
+        for (path, value) in [
+            ("--database", &self.database),
+            ("--role", &self.role),
+            ("--user", &self.user),
+            ("--warehouse", &self.warehouse),
+        ] {
             if let Err(message) = check_identifier(value) {
                 push(path, message);
             }
+        }
+        if let Err(message) = crate::deploy::check_max_batch_rows(self.max_batch_rows) {
+            push("--max-batch-rows", message);
         }
         // The pipeline's own rules, so every output sluice can write to can be staged.
         if let Err(e) = crate::output::check_bucket_name(&self.bucket) {
@@ -155,7 +174,27 @@ pub fn setup_sql(config: &Config, options: &SetupOptions) -> Result<SetupSql, Ve
     let storage = quote(STORAGE_INTEGRATION);
     let api = quote(API_INTEGRATION);
     let api_base = options.api_url.trim_end_matches('/');
+    let user = quote(&options.user);
+    let warehouse = quote(&options.warehouse);
     let account = vec![
+        format!("CREATE ROLE IF NOT EXISTS {role}"),
+        // Suspended until used, and again after a minute idle: sluice's statements come in
+        // bursts per run.
+        format!(
+            "CREATE WAREHOUSE IF NOT EXISTS {warehouse}\n  WAREHOUSE_SIZE = XSMALL\n  AUTO_SUSPEND = 60\n  AUTO_RESUME = TRUE\n  INITIALLY_SUSPENDED = TRUE"
+        ),
+        // OPERATE lets the role resume the warehouse when it is suspended
+        // (<https://docs.snowflake.com/en/user-guide/security-access-control-privileges#virtual-warehouse-privileges>).
+        format!("GRANT USAGE, OPERATE ON WAREHOUSE {warehouse} TO ROLE {role}"),
+        // A service user signs in with its key pair only. QUOTED_IDENTIFIERS_IGNORE_CASE is a
+        // session parameter the SQL API does not take per request, so it is pinned here:
+        // sluice quotes every identifier and means its case.
+        format!(
+            "CREATE USER IF NOT EXISTS {user}\n  TYPE = SERVICE\n  DEFAULT_ROLE = {role}\n  DEFAULT_WAREHOUSE = {warehouse}\n  QUOTED_IDENTIFIERS_IGNORE_CASE = FALSE"
+        ),
+        // A default role is not a grant
+        // (<https://docs.snowflake.com/en/sql-reference/sql/create-user>).
+        format!("GRANT ROLE {role} TO USER {user}"),
         format!("CREATE DATABASE IF NOT EXISTS {db}"),
         format!("GRANT USAGE, CREATE SCHEMA ON DATABASE {db} TO ROLE {role}"),
         format!(
@@ -202,10 +241,15 @@ pub fn setup_sql(config: &Config, options: &SetupOptions) -> Result<SetupSql, Ve
         }
         objects.push(merge_log_ddl(&targets.merge_log));
     }
+    // MAX_BATCH_ROWS is a maximum Snowflake keeps to; without it Snowflake picks a size of
+    // its own (<https://docs.snowflake.com/en/sql-reference/sql/create-external-function>),
+    // and a batch over the trigger's limit is a 400, which Snowflake does not retry
+    // (<https://docs.snowflake.com/en/sql-reference/external-functions-best-practices>).
     let function = |name: &str, args: &str, path: &str| {
         format!(
-            "CREATE OR REPLACE EXTERNAL FUNCTION {}({args})\n  RETURNS VARIANT\n  API_INTEGRATION = {api}\n  AS {}",
+            "CREATE OR REPLACE EXTERNAL FUNCTION {}({args})\n  RETURNS VARIANT\n  VOLATILE\n  API_INTEGRATION = {api}\n  MAX_BATCH_ROWS = {}\n  AS {}",
             ObjectName::new(&options.database, FUNCTION_SCHEMA, name).quoted(),
+            options.max_batch_rows,
             string_literal(&format!("{api_base}/{path}"))
         )
     };
@@ -266,8 +310,11 @@ impl SetupSql {
              -- each run also creates and evolves them from its files, so a new column needs no set-up.\n\n"
                 .to_owned(),
             part(
-                "1. account: run as ACCOUNTADMIN. Then DESC INTEGRATION \"SLUICE_S3\" / \"SLUICE_API\" and put \
-                 their STORAGE_AWS_IAM_USER_ARN / API_AWS_IAM_USER_ARN and EXTERNAL_ID in the IAM roles' trust policies.",
+                "1. account: an admin runs this once (ACCOUNTADMIN, or SECURITYADMIN for the role, user and grants and \
+                 SYSADMIN for the warehouse and database). Then:\n\
+                 --    ALTER USER <user> SET RSA_PUBLIC_KEY = '<the public key, without its BEGIN/END lines>';\n\
+                 --    DESC INTEGRATION \"SLUICE_S3\" / \"SLUICE_API\" and put their STORAGE_AWS_IAM_USER_ARN / \
+                 API_AWS_IAM_USER_ARN and EXTERNAL_ID in the IAM roles' trust policies.",
                 &self.account,
             ),
             part(
@@ -300,6 +347,9 @@ mod tests {
         SetupOptions {
             database: "SLUICE".into(),
             role: "SLUICE_LOADER".into(),
+            user: "SLUICE".into(),
+            warehouse: "SLUICE_WH".into(),
+            max_batch_rows: 100,
             bucket: "acme-lake".into(),
             prefix: Some("raw/v1".into()),
             storage_role_arn: "arn:aws:iam::123456789012:role/snowflake-s3".into(),
@@ -321,8 +371,13 @@ mod tests {
     #[test]
     fn setup_names_every_object_quoted_and_is_idempotent() {
         let sql = setup_sql(&config(), &options()).unwrap();
+        let storage = sql
+            .account
+            .iter()
+            .find(|s| s.starts_with("CREATE STORAGE INTEGRATION"))
+            .unwrap();
         assert_eq!(
-            sql.account[2],
+            storage,
             "CREATE STORAGE INTEGRATION IF NOT EXISTS \"SLUICE_S3\"\n  TYPE = EXTERNAL_STAGE\n  STORAGE_PROVIDER = 'S3'\n  ENABLED = TRUE\n  \
              STORAGE_AWS_ROLE_ARN = 'arn:aws:iam::123456789012:role/snowflake-s3'\n  STORAGE_ALLOWED_LOCATIONS = ('s3://acme-lake/raw/v1/')"
         );
@@ -333,7 +388,7 @@ mod tests {
                 "CREATE SCHEMA IF NOT EXISTS \"SLUICE\".\"STAGING\"",
                 "CREATE SCHEMA IF NOT EXISTS \"SLUICE\".\"GOLD\"",
                 "CREATE SCHEMA IF NOT EXISTS \"SLUICE\".\"SLUICE\"",
-                "CREATE FILE FORMAT IF NOT EXISTS \"SLUICE\".\"RAW\".\"SLUICE_PARQUET\" TYPE = PARQUET USE_LOGICAL_TYPE = TRUE BINARY_AS_TEXT = FALSE",
+                "CREATE FILE FORMAT IF NOT EXISTS \"SLUICE\".\"RAW\".\"SLUICE_PARQUET\" TYPE = PARQUET USE_LOGICAL_TYPE = TRUE BINARY_AS_TEXT = FALSE NULL_IF = ()",
                 "CREATE STAGE IF NOT EXISTS \"SLUICE\".\"RAW\".\"SLUICE_STAGE\"\n  URL = 's3://acme-lake/raw/v1/'\n  \
                  STORAGE_INTEGRATION = \"SLUICE_S3\"\n  FILE_FORMAT = \"SLUICE\".\"RAW\".\"SLUICE_PARQUET\"",
                 "CREATE SCHEMA IF NOT EXISTS \"SLUICE\".\"MART\"",
@@ -343,7 +398,8 @@ mod tests {
         assert_eq!(
             sql.functions[0],
             "CREATE OR REPLACE EXTERNAL FUNCTION \"SLUICE\".\"SLUICE\".\"INGEST\"(SOURCE_NAME VARCHAR, TABLE_NAME VARCHAR)\n  \
-             RETURNS VARIANT\n  API_INTEGRATION = \"SLUICE_API\"\n  AS 'https://abc123.execute-api.eu-west-1.amazonaws.com/prod/ingest'"
+             RETURNS VARIANT\n  VOLATILE\n  API_INTEGRATION = \"SLUICE_API\"\n  MAX_BATCH_ROWS = 100\n  \
+             AS 'https://abc123.execute-api.eu-west-1.amazonaws.com/prod/ingest'"
         );
         // The options overload and the async variant share the trigger's routes.
         assert!(
@@ -369,6 +425,104 @@ mod tests {
         let text = sql.render();
         assert!(text.contains("-- 2. objects"), "{text}");
         assert!(text.contains("\"SLUICE_STAGE\"\n  URL"), "{text}");
+    }
+
+    /// What COPY, MERGE and CALL need at run time, and no more: the role can use and resume
+    /// its warehouse, the key-pair service user has the role, the role may use the database,
+    /// create its schemas (and so own what is in them) and use both integrations; nothing
+    /// grants ACCOUNTADMIN or another system role to sluice.
+    #[test]
+    fn the_account_part_creates_the_role_user_and_warehouse_with_least_privilege() {
+        let sql = setup_sql(&config(), &options()).unwrap();
+        let account = sql.account.join(";\n");
+        for expected in [
+            "CREATE ROLE IF NOT EXISTS \"SLUICE_LOADER\"",
+            "CREATE WAREHOUSE IF NOT EXISTS \"SLUICE_WH\"\n  WAREHOUSE_SIZE = XSMALL\n  AUTO_SUSPEND = 60\n  AUTO_RESUME = TRUE\n  INITIALLY_SUSPENDED = TRUE",
+            "GRANT USAGE, OPERATE ON WAREHOUSE \"SLUICE_WH\" TO ROLE \"SLUICE_LOADER\"",
+            "CREATE USER IF NOT EXISTS \"SLUICE\"\n  TYPE = SERVICE\n  DEFAULT_ROLE = \"SLUICE_LOADER\"\n  DEFAULT_WAREHOUSE = \"SLUICE_WH\"\n  QUOTED_IDENTIFIERS_IGNORE_CASE = FALSE",
+            "GRANT ROLE \"SLUICE_LOADER\" TO USER \"SLUICE\"",
+            "GRANT USAGE, CREATE SCHEMA ON DATABASE \"SLUICE\" TO ROLE \"SLUICE_LOADER\"",
+            "GRANT USAGE ON INTEGRATION \"SLUICE_S3\" TO ROLE \"SLUICE_LOADER\"",
+            "GRANT USAGE ON INTEGRATION \"SLUICE_API\" TO ROLE \"SLUICE_LOADER\"",
+        ] {
+            assert!(
+                sql.account.iter().any(|s| s == expected),
+                "missing: {expected}\nin:\n{account}"
+            );
+        }
+        // The role exists before anything is granted to it, the user after the role.
+        let position = |prefix: &str| {
+            sql.account
+                .iter()
+                .position(|s| s.starts_with(prefix))
+                .unwrap()
+        };
+        assert!(position("CREATE ROLE") < position("GRANT"));
+        assert!(position("CREATE USER") < position("GRANT ROLE"));
+        let grants: Vec<&String> = sql
+            .account
+            .iter()
+            .filter(|s| s.starts_with("GRANT"))
+            .collect();
+        assert_eq!(grants.len(), 5, "{grants:?}");
+        for grant in grants {
+            assert!(
+                grant.ends_with("TO ROLE \"SLUICE_LOADER\"")
+                    || grant.ends_with("TO USER \"SLUICE\""),
+                "{grant}"
+            );
+            for system in [
+                "ACCOUNTADMIN",
+                "SECURITYADMIN",
+                "SYSADMIN",
+                "OWNERSHIP",
+                "ALL",
+            ] {
+                assert!(!grant.contains(system), "{grant}");
+            }
+        }
+        // The objects and functions parts run as sluice's role: no admin statement there.
+        for statement in sql.objects.iter().chain(&sql.functions) {
+            assert!(
+                !statement.starts_with("GRANT") && !statement.contains("ACCOUNTADMIN"),
+                "{statement}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_external_function_carries_the_deployed_batch_limit() {
+        for rows in [1, 100, 10_000] {
+            let sql = setup_sql(
+                &config(),
+                &SetupOptions {
+                    max_batch_rows: rows,
+                    ..options()
+                },
+            )
+            .unwrap();
+            assert_eq!(sql.functions.len(), 4);
+            for function in &sql.functions {
+                let line = format!("\n  MAX_BATCH_ROWS = {rows}\n  AS '");
+                assert!(function.contains(&line), "{function}");
+            }
+        }
+        for rows in [0, 10_001] {
+            let issues = setup_sql(
+                &config(),
+                &SetupOptions {
+                    max_batch_rows: rows,
+                    ..options()
+                },
+            )
+            .unwrap_err();
+            assert_eq!(issues[0].path, "--max-batch-rows");
+            assert!(
+                issues[0].message.contains("from 1 to 10000"),
+                "{}",
+                issues[0].message
+            );
+        }
     }
 
     #[test]
@@ -403,6 +557,9 @@ mod tests {
         let bad = SetupOptions {
             database: "SLUICE;DROP".into(),
             role: String::new(),
+            user: "a user".into(),
+            warehouse: "WH\"".into(),
+            max_batch_rows: 0,
             bucket: "Acme_Lake".into(),
             prefix: Some("/raw/".into()),
             storage_role_arn: "arn:aws:iam::123:role/x".into(),
@@ -419,6 +576,9 @@ mod tests {
             [
                 "--database",
                 "--role",
+                "--user",
+                "--warehouse",
+                "--max-batch-rows",
                 "--bucket",
                 "--prefix",
                 "--storage-role-arn",

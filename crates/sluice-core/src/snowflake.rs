@@ -247,11 +247,28 @@ pub fn raw_table_ddl(table: &ObjectName, schema: &Schema) -> Result<String, SqlG
     ))
 }
 
+/// The session parameters sluice sends with every SQL API request. The SQL API ignores the
+/// account's and the user's `TIMEZONE` and applies only what the request carries
+/// (<https://docs.snowflake.com/en/developer-guide/sql-api/handling-responses>), and the
+/// default zone is `America/Los_Angeles`
+/// (<https://docs.snowflake.com/en/sql-reference/parameters#timezone>). Parquet timestamps
+/// with `isAdjustedToUTC` load as `TIMESTAMP_LTZ`
+/// (<https://docs.snowflake.com/en/sql-reference/sql/copy-into-table>, TYPE = PARQUET), so the
+/// zone decides the offset a `TIMESTAMP_TZ` column keeps and the day a cast to `DATE` gives:
+/// sluice's days are UTC. Only parameters the SQL API lists are allowed here
+/// (<https://docs.snowflake.com/en/developer-guide/sql-api/reference>, "parameters");
+/// `QUOTED_IDENTIFIERS_IGNORE_CASE` is not one of them, so the set-up pins it on sluice's user.
+pub const SESSION_PARAMETERS: &[(&str, &str)] = &[("TIMEZONE", "UTC")];
+
 /// How sluice's Parquet files must be read. `USE_LOGICAL_TYPE = TRUE` because Snowflake's
 /// default reads Parquet timestamps and decimals by their physical type and loads them wrong;
-/// `BINARY_AS_TEXT = FALSE` so BINARY columns are not read as UTF-8 text.
+/// `BINARY_AS_TEXT = FALSE` so BINARY columns are not read as UTF-8 text; `NULL_IF = ()`
+/// because the Parquet format's `NULL_IF` defaults to `\\N`, which would load the text `\N`
+/// as NULL: sluice's files already say which values are NULL, so no string may become one
+/// (<https://docs.snowflake.com/en/sql-reference/sql/create-file-format>, format type options,
+/// TYPE = PARQUET).
 pub const PARQUET_FORMAT_OPTIONS: &str =
-    "TYPE = PARQUET USE_LOGICAL_TYPE = TRUE BINARY_AS_TEXT = FALSE";
+    "TYPE = PARQUET USE_LOGICAL_TYPE = TRUE BINARY_AS_TEXT = FALSE NULL_IF = ()";
 
 /// The named Parquet file format of the setup SQL (for people querying the stage by hand;
 /// COPY states the options inline, so a changed format object cannot change a load).
@@ -315,8 +332,116 @@ pub fn check_account_name(account: &str) -> Result<(), String> {
     }
 }
 
+/// The two forms Snowflake wants of one account identifier
+/// (<https://docs.snowflake.com/en/user-guide/admin-account-identifier>,
+/// <https://docs.snowflake.com/en/developer-guide/sql-api/authenticating>).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountForms {
+    /// The host of the account's URL, `<this>.snowflakecomputing.com`: `orgname-account-name`
+    /// (the `.` of `orgname.account_name` becomes `-`, and underscores become hyphens, the
+    /// form Snowflake accepts in URLs and every DNS name allows), or the account locator with
+    /// its region and cloud as given.
+    pub host: String,
+    /// The account part of the key-pair JWT's `iss` and `sub`: upper case, `ORGNAME-ACCOUNT_NAME`
+    /// ("if your account ID contains periods, you must replace them with hyphens"), or the
+    /// locator without region and cloud ("exclude any region information").
+    pub jwt: String,
+}
+
+/// The URL host and the JWT account of an identifier that passed [`check_account_name`]:
+/// `myorg-my_account`, `myorg.my_account`, `xy12345`, `xy12345.us-east-2.aws`,
+/// `myorg-my_account.privatelink`, each with or without `.snowflakecomputing.com`.
+pub fn account_forms(account: &str) -> AccountForms {
+    let lower = account.trim().to_ascii_lowercase();
+    let lower = lower
+        .strip_suffix(".snowflakecomputing.com")
+        .unwrap_or(&lower);
+    let segments: Vec<&str> = lower.split('.').collect();
+    // Organization and account names have no `-`; every region and cloud segment does, or is
+    // a cloud name. So two dash-free segments are `orgname.account_name`.
+    let org_account = match segments.as_slice() {
+        [org, name] if !org.contains('-') && !name.contains('-') && !is_cloud(name) => {
+            Some(format!("{org}-{name}"))
+        }
+        _ => None,
+    };
+    let (first, rest) = match &org_account {
+        Some(joined) => (joined.as_str(), &[][..]),
+        None => (segments[0], &segments[1..]),
+    };
+    let is_org_account = org_account.is_some() || first.contains('-');
+    let host_first = if is_org_account {
+        first.replace('_', "-")
+    } else {
+        first.to_owned()
+    };
+    let host = std::iter::once(host_first.as_str())
+        .chain(rest.iter().copied())
+        .collect::<Vec<_>>()
+        .join(".");
+    AccountForms {
+        host,
+        jwt: first.to_ascii_uppercase(),
+    }
+}
+
+fn is_cloud(segment: &str) -> bool {
+    matches!(segment, "aws" | "azure" | "gcp" | "privatelink")
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn each_account_identifier_form_gives_its_host_and_jwt_account() {
+        // (configured, URL host before .snowflakecomputing.com, JWT account)
+        let cases = [
+            ("myorg-myaccount", "myorg-myaccount", "MYORG-MYACCOUNT"),
+            ("MYORG-MYACCOUNT", "myorg-myaccount", "MYORG-MYACCOUNT"),
+            ("myorg.myaccount", "myorg-myaccount", "MYORG-MYACCOUNT"),
+            ("myorg-my_account", "myorg-my-account", "MYORG-MY_ACCOUNT"),
+            ("myorg.my_account", "myorg-my-account", "MYORG-MY_ACCOUNT"),
+            (
+                "myorg-myaccount.snowflakecomputing.com",
+                "myorg-myaccount",
+                "MYORG-MYACCOUNT",
+            ),
+            (
+                "myorg-myaccount.privatelink",
+                "myorg-myaccount.privatelink",
+                "MYORG-MYACCOUNT",
+            ),
+            ("xy12345", "xy12345", "XY12345"),
+            ("xy12345.us-east-2.aws", "xy12345.us-east-2.aws", "XY12345"),
+            ("xy12345.us-east-1", "xy12345.us-east-1", "XY12345"),
+            (
+                "xy12345.east-us-2.azure",
+                "xy12345.east-us-2.azure",
+                "XY12345",
+            ),
+            (
+                "XY12345.eu-central-1.snowflakecomputing.com",
+                "xy12345.eu-central-1",
+                "XY12345",
+            ),
+            ("xy12345.privatelink", "xy12345.privatelink", "XY12345"),
+        ];
+        for (configured, host, jwt) in cases {
+            assert_eq!(
+                super::check_account_name(configured),
+                Ok(()),
+                "{configured}"
+            );
+            assert_eq!(
+                super::account_forms(configured),
+                super::AccountForms {
+                    host: host.into(),
+                    jwt: jwt.into()
+                },
+                "{configured}"
+            );
+        }
+    }
+
     #[test]
     fn account_names_cannot_redirect_the_api() {
         for ok in ["myorg-acct", "xy12345.eu-west-1", "SLUICEORG_TEST"] {
@@ -497,11 +622,11 @@ mod tests {
     }
 
     #[test]
-    fn file_format_uses_logical_types() {
+    fn file_format_uses_logical_types_and_turns_no_string_into_null() {
         assert_eq!(
             parquet_file_format_ddl(&ObjectName::new("SLUICE", "RAW", "sluice_parquet")),
             "CREATE FILE FORMAT IF NOT EXISTS \"SLUICE\".\"RAW\".\"sluice_parquet\" TYPE = PARQUET \
-             USE_LOGICAL_TYPE = TRUE BINARY_AS_TEXT = FALSE"
+             USE_LOGICAL_TYPE = TRUE BINARY_AS_TEXT = FALSE NULL_IF = ()"
         );
     }
 
@@ -520,7 +645,7 @@ mod tests {
               FROM @\"SLUICE\".\"RAW\".\"sluice_stage\"\n\
               FILES = ('postgres/shop/public.orders/2024-03-09/06/part-A-0000-0000.parquet', \
               'postgres/shop/public.orders/2024-03-09/06/part-A-0001-0000.parquet')\n\
-              FILE_FORMAT = (TYPE = PARQUET USE_LOGICAL_TYPE = TRUE BINARY_AS_TEXT = FALSE)\n\
+              FILE_FORMAT = (TYPE = PARQUET USE_LOGICAL_TYPE = TRUE BINARY_AS_TEXT = FALSE NULL_IF = ())\n\
               MATCH_BY_COLUMN_NAME = CASE_INSENSITIVE\n\
               INCLUDE_METADATA = (\"_sluice_file\" = METADATA$FILENAME, \"_sluice_row\" = METADATA$FILE_ROW_NUMBER)\n\
               ON_ERROR = ABORT_STATEMENT\n\

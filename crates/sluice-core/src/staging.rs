@@ -3,7 +3,7 @@
 //! Pure text, unit-tested as such; the `sluice` crate runs it through the warehouse port.
 //!
 //! The merge procedure keeps to a small subset of Snowflake Scripting (`BEGIN stmt; …;
-//! RETURN expr; END` with `:RUN_ID` in statements) so the local stand-in runs the same text
+//! RETURN expr; END;` with `:RUN_ID` in statements) so the local stand-in runs the same text
 //! Snowflake does. Its counts are computed by queries into a merge log table instead of
 //! `SQLROWCOUNT`, which the stand-in lacks.
 //!
@@ -339,7 +339,7 @@ pub fn merge_procedure_ddl(
          WHEN MATCHED AND {newer} THEN UPDATE SET {set}\n\
          WHEN NOT MATCHED THEN INSERT ({names}) VALUES ({values});\n\
          RETURN (SELECT OBJECT_CONSTRUCT('inserted', \"inserted\", 'updated', \"updated\") FROM {log} WHERE \"run_id\" = :RUN_ID);\n\
-         END\n\
+         END;\n\
          $$",
         proc = targets.merge_procedure.quoted(),
     ))
@@ -561,7 +561,7 @@ mod tests {
                  WHEN NOT MATCHED THEN INSERT (\"id\", \"doc\", \"updated_at\", \"_sluice_run_id\", \"_sluice_extracted_at\") \
                  VALUES (s.\"id\", s.\"doc\", s.\"updated_at\", s.\"_sluice_run_id\", s.\"_sluice_extracted_at\");\n\
                  RETURN (SELECT OBJECT_CONSTRUCT('inserted', \"inserted\", 'updated', \"updated\") FROM {log} WHERE \"run_id\" = :RUN_ID);\n\
-                 END\n$$"
+                 END;\n$$"
             )
         );
     }

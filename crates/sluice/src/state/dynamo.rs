@@ -9,7 +9,7 @@
 //! | `TABLE#<source>/<table>` | `STATE` | `watermark` (JSON of the typed value, full precision), `watermark_run_id`, `lease_run_id`, `lease_expires` (ns since the epoch) |
 //! | `RUN#<run_id>` | `RUN` | `record` (the run record as JSON, without chunks), `status`, `version`, `table_key`, `run_id`, `run_kind` = `RUN`, `chunk_total`, `chunks_done`, `done_chunks` (number set), `chunk_attempts` (map: chunk → the attempt that counted), `chunks_updated_at`, and while an update runs `lock_token`, `lock_expires` |
 //! | `RUN#<run_id>` | `CHUNK#<n:010>#<attempt>` | `outcome`: one chunk's rows, bytes, files, schema and warnings as JSON |
-//! | `BATCH#<batch_id>` | `BATCH` | `record`: an external-function batch (rows → runs) as JSON, `expires_at` (epoch seconds, DynamoDB TTL) |
+//! | `BATCH#<sha256 of batch_id>` | `BATCH` | `record`: an external-function batch (rows → runs) as JSON, `expires_at` (epoch seconds, DynamoDB TTL) |
 //!
 //! Chunk outcomes live in items of their own because a run of 1,024 chunks with their file
 //! lists would not fit DynamoDB's 400 KB item limit; one chunk's outcome stays far below it
@@ -70,8 +70,12 @@ fn run_pk(run_id: RunId) -> AttributeValue {
     s(format!("RUN#{run_id}"))
 }
 
+/// Keyed by a hash of the id: Snowflake's batch ids are opaque text of any shape.
 fn batch_pk(batch_id: &str) -> AttributeValue {
-    s(format!("BATCH#{batch_id}"))
+    s(format!(
+        "BATCH#{}",
+        sluice_core::external_function::batch_storage_key(batch_id)
+    ))
 }
 
 fn chunk_sk(chunk: u32, attempt: &str) -> String {

@@ -129,15 +129,16 @@ impl Files {
         write().map_err(|e| self.error(format!("cannot write {}: {e}", path.display())))
     }
 
-    /// `batches/<id>.json`; ids are checked at the edge, and again here because they name a
-    /// file.
+    /// `batches/<sha256 of the id>.json`: a batch id is opaque text (`:` and `/` included),
+    /// so it never names a file itself.
     fn batch_path(&self, batch_id: &str) -> Result<PathBuf> {
-        sluice_core::external_function::check_batch_id(batch_id)
-            .map_err(|e| self.error(format!("batch id: {e}")))?;
         let dir = self.dir.join("batches");
         fs::create_dir_all(&dir)
             .map_err(|e| self.error(format!("cannot create {}: {e}", dir.display())))?;
-        Ok(dir.join(format!("{batch_id}.json")))
+        Ok(dir.join(format!(
+            "{}.json",
+            sluice_core::external_function::batch_storage_key(batch_id)
+        )))
     }
 
     fn tables(&self) -> Result<BTreeMap<String, TableState>> {

@@ -192,7 +192,6 @@ impl Loader {
         if statements.is_empty() {
             return Ok(());
         }
-        let statements: Vec<Statement> = statements.into_iter().map(Statement::new).collect();
         self.warehouse.execute_all(&statements).await?;
         Ok(())
     }

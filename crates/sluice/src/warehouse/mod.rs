@@ -180,9 +180,7 @@ pub trait Warehouse: Send + Sync {
     async fn execute(&self, statement: &Statement) -> Result<QueryResult, WarehouseError>;
 
     /// Runs statements in order as one request, stopping at the first failure; one result
-    /// per statement.
-    async fn execute_all(
-        &self,
-        statements: &[Statement],
-    ) -> Result<Vec<QueryResult>, WarehouseError>;
+    /// per statement. Plain SQL text only: Snowflake takes no bindings in a multi-statement
+    /// request.
+    async fn execute_all(&self, statements: &[String]) -> Result<Vec<QueryResult>, WarehouseError>;
 }

@@ -89,6 +89,10 @@ impl SnowflakeClient {
         let tuning = config.tuning.clamped();
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls_config()?)
+            // Result partitions after the first come gzip-compressed, with
+            // `Content-Encoding: gzip`, whatever the request asked for
+            // (<https://docs.snowflake.com/en/developer-guide/sql-api/handling-responses>).
+            .gzip(true)
             .timeout(tuning.request_timeout)
             .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -109,7 +113,7 @@ impl SnowflakeClient {
     /// Runs one statement under a fresh request id.
     pub async fn execute(&self, statement: &Statement) -> Result<QueryResult> {
         let results = self
-            .run(&new_request_id()?, false, std::slice::from_ref(statement))
+            .run(&new_request_id()?, false, Request::one(statement))
             .await?;
         only(results)
     }
@@ -123,18 +127,29 @@ impl SnowflakeClient {
         statement: &Statement,
     ) -> Result<QueryResult> {
         check_request_id(request_id)?;
-        let results = self
-            .run(request_id, true, std::slice::from_ref(statement))
-            .await?;
+        let results = self.run(request_id, true, Request::one(statement)).await?;
         only(results)
     }
 
     /// Runs statements in order as one multi-statement request; one result per statement.
-    pub async fn execute_all(&self, statements: &[Statement]) -> Result<Vec<QueryResult>> {
+    /// They are plain SQL text: the SQL API does not support bind variables in a
+    /// multi-statement request
+    /// (<https://docs.snowflake.com/en/developer-guide/sql-api/submitting-multiple-statements>),
+    /// so the type leaves no way to send one.
+    pub async fn execute_all(&self, statements: &[String]) -> Result<Vec<QueryResult>> {
         if statements.is_empty() {
             return Ok(Vec::new());
         }
-        self.run(&new_request_id()?, false, statements).await
+        let request = Request {
+            sql: statements
+                .iter()
+                .map(|s| s.trim().trim_end_matches(';'))
+                .collect::<Vec<_>>()
+                .join(";\n"),
+            bindings: &[],
+            statements: statements.len(),
+        };
+        self.run(&new_request_id()?, false, request).await
     }
 
     /// Asks Snowflake to cancel a running statement.
@@ -147,25 +162,22 @@ impl SnowflakeClient {
         Err(self.failure(&path, status, &body))
     }
 
-    #[instrument(skip_all, fields(request_id = %request_id, statements = statements.len(), statement_handle))]
+    #[instrument(skip_all, fields(request_id = %request_id, statements = request.statements, statement_handle))]
     async fn run(
         &self,
         request_id: &str,
         resubmission: bool,
-        statements: &[Statement],
+        request: Request<'_>,
     ) -> Result<Vec<QueryResult>> {
-        let sql = match statements {
-            [one] => one.sql.clone(),
-            many => many
-                .iter()
-                .map(|s| s.sql.trim().trim_end_matches(';'))
-                .collect::<Vec<_>>()
-                .join(";\n"),
-        };
-        let bindings: Vec<&Binding> = statements.iter().flat_map(|s| &s.bindings).collect();
+        let Request {
+            sql,
+            bindings,
+            statements,
+        } = request;
         let mut body = serde_json::json!({
             "statement": sql,
             "timeout": self.tuning.statement_timeout.as_secs(),
+            "parameters": session_parameters(statements),
         });
         for (field, value) in [
             ("database", &self.config.database),
@@ -185,10 +197,6 @@ impl SnowflakeClient {
                 .collect::<serde_json::Map<_, _>>()
                 .into();
         }
-        if statements.len() > 1 {
-            body["parameters"] =
-                serde_json::json!({ "MULTI_STATEMENT_COUNT": statements.len().to_string() });
-        }
         debug!(sql = %abbreviate(&sql), bindings = bindings.len(), "submitting");
         let mut path = format!("/api/v2/statements?requestId={request_id}");
         if self.config.submit_async {
@@ -205,17 +213,16 @@ impl SnowflakeClient {
         if let Some(handle) = &done.statement_handle {
             Span::current().record("statement_handle", handle.as_str());
         }
-        if statements.len() == 1 {
+        if statements == 1 {
             return Ok(vec![self.result(done).await?]);
         }
-        if done.statement_handles.len() != statements.len() {
+        if done.statement_handles.len() != statements {
             return Err(SnowflakeError::Protocol(format!(
-                "{} statements submitted, {} statement handles returned",
-                statements.len(),
+                "{statements} statements submitted, {} statement handles returned",
                 done.statement_handles.len()
             )));
         }
-        let mut results = Vec::with_capacity(statements.len());
+        let mut results = Vec::with_capacity(statements);
         for handle in &done.statement_handles {
             let answer = self.poll_once(handle).await?;
             let child = self.finish(answer, started).await?;
@@ -428,12 +435,47 @@ impl Warehouse for SnowflakeClient {
         Ok(SnowflakeClient::execute(self, statement).await?)
     }
 
-    async fn execute_all(
-        &self,
-        statements: &[Statement],
-    ) -> Result<Vec<QueryResult>, WarehouseError> {
+    async fn execute_all(&self, statements: &[String]) -> Result<Vec<QueryResult>, WarehouseError> {
         Ok(SnowflakeClient::execute_all(self, statements).await?)
     }
+}
+
+/// What one submission carries: a single statement with its bindings, or several statements
+/// without any.
+struct Request<'a> {
+    sql: String,
+    bindings: &'a [Binding],
+    statements: usize,
+}
+
+impl<'a> Request<'a> {
+    fn one(statement: &'a Statement) -> Request<'a> {
+        Request {
+            sql: statement.sql.clone(),
+            bindings: &statement.bindings,
+            statements: 1,
+        }
+    }
+}
+
+/// The session parameters of every request: sluice's SQL must mean the same whatever the
+/// account's or user's defaults are, and the SQL API applies the request's `parameters` to
+/// the statement's session
+/// (<https://docs.snowflake.com/en/developer-guide/sql-api/reference#body-of-the-post-request-to-api-v2-statements>).
+/// A multi-statement request also says how many statements it holds, as the API requires.
+fn session_parameters(statements: usize) -> serde_json::Value {
+    let mut parameters: serde_json::Map<String, serde_json::Value> =
+        sluice_core::snowflake::SESSION_PARAMETERS
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).into()))
+            .collect();
+    if statements > 1 {
+        parameters.insert(
+            "MULTI_STATEMENT_COUNT".into(),
+            statements.to_string().into(),
+        );
+    }
+    parameters.into()
 }
 
 /// The one result of a one-statement request.

@@ -132,40 +132,6 @@ fn fingerprint(pkcs1_public_key: &[u8]) -> Result<String, SnowflakeError> {
     Ok(format!("SHA256:{}", STANDARD.encode(digest.as_ref())))
 }
 
-/// The account part of `iss`/`sub`, from the configured account identifier, as Snowflake's
-/// key-pair documentation asks: upper case; an account locator without its region and cloud
-/// (`xy12345.us-east-2.aws` → `XY12345`); an organization account with `-` between organization
-/// and account (`myorg.myaccount` → `MYORG-MYACCOUNT`); the host suffix ignored.
-pub fn jwt_account(account: &str) -> String {
-    let lower = account.trim().to_ascii_lowercase();
-    let lower = lower
-        .strip_prefix("https://")
-        .unwrap_or(&lower)
-        .trim_end_matches('/');
-    let lower = lower
-        .strip_suffix(".snowflakecomputing.com")
-        .unwrap_or(lower);
-    let account = if lower.contains(".global") {
-        // The legacy global URL form `locator-<id>.global`: the locator is before the dash.
-        lower.split('-').next().unwrap_or(lower)
-    } else {
-        let mut parts = lower.split('.');
-        let first = parts.next().unwrap_or_default();
-        match parts.next() {
-            // `org.account` (every region and cloud segment has a dash; account names do not).
-            Some(second) if !first.contains('-') && !second.contains('-') && !is_cloud(second) => {
-                return format!("{first}-{second}").to_ascii_uppercase();
-            }
-            _ => first,
-        }
-    };
-    account.to_ascii_uppercase()
-}
-
-fn is_cloud(segment: &str) -> bool {
-    matches!(segment, "aws" | "azure" | "gcp" | "privatelink")
-}
-
 /// Signs and caches tokens for one user.
 pub struct TokenSource {
     key: PrivateKey,
@@ -201,7 +167,7 @@ impl TokenSource {
     pub fn new(key: PrivateKey, account: &str, user: &str) -> TokenSource {
         TokenSource {
             key,
-            account: jwt_account(account),
+            account: sluice_core::snowflake::account_forms(account).jwt,
             user: user.trim().to_ascii_uppercase(),
             cached: Mutex::new(None),
         }
@@ -266,33 +232,6 @@ impl TokenSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn account_locator_loses_region_and_cloud() {
-        assert_eq!(jwt_account("xy12345"), "XY12345");
-        assert_eq!(jwt_account("xy12345.us-east-2.aws"), "XY12345");
-        assert_eq!(jwt_account("xy12345.us-west-2"), "XY12345");
-        assert_eq!(jwt_account("xy12345.east-us-2.azure"), "XY12345");
-        assert_eq!(
-            jwt_account("https://xy12345.eu-central-1.snowflakecomputing.com/"),
-            "XY12345"
-        );
-        assert_eq!(jwt_account("xy12345-abcd.global"), "XY12345");
-    }
-
-    #[test]
-    fn organization_account_uses_a_dash() {
-        assert_eq!(jwt_account("myorg-my_account"), "MYORG-MY_ACCOUNT");
-        assert_eq!(jwt_account("myorg.my_account"), "MYORG-MY_ACCOUNT");
-        assert_eq!(
-            jwt_account("myorg-myaccount.snowflakecomputing.com"),
-            "MYORG-MYACCOUNT"
-        );
-        assert_eq!(
-            jwt_account("myorg-myaccount.privatelink"),
-            "MYORG-MYACCOUNT"
-        );
-    }
 
     #[test]
     fn non_pkcs8_keys_are_refused_with_the_fix() {

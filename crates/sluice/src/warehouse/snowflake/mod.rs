@@ -140,7 +140,7 @@ impl SnowflakeConfig {
             Some(url) => url.trim().trim_end_matches('/').to_owned(),
             None => format!(
                 "https://{}.snowflakecomputing.com",
-                self.account.trim().to_ascii_lowercase()
+                sluice_core::snowflake::account_forms(&self.account).host
             ),
         };
         reqwest::Url::parse(&base)
