@@ -2,7 +2,27 @@
 -- RAW/STAGING tables and merge procedures: part 3 (with --with-tables, from the sources' catalogs);
 -- each run also creates and evolves them from its files, so a new column needs no set-up.
 
--- 1. account: run as ACCOUNTADMIN. Then DESC INTEGRATION "SLUICE_S3" / "SLUICE_API" and put their STORAGE_AWS_IAM_USER_ARN / API_AWS_IAM_USER_ARN and EXTERNAL_ID in the IAM roles' trust policies.
+-- 1. account: an admin runs this once (ACCOUNTADMIN, or SECURITYADMIN for the role, user and grants and SYSADMIN for the warehouse and database). Then:
+--    ALTER USER <user> SET RSA_PUBLIC_KEY = '<the public key, without its BEGIN/END lines>';
+--    DESC INTEGRATION "SLUICE_S3" / "SLUICE_API" and put their STORAGE_AWS_IAM_USER_ARN / API_AWS_IAM_USER_ARN and EXTERNAL_ID in the IAM roles' trust policies.
+
+CREATE ROLE IF NOT EXISTS "SLUICE_LOADER";
+
+CREATE WAREHOUSE IF NOT EXISTS "SLUICE_WH"
+  WAREHOUSE_SIZE = XSMALL
+  AUTO_SUSPEND = 60
+  AUTO_RESUME = TRUE
+  INITIALLY_SUSPENDED = TRUE;
+
+GRANT USAGE, OPERATE ON WAREHOUSE "SLUICE_WH" TO ROLE "SLUICE_LOADER";
+
+CREATE USER IF NOT EXISTS "SLUICE"
+  TYPE = SERVICE
+  DEFAULT_ROLE = "SLUICE_LOADER"
+  DEFAULT_WAREHOUSE = "SLUICE_WH"
+  QUOTED_IDENTIFIERS_IGNORE_CASE = FALSE;
+
+GRANT ROLE "SLUICE_LOADER" TO USER "SLUICE";
 
 CREATE DATABASE IF NOT EXISTS "SLUICE";
 
@@ -35,7 +55,7 @@ CREATE SCHEMA IF NOT EXISTS "SLUICE"."GOLD";
 
 CREATE SCHEMA IF NOT EXISTS "SLUICE"."SLUICE";
 
-CREATE FILE FORMAT IF NOT EXISTS "SLUICE"."RAW"."SLUICE_PARQUET" TYPE = PARQUET USE_LOGICAL_TYPE = TRUE BINARY_AS_TEXT = FALSE;
+CREATE FILE FORMAT IF NOT EXISTS "SLUICE"."RAW"."SLUICE_PARQUET" TYPE = PARQUET USE_LOGICAL_TYPE = TRUE BINARY_AS_TEXT = FALSE NULL_IF = ();
 
 CREATE STAGE IF NOT EXISTS "SLUICE"."RAW"."SLUICE_STAGE"
   URL = 's3://acme-lake/raw/v1/'
@@ -119,7 +139,7 @@ ON t."customer_id" = s."customer_id"
 WHEN MATCHED AND (s."updated_at" > t."updated_at" OR (t."updated_at" IS NULL AND s."updated_at" IS NOT NULL)) THEN UPDATE SET t."email" = s."email", t."full_name" = s."full_name", t."country" = s."country", t."segment" = s."segment", t."loyalty_points" = s."loyalty_points", t."is_active" = s."is_active", t."profile" = s."profile", t."external_id" = s."external_id", t."created_at" = s."created_at", t."updated_at" = s."updated_at", t."notes" = s."notes", t."_sluice_run_id" = s."_sluice_run_id", t."_sluice_extracted_at" = s."_sluice_extracted_at"
 WHEN NOT MATCHED THEN INSERT ("customer_id", "email", "full_name", "country", "segment", "loyalty_points", "is_active", "profile", "external_id", "created_at", "updated_at", "notes", "_sluice_run_id", "_sluice_extracted_at") VALUES (s."customer_id", s."email", s."full_name", s."country", s."segment", s."loyalty_points", s."is_active", s."profile", s."external_id", s."created_at", s."updated_at", s."notes", s."_sluice_run_id", s."_sluice_extracted_at");
 RETURN (SELECT OBJECT_CONSTRUCT('inserted', "inserted", 'updated', "updated") FROM "SLUICE"."STAGING"."SHOP_PUBLIC_CUSTOMERS_MERGES" WHERE "run_id" = :RUN_ID);
-END
+END;
 $$;
 
 -- 3. tables: shop/public.products (run as sluice's role; `sluice snowflake apply --with-tables` runs these)
@@ -179,7 +199,7 @@ ON t."product_id" = s."product_id"
 WHEN MATCHED AND s."_sluice_run_id" > t."_sluice_run_id" THEN UPDATE SET t."sku" = s."sku", t."name" = s."name", t."category" = s."category", t."price" = s."price", t."weight_kg" = s."weight_kg", t."attributes" = s."attributes", t."in_stock" = s."in_stock", t."rating" = s."rating", t."updated_at" = s."updated_at", t."_sluice_run_id" = s."_sluice_run_id", t."_sluice_extracted_at" = s."_sluice_extracted_at"
 WHEN NOT MATCHED THEN INSERT ("product_id", "sku", "name", "category", "price", "weight_kg", "attributes", "in_stock", "rating", "updated_at", "_sluice_run_id", "_sluice_extracted_at") VALUES (s."product_id", s."sku", s."name", s."category", s."price", s."weight_kg", s."attributes", s."in_stock", s."rating", s."updated_at", s."_sluice_run_id", s."_sluice_extracted_at");
 RETURN (SELECT OBJECT_CONSTRUCT('inserted', "inserted", 'updated', "updated") FROM "SLUICE"."STAGING"."SHOP_PUBLIC_PRODUCTS_MERGES" WHERE "run_id" = :RUN_ID);
-END
+END;
 $$;
 
 -- 3. tables: shop/public.orders (run as sluice's role; `sluice snowflake apply --with-tables` runs these)
@@ -239,7 +259,7 @@ ON t."order_id" = s."order_id"
 WHEN MATCHED AND (s."updated_at" > t."updated_at" OR (t."updated_at" IS NULL AND s."updated_at" IS NOT NULL)) THEN UPDATE SET t."customer_id" = s."customer_id", t."status" = s."status", t."currency" = s."currency", t."total" = s."total", t."discount_rate" = s."discount_rate", t."ordered_at" = s."ordered_at", t."shipped_on" = s."shipped_on", t."item_count" = s."item_count", t."updated_at" = s."updated_at", t."_sluice_run_id" = s."_sluice_run_id", t."_sluice_extracted_at" = s."_sluice_extracted_at"
 WHEN NOT MATCHED THEN INSERT ("order_id", "customer_id", "status", "currency", "total", "discount_rate", "ordered_at", "shipped_on", "item_count", "updated_at", "_sluice_run_id", "_sluice_extracted_at") VALUES (s."order_id", s."customer_id", s."status", s."currency", s."total", s."discount_rate", s."ordered_at", s."shipped_on", s."item_count", s."updated_at", s."_sluice_run_id", s."_sluice_extracted_at");
 RETURN (SELECT OBJECT_CONSTRUCT('inserted', "inserted", 'updated', "updated") FROM "SLUICE"."STAGING"."SHOP_ORDERS_MERGES" WHERE "run_id" = :RUN_ID);
-END
+END;
 $$;
 
 -- 3. tables: shop/public.order_items (run as sluice's role; `sluice snowflake apply --with-tables` runs these)
@@ -293,7 +313,7 @@ ON t."order_id" = s."order_id" AND t."line_no" = s."line_no"
 WHEN MATCHED AND (s."updated_at" > t."updated_at" OR (t."updated_at" IS NULL AND s."updated_at" IS NOT NULL)) THEN UPDATE SET t."product_id" = s."product_id", t."quantity" = s."quantity", t."unit_price" = s."unit_price", t."line_total" = s."line_total", t."updated_at" = s."updated_at", t."_sluice_run_id" = s."_sluice_run_id", t."_sluice_extracted_at" = s."_sluice_extracted_at"
 WHEN NOT MATCHED THEN INSERT ("order_id", "line_no", "product_id", "quantity", "unit_price", "line_total", "updated_at", "_sluice_run_id", "_sluice_extracted_at") VALUES (s."order_id", s."line_no", s."product_id", s."quantity", s."unit_price", s."line_total", s."updated_at", s."_sluice_run_id", s."_sluice_extracted_at");
 RETURN (SELECT OBJECT_CONSTRUCT('inserted', "inserted", 'updated', "updated") FROM "SLUICE"."STAGING"."SHOP_PUBLIC_ORDER_ITEMS_MERGES" WHERE "run_id" = :RUN_ID);
-END
+END;
 $$;
 
 -- 3. tables: shop_mysql/sluice_shop.customers (run as sluice's role; `sluice snowflake apply --with-tables` runs these)
@@ -357,7 +377,7 @@ ON t."customer_id" = s."customer_id"
 WHEN MATCHED AND (s."updated_at" > t."updated_at" OR (t."updated_at" IS NULL AND s."updated_at" IS NOT NULL)) THEN UPDATE SET t."email" = s."email", t."full_name" = s."full_name", t."country" = s."country", t."segment" = s."segment", t."loyalty_points" = s."loyalty_points", t."is_active" = s."is_active", t."profile" = s."profile", t."external_id" = s."external_id", t."created_at" = s."created_at", t."updated_at" = s."updated_at", t."notes" = s."notes", t."_sluice_run_id" = s."_sluice_run_id", t."_sluice_extracted_at" = s."_sluice_extracted_at"
 WHEN NOT MATCHED THEN INSERT ("customer_id", "email", "full_name", "country", "segment", "loyalty_points", "is_active", "profile", "external_id", "created_at", "updated_at", "notes", "_sluice_run_id", "_sluice_extracted_at") VALUES (s."customer_id", s."email", s."full_name", s."country", s."segment", s."loyalty_points", s."is_active", s."profile", s."external_id", s."created_at", s."updated_at", s."notes", s."_sluice_run_id", s."_sluice_extracted_at");
 RETURN (SELECT OBJECT_CONSTRUCT('inserted', "inserted", 'updated', "updated") FROM "SLUICE"."STAGING"."SHOP_MYSQL_SLUICE_SHOP_CUSTOMERS_MERGES" WHERE "run_id" = :RUN_ID);
-END
+END;
 $$;
 
 -- 3. tables: shop_mysql/sluice_shop.products (run as sluice's role; `sluice snowflake apply --with-tables` runs these)
@@ -417,7 +437,7 @@ ON t."product_id" = s."product_id"
 WHEN MATCHED AND s."_sluice_run_id" > t."_sluice_run_id" THEN UPDATE SET t."sku" = s."sku", t."name" = s."name", t."category" = s."category", t."price" = s."price", t."weight_kg" = s."weight_kg", t."attributes" = s."attributes", t."in_stock" = s."in_stock", t."rating" = s."rating", t."updated_at" = s."updated_at", t."_sluice_run_id" = s."_sluice_run_id", t."_sluice_extracted_at" = s."_sluice_extracted_at"
 WHEN NOT MATCHED THEN INSERT ("product_id", "sku", "name", "category", "price", "weight_kg", "attributes", "in_stock", "rating", "updated_at", "_sluice_run_id", "_sluice_extracted_at") VALUES (s."product_id", s."sku", s."name", s."category", s."price", s."weight_kg", s."attributes", s."in_stock", s."rating", s."updated_at", s."_sluice_run_id", s."_sluice_extracted_at");
 RETURN (SELECT OBJECT_CONSTRUCT('inserted', "inserted", 'updated', "updated") FROM "SLUICE"."STAGING"."SHOP_MYSQL_SLUICE_SHOP_PRODUCTS_MERGES" WHERE "run_id" = :RUN_ID);
-END
+END;
 $$;
 
 -- 3. tables: shop_mysql/sluice_shop.orders (run as sluice's role; `sluice snowflake apply --with-tables` runs these)
@@ -477,7 +497,7 @@ ON t."order_id" = s."order_id"
 WHEN MATCHED AND (s."updated_at" > t."updated_at" OR (t."updated_at" IS NULL AND s."updated_at" IS NOT NULL)) THEN UPDATE SET t."customer_id" = s."customer_id", t."status" = s."status", t."currency" = s."currency", t."total" = s."total", t."discount_rate" = s."discount_rate", t."ordered_at" = s."ordered_at", t."shipped_on" = s."shipped_on", t."item_count" = s."item_count", t."updated_at" = s."updated_at", t."_sluice_run_id" = s."_sluice_run_id", t."_sluice_extracted_at" = s."_sluice_extracted_at"
 WHEN NOT MATCHED THEN INSERT ("order_id", "customer_id", "status", "currency", "total", "discount_rate", "ordered_at", "shipped_on", "item_count", "updated_at", "_sluice_run_id", "_sluice_extracted_at") VALUES (s."order_id", s."customer_id", s."status", s."currency", s."total", s."discount_rate", s."ordered_at", s."shipped_on", s."item_count", s."updated_at", s."_sluice_run_id", s."_sluice_extracted_at");
 RETURN (SELECT OBJECT_CONSTRUCT('inserted', "inserted", 'updated', "updated") FROM "SLUICE"."STAGING"."SHOP_MYSQL_SLUICE_SHOP_ORDERS_MERGES" WHERE "run_id" = :RUN_ID);
-END
+END;
 $$;
 
 -- 3. tables: shop_mysql/sluice_shop.order_items (run as sluice's role; `sluice snowflake apply --with-tables` runs these)
@@ -531,28 +551,36 @@ ON t."order_id" = s."order_id" AND t."line_no" = s."line_no"
 WHEN MATCHED AND (s."updated_at" > t."updated_at" OR (t."updated_at" IS NULL AND s."updated_at" IS NOT NULL)) THEN UPDATE SET t."product_id" = s."product_id", t."quantity" = s."quantity", t."unit_price" = s."unit_price", t."line_total" = s."line_total", t."updated_at" = s."updated_at", t."_sluice_run_id" = s."_sluice_run_id", t."_sluice_extracted_at" = s."_sluice_extracted_at"
 WHEN NOT MATCHED THEN INSERT ("order_id", "line_no", "product_id", "quantity", "unit_price", "line_total", "updated_at", "_sluice_run_id", "_sluice_extracted_at") VALUES (s."order_id", s."line_no", s."product_id", s."quantity", s."unit_price", s."line_total", s."updated_at", s."_sluice_run_id", s."_sluice_extracted_at");
 RETURN (SELECT OBJECT_CONSTRUCT('inserted', "inserted", 'updated', "updated") FROM "SLUICE"."STAGING"."SHOP_MYSQL_SLUICE_SHOP_ORDER_ITEMS_MERGES" WHERE "run_id" = :RUN_ID);
-END
+END;
 $$;
 
 -- 4. functions: run as sluice's role once the API integration is trusted
 
 CREATE OR REPLACE EXTERNAL FUNCTION "SLUICE"."SLUICE"."INGEST"(SOURCE_NAME VARCHAR, TABLE_NAME VARCHAR)
   RETURNS VARIANT
+  VOLATILE
   API_INTEGRATION = "SLUICE_API"
+  MAX_BATCH_ROWS = 100
   AS 'https://abc123.execute-api.eu-west-1.amazonaws.com/prod/ingest';
 
 CREATE OR REPLACE EXTERNAL FUNCTION "SLUICE"."SLUICE"."INGEST"(SOURCE_NAME VARCHAR, TABLE_NAME VARCHAR, OPTIONS OBJECT)
   RETURNS VARIANT
+  VOLATILE
   API_INTEGRATION = "SLUICE_API"
+  MAX_BATCH_ROWS = 100
   AS 'https://abc123.execute-api.eu-west-1.amazonaws.com/prod/ingest';
 
 CREATE OR REPLACE EXTERNAL FUNCTION "SLUICE"."SLUICE"."INGEST_ASYNC"(SOURCE_NAME VARCHAR, TABLE_NAME VARCHAR)
   RETURNS VARIANT
+  VOLATILE
   API_INTEGRATION = "SLUICE_API"
+  MAX_BATCH_ROWS = 100
   AS 'https://abc123.execute-api.eu-west-1.amazonaws.com/prod/ingest_async';
 
 CREATE OR REPLACE EXTERNAL FUNCTION "SLUICE"."SLUICE"."RUN_STATUS"(RUN_ID VARCHAR)
   RETURNS VARIANT
+  VOLATILE
   API_INTEGRATION = "SLUICE_API"
+  MAX_BATCH_ROWS = 100
   AS 'https://abc123.execute-api.eu-west-1.amazonaws.com/prod/status';
 

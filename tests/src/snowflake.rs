@@ -252,6 +252,46 @@ impl StandIn {
         SnowflakeClient::new(self.config(label), KeyPair::shared().private_key()).unwrap()
     }
 
+    /// One request as a client other than sluice's would send it, signed with the shared key:
+    /// `body` is the whole JSON body (so a test controls `parameters`, `bindings`, …), and the
+    /// answer is returned undecoded (no gzip decoding), so a test sees what went over the wire.
+    pub async fn raw(
+        &self,
+        method: reqwest::Method,
+        path_and_query: &str,
+        body: Option<serde_json::Value>,
+    ) -> RawAnswer {
+        let tokens = sluice::warehouse::snowflake::jwt::TokenSource::new(
+            KeyPair::shared().private_key(),
+            ACCOUNT,
+            USER,
+        );
+        let (token, _) = tokens.token().unwrap();
+        sluice::aws::install_crypto_provider();
+        let http = reqwest::Client::builder()
+            .no_gzip()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        let mut request = http
+            .request(method, format!("{}{path_and_query}", self.base_url()))
+            .bearer_auth(&token.value)
+            .header("X-Snowflake-Authorization-Token-Type", "KEYPAIR_JWT");
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        RawAnswer {
+            status: response.status().as_u16(),
+            content_encoding: response
+                .headers()
+                .get("content-encoding")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            body: response.bytes().await.unwrap().to_vec(),
+        }
+    }
+
     /// The stand-in's own counters (`GET /_standin/stats`): distinctTokens, executions, …
     pub fn stats(&self) -> serde_json::Value {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
@@ -273,6 +313,27 @@ impl Drop for StandIn {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// An answer as it came over the wire.
+#[derive(Debug)]
+pub struct RawAnswer {
+    pub status: u16,
+    pub content_encoding: Option<String>,
+    pub body: Vec<u8>,
+}
+
+impl RawAnswer {
+    /// The body as JSON (panics on a compressed or non-JSON body, naming it).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "HTTP {}: not JSON ({e}): {:?}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
     }
 }
 

@@ -68,6 +68,11 @@ async fn the_committed_setup_sql_is_what_sluice_generates() {
         sql.add_table(table, &options.database, &schema).unwrap();
     }
     let generated = sql.render();
+    if std::env::var_os("SLUICE_BLESS").is_some() {
+        // A deliberate change: write the new script, for review in the diff.
+        std::fs::write(workspace().join("infra/snowflake/setup.sql"), &generated).unwrap();
+        return;
+    }
     if generated != committed {
         let first = generated
             .lines()
@@ -76,8 +81,8 @@ async fn the_committed_setup_sql_is_what_sluice_generates() {
             .unwrap_or_else(|| generated.lines().count().min(committed.lines().count()));
         panic!(
             "infra/snowflake/setup.sql differs from what sluice generates, first at line {}:\n\
-             generated: {:?}\ncommitted: {:?}\n(regenerate it: sluice snowflake sql --with-tables, \
-             README \"One-time set-up\")",
+             generated: {:?}\ncommitted: {:?}\n(regenerate it: SLUICE_BLESS=1 cargo test -p sluice-tests \
+             --test snowflake_setup_sql, then review the diff)",
             first + 1,
             generated.lines().nth(first),
             committed.lines().nth(first)

@@ -209,3 +209,31 @@ mod tests {
         assert_eq!(human_bytes(3 * 1024 * 1024 * 1024 / 2), "1.5 GiB");
     }
 }
+
+/// `sluice snowflake doctor`'s report: one row per check, the fix under a failure.
+pub fn doctor_table(outcomes: &[sluice_core::doctor::Outcome]) -> String {
+    use sluice_core::doctor::Verdict;
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED);
+    table.set_header(vec!["check", "target", "result", "fix"]);
+    for o in outcomes {
+        let result = match &o.verdict {
+            Verdict::Pass => "ok".to_owned(),
+            Verdict::Fail(why) => format!("FAILED: {why}"),
+            Verdict::Skip(why) => format!("skipped: {why}"),
+        };
+        table.add_row(vec![
+            Cell::new(&o.check),
+            Cell::new(&o.target),
+            Cell::new(result),
+            Cell::new(
+                o.fix
+                    .iter()
+                    .map(|f| format!("{f};"))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            ),
+        ]);
+    }
+    table.to_string()
+}

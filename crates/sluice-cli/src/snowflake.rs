@@ -39,6 +39,24 @@ pub enum SnowflakeCommand {
         #[command(flatten)]
         connection: ConnectionArgs,
     },
+    /// Check a deployed account against the set-up, as sluice's user and role: the
+    /// integrations, file format, stage (it must list the bucket), external functions (URL,
+    /// MAX_BATCH_ROWS), warehouse grants, session parameters and merge procedures. Prints a
+    /// table (check, target, result, fix) and exits 0 only when nothing failed. Read-only
+    /// unless --probe.
+    Doctor {
+        #[command(flatten)]
+        setup: SetupArgs,
+        #[command(flatten)]
+        connection: ConnectionArgs,
+        /// Also create, call and drop a probe procedure of the shape sluice generates in
+        /// <database>.SLUICE, proving the account compiles and runs it.
+        #[arg(long)]
+        probe: bool,
+        /// The outcomes as JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -139,12 +157,120 @@ pub async fn run(command: SnowflakeCommand, aws: &crate::aws_args::AwsArgs) -> R
             );
             Ok(true)
         }
+        SnowflakeCommand::Doctor {
+            setup,
+            connection,
+            probe,
+            json,
+        } => doctor(&setup, &connection, probe, json, aws).await,
     }
 }
 
-async fn generate(args: &SetupArgs, aws: &crate::aws_args::AwsArgs) -> Result<SetupSql> {
-    let config = load_file(&args.config)?;
-    let options = SetupOptions {
+/// `sluice snowflake doctor`: each probe's statement through the SQL API, judged by
+/// `sluice_core::doctor`.
+async fn doctor(
+    setup: &SetupArgs,
+    connection: &ConnectionArgs,
+    probe: bool,
+    json: bool,
+    aws: &crate::aws_args::AwsArgs,
+) -> Result<bool> {
+    use sluice_core::doctor::{Outcome, Verdict, judge, probes, procedure_probe};
+
+    let config = load_file(&setup.config)?;
+    let sql = generate(setup, aws).await?;
+    let options = setup_options(setup);
+    let client = client(connection, setup, aws).await?;
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    for check in probes(&config, &options, &sql) {
+        let answer = client
+            .execute(&Statement::new(check.sql.as_str()))
+            .await
+            .map(|result| answer_of(&result))
+            .map_err(|e| e.to_string());
+        outcomes.push(judge(
+            &check,
+            answer.as_ref().map_err(String::as_str),
+            &options,
+            &sql,
+        ));
+    }
+    if probe {
+        let (name, statements) = procedure_probe(&options.database);
+        let mut verdict = Verdict::Pass;
+        for statement in &statements {
+            if let Err(e) = client.execute(&Statement::new(statement.as_str())).await {
+                verdict = Verdict::Fail(format!("{e}"));
+                break;
+            }
+        }
+        outcomes.push(Outcome {
+            check: "procedure compiles and runs".into(),
+            target: name.quoted(),
+            verdict,
+            fix: Vec::new(),
+        });
+    }
+    let failed = outcomes
+        .iter()
+        .filter(|o| matches!(o.verdict, Verdict::Fail(_)))
+        .count();
+    if json {
+        for o in &outcomes {
+            let (result, detail) = match &o.verdict {
+                Verdict::Pass => ("pass", String::new()),
+                Verdict::Fail(why) => ("fail", why.clone()),
+                Verdict::Skip(why) => ("skip", why.clone()),
+            };
+            println!(
+                "{}",
+                serde_json::json!({"check": o.check, "target": o.target, "result": result, "detail": detail, "fix": o.fix})
+            );
+        }
+    } else {
+        println!("{}", crate::render::doctor_table(&outcomes));
+        if failed > 0 {
+            println!(
+                "\n{failed} check(s) failed; run the statements under \"fix\" as an admin, then sluice snowflake doctor again."
+            );
+        } else {
+            println!("\nAll checks passed.");
+        }
+    }
+    Ok(failed == 0)
+}
+
+/// A result as text, the way `doctor` judges it.
+fn answer_of(result: &sluice::warehouse::QueryResult) -> sluice_core::doctor::Answer {
+    use sluice::warehouse::Value;
+    let text = |value: &Value| match value {
+        Value::Null => None,
+        Value::Text(t) => Some(t.clone()),
+        Value::Boolean(b) => Some(b.to_string()),
+        Value::Number { .. } => Some(
+            value
+                .as_i64()
+                .map_or_else(|| format!("{value:?}"), |n| n.to_string()),
+        ),
+        Value::Variant(v) => Some(v.to_string()),
+        other => Some(format!("{other:?}")),
+    };
+    sluice_core::doctor::Answer {
+        columns: result
+            .columns
+            .iter()
+            .map(|c| c.name.to_ascii_lowercase())
+            .collect(),
+        rows: result
+            .rows
+            .iter()
+            .map(|r| r.iter().map(text).collect())
+            .collect(),
+    }
+}
+
+fn setup_options(args: &SetupArgs) -> SetupOptions {
+    SetupOptions {
         database: args.database.clone(),
         role: args.role.clone(),
         user: args.user.clone(),
@@ -155,7 +281,12 @@ async fn generate(args: &SetupArgs, aws: &crate::aws_args::AwsArgs) -> Result<Se
         storage_role_arn: args.storage_role_arn.clone(),
         api_role_arn: args.api_role_arn.clone(),
         api_url: args.api_url.clone(),
-    };
+    }
+}
+
+async fn generate(args: &SetupArgs, aws: &crate::aws_args::AwsArgs) -> Result<SetupSql> {
+    let config = load_file(&args.config)?;
+    let options = setup_options(args);
     let mut sql = setup_sql(&config, &options).map_err(|issues| {
         anyhow::anyhow!(
             "{} problem(s) with the Snowflake options:\n{}",

@@ -8,6 +8,7 @@ pub mod batch;
 pub mod catalog;
 pub mod config;
 pub mod deploy;
+pub mod doctor;
 pub mod external_function;
 pub mod ident;
 pub mod layout;

@@ -147,7 +147,8 @@ impl SetupOptions {
         ObjectName::new(&self.database, RAW_SCHEMA, STAGE_NAME)
     }
 
-    fn location(&self) -> String {
+    /// The stage's URL: the bucket and prefix sluice writes under.
+    pub fn location(&self) -> String {
         match &self.prefix {
             Some(prefix) => format!("s3://{}/{prefix}/", self.bucket),
             None => format!("s3://{}/", self.bucket),
