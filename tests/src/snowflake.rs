@@ -484,7 +484,8 @@ pub struct RawLoad {
     pub rows_loaded: i64,
     /// `COUNT(*)` of the RAW table after the COPY.
     pub rows: i64,
-    /// Every row of the RAW table after the COPY, ordered by its first column.
+    /// The RAW table's first column and its VARCHAR columns after the COPY, ordered by the
+    /// first.
     pub table: sluice::warehouse::QueryResult,
 }
 
@@ -591,9 +592,19 @@ pub async fn load_raw_through_standin(
         )))
         .await
         .unwrap();
+    // The first column (an id) and every text column: dates out of Python's range would not
+    // come back through the stand-in, and text is what these rows are read for.
+    let ddl_types = ddl_column_types(&ddl);
+    let text_columns: Vec<String> = ddl_types
+        .iter()
+        .enumerate()
+        .filter(|(i, (_, t))| *i == 0 || t == "VARCHAR")
+        .map(|(_, (c, _))| sluice_core::snowflake::quote(c))
+        .collect();
     let rows = client
         .execute(&Statement::new(format!(
-            "SELECT * FROM {} ORDER BY 1",
+            "SELECT {} FROM {} ORDER BY 1",
+            text_columns.join(", "),
             table.quoted()
         )))
         .await

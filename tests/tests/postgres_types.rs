@@ -591,6 +591,13 @@ async fn every_type_in_the_matrix_lands_its_snowflake_type() {
     // format's NULL_IF defaults to `\N`, so without sluice's `NULL_IF = ()` the stand-in
     // (like Snowflake) turns `\N` into NULL
     // (<https://docs.snowflake.com/en/sql-reference/sql/create-file-format>, TYPE = PARQUET).
+    // The session settings sluice's own connections use, so PostgreSQL's text is sluice's.
+    client
+        .batch_execute(
+            "SET intervalstyle = 'iso_8601'; SET datestyle = 'ISO, YMD'; SET timezone = 'UTC'",
+        )
+        .await
+        .unwrap();
     let text_columns = columns()
         .into_iter()
         .filter(|c| matches!(c.kind, Kind::Plain) && c.arrow == DataType::Utf8);

@@ -7,13 +7,11 @@
 //! Usage: local_stack_demo CONFIG.yaml BIN_DIR LOG_DIR
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use sluice::warehouse::Value;
-use sluice_core::Config;
 use sluice_core::staging::TableTargets;
-use sluice_tests::stack::{LocalStack, StackOptions};
+use sluice_tests::stack::start_and_print;
 
 fn text(value: &Value) -> String {
     match value {
@@ -31,40 +29,7 @@ async fn main() {
         eprintln!("usage: local_stack_demo CONFIG.yaml BIN_DIR LOG_DIR");
         std::process::exit(2);
     };
-    let yaml = std::fs::read_to_string(config_path).expect("cannot read the config");
-    let config = Config::from_yaml(&yaml, config_path).unwrap_or_else(|e| panic!("{e}"));
-    let started = Instant::now();
-    let stack = LocalStack::start(
-        "demo",
-        &config,
-        &StackOptions {
-            bin_dir: PathBuf::from(bin_dir),
-            extract_failpoints: None,
-            log_dir: PathBuf::from(log_dir),
-            env: Vec::new(),
-        },
-    )
-    .await;
-    println!("Local stack up in {:.1}s:", started.elapsed().as_secs_f64());
-    println!(
-        "  bucket        s3://{}/{} (moto {})",
-        stack.bucket,
-        stack.prefix,
-        stack.moto.endpoint()
-    );
-    println!(
-        "  DynamoDB      {} (state), {} (config)",
-        stack.state_table, stack.config_table
-    );
-    println!("  Glue          {}", stack.glue_database);
-    println!(
-        "  Snowflake     database {} on the stand-in {}",
-        stack.database,
-        stack.standin.base_url()
-    );
-    println!("  functions     {}", stack.processes().join(", "));
-    println!("  trigger       {}", stack.trigger_url("ingest"));
-    println!("  logs          {log_dir}");
+    let (config, stack) = start_and_print("demo", config_path, bin_dir, log_dir).await;
 
     let tables: Vec<(String, String)> = config
         .tables
