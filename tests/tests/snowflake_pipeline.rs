@@ -640,7 +640,7 @@ async fn gold_procedures_are_called_in_config_order_with_the_run_id() {
                  SELECT '{name}', :RUN_ID, (SELECT COUNT(*) FROM GOLD.CALL_LOG) + 1,
                         (SELECT COUNT(*) FROM GOLD.DAILY_ORDER_REVENUE WHERE REFRESHED_BY_RUN = :RUN_ID);
              RETURN 'logged';
-             END
+             END;
              $$"
         ))
         .await;
