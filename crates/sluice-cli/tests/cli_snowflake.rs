@@ -462,3 +462,153 @@ async fn the_key_can_come_from_secrets_manager() {
     let body = pem.lines().nth(1).unwrap();
     assert!(!err.contains(body), "key material leaked: {err}");
 }
+
+/// `sluice snowflake doctor` against a stand-in holding the whole set-up (run as the admin
+/// would, every part): every check passes, the probe procedure compiles and runs; an external
+/// function created without MAX_BATCH_ROWS fails its check with the statement that fixes it,
+/// and running that statement makes the doctor pass again.
+#[test]
+fn doctor_passes_on_the_set_up_and_names_the_fix_for_what_drifted() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tables.yaml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let config = config.to_str().unwrap().to_owned();
+    let key = dir.path().join("rsa_key.p8");
+    std::fs::write(&key, &KeyPair::shared().private_pem).unwrap();
+    let key = key.to_str().unwrap().to_owned();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let moto = sluice_tests::moto::MotoServer::shared();
+    let bucket = rt.block_on(moto.bucket_with("doctor", vec![("raw/x.txt", b"x".to_vec())]));
+    let standin = StandIn::start(&sluice_tests::snowflake::Options {
+        s3_endpoint: Some(moto.endpoint()),
+        ..Default::default()
+    });
+    let admin = standin.client("doctor");
+    let database = standin.config("doctor").database.unwrap();
+    let api = "https://abc.execute-api.eu-west-1.amazonaws.com/prod/";
+    let setup = |extra: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = setup_args(&config, &database, &bucket, "raw", api)
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        args.extend(["--user".to_owned(), USER.to_owned()]);
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        args
+    };
+    let run_all = |statements: &[String]| {
+        for statement in statements {
+            rt.block_on(admin.execute(&Statement::new(statement.as_str())))
+                .unwrap_or_else(|e| panic!("{e}\n{statement}"));
+        }
+    };
+
+    // The admin runs the whole script `sluice snowflake sql` prints.
+    let mut args = vec![
+        "snowflake".to_owned(),
+        "sql".to_owned(),
+        "--no-write".to_owned(),
+    ];
+    args.extend(setup(&[]));
+    let out = sluice(
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    run_all(&sluice_tests::snowflake::split_script(
+        &String::from_utf8_lossy(&out.stdout),
+    ));
+
+    let base_url = standin.base_url();
+    let doctor = || {
+        let mut args = vec![
+            "snowflake".to_owned(),
+            "doctor".to_owned(),
+            "--account".to_owned(),
+            ACCOUNT.to_owned(),
+            "--private-key-file".to_owned(),
+            key.clone(),
+            "--base-url".to_owned(),
+            base_url.clone(),
+            "--probe".to_owned(),
+            "--json".to_owned(),
+        ];
+        args.extend(setup(&[]));
+        let out = sluice(
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            dir.path(),
+        );
+        let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        (
+            out.status.code(),
+            lines,
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, lines, stderr) = doctor();
+    let not_passed: Vec<&serde_json::Value> =
+        lines.iter().filter(|l| l["result"] != "pass").collect();
+    assert_eq!(code, Some(0), "{not_passed:#?}\n{stderr}");
+    // Every check ran; only the merge procedures wait for the tables' first runs.
+    assert!(lines.len() >= 15, "{lines:#?}");
+    assert!(
+        not_passed
+            .iter()
+            .all(|l| l["result"] == "skip" && l["check"] == "merge procedures"),
+        "{not_passed:#?}"
+    );
+    for check in [
+        "session",
+        "warehouse grants",
+        "storage integration",
+        "API integration",
+        "file format",
+        "stage",
+        "stage lists the bucket",
+        "external function",
+        "procedure compiles and runs",
+    ] {
+        assert!(
+            lines.iter().any(|l| l["check"] == check),
+            "no {check} check"
+        );
+    }
+
+    // Drift: INGEST recreated without its batch limit.
+    let drifted = format!(
+        "CREATE OR REPLACE EXTERNAL FUNCTION \"{database}\".\"SLUICE\".\"INGEST\"(SOURCE_NAME VARCHAR, TABLE_NAME VARCHAR) \
+         RETURNS VARIANT API_INTEGRATION = \"SLUICE_API\" AS '{api}ingest'"
+    );
+    run_all(&[drifted]);
+    let (code, lines, _) = doctor();
+    assert_eq!(code, Some(1), "{lines:#?}");
+    let failed: Vec<&serde_json::Value> = lines.iter().filter(|l| l["result"] == "fail").collect();
+    assert_eq!(failed.len(), 1, "{failed:#?}");
+    assert_eq!(
+        failed[0]["target"],
+        format!("\"{database}\".\"SLUICE\".\"INGEST\"(VARCHAR, VARCHAR)")
+    );
+    assert!(
+        failed[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("MAX_BATCH_ROWS is 'not set', the trigger accepts 100"),
+        "{failed:#?}"
+    );
+    let fix: Vec<String> = failed[0]["fix"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap().to_owned())
+        .collect();
+    assert!(fix[0].contains("MAX_BATCH_ROWS = 100"), "{fix:?}");
+    run_all(&fix);
+    let (code, lines, _) = doctor();
+    assert_eq!(code, Some(0), "the printed fix mends it: {lines:#?}");
+}

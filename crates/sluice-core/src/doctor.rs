@@ -577,7 +577,7 @@ pub fn procedure_probe(database: &str) -> (ObjectName, Vec<String>) {
         format!(
             "CREATE OR REPLACE PROCEDURE {}(RUN_ID VARCHAR)\nRETURNS VARIANT\nLANGUAGE SQL\nEXECUTE AS OWNER\nAS $$\n\
              BEGIN\n\
-             RETURN (SELECT OBJECT_CONSTRUCT('run_id', :RUN_ID, 'rows', COUNT(*)) FROM (SELECT 1 AS X));\n\
+             RETURN (SELECT OBJECT_CONSTRUCT('run_id', :RUN_ID, 'rows', N) FROM (SELECT COUNT(*) AS N FROM (SELECT 1 AS X)));\n\
              END;\n$$",
             name.quoted()
         ),
