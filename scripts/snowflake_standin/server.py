@@ -255,12 +255,19 @@ def boolean_parameter(name: str, value: object) -> str:
     raise invalid_parameter(name, value)
 
 
+# IANA names by their lower-case spelling: the SQL API reference's own example for the
+# request's `timezone` is "america/los_angeles"
+# (https://docs.snowflake.com/en/developer-guide/sql-api/reference, "parameters").
+TIMEZONES_BY_LOWER = {zone.lower(): zone for zone in TIMEZONES}
+
+
 def timezone_parameter(name: str, value: object) -> str:
-    # TIMEZONE takes an IANA zone name (https://docs.snowflake.com/en/sql-reference/parameters#timezone),
-    # matched as spelled: the same emulator's live-verified tests show 'utc' refused.
-    if not isinstance(value, str) or value not in TIMEZONES:
+    # TIMEZONE takes an IANA zone name (https://docs.snowflake.com/en/sql-reference/parameters#timezone);
+    # any case, as the reference's example spells it in lower case.
+    zone = TIMEZONES_BY_LOWER.get(value.lower()) if isinstance(value, str) else None
+    if zone is None:
         raise invalid_parameter(name, value)
-    return value
+    return zone
 
 
 def query_tag_parameter(name: str, value: object) -> str:

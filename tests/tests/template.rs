@@ -1336,4 +1336,27 @@ fn outputs_carry_what_the_snowflake_setup_needs() {
     {
         has(&format!("the name of {name}"), &stack.physical_name(name));
     }
+    // The set-up command creates the external functions with the trigger's own batch limit,
+    // and for the deployment's user and warehouse.
+    let stack = Stack::new(&[
+        ("MaxBatchRows", "50"),
+        ("SnowflakeUser", "LOADER"),
+        ("SnowflakeWarehouse", "LOAD_WH"),
+    ]);
+    let command = stack.text(&template()["Outputs"]["SnowflakeSetupCommand"]["Value"]);
+    for expected in [
+        "--max-batch-rows 50",
+        "--user LOADER",
+        "--warehouse LOAD_WH",
+    ] {
+        assert!(command.contains(expected), "{expected} not in {command}");
+    }
+    let defaults = Stack::new(&[]).text(&template()["Outputs"]["SnowflakeSetupCommand"]["Value"]);
+    assert!(
+        defaults.contains(&format!(
+            "--user SLUICE --warehouse SLUICE_WH --max-batch-rows {}",
+            sluice_core::deploy::DEFAULT_MAX_BATCH_ROWS
+        )),
+        "{defaults}"
+    );
 }

@@ -50,7 +50,9 @@ pub enum SnowflakeCommand {
         #[command(flatten)]
         connection: ConnectionArgs,
         /// Also create, call and drop a probe procedure of the shape sluice generates in
-        /// <database>.SLUICE, proving the account compiles and runs it.
+        /// <database>.SLUICE, proving the account compiles and runs it; with --with-tables,
+        /// also compile (create and drop, never call) each table's generated merge procedure
+        /// there under a probe name.
         #[arg(long)]
         probe: bool,
         /// The outcomes as JSON lines instead of a table.
@@ -128,7 +130,7 @@ pub async fn run(command: SnowflakeCommand, aws: &crate::aws_args::AwsArgs) -> R
             out_dir,
             no_write,
         } => {
-            let sql = generate(&setup, aws).await?;
+            let (_, sql) = generate(&setup, aws).await?;
             let text = sql.render();
             print!("{text}");
             if !no_write {
@@ -142,7 +144,7 @@ pub async fn run(command: SnowflakeCommand, aws: &crate::aws_args::AwsArgs) -> R
             Ok(true)
         }
         SnowflakeCommand::Apply { setup, connection } => {
-            let sql = generate(&setup, aws).await?;
+            let (_, sql) = generate(&setup, aws).await?;
             let client = client(&connection, &setup, aws).await?;
             let tables = sql.tables.iter().flat_map(|(_, statements)| statements);
             for statement in sql.objects.iter().chain(tables) {
@@ -175,14 +177,15 @@ async fn doctor(
     json: bool,
     aws: &crate::aws_args::AwsArgs,
 ) -> Result<bool> {
-    use sluice_core::doctor::{Outcome, Verdict, judge, probes, procedure_probe};
+    use sluice_core::doctor::{
+        Outcome, Verdict, judge, merge_procedure_probes, probes, procedure_probe,
+    };
 
-    let config = load_file(&setup.config)?;
-    let sql = generate(setup, aws).await?;
+    let (config, sql) = generate(setup, aws).await?;
     let options = setup_options(setup);
     let client = client(connection, setup, aws).await?;
     let mut outcomes: Vec<Outcome> = Vec::new();
-    for check in probes(&config, &options, &sql) {
+    for check in probes(&config, &options) {
         let answer = client
             .execute(&Statement::new(check.sql.as_str()))
             .await
@@ -196,7 +199,7 @@ async fn doctor(
         ));
     }
     if probe {
-        let (name, statements) = procedure_probe(&options.database);
+        let (name, statements, drop) = procedure_probe(&options.database);
         let mut verdict = Verdict::Pass;
         for statement in &statements {
             if let Err(e) = client.execute(&Statement::new(statement.as_str())).await {
@@ -204,12 +207,35 @@ async fn doctor(
                 break;
             }
         }
+        // Whatever happened: no probe stays behind.
+        if let Err(e) = client.execute(&Statement::new(drop.as_str())).await
+            && verdict == Verdict::Pass
+        {
+            verdict = Verdict::Fail(format!("dropping the probe: {e}"));
+        }
         outcomes.push(Outcome {
             check: "procedure compiles and runs".into(),
             target: name.quoted(),
             verdict,
             fix: Vec::new(),
         });
+        for (key, create, drop) in merge_procedure_probes(&config, &options.database, &sql) {
+            let verdict = match client.execute(&Statement::new(create.as_str())).await {
+                Ok(_) => Verdict::Pass,
+                Err(e) => Verdict::Fail(format!("{e}")),
+            };
+            let dropped = client.execute(&Statement::new(drop.as_str())).await;
+            let verdict = match (verdict, dropped) {
+                (Verdict::Pass, Err(e)) => Verdict::Fail(format!("dropping the probe: {e}")),
+                (verdict, _) => verdict,
+            };
+            outcomes.push(Outcome {
+                check: "merge procedure compiles".into(),
+                target: key,
+                verdict,
+                fix: Vec::new(),
+            });
+        }
     }
     let failed = outcomes
         .iter()
@@ -284,7 +310,10 @@ fn setup_options(args: &SetupArgs) -> SetupOptions {
     }
 }
 
-async fn generate(args: &SetupArgs, aws: &crate::aws_args::AwsArgs) -> Result<SetupSql> {
+async fn generate(
+    args: &SetupArgs,
+    aws: &crate::aws_args::AwsArgs,
+) -> Result<(sluice_core::Config, SetupSql)> {
     let config = load_file(&args.config)?;
     let options = setup_options(args);
     let mut sql = setup_sql(&config, &options).map_err(|issues| {
@@ -311,7 +340,7 @@ async fn generate(args: &SetupArgs, aws: &crate::aws_args::AwsArgs) -> Result<Se
                 .with_context(|| format!("table {}", table.key()))?;
         }
     }
-    Ok(sql)
+    Ok((config, sql))
 }
 
 async fn client(

@@ -1,8 +1,9 @@
 //! The one-time Snowflake set-up of a sluice deployment, as reviewable SQL: what an admin
 //! runs once (`sluice snowflake sql`), in three parts by who may run them:
 //!
-//! 1. **account** (an admin, once: ACCOUNTADMIN, or SECURITYADMIN and SYSADMIN): sluice's
-//!    role, its warehouse (`USAGE`, `OPERATE`), its key-pair service user, the database
+//! 1. **account** (an admin, once: ACCOUNTADMIN, since the integrations need it or the global
+//!    CREATE INTEGRATION privilege): sluice's role, its warehouse (`USAGE`, `OPERATE`), its
+//!    key-pair service user, the database
 //!    (`USAGE`, `CREATE SCHEMA`), the storage integration over the bucket, the API integration
 //!    for the external functions (`USAGE` on both). Nothing at run time needs more: sluice's
 //!    role creates and so owns its schemas, and with them every table, stage and procedure
@@ -184,7 +185,8 @@ pub fn setup_sql(config: &Config, options: &SetupOptions) -> Result<SetupSql, Ve
         format!(
             "CREATE WAREHOUSE IF NOT EXISTS {warehouse}\n  WAREHOUSE_SIZE = XSMALL\n  AUTO_SUSPEND = 60\n  AUTO_RESUME = TRUE\n  INITIALLY_SUSPENDED = TRUE"
         ),
-        // OPERATE lets the role resume the warehouse when it is suspended
+        // USAGE runs statements and auto-resumes the warehouse; OPERATE lets sluice resume it
+        // when someone turned AUTO_RESUME off
         // (<https://docs.snowflake.com/en/user-guide/security-access-control-privileges#virtual-warehouse-privileges>).
         format!("GRANT USAGE, OPERATE ON WAREHOUSE {warehouse} TO ROLE {role}"),
         // A service user signs in with its key pair only. QUOTED_IDENTIFIERS_IGNORE_CASE is a
@@ -242,44 +244,84 @@ pub fn setup_sql(config: &Config, options: &SetupOptions) -> Result<SetupSql, Ve
         }
         objects.push(merge_log_ddl(&targets.merge_log));
     }
-    // MAX_BATCH_ROWS is a maximum Snowflake keeps to; without it Snowflake picks a size of
-    // its own (<https://docs.snowflake.com/en/sql-reference/sql/create-external-function>),
-    // and a batch over the trigger's limit is a 400, which Snowflake does not retry
-    // (<https://docs.snowflake.com/en/sql-reference/external-functions-best-practices>).
-    let function = |name: &str, args: &str, path: &str| {
-        format!(
-            "CREATE OR REPLACE EXTERNAL FUNCTION {}({args})\n  RETURNS VARIANT\n  VOLATILE\n  API_INTEGRATION = {api}\n  MAX_BATCH_ROWS = {}\n  AS {}",
-            ObjectName::new(&options.database, FUNCTION_SCHEMA, name).quoted(),
-            options.max_batch_rows,
-            string_literal(&format!("{api_base}/{path}"))
-        )
-    };
-    // The trigger's routes (functions/src/lib.rs): sluice.ingest follows Snowflake's async
-    // protocol on /ingest; the three-argument overload takes options such as {'mode': 'full'}.
-    let functions = vec![
-        function(
-            "INGEST",
-            "SOURCE_NAME VARCHAR, TABLE_NAME VARCHAR",
-            "ingest",
-        ),
-        function(
-            "INGEST",
-            "SOURCE_NAME VARCHAR, TABLE_NAME VARCHAR, OPTIONS OBJECT",
-            "ingest",
-        ),
-        function(
-            "INGEST_ASYNC",
-            "SOURCE_NAME VARCHAR, TABLE_NAME VARCHAR",
-            "ingest_async",
-        ),
-        function("RUN_STATUS", "RUN_ID VARCHAR", "status"),
-    ];
+    let functions = external_functions(options)
+        .iter()
+        .map(|f| f.create_sql(options))
+        .collect();
     Ok(SetupSql {
         account,
         objects,
         tables: Vec::new(),
         functions,
     })
+}
+
+/// One external function of the set-up: its name, its arguments, and the trigger's route it
+/// calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalFunction {
+    pub name: ObjectName,
+    /// `(argument, Snowflake type)`.
+    pub arguments: Vec<(&'static str, &'static str)>,
+    /// The trigger's route under the API's URL (`ingest`, `ingest_async`, `status`).
+    pub route: &'static str,
+}
+
+/// The external functions, as the trigger's routes serve them (functions/src/lib.rs):
+/// `sluice.ingest` follows Snowflake's async protocol on /ingest, and its three-argument
+/// overload takes options such as `{'mode': 'full'}`.
+pub fn external_functions(options: &SetupOptions) -> Vec<ExternalFunction> {
+    let function =
+        |name: &str, arguments: Vec<(&'static str, &'static str)>, route| ExternalFunction {
+            name: ObjectName::new(&options.database, FUNCTION_SCHEMA, name),
+            arguments,
+            route,
+        };
+    let ingest = vec![("SOURCE_NAME", "VARCHAR"), ("TABLE_NAME", "VARCHAR")];
+    vec![
+        function("INGEST", ingest.clone(), "ingest"),
+        function(
+            "INGEST",
+            [ingest.clone(), vec![("OPTIONS", "OBJECT")]].concat(),
+            "ingest",
+        ),
+        function("INGEST_ASYNC", ingest, "ingest_async"),
+        function("RUN_STATUS", vec![("RUN_ID", "VARCHAR")], "status"),
+    ]
+}
+
+impl ExternalFunction {
+    /// The URL Snowflake calls: the API stage's URL and the route.
+    pub fn url(&self, options: &SetupOptions) -> String {
+        format!("{}/{}", options.api_url.trim_end_matches('/'), self.route)
+    }
+
+    /// `name(TYPE, …)`, how Snowflake tells overloads apart (`DESC FUNCTION`, `DROP`).
+    pub fn signature(&self) -> String {
+        let types: Vec<&str> = self.arguments.iter().map(|(_, t)| *t).collect();
+        format!("{}({})", self.name.quoted(), types.join(", "))
+    }
+
+    /// `CREATE OR REPLACE EXTERNAL FUNCTION`. `MAX_BATCH_ROWS` is a maximum Snowflake keeps
+    /// to; without it Snowflake picks a size of its own
+    /// (<https://docs.snowflake.com/en/sql-reference/sql/create-external-function>), and a
+    /// batch over the trigger's limit is a 400, which Snowflake does not retry
+    /// (<https://docs.snowflake.com/en/sql-reference/external-functions-best-practices>).
+    pub fn create_sql(&self, options: &SetupOptions) -> String {
+        let arguments: Vec<String> = self
+            .arguments
+            .iter()
+            .map(|(name, t)| format!("{name} {t}"))
+            .collect();
+        format!(
+            "CREATE OR REPLACE EXTERNAL FUNCTION {}({})\n  RETURNS VARIANT\n  VOLATILE\n  API_INTEGRATION = {}\n  MAX_BATCH_ROWS = {}\n  AS {}",
+            self.name.quoted(),
+            arguments.join(", "),
+            quote(API_INTEGRATION),
+            options.max_batch_rows,
+            string_literal(&self.url(options))
+        )
+    }
 }
 
 impl SetupSql {
@@ -311,8 +353,8 @@ impl SetupSql {
              -- each run also creates and evolves them from its files, so a new column needs no set-up.\n\n"
                 .to_owned(),
             part(
-                "1. account: an admin runs this once (ACCOUNTADMIN, or SECURITYADMIN for the role, user and grants and \
-                 SYSADMIN for the warehouse and database). Then:\n\
+                "1. account: an admin runs this once as ACCOUNTADMIN (the integrations need it, or the global \
+                 CREATE INTEGRATION privilege). Then:\n\
                  --    ALTER USER <user> SET RSA_PUBLIC_KEY = '<the public key, without its BEGIN/END lines>';\n\
                  --    DESC INTEGRATION \"SLUICE_S3\" / \"SLUICE_API\" and put their STORAGE_AWS_IAM_USER_ARN / \
                  API_AWS_IAM_USER_ARN and EXTERNAL_ID in the IAM roles' trust policies.",

@@ -357,6 +357,14 @@ pub fn account_forms(account: &str) -> AccountForms {
         .strip_suffix(".snowflakecomputing.com")
         .unwrap_or(&lower);
     let segments: Vec<&str> = lower.split('.').collect();
+    if let [locator_and_id, "global"] = segments.as_slice() {
+        // The legacy global URL, `<locator>-<id>.global`: the JWT names the locator alone.
+        let locator = locator_and_id.split('-').next().unwrap_or(locator_and_id);
+        return AccountForms {
+            host: lower.to_owned(),
+            jwt: locator.to_ascii_uppercase(),
+        };
+    }
     // Organization and account names have no `-`; every region and cloud segment does, or is
     // a cloud name. So two dash-free segments are `orgname.account_name`.
     let org_account = match segments.as_slice() {
@@ -424,6 +432,7 @@ mod tests {
                 "XY12345",
             ),
             ("xy12345.privatelink", "xy12345.privatelink", "XY12345"),
+            ("xy12345-abcd.global", "xy12345-abcd.global", "XY12345"),
         ];
         for (configured, host, jwt) in cases {
             assert_eq!(
