@@ -2067,15 +2067,10 @@ class AccountStatements:
             p.expect("ON")
             if p.is_word("ALL") or p.is_word("FUTURE"):
                 return None  # bulk and future grants: not emulated (fakesnow answers)
-            if p.accept("ACCOUNT"):
-                on, name = "ACCOUNT", STATE.settings.account.upper()
+            on, parts = self.object_after_on(p)
+            if parts is None:
+                name = STATE.settings.account.upper()
             else:
-                on_words = next((t for t in self.OBJECT_TYPES if p.is_word(*t)), None)
-                if on_words is None:
-                    raise p.unexpected()
-                p.expect(*on_words)
-                on = "_".join(on_words)
-                parts = p.name()
                 if on in ("FUNCTION", "PROCEDURE") and p.is_punct("("):
                     p.value()
                 if on in ("WAREHOUSE", "INTEGRATION", "DATABASE", "USER", "ROLE", "RESOURCE_MONITOR", "EXTERNAL_VOLUME", "COMPUTE_POOL"):
@@ -2157,6 +2152,17 @@ class AccountStatements:
                 out.append(("FUNCTION", name, f.owner, f.created_on))
         return out
 
+    def object_after_on(self, p: "Parser") -> tuple[str, list[str] | None]:
+        """The object after GRANT … ON / SHOW GRANTS ON: ("ACCOUNT", None), or its type (words
+        joined by "_") and its name's parts."""
+        if p.accept("ACCOUNT"):
+            return "ACCOUNT", None
+        on_words = next((t for t in self.OBJECT_TYPES if p.is_word(*t)), None)
+        if on_words is None:
+            raise p.unexpected()
+        p.expect(*on_words)
+        return "_".join(on_words), p.name()
+
     def show_grants(self, text: str) -> dict[str, Any]:
         """SHOW GRANTS ON <object> | TO ROLE <role> | TO USER <user> | OF ROLE <role>
         (https://docs.snowflake.com/en/sql-reference/sql/show-grants): one row per privilege,
@@ -2168,15 +2174,10 @@ class AccountStatements:
             grants = list(STATE.grants)
         ts = lambda d: encode(d, "timestamp_ltz")  # noqa: E731
         if p.accept("ON"):
-            if p.accept("ACCOUNT"):
-                on, name = "ACCOUNT", STATE.settings.account.upper()
+            on, parts = self.object_after_on(p)
+            if parts is None:
+                name = STATE.settings.account.upper()
             else:
-                on_words = next((t for t in self.OBJECT_TYPES if p.is_word(*t)), None)
-                if on_words is None:
-                    raise p.unexpected()
-                p.expect(*on_words)
-                on = "_".join(on_words)
-                parts = p.name()
                 name = parts[-1] if on not in ("SCHEMA",) and len(parts) == 1 else display_name(parts)
                 if on in ("WAREHOUSE", "INTEGRATION", "DATABASE", "USER", "ROLE", "SCHEMA"):
                     self.check_granted_on(on, parts, name)

@@ -578,18 +578,7 @@ mod tests {
     use super::*;
 
     fn options() -> SetupOptions {
-        SetupOptions {
-            database: "SLUICE".into(),
-            role: "SLUICE_LOADER".into(),
-            user: "SLUICE".into(),
-            warehouse: "SLUICE_WH".into(),
-            max_batch_rows: 100,
-            bucket: "acme-lake".into(),
-            prefix: Some("raw/v1".into()),
-            storage_role_arn: "arn:aws:iam::123456789012:role/snowflake-s3".into(),
-            api_role_arn: "arn:aws:iam::123456789012:role/snowflake-api".into(),
-            api_url: "https://abc123.execute-api.eu-west-1.amazonaws.com/prod/".into(),
-        }
+        crate::setup::example_options()
     }
 
     fn config() -> Config {

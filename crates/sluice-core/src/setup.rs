@@ -382,23 +382,29 @@ impl SetupSql {
     }
 }
 
+/// The README's example options, for the tests of this module and of `doctor`.
+#[cfg(test)]
+pub(crate) fn example_options() -> SetupOptions {
+    SetupOptions {
+        database: "SLUICE".into(),
+        role: "SLUICE_LOADER".into(),
+        user: "SLUICE".into(),
+        warehouse: "SLUICE_WH".into(),
+        max_batch_rows: 100,
+        bucket: "acme-lake".into(),
+        prefix: Some("raw/v1".into()),
+        storage_role_arn: "arn:aws:iam::123456789012:role/snowflake-s3".into(),
+        api_role_arn: "arn:aws:iam::123456789012:role/snowflake-api".into(),
+        api_url: "https://abc123.execute-api.eu-west-1.amazonaws.com/prod/".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn options() -> SetupOptions {
-        SetupOptions {
-            database: "SLUICE".into(),
-            role: "SLUICE_LOADER".into(),
-            user: "SLUICE".into(),
-            warehouse: "SLUICE_WH".into(),
-            max_batch_rows: 100,
-            bucket: "acme-lake".into(),
-            prefix: Some("raw/v1".into()),
-            storage_role_arn: "arn:aws:iam::123456789012:role/snowflake-s3".into(),
-            api_role_arn: "arn:aws:iam::123456789012:role/snowflake-api".into(),
-            api_url: "https://abc123.execute-api.eu-west-1.amazonaws.com/prod/".into(),
-        }
+        example_options()
     }
 
     fn config() -> Config {
