@@ -2,7 +2,7 @@
 -- RAW/STAGING tables and merge procedures: part 3 (with --with-tables, from the sources' catalogs);
 -- each run also creates and evolves them from its files, so a new column needs no set-up.
 
--- 1. account: an admin runs this once (ACCOUNTADMIN, or SECURITYADMIN for the role, user and grants and SYSADMIN for the warehouse and database). Then:
+-- 1. account: an admin runs this once as ACCOUNTADMIN (the integrations need it, or the global CREATE INTEGRATION privilege). Then:
 --    ALTER USER <user> SET RSA_PUBLIC_KEY = '<the public key, without its BEGIN/END lines>';
 --    DESC INTEGRATION "SLUICE_S3" / "SLUICE_API" and put their STORAGE_AWS_IAM_USER_ARN / API_AWS_IAM_USER_ARN and EXTERNAL_ID in the IAM roles' trust policies.
 
