@@ -270,6 +270,16 @@ impl Stack {
             "Fn::And" => args.as_array().unwrap().iter().all(|c| self.truth(c)),
             "Fn::Or" => args.as_array().unwrap().iter().any(|c| self.truth(c)),
             "Condition" => self.condition(args.as_str().unwrap()),
+            // A rule function: every member of the list equals the string.
+            "Fn::EachMemberEquals" => {
+                let expected = self.text(&args[1]);
+                self.eval(&args[0])
+                    .unwrap()
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|member| scalar(member) == expected)
+            }
             other => panic!("condition function {other} is not evaluated here"),
         }
     }
@@ -1358,5 +1368,97 @@ fn outputs_carry_what_the_snowflake_setup_needs() {
             sluice_core::deploy::DEFAULT_MAX_BATCH_ROWS
         )),
         "{defaults}"
+    );
+}
+
+impl Stack {
+    /// What the template's `Rules` refuse for these parameters: the descriptions of the failed
+    /// assertions of every rule whose condition holds (CloudFormation's evaluation, before any
+    /// resource changes).
+    fn refusals(&self) -> Vec<String> {
+        let mut refused = Vec::new();
+        for (_, rule) in template()["Rules"].as_object().unwrap() {
+            if let Some(condition) = rule.get("RuleCondition")
+                && !self.truth(condition)
+            {
+                continue;
+            }
+            for assertion in rule["Assertions"].as_array().unwrap() {
+                if !self.truth(&assertion["Assert"]) {
+                    refused.push(assertion["AssertDescription"].as_str().unwrap().to_owned());
+                }
+            }
+        }
+        refused
+    }
+}
+
+/// Settings that only work together are refused at deploy time with a message naming the
+/// parameter, and every combination the other tests deploy passes.
+#[test]
+fn rules_refuse_settings_that_would_fail_every_start() {
+    let key = "arn:aws:secretsmanager:us-east-1:123456789012:secret:sluice/snowflake-AbCdEf";
+    let snowflake = [
+        ("SnowflakeAccount", "myorg-myaccount"),
+        ("SnowflakeUser", "SLUICE"),
+        ("SnowflakePrivateKeySecretArn", key),
+    ];
+    let fine: Vec<Vec<(&str, &str)>> = vec![
+        vec![],
+        snowflake.to_vec(),
+        vec![
+            ("SubnetIds", "subnet-1,subnet-2"),
+            ("SecurityGroupIds", "sg-1"),
+        ],
+        [
+            snowflake.to_vec(),
+            vec![
+                ("SnowflakeApiUserArn", "arn:aws:iam::999999999999:user/x"),
+                ("SnowflakeApiExternalId", "ABC_SFCRole=1_x"),
+            ],
+        ]
+        .concat(),
+    ];
+    for params in fine {
+        assert_eq!(
+            Stack::new(&params).refusals(),
+            Vec::<String>::new(),
+            "{params:?}"
+        );
+    }
+    let refused = |params: &[(&str, &str)], parameter: &str| {
+        let refusals = Stack::new(params).refusals();
+        assert!(
+            refusals
+                .iter()
+                .any(|r| r.starts_with(parameter) || r.contains(&format!(" {parameter} "))),
+            "{params:?}: expected a refusal naming {parameter}, got {refusals:?}"
+        );
+    };
+    refused(&[("SubnetIds", "subnet-1")], "SecurityGroupIds");
+    refused(&[("SecurityGroupIds", "sg-1")], "SecurityGroupIds");
+    refused(&[("SnowflakeAccount", "myorg-myaccount")], "SnowflakeUser");
+    refused(
+        &[
+            ("SnowflakeAccount", "myorg-myaccount"),
+            ("SnowflakeUser", "SLUICE"),
+        ],
+        "SnowflakePrivateKeySecretArn",
+    );
+    refused(
+        &[snowflake.to_vec(), vec![("SnowflakeDatabase", "")]].concat(),
+        "SnowflakeDatabase",
+    );
+    refused(&[("SnowflakeUser", "SLUICE")], "SnowflakeAccount");
+    refused(
+        &[("SnowflakeApiUserArn", "arn:aws:iam::999999999999:user/x")],
+        "SnowflakeApiExternalId",
+    );
+    refused(
+        &[(
+            "SnowflakeStorageUserArn",
+            "arn:aws:iam::999999999999:user/x",
+        )],
+        "SnowflakeStorageExternalId",
     );
 }
