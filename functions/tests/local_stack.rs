@@ -380,6 +380,18 @@ async fn bad_requests_get_a_400_with_a_message_and_start_nothing() {
         status_body["data"][0][1]["status"], "COMPLETED",
         "{status_body}"
     );
+    // A summary whose size does not grow with the run: counts and phases, not the plan or
+    // the per-chunk files (those stay for `sluice status`).
+    let summary = &status_body["data"][0][1];
+    assert_eq!(
+        summary["chunks"]["done"], summary["chunks"]["planned"],
+        "{summary}"
+    );
+    assert!(summary["phases"]["COMPLETED"].is_object(), "{summary}");
+    assert!(
+        summary.get("plan").is_none() && summary["story"].is_string(),
+        "{summary}"
+    );
     assert!(
         status_body["data"][1][1]["error"]
             .as_str()

@@ -147,7 +147,7 @@ fn sql_names_bad_options_and_writes_the_script() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("--max-batch-rows: 0 must be a whole number from 1 to 10000"),
+        stderr.contains("--max-batch-rows: 0 must be a whole number from 1 to 1000"),
         "{stderr}"
     );
 }

@@ -70,6 +70,19 @@ pub enum BatchAnswer {
 /// How long a claimed batch may stay unstarted before it counts as abandoned.
 pub const START_WITHIN: Duration = Duration::seconds(60);
 
+/// The longest error message an answer carries; the whole one stays in the run record
+/// (`sluice status <run_id>`).
+pub const MAX_ANSWER_ERROR_CHARS: usize = 1_000;
+
+/// An error message cut to [`MAX_ANSWER_ERROR_CHARS`], saying so.
+fn answer_error(message: &str) -> String {
+    if message.chars().count() <= MAX_ANSWER_ERROR_CHARS {
+        return message.to_owned();
+    }
+    let head: String = message.chars().take(MAX_ANSWER_ERROR_CHARS).collect();
+    format!("{head}… (cut; the whole error: sluice status)")
+}
+
 /// A run as a row's result: enough to see what happened without another query.
 pub fn run_result(record: &RunRecord) -> Value {
     let mut result = json!({
@@ -84,8 +97,55 @@ pub fn run_result(record: &RunRecord) -> Value {
         result["merge"] = merge.clone();
     }
     if let Some(error) = &record.error {
-        result["error"] = Value::String(error.message.clone());
+        result["error"] = Value::String(answer_error(&error.message));
     }
+    result
+}
+
+/// `sluice.run_status(run_id)`'s answer for one run: [`run_result`] plus each phase's timing,
+/// how many of the planned chunks are done, the watermarks and where the error happened.
+/// Its size does not grow with the run: per-chunk rows, files and the plan stay in the record
+/// (`sluice status <run_id>` tells them), because a synchronous Lambda answer is at most 6 MB
+/// (<https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html>, "Invocation
+/// payload") and one batch holds up to `MAX_BATCH_ROWS` runs.
+pub fn run_status_result(record: &RunRecord) -> Value {
+    let mut result = run_result(record);
+    result["created_at"] = json!(record.created_at);
+    result["updated_at"] = json!(record.updated_at);
+    result["phases"] = record
+        .phases
+        .iter()
+        .map(|(phase, timing)| {
+            (
+                phase.as_str().to_owned(),
+                json!({
+                    "started_at": timing.started_at,
+                    "finished_at": timing.finished_at,
+                    "seconds": timing.seconds(),
+                }),
+            )
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    result["chunks"] = json!({
+        "planned": record.plan.as_ref().map(|p| p.chunks.len()),
+        "done": record.chunks.len(),
+    });
+    if let Some(error) = &record.error {
+        result["error_phase"] = Value::String(error.phase.as_str().to_owned());
+        if let Some(chunk) = error.chunk {
+            result["error_chunk"] = json!(chunk);
+        }
+    }
+    for (field, value) in [
+        ("watermark_before", &record.watermark_before),
+        ("watermark_committed", &record.watermark_committed),
+    ] {
+        if let Some(value) = value {
+            result[field] = json!(value);
+        }
+    }
+    result["story"] = Value::String(format!("sluice status {}", record.run_id));
     result
 }
 
@@ -158,6 +218,70 @@ mod tests {
             started: true,
             rows,
         }
+    }
+
+    /// A run of 1,024 chunks, each with many files, and a huge error: the status answer stays
+    /// small, so a whole batch of such runs fits Lambda's 6 MB synchronous answer.
+    #[test]
+    fn a_status_answer_does_not_grow_with_the_run() {
+        let mut big = record(RunStatus::Failed, 0);
+        for chunk in 0..1024u32 {
+            let files = (0..8)
+                .map(|part| crate::run::FileEntry {
+                    key: format!(
+                        "raw/postgres/shop/public.orders/2026-12-06/20/{}-c{chunk:05}-p{part:05}.parquet",
+                        big.run_id
+                    ),
+                    chunk,
+                    part,
+                    rows: 1_000,
+                    bytes: 1 << 20,
+                })
+                .collect();
+            big.chunks.insert(
+                chunk,
+                ChunkOutcome {
+                    rows: 8_000,
+                    bytes: 8 << 20,
+                    files,
+                    ..Default::default()
+                },
+            );
+        }
+        big.error = Some(crate::run::RunError {
+            phase: RunStatus::Loading,
+            chunk: Some(17),
+            message: "x".repeat(100_000),
+        });
+        let whole = serde_json::to_string(&big).unwrap().len();
+        let answer = run_status_result(&big);
+        let size = answer.to_string().len();
+        assert!(whole > 1_000_000, "the record itself is large: {whole}");
+        assert!(size < 4_096, "{size} bytes: {answer}");
+        // Still the story's essentials, counted from the record.
+        assert_eq!(answer["rows"], 1024 * 8_000);
+        assert_eq!(answer["files"], 1024 * 8);
+        assert_eq!(answer["chunks"]["done"], 1024);
+        assert_eq!(
+            (
+                answer["error_phase"].as_str(),
+                answer["error_chunk"].as_u64()
+            ),
+            (Some("LOADING"), Some(17))
+        );
+        assert!(
+            answer["error"]
+                .as_str()
+                .unwrap()
+                .ends_with("(cut; the whole error: sluice status)")
+        );
+        assert_eq!(answer["story"], format!("sluice status {}", big.run_id));
+        // A whole batch of the largest runs, as the trigger answers it.
+        let max_rows = crate::deploy::MAX_BATCH_ROWS_RANGE.1 as u64;
+        let body = crate::external_function::response_body(
+            (0..max_rows).map(|row| (row, run_status_result(&big))),
+        );
+        assert!(body.to_string().len() < 6 * 1024 * 1024 - 1024);
     }
 
     #[test]

@@ -24,7 +24,10 @@ pub const PART_MB: (u32, u32) = (5, 5120);
 /// external functions `sluice snowflake sql` creates. One value for both, so Snowflake never
 /// sends a batch the trigger refuses.
 pub const DEFAULT_MAX_BATCH_ROWS: usize = 100;
-pub const MAX_BATCH_ROWS_RANGE: (u32, u32) = (1, 10_000);
+/// At most 1,000: each row's answer is kept under a few KiB (`batch::run_status_result`), so a
+/// whole batch stays well inside Lambda's 6 MB synchronous answer
+/// (<https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html>).
+pub const MAX_BATCH_ROWS_RANGE: (u32, u32) = (1, 1_000);
 
 /// Checks a batch-row limit against [`MAX_BATCH_ROWS_RANGE`].
 pub fn check_max_batch_rows(rows: usize) -> Result<(), String> {

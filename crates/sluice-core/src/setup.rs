@@ -541,7 +541,7 @@ mod tests {
 
     #[test]
     fn every_external_function_carries_the_deployed_batch_limit() {
-        for rows in [1, 100, 10_000] {
+        for rows in [1, 100, 1_000] {
             let sql = setup_sql(
                 &config(),
                 &SetupOptions {
@@ -556,7 +556,7 @@ mod tests {
                 assert!(function.contains(&line), "{function}");
             }
         }
-        for rows in [0, 10_001] {
+        for rows in [0, 1_001] {
             let issues = setup_sql(
                 &config(),
                 &SetupOptions {
@@ -567,7 +567,7 @@ mod tests {
             .unwrap_err();
             assert_eq!(issues[0].path, "--max-batch-rows");
             assert!(
-                issues[0].message.contains("from 1 to 10000"),
+                issues[0].message.contains("from 1 to 1000"),
                 "{}",
                 issues[0].message
             );

@@ -11,7 +11,9 @@ use chrono::Utc;
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sluice_core::batch::{BatchAnswer, BatchRecord, BatchRow, batch_answer, run_result};
+use sluice_core::batch::{
+    BatchAnswer, BatchRecord, BatchRow, batch_answer, run_result, run_status_result,
+};
 use sluice_core::external_function::{
     IngestRequest, Row, StatusRequest, response_body, row_result,
 };
@@ -247,7 +249,7 @@ impl Functions {
                     Err(e) => Err(e.to_string()),
                 },
             };
-            let result = row_result(&found);
+            let result = row_result(&found.map(|record| run_status_result(&record)));
             results.push((row, result));
         }
         Answer::ok(response_body(results))
