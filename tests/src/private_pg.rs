@@ -159,6 +159,11 @@ impl PrivatePg {
         format!("postgres://{user}@127.0.0.1:{}/postgres", self.port)
     }
 
+    /// The server's log so far (connection and authentication failures are logged).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data.parent().unwrap().join("server.log")).unwrap_or_default()
+    }
+
     /// Runs SQL as the superuser through the local socket (trust).
     pub fn psql(&self, sql: &str) {
         let socket_dir = self.data.parent().unwrap().to_str().unwrap().to_owned();

@@ -569,3 +569,216 @@ async fn dynamo_an_update_lock_left_by_a_crashed_updater_expires() {
     assert_eq!(item["status"], AttributeValue::S("EXTRACTING".into()));
     assert_eq!(item["version"], AttributeValue::N("1".into()));
 }
+
+/// The raw items of a run (its `RUN#` partition), as DynamoDB holds them.
+async fn raw_run_items(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    run_id: RunId,
+) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    client
+        .query()
+        .table_name(table)
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(":pk", AttributeValue::S(format!("RUN#{run_id}")))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .items
+        .unwrap_or_default()
+}
+
+/// DynamoDB only: a run's item and each of its chunk items carry `expires_at` = the run's start
+/// plus the store's retention, in epoch seconds (the state table's TTL attribute), set again
+/// by every write and brought back in line on a chunk item that disagrees; the table's item,
+/// which holds the watermark, never expires.
+#[tokio::test]
+async fn dynamo_run_and_chunk_items_expire_a_retention_after_the_run_started_and_the_table_item_never()
+ {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let moto = MotoServer::shared_serial();
+    let table = unique_name("state");
+    let store = DynamoStateStore::new(&moto.sdk_config().await, &table)
+        .with_run_retention(std::time::Duration::from_secs(30 * 86_400));
+    store.create_table().await.unwrap();
+    let client = aws_sdk_dynamodb::Client::new(&moto.sdk_config().await);
+    let table_key = key();
+    // Started days ago and written since: the expiry follows the start, not the writes.
+    let started = Utc::now() - Duration::days(3);
+    let expected = AttributeValue::N((started + Duration::days(30)).timestamp().to_string());
+    let run_id = RunId::at(started);
+    let mut record = RunRecord::new(run_id, table_key.clone(), started);
+    record.plan = Some(plan(run_id, 2));
+    let now = Utc::now();
+    store
+        .acquire_lease(&table_key, run_id, now, now + Duration::minutes(5))
+        .await
+        .unwrap();
+    store.create_run(&record).await.unwrap();
+    store
+        .update_run(
+            run_id,
+            Box::new(|r| r.transition(RunStatus::Extracting, Utc::now())),
+        )
+        .await
+        .unwrap();
+    for chunk in [0, 1] {
+        let done = store
+            .record_chunk_done(run_id, chunk, &outcome(chunk, 5))
+            .await
+            .unwrap();
+        assert!(done.newly_recorded);
+    }
+    store
+        .update_run(
+            run_id,
+            Box::new(|r| r.transition(RunStatus::Loading, Utc::now())),
+        )
+        .await
+        .unwrap();
+    store
+        .commit_watermark(&table_key, run_id, &ScalarValue::Int(7))
+        .await
+        .unwrap();
+
+    let items = raw_run_items(&client, &table, run_id).await;
+    let kinds = |items: &[std::collections::HashMap<String, AttributeValue>]| {
+        items
+            .iter()
+            .map(|i| {
+                i["sk"]
+                    .as_s()
+                    .unwrap()
+                    .split('#')
+                    .next()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(kinds(&items), vec!["CHUNK", "CHUNK", "RUN"], "{items:?}");
+    for item in &items {
+        assert_eq!(item.get("expires_at"), Some(&expected), "{item:?}");
+    }
+    // The watermark's item: no TTL, so the table's state is never deleted.
+    let table_item = client
+        .get_item()
+        .table_name(&table)
+        .key("pk", AttributeValue::S(format!("TABLE#{table_key}")))
+        .key("sk", AttributeValue::S("STATE".into()))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    assert!(table_item.contains_key("watermark"), "{table_item:?}");
+    assert!(table_item.contains_key("lease_run_id"), "{table_item:?}");
+    assert!(!table_item.contains_key("expires_at"), "{table_item:?}");
+
+    // A chunk item written under another retention (here: tampered with) is realigned by the
+    // run's next update, so it expires with its run.
+    let chunk_sk = items
+        .iter()
+        .map(|i| i["sk"].as_s().unwrap().clone())
+        .find(|sk| sk.starts_with("CHUNK#"))
+        .unwrap();
+    client
+        .update_item()
+        .table_name(&table)
+        .key("pk", AttributeValue::S(format!("RUN#{run_id}")))
+        .key("sk", AttributeValue::S(chunk_sk.clone()))
+        .update_expression("SET expires_at = :e")
+        .expression_attribute_values(":e", AttributeValue::N("1234".into()))
+        .send()
+        .await
+        .unwrap();
+    store
+        .update_run(
+            run_id,
+            Box::new(|r| r.transition(RunStatus::Merging, Utc::now())),
+        )
+        .await
+        .unwrap();
+    let items = raw_run_items(&client, &table, run_id).await;
+    assert_eq!(kinds(&items), vec!["CHUNK", "CHUNK", "RUN"], "{items:?}");
+    for item in &items {
+        assert_eq!(item.get("expires_at"), Some(&expected), "{item:?}");
+    }
+    store.release_lease(&table_key, run_id).await.unwrap();
+    let run = store.get_run(run_id).await.unwrap().unwrap();
+    assert_eq!((run.chunks.len(), run.rows()), (2, 10));
+}
+
+/// DynamoDB only: DynamoDB deletes an expired item some time after its `expires_at` (moto
+/// never does), and deletes a run's items one by one; until then the run reads as gone (not
+/// found, not listed, not updatable) rather than as a run that may be missing chunks.
+#[tokio::test]
+async fn dynamo_a_run_past_its_expiry_reads_as_gone_before_dynamodb_deletes_it() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let moto = MotoServer::shared_serial();
+    let table = unique_name("state");
+    let store = DynamoStateStore::new(&moto.sdk_config().await, &table);
+    store.create_table().await.unwrap();
+    let client = aws_sdk_dynamodb::Client::new(&moto.sdk_config().await);
+    let store: Store = Arc::new(store);
+    let table_key = key();
+    let kept = RunId::at(Utc::now() - Duration::seconds(5));
+    store
+        .create_run(&RunRecord::new(kept, table_key.clone(), Utc::now()))
+        .await
+        .unwrap();
+    // The newer run expired a minute ago: listing one run must reach past it to the kept one.
+    let gone = extracting_run(&store, &table_key, 1).await;
+    client
+        .update_item()
+        .table_name(&table)
+        .key("pk", AttributeValue::S(format!("RUN#{gone}")))
+        .key("sk", AttributeValue::S("RUN".into()))
+        .update_expression("SET expires_at = :e")
+        .expression_attribute_values(
+            ":e",
+            AttributeValue::N((Utc::now() - Duration::minutes(1)).timestamp().to_string()),
+        )
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(
+        raw_run_items(&client, &table, gone).await.len(),
+        1,
+        "the premise: the expired item is still in the table"
+    );
+    assert!(store.get_run(gone).await.unwrap().is_none());
+    assert!(store.get_run(kept).await.unwrap().is_some());
+    let listed = |runs: Vec<RunRecord>| runs.iter().map(|r| r.run_id).collect::<Vec<_>>();
+    assert_eq!(
+        listed(store.list_runs(Some(&table_key), 10).await.unwrap()),
+        vec![kept]
+    );
+    assert_eq!(
+        listed(store.list_runs(Some(&table_key), 1).await.unwrap()),
+        vec![kept]
+    );
+    assert!(
+        !listed(store.list_runs(None, 1000).await.unwrap()).contains(&gone),
+        "the index of all runs does not show it either"
+    );
+    assert!(matches!(
+        store
+            .update_run(
+                gone,
+                Box::new(|r| r.transition(RunStatus::Loading, Utc::now()))
+            )
+            .await,
+        Err(StateError::RunNotFound(id)) if id == gone
+    ));
+    assert!(matches!(
+        store.record_chunk_done(gone, 0, &outcome(0, 1)).await,
+        Err(StateError::RunNotFound(id)) if id == gone
+    ));
+    let items = raw_run_items(&client, &table, gone).await;
+    assert_eq!(items.len(), 1, "nothing was written for it: {items:?}");
+    assert!(!items[0].contains_key("lock_token"), "{items:?}");
+}

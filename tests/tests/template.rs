@@ -584,7 +584,18 @@ fn the_environment_parses_with_the_functions_own_settings_parser() {
             settings.snowflake, None,
             "{name}: no Snowflake without an account"
         );
+        assert_eq!(
+            settings.run_retention,
+            sluice_core::deploy::DEFAULT_RUN_RETENTION,
+            "{name}: SLUICE_RUN_RETENTION defaults to the code's (and the CLI's) retention"
+        );
     }
+    // RunRetention is written in the syntax of the other durations (parse_duration's).
+    let params = &template()["Parameters"];
+    assert_eq!(
+        params["RunRetention"]["AllowedPattern"], params["LeaseTtl"]["AllowedPattern"],
+        "RunRetention's AllowedPattern"
+    );
     // One batch limit: the template's default and bounds are the ones the external
     // functions' MAX_BATCH_ROWS is generated from.
     let max_batch_rows = &template()["Parameters"]["MaxBatchRows"];
@@ -612,6 +623,7 @@ fn the_environment_parses_with_the_functions_own_settings_parser() {
     // Every tunable parameter reaches every function.
     let stack = Stack::new(&[
         ("LeaseTtl", "3h"),
+        ("RunRetention", "30d"),
         ("ScheduleLookback", "90m"),
         ("ParquetCompression", "snappy"),
         ("RowGroupMb", "64"),
@@ -632,6 +644,11 @@ fn the_environment_parses_with_the_functions_own_settings_parser() {
     for (name, function) in functions() {
         let s = DeploymentSettings::from_env(&stack.environment(function)).unwrap();
         assert_eq!(s.lease_ttl.as_secs(), 3 * 3600, "{name}: SLUICE_LEASE_TTL");
+        assert_eq!(
+            s.run_retention.as_secs(),
+            30 * 86_400,
+            "{name}: SLUICE_RUN_RETENTION"
+        );
         assert_eq!(
             s.compression,
             Compression::Snappy,
@@ -1226,8 +1243,9 @@ async fn dynamodb_tables_are_on_demand_recoverable_encrypted_and_keyed_as_the_co
             "{logical}: GlobalSecondaryIndexes"
         );
     }
-    // External-function batch items carry `expires_at` (epoch seconds) for DynamoDB's TTL to
-    // remove them (crates/sluice/src/state/dynamo.rs, the batch record's put).
+    // External-function batch items, and run and chunk items, carry `expires_at` (epoch
+    // seconds) for DynamoDB's TTL to remove them (crates/sluice/src/state/dynamo.rs; its
+    // retention test reads the items back).
     let state = &resource(table_of_kind(TableKind::State).unwrap())["Properties"];
     assert_eq!(
         state["TimeToLiveSpecification"],

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -24,6 +25,15 @@ pub struct StateArgs {
     /// Directory holding watermarks, leases and run records when no --state-table is given.
     #[arg(long, env = "SLUICE_STATE_DIR", default_value = ".sluice")]
     pub state_dir: PathBuf,
+    /// How long the --state-table keeps a run after it started (DynamoDB TTL; set it to the
+    /// deployment's RunRetention): runs this command records expire then, and `status` says
+    /// where history ends. A duration from 2d to 3650d. The local --state-dir keeps every run.
+    #[arg(long, env = "SLUICE_RUN_RETENTION", default_value = "90d", value_parser = run_retention)]
+    pub run_retention: Duration,
+}
+
+fn run_retention(text: &str) -> Result<Duration, String> {
+    sluice_core::deploy::parse_run_retention(text)
 }
 
 impl StateArgs {
@@ -33,7 +43,9 @@ impl StateArgs {
             Some(table) => {
                 let sdk = aws.sdk_config().await;
                 Ok((
-                    Arc::new(DynamoStateStore::new(&sdk, table)),
+                    Arc::new(
+                        DynamoStateStore::new(&sdk, table).with_run_retention(self.run_retention),
+                    ),
                     format!("DynamoDB table {table}"),
                 ))
             }
@@ -54,6 +66,12 @@ impl StateArgs {
             );
         }
         self.open(aws).await
+    }
+
+    /// Where the run history of a DynamoDB state table ends, for the foot of `sluice status`;
+    /// `None` for a local directory, which keeps every run.
+    pub fn history_limit(&self) -> Option<Duration> {
+        self.state_table.as_ref().map(|_| self.run_retention)
     }
 
     /// How `sluice status` reaches this state again.

@@ -534,11 +534,18 @@ impl RunObserver for Progress {
 
 async fn status(args: StatusArgs, aws: &AwsArgs) -> Result<bool> {
     let (store, location) = args.state.open_existing(aws).await?;
+    let history = args
+        .state
+        .history_limit()
+        .map(|retention| render::history_line(retention, chrono::Utc::now()));
     match &args.run_id {
         Some(id) => {
             let run_id: RunId = id.parse().map_err(anyhow::Error::msg)?;
             let Some(record) = store.get_run(run_id).await? else {
-                bail!("run {run_id} not found in {location}");
+                match &history {
+                    Some(history) => bail!("run {run_id} not found in {location} ({history})"),
+                    None => bail!("run {run_id} not found in {location}"),
+                }
             };
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&record)?);
@@ -557,6 +564,10 @@ async fn status(args: StatusArgs, aws: &AwsArgs) -> Result<bool> {
                 println!("{}", render::run_list(&runs));
             }
         }
+    }
+    // Not under --json, whose output is one JSON document.
+    if let (Some(history), false) = (history, args.json) {
+        println!("{history}");
     }
     Ok(true)
 }

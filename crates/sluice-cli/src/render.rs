@@ -1,5 +1,6 @@
 //! Text rendering of run records for people: the run summary, the run list, a run's story.
 
+use chrono::{DateTime, Utc};
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{Cell, CellAlignment, Table};
 use sluice::state::TableState;
@@ -195,6 +196,30 @@ pub fn story(r: &RunRecord, state: &TableState) -> String {
     out
 }
 
+/// Where a DynamoDB state table's run history ends: its runs expire `retention` after they
+/// started. "history kept 90 days: runs started before 2026-06-09 14:03 UTC are gone".
+pub fn history_line(retention: std::time::Duration, now: DateTime<Utc>) -> String {
+    let cutoff = chrono::Duration::from_std(retention)
+        .ok()
+        .and_then(|r| now.checked_sub_signed(r))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
+    format!(
+        "history kept {}: runs started before {} UTC are gone",
+        human_duration(retention),
+        cutoff.format("%Y-%m-%d %H:%M")
+    )
+}
+
+/// A duration in the largest whole unit that states it exactly: `90 days`, `36 hours`.
+fn human_duration(d: std::time::Duration) -> String {
+    let secs = d.as_secs();
+    let (n, unit) = [(86_400, "day"), (3_600, "hour"), (60, "minute")]
+        .into_iter()
+        .find(|(size, _)| secs > 0 && secs.is_multiple_of(*size))
+        .map_or((secs, "second"), |(size, unit)| (secs / size, unit));
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
+}
+
 /// `sluice snowflake doctor`'s report: one row per check, the fix under a failure.
 pub fn doctor_table(outcomes: &[sluice_core::doctor::Outcome]) -> String {
     use sluice_core::doctor::Verdict;
@@ -235,5 +260,26 @@ mod tests {
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_bytes(5 * 1024 * 1024), "5.0 MiB");
         assert_eq!(human_bytes(3 * 1024 * 1024 * 1024 / 2), "1.5 GiB");
+    }
+
+    #[test]
+    fn the_history_line_names_the_retention_and_the_first_start_still_kept() {
+        let now = DateTime::parse_from_rfc3339("2026-12-06T10:30:59Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let days = |n: u64| std::time::Duration::from_secs(n * 86_400);
+        assert_eq!(
+            history_line(days(90), now),
+            "history kept 90 days: runs started before 2026-09-07 10:30 UTC are gone"
+        );
+        assert_eq!(
+            history_line(std::time::Duration::from_secs(36 * 3600), now),
+            "history kept 36 hours: runs started before 2026-12-04 22:30 UTC are gone"
+        );
+        assert_eq!(human_duration(days(1)), "1 day");
+        assert_eq!(
+            human_duration(std::time::Duration::from_secs(90)),
+            "90 seconds"
+        );
     }
 }

@@ -704,3 +704,150 @@ fn config_pull_prints_canonical_yaml_that_pushes_back_as_a_no_op() {
         pulled
     );
 }
+
+/// `sluice status` on a DynamoDB state table ends with where its history ends (runs expire a
+/// retention after they started: the deployment's RunRetention, here `--run-retention` /
+/// `SLUICE_RUN_RETENTION`), and a run past its expiry that DynamoDB has not deleted yet is not
+/// shown. JSON output stays one document; local state keeps everything and says nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_says_where_dynamodb_history_ends_and_hides_runs_past_their_expiry() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    let state_table = unique_name("state");
+    ok(&sluice(
+        &["dev", "create-tables", "--state-table", &state_table],
+        cwd,
+    ));
+    let state = DynamoStateStore::new(&moto().sdk_config().await, &state_table);
+    let table_key = "shop/public.kept";
+    let now = chrono::Utc::now();
+    let kept = RunId::at(now - chrono::Duration::seconds(5));
+    let gone = RunId::new();
+    for id in [kept, gone] {
+        state
+            .create_run(&RunRecord::new(id, table_key.into(), now))
+            .await
+            .unwrap();
+    }
+    // Expired a minute ago; moto, like DynamoDB for a while, still holds the item.
+    aws_sdk_dynamodb::Client::new(&moto().sdk_config().await)
+        .update_item()
+        .table_name(&state_table)
+        .key("pk", AttributeValue::S(format!("RUN#{gone}")))
+        .key("sk", AttributeValue::S("RUN".into()))
+        .update_expression("SET expires_at = :e")
+        .expression_attribute_values(
+            ":e",
+            AttributeValue::N((now - chrono::Duration::minutes(1)).timestamp().to_string()),
+        )
+        .send()
+        .await
+        .unwrap();
+
+    // The footer's cut-off is the command's "now" minus the retention, to the minute.
+    let history_line = |out: &str, days: i64, before: chrono::DateTime<chrono::Utc>| {
+        let prefix = format!("history kept {days} days: runs started before ");
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no line starting {prefix:?} in:\n{out}"));
+        let cutoff = line
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix(" UTC are gone"))
+            .unwrap_or_else(|| panic!("{line}"));
+        let cutoff = chrono::NaiveDateTime::parse_from_str(cutoff, "%Y-%m-%d %H:%M")
+            .unwrap_or_else(|e| panic!("{line}: {e}"))
+            .and_utc();
+        let retention = chrono::Duration::days(days);
+        let earliest = before - retention - chrono::Duration::minutes(1);
+        let latest = chrono::Utc::now() - retention;
+        assert!(
+            earliest <= cutoff && cutoff <= latest,
+            "{line}: expected a cut-off between {earliest} and {latest}"
+        );
+        assert_eq!(out.lines().last(), Some(line), "the footer is last:\n{out}");
+    };
+
+    let before = chrono::Utc::now();
+    let list = ok(&sluice(&["status", "--state-table", &state_table], cwd));
+    assert_contains(&list, &kept.to_string());
+    assert!(!list.contains(&gone.to_string()), "{list}");
+    history_line(&list, 90, before);
+
+    let before = chrono::Utc::now();
+    let story = ok(&sluice(
+        &["status", &kept.to_string(), "--state-table", &state_table],
+        cwd,
+    ));
+    assert_contains(&story, &format!("run       {kept}"));
+    history_line(&story, 90, before);
+
+    // The deployment's retention, by flag or environment.
+    let before = chrono::Utc::now();
+    let list = ok(&sluice(
+        &[
+            "status",
+            "--state-table",
+            &state_table,
+            "--run-retention",
+            "30d",
+        ],
+        cwd,
+    ));
+    history_line(&list, 30, before);
+    let before = chrono::Utc::now();
+    let list = ok(&sluice_with(
+        &["status", "--state-table", &state_table],
+        cwd,
+        &[("SLUICE_RUN_RETENTION", "400d")],
+    ));
+    history_line(&list, 400, before);
+    let bad = sluice_with(
+        &["status", "--state-table", &state_table],
+        cwd,
+        &[("SLUICE_RUN_RETENTION", "1d")],
+    );
+    assert_eq!(bad.status.code(), Some(2), "{}", both(&bad));
+    assert_contains(
+        &text(&bad.stderr),
+        "'1d' must be a duration from 2d to 3650d (e.g. 90d)",
+    );
+
+    // The expired run is not found, and the message says why it may be gone.
+    let out = sluice(
+        &["status", &gone.to_string(), "--state-table", &state_table],
+        cwd,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", both(&out));
+    assert_contains(
+        &text(&out.stderr),
+        &format!(
+            "run {gone} not found in DynamoDB table {state_table} (history kept 90 days: runs started before "
+        ),
+    );
+
+    // JSON: the runs only, without the footer.
+    let json = ok(&sluice(
+        &["status", "--state-table", &state_table, "--json"],
+        cwd,
+    ));
+    let runs: Vec<RunRecord> =
+        serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
+    assert_eq!(
+        runs.iter().map(|r| r.run_id).collect::<Vec<_>>(),
+        vec![kept]
+    );
+
+    // Local state keeps every run: no footer.
+    let state_dir = cwd.join("local-state");
+    sluice::state::local::LocalStateStore::open(&state_dir)
+        .unwrap()
+        .create_run(&RunRecord::new(RunId::new(), table_key.into(), now))
+        .await
+        .unwrap();
+    let local = ok(&sluice(
+        &["status", "--state-dir", state_dir.to_str().unwrap()],
+        cwd,
+    ));
+    assert!(!local.contains("history kept"), "{local}");
+}

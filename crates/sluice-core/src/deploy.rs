@@ -41,6 +41,34 @@ pub fn check_max_batch_rows(rows: usize) -> Result<(), String> {
     }
 }
 
+/// How long run records are kept: a run's items in the DynamoDB state table expire (DynamoDB
+/// TTL on `expires_at`) this long after the run started. The deployed
+/// `SLUICE_RUN_RETENTION` (the template's `RunRetention`) and the CLI's `--run-retention`
+/// share this default and these bounds.
+pub const DEFAULT_RUN_RETENTION: Duration = Duration::from_secs(90 * DAY_SECONDS);
+pub const RUN_RETENTION_RANGE: (Duration, Duration) = (
+    Duration::from_secs(2 * DAY_SECONDS),
+    Duration::from_secs(3650 * DAY_SECONDS),
+);
+/// How much longer than the lease TTL a run's record must be kept: a run still holding its
+/// table's lease (or finishing just after it lapsed) must never lose its record.
+pub const RUN_RETENTION_OVER_LEASE: Duration = Duration::from_secs(DAY_SECONDS);
+const DAY_SECONDS: u64 = 86_400;
+
+/// Parses a run retention (`90d`, `2160h`, …) and checks it against [`RUN_RETENTION_RANGE`].
+pub fn parse_run_retention(text: &str) -> Result<Duration, String> {
+    let (low, high) = RUN_RETENTION_RANGE;
+    match parse_duration(text) {
+        Some(d) if (low..=high).contains(&d) => Ok(d),
+        _ => Err(format!(
+            "'{}' must be a duration from {}d to {}d (e.g. 90d)",
+            text.trim(),
+            low.as_secs() / DAY_SECONDS,
+            high.as_secs() / DAY_SECONDS
+        )),
+    }
+}
+
 #[derive(Debug, Error, PartialEq, Eq)]
 #[error("{} problem(s) in the function's settings:\n  {}", .0.len(), .0.join("\n  "))]
 pub struct DeployError(pub Vec<String>);
@@ -64,6 +92,8 @@ pub struct DeploymentSettings {
     pub part_mb: u32,
     /// How long a run may hold its table's lease before another may take over.
     pub lease_ttl: Duration,
+    /// How long a run's record is kept after the run started (see [`DEFAULT_RUN_RETENTION`]).
+    pub run_retention: Duration,
     /// The extract function the trigger fans out to, and the finalize function the last
     /// chunk invokes (names or ARNs).
     pub extract_function: Option<String>,
@@ -195,6 +225,23 @@ impl DeploymentSettings {
             (Duration::from_secs(1), "1s"),
             "10m",
         );
+        let run_retention = match get("SLUICE_RUN_RETENTION") {
+            None => DEFAULT_RUN_RETENTION,
+            Some(text) => match parse_run_retention(&text) {
+                Ok(d) if d >= lease_ttl + RUN_RETENTION_OVER_LEASE => d,
+                Ok(_) => {
+                    problems.push(format!(
+                        "SLUICE_RUN_RETENTION: '{text}' must be at least a day longer than SLUICE_LEASE_TTL ({}s), so no run's record expires while the run may still hold its table's lease",
+                        lease_ttl.as_secs()
+                    ));
+                    DEFAULT_RUN_RETENTION
+                }
+                Err(e) => {
+                    problems.push(format!("SLUICE_RUN_RETENTION: {e}"));
+                    DEFAULT_RUN_RETENTION
+                }
+            },
+        };
         let snowflake = snowflake_settings(&get, &mut problems);
         let (Some(output), true) = (output, problems.is_empty()) else {
             return Err(DeployError(problems));
@@ -209,6 +256,7 @@ impl DeploymentSettings {
             file_mb,
             part_mb,
             lease_ttl,
+            run_retention,
             extract_function: get("SLUICE_EXTRACT_FUNCTION"),
             finalize_function: get("SLUICE_FINALIZE_FUNCTION"),
             max_batch_rows,
@@ -336,6 +384,54 @@ mod tests {
         assert_eq!((s.row_group_mb, s.file_mb, s.part_mb), (32, 256, 10));
         assert_eq!(s.lease_ttl, Duration::from_secs(7200));
         assert_eq!(s.max_batch_rows, 100);
+        assert_eq!(s.run_retention, Duration::from_secs(90 * 86_400));
+    }
+
+    #[test]
+    fn the_run_retention_is_a_bounded_duration_longer_than_the_lease() {
+        let with = |pairs: &[(&str, &str)]| {
+            let mut all: Vec<(&str, &str)> = MINIMAL.to_vec();
+            all.extend_from_slice(pairs);
+            DeploymentSettings::from_env(&env(&all))
+        };
+        let days = |n: u64| Duration::from_secs(n * 86_400);
+        for (text, expected) in [
+            ("30d", days(30)),
+            (" 365d ", days(365)),
+            ("72h", days(3)),
+            ("2d", days(2)),
+            ("3650d", days(3650)),
+        ] {
+            let s = with(&[("SLUICE_RUN_RETENTION", text)]).unwrap();
+            assert_eq!(s.run_retention, expected, "{text}");
+        }
+        // An empty variable counts as unset (the template passes every parameter).
+        let s = with(&[("SLUICE_RUN_RETENTION", "")]).unwrap();
+        assert_eq!(s.run_retention, DEFAULT_RUN_RETENTION);
+
+        for bad in [
+            "1d", "47h", "3651d", "90", "90 days", "-5d", "forever", "1.5d",
+        ] {
+            let err = with(&[("SLUICE_RUN_RETENTION", bad)])
+                .unwrap_err()
+                .to_string();
+            let expected = format!(
+                "SLUICE_RUN_RETENTION: '{}' must be a duration from 2d to 3650d (e.g. 90d)",
+                bad.trim()
+            );
+            assert!(err.contains(&expected), "{bad}: {err}");
+        }
+        // A run may hold its lease for the lease TTL: its record must outlive that by a day.
+        let err = with(&[("SLUICE_LEASE_TTL", "3d"), ("SLUICE_RUN_RETENTION", "3d")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("SLUICE_RUN_RETENTION: '3d' must be at least a day longer than SLUICE_LEASE_TTL (259200s)"),
+            "{err}"
+        );
+        let s = with(&[("SLUICE_LEASE_TTL", "3d"), ("SLUICE_RUN_RETENTION", "4d")]).unwrap();
+        assert_eq!(s.run_retention, days(4));
+        assert_eq!(parse_run_retention("90d"), Ok(DEFAULT_RUN_RETENTION));
     }
 
     #[test]

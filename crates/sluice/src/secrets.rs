@@ -149,7 +149,17 @@ pub fn apply_secret(
     Ok((resolved, credentials))
 }
 
-/// Reads sources' secrets. Build it once per process (a Lambda cold start).
+/// Reads sources' secrets. Build it once per process (a Lambda cold start); clones share the
+/// client.
+///
+/// Every read asks for the secret's `AWSCURRENT` version: `GetSecretValue` without a
+/// `VersionId` or `VersionStage` returns it
+/// (<https://docs.aws.amazon.com/secretsmanager/latest/apireference/API_GetSecretValue.html>),
+/// and rotation moves that label to the new version only as its last step, after the database
+/// has the new password and it was tested, so an `AWSPENDING` version is never read
+/// (<https://docs.aws.amazon.com/secretsmanager/latest/userguide/rotate-secrets_how.html>).
+/// Nothing here caches: how long a read is reused is [`crate::deployment`]'s decision.
+#[derive(Clone)]
 pub struct SecretResolver {
     client: Client,
 }

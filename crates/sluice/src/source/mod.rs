@@ -118,6 +118,15 @@ pub enum SourceError {
 
 pub type Result<T, E = SourceError> = std::result::Result<T, E>;
 
+impl SourceError {
+    /// The database refused the credentials (PostgreSQL SQLSTATE 28P01/28000, MySQL 1045,
+    /// 1044, 1698): what a rotated password looks like to a connection made with the old one,
+    /// and the one failure that reading the secret again can cure.
+    pub fn is_auth(&self) -> bool {
+        matches!(self, SourceError::Auth { .. })
+    }
+}
+
 /// A source table as its catalog describes it. Each engine says how to read one column; the
 /// lookups and checks every engine shares (unknown columns, overrides, usable key types) are
 /// written once here.

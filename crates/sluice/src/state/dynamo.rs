@@ -7,8 +7,8 @@
 //! | pk | sk | what |
 //! |---|---|---|
 //! | `TABLE#<source>/<table>` | `STATE` | `watermark` (JSON of the typed value, full precision), `watermark_run_id`, `lease_run_id`, `lease_expires` (ns since the epoch) |
-//! | `RUN#<run_id>` | `RUN` | `record` (the run record as JSON, without chunks), `status`, `version`, `table_key`, `run_id`, `run_kind` = `RUN`, `chunk_total`, `chunks_done`, `done_chunks` (number set), `chunk_attempts` (map: chunk → the attempt that counted), `chunks_updated_at`, and while an update runs `lock_token`, `lock_expires` |
-//! | `RUN#<run_id>` | `CHUNK#<n:010>#<attempt>` | `outcome`: one chunk's rows, bytes, files, schema and warnings as JSON |
+//! | `RUN#<run_id>` | `RUN` | `record` (the run record as JSON, without chunks), `status`, `version`, `table_key`, `run_id`, `run_kind` = `RUN`, `chunk_total`, `chunks_done`, `done_chunks` (number set), `chunk_attempts` (map: chunk → the attempt that counted), `chunks_updated_at`, `expires_at` (epoch seconds, DynamoDB TTL), and while an update runs `lock_token`, `lock_expires` |
+//! | `RUN#<run_id>` | `CHUNK#<n:010>#<attempt>` | `outcome`: one chunk's rows, bytes, files, schema and warnings as JSON; `expires_at`, the run item's |
 //! | `BATCH#<sha256 of batch_id>` | `BATCH` | `record`: an external-function batch (rows → runs) as JSON, `expires_at` (epoch seconds, DynamoDB TTL) |
 //!
 //! Chunk outcomes live in items of their own because a run of 1,024 chunks with their file
@@ -17,6 +17,31 @@
 //! chunk writes its own item and the counting write names the attempt that counted, so a
 //! duplicated or retried event never replaces the outcome that was counted. The two indexes
 //! (`runs_by_table`, `runs_by_time`, keys only) list runs newest first.
+//!
+//! **Retention.** Run and chunk items carry `expires_at` = the run's start (`created_at`) +
+//! the store's run retention, in epoch seconds: the state table's TTL attribute, so DynamoDB
+//! deletes them on its own. One value per run, fixed when it starts: every chunk item of a run
+//! carries exactly its run item's value without ever being rewritten (a "last update" rule
+//! would move the run item's expiry past its chunks' on every update, or rewrite up to
+//! thousands of chunk items each time), and history ends at one clear point, "runs started
+//! before <now − retention> are gone". Every write to a run's items sets it again (so a
+//! changed retention reaches the runs still being written, and [`StateStore::update_run`]
+//! brings chunk items that disagree back in line). A run cannot expire while it runs: a run
+//! holds its lease at most the lease TTL (leases are not renewed), and the deployment refuses
+//! a retention less than a day longer (`sluice_core::deploy::RUN_RETENTION_OVER_LEASE`). The
+//! `TABLE#` item, holding the watermark and the lease, never carries `expires_at`, so the
+//! table's state never expires.
+//!
+//! DynamoDB compares `expires_at` (a Number of epoch seconds) with the current time and
+//! deletes expired items in the background, typically within a few days, so an expired item
+//! can still be read until then
+//! (<https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/time-to-live-ttl-before-you-start.html>,
+//! <https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_UpdateTimeToLive.html>).
+//! Its items are deleted one by one in no particular order, so a run read in between could
+//! miss some chunks; reads therefore treat a run whose run item has expired (`expires_at` ≤
+//! now) as gone, as AWS suggests
+//! (<https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ttl-expired-items.html>):
+//! a run is either whole or absent.
 //!
 //! A run update is a read-modify-write of a closure that may run only once, so it is
 //! serialized by a short lock on the run item (a conditional write with an expiry) rather
@@ -60,6 +85,8 @@ const LOCK_ATTEMPTS: u32 = 36;
 pub struct DynamoStateStore {
     client: Client,
     table: String,
+    /// How long after its start a run's items expire.
+    run_retention: chrono::Duration,
 }
 
 fn table_pk(table_key: &str) -> AttributeValue {
@@ -86,6 +113,18 @@ fn nanos(t: DateTime<Utc>) -> i64 {
     t.timestamp_nanos_opt().unwrap_or(i64::MAX)
 }
 
+fn chrono_duration(d: std::time::Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// Whether an item's TTL has passed: DynamoDB may not have deleted it yet.
+fn expired(item: &Item, now: DateTime<Utc>) -> bool {
+    get_n(item, EXPIRES_AT).is_some_and(|at| at <= now.timestamp())
+}
+
+/// The state table's TTL attribute (template.yaml `TimeToLiveSpecification`).
+const EXPIRES_AT: &str = "expires_at";
+
 fn done_chunks(item: &Item) -> BTreeSet<u32> {
     item.get("done_chunks")
         .and_then(|v| v.as_ns().ok())
@@ -93,10 +132,18 @@ fn done_chunks(item: &Item) -> BTreeSet<u32> {
         .unwrap_or_default()
 }
 
-/// A run as stored: the record with its chunks, and the item's version.
+/// A run as stored: the record with its chunks, the item's version, and the sort keys of the
+/// chunk items whose `expires_at` is not the run's expiry.
 struct StoredRun {
     record: RunRecord,
     version: i64,
+    stale_chunk_expiry: Vec<String>,
+}
+
+/// The one field of a stored record a chunk write needs.
+#[derive(serde::Deserialize)]
+struct StartedAt {
+    created_at: DateTime<Utc>,
 }
 
 impl DynamoStateStore {
@@ -109,7 +156,22 @@ impl DynamoStateStore {
         DynamoStateStore {
             client,
             table: table.into(),
+            run_retention: chrono_duration(sluice_core::deploy::DEFAULT_RUN_RETENTION),
         }
+    }
+
+    /// Runs expire `retention` after they started (default
+    /// [`sluice_core::deploy::DEFAULT_RUN_RETENTION`]).
+    pub fn with_run_retention(mut self, retention: std::time::Duration) -> DynamoStateStore {
+        self.run_retention = chrono_duration(retention);
+        self
+    }
+
+    /// `expires_at` of every item of a run that started at `created_at`, in epoch seconds.
+    pub fn run_expires_at(&self, created_at: DateTime<Utc>) -> i64 {
+        created_at
+            .checked_add_signed(self.run_retention)
+            .map_or(i64::MAX, |t| t.timestamp())
     }
 
     /// The put of a batch record, expiring (DynamoDB TTL on `expires_at`) after a day.
@@ -163,7 +225,8 @@ impl DynamoStateStore {
             .map_err(|e| self.error(format!("{what}: attribute {attr} is not valid JSON: {e}")))
     }
 
-    /// The run item and its chunk items, in one strongly consistent query.
+    /// The run item and its chunk items, in one strongly consistent query; `None` for a run
+    /// that is not there or has expired (see the module's notes on retention).
     async fn load_run(&self, run_id: RunId) -> Result<Option<StoredRun>> {
         let items = ddb::query_partition(&self.client, &self.table, run_pk(run_id))
             .await
@@ -177,11 +240,17 @@ impl DynamoStateStore {
                 _ => {}
             }
         }
-        let Some(item) = run else {
+        let Some(item) = run.filter(|item| !expired(item, Utc::now())) else {
             return Ok(None);
         };
         let what = format!("run {run_id}");
         let mut record: RunRecord = self.decode(&item, "record", &what)?;
+        let expires_at = self.run_expires_at(record.created_at);
+        let stale_chunk_expiry = chunks
+            .iter()
+            .filter(|c| get_n(c, EXPIRES_AT) != Some(expires_at))
+            .filter_map(|c| get_s(c, SK).map(str::to_owned))
+            .collect();
         let counted = item.get("chunk_attempts").and_then(|v| v.as_m().ok());
         for chunk_item in chunks {
             let Some((chunk, attempt)) = get_s(&chunk_item, SK)
@@ -212,6 +281,7 @@ impl DynamoStateStore {
         Ok(Some(StoredRun {
             record,
             version: get_n(&item, "version").unwrap_or(0),
+            stale_chunk_expiry,
         }))
     }
 
@@ -228,7 +298,11 @@ impl DynamoStateStore {
                 json.len()
             )));
         }
-        let mut values = vec![(":record", s(json)), (":status", s(record.status.as_str()))];
+        let mut values = vec![
+            (":record", s(json)),
+            (":status", s(record.status.as_str())),
+            (":expires", n(self.run_expires_at(record.created_at))),
+        ];
         if let Some(plan) = &record.plan {
             values.push((":total", n(plan.chunks.len())));
         }
@@ -273,6 +347,34 @@ impl DynamoStateStore {
         Err(self.error(format!(
             "run {run_id} stayed locked by another update; try again"
         )))
+    }
+
+    /// Gives the chunk items `stale` (sort keys) the run's `expires_at`, so they expire with
+    /// it. Only chunk items written under another retention setting (or before retention
+    /// existed) need it; each write is conditional on the item existing, so none is recreated.
+    async fn align_chunk_expiry(&self, record: &RunRecord, stale: Vec<String>) -> Result<()> {
+        let expires_at = self.run_expires_at(record.created_at);
+        for sk in stale {
+            let result = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key(PK, run_pk(record.run_id))
+                .key(SK, s(sk))
+                .update_expression("SET #expires = :expires")
+                .condition_expression("attribute_exists(#pk)")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#expires", EXPIRES_AT)
+                .expression_attribute_values(":expires", n(expires_at))
+                .send()
+                .await;
+            match result {
+                Ok(_) => {}
+                Err(e) if is_condition_failed(&e) => {}
+                Err(e) => return Err(self.error(sdk_message(&e))),
+            }
+        }
+        Ok(())
     }
 
     async fn unlock_run(&self, run_id: RunId, token: &str) {
@@ -512,6 +614,7 @@ impl StateStore for DynamoStateStore {
             let attr = match name {
                 ":record" => "record",
                 ":status" => "status",
+                ":expires" => EXPIRES_AT,
                 _ => "chunk_total",
             };
             request = request.item(attr, value);
@@ -542,7 +645,7 @@ impl StateStore for DynamoStateStore {
             Ok::<_, StateError>((stored, record, values))
         }
         .await;
-        let (stored, record, values) = match applied {
+        let (mut stored, record, values) = match applied {
             Ok(applied) => applied,
             Err(e) => {
                 self.unlock_run(run_id, &token).await;
@@ -557,11 +660,12 @@ impl StateStore for DynamoStateStore {
         let mut request = self
             .update_run_item(run_id)
             .update_expression(format!(
-                "SET #record = :record, #status = :status, version = version + :one{total} REMOVE lock_token, lock_expires"
+                "SET #record = :record, #status = :status, #expires = :expires, version = version + :one{total} REMOVE lock_token, lock_expires"
             ))
             .condition_expression("lock_token = :t AND #status = :old_status AND version = :version")
             .expression_attribute_names("#record", "record")
             .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#expires", EXPIRES_AT)
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":t", s(&token))
             .expression_attribute_values(":old_status", s(stored.record.status.as_str()))
@@ -570,7 +674,11 @@ impl StateStore for DynamoStateStore {
             request = request.expression_attribute_values(name, value);
         }
         match request.send().await {
-            Ok(_) => Ok(record),
+            Ok(_) => {
+                let stale = std::mem::take(&mut stored.stale_chunk_expiry);
+                self.align_chunk_expiry(&record, stale).await?;
+                Ok(record)
+            }
             Err(e) if is_condition_failed(&e) => Err(self.error(format!(
                 "run {run_id}: the update held the run's lock longer than {}s and lost it; nothing was written",
                 LOCK_TTL.num_seconds()
@@ -591,6 +699,7 @@ impl StateStore for DynamoStateStore {
         let run = self
             .get_item(run_pk(run_id), "RUN")
             .await?
+            .filter(|item| !expired(item, Utc::now()))
             .ok_or(StateError::RunNotFound(run_id))?;
         let count = |item: &Item, attr: &str| {
             get_n(item, attr)
@@ -614,6 +723,8 @@ impl StateStore for DynamoStateStore {
         if status != RunStatus::Extracting.as_str() {
             return Err(super::chunk_refused(run_id, chunk, status));
         }
+        let started: StartedAt = self.decode(&run, "record", &format!("run {run_id}"))?;
+        let expires_at = n(self.run_expires_at(started.created_at));
         let json = serde_json::to_string(outcome).map_err(|e| self.error(e.to_string()))?;
         if json.len() > MAX_OUTCOME_BYTES {
             return Err(self.error(format!(
@@ -631,17 +742,20 @@ impl StateStore for DynamoStateStore {
             .item(PK, run_pk(run_id))
             .item(SK, s(chunk_sk(chunk, &attempt)))
             .item("outcome", s(json))
+            .item(EXPIRES_AT, expires_at.clone())
             .send()
             .await
             .map_err(|e| self.error(sdk_message(&e)))?;
         let result = self
             .update_run_item(run_id)
             .update_expression(
-                "ADD chunks_done :one, done_chunks :chunks SET chunks_updated_at = :now, chunk_attempts.#c = :attempt",
+                "ADD chunks_done :one, done_chunks :chunks SET chunks_updated_at = :now, chunk_attempts.#c = :attempt, #expires = :expires",
             )
             .condition_expression("#status = :extracting AND NOT contains(done_chunks, :chunk)")
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#c", chunk.to_string())
+            .expression_attribute_names("#expires", EXPIRES_AT)
+            .expression_attribute_values(":expires", expires_at)
             .expression_attribute_values(":attempt", s(&attempt))
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":chunks", AttributeValue::Ns(vec![chunk.to_string()]))
@@ -718,9 +832,9 @@ impl StateStore for DynamoStateStore {
             Some(key) => (RUNS_BY_TABLE, "table_key", key),
             None => (RUNS_BY_TIME, "run_kind", "RUN"),
         };
-        let mut ids = Vec::new();
+        let mut runs = Vec::new();
         let mut start = None;
-        while ids.len() < limit {
+        while runs.len() < limit {
             let page = self
                 .client
                 .query()
@@ -730,30 +844,29 @@ impl StateStore for DynamoStateStore {
                 .expression_attribute_names("#h", hash)
                 .expression_attribute_values(":h", s(value))
                 .scan_index_forward(false)
-                .limit(i32::try_from(limit - ids.len()).unwrap_or(i32::MAX))
+                .limit(i32::try_from(limit - runs.len()).unwrap_or(i32::MAX))
                 .set_exclusive_start_key(start)
                 .send()
                 .await
                 .map_err(|e| self.error(sdk_message(&e)))?;
-            ids.extend(
-                page.items()
-                    .iter()
-                    .filter_map(|item| get_s(item, "run_id")?.parse::<RunId>().ok()),
-            );
+            let ids = page
+                .items()
+                .iter()
+                .filter_map(|item| get_s(item, "run_id")?.parse::<RunId>().ok());
+            for id in ids {
+                // The index is eventually consistent, and keys-only (it cannot filter on
+                // `expires_at`): a run it lists that the table no longer has, or that has
+                // expired, is skipped, and the next page fills its place.
+                if let Some(run) = self.get_run(id).await? {
+                    runs.push(run);
+                }
+            }
             start = page.last_evaluated_key().cloned();
             if start.is_none() {
                 break;
             }
         }
-        ids.truncate(limit);
-        let mut runs = Vec::with_capacity(ids.len());
-        for id in ids {
-            // The index is eventually consistent; a run it lists but the table no longer has
-            // is skipped.
-            if let Some(run) = self.get_run(id).await? {
-                runs.push(run);
-            }
-        }
+        runs.truncate(limit);
         Ok(runs)
     }
 

@@ -3,6 +3,11 @@
 //! `tables.json` holds per-table state; `runs/<run_id>.json` one record each. Every operation
 //! holds an exclusive lock on `.lock`, so two `sluice` processes on one machine see each
 //! other's leases; files are replaced by rename so a crash never leaves half a file.
+//!
+//! It keeps every run: nothing here expires (unlike the DynamoDB store's runs, see
+//! [`super::dynamo`]). Local state belongs to one person's laptop, demo or test, where runs
+//! are few and deleting history behind their back would only surprise; delete
+//! `runs/<run_id>.json` files by hand to prune.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};

@@ -6,6 +6,11 @@
 //! once, through [`StateStore::record_chunk_done`], which also tells exactly one caller that
 //! the last chunk is done; the watermark is committed only by the run holding the lease.
 //! `tests/tests/state_contract.rs` runs one suite of these promises against every store.
+//!
+//! Run records may be kept for a limited time: the DynamoDB store's runs expire a retention
+//! after they started (`SLUICE_RUN_RETENTION`, see [`dynamo`]), and an expired run reads as
+//! absent (not found, not listed), never in part. A table's watermark and lease never expire.
+//! The local store keeps every run.
 
 pub mod dynamo;
 pub mod local;
