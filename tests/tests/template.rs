@@ -590,11 +590,22 @@ fn the_environment_parses_with_the_functions_own_settings_parser() {
             "{name}: SLUICE_RUN_RETENTION defaults to the code's (and the CLI's) retention"
         );
     }
-    // RunRetention is written in the syntax of the other durations (parse_duration's).
+    // RunRetention takes whole days within the functions' own bounds, so a value they would
+    // refuse at every start is refused at deploy.
     let params = &template()["Parameters"];
     assert_eq!(
-        params["RunRetention"]["AllowedPattern"], params["LeaseTtl"]["AllowedPattern"],
+        params["RunRetention"]["AllowedPattern"],
+        "^([2-9]|[1-9][0-9]{1,2}|[1-2][0-9]{3}|3[0-5][0-9]{2}|36[0-4][0-9]|3650)d$",
         "RunRetention's AllowedPattern"
+    );
+    let day = 24 * 3600;
+    assert_eq!(
+        sluice_core::deploy::RUN_RETENTION_RANGE,
+        (
+            std::time::Duration::from_secs(2 * day),
+            std::time::Duration::from_secs(3650 * day)
+        ),
+        "the pattern's bounds are the functions' RUN_RETENTION_RANGE"
     );
     // One batch limit: the template's default and bounds are the ones the external
     // functions' MAX_BATCH_ROWS is generated from.
@@ -1478,5 +1489,25 @@ fn rules_refuse_settings_that_would_fail_every_start() {
             "arn:aws:iam::999999999999:user/x",
         )],
         "SnowflakeStorageExternalId",
+    );
+}
+
+/// The failed-runs alarm counts exactly the lines whose message is "run failed" (the engine's
+/// `fail_run`, logged as the JSON field `message`), not every line holding those words.
+#[test]
+fn the_failed_runs_alarm_counts_the_run_failed_message_only() {
+    let filters = resources("AWS::Logs::MetricFilter");
+    assert_eq!(filters.len(), 3, "one filter per function's log group");
+    for (name, filter) in filters {
+        assert_eq!(
+            filter["Properties"]["FilterPattern"], "{ $.message = \"run failed\" }",
+            "{name}"
+        );
+    }
+    let pipeline =
+        std::fs::read_to_string(workspace().join("crates/sluice/src/pipeline.rs")).unwrap();
+    assert!(
+        pipeline.contains("\"run failed\");"),
+        "fail_run no longer logs the message \"run failed\" the alarm counts"
     );
 }

@@ -70,17 +70,27 @@ pub enum BatchAnswer {
 /// How long a claimed batch may stay unstarted before it counts as abandoned.
 pub const START_WITHIN: Duration = Duration::seconds(60);
 
-/// The longest error message an answer carries; the whole one stays in the run record
-/// (`sluice status <run_id>`).
-pub const MAX_ANSWER_ERROR_CHARS: usize = 1_000;
+/// The most bytes of an error message an answer carries; the whole one stays in the run
+/// record (`sluice status <run_id>`). Bytes, not characters: the answer travels as JSON inside
+/// API Gateway's proxy response, itself a JSON string, where a `"` becomes four bytes.
+pub const MAX_ANSWER_ERROR_BYTES: usize = 500;
 
-/// An error message cut to [`MAX_ANSWER_ERROR_CHARS`], saying so.
+/// An error message for an answer: control characters as spaces (each would become a
+/// six-byte escape, twice over), cut at a character boundary to [`MAX_ANSWER_ERROR_BYTES`],
+/// saying so.
 fn answer_error(message: &str) -> String {
-    if message.chars().count() <= MAX_ANSWER_ERROR_CHARS {
-        return message.to_owned();
+    let clean: String = message
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if clean.len() <= MAX_ANSWER_ERROR_BYTES {
+        return clean;
     }
-    let head: String = message.chars().take(MAX_ANSWER_ERROR_CHARS).collect();
-    format!("{head}… (cut; the whole error: sluice status)")
+    let mut end = MAX_ANSWER_ERROR_BYTES;
+    while !clean.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… (cut; the whole error: sluice status)", &clean[..end])
 }
 
 /// A run as a row's result: enough to see what happened without another query.
@@ -248,10 +258,12 @@ mod tests {
                 },
             );
         }
+        // The worst text for an answer's size: quotes and backslashes (escaped twice over),
+        // control characters, four-byte characters.
         big.error = Some(crate::run::RunError {
             phase: RunStatus::Loading,
             chunk: Some(17),
-            message: "x".repeat(100_000),
+            message: "\"\\\u{7}\n😀".repeat(20_000),
         });
         let whole = serde_json::to_string(&big).unwrap().len();
         let answer = run_status_result(&big);
@@ -276,12 +288,18 @@ mod tests {
                 .ends_with("(cut; the whole error: sluice status)")
         );
         assert_eq!(answer["story"], format!("sluice status {}", big.run_id));
-        // A whole batch of the largest runs, as the trigger answers it.
+        // A whole batch of the largest runs, as the trigger answers it: the body is a JSON
+        // string inside API Gateway's proxy response, so it is encoded twice.
         let max_rows = crate::deploy::MAX_BATCH_ROWS_RANGE.1 as u64;
         let body = crate::external_function::response_body(
             (0..max_rows).map(|row| (row, run_status_result(&big))),
         );
-        assert!(body.to_string().len() < 6 * 1024 * 1024 - 1024);
+        let proxied = serde_json::to_string(&body.to_string()).unwrap();
+        assert!(
+            proxied.len() < 6 * 1024 * 1024 - 4096,
+            "{} bytes",
+            proxied.len()
+        );
     }
 
     #[test]

@@ -352,7 +352,7 @@ impl DynamoStateStore {
     /// Gives the chunk items `stale` (sort keys) the run's `expires_at`, so they expire with
     /// it. Only chunk items written under another retention setting (or before retention
     /// existed) need it; each write is conditional on the item existing, so none is recreated.
-    async fn align_chunk_expiry(&self, record: &RunRecord, stale: Vec<String>) -> Result<()> {
+    async fn align_chunk_expiry(&self, record: &RunRecord, stale: Vec<String>) {
         let expires_at = self.run_expires_at(record.created_at);
         for sk in stale {
             let result = self
@@ -371,10 +371,16 @@ impl DynamoStateStore {
             match result {
                 Ok(_) => {}
                 Err(e) if is_condition_failed(&e) => {}
-                Err(e) => return Err(self.error(sdk_message(&e))),
+                // The run's own update is already written: a chunk item left with its old
+                // expiry is realigned by the run's next update, and failing here would report
+                // a saved update as failed (and make Lambda retry it).
+                Err(e) => tracing::warn!(
+                    run_id = %record.run_id,
+                    error = %sdk_message(&e),
+                    "could not align a chunk item's expiry with its run; the next update retries"
+                ),
             }
         }
-        Ok(())
     }
 
     async fn unlock_run(&self, run_id: RunId, token: &str) {
@@ -676,7 +682,7 @@ impl StateStore for DynamoStateStore {
         match request.send().await {
             Ok(_) => {
                 let stale = std::mem::take(&mut stored.stale_chunk_expiry);
-                self.align_chunk_expiry(&record, stale).await?;
+                self.align_chunk_expiry(&record, stale).await;
                 Ok(record)
             }
             Err(e) if is_condition_failed(&e) => Err(self.error(format!(
