@@ -42,6 +42,8 @@ async fn stack_with(
             extract_failpoints: failpoints.map(str::to_owned),
             log_dir,
             env,
+            extract_instances: 1,
+            duplicate_extract: false,
         },
     )
     .await
@@ -513,4 +515,112 @@ async fn a_chunk_that_outruns_its_time_limit_fails_its_run_with_advice() {
     let table = state.table_state("shop/public.products").await.unwrap();
     assert_eq!(table.lease, None, "the lease was not released");
     s.settle().await;
+}
+
+/// Issue 15 item 2: a run of many chunks never has more than `partition.max_concurrency`
+/// chunks extracting at once, seen from PostgreSQL's own view of its connections, even when
+/// Lambda could run many more extracts (here 6 instances and enough shim workers for them).
+/// Each chunk's query sleeps 0.3 s, so chunks that run at once overlap in `pg_stat_activity`.
+/// Every extract event is delivered twice (the shim's `--duplicate extract`), as Lambda's
+/// at-least-once delivery may: each chunk still starts its successor exactly once.
+#[tokio::test]
+async fn a_run_of_many_chunks_never_has_more_than_max_concurrency_extracting() {
+    const MAX_CONCURRENCY: i64 = 2;
+    let db = shop_db("lstackcap").await;
+    let pg = db.client().await;
+    let tables = "  - source: shop
+    table: public.orders
+    primary_key: [order_id]
+    load: {mode: incremental, cursor: updated_at, lookback: 15m}
+    where: \"(SELECT true FROM pg_sleep(0.3))\"
+    partition: {column: order_id, chunks: 12, max_concurrency: 2}
+    target:
+      raw_table: RAW.SHOP_ORDERS
+      staging_table: STAGING.SHOP_ORDERS
+      gold_procedures: [GOLD.REFRESH_DAILY_REVENUE]
+";
+    let config = Config::from_yaml(&sluice_tests::shop_config(&db, tables), "test").unwrap();
+    let log_dir =
+        std::env::temp_dir().join(format!("sluice-stack-lstackcap-{}", std::process::id()));
+    let s = LocalStack::start(
+        "lstackcap",
+        &config,
+        &StackOptions {
+            bin_dir: bin_dir(),
+            extract_failpoints: None,
+            log_dir,
+            env: Vec::new(),
+            extract_instances: 6,
+            duplicate_extract: true,
+        },
+    )
+    .await;
+
+    // The sampler: sluice's connections to the test database that are doing something
+    // (not idle), every 50 ms, on a connection of its own (excluded), for at most 3 minutes.
+    let sampler_client = db.client().await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampling = {
+        let stop = stop.clone();
+        let name = db.name.clone();
+        tokio::spawn(async move {
+            let mut samples = Vec::new();
+            for _ in 0..3600 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let n: i64 = sampler_client
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 \
+                         AND application_name = 'sluice' AND state <> 'idle' \
+                         AND pid <> pg_backend_pid()",
+                        &[&name],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                samples.push(n);
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            samples
+        })
+    };
+    let results = s.ingest(&[("shop", "public.orders")]).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let samples = sampling.await.unwrap();
+    let max = samples.iter().copied().max().unwrap_or(0);
+    eprintln!(
+        "max sluice connections active at once: {max} ({} samples)",
+        samples.len()
+    );
+    let result = &results[0];
+    assert_eq!(status(result), "COMPLETED", "{result}");
+    assert_eq!(result["files"], 12, "one file per chunk: {result}");
+    assert!(
+        max > 0,
+        "no extracting connection was ever seen: {samples:?}"
+    );
+    assert!(
+        max <= MAX_CONCURRENCY,
+        "{max} chunks extracted at once, more than max_concurrency {MAX_CONCURRENCY}: {samples:?}"
+    );
+    assert_staging_equals_source(&s, &pg, "STAGING.SHOP_ORDERS", "public.orders").await;
+    let stats = s.settle().await;
+    assert_eq!(stats["destinations_sent"], 0, "{stats}");
+    assert!(stats["duplicates_sent"].as_u64() >= Some(12), "{stats}");
+    // The 10 chunks after the first 2 were each started once, duplicates notwithstanding.
+    let extract_logs: Vec<String> = std::iter::once("extract".to_owned())
+        .chain((1..6).map(|i| format!("extract-{i}")))
+        .flat_map(|name| s.log_lines(&name))
+        .collect();
+    let started = extract_logs
+        .iter()
+        .filter(|l| l.contains("next chunk of the chain started"))
+        .count();
+    let skipped = extract_logs
+        .iter()
+        .filter(|l| l.contains("next chunk already started"))
+        .count();
+    assert_eq!(started, 10, "{extract_logs:#?}");
+    assert!(skipped >= 10, "duplicates started nothing: {skipped}");
 }

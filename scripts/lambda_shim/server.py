@@ -18,14 +18,17 @@ Sync handler errors: cargo lambda watch answers a handler `Err` or a panic with 
 retryable service error; real Lambda answers 200 + `X-Amz-Function-Error: Unhandled`. By default
 the shim relays the 500 unchanged; `--lambda-sync-errors` rewrites it to Lambda's answer.
 
-What it does not: no duplicate delivery (real async Lambda is at-least-once), retry delays are
+Duplicates: real async Lambda is at-least-once; `--duplicate FUNCTION` delivers every event of
+FUNCTION that succeeded once more, after the first delivery ended (same request id).
+
+What it does not: no other duplicate delivery, retry delays are
 1 s then 2 s (Lambda: about 1 min then 2 min), no maximum event age, no throttling, no reserved
 concurrency, no on-success destinations, no DLQ, and the function ARN in records is made up
 (us-east-1, account 123456789012).
 
 Run: server.py --host 127.0.0.1 --port PORT --upstream http://127.0.0.1:WATCHPORT
          [--retries 2] [--on-failure extract=finalize ...] [--workers 4] [--log FILE]
-         [--lambda-sync-errors] [--timeout 900]
+         [--lambda-sync-errors] [--timeout 900] [--duplicate extract ...]
 It prints one line "sluice-lambda-shim ready on http://HOST:PORT" on stdout when it listens
 (`--port 0` picks a free port). `GET /_shim/idle` tells the async work still pending.
 Python 3.11 standard library only.
@@ -170,19 +173,22 @@ class AsyncEvent:
     request_id: str
     client_context: str | None = None
     is_destination: bool = False  # A destination delivery: on failure, log and drop.
+    is_duplicate: bool = False  # A --duplicate copy: never duplicated again.
 
 
 class Dispatcher:
     """The async queue, its workers, retries, destinations and the counters of /_shim/idle."""
 
-    def __init__(self, upstream: str, retries: int, on_failure: dict[str, str], workers: int, timeout: float):
+    def __init__(self, upstream: str, retries: int, on_failure: dict[str, str], workers: int, timeout: float,
+                 duplicate: frozenset[str] = frozenset()):
         self.upstream = upstream.rstrip("/")
+        self.duplicate = duplicate
         self.retries = retries
         self.on_failure = on_failure
         self.timeout = timeout
         self.queue: queue.Queue[AsyncEvent | None] = queue.Queue()
         self.lock = threading.Lock()
-        self.counts = {"queued": 0, "in_flight": 0, "completed": 0, "failed": 0, "destinations_sent": 0}
+        self.counts = {"queued": 0, "in_flight": 0, "completed": 0, "failed": 0, "destinations_sent": 0, "duplicates_sent": 0}
         self.stopping = threading.Event()
         self.threads = [threading.Thread(target=self._work, name=f"shim-worker-{i}", daemon=True) for i in range(workers)]
         for t in self.threads:
@@ -234,6 +240,14 @@ class Dispatcher:
             outcome = call_upstream(self.upstream, ev.name, ev.body, ev.client_context, self.timeout)
             if outcome.ok:
                 log.info("function=%s %s=%s attempt=%d/%d outcome=ok HTTP %d", ev.name, kind, ev.request_id, attempt, attempts, outcome.status)
+                if ev.name in self.duplicate and not ev.is_destination and not ev.is_duplicate:
+                    # Lambda's queue may deliver an event again even after a success; here once more,
+                    # after the first delivery ended, same request id. Before in_flight drops (idle).
+                    log.info("function=%s event=%s delivered again (--duplicate)", ev.name, ev.request_id)
+                    self.submit(AsyncEvent(name=ev.name, body=ev.body, request_id=ev.request_id,
+                                           client_context=ev.client_context, is_duplicate=True))
+                    with self.lock:
+                        self.counts["duplicates_sent"] += 1
                 with self.lock:
                     self.counts["completed"] += 1
                 return
@@ -455,6 +469,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--retries", type=int, default=2, help="extra attempts for a failed async event (Lambda default: 2)")
     ap.add_argument("--on-failure", action="append", default=[], metavar="SRC=DEST", help="on-failure destination function for SRC; repeatable")
     ap.add_argument("--workers", type=int, default=4, help="worker threads delivering async events")
+    ap.add_argument("--duplicate", action="append", default=[], metavar="FUNCTION",
+                    help="deliver each successful async event of FUNCTION once more (at-least-once delivery); repeatable")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for one upstream invoke (Lambda's max: 900)")
     ap.add_argument("--lambda-sync-errors", action="store_true",
                     help="answer a synchronous handler error as real Lambda does (200 + X-Amz-Function-Error: Unhandled) "
@@ -484,7 +500,8 @@ def main(argv: list[str] | None = None) -> int:
     if urllib.parse.urlsplit(upstream).scheme not in ("http", "https"):
         ap.error(f"--upstream {upstream!r}: expected http://HOST:PORT")
 
-    dispatcher = Dispatcher(upstream, args.retries, on_failure, args.workers, args.timeout)
+    duplicate = frozenset(function_name(f.strip()) for f in args.duplicate)
+    dispatcher = Dispatcher(upstream, args.retries, on_failure, args.workers, args.timeout, duplicate)
     try:
         server = ShimServer((host, args.port), dispatcher, family, args.lambda_sync_errors)
     except OSError as e:

@@ -34,6 +34,13 @@ pub struct StackOptions {
     pub log_dir: PathBuf,
     /// More environment for every function (settings under test).
     pub env: Vec<(String, String)>,
+    /// Instances of the extract function polling the runtime API, i.e. how many chunks can
+    /// extract at once, as Lambda would scale it (0 means 1). The shim delivers at least that
+    /// many async events at once.
+    pub extract_instances: usize,
+    /// The shim delivers every extract event that succeeded once more (`--duplicate extract`),
+    /// as Lambda's at-least-once async delivery may.
+    pub duplicate_extract: bool,
 }
 
 struct Process {
@@ -208,11 +215,13 @@ impl LocalStack {
         let cargo_lambda = std::env::var("SLUICE_CARGO_LAMBDA")
             .map(PathBuf::from)
             .unwrap_or_else(|_| workspace().join("target/tools/cargo-lambda/bin/cargo-lambda"));
+        let extract_instances = options.extract_instances.max(1);
         let mut watch = Command::new(&cargo_lambda);
         watch
             .current_dir(workspace())
             .args(["lambda", "watch", "--only-lambda-apis", "-A", "127.0.0.1"])
-            .args(["-P", &watch_port.to_string()]);
+            .args(["-P", &watch_port.to_string()])
+            .args(["--concurrency", &extract_instances.to_string()]);
         let watch = spawn("cargo-lambda-watch", watch, &log_dir);
         wait_for_port(
             watch_port,
@@ -235,7 +244,11 @@ impl LocalStack {
                 "extract=finalize",
                 "--on-failure",
                 "finalize=finalize",
-            ]);
+            ])
+            .args(["--workers", &(extract_instances + 3).max(4).to_string()]);
+        if options.duplicate_extract {
+            shim.args(["--duplicate", "extract"]);
+        }
         let shim = spawn("lambda-shim", shim, &log_dir);
         wait_for_port(
             shim_port,
@@ -244,7 +257,21 @@ impl LocalStack {
         );
 
         let mut functions = Vec::new();
-        for name in ["trigger", "extract", "finalize"] {
+        let instances = (0..extract_instances).map(|i| {
+            (
+                "extract",
+                if i == 0 {
+                    "extract".to_owned()
+                } else {
+                    format!("extract-{i}")
+                },
+            )
+        });
+        let all = [("trigger", "trigger".to_owned())]
+            .into_iter()
+            .chain(instances)
+            .chain([("finalize", "finalize".to_owned())]);
+        for (name, process) in all {
             let mut command = Command::new(options.bin_dir.join(name));
             command
                 .env_clear()
@@ -284,7 +311,7 @@ impl LocalStack {
             {
                 command.env("FAILPOINTS", failpoints);
             }
-            functions.push(spawn(name, command, &log_dir));
+            functions.push(spawn(&process, command, &log_dir));
         }
 
         LocalStack {
@@ -589,6 +616,8 @@ pub async fn start_and_print(
             extract_failpoints: None,
             log_dir: PathBuf::from(log_dir),
             env: Vec::new(),
+            extract_instances: 1,
+            duplicate_extract: false,
         },
     )
     .await;

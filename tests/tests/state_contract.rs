@@ -10,7 +10,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use sluice::state::dynamo::DynamoStateStore;
 use sluice::state::local::LocalStateStore;
-use sluice::state::{StateError, StateStore};
+use sluice::state::{ChunkStart, StateError, StateStore};
 use sluice_core::batch::{BatchRecord, BatchRow};
 use sluice_core::plan::ChunkRange;
 use sluice_core::run::{ChunkOutcome, FileEntry};
@@ -70,6 +70,7 @@ contract!(
     status_never_moves_backwards_and_refused_updates_change_nothing,
     records_round_trip_and_list_newest_first,
     a_batch_is_claimed_once_and_round_trips,
+    a_chunk_start_is_claimed_once_and_started_once,
 );
 
 /// Snowflake's retried POST of one batch must find it claimed, however many race. The id has
@@ -136,6 +137,102 @@ fn plan(run_id: RunId, chunks: usize) -> RunPlan {
         casts: BTreeMap::new(),
         warnings: BTreeMap::new(),
     }
+}
+
+/// The start of a chunk is claimed by one chunk (its predecessor) and started once: the
+/// claimer's retry may invoke again until the start is recorded, a duplicate after that starts
+/// nothing, and another claimer never gets it, however many race.
+async fn a_chunk_start_is_claimed_once_and_started_once(store: Store) {
+    let missing = RunId::new();
+    assert!(matches!(
+        store.claim_chunk_start(missing, 2, 0).await,
+        Err(StateError::RunNotFound(id)) if id == missing
+    ));
+    assert!(matches!(
+        store.chunk_started(missing, 2).await,
+        Err(StateError::RunNotFound(id)) if id == missing
+    ));
+    let run_id = extracting_run(&store, &key(), 6).await;
+    assert_eq!(
+        store.claim_chunk_start(run_id, 2, 0).await.unwrap(),
+        ChunkStart::Claimed
+    );
+    // The same claimer again (its first attempt died before invoking): still its claim.
+    assert_eq!(
+        store.claim_chunk_start(run_id, 2, 0).await.unwrap(),
+        ChunkStart::Claimed
+    );
+    assert_eq!(
+        store.claim_chunk_start(run_id, 2, 1).await.unwrap(),
+        ChunkStart::ClaimedBy(0)
+    );
+    store.chunk_started(run_id, 2).await.unwrap();
+    store.chunk_started(run_id, 2).await.unwrap();
+    for claimer in [0, 1] {
+        assert_eq!(
+            store.claim_chunk_start(run_id, 2, claimer).await.unwrap(),
+            ChunkStart::Started
+        );
+    }
+
+    // Racing claimers of one chunk, each twice: exactly one claimer wins.
+    let claims: Vec<_> = (0..8u32)
+        .chain(0..8u32)
+        .map(|claimer| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                (
+                    claimer,
+                    store.claim_chunk_start(run_id, 5, claimer).await.unwrap(),
+                )
+            })
+        })
+        .collect();
+    let mut winners = std::collections::BTreeSet::new();
+    let mut refused_by = std::collections::BTreeSet::new();
+    for claim in claims {
+        match claim.await.unwrap() {
+            (claimer, ChunkStart::Claimed) => {
+                winners.insert(claimer);
+            }
+            (_, ChunkStart::ClaimedBy(holder)) => {
+                refused_by.insert(holder);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    assert!(refused_by.is_subset(&winners), "{refused_by:?} {winners:?}");
+
+    // Claims are not part of the record and survive its updates; a run that ended keeps them.
+    let failed = store
+        .update_run(
+            run_id,
+            Box::new(|r| {
+                r.fail("stopped".into(), None, Utc::now());
+                Ok(())
+            }),
+        )
+        .await
+        .unwrap();
+    assert!(failed.chunks.is_empty());
+    assert_eq!(
+        store.claim_chunk_start(run_id, 2, 0).await.unwrap(),
+        ChunkStart::Started
+    );
+    let winner = *winners.first().unwrap();
+    assert_eq!(
+        store
+            .claim_chunk_start(run_id, 5, winner + 100)
+            .await
+            .unwrap(),
+        ChunkStart::ClaimedBy(winner)
+    );
+    // Chunks done are recorded as before.
+    assert!(matches!(
+        store.record_chunk_done(run_id, 2, &outcome(2, 1)).await,
+        Err(StateError::Refused { .. })
+    ));
 }
 
 /// A run of `chunks` chunks, recorded and moved to EXTRACTING.
@@ -568,6 +665,42 @@ async fn dynamo_an_update_lock_left_by_a_crashed_updater_expires() {
     assert!(!item.contains_key("lock_token"), "{item:?}");
     assert_eq!(item["status"], AttributeValue::S("EXTRACTING".into()));
     assert_eq!(item["version"], AttributeValue::N("1".into()));
+}
+
+/// DynamoDB only: a run item written before chunk-start claims existed has no `chunk_starts`
+/// map; claiming a start there still works (the map is added first).
+#[tokio::test]
+async fn dynamo_a_chunk_start_is_claimed_on_a_run_item_without_the_claims_map() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let moto = MotoServer::shared_serial();
+    let table = unique_name("state");
+    let store: Store = Arc::new(DynamoStateStore::new(&moto.sdk_config().await, &table));
+    let dynamo = DynamoStateStore::new(&moto.sdk_config().await, &table);
+    dynamo.create_table().await.unwrap();
+    let run_id = extracting_run(&store, &key(), 4).await;
+    let client = aws_sdk_dynamodb::Client::new(&moto.sdk_config().await);
+    client
+        .update_item()
+        .table_name(&table)
+        .key("pk", AttributeValue::S(format!("RUN#{run_id}")))
+        .key("sk", AttributeValue::S("RUN".into()))
+        .update_expression("REMOVE chunk_starts")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        store.claim_chunk_start(run_id, 3, 1).await.unwrap(),
+        ChunkStart::Claimed
+    );
+    assert_eq!(
+        store.claim_chunk_start(run_id, 3, 2).await.unwrap(),
+        ChunkStart::ClaimedBy(1)
+    );
+    store.chunk_started(run_id, 3).await.unwrap();
+    assert_eq!(
+        store.claim_chunk_start(run_id, 3, 1).await.unwrap(),
+        ChunkStart::Started
+    );
 }
 
 /// The raw items of a run (its `RUN#` partition), as DynamoDB holds them.

@@ -1511,3 +1511,33 @@ fn the_failed_runs_alarm_counts_the_run_failed_message_only() {
         "fail_run no longer logs the message \"run failed\" the alarm counts"
     );
 }
+
+/// `ExtractReservedConcurrency` reserves (and caps) the extract function's concurrency when
+/// set; by default nothing is reserved, and no other function ever is.
+#[test]
+fn extract_reserved_concurrency_is_set_only_when_given() {
+    let (extract, function) = function_of("extract");
+    let reserved = |stack: &Stack| {
+        stack.eval(&function["Properties"]).unwrap_or_default()["ReservedConcurrentExecutions"]
+            .clone()
+    };
+    assert_eq!(
+        reserved(&Stack::new(&[])),
+        Value::Null,
+        "{extract}: default"
+    );
+    let stack = Stack::new(&[("ExtractReservedConcurrency", "25")]);
+    assert_eq!(scalar(&reserved(&stack)), "25", "{extract}");
+    let pattern = template()["Parameters"]["ExtractReservedConcurrency"]["AllowedPattern"]
+        .as_str()
+        .unwrap();
+    assert_eq!(pattern, "^([1-9][0-9]*)?$", "0 would stop every extract");
+    for (name, other) in functions() {
+        if name != extract {
+            assert!(
+                function_property(other, "ReservedConcurrentExecutions").is_none(),
+                "{name}"
+            );
+        }
+    }
+}

@@ -236,6 +236,62 @@ pub struct RunPlan {
     pub warnings: BTreeMap<String, u64>,
 }
 
+impl RunPlan {
+    /// Chunks of this run that may extract at once: the table's `partition.max_concurrency`
+    /// as it was when the run was planned (the default when it was not set), never more than
+    /// the run has chunks and never less than one. The same number bounds a local run and a
+    /// run fanned out in Lambda, where it is the number of chains (see [`ChunkChains`]).
+    pub fn extract_concurrency(&self) -> u32 {
+        let configured = self
+            .table
+            .partition
+            .as_ref()
+            .and_then(|p| p.max_concurrency)
+            .unwrap_or(DEFAULT_MAX_CONCURRENCY);
+        let chunks = u32::try_from(self.chunks.len()).unwrap_or(u32::MAX);
+        configured.min(chunks).max(1)
+    }
+}
+
+/// How a serverless run keeps at most `width` chunks extracting: the trigger starts chunks
+/// `0..width`, and each chunk, once recorded done, starts `chunk + width` if the run has it.
+/// That makes `width` chains of chunks each running one after the other, so never more than
+/// `width` chunks of the run are extracting, and every chunk is started by exactly one
+/// predecessor (or the trigger).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkChains {
+    pub chunks: u32,
+    pub width: u32,
+}
+
+impl ChunkChains {
+    pub fn new(chunks: u32, max_concurrency: u32) -> ChunkChains {
+        ChunkChains {
+            chunks,
+            width: max_concurrency.min(chunks).max(1),
+        }
+    }
+
+    /// The chunks the trigger starts.
+    pub fn first(&self) -> std::ops::Range<u32> {
+        0..self.width.min(self.chunks)
+    }
+
+    /// The chunk that `chunk` starts once it is done, if any.
+    pub fn successor(&self, chunk: u32) -> Option<u32> {
+        chunk
+            .checked_add(self.width)
+            .filter(|next| *next < self.chunks)
+    }
+
+    /// The chunk that starts `chunk`; `None` for the chunks the trigger starts.
+    pub fn predecessor(&self, chunk: u32) -> Option<u32> {
+        chunk
+            .checked_sub(self.width)
+            .filter(|_| chunk < self.chunks)
+    }
+}
+
 /// Subtracts the lookback from a stored watermark.
 pub fn apply_lookback(
     table: &str,
@@ -611,6 +667,39 @@ pub fn select_sql(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn chunk_chains_start_every_chunk_once_and_at_most_width_at_a_time() {
+        for chunks in 0..20u32 {
+            for max in 1..8u32 {
+                let chains = ChunkChains::new(chunks, max);
+                let mut started: Vec<u32> = chains.first().collect();
+                assert!(started.len() as u32 <= max);
+                let mut i = 0;
+                while i < started.len() {
+                    let c = started[i];
+                    if let Some(next) = chains.successor(c) {
+                        assert_eq!(chains.predecessor(next), Some(c));
+                        started.push(next);
+                    }
+                    i += 1;
+                }
+                started.sort_unstable();
+                assert_eq!(started, (0..chunks).collect::<Vec<_>>(), "{chunks} {max}");
+                for c in chains.first() {
+                    assert_eq!(chains.predecessor(c), None);
+                }
+            }
+        }
+        let chains = ChunkChains::new(12, 2);
+        assert_eq!(chains.first(), 0..2);
+        assert_eq!(chains.successor(0), Some(2));
+        assert_eq!(chains.successor(9), Some(11));
+        assert_eq!(chains.successor(10), None);
+        assert_eq!(ChunkChains::new(3, 64).first(), 0..3);
+        assert_eq!(ChunkChains::new(3, 64).successor(0), None);
+        assert_eq!(ChunkChains::new(u32::MAX, 64).successor(u32::MAX - 1), None);
+    }
+
     use super::*;
     use crate::config::{LoadConfig, TargetConfig};
     use proptest::prelude::*;

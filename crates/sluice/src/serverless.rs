@@ -1,6 +1,8 @@
 //! The serverless flow, behind the three Lambda handlers: the trigger starts runs (from
-//! Snowflake's external function, a schedule or an operator) and fans their chunks out to
-//! `extract`; `extract` runs one chunk and hands the run to `finalize` when it was the last;
+//! Snowflake's external function, a schedule or an operator) and starts their first
+//! `partition.max_concurrency` chunks on `extract`; `extract` runs one chunk, starts the next
+//! chunk of its chain (so no more than that many chunks of a run extract at once) and hands
+//! the run to `finalize` when it was the last;
 //! `finalize` loads and merges the run, or records why it failed. The handlers only turn
 //! events into these calls and results into answers.
 
@@ -17,19 +19,20 @@ use sluice_core::batch::{
 use sluice_core::external_function::{
     IngestRequest, Row, StatusRequest, response_body, row_result,
 };
+use sluice_core::plan::ChunkChains;
 use sluice_core::schedule::Schedule;
-use sluice_core::{Config, RunRecord, RunStatus};
+use sluice_core::{Config, RunId, RunRecord, RunStatus};
 use thiserror::Error;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::deployment::{Deployment, DeploymentError};
 use crate::invoke::{ExtractEvent, FinalizeEvent, InvokeError, event_bytes};
-use crate::state::StateError;
+use crate::state::{ChunkStart, StateError};
 use crate::{PipelineError, PlanFailure, Quiet};
 
 /// Rows of one batch planned at once: planning is mostly waiting on the source's catalog.
 const PLAN_CONCURRENCY: usize = 8;
-/// Asynchronous invocations sent at once when a run fans out.
+/// Asynchronous invocations sent at once when a run starts its first chunks.
 const FAN_OUT_CONCURRENCY: usize = 16;
 /// Time kept back from the Lambda deadline to stop a chunk cleanly and record why.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(20);
@@ -417,10 +420,17 @@ impl Functions {
                 return Ok::<_, ServerlessError>(());
             }
             let function = self.extract_function()?;
-            // A run of a thousand chunks must fan out well inside API Gateway's 29 s.
+            // At most `partition.max_concurrency` chunks of a run extract at once, as in a
+            // local run: the trigger starts the first chains and each finished chunk starts
+            // the next of its chain (see `extract`), so the source never sees more
+            // connections from this run than that.
             // The first refused invoke stops the fan-out: the run fails rather than sending
             // the rest of its chunks.
-            futures::stream::iter(0..chunks)
+            let chains = match record.plan.as_ref() {
+                Some(plan) => ChunkChains::new(chunks, plan.extract_concurrency()),
+                None => ChunkChains::new(chunks, 1),
+            };
+            futures::stream::iter(chains.first())
                 .map(Ok)
                 .try_for_each_concurrent(FAN_OUT_CONCURRENCY, |chunk| {
                     self.deployment
@@ -502,6 +512,16 @@ impl Functions {
                     }
                 },
             };
+            // The chunk is recorded done: start the next chunk of its chain, once.
+            if let Some(plan) = record.plan.as_ref() {
+                let chains = ChunkChains::new(
+                    u32::try_from(plan.chunks.len()).unwrap_or(u32::MAX),
+                    plan.extract_concurrency(),
+                );
+                if let Some(next) = chains.successor(chunk) {
+                    self.start_next_chunk(run_id, chunk, next).await?;
+                }
+            }
             let hand_on = if report.is_last {
                 true
             } else if !report.newly_recorded {
@@ -530,6 +550,44 @@ impl Functions {
         }
         .instrument(span)
         .await
+    }
+
+    /// Starts chunk `next` of a run after chunk `chunk` (its predecessor in the chain) is
+    /// done, exactly once. Lambda delivers an async event at least once: "even if your function
+    /// doesn't return an error, it's possible for it to receive the same event from Lambda
+    /// multiple times because the queue itself is eventually consistent"
+    /// (<https://docs.aws.amazon.com/lambda/latest/dg/invocation-async-error-handling.html>),
+    /// and a failed attempt is retried. So the start is claimed first (a conditional write):
+    /// a duplicate delivery after the start was recorded starts nothing, and a retry of an
+    /// attempt that died between the claim and the invoke invokes again. An `Err` asks Lambda
+    /// to retry this chunk's event, which then finds the chunk done and comes back here.
+    async fn start_next_chunk(&self, run_id: RunId, chunk: u32, next: u32) -> Result<()> {
+        let state = &self.deployment.state;
+        match state.claim_chunk_start(run_id, next, chunk).await? {
+            ChunkStart::Claimed => {
+                let function = self.extract_function()?;
+                self.deployment
+                    .invoker
+                    .invoke_async(
+                        function,
+                        event_bytes(&ExtractEvent {
+                            run_id,
+                            chunk: next,
+                        }),
+                    )
+                    .await?;
+                state.chunk_started(run_id, next).await?;
+                info!(next, "next chunk of the chain started");
+            }
+            ChunkStart::Started => info!(next, "next chunk already started; nothing to do"),
+            ChunkStart::ClaimedBy(other) => {
+                warn!(
+                    next,
+                    other, "next chunk claimed by another chunk; nothing to do"
+                );
+            }
+        }
+        Ok(())
     }
 
     // ---- finalize --------------------------------------------------------------------------

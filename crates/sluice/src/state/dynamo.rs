@@ -7,7 +7,7 @@
 //! | pk | sk | what |
 //! |---|---|---|
 //! | `TABLE#<source>/<table>` | `STATE` | `watermark` (JSON of the typed value, full precision), `watermark_run_id`, `lease_run_id`, `lease_expires` (ns since the epoch) |
-//! | `RUN#<run_id>` | `RUN` | `record` (the run record as JSON, without chunks), `status`, `version`, `table_key`, `run_id`, `run_kind` = `RUN`, `chunk_total`, `chunks_done`, `done_chunks` (number set), `chunk_attempts` (map: chunk → the attempt that counted), `chunks_updated_at`, `expires_at` (epoch seconds, DynamoDB TTL), and while an update runs `lock_token`, `lock_expires` |
+//! | `RUN#<run_id>` | `RUN` | `record` (the run record as JSON, without chunks), `status`, `version`, `table_key`, `run_id`, `run_kind` = `RUN`, `chunk_total`, `chunks_done`, `done_chunks` (number set), `chunk_attempts` (map: chunk → the attempt that counted), `chunks_updated_at`, `chunk_starts` (map: chunk → the chunk that claimed its start), `started_chunks` (number set: chunks whose start was recorded), `expires_at` (epoch seconds, DynamoDB TTL), and while an update runs `lock_token`, `lock_expires` |
 //! | `RUN#<run_id>` | `CHUNK#<n:010>#<attempt>` | `outcome`: one chunk's rows, bytes, files, schema and warnings as JSON; `expires_at`, the run item's |
 //! | `BATCH#<sha256 of batch_id>` | `BATCH` | `record`: an external-function batch (rows → runs) as JSON, `expires_at` (epoch seconds, DynamoDB TTL) |
 //!
@@ -63,7 +63,7 @@ use sluice_core::{RunId, RunRecord, RunStatus, ScalarValue};
 use tracing::warn;
 
 use super::{
-    ChunkDone, Lease, Result, RunUpdate, StateError, StateStore, TableState,
+    ChunkDone, ChunkStart, Lease, Result, RunUpdate, StateError, StateStore, TableState,
     check_chunks_unchanged, check_new_run,
 };
 use crate::ddb::{
@@ -614,6 +614,7 @@ impl StateStore for DynamoStateStore {
             .item("version", n(0))
             .item("chunks_done", n(0))
             .item("chunk_attempts", AttributeValue::M(Default::default()))
+            .item("chunk_starts", AttributeValue::M(Default::default()))
             .condition_expression("attribute_not_exists(#pk)")
             .expression_attribute_names("#pk", PK);
         for (name, value) in self.record_values(record)? {
@@ -798,6 +799,101 @@ impl StateStore for DynamoStateStore {
                     Err(super::chunk_refused(run_id, chunk, status))
                 }
             }
+            Err(e) => Err(self.error(sdk_message(&e))),
+        }
+    }
+
+    async fn claim_chunk_start(
+        &self,
+        run_id: RunId,
+        chunk: u32,
+        claimer: u32,
+    ) -> Result<ChunkStart> {
+        // One conditional write on the run item: set the claim if nobody else holds it and the
+        // start is not recorded yet. Both the map and the set stay small (a few bytes per
+        // chunk), inside the room MAX_RECORD_BYTES leaves.
+        for _ in 0..2 {
+            let result = self
+                .update_run_item(run_id)
+                .update_expression("SET chunk_starts.#c = :claimer")
+                .condition_expression(
+                    "attribute_exists(#pk) AND NOT contains(started_chunks, :chunk) AND (attribute_not_exists(chunk_starts.#c) OR chunk_starts.#c = :claimer)",
+                )
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#c", chunk.to_string())
+                .expression_attribute_values(":claimer", n(claimer))
+                .expression_attribute_values(":chunk", n(chunk))
+                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+                .send()
+                .await;
+            match result {
+                Ok(_) => return Ok(ChunkStart::Claimed),
+                Err(e) if is_condition_failed(&e) => {
+                    let item = match old_item(&e) {
+                        Some(item) => Some(item),
+                        None => self.get_item(run_pk(run_id), "RUN").await?,
+                    };
+                    let Some(item) = item.filter(|i| !expired(i, Utc::now())) else {
+                        return Err(StateError::RunNotFound(run_id));
+                    };
+                    let started = item
+                        .get("started_chunks")
+                        .and_then(|v| v.as_ns().ok())
+                        .is_some_and(|set| set.iter().any(|x| x.parse() == Ok(chunk)));
+                    if started {
+                        return Ok(ChunkStart::Started);
+                    }
+                    let holder = item
+                        .get("chunk_starts")
+                        .and_then(|v| v.as_m().ok())
+                        .and_then(|m| m.get(&chunk.to_string()))
+                        .and_then(|v| v.as_n().ok())
+                        .and_then(|v| v.parse().ok());
+                    return match holder {
+                        Some(holder) => Ok(ChunkStart::ClaimedBy(holder)),
+                        None => Err(self.error(format!(
+                            "run {run_id}: claiming the start of chunk {chunk} was refused, but no claim or start was found"
+                        ))),
+                    };
+                }
+                // A run item written before chunk claims existed has no `chunk_starts` map,
+                // and DynamoDB cannot set a key of a missing map: add the map, then claim.
+                Err(e) if e.code() == Some("ValidationException") => {
+                    self.update_run_item(run_id)
+                        .update_expression("SET chunk_starts = if_not_exists(chunk_starts, :empty)")
+                        .condition_expression("attribute_exists(#pk)")
+                        .expression_attribute_names("#pk", PK)
+                        .expression_attribute_values(
+                            ":empty",
+                            AttributeValue::M(Default::default()),
+                        )
+                        .send()
+                        .await
+                        .map_err(|e| match is_condition_failed(&e) {
+                            true => StateError::RunNotFound(run_id),
+                            false => self.error(sdk_message(&e)),
+                        })?;
+                }
+                Err(e) => return Err(self.error(sdk_message(&e))),
+            }
+        }
+        Err(self.error(format!(
+            "run {run_id}: chunk {chunk}'s start could not be claimed"
+        )))
+    }
+
+    async fn chunk_started(&self, run_id: RunId, chunk: u32) -> Result<()> {
+        match self
+            .update_run_item(run_id)
+            .update_expression("ADD started_chunks :chunks")
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_values(":chunks", AttributeValue::Ns(vec![chunk.to_string()]))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failed(&e) => Err(StateError::RunNotFound(run_id)),
             Err(e) => Err(self.error(sdk_message(&e))),
         }
     }

@@ -1,6 +1,7 @@
 //! The local state store: JSON files under a directory, for laptops, the demo and tests.
 //!
-//! `tables.json` holds per-table state; `runs/<run_id>.json` one record each. Every operation
+//! `tables.json` holds per-table state; `runs/<run_id>.json` one record each;
+//! `starts/<run_id>.json` a run's chunk-start claims. Every operation
 //! holds an exclusive lock on `.lock`, so two `sluice` processes on one machine see each
 //! other's leases; files are replaced by rename so a crash never leaves half a file.
 //!
@@ -21,7 +22,7 @@ use sluice_core::run::ChunkOutcome;
 use sluice_core::{RunId, RunRecord, RunStatus, ScalarValue};
 
 use super::{
-    ChunkDone, Lease, Result, RunUpdate, StateError, StateStore, TableState,
+    ChunkDone, ChunkStart, Lease, Result, RunUpdate, StateError, StateStore, TableState,
     check_chunks_unchanged, check_new_run,
 };
 
@@ -163,6 +164,21 @@ impl Files {
     fn run(&self, run_id: RunId) -> Result<Option<RunRecord>> {
         self.read_json(&self.run_path(run_id))
     }
+
+    /// `starts/<run_id>.json`: who claimed each chunk's start, and which were started.
+    fn starts_path(&self, run_id: RunId) -> Result<PathBuf> {
+        let dir = self.dir.join("starts");
+        fs::create_dir_all(&dir)
+            .map_err(|e| self.error(format!("cannot create {}: {e}", dir.display())))?;
+        Ok(dir.join(format!("{run_id}.json")))
+    }
+}
+
+/// One chunk's start claim in `starts/<run_id>.json`.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+struct StartClaim {
+    claimer: u32,
+    started: bool,
 }
 
 #[async_trait]
@@ -282,6 +298,59 @@ impl StateStore for LocalStateStore {
                 total,
                 is_last: newly_recorded && done == total,
             })
+        })
+        .await
+    }
+
+    async fn claim_chunk_start(
+        &self,
+        run_id: RunId,
+        chunk: u32,
+        claimer: u32,
+    ) -> Result<ChunkStart> {
+        self.locked(move |f| {
+            if !f.run_path(run_id).exists() {
+                return Err(StateError::RunNotFound(run_id));
+            }
+            let path = f.starts_path(run_id)?;
+            let mut starts: BTreeMap<u32, StartClaim> = f.read_json(&path)?.unwrap_or_default();
+            match starts.get(&chunk) {
+                Some(c) if c.started => Ok(ChunkStart::Started),
+                Some(c) if c.claimer != claimer => Ok(ChunkStart::ClaimedBy(c.claimer)),
+                Some(_) => Ok(ChunkStart::Claimed),
+                None => {
+                    starts.insert(
+                        chunk,
+                        StartClaim {
+                            claimer,
+                            started: false,
+                        },
+                    );
+                    f.write_json(&path, &starts)?;
+                    Ok(ChunkStart::Claimed)
+                }
+            }
+        })
+        .await
+    }
+
+    async fn chunk_started(&self, run_id: RunId, chunk: u32) -> Result<()> {
+        self.locked(move |f| {
+            if !f.run_path(run_id).exists() {
+                return Err(StateError::RunNotFound(run_id));
+            }
+            let path = f.starts_path(run_id)?;
+            let mut starts: BTreeMap<u32, StartClaim> = f.read_json(&path)?.unwrap_or_default();
+            // A start recorded without a claim (not what sluice does) keeps no claimer.
+            let entry = starts.entry(chunk).or_insert(StartClaim {
+                claimer: u32::MAX,
+                started: false,
+            });
+            if !entry.started {
+                entry.started = true;
+                f.write_json(&path, &starts)?;
+            }
+            Ok(())
         })
         .await
     }

@@ -4,7 +4,9 @@
 //! changes only through [`StateStore::update_run`], whose update may refuse (e.g. a status
 //! transition that is not allowed) and then changes nothing; a chunk's outcome is recorded
 //! once, through [`StateStore::record_chunk_done`], which also tells exactly one caller that
-//! the last chunk is done; the watermark is committed only by the run holding the lease.
+//! the last chunk is done; a chunk's start is claimed once, through
+//! [`StateStore::claim_chunk_start`], so a serverless run keeps its concurrency bound even when
+//! an event is delivered twice; the watermark is committed only by the run holding the lease.
 //! `tests/tests/state_contract.rs` runs one suite of these promises against every store.
 //!
 //! Run records may be kept for a limited time: the DynamoDB store's runs expire a retention
@@ -62,6 +64,19 @@ pub struct ChunkDone {
     pub total: u32,
     /// True for exactly one call per run: the one that recorded the last chunk.
     pub is_last: bool,
+}
+
+/// What claiming the start of a chunk found (see [`StateStore::claim_chunk_start`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkStart {
+    /// The caller holds the claim and should start the chunk, then record it with
+    /// [`StateStore::chunk_started`]: the first claim, or the same claimer again after an
+    /// attempt that claimed but never recorded the start (it may have died before invoking).
+    Claimed,
+    /// The chunk's start was recorded: it is running or ran. Start nothing.
+    Started,
+    /// Another claimer holds the claim. Start nothing.
+    ClaimedBy(u32),
 }
 
 /// Refuses an update that touched `chunks`, which only [`StateStore::record_chunk_done`] may
@@ -172,6 +187,25 @@ pub trait StateStore: Send + Sync {
         chunk: u32,
         outcome: &ChunkOutcome,
     ) -> Result<ChunkDone>;
+
+    /// Claims the right to start chunk `chunk` of a run for `claimer` (the chunk whose end
+    /// starts it). Lambda may deliver an async event more than once, so the extract of one
+    /// chunk can run twice; the claim makes its successor start once: the first claimer gets
+    /// [`ChunkStart::Claimed`], and so does the same claimer again until the start is recorded
+    /// with [`StateStore::chunk_started`] (an attempt that died between claim and invoke is
+    /// retried); after that every claim answers [`ChunkStart::Started`], and another claimer
+    /// [`ChunkStart::ClaimedBy`]. Kept on the run, whatever its status; a missing run is
+    /// [`StateError::RunNotFound`].
+    async fn claim_chunk_start(
+        &self,
+        run_id: RunId,
+        chunk: u32,
+        claimer: u32,
+    ) -> Result<ChunkStart>;
+
+    /// Records that chunk `chunk` of a run was started (its invoke accepted), so later claims
+    /// answer [`ChunkStart::Started`]. Repeating it changes nothing.
+    async fn chunk_started(&self, run_id: RunId, chunk: u32) -> Result<()>;
 
     /// Sets the table's watermark, only if `run_id` still holds the lease.
     async fn commit_watermark(
