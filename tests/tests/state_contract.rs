@@ -652,16 +652,7 @@ async fn dynamo_an_update_lock_left_by_a_crashed_updater_expires() {
         .await
         .unwrap();
     assert_eq!(record.status, RunStatus::Extracting);
-    let item = client
-        .get_item()
-        .table_name(&table)
-        .key("pk", AttributeValue::S(format!("RUN#{run_id}")))
-        .key("sk", AttributeValue::S("RUN".into()))
-        .send()
-        .await
-        .unwrap()
-        .item
-        .unwrap();
+    let item = raw_item(&client, &table, &format!("RUN#{run_id}"), "RUN").await;
     assert!(!item.contains_key("lock_token"), "{item:?}");
     assert_eq!(item["status"], AttributeValue::S("EXTRACTING".into()));
     assert_eq!(item["version"], AttributeValue::N("1".into()));
@@ -796,16 +787,7 @@ async fn dynamo_run_and_chunk_items_expire_a_retention_after_the_run_started_and
         assert_eq!(item.get("expires_at"), Some(&expected), "{item:?}");
     }
     // The watermark's item: no TTL, so the table's state is never deleted.
-    let table_item = client
-        .get_item()
-        .table_name(&table)
-        .key("pk", AttributeValue::S(format!("TABLE#{table_key}")))
-        .key("sk", AttributeValue::S("STATE".into()))
-        .send()
-        .await
-        .unwrap()
-        .item
-        .unwrap();
+    let table_item = raw_item(&client, &table, &format!("TABLE#{table_key}"), "STATE").await;
     assert!(table_item.contains_key("watermark"), "{table_item:?}");
     assert!(table_item.contains_key("lease_run_id"), "{table_item:?}");
     assert!(!table_item.contains_key("expires_at"), "{table_item:?}");
@@ -914,4 +896,29 @@ async fn dynamo_a_run_past_its_expiry_reads_as_gone_before_dynamodb_deletes_it()
     let items = raw_run_items(&client, &table, gone).await;
     assert_eq!(items.len(), 1, "nothing was written for it: {items:?}");
     assert!(!items[0].contains_key("lock_token"), "{items:?}");
+}
+
+/// One item of the state table as DynamoDB holds it, read past the store.
+async fn raw_item(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    pk: &str,
+    sk: &str,
+) -> std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue> {
+    client
+        .get_item()
+        .table_name(table)
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(pk.to_owned()),
+        )
+        .key(
+            "sk",
+            aws_sdk_dynamodb::types::AttributeValue::S(sk.to_owned()),
+        )
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap_or_else(|| panic!("no item {pk} / {sk}"))
 }
