@@ -624,3 +624,134 @@ async fn a_run_of_many_chunks_never_has_more_than_max_concurrency_extracting() {
     assert_eq!(started, 10, "{extract_logs:#?}");
     assert!(skipped >= 10, "duplicates started nothing: {skipped}");
 }
+
+/// Issue 15 item 1: the trigger answers Snowflake's POST before any source work, so a slow
+/// source cannot push it past API Gateway's 29 s; and a planner that hangs (here: blocked far
+/// past its plan timeout, as good as dead) leaves its table locked no longer than
+/// `SLUICE_PLAN_TIMEOUT`. The planner runs in the extract function, whose failpoint makes the
+/// first planning slow (5 s, within the 8 s plan timeout) and the second one hang for 30 s.
+#[tokio::test]
+#[cfg_attr(
+    not(feature = "failpoints"),
+    ignore = "needs the failpoints feature: cargo test --features sluice-functions/failpoints"
+)]
+async fn slow_planning_happens_behind_the_answer_and_a_dead_planner_frees_its_table() {
+    let db = shop_db("lstackplan").await;
+    let pg = db.client().await;
+    let s = stack_with(
+        "lstackplan",
+        &db,
+        Some("plan-before-source=1*sleep(5000)->1*sleep(30000)"),
+        TABLES,
+        vec![("SLUICE_PLAN_TIMEOUT".into(), "8s".into())],
+    )
+    .await;
+    let state = s.state().await;
+
+    // A slow planning: the POST is answered 202 while the run is still unplanned, i.e. the
+    // answer did not wait for the source; the polls then follow the run to its end.
+    let batch = sluice_tests::stack::real_shape_batch_id();
+    let (code, body) = s
+        .call(
+            reqwest::Method::POST,
+            "ingest",
+            Some(&batch),
+            Some(json!([[0, "shop", "public.orders"]])),
+        )
+        .await;
+    assert_eq!(code, 202, "{body}");
+    let recorded = state.get_batch(&batch).await.unwrap().expect("batch");
+    let run_id = recorded.rows[0].run_id.expect("the row's run");
+    let run = state.get_run(run_id).await.unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Planned);
+    assert!(
+        run.plan.is_none(),
+        "the trigger answered after planning: {run:?}"
+    );
+    let answer = s.poll(&batch).await;
+    let result = &answer["data"][0][1];
+    assert_eq!(status(result), "COMPLETED", "{result}");
+    assert_eq!(result["run_id"], run_id.to_string());
+    assert_staging_equals_source(&s, &pg, "STAGING.SHOP_ORDERS", "public.orders").await;
+
+    // A planner that hangs: the table's planning lease lapses after the plan timeout, the
+    // poll then answers the run FAILED (instead of waiting out Snowflake's 10 minutes), and
+    // the table takes a new run at once, while the old planner is still stuck.
+    let batch = sluice_tests::stack::real_shape_batch_id();
+    let (code, body) = s
+        .call(
+            reqwest::Method::POST,
+            "ingest",
+            Some(&batch),
+            Some(json!([[0, "shop", "public.products"]])),
+        )
+        .await;
+    assert_eq!(code, 202, "{body}");
+    let dead = state.get_batch(&batch).await.unwrap().unwrap().rows[0]
+        .run_id
+        .expect("the row's run");
+    let answer = s.poll(&batch).await;
+    let result = &answer["data"][0][1];
+    assert_eq!(status(result), "FAILED", "{result}");
+    assert_eq!(result["run_id"], dead.to_string());
+    let error = result["error"].as_str().unwrap();
+    assert!(
+        error.contains("its planner did not finish within SLUICE_PLAN_TIMEOUT (8s)"),
+        "{error}"
+    );
+    let (code, body) = s
+        .call(
+            reqwest::Method::POST,
+            "ingest_async",
+            None,
+            Some(json!([[0, "shop", "public.products"]])),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let next = &body["data"][0][1];
+    assert_eq!(status(next), "PLANNED", "the table is still locked: {next}");
+    let next_id = next["run_id"].as_str().unwrap().to_owned();
+    assert_ne!(next_id, dead.to_string());
+    // The stuck planner is still stuck: the table was freed without its help.
+    let stuck = state.get_run(dead).await.unwrap().unwrap();
+    assert!(stuck.plan.is_none(), "{stuck:?}");
+
+    // Once it wakes, it finds its run failed and starts nothing; the new run completes.
+    s.settle().await;
+    let dead_run = state.get_run(dead).await.unwrap().unwrap();
+    assert_eq!(dead_run.status, RunStatus::Failed);
+    assert!(
+        dead_run.plan.is_none() && dead_run.chunks.is_empty(),
+        "{dead_run:?}"
+    );
+    assert_eq!(s.run(&next_id).await.status, RunStatus::Completed);
+    let products = s
+        .query(&format!(
+            "SELECT COUNT(*) FROM \"{}\".STAGING.SHOP_PUBLIC_PRODUCTS",
+            s.database
+        ))
+        .await;
+    assert_eq!(
+        products.rows[0][0].as_i64(),
+        Some(pg_count(&pg, "public.products").await)
+    );
+    let table = state.table_state("shop/public.products").await.unwrap();
+    assert_eq!(table.lease, None, "a lease was left behind");
+    // It woke past its plan timeout and recorded nothing: its run was failed once, by the
+    // poll, so the failed-runs alarm counts it once.
+    let logs = s.log_lines("extract");
+    let dead_id = dead.to_string();
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("run already ended; failure not recorded")
+                && l.contains("planning did not finish within 8s")
+                && l.contains(&dead_id)),
+        "the stuck planner never woke: {logs:?}"
+    );
+    assert!(
+        !logs
+            .iter()
+            .any(|l| l.contains("\"run failed\"") && l.contains(&dead_id)),
+        "{logs:?}"
+    );
+}

@@ -71,6 +71,7 @@ contract!(
     records_round_trip_and_list_newest_first,
     a_batch_is_claimed_once_and_round_trips,
     a_chunk_start_is_claimed_once_and_started_once,
+    a_lease_is_renewed_only_by_its_holder,
 );
 
 /// Snowflake's retried POST of one batch must find it claimed, however many race. The id has
@@ -353,6 +354,76 @@ async fn an_expired_lease_is_taken_over_and_the_crashed_run_failed(store: Store)
     let lease = store.table_state(&table).await.unwrap().lease.unwrap();
     assert_eq!(lease.run_id, next);
     assert_eq!(lease.expires_at, later + Duration::minutes(5));
+}
+
+/// A planner renews the short lease the trigger took for it; once another run took the table
+/// over, or the lease was released, renewing must not take the table back.
+async fn a_lease_is_renewed_only_by_its_holder(store: Store) {
+    let table = key();
+    let now = Utc::now();
+    let holder = RunId::new();
+    assert!(
+        !store
+            .renew_lease(&table, holder, now + Duration::minutes(5))
+            .await
+            .unwrap(),
+        "a table nobody leased is not taken by a renewal"
+    );
+    assert_eq!(store.table_state(&table).await.unwrap().lease, None);
+    store
+        .acquire_lease(&table, holder, now, now + Duration::seconds(30))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .renew_lease(&table, holder, now + Duration::minutes(10))
+            .await
+            .unwrap()
+    );
+    let lease = store.table_state(&table).await.unwrap().lease.unwrap();
+    assert_eq!(
+        (lease.run_id, lease.expires_at),
+        (holder, now + Duration::minutes(10))
+    );
+    // A renewal by another run changes nothing.
+    let other = RunId::new();
+    assert!(
+        !store
+            .renew_lease(&table, other, now + Duration::hours(1))
+            .await
+            .unwrap()
+    );
+    let lease = store.table_state(&table).await.unwrap().lease.unwrap();
+    assert_eq!(
+        (lease.run_id, lease.expires_at),
+        (holder, now + Duration::minutes(10))
+    );
+    // Once the lease lapsed and another run took the table, the old holder cannot renew.
+    let later = now + Duration::minutes(11);
+    store
+        .acquire_lease(&table, other, later, later + Duration::minutes(5))
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .renew_lease(&table, holder, later + Duration::hours(1))
+            .await
+            .unwrap()
+    );
+    let lease = store.table_state(&table).await.unwrap().lease.unwrap();
+    assert_eq!(
+        (lease.run_id, lease.expires_at),
+        (other, later + Duration::minutes(5))
+    );
+    // Nor after the holder released it.
+    store.release_lease(&table, other).await.unwrap();
+    assert!(
+        !store
+            .renew_lease(&table, other, later + Duration::hours(1))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.table_state(&table).await.unwrap().lease, None);
 }
 
 async fn the_watermark_is_committed_only_by_the_lease_holder_at_full_precision(store: Store) {

@@ -642,6 +642,7 @@ fn the_environment_parses_with_the_functions_own_settings_parser() {
         ("PartMb", "16"),
         ("MaxBatchRows", "50"),
         ("ChunkTimeout", "10m"),
+        ("PlanTimeout", "2m"),
         ("SnowflakeAccount", "myorg-myaccount"),
         ("SnowflakeUser", "SLUICE"),
         (
@@ -655,6 +656,8 @@ fn the_environment_parses_with_the_functions_own_settings_parser() {
     for (name, function) in functions() {
         let s = DeploymentSettings::from_env(&stack.environment(function)).unwrap();
         assert_eq!(s.lease_ttl.as_secs(), 3 * 3600, "{name}: SLUICE_LEASE_TTL");
+        // The trigger leases for it and the planner in extract renews for it: both read it.
+        assert_eq!(s.plan_timeout.as_secs(), 120, "{name}: SLUICE_PLAN_TIMEOUT");
         assert_eq!(
             s.run_retention.as_secs(),
             30 * 86_400,
@@ -797,11 +800,12 @@ fn async_invocations_retry_twice_then_reach_finalize_and_roles_may_invoke_what_t
         );
     }
     // Who invokes whom, with the role's own permission (a destination too is invoked with the
-    // failing function's role): trigger fans out to extract, or straight to finalize for a run
-    // without chunks (crates/sluice/src/serverless.rs).
+    // failing function's role): trigger hands each run to extract to plan; the planner starts
+    // the first chunks (or finalize, for a run without chunks), each chunk the next of its
+    // chain, the last chunk finalize (crates/sluice/src/serverless.rs).
     for (binary, target) in [
         ("trigger", &extract),
-        ("trigger", &finalize),
+        ("extract", &extract),
         ("extract", &finalize),
         ("finalize", &finalize),
     ] {
@@ -814,8 +818,9 @@ fn async_invocations_retry_twice_then_reach_finalize_and_roles_may_invoke_what_t
     }
 }
 
-/// Who reads which secret (crates/sluice/src/serverless.rs): trigger and extract connect to
-/// the sources; only finalize loads into Snowflake, so only it reads the Snowflake key.
+/// Who reads which secret (crates/sluice/src/serverless.rs): only extract connects to the
+/// sources (it plans and extracts; the trigger never does); only finalize loads into
+/// Snowflake, so only it reads the Snowflake key.
 #[test]
 fn each_role_reads_exactly_the_secrets_its_function_needs() {
     let key = "arn:aws:secretsmanager:us-east-1:123456789012:secret:sluice/snowflake-AbCdEf";
@@ -825,7 +830,7 @@ fn each_role_reads_exactly_the_secrets_its_function_needs() {
         ("SnowflakePrivateKeySecretArn", key),
     ]);
     for (binary, reads_sources, reads_key) in [
-        ("trigger", true, false),
+        ("trigger", false, false),
         ("extract", true, false),
         ("finalize", false, true),
     ] {

@@ -108,7 +108,15 @@ pub struct DeploymentSettings {
     /// slow source fails its run at this point instead of holding the lease until the
     /// Lambda timeout. Absent: only the deadline limits it.
     pub chunk_timeout: Option<Duration>,
+    /// The longest planning one run may take (connecting to the source, reading its catalog
+    /// and bounds), counted from the trigger's request: the trigger leases the table for this
+    /// long and the planner renews it for this long when it starts, so a planner that dies
+    /// leaves the table locked no longer than this.
+    pub plan_timeout: Duration,
 }
+
+/// [`DeploymentSettings::plan_timeout`] when `SLUICE_PLAN_TIMEOUT` is unset.
+pub const DEFAULT_PLAN_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
 /// Where and as whom runs are loaded into Snowflake. The private key never appears here:
 /// only the Secrets Manager secret that holds it.
@@ -225,6 +233,15 @@ impl DeploymentSettings {
             (Duration::from_secs(1), "1s"),
             "10m",
         );
+        let plan_timeout = duration("SLUICE_PLAN_TIMEOUT", (Duration::from_secs(1), "1s"), "5m")
+            .unwrap_or(DEFAULT_PLAN_TIMEOUT);
+        if plan_timeout >= lease_ttl {
+            problems.push(format!(
+                "SLUICE_PLAN_TIMEOUT: {}s must be shorter than SLUICE_LEASE_TTL ({}s): planning holds the table on a short lease, which the run lengthens once it is planned",
+                plan_timeout.as_secs(),
+                lease_ttl.as_secs()
+            ));
+        }
         let run_retention = match get("SLUICE_RUN_RETENTION") {
             None => DEFAULT_RUN_RETENTION,
             Some(text) => match parse_run_retention(&text) {
@@ -263,6 +280,7 @@ impl DeploymentSettings {
             snowflake,
             schedule_lookback,
             chunk_timeout,
+            plan_timeout,
         })
     }
 }
@@ -383,6 +401,7 @@ mod tests {
         assert_eq!(s.compression, Compression::Zstd);
         assert_eq!((s.row_group_mb, s.file_mb, s.part_mb), (32, 256, 10));
         assert_eq!(s.lease_ttl, Duration::from_secs(7200));
+        assert_eq!(s.plan_timeout, Duration::from_secs(300));
         assert_eq!(s.max_batch_rows, 100);
         assert_eq!(s.run_retention, Duration::from_secs(90 * 86_400));
     }
@@ -435,6 +454,28 @@ mod tests {
     }
 
     #[test]
+    fn planning_leases_the_table_for_less_than_the_lease_ttl() {
+        let with = |extra: &[(&str, &str)]| {
+            let mut vars = env(&MINIMAL);
+            vars.extend(env(extra));
+            DeploymentSettings::from_env(&vars)
+        };
+        let err = with(&[("SLUICE_LEASE_TTL", "10m"), ("SLUICE_PLAN_TIMEOUT", "10m")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("SLUICE_PLAN_TIMEOUT: 600s must be shorter than SLUICE_LEASE_TTL (600s)"),
+            "{err}"
+        );
+        let s = with(&[("SLUICE_LEASE_TTL", "10m"), ("SLUICE_PLAN_TIMEOUT", "9m")]).unwrap();
+        assert_eq!(s.plan_timeout, Duration::from_secs(540));
+        assert_eq!(
+            with(&[("SLUICE_PLAN_TIMEOUT", "3s")]).unwrap().plan_timeout,
+            Duration::from_secs(3)
+        );
+    }
+
+    #[test]
     fn snowflake_settings_are_all_or_nothing() {
         let with = |pairs: &[(&str, &str)]| {
             let mut all: Vec<(&str, &str)> = MINIMAL.to_vec();
@@ -469,6 +510,7 @@ mod tests {
             ("SLUICE_SNOWFLAKE_URL", "http://snowflake.example.com"),
             ("SLUICE_SCHEDULE_LOOKBACK", "5s"),
             ("SLUICE_CHUNK_TIMEOUT", "soon"),
+            ("SLUICE_PLAN_TIMEOUT", "later"),
         ])
         .unwrap_err()
         .to_string();
@@ -480,6 +522,7 @@ mod tests {
             "SLUICE_SNOWFLAKE_URL: 'http://snowflake.example.com': plain http is allowed only on loopback",
             "SLUICE_SCHEDULE_LOOKBACK: '5s' must be a duration of at least 1m",
             "SLUICE_CHUNK_TIMEOUT: 'soon' must be a duration of at least 1s",
+            "SLUICE_PLAN_TIMEOUT: 'later' must be a duration of at least 1s",
         ] {
             assert!(half.contains(expected), "missing '{expected}' in:\n{half}");
         }

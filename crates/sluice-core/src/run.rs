@@ -156,6 +156,10 @@ pub struct RunRecord {
     pub phases: BTreeMap<RunStatus, PhaseTiming>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<RunPlan>,
+    /// Read the table whole even if it has a watermark (an operator's full reload); the plan
+    /// is made after the run is recorded, so the request is kept here for it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub full_reload: bool,
     /// Finished chunks by index.
     #[serde(default)]
     pub chunks: BTreeMap<u32, ChunkOutcome>,
@@ -202,6 +206,7 @@ impl RunRecord {
             updated_at: now,
             phases,
             plan: None,
+            full_reload: false,
             chunks: BTreeMap::new(),
             watermark_before: None,
             watermark_committed: None,

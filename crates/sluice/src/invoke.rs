@@ -1,5 +1,6 @@
-//! Fan-out: how one function hands work to another. The trigger invokes `extract` once per
-//! chunk and the last chunk invokes `finalize`, both asynchronously (Lambda's `Event`
+//! Fan-out: how one function hands work to another. The trigger invokes `extract` to plan
+//! each run it recorded, the planner invokes `extract` for the run's first chunks, each chunk
+//! the next of its chain, and the last chunk invokes `finalize`, both asynchronously (Lambda's `Event`
 //! invocation: queued, retried twice on error, then sent to the on-failure destination), so no
 //! function waits for another and no extra service has to run.
 
@@ -28,6 +29,22 @@ pub enum InvokeError {
 pub struct ExtractEvent {
     pub run_id: RunId,
     pub chunk: u32,
+}
+
+/// The event `extract` receives to plan a run the trigger recorded: the source's part of
+/// planning (catalog, bounds, chunks) and the fan-out, behind the trigger's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanEvent {
+    pub plan_run: RunId,
+}
+
+/// What the extract function receives: a chunk to extract, or a run to plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ExtractFunctionEvent {
+    Chunk(ExtractEvent),
+    Plan(PlanEvent),
 }
 
 /// The event `finalize` receives when a run's last chunk is done.

@@ -11,7 +11,7 @@ use std::time::Instant;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use sluice_core::catalog::{catalog_table_name, partition_values};
@@ -269,30 +269,81 @@ impl Pipeline {
             run_id: None,
             error,
         };
-        let source = self.source(table).map_err(unrecorded)?;
-        let key = table.key();
+        // An unknown source is refused before anything is recorded.
+        self.source(table).map_err(unrecorded)?;
         let now = Utc::now();
+        let record = self
+            .open_run(&table.key(), full_reload, now, now + self.options.lease_ttl)
+            .await
+            .map_err(unrecorded)?;
+        self.plan_opened_run(table, record.run_id).await
+    }
+
+    /// Takes the table's lease until `lease_until` and records a new run in PLANNED, without
+    /// touching the source: the first half of planning, cheap and bounded (a few state
+    /// writes), so an HTTP trigger can do it inside its answer and leave the source's part to
+    /// [`Pipeline::plan_opened_run`] elsewhere. A lease shorter than the lease TTL marks the
+    /// run `planning_until` then: if nobody plans it by that time, the table is free again.
+    /// `Err` means nothing was recorded.
+    pub async fn open_run(
+        &self,
+        table_key: &str,
+        full_reload: bool,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<RunRecord> {
         let run_id = RunId::at(now);
+        self.state
+            .acquire_lease(table_key, run_id, now, lease_until)
+            .await?;
+        let opened = async {
+            let table_state = self.state.table_state(table_key).await?;
+            let mut record = RunRecord::new(run_id, table_key.to_owned(), now);
+            record.watermark_before = table_state.watermark;
+            record.full_reload = full_reload;
+            self.state.create_run(&record).await?;
+            Ok::<_, PipelineError>(record)
+        }
+        .await;
+        if opened.is_err() {
+            let _ = self.state.release_lease(table_key, run_id).await;
+        }
+        opened
+    }
+
+    /// Plans a run [`Pipeline::open_run`] recorded: gathers catalog facts in one snapshot and
+    /// records the plan, unless the run is no longer PLANNED without a plan (it was taken
+    /// over, failed, or planned by a duplicate). Any failure marks the run FAILED and the
+    /// error carries its id.
+    pub async fn plan_opened_run(
+        &self,
+        table: &TableConfig,
+        run_id: RunId,
+    ) -> Result<PlannedRun, PlanFailure> {
+        let key = table.key();
         let span = info_span!("plan", %run_id, table = %key);
         async {
-            self.state
-                .acquire_lease(&key, run_id, now, now + self.options.lease_ttl)
-                .await
-                .map_err(|e| unrecorded(e.into()))?;
-            let table_state = match self.state.table_state(&key).await {
-                Ok(s) => s,
-                Err(e) => {
-                    let _ = self.state.release_lease(&key, run_id).await;
-                    return Err(unrecorded(e.into()));
-                }
-            };
-            let mut record = RunRecord::new(run_id, key.clone(), now);
-            record.watermark_before = table_state.watermark.clone();
-            if let Err(e) = self.state.create_run(&record).await {
-                let _ = self.state.release_lease(&key, run_id).await;
-                return Err(unrecorded(e.into()));
-            }
             let planned = async {
+                let record = self
+                    .state
+                    .get_run(run_id)
+                    .await?
+                    .ok_or(StateError::RunNotFound(run_id))?;
+                if record.status != RunStatus::Planned || record.plan.is_some() {
+                    return Err(PipelineError::Run {
+                        run_id,
+                        message: format!(
+                            "is {}{}; it is not planned again",
+                            record.status,
+                            if record.plan.is_some() {
+                                " with a plan"
+                            } else {
+                                ""
+                            }
+                        ),
+                    });
+                }
+                let source = self.source(table)?;
                 // The CLI and the functions check their settings before anything runs; this
                 // catches a pipeline built with a bad prefix by any other caller, as a FAILED
                 // run rather than keys nobody can load.
@@ -302,21 +353,44 @@ impl Pipeline {
                         message: format!("output prefix '{prefix}' {e}"),
                     })?;
                 }
-                let watermark = if full_reload {
+                let watermark = if record.full_reload {
                     None
                 } else {
-                    table_state.watermark.as_ref()
+                    record.watermark_before.as_ref()
                 };
                 let lower = window_lower_bound(table, watermark)?;
+                // Tests make planning slow or hang here (FAILPOINTS=plan-before-source=1*sleep(…)).
+                fail::fail_point!("plan-before-source");
                 let gathered = source.gather_facts(table, lower.as_ref()).await?;
                 let (facts, snapshot) = (gathered.facts, gathered.hold);
-                let plan = build_plan(run_id, source.engine(), now, table, watermark, facts)?;
+                // The run's start time places its files, whenever it is planned.
+                let plan = build_plan(
+                    run_id,
+                    source.engine(),
+                    record.created_at,
+                    table,
+                    watermark,
+                    facts,
+                )?;
                 info!(chunks = plan.chunks.len(), "planned");
                 let record = self
                     .state
                     .update_run(
                         run_id,
                         Box::new(move |r| {
+                            // A planner that outlived its lease finds its run failed (taken
+                            // over, or abandoned): its plan must not revive it.
+                            if r.status != RunStatus::Planned || r.plan.is_some() {
+                                return Err(format!(
+                                    "is {}{}; this plan is not recorded",
+                                    r.status,
+                                    if r.plan.is_some() {
+                                        " and planned already"
+                                    } else {
+                                        ""
+                                    }
+                                ));
+                            }
                             r.plan = Some(plan);
                             Ok(())
                         }),
@@ -328,7 +402,16 @@ impl Pipeline {
             match planned {
                 Ok(planned) => Ok(planned),
                 Err(error) => {
-                    if let Err(fail_error) = self.fail_run(run_id, error.to_string(), None).await {
+                    // A duplicate planner that lost the race to record the plan leaves the
+                    // run to the one that won.
+                    let planned_elsewhere = matches!(
+                        self.state.get_run(run_id).await,
+                        Ok(Some(r)) if r.plan.is_some() && !r.status.is_terminal()
+                    );
+                    if !planned_elsewhere
+                        && let Err(fail_error) =
+                            self.fail_run(run_id, error.to_string(), None).await
+                    {
                         warn!(error = %fail_error, "recording the failed plan failed");
                     }
                     Err(PlanFailure {
@@ -657,21 +740,31 @@ impl Pipeline {
         message: String,
         chunk: Option<u32>,
     ) -> Result<RunRecord> {
-        warn!(%run_id, chunk, error = %message, "run failed");
-        let record = self
-            .state
-            .update_run(
-                run_id,
-                Box::new(move |r| {
-                    r.fail(message, chunk, Utc::now());
-                    Ok(())
-                }),
-            )
-            .await?;
-        if record.status != RunStatus::Failed {
-            // The run had already completed: a late failure report changes nothing.
+        let newly_failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let record = {
+            let message = message.clone();
+            let newly_failed = newly_failed.clone();
+            self.state
+                .update_run(
+                    run_id,
+                    Box::new(move |r| {
+                        newly_failed.store(
+                            !r.status.is_terminal(),
+                            std::sync::atomic::Ordering::Relaxed,
+                        );
+                        r.fail(message, chunk, Utc::now());
+                        Ok(())
+                    }),
+                )
+                .await?
+        };
+        if !newly_failed.load(std::sync::atomic::Ordering::Relaxed) {
+            // The run had already ended: a late failure report changes nothing, and is not
+            // logged as a failure (the failed-runs alarm counts each run's failure once).
+            info!(%run_id, chunk, status = %record.status, error = %message, "run already ended; failure not recorded");
             return Ok(record);
         }
+        warn!(%run_id, chunk, error = %message, "run failed");
         self.state.release_lease(&record.table_key, run_id).await?;
         if let Some(plan) = &record.plan {
             self.remove_run_files(run_id, plan, &BTreeSet::new(), true)

@@ -26,14 +26,19 @@ use thiserror::Error;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::deployment::{Deployment, DeploymentError};
-use crate::invoke::{ExtractEvent, FinalizeEvent, InvokeError, event_bytes};
+use crate::invoke::{
+    ExtractEvent, ExtractFunctionEvent, FinalizeEvent, InvokeError, PlanEvent, event_bytes,
+};
 use crate::state::{ChunkStart, StateError};
-use crate::{PipelineError, PlanFailure, Quiet};
+use crate::{PipelineError, Quiet};
 
 /// Rows of one batch planned at once: planning is mostly waiting on the source's catalog.
 const PLAN_CONCURRENCY: usize = 8;
 /// Asynchronous invocations sent at once when a run starts its first chunks.
 const FAN_OUT_CONCURRENCY: usize = 16;
+/// Who claims the start of a run's first chunks (see [`crate::state::StateStore::claim_chunk_start`]): not a
+/// chunk, so never the claimer of a successor.
+const PLANNER_CLAIMER: u32 = u32::MAX;
 /// Time kept back from the Lambda deadline to stop a chunk cleanly and record why.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(20);
 
@@ -223,6 +228,12 @@ impl Functions {
         for run_id in batch.run_ids() {
             match state.get_run(run_id).await {
                 Ok(Some(record)) => {
+                    let record = match self.fail_if_planning_abandoned(record).await {
+                        Ok(record) => record,
+                        Err(e) => {
+                            return Answer::server_error(format!("reading run {run_id}: {e}"));
+                        }
+                    };
                     runs.insert(run_id, record);
                 }
                 Ok(None) => {}
@@ -238,6 +249,34 @@ impl Functions {
                 "batch '{batch_id}' was never started: the request that began it failed; run the query again"
             )),
         }
+    }
+
+    /// A run still waiting for its plan after its planning lease lapsed lost its planner (it
+    /// died, or never started): nothing of it was extracted and the table is free again. It
+    /// is failed so that the poll answers instead of waiting for Snowflake's 10 minutes, and a
+    /// planner that wakes late finds it failed and records nothing.
+    async fn fail_if_planning_abandoned(&self, record: RunRecord) -> Result<RunRecord> {
+        if record.status != RunStatus::Planned || record.plan.is_some() {
+            return Ok(record);
+        }
+        let table = self.deployment.state.table_state(&record.table_key).await?;
+        let held = table
+            .lease
+            .is_some_and(|lease| lease.run_id == record.run_id && lease.expires_at > Utc::now());
+        if held {
+            return Ok(record);
+        }
+        let pipeline = self.deployment.pipeline(&Config::default(), &[]).await?;
+        Ok(pipeline
+            .fail_run(
+                record.run_id,
+                format!(
+                    "its planner did not finish within SLUICE_PLAN_TIMEOUT ({}s): it stopped or never started; nothing was extracted and the table is free again",
+                    self.deployment.settings.plan_timeout.as_secs()
+                ),
+                None,
+            )
+            .await?)
     }
 
     /// `POST /status`: each row's run story.
@@ -365,22 +404,30 @@ impl Functions {
             .await
     }
 
+    /// Starts a run of the table `selector` names, without touching the source: takes the
+    /// table's lease for `SLUICE_PLAN_TIMEOUT`, records the run (PLANNED, no plan yet) and
+    /// hands it to `extract` to plan ([`Functions::plan`]). A few state writes and one
+    /// asynchronous invoke per row, so the trigger answers API Gateway within its 29 s
+    /// (<https://docs.aws.amazon.com/apigateway/latest/developerguide/limits.html>, "Maximum
+    /// integration timeout") however slow the source: connecting, reading the catalog and the
+    /// bounds happen behind the answer. A planner that never runs or dies leaves the table
+    /// leased no longer than the plan timeout.
     async fn start_run(&self, config: &Config, selector: &str, full_reload: bool) -> Started {
         let table = match config.find_table(selector) {
             Ok(table) => table,
             Err(message) => return Started::Answer(json!({ "error": message })),
         };
         let key = table.key();
-        let pipeline = match self.deployment.pipeline(config, &[&table.source]).await {
+        // No sources: the trigger never connects to one.
+        let pipeline = match self.deployment.pipeline(config, &[]).await {
             Ok(p) => p,
             Err(e) => return Started::Answer(json!({ "table": key, "error": e.to_string() })),
         };
-        let planned = match pipeline.plan_run_with(table, full_reload).await {
-            Ok(planned) => planned,
-            Err(PlanFailure {
-                run_id: None,
-                error: PipelineError::State(StateError::AlreadyRunning { run_id, .. }),
-            }) => {
+        let now = Utc::now();
+        let lease_until = now + self.plan_timeout();
+        let record = match pipeline.open_run(&key, full_reload, now, lease_until).await {
+            Ok(record) => record,
+            Err(PipelineError::State(StateError::AlreadyRunning { run_id, .. })) => {
                 return Started::Answer(json!({
                     "run_id": run_id.to_string(),
                     "table": key,
@@ -388,26 +435,153 @@ impl Functions {
                     "message": format!("{key} is already running as run {run_id}; follow it with sluice.run_status('{run_id}')"),
                 }));
             }
-            Err(PlanFailure {
-                run_id: Some(run_id),
-                error,
-            }) => {
-                return match self.deployment.state.get_run(run_id).await {
-                    Ok(Some(record)) => Started::Run(Box::new(record)),
-                    _ => Started::Answer(
-                        json!({"run_id": run_id.to_string(), "table": key, "status": "FAILED", "error": error.to_string()}),
-                    ),
-                };
-            }
-            Err(PlanFailure {
-                run_id: None,
-                error,
-            }) => return Started::Answer(json!({ "table": key, "error": error.to_string() })),
+            Err(e) => return Started::Answer(json!({ "table": key, "error": e.to_string() })),
         };
-        // The trigger returns before any chunk is read: the plan's snapshot cannot outlive
-        // it, and each chunk reads within the plan's bounds instead.
-        drop(planned.snapshot);
-        let record = planned.record;
+        let run_id = record.run_id;
+        let handed = async {
+            let function = self.extract_function()?;
+            self.deployment
+                .invoker
+                .invoke_async(function, event_bytes(&PlanEvent { plan_run: run_id }))
+                .await?;
+            Ok::<_, ServerlessError>(())
+        }
+        .await;
+        match handed {
+            Ok(()) => {
+                info!(%run_id, table = %key, "run recorded; extract plans it");
+                Started::Run(Box::new(record))
+            }
+            Err(e) => match pipeline
+                .fail_run(
+                    run_id,
+                    format!("handing the run to its planner failed: {e}"),
+                    None,
+                )
+                .await
+            {
+                Ok(record) => Started::Run(Box::new(record)),
+                Err(fail) => Started::Answer(
+                    json!({"run_id": run_id.to_string(), "table": key, "error": format!("{e}; recording the failure also failed: {fail}")}),
+                ),
+            },
+        }
+    }
+
+    fn plan_timeout(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.deployment.settings.plan_timeout)
+            .unwrap_or(chrono::Duration::minutes(5))
+    }
+
+    // ---- plan (in extract) -----------------------------------------------------------------
+
+    /// Plans a run the trigger recorded and starts its first chunks: the source's part of
+    /// planning, in the function that talks to sources. The lease is renewed for the plan
+    /// timeout as planning starts (so it lapses that soon if this invocation dies), lengthened
+    /// to the lease TTL once the run is planned, and only then are chunks invoked: chunks never
+    /// run under a planning lease another run could take. An event delivered twice, or
+    /// retried after the plan was recorded, plans nothing twice: it finds the plan and
+    /// repeats the fan-out, whose chunks are idempotent. An `Err` asks Lambda to retry.
+    pub async fn plan(&self, event: PlanEvent, time_left: Option<Duration>) -> Result<Value> {
+        let run_id = event.plan_run;
+        let span = info_span!("plan", %run_id, table = tracing::field::Empty);
+        async {
+            let state = &self.deployment.state;
+            let Some(record) = state.get_run(run_id).await? else {
+                return Err(StateError::RunNotFound(run_id).into());
+            };
+            let key = record.table_key.clone();
+            tracing::Span::current().record("table", key.as_str());
+            if record.status != RunStatus::Planned {
+                info!(status = %record.status, "run already planned or ended; nothing to plan");
+                return Ok(json!({"run_id": run_id.to_string(), "skipped": record.status.as_str()}));
+            }
+            let config = self.deployment.config().await?;
+            let record = match record.plan {
+                Some(_) => record,
+                None => {
+                    let budget = time_left
+                        .map(|t| t.saturating_sub(DEADLINE_MARGIN))
+                        .map_or(self.deployment.settings.plan_timeout, |t| {
+                            t.min(self.deployment.settings.plan_timeout)
+                        });
+                    let until = Utc::now()
+                        + chrono::Duration::from_std(budget).unwrap_or(chrono::Duration::zero());
+                    let sourceless = self.deployment.pipeline(&config, &[]).await?;
+                    if !state.renew_lease(&key, run_id, until).await? {
+                        let record = sourceless
+                            .fail_run(
+                                run_id,
+                                format!(
+                                    "planning did not start before the table's planning lease lapsed (SLUICE_PLAN_TIMEOUT, {}s)",
+                                    self.deployment.settings.plan_timeout.as_secs()
+                                ),
+                                None,
+                            )
+                            .await?;
+                        return Ok(run_result(&record));
+                    }
+                    let table = match config.find_table(&key) {
+                        Ok(table) => table,
+                        Err(message) => {
+                            let record = sourceless
+                                .fail_run(run_id, format!("cannot plan: {message}"), None)
+                                .await?;
+                            return Ok(run_result(&record));
+                        }
+                    };
+                    let pipeline = self.deployment.pipeline(&config, &[&table.source]).await?;
+                    match tokio::time::timeout(budget, pipeline.plan_opened_run(table, run_id))
+                        .await
+                    {
+                        // The chunks read within the plan's bounds, not in its snapshot.
+                        Ok(Ok(planned)) => planned.record,
+                        // The run is FAILED with the reason already.
+                        Ok(Err(failure)) => {
+                            warn!(error = %failure.error, "planning failed");
+                            return Ok(match state.get_run(run_id).await? {
+                                Some(record) => run_result(&record),
+                                None => json!({"run_id": run_id.to_string(), "error": failure.error.to_string()}),
+                            });
+                        }
+                        Err(_) => {
+                            let record = pipeline
+                                .fail_run(
+                                    run_id,
+                                    format!(
+                                        "planning did not finish within {}s (SLUICE_PLAN_TIMEOUT, or the function's time left): is the source reachable and answering?",
+                                        budget.as_secs()
+                                    ),
+                                    None,
+                                )
+                                .await?;
+                            return Ok(run_result(&record));
+                        }
+                    }
+                }
+            };
+            let lease_until = Utc::now()
+                + chrono::Duration::from_std(self.deployment.settings.lease_ttl)
+                    .unwrap_or(chrono::Duration::hours(2));
+            if !state.renew_lease(&key, run_id, lease_until).await? {
+                let pipeline = self.deployment.pipeline(&config, &[]).await?;
+                let record = pipeline
+                    .fail_run(
+                        run_id,
+                        "the table's lease lapsed while the run was planned (SLUICE_PLAN_TIMEOUT); no chunk was started".into(),
+                        None,
+                    )
+                    .await?;
+                return Ok(run_result(&record));
+            }
+            self.fan_out(&config, &record).await
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Starts a planned run's first chunks (or finalize, for a run of no chunks).
+    async fn fan_out(&self, config: &Config, record: &RunRecord) -> Result<Value> {
         let run_id = record.run_id;
         let chunks = record.plan.as_ref().map_or(0, |p| p.chunks.len()) as u32;
         let fanned = async {
@@ -421,7 +595,7 @@ impl Functions {
             }
             let function = self.extract_function()?;
             // At most `partition.max_concurrency` chunks of a run extract at once, as in a
-            // local run: the trigger starts the first chains and each finished chunk starts
+            // local run: the planner starts the first chains and each finished chunk starts
             // the next of its chain (see `extract`), so the source never sees more
             // connections from this run than that.
             // The first refused invoke stops the fan-out: the run fails rather than sending
@@ -430,33 +604,48 @@ impl Functions {
                 Some(plan) => ChunkChains::new(chunks, plan.extract_concurrency()),
                 None => ChunkChains::new(chunks, 1),
             };
+            // Each first chunk's start is claimed as the successors' are: a plan event
+            // delivered again after this fan-out starts nothing twice, and a retry of one that
+            // died half-way starts the rest.
+            let state = &self.deployment.state;
             futures::stream::iter(chains.first())
                 .map(Ok)
-                .try_for_each_concurrent(FAN_OUT_CONCURRENCY, |chunk| {
-                    self.deployment
-                        .invoker
-                        .invoke_async(function, event_bytes(&ExtractEvent { run_id, chunk }))
+                .try_for_each_concurrent(FAN_OUT_CONCURRENCY, |chunk| async move {
+                    match state
+                        .claim_chunk_start(run_id, chunk, PLANNER_CLAIMER)
+                        .await?
+                    {
+                        ChunkStart::Claimed => {
+                            self.deployment
+                                .invoker
+                                .invoke_async(
+                                    function,
+                                    event_bytes(&ExtractEvent { run_id, chunk }),
+                                )
+                                .await?;
+                            state.chunk_started(run_id, chunk).await?;
+                        }
+                        ChunkStart::Started | ChunkStart::ClaimedBy(_) => {
+                            info!(chunk, "chunk already started; nothing to do");
+                        }
+                    }
+                    Ok::<_, ServerlessError>(())
                 })
                 .await
-                .map_err(ServerlessError::from)
         }
         .await;
         match fanned {
             Ok(()) => {
-                info!(%run_id, table = %key, chunks, "run started");
-                Started::Run(Box::new(record))
+                info!(chunks, "run planned; first chunks started");
+                Ok(run_result(record))
             }
             Err(e) => {
                 // Chunks already sent find the run FAILED and stop.
-                match pipeline
+                let pipeline = self.deployment.pipeline(config, &[]).await?;
+                let record = pipeline
                     .fail_run(run_id, format!("fanning out the chunks failed: {e}"), None)
-                    .await
-                {
-                    Ok(record) => Started::Run(Box::new(record)),
-                    Err(fail) => Started::Answer(
-                        json!({"run_id": run_id.to_string(), "table": key, "error": format!("{e}; recording the failure also failed: {fail}")}),
-                    ),
-                }
+                    .await?;
+                Ok(run_result(&record))
             }
         }
     }
@@ -611,12 +800,13 @@ impl Functions {
     /// marked FAILED with the last error. A run that already ended is left as it is.
     pub async fn record_exhausted(&self, record: DestinationRecord) -> Result<Value> {
         let payload = &record.request_payload;
-        let (run_id, chunk) = match (
-            serde_json::from_value::<ExtractEvent>(payload.clone()),
+        let (run_id, chunk, planning) = match (
+            serde_json::from_value::<ExtractFunctionEvent>(payload.clone()),
             serde_json::from_value::<FinalizeEvent>(payload.clone()),
         ) {
-            (Ok(e), _) => (e.run_id, Some(e.chunk)),
-            (_, Ok(f)) => (f.run_id, None),
+            (Ok(ExtractFunctionEvent::Chunk(e)), _) => (e.run_id, Some(e.chunk), false),
+            (Ok(ExtractFunctionEvent::Plan(p)), _) => (p.plan_run, None, true),
+            (_, Ok(f)) => (f.run_id, None, false),
             _ => {
                 warn!(payload = %payload, "on-failure record for an event that is not sluice's; ignored");
                 return Ok(json!({"ignored": true}));
@@ -638,9 +828,10 @@ impl Functions {
             .get("errorMessage")
             .and_then(Value::as_str)
             .unwrap_or("no error message");
-        let what = match chunk {
-            Some(c) => format!("extracting chunk {c}"),
-            None => "finalizing".to_owned(),
+        let what = match (chunk, planning) {
+            (Some(c), _) => format!("extracting chunk {c}"),
+            (None, true) => "planning".to_owned(),
+            (None, false) => "finalizing".to_owned(),
         };
         let message = format!("{what} failed after {attempts} attempts: {error}");
         let pipeline = self.deployment.pipeline(&Config::default(), &[]).await?;

@@ -167,6 +167,17 @@ pub trait StateStore: Send + Sync {
         expires_at: DateTime<Utc>,
     ) -> Result<()>;
 
+    /// Moves the expiry of `run_id`'s lease on the table to `expires_at`, only while `run_id`
+    /// still holds it (even past its expiry, as long as nobody took it over): `false` when
+    /// another run holds it or nobody does. Live work calls it so a short lease does not lapse
+    /// under it; unlike [`StateStore::acquire_lease`] it never takes a free table.
+    async fn renew_lease(
+        &self,
+        table_key: &str,
+        run_id: RunId,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool>;
+
     /// Gives the lease up if `run_id` holds it; otherwise does nothing.
     async fn release_lease(&self, table_key: &str, run_id: RunId) -> Result<()>;
 
