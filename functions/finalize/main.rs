@@ -2,46 +2,35 @@
 //! gold, watermark) and completes it, or marks it FAILED. It is also the on-failure
 //! destination of `extract` and of itself: an event that failed every attempt fails its run.
 
-use lambda_runtime::{LambdaEvent, run, service_fn};
+use lambda_runtime::LambdaEvent;
 use serde_json::Value;
-use sluice::invoke::FinalizeEvent;
-use sluice::serverless::{DestinationRecord, Functions};
-use sluice_core::batch::run_result;
-use sluice_functions::{HandlerError, cold_start, init_logging};
+use sluice_core::external_function::answer::RunSummary;
+use sluice_functions::events::FinalizeFunctionEvent;
+use sluice_functions::flow::Functions;
+use sluice_functions::{HandlerError, answer, serve};
 
 async fn handle(functions: &Functions, event: LambdaEvent<Value>) -> Result<Value, HandlerError> {
-    let payload = event.payload;
-    if payload.get("requestPayload").is_some() {
-        let record: DestinationRecord = serde_json::from_value(payload)
-            .map_err(|e| HandlerError::InvalidEvent(format!("not a destination record: {e}")))?;
+    match FinalizeFunctionEvent::parse(event.payload).map_err(HandlerError::InvalidEvent)? {
         // Never an error: a failing destination would be retried and sent to itself.
-        return Ok(match functions.record_exhausted(record).await {
-            Ok(result) => result,
-            Err(e) => {
-                tracing::error!(error = %e, "recording an exhausted event failed");
-                serde_json::json!({"error": e.to_string()})
+        FinalizeFunctionEvent::Exhausted(record) => {
+            match functions.record_exhausted(&record).await {
+                Ok(outcome) => answer(outcome),
+                Err(e) => {
+                    tracing::error!(error = %e, "recording an exhausted event failed");
+                    answer(serde_json::json!({"error": e.to_string()}))
+                }
             }
-        });
+        }
+        FinalizeFunctionEvent::Finalize(request) => {
+            let done = functions
+                .finalize(request)
+                .await
+                .map(|record| sluice_functions::flow::StepOutcome::Run(RunSummary::of(&record)));
+            answer(functions.settle(request.run_id, None, done).await?)
+        }
     }
-    let request: FinalizeEvent = serde_json::from_value(payload)
-        .map_err(|e| HandlerError::InvalidEvent(format!("expected {{\"run_id\": \"…\"}}: {e}")))?;
-    functions
-        .finalize(request)
-        .await
-        .map(|record| run_result(&record))
-        .map_err(|e| HandlerError::Retryable(e.to_string()))
 }
 
 fn main() -> Result<(), lambda_runtime::Error> {
-    // Before the runtime starts any thread: allocator tuning is set-up, not run-time, work.
-    sluice::memory::keep_large_buffers_out_of_the_heap();
-    serve()
-}
-
-#[tokio::main]
-async fn serve() -> Result<(), lambda_runtime::Error> {
-    init_logging();
-    let (functions, _failpoints) = cold_start().await?;
-    let functions = &functions;
-    run(service_fn(move |event| handle(functions, event))).await
+    serve(|functions, event| Box::pin(handle(functions, event)))
 }

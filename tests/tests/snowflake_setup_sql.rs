@@ -61,7 +61,7 @@ async fn the_committed_setup_sql_is_what_sluice_generates() {
             .iter()
             .find(|s| s.name == probe_table.source)
             .unwrap();
-        let source = sluice::deployment::source_adapter(source, None).unwrap();
+        let source = sluice::source::connect::source_adapter(source, None).unwrap();
         let schema = sluice::pipeline::file_schema_of(source.as_ref(), probe_table)
             .await
             .unwrap_or_else(|e| panic!("{}: {e}", probe_table.key()));

@@ -11,7 +11,7 @@ use chrono::{DateTime, Duration, Utc};
 use sluice::state::dynamo::DynamoStateStore;
 use sluice::state::local::LocalStateStore;
 use sluice::state::{ChunkStart, StateError, StateStore};
-use sluice_core::batch::{BatchRecord, BatchRow};
+use sluice_core::external_function::batch::{BatchRecord, BatchRow};
 use sluice_core::plan::ChunkRange;
 use sluice_core::run::{ChunkOutcome, FileEntry};
 use sluice_core::{Config, Engine, RunId, RunPlan, RunRecord, RunStatus, ScalarValue};
@@ -97,7 +97,9 @@ async fn a_batch_is_claimed_once_and_round_trips(store: Store) {
             BatchRow {
                 row: 1,
                 run_id: None,
-                answer: Some(serde_json::json!({"error": "no table 'x'"})),
+                answer: Some(
+                    sluice_core::external_function::answer::RowError::new("no table 'x'").into(),
+                ),
             },
         ],
         ..claim

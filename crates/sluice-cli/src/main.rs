@@ -367,7 +367,7 @@ async fn build_sources(
                 let (resolved, credentials) = resolver.resolve(source).await?;
                 sources.insert(
                     source.name.clone(),
-                    sluice::deployment::source_adapter(&resolved, credentials.as_ref())?,
+                    sluice::source::connect::source_adapter(&resolved, credentials.as_ref())?,
                 );
             }
             continue;
@@ -387,7 +387,7 @@ async fn build_sources(
         };
         sources.insert(
             source.name.clone(),
-            sluice::deployment::source_adapter(source, credentials.as_ref())?,
+            sluice::source::connect::source_adapter(source, credentials.as_ref())?,
         );
     }
     Ok(sources)

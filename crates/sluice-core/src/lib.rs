@@ -4,7 +4,6 @@
 //! This crate must never perform I/O: no network, no files, no clocks it is not handed.
 //! Everything here is unit-tested in milliseconds; adapters live in the `sluice` crate.
 
-pub mod batch;
 pub mod catalog;
 pub mod config;
 pub mod deploy;

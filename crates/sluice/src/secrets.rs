@@ -158,7 +158,7 @@ pub fn apply_secret(
 /// and rotation moves that label to the new version only as its last step, after the database
 /// has the new password and it was tested, so an `AWSPENDING` version is never read
 /// (<https://docs.aws.amazon.com/secretsmanager/latest/userguide/rotate-secrets_how.html>).
-/// Nothing here caches: how long a read is reused is [`crate::deployment`]'s decision.
+/// Nothing here caches: how long a read is reused is the caller's decision (the Lambda functions' deployment keeps a source for at most a quarter hour).
 #[derive(Clone)]
 pub struct SecretResolver {
     client: Client,

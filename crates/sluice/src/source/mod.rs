@@ -1,5 +1,6 @@
 //! The `Source` port: what the pipeline needs from a database, whatever its engine.
 
+pub mod connect;
 pub mod mysql;
 pub mod postgres;
 

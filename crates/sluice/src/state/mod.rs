@@ -20,7 +20,7 @@ pub mod local;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sluice_core::batch::BatchRecord;
+use sluice_core::external_function::batch::BatchRecord;
 use sluice_core::run::ChunkOutcome;
 use sluice_core::{RunId, RunRecord, ScalarValue};
 use thiserror::Error;

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 
+use super::answer::{ResponseBody, RowError, RowResult, RunSummary, UnknownRun};
 use crate::run::{RunId, RunRecord, RunStatus};
 
 /// Snowflake stops polling after 10 minutes; sluice answers just before, so the query gets
@@ -36,7 +36,7 @@ pub struct BatchRow {
     pub run_id: Option<RunId>,
     /// The row's answer when it has no run to follow (a bad request, already running).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub answer: Option<Value>,
+    pub answer: Option<RowResult>,
 }
 
 impl BatchRecord {
@@ -61,7 +61,7 @@ pub enum BatchAnswer {
     /// `202`: ask again.
     Pending,
     /// `200` with this body.
-    Done(Value),
+    Done(ResponseBody),
     /// The request that claimed the batch died before starting its runs (API Gateway gives
     /// a request 29 s): answering 202 would keep Snowflake waiting for nothing.
     Abandoned,
@@ -69,95 +69,6 @@ pub enum BatchAnswer {
 
 /// How long a claimed batch may stay unstarted before it counts as abandoned.
 pub const START_WITHIN: Duration = Duration::seconds(60);
-
-/// The most bytes of an error message an answer carries; the whole one stays in the run
-/// record (`sluice status <run_id>`). Bytes, not characters: the answer travels as JSON inside
-/// API Gateway's proxy response, itself a JSON string, where a `"` becomes four bytes.
-pub const MAX_ANSWER_ERROR_BYTES: usize = 500;
-
-/// An error message for an answer: control characters as spaces (each would become a
-/// six-byte escape, twice over), cut at a character boundary to [`MAX_ANSWER_ERROR_BYTES`],
-/// saying so.
-fn answer_error(message: &str) -> String {
-    let clean: String = message
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if clean.len() <= MAX_ANSWER_ERROR_BYTES {
-        return clean;
-    }
-    let mut end = MAX_ANSWER_ERROR_BYTES;
-    while !clean.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}… (cut; the whole error: sluice status)", &clean[..end])
-}
-
-/// A run as a row's result: enough to see what happened without another query.
-pub fn run_result(record: &RunRecord) -> Value {
-    let mut result = json!({
-        "run_id": record.run_id.to_string(),
-        "table": record.table_key,
-        "status": record.status.as_str(),
-        "rows": record.rows(),
-        "files": record.files(),
-        "bytes": record.bytes(),
-    });
-    if let Some(merge) = &record.merge {
-        result["merge"] = merge.clone();
-    }
-    if let Some(error) = &record.error {
-        result["error"] = Value::String(answer_error(&error.message));
-    }
-    result
-}
-
-/// `sluice.run_status(run_id)`'s answer for one run: [`run_result`] plus each phase's timing,
-/// how many of the planned chunks are done, the watermarks and where the error happened.
-/// Its size does not grow with the run: per-chunk rows, files and the plan stay in the record
-/// (`sluice status <run_id>` tells them), because a synchronous Lambda answer is at most 6 MB
-/// (<https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html>, "Invocation
-/// payload") and one batch holds up to `MAX_BATCH_ROWS` runs.
-pub fn run_status_result(record: &RunRecord) -> Value {
-    let mut result = run_result(record);
-    result["created_at"] = json!(record.created_at);
-    result["updated_at"] = json!(record.updated_at);
-    result["phases"] = record
-        .phases
-        .iter()
-        .map(|(phase, timing)| {
-            (
-                phase.as_str().to_owned(),
-                json!({
-                    "started_at": timing.started_at,
-                    "finished_at": timing.finished_at,
-                    "seconds": timing.seconds(),
-                }),
-            )
-        })
-        .collect::<serde_json::Map<_, _>>()
-        .into();
-    result["chunks"] = json!({
-        "planned": record.plan.as_ref().map(|p| p.chunks.len()),
-        "done": record.chunks.len(),
-    });
-    if let Some(error) = &record.error {
-        result["error_phase"] = Value::String(error.phase.as_str().to_owned());
-        if let Some(chunk) = error.chunk {
-            result["error_chunk"] = json!(chunk);
-        }
-    }
-    for (field, value) in [
-        ("watermark_before", &record.watermark_before),
-        ("watermark_committed", &record.watermark_committed),
-    ] {
-        if let Some(value) = value {
-            result[field] = json!(value);
-        }
-    }
-    result["story"] = Value::String(format!("sluice status {}", record.run_id));
-    result
-}
 
 /// The answer to a poll of `batch`, given the runs it follows (`runs`, by id) at `now`:
 /// pending while any run goes on, unless the batch is about to outlive Snowflake's patience,
@@ -178,34 +89,45 @@ pub fn batch_answer(
     for row in &batch.rows {
         let result = match (row.run_id, &row.answer) {
             (Some(run_id), _) => match runs.get(&run_id) {
-                Some(record) if record.status.is_terminal() => run_result(record),
-                Some(record) if out_of_time => still_running(run_result(record), run_id),
-                None if out_of_time => still_running(
-                    json!({"run_id": run_id.to_string(), "status": RunStatus::Planned.as_str()}),
+                Some(record) if record.status.is_terminal() => {
+                    RowResult::Run(RunSummary::of(record))
+                }
+                Some(record) if out_of_time => RowResult::Run(RunSummary {
+                    message: Some(still_running(run_id)),
+                    ..RunSummary::of(record)
+                }),
+                None if out_of_time => RowResult::Unknown(UnknownRun {
                     run_id,
-                ),
+                    status: RunStatus::Planned,
+                    message: still_running(run_id),
+                }),
                 _ => return BatchAnswer::Pending,
             },
             (None, Some(answer)) => answer.clone(),
-            (None, None) => json!({"error": "no run was started for this row"}),
+            (None, None) => RowError::new("no run was started for this row").into(),
         };
         results.push((row.row, result));
     }
-    BatchAnswer::Done(crate::external_function::response_body(results))
+    BatchAnswer::Done(ResponseBody::new(results))
 }
 
-fn still_running(mut result: Value, run_id: RunId) -> Value {
-    result["message"] = Value::String(format!(
+fn still_running(run_id: RunId) -> String {
+    format!(
         "still running after {} minutes; it goes on: follow it with SELECT sluice.run_status('{run_id}')",
         ANSWER_WITHIN.num_minutes()
-    ));
-    result
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::external_function::answer::RunStory;
     use crate::run::ChunkOutcome;
+    use serde_json::Value;
+
+    fn body_value(body: &ResponseBody) -> Value {
+        serde_json::to_value(body).unwrap()
+    }
 
     fn record(status: RunStatus, rows: u64) -> RunRecord {
         let now = Utc::now();
@@ -266,7 +188,7 @@ mod tests {
             message: "\"\\\u{7}\n😀".repeat(20_000),
         });
         let whole = serde_json::to_string(&big).unwrap().len();
-        let answer = run_status_result(&big);
+        let answer = serde_json::to_value(RunStory::of(&big)).unwrap();
         let size = answer.to_string().len();
         assert!(whole > 1_000_000, "the record itself is large: {whole}");
         assert!(size < 4_096, "{size} bytes: {answer}");
@@ -291,10 +213,10 @@ mod tests {
         // A whole batch of the largest runs, as the trigger answers it: the body is a JSON
         // string inside API Gateway's proxy response, so it is encoded twice.
         let max_rows = crate::deploy::MAX_BATCH_ROWS_RANGE.1 as u64;
-        let body = crate::external_function::response_body(
-            (0..max_rows).map(|row| (row, run_status_result(&big))),
+        let body = ResponseBody::new(
+            (0..max_rows).map(|row| (row, RowResult::Story(Box::new(RunStory::of(&big))))),
         );
-        let proxied = serde_json::to_string(&body.to_string()).unwrap();
+        let proxied = serde_json::to_string(&serde_json::to_string(&body).unwrap()).unwrap();
         assert!(
             proxied.len() < 6 * 1024 * 1024 - 4096,
             "{} bytes",
@@ -316,7 +238,7 @@ mod tests {
                 BatchRow {
                     row: 0,
                     run_id: None,
-                    answer: Some(json!({"error": "no table 'x'"})),
+                    answer: Some(RowError::new("no table 'x'").into()),
                 },
                 BatchRow {
                     row: 1,
@@ -341,6 +263,7 @@ mod tests {
         let BatchAnswer::Done(body) = batch_answer(&b, &runs, Utc::now()) else {
             panic!("expected an answer");
         };
+        let body = body_value(&body);
         let data = body["data"].as_array().unwrap();
         // Same rows, in the order they came.
         assert_eq!(
@@ -389,6 +312,7 @@ mod tests {
         let BatchAnswer::Done(body) = batch_answer(&b, &runs, Utc::now()) else {
             panic!("expected an answer");
         };
+        let body = body_value(&body);
         let result = &body["data"][0][1];
         assert_eq!(result["status"], "MERGING");
         assert_eq!(result["run_id"], running.run_id.to_string());

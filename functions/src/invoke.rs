@@ -92,7 +92,7 @@ impl Invoker for LambdaInvoker {
             .await
             .map_err(|e| InvokeError::Failed {
                 function: function.to_owned(),
-                message: crate::error_chain(&e),
+                message: sluice::error_chain(&e),
             })?;
         // Lambda answers 202 when it has queued the event.
         if answer.status_code() != 202 {

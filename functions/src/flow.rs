@@ -11,32 +11,32 @@ use std::time::Duration;
 
 use chrono::Utc;
 use futures::{StreamExt, TryStreamExt};
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
-use sluice_core::batch::{
-    BatchAnswer, BatchRecord, BatchRow, batch_answer, run_result, run_status_result,
+use serde::Serialize;
+use sluice_core::external_function::answer::{
+    AlreadyRunning, ResponseBody, RowError, RowResult, RunSummary,
 };
-use sluice_core::external_function::{
-    IngestRequest, Row, StatusRequest, response_body, row_result,
-};
+use sluice_core::external_function::batch::{BatchAnswer, BatchRecord, BatchRow, batch_answer};
+use sluice_core::external_function::{IngestRequest, Row, StatusRequest};
 use sluice_core::plan::ChunkChains;
 use sluice_core::schedule::Schedule;
 use sluice_core::{Config, RunId, RunRecord, RunStatus};
 use thiserror::Error;
 use tracing::{Instrument, info, info_span, warn};
 
+use sluice::state::{ChunkStart, StateError};
+use sluice::{PipelineError, Quiet};
+
 use crate::deployment::{Deployment, DeploymentError};
+use crate::events::{DestinationRecord, ExhaustedEvent, TriggerTables};
 use crate::invoke::{
     ExtractEvent, ExtractFunctionEvent, FinalizeEvent, InvokeError, PlanEvent, event_bytes,
 };
-use crate::state::{ChunkStart, StateError};
-use crate::{PipelineError, Quiet};
 
 /// Rows of one batch planned at once: planning is mostly waiting on the source's catalog.
 const PLAN_CONCURRENCY: usize = 8;
 /// Asynchronous invocations sent at once when a run starts its first chunks.
 const FAN_OUT_CONCURRENCY: usize = 16;
-/// Who claims the start of a run's first chunks (see [`crate::state::StateStore::claim_chunk_start`]): not a
+/// Who claims the start of a run's first chunks (see [`sluice::state::StateStore::claim_chunk_start`]): not a
 /// chunk, so never the claimer of a successor.
 const PLANNER_CLAIMER: u32 = u32::MAX;
 /// Time kept back from the Lambda deadline to stop a chunk cleanly and record why.
@@ -58,76 +58,122 @@ pub enum ServerlessError {
 
 pub type Result<T, E = ServerlessError> = std::result::Result<T, E>;
 
-/// An HTTP answer: status and JSON body.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Answer {
-    pub status: u16,
-    pub body: Value,
+impl ServerlessError {
+    /// Whether the same event could succeed if tried again: a store, a source, S3 or Lambda
+    /// that failed for now, yes; a missing run, a bad config or a refused state change, no.
+    /// Only retryable errors are returned to Lambda, which retries the event (twice, by
+    /// default, then its on-failure destination); the others settle the run at once (see
+    /// [`Functions::settle`]).
+    pub fn is_retryable(&self) -> bool {
+        use sluice::config_store::ConfigStoreError;
+        use sluice::source::SourceError;
+        fn state(e: &StateError) -> bool {
+            matches!(e, StateError::Storage { .. })
+        }
+        match self {
+            ServerlessError::Deployment(e) => match e {
+                DeploymentError::Settings(_) | DeploymentError::Setting { .. } => false,
+                DeploymentError::Config(ConfigStoreError::Storage { .. }) => true,
+                DeploymentError::Config(_) => false,
+                DeploymentError::Source(SourceError::Config { .. }) => false,
+                _ => true,
+            },
+            ServerlessError::Pipeline(e) => match e {
+                PipelineError::State(e) => state(e),
+                PipelineError::Source(SourceError::Config { .. }) => false,
+                PipelineError::Plan(_)
+                | PipelineError::UnknownSource { .. }
+                | PipelineError::Run { .. } => false,
+                _ => true,
+            },
+            ServerlessError::State(e) => state(e),
+            ServerlessError::Invoke(InvokeError::TooLarge { .. }) => false,
+            ServerlessError::Invoke(_) => true,
+            ServerlessError::NoFunction(_) => false,
+        }
+    }
 }
 
-impl Answer {
-    pub fn ok(body: Value) -> Answer {
-        Answer { status: 200, body }
-    }
-    pub fn pending() -> Answer {
-        Answer {
-            status: 202,
-            body: json!({"status": "running"}),
-        }
-    }
-    pub fn bad_request(message: impl Into<String>) -> Answer {
-        Answer {
-            status: 400,
-            body: json!({"error": message.into()}),
-        }
-    }
-    /// A failure on sluice's side: a JSON message, never a stack trace.
-    pub fn server_error(message: impl Into<String>) -> Answer {
-        Answer {
-            status: 500,
-            body: json!({"error": message.into()}),
-        }
-    }
+/// What a call of Snowflake's external functions comes to; the HTTP layer (`crate::http`)
+/// turns it into a status code and a body.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    /// `200`: every row's result.
+    Rows(ResponseBody),
+    /// `202`: Snowflake asks again with the same batch id.
+    Pending,
+    /// `400`: the request itself is wrong; nothing was started.
+    BadRequest(String),
+    /// `500`: sluice could not do its part (state unreachable, a batch abandoned).
+    Failed(String),
 }
 
 /// How a row's request turned out at once.
 enum Started {
-    /// A run was planned and its chunks fanned out (or it failed while planning).
+    /// A run was recorded and handed to its planner (or failed on the way).
     Run(Box<RunRecord>),
     /// No run to follow: the row's answer.
-    Answer(Value),
+    Answer(RowResult),
 }
 
 impl Started {
     /// The row's result as Snowflake gets it.
-    fn result(&self) -> Value {
+    fn result(&self) -> RowResult {
         match self {
-            Started::Run(record) => run_result(record),
+            Started::Run(record) => RowResult::Run(RunSummary::of(record)),
             Started::Answer(answer) => answer.clone(),
         }
     }
 }
 
-/// A record Lambda sends to an on-failure destination when an asynchronous invocation has
-/// failed every attempt.
-#[derive(Debug, Clone, Deserialize)]
-pub struct DestinationRecord {
-    #[serde(rename = "requestContext")]
-    pub request_context: Value,
-    #[serde(rename = "requestPayload")]
-    pub request_payload: Value,
-    #[serde(rename = "responsePayload", default)]
-    pub response_payload: Value,
+/// What a step of a run (plan, extract, finalize, an exhausted event) did: the function's
+/// answer, which Lambda keeps for an asynchronous invocation only in its logs and records.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum StepOutcome {
+    /// The run as it stands after the step.
+    Run(RunSummary),
+    /// One chunk extracted (`last`: it completed the run's extraction).
+    Chunk {
+        run_id: RunId,
+        chunk: u32,
+        rows: u64,
+        files: usize,
+        last: bool,
+    },
+    /// Nothing to do: the run had moved on (a duplicate or late event).
+    Skipped {
+        run_id: RunId,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        chunk: Option<u32>,
+        skipped: RunStatus,
+    },
+    /// An on-failure record that names no run sluice knows.
+    Ignored {
+        ignored: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        run_id: Option<RunId>,
+    },
 }
 
-/// Direct invocation of the trigger by an operator (`sluice trigger`).
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct TriggerTables {
-    /// Table selectors: `source/schema.table`, or a name unique across sources.
-    pub tables: Vec<String>,
-    #[serde(default)]
-    pub full_reload: bool,
+impl StepOutcome {
+    fn run(record: &RunRecord) -> StepOutcome {
+        StepOutcome::Run(RunSummary::of(record))
+    }
+}
+
+/// The answer to an operator's direct invocation or a schedule tick: each table's result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TablesAnswer {
+    pub runs: Vec<SelectedRun>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SelectedRun {
+    /// The table as the request named it.
+    pub selector: String,
+    #[serde(flatten)]
+    pub result: RowResult,
 }
 
 pub struct Functions {
@@ -161,7 +207,7 @@ impl Functions {
     /// protocol) the answer is `202` and the runs are followed by [`Functions::poll_batch`];
     /// a repeated POST of the same batch starts nothing twice. Without one, each row's run id
     /// comes back at once.
-    pub async fn ingest(&self, batch_id: Option<&str>, rows: Vec<Row<IngestRequest>>) -> Answer {
+    pub async fn ingest(&self, batch_id: Option<&str>, rows: Vec<Row<IngestRequest>>) -> Reply {
         let Some(batch_id) = batch_id else {
             return self.ingest_now(rows).await;
         };
@@ -173,7 +219,7 @@ impl Functions {
                 info!(batch_id, "batch already started; answering as a poll");
                 return self.poll_batch(batch_id).await;
             }
-            Err(e) => return Answer::server_error(format!("recording the batch: {e}")),
+            Err(e) => return Reply::Failed(format!("recording the batch: {e}")),
         }
         let started = self.start_rows(rows).await;
         // Snowflake's 10 minutes run from its POST: the claim's time stays.
@@ -197,32 +243,32 @@ impl Functions {
             ..claim
         };
         if let Err(e) = state.save_batch(&record).await {
-            return Answer::server_error(format!("recording the batch: {e}"));
+            return Reply::Failed(format!("recording the batch: {e}"));
         }
         self.poll_batch(batch_id).await
     }
 
     /// `POST /ingest_async` (and `/ingest` without a batch id): starts the runs and answers
     /// each row with its run id at once.
-    pub async fn ingest_now(&self, rows: Vec<Row<IngestRequest>>) -> Answer {
+    pub async fn ingest_now(&self, rows: Vec<Row<IngestRequest>>) -> Reply {
         let started = self.start_rows(rows).await;
-        Answer::ok(response_body(
+        Reply::Rows(ResponseBody::new(
             started.into_iter().map(|(row, s)| (row, s.result())),
         ))
     }
 
     /// Snowflake's polling `GET /ingest`: `202` while any run of the batch goes on, then `200`
     /// with every row's final result.
-    pub async fn poll_batch(&self, batch_id: &str) -> Answer {
+    pub async fn poll_batch(&self, batch_id: &str) -> Reply {
         let state = &self.deployment.state;
         let batch = match state.get_batch(batch_id).await {
             Ok(Some(batch)) => batch,
             Ok(None) => {
-                return Answer::bad_request(format!(
+                return Reply::BadRequest(format!(
                     "batch '{batch_id}' is unknown: POST the rows first"
                 ));
             }
-            Err(e) => return Answer::server_error(format!("reading the batch: {e}")),
+            Err(e) => return Reply::Failed(format!("reading the batch: {e}")),
         };
         let mut runs = BTreeMap::new();
         for run_id in batch.run_ids() {
@@ -231,21 +277,21 @@ impl Functions {
                     let record = match self.fail_if_planning_abandoned(record).await {
                         Ok(record) => record,
                         Err(e) => {
-                            return Answer::server_error(format!("reading run {run_id}: {e}"));
+                            return Reply::Failed(format!("reading run {run_id}: {e}"));
                         }
                     };
                     runs.insert(run_id, record);
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    return Answer::server_error(format!("reading run {run_id}: {e}"));
+                    return Reply::Failed(format!("reading run {run_id}: {e}"));
                 }
             }
         }
         match batch_answer(&batch, &runs, Utc::now()) {
-            BatchAnswer::Pending => Answer::pending(),
-            BatchAnswer::Done(body) => Answer::ok(body),
-            BatchAnswer::Abandoned => Answer::server_error(format!(
+            BatchAnswer::Pending => Reply::Pending,
+            BatchAnswer::Done(body) => Reply::Rows(body),
+            BatchAnswer::Abandoned => Reply::Failed(format!(
                 "batch '{batch_id}' was never started: the request that began it failed; run the query again"
             )),
         }
@@ -280,7 +326,7 @@ impl Functions {
     }
 
     /// `POST /status`: each row's run story.
-    pub async fn status(&self, rows: Vec<Row<StatusRequest>>) -> Answer {
+    pub async fn status(&self, rows: Vec<Row<StatusRequest>>) -> Reply {
         let mut results = Vec::with_capacity(rows.len());
         for Row { row, request } in rows {
             let found = match request {
@@ -291,14 +337,16 @@ impl Functions {
                     Err(e) => Err(e.to_string()),
                 },
             };
-            let result = row_result(&found.map(|record| run_status_result(&record)));
-            results.push((row, result));
+            results.push((
+                row,
+                RowResult::story_or_error(found.as_ref().map_err(Clone::clone)),
+            ));
         }
-        Answer::ok(response_body(results))
+        Reply::Rows(ResponseBody::new(results))
     }
 
     /// An operator's direct invocation: starts the named tables.
-    pub async fn trigger_tables(&self, request: TriggerTables) -> Value {
+    pub async fn trigger_tables(&self, request: TriggerTables) -> TablesAnswer {
         let rows = request
             .tables
             .iter()
@@ -309,22 +357,21 @@ impl Functions {
             })
             .collect();
         let started = self.start_selected(rows).await;
-        json!({
-            "runs": started
+        TablesAnswer {
+            runs: started
                 .into_iter()
                 .zip(&request.tables)
-                .map(|((_, s), selector)| {
-                    let mut result = s.result();
-                    result["selector"] = Value::String(selector.clone());
-                    result
+                .map(|((_, s), selector)| SelectedRun {
+                    selector: selector.clone(),
+                    result: s.result(),
                 })
-                .collect::<Vec<_>>()
-        })
+                .collect(),
+        }
     }
 
     /// The schedule tick: starts every table whose `schedule` has come due and that is not
     /// already running. Returns what it started, per table key.
-    pub async fn run_schedules(&self) -> Result<Value> {
+    pub async fn run_schedules(&self) -> Result<TablesAnswer> {
         let config = self.deployment.config().await?;
         let now = Utc::now();
         let lookback = chrono::Duration::from_std(self.deployment.settings.schedule_lookback)
@@ -354,7 +401,7 @@ impl Functions {
         }
         info!(due = due.len(), "schedule tick");
         if due.is_empty() {
-            return Ok(json!({"runs": []}));
+            return Ok(TablesAnswer { runs: Vec::new() });
         }
         Ok(self
             .trigger_tables(TriggerTables {
@@ -384,7 +431,12 @@ impl Functions {
                 let message = format!("cannot read the configuration: {e}");
                 return rows
                     .into_iter()
-                    .map(|r| (r.row, Started::Answer(json!({ "error": message }))))
+                    .map(|r| {
+                        (
+                            r.row,
+                            Started::Answer(RowError::new(message.clone()).into()),
+                        )
+                    })
                     .collect();
             }
         };
@@ -392,7 +444,7 @@ impl Functions {
         futures::stream::iter(rows)
             .map(|Row { row, request }| async move {
                 let started = match request {
-                    Err(message) => Started::Answer(json!({ "error": message })),
+                    Err(message) => Started::Answer(RowError::new(message).into()),
                     Ok((selector, full_reload)) => {
                         self.start_run(config, &selector, full_reload).await
                     }
@@ -415,27 +467,22 @@ impl Functions {
     async fn start_run(&self, config: &Config, selector: &str, full_reload: bool) -> Started {
         let table = match config.find_table(selector) {
             Ok(table) => table,
-            Err(message) => return Started::Answer(json!({ "error": message })),
+            Err(message) => return Started::Answer(RowError::new(message).into()),
         };
         let key = table.key();
         // No sources: the trigger never connects to one.
         let pipeline = match self.deployment.pipeline(config, &[]).await {
             Ok(p) => p,
-            Err(e) => return Started::Answer(json!({ "table": key, "error": e.to_string() })),
+            Err(e) => return Started::Answer(RowError::for_table(&key, e.to_string()).into()),
         };
         let now = Utc::now();
         let lease_until = now + self.plan_timeout();
         let record = match pipeline.open_run(&key, full_reload, now, lease_until).await {
             Ok(record) => record,
             Err(PipelineError::State(StateError::AlreadyRunning { run_id, .. })) => {
-                return Started::Answer(json!({
-                    "run_id": run_id.to_string(),
-                    "table": key,
-                    "status": "ALREADY_RUNNING",
-                    "message": format!("{key} is already running as run {run_id}; follow it with sluice.run_status('{run_id}')"),
-                }));
+                return Started::Answer(AlreadyRunning::new(&key, run_id).into());
             }
-            Err(e) => return Started::Answer(json!({ "table": key, "error": e.to_string() })),
+            Err(e) => return Started::Answer(RowError::for_table(&key, e.to_string()).into()),
         };
         let run_id = record.run_id;
         let handed = async {
@@ -462,7 +509,14 @@ impl Functions {
             {
                 Ok(record) => Started::Run(Box::new(record)),
                 Err(fail) => Started::Answer(
-                    json!({"run_id": run_id.to_string(), "table": key, "error": format!("{e}; recording the failure also failed: {fail}")}),
+                    RowError {
+                        run_id: Some(run_id),
+                        ..RowError::for_table(
+                            &key,
+                            format!("{e}; recording the failure also failed: {fail}"),
+                        )
+                    }
+                    .into(),
                 ),
             },
         }
@@ -482,7 +536,7 @@ impl Functions {
     /// run under a planning lease another run could take. An event delivered twice, or
     /// retried after the plan was recorded, plans nothing twice: it finds the plan and
     /// repeats the fan-out, whose chunks are idempotent. An `Err` asks Lambda to retry.
-    pub async fn plan(&self, event: PlanEvent, time_left: Option<Duration>) -> Result<Value> {
+    pub async fn plan(&self, event: PlanEvent, time_left: Option<Duration>) -> Result<StepOutcome> {
         let run_id = event.plan_run;
         let span = info_span!("plan", %run_id, table = tracing::field::Empty);
         async {
@@ -494,7 +548,11 @@ impl Functions {
             tracing::Span::current().record("table", key.as_str());
             if record.status != RunStatus::Planned {
                 info!(status = %record.status, "run already planned or ended; nothing to plan");
-                return Ok(json!({"run_id": run_id.to_string(), "skipped": record.status.as_str()}));
+                return Ok(StepOutcome::Skipped {
+                    run_id,
+                    chunk: None,
+                    skipped: record.status,
+                });
             }
             let config = self.deployment.config().await?;
             let record = match record.plan {
@@ -519,7 +577,7 @@ impl Functions {
                                 None,
                             )
                             .await?;
-                        return Ok(run_result(&record));
+                        return Ok(StepOutcome::run(&record));
                     }
                     let table = match config.find_table(&key) {
                         Ok(table) => table,
@@ -527,7 +585,7 @@ impl Functions {
                             let record = sourceless
                                 .fail_run(run_id, format!("cannot plan: {message}"), None)
                                 .await?;
-                            return Ok(run_result(&record));
+                            return Ok(StepOutcome::run(&record));
                         }
                     };
                     let pipeline = self.deployment.pipeline(&config, &[&table.source]).await?;
@@ -539,10 +597,11 @@ impl Functions {
                         // The run is FAILED with the reason already.
                         Ok(Err(failure)) => {
                             warn!(error = %failure.error, "planning failed");
-                            return Ok(match state.get_run(run_id).await? {
-                                Some(record) => run_result(&record),
-                                None => json!({"run_id": run_id.to_string(), "error": failure.error.to_string()}),
-                            });
+                            let record = state
+                                .get_run(run_id)
+                                .await?
+                                .ok_or(StateError::RunNotFound(run_id))?;
+                            return Ok(StepOutcome::run(&record));
                         }
                         Err(_) => {
                             let record = pipeline
@@ -555,7 +614,7 @@ impl Functions {
                                     None,
                                 )
                                 .await?;
-                            return Ok(run_result(&record));
+                            return Ok(StepOutcome::run(&record));
                         }
                     }
                 }
@@ -572,7 +631,7 @@ impl Functions {
                         None,
                     )
                     .await?;
-                return Ok(run_result(&record));
+                return Ok(StepOutcome::run(&record));
             }
             self.fan_out(&config, &record).await
         }
@@ -581,7 +640,7 @@ impl Functions {
     }
 
     /// Starts a planned run's first chunks (or finalize, for a run of no chunks).
-    async fn fan_out(&self, config: &Config, record: &RunRecord) -> Result<Value> {
+    async fn fan_out(&self, config: &Config, record: &RunRecord) -> Result<StepOutcome> {
         let run_id = record.run_id;
         let chunks = record.plan.as_ref().map_or(0, |p| p.chunks.len()) as u32;
         let fanned = async {
@@ -637,7 +696,7 @@ impl Functions {
         match fanned {
             Ok(()) => {
                 info!(chunks, "run planned; first chunks started");
-                Ok(run_result(record))
+                Ok(StepOutcome::run(record))
             }
             Err(e) => {
                 // Chunks already sent find the run FAILED and stop.
@@ -645,7 +704,7 @@ impl Functions {
                 let record = pipeline
                     .fail_run(run_id, format!("fanning out the chunks failed: {e}"), None)
                     .await?;
-                Ok(run_result(&record))
+                Ok(StepOutcome::run(&record))
             }
         }
     }
@@ -655,7 +714,11 @@ impl Functions {
     /// Extracts one chunk. `time_left` is what remains of the invocation: a chunk that cannot
     /// finish in time fails the run with a message saying what to change, rather than being
     /// killed mid-upload. An `Err` asks Lambda to retry the event.
-    pub async fn extract(&self, event: ExtractEvent, time_left: Option<Duration>) -> Result<Value> {
+    pub async fn extract(
+        &self,
+        event: ExtractEvent,
+        time_left: Option<Duration>,
+    ) -> Result<StepOutcome> {
         let ExtractEvent { run_id, chunk } = event;
         let span = info_span!("extract", %run_id, chunk, table = tracing::field::Empty);
         async {
@@ -666,7 +729,11 @@ impl Functions {
             tracing::Span::current().record("table", record.table_key.as_str());
             if record.status.is_terminal() {
                 info!(status = %record.status, "run already ended; chunk skipped");
-                return Ok(json!({"run_id": run_id.to_string(), "chunk": chunk, "skipped": record.status.as_str()}));
+                return Ok(StepOutcome::Skipped {
+                    run_id,
+                    chunk: Some(chunk),
+                    skipped: record.status,
+                });
             }
             info!(time_left_s = time_left.map(|t| t.as_secs()), "extracting");
             let source = record
@@ -697,7 +764,7 @@ impl Functions {
                             "chunk {chunk} did not finish within {why}: make chunks smaller (partition.chunk_rows, or more partition.chunks) or raise the limit"
                         );
                         let record = pipeline.fail_run(run_id, message, Some(chunk)).await?;
-                        return Ok(run_result(&record));
+                        return Ok(StepOutcome::run(&record));
                     }
                 },
             };
@@ -729,13 +796,13 @@ impl Functions {
                     .await?;
                 info!("last chunk: finalize invoked");
             }
-            Ok(json!({
-                "run_id": run_id.to_string(),
-                "chunk": chunk,
-                "rows": report.outcome.rows,
-                "files": report.outcome.files.len(),
-                "last": report.is_last,
-            }))
+            Ok(StepOutcome::Chunk {
+                run_id,
+                chunk,
+                rows: report.outcome.rows,
+                files: report.outcome.files.len(),
+                last: report.is_last,
+            })
         }
         .instrument(span)
         .await
@@ -796,37 +863,71 @@ impl Functions {
         .await
     }
 
+    /// The end of an asynchronous step whose error trying again cannot cure: the run, if it
+    /// is still going, fails with the error (its lease released, the watermark unmoved), and
+    /// the handler answers instead of asking Lambda to retry. Retryable errors are passed on.
+    pub async fn settle(
+        &self,
+        run_id: RunId,
+        chunk: Option<u32>,
+        result: Result<StepOutcome>,
+    ) -> Result<StepOutcome> {
+        let error = match result {
+            Ok(outcome) => return Ok(outcome),
+            Err(e) if e.is_retryable() => return Err(e),
+            Err(e) => e,
+        };
+        let missing = matches!(
+            error,
+            ServerlessError::State(StateError::RunNotFound(_))
+                | ServerlessError::Pipeline(PipelineError::State(StateError::RunNotFound(_)))
+        );
+        if missing {
+            warn!(%run_id, error = %error, "an event for a run that does not exist; not retried");
+            return Ok(StepOutcome::Ignored {
+                ignored: true,
+                run_id: Some(run_id),
+            });
+        }
+        warn!(%run_id, chunk, error = %error, "a step failed for good; its run fails, the event is not retried");
+        let pipeline = self.deployment.pipeline(&Config::default(), &[]).await?;
+        let record = pipeline.fail_run(run_id, error.to_string(), chunk).await?;
+        Ok(StepOutcome::run(&record))
+    }
+
     /// An event that failed every attempt (Lambda's on-failure destination): its run is
     /// marked FAILED with the last error. A run that already ended is left as it is.
-    pub async fn record_exhausted(&self, record: DestinationRecord) -> Result<Value> {
-        let payload = &record.request_payload;
-        let (run_id, chunk, planning) = match (
-            serde_json::from_value::<ExtractFunctionEvent>(payload.clone()),
-            serde_json::from_value::<FinalizeEvent>(payload.clone()),
-        ) {
-            (Ok(ExtractFunctionEvent::Chunk(e)), _) => (e.run_id, Some(e.chunk), false),
-            (Ok(ExtractFunctionEvent::Plan(p)), _) => (p.plan_run, None, true),
-            (_, Ok(f)) => (f.run_id, None, false),
-            _ => {
-                warn!(payload = %payload, "on-failure record for an event that is not sluice's; ignored");
-                return Ok(json!({"ignored": true}));
+    pub async fn record_exhausted(&self, record: &DestinationRecord) -> Result<StepOutcome> {
+        let (run_id, chunk, planning) = match record.exhausted_event() {
+            Some(ExhaustedEvent::Extract(ExtractFunctionEvent::Chunk(e))) => {
+                (e.run_id, Some(e.chunk), false)
+            }
+            Some(ExhaustedEvent::Extract(ExtractFunctionEvent::Plan(p))) => {
+                (p.plan_run, None, true)
+            }
+            Some(ExhaustedEvent::Finalize(f)) => (f.run_id, None, false),
+            None => {
+                warn!(payload = %record.request_payload, "on-failure record for an event that is not sluice's; ignored");
+                return Ok(StepOutcome::Ignored {
+                    ignored: true,
+                    run_id: None,
+                });
             }
         };
         let Some(current) = self.deployment.state.get_run(run_id).await? else {
-            return Ok(json!({"ignored": true, "run_id": run_id.to_string()}));
+            return Ok(StepOutcome::Ignored {
+                ignored: true,
+                run_id: Some(run_id),
+            });
         };
         if current.status.is_terminal() {
-            return Ok(run_result(&current));
+            return Ok(StepOutcome::run(&current));
         }
-        let attempts = record
-            .request_context
-            .get("approximateInvokeCount")
-            .and_then(Value::as_u64)
-            .unwrap_or(0);
+        let attempts = record.request_context.approximate_invoke_count;
         let error = record
             .response_payload
-            .get("errorMessage")
-            .and_then(Value::as_str)
+            .error_message
+            .as_deref()
             .unwrap_or("no error message");
         let what = match (chunk, planning) {
             (Some(c), _) => format!("extracting chunk {c}"),
@@ -836,6 +937,6 @@ impl Functions {
         let message = format!("{what} failed after {attempts} attempts: {error}");
         let pipeline = self.deployment.pipeline(&Config::default(), &[]).await?;
         let failed = pipeline.fail_run(run_id, message, chunk).await?;
-        Ok(run_result(&failed))
+        Ok(StepOutcome::run(&failed))
     }
 }

@@ -5,9 +5,14 @@
 //!
 //! A malformed batch is refused as a whole (HTTP 400 with a message); a bad row only gets an
 //! error result of its own, so one wrong table name never fails the other rows of a query.
+//!
+//! [`answer`] types what each row gets back; [`batch`] is what the trigger remembers of a
+//! batch under Snowflake's asynchronous protocol and how it answers the polls.
 
-use serde::Serialize;
-use serde_json::{Map, Value, json};
+pub mod answer;
+pub mod batch;
+
+use serde_json::Value;
 use thiserror::Error;
 
 use crate::run::RunId;
@@ -264,29 +269,6 @@ fn kind(value: &Value) -> &'static str {
     }
 }
 
-/// A row's answer: the result object, or `{"error": message}`.
-pub fn row_result<T: Serialize>(result: &Result<T, String>) -> Value {
-    match result {
-        Ok(value) => serde_json::to_value(value)
-            .unwrap_or_else(|e| json!({ "error": format!("cannot encode the result: {e}") })),
-        Err(message) => {
-            let mut map = Map::new();
-            map.insert("error".into(), Value::String(message.clone()));
-            Value::Object(map)
-        }
-    }
-}
-
-/// The response body: one `[row, result]` per row, in the order given.
-pub fn response_body(results: impl IntoIterator<Item = (u64, Value)>) -> Value {
-    json!({
-        "data": results
-            .into_iter()
-            .map(|(row, result)| json!([row, result]))
-            .collect::<Vec<_>>()
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -486,28 +468,6 @@ mod tests {
                 .clone()
                 .unwrap_err()
                 .contains("takes 1 argument")
-        );
-    }
-
-    #[test]
-    fn the_answer_has_one_result_per_row() {
-        #[derive(Serialize)]
-        struct Started {
-            run_id: String,
-            status: &'static str,
-        }
-        let ok: Result<Started, String> = Ok(Started {
-            run_id: "01X".into(),
-            status: "PLANNED",
-        });
-        let bad: Result<Started, String> = Err("no table public.nope in source shop".into());
-        let body = response_body([(1, row_result(&ok)), (0, row_result(&bad))]);
-        assert_eq!(
-            body,
-            json!({"data": [
-                [1, {"run_id": "01X", "status": "PLANNED"}],
-                [0, {"error": "no table public.nope in source shop"}]
-            ]})
         );
     }
 }

@@ -3,43 +3,39 @@
 //! configuration, which is read from DynamoDB on every event so a config change needs no
 //! redeploy. Source adapters are kept across events while their config is unchanged, for at
 //! most [`SOURCE_MAX_AGE`], and one whose credentials the database refuses reads its secret
-//! again (see [`RotatingSource`]).
+//! again (see [`sluice::source::connect::RotatingSource`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-
+use sluice::aws::AwsEndpoint;
+use sluice::catalog::glue::GlueCatalog;
+use sluice::catalog::{Catalog, NoCatalog};
+use sluice::config_store::{ConfigStore, ConfigStoreError};
+use sluice::secrets::{SecretError, SecretResolver};
+use sluice::sink::ObjectSink;
+use sluice::sink::SinkError;
+use sluice::sink::parquet::{ParquetCompression, ParquetSettings};
+use sluice::sink::s3::S3Sink;
+use sluice::source::connect::{ConnectError, connect_source};
+use sluice::source::{Source, SourceError};
+use sluice::state::StateStore;
+use sluice::state::dynamo::DynamoStateStore;
+use sluice::warehouse::SnowflakeError;
+use sluice::warehouse::load::{Loader, WarehouseTarget};
+use sluice::warehouse::snowflake::{PrivateKey, SnowflakeClient, SnowflakeConfig};
+use sluice::{Pipeline, PipelineOptions};
 use sluice_core::deploy::{Compression, DeployError, DeploymentSettings, SnowflakeSettings};
 use sluice_core::output::OutputLocation;
 use sluice_core::setup::STAGE_NAME;
 use sluice_core::snowflake::ObjectName;
 use sluice_core::staging::RAW_SCHEMA;
-use sluice_core::{Config, Engine, RunPlan, ScalarValue, SourceConfig, TableConfig};
+use sluice_core::{Config, SourceConfig};
 use thiserror::Error;
 use tokio::sync::{Mutex, OnceCell};
-use tracing::info;
 
-use crate::aws::AwsEndpoint;
-use crate::catalog::glue::GlueCatalog;
-use crate::catalog::{Catalog, NoCatalog};
-use crate::config_store::{ConfigStore, ConfigStoreError};
 use crate::invoke::{Invoker, LambdaInvoker};
-use crate::secrets::{SecretError, SecretResolver};
-use crate::sink::ObjectSink;
-use crate::sink::SinkError;
-use crate::sink::parquet::{ParquetCompression, ParquetSettings};
-use crate::sink::s3::S3Sink;
-use crate::source::mysql::MysqlSource;
-use crate::source::postgres::PostgresSource;
-use crate::source::{ChunkStream, Credentials, GatheredFacts, Source, SourceError};
-use crate::state::StateStore;
-use crate::state::dynamo::DynamoStateStore;
-use crate::warehouse::SnowflakeError;
-use crate::warehouse::load::{Loader, WarehouseTarget};
-use crate::warehouse::snowflake::{PrivateKey, SnowflakeClient, SnowflakeConfig};
-use crate::{Pipeline, PipelineOptions};
 
 #[derive(Debug, Error)]
 pub enum DeploymentError {
@@ -51,6 +47,8 @@ pub enum DeploymentError {
     Secret(#[from] SecretError),
     #[error(transparent)]
     Source(#[from] SourceError),
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
     #[error(transparent)]
     Sink(#[from] SinkError),
     #[error("Snowflake: {0}")]
@@ -68,7 +66,7 @@ pub type Result<T, E = DeploymentError> = std::result::Result<T, E>;
 /// before reading the secret again.
 ///
 /// A rotation that changes the password is caught sooner, by the database refusing it (see
-/// [`RotatingSource`]). The bound is for what a refused password does not reveal: a secret
+/// [`sluice::source::connect::RotatingSource`]). The bound is for what a refused password does not reveal: a secret
 /// whose host, port or database changed (the old endpoint may still answer, or fail as
 /// unreachable rather than as refused credentials), or an alternating-users rotation, whose
 /// old user keeps working until the rotation after next
@@ -131,7 +129,7 @@ impl Deployment {
                 }
             })?;
         }
-        let sdk = crate::aws::sdk_config(&AwsEndpoint::default()).await;
+        let sdk = sluice::aws::sdk_config(&AwsEndpoint::default()).await;
         let invoker: Arc<dyn Invoker> = Arc::new(LambdaInvoker::new(&sdk));
         Deployment::build(settings, &sdk, s3_endpoint, invoker).await
     }
@@ -269,163 +267,10 @@ impl Deployment {
         )
     }
 
-    /// A new adapter for `source`: one that re-reads its secret when the database refuses
-    /// the credentials if it has a secret, else the engine's own.
+    /// A new adapter for `source` (see [`connect_source`]).
     async fn source(&self, source: &SourceConfig) -> Result<Arc<dyn Source>> {
-        if source.connection.secret_arn.is_none() {
-            return Ok(source_adapter(source, None)?);
-        }
-        let (resolved, credentials) = self.secrets.resolve(source).await?;
-        let adapter = source_adapter(&resolved, credentials.as_ref())?;
-        Ok(Arc::new(RotatingSource {
-            config: source.clone(),
-            secrets: self.secrets.clone(),
-            current: Mutex::new(Current {
-                generation: 0,
-                adapter,
-            }),
-        }))
+        Ok(connect_source(source, &self.secrets).await?)
     }
-}
-
-/// A source adapter built from the source's secret that, when the database refuses the
-/// credentials, reads the secret again, rebuilds itself and retries the failed step once.
-///
-/// RDS rotates the secrets it manages every seven days by default
-/// (<https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/rds-secrets-manager.html>), and
-/// a single-user rotation changes the password in the database before the secret's
-/// `AWSCURRENT` version moves to the new one
-/// (<https://docs.aws.amazon.com/secretsmanager/latest/userguide/rotate-secrets_how.html>):
-/// connections already open keep working, new ones made with the old password are refused
-/// (<https://docs.aws.amazon.com/secretsmanager/latest/userguide/rotating-secrets_strategies.html>).
-/// A warm function would otherwise use its first read until it is recycled. Every step of a
-/// source opens its own connection before it reads anything, so a step refused at connect
-/// has done nothing and is safe to run again.
-///
-/// Only refused credentials are retried, and only once per step: a wrong secret fails with
-/// the refusal after one more read. A step refused in the seconds between the password change
-/// and the label move (managed rotation "typically completes within one minute", and "new
-/// connections that retrieve the secret may get the previous version"
-/// (<https://docs.aws.amazon.com/secretsmanager/latest/userguide/rotate-secrets_managed.html>))
-/// fails like any other: Lambda retries a failed chunk's event, and a failed plan is a failed
-/// row the caller can run again.
-struct RotatingSource {
-    /// The source as configured, secret unresolved.
-    config: SourceConfig,
-    secrets: SecretResolver,
-    /// Held while the secret is re-read, so steps refused at once share one read.
-    current: Mutex<Current>,
-}
-
-struct Current {
-    /// Counts rebuilds: a step refused by an adapter that was since replaced retries with the
-    /// replacement instead of reading the secret again.
-    generation: u64,
-    adapter: Arc<dyn Source>,
-}
-
-impl RotatingSource {
-    async fn current(&self) -> (u64, Arc<dyn Source>) {
-        let current = self.current.lock().await;
-        (current.generation, current.adapter.clone())
-    }
-
-    /// The adapter to retry with after `refused` (from the adapter of `generation`): built
-    /// from a fresh read of the secret, unless another step already rebuilt it.
-    async fn rebuilt(
-        &self,
-        generation: u64,
-        refused: SourceError,
-    ) -> Result<Arc<dyn Source>, SourceError> {
-        let mut current = self.current.lock().await;
-        if current.generation != generation {
-            return Ok(current.adapter.clone());
-        }
-        let name = &self.config.name;
-        // The source's name only: neither the error (it names the user) nor the secret.
-        info!(source = %name, "the database refused the source's credentials; reading its secret again and retrying once");
-        let (resolved, credentials) =
-            self.secrets
-                .resolve(&self.config)
-                .await
-                .map_err(|e| SourceError::Config {
-                    source_name: name.clone(),
-                    message: format!(
-                        "the database refused the credentials ({refused}), and reading the secret again failed: {e}"
-                    ),
-                })?;
-        let adapter = source_adapter(&resolved, credentials.as_ref())?;
-        *current = Current {
-            generation: generation + 1,
-            adapter: adapter.clone(),
-        };
-        Ok(adapter)
-    }
-}
-
-/// A retried step's error: a second refusal says the secret was read again, so whoever reads
-/// it knows the secret itself is wrong, not stale.
-fn after_reread(e: SourceError) -> SourceError {
-    match e {
-        SourceError::Auth {
-            source_name,
-            user,
-            message,
-        } => SourceError::Auth {
-            source_name,
-            user,
-            message: format!("{message}; refused again after reading the secret again"),
-        },
-        other => other,
-    }
-}
-
-#[async_trait]
-impl Source for RotatingSource {
-    fn engine(&self) -> Engine {
-        self.config.engine
-    }
-
-    async fn gather_facts(
-        &self,
-        table: &TableConfig,
-        window_lower: Option<&ScalarValue>,
-    ) -> Result<GatheredFacts, SourceError> {
-        let (generation, adapter) = self.current().await;
-        match adapter.gather_facts(table, window_lower).await {
-            Err(e) if e.is_auth() => self
-                .rebuilt(generation, e)
-                .await?
-                .gather_facts(table, window_lower)
-                .await
-                .map_err(after_reread),
-            done => done,
-        }
-    }
-
-    async fn extract_chunk(&self, plan: &RunPlan, chunk: u32) -> Result<ChunkStream, SourceError> {
-        let (generation, adapter) = self.current().await;
-        match adapter.extract_chunk(plan, chunk).await {
-            Err(e) if e.is_auth() => self
-                .rebuilt(generation, e)
-                .await?
-                .extract_chunk(plan, chunk)
-                .await
-                .map_err(after_reread),
-            done => done,
-        }
-    }
-}
-
-/// The adapter for a source's engine, with the credentials the caller resolved.
-pub fn source_adapter(
-    source: &SourceConfig,
-    credentials: Option<&Credentials>,
-) -> Result<Arc<dyn Source>, SourceError> {
-    Ok(match source.engine {
-        Engine::Postgres => Arc::new(PostgresSource::from_config(source, credentials)?),
-        Engine::Mysql => Arc::new(MysqlSource::from_config(source, credentials)?),
-    })
 }
 
 fn parquet_settings(settings: &DeploymentSettings) -> ParquetSettings {

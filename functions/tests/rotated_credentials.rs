@@ -14,12 +14,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{Value, json};
 use sluice::config_store::ConfigStore;
-use sluice::deployment::Deployment;
-use sluice::invoke::{ExtractEvent, FinalizeEvent, InvokeError, Invoker};
-use sluice::serverless::{Functions, TriggerTables};
 use sluice::state::dynamo::DynamoStateStore;
 use sluice_core::deploy::DeploymentSettings;
 use sluice_core::{Config, RunId, RunRecord, RunStatus};
+use sluice_functions::deployment::Deployment;
+use sluice_functions::events::TriggerTables;
+use sluice_functions::flow::Functions;
+use sluice_functions::invoke::{ExtractFunctionEvent, FinalizeEvent, InvokeError, Invoker};
 use sluice_tests::moto::{MotoServer, unique_name};
 use sluice_tests::private_pg::{self, PrivatePg};
 
@@ -192,33 +193,40 @@ async fn trigger(functions: &Functions) -> Value {
     )
     .await
     .expect("the trigger answered in time");
-    answer["runs"][0].clone()
+    serde_json::to_value(answer).unwrap()["runs"][0].clone()
 }
 
-/// Delivers the queued invocations (each chunk's extract, then finalize) until none is left.
+/// Delivers the queued invocations (the plan, each chunk's extract, then finalize) until none
+/// is left.
 async fn deliver(functions: &Functions, queue: &Queue) {
-    loop {
-        let Some((function, payload)) = queue.0.lock().unwrap().pop_front() else {
-            return;
-        };
-        let step = async {
-            match function.as_str() {
-                EXTRACT => {
-                    let event: ExtractEvent = serde_json::from_slice(&payload).unwrap();
+    while deliver_next(functions, queue).await {}
+}
+
+/// Delivers the oldest queued invocation, if any.
+async fn deliver_next(functions: &Functions, queue: &Queue) -> bool {
+    let Some((function, payload)) = queue.0.lock().unwrap().pop_front() else {
+        return false;
+    };
+    let step = async {
+        match function.as_str() {
+            EXTRACT => match serde_json::from_slice(&payload).unwrap() {
+                ExtractFunctionEvent::Plan(event) => functions.plan(event, None).await.map(|_| ()),
+                ExtractFunctionEvent::Chunk(event) => {
                     functions.extract(event, None).await.map(|_| ())
                 }
-                FINALIZE => {
-                    let event: FinalizeEvent = serde_json::from_slice(&payload).unwrap();
-                    functions.finalize(event).await.map(|_| ())
-                }
-                other => panic!("invoked an unknown function {other}"),
+            },
+            FINALIZE => {
+                let event: FinalizeEvent = serde_json::from_slice(&payload).unwrap();
+                functions.finalize(event).await.map(|_| ())
             }
-        };
-        tokio::time::timeout(STEP_LIMIT, step)
-            .await
-            .expect("the step finished in time")
-            .unwrap_or_else(|e| panic!("{function} failed: {e}"));
-    }
+            other => panic!("invoked an unknown function {other}"),
+        }
+    };
+    tokio::time::timeout(STEP_LIMIT, step)
+        .await
+        .expect("the step finished in time")
+        .unwrap_or_else(|e| panic!("{function} failed: {e}"));
+    true
 }
 
 async fn run_record(functions: &Functions, started: &Value) -> RunRecord {
@@ -267,7 +275,15 @@ async fn a_warm_function_reads_a_rotated_secret_once_when_the_database_refuses_t
         .psql("INSERT INTO public.orders SELECT g, 'late' FROM generate_series(41, 55) g;");
     fx.rotate("second-Pw-2").await;
     let started = trigger(&functions).await;
-    assert!(started["error"].is_null(), "planning failed: {started}");
+    assert!(started["error"].is_null(), "{started}");
+    // The plan (extract's first event) connects to the source.
+    assert!(deliver_next(&functions, &queue).await);
+    let planned = run_record(&functions, &started).await;
+    assert!(
+        planned.plan.is_some(),
+        "planning failed: {:?}",
+        planned.error
+    );
     assert_eq!(fx.refusals(), 1, "one refusal, then the new secret");
 
     // Another rotation between the plan and its chunk: the chunk's connection is refused,
@@ -301,6 +317,7 @@ async fn a_wrong_secret_fails_with_the_refusal_after_one_more_read() {
     fx.set_password("actual-Pw-2");
     fx.put_secret("not-the-password", "postgres").await;
     let started = trigger(&functions).await;
+    deliver(&functions, &queue).await;
     let record = run_record(&functions, &started).await;
     assert_eq!(record.status, RunStatus::Failed, "{started}");
     let error = record.error.expect("the run's error").message;
@@ -318,14 +335,13 @@ async fn a_wrong_secret_fails_with_the_refusal_after_one_more_read() {
     );
     // Refused with the cached password, then once with the secret read again: no loop.
     assert_eq!(fx.refusals(), 2);
-    assert!(
-        queue.0.lock().unwrap().is_empty(),
-        "a failed plan fans out nothing"
-    );
+    // The plan was the only event: a failed plan fans out nothing.
+    assert!(queue.0.lock().unwrap().is_empty());
 
     // The next event fails the same way, refused once with what it holds and once after
     // one more read of the secret.
     let started = trigger(&functions).await;
+    deliver(&functions, &queue).await;
     assert_eq!(
         run_record(&functions, &started).await.status,
         RunStatus::Failed,
