@@ -940,3 +940,57 @@ impl Functions {
         Ok(StepOutcome::run(&failed))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice::config_store::ConfigStoreError;
+
+    /// Lambda retries an event whose handler failed; only failures that may pass are worth it.
+    #[test]
+    fn only_errors_that_may_pass_are_retried() {
+        let run_id = RunId::new();
+        let retried = |e: ServerlessError| e.is_retryable();
+        assert!(!retried(StateError::RunNotFound(run_id).into()));
+        assert!(!retried(
+            PipelineError::State(StateError::RunNotFound(run_id)).into()
+        ));
+        assert!(!retried(
+            PipelineError::Run {
+                run_id,
+                message: "has no plan".into()
+            }
+            .into()
+        ));
+        assert!(!retried(
+            DeploymentError::Config(ConfigStoreError::Empty {
+                table: "sluice-config".into()
+            })
+            .into()
+        ));
+        assert!(!retried(ServerlessError::NoFunction(
+            "SLUICE_EXTRACT_FUNCTION"
+        )));
+        assert!(retried(
+            StateError::Storage {
+                location: "sluice-state".into(),
+                message: "throttled".into()
+            }
+            .into()
+        ));
+        assert!(retried(
+            DeploymentError::Config(ConfigStoreError::Storage {
+                table: "sluice-config".into(),
+                message: "unreachable".into()
+            })
+            .into()
+        ));
+        assert!(retried(
+            InvokeError::Failed {
+                function: "extract".into(),
+                message: "rate exceeded".into()
+            }
+            .into()
+        ));
+    }
+}

@@ -442,6 +442,43 @@ async fn bad_requests_get_a_400_with_a_message_and_start_nothing() {
     // The same fire time starts nothing again.
     let second_tick = invoke().await;
     assert_eq!(second_tick["runs"], json!([]), "{second_tick}");
+
+    // An event for a run that does not exist is answered, not failed: a retry could not
+    // find the run either, so Lambda is not asked for one. A malformed event is refused with
+    // its own error type.
+    let call = |function: &'static str, event: Value| {
+        let http = http.clone();
+        let port = s.shim_port;
+        async move {
+            let response = http
+                .post(format!(
+                    "http://127.0.0.1:{port}/2015-03-31/functions/{function}/invocations"
+                ))
+                .body(event.to_string())
+                .send()
+                .await
+                .unwrap();
+            let code = response.status().as_u16();
+            (code, response.json::<Value>().await.unwrap())
+        }
+    };
+    let nobody = sluice_core::RunId::new().to_string();
+    for (function, event) in [
+        ("extract", json!({"run_id": nobody, "chunk": 0})),
+        ("extract", json!({"plan_run": nobody})),
+        ("finalize", json!({"run_id": nobody})),
+    ] {
+        let (code, answer) = call(function, event.clone()).await;
+        assert_eq!(code, 200, "{function} {event}: {answer}");
+        assert_eq!(
+            answer,
+            json!({"ignored": true, "run_id": nobody}),
+            "{function} {event}"
+        );
+    }
+    let (code, answer) = call("extract", json!({"run": nobody})).await;
+    assert_ne!(code, 200, "{answer}");
+    assert_eq!(answer["errorType"], "InvalidEvent", "{answer}");
 }
 
 #[tokio::test]

@@ -802,7 +802,7 @@ fn async_invocations_retry_twice_then_reach_finalize_and_roles_may_invoke_what_t
     // Who invokes whom, with the role's own permission (a destination too is invoked with the
     // failing function's role): trigger hands each run to extract to plan; the planner starts
     // the first chunks (or finalize, for a run without chunks), each chunk the next of its
-    // chain, the last chunk finalize (crates/sluice/src/serverless.rs).
+    // chain, the last chunk finalize (functions/src/flow.rs).
     for (binary, target) in [
         ("trigger", &extract),
         ("extract", &extract),
@@ -818,7 +818,7 @@ fn async_invocations_retry_twice_then_reach_finalize_and_roles_may_invoke_what_t
     }
 }
 
-/// Who reads which secret (crates/sluice/src/serverless.rs): only extract connects to the
+/// Who reads which secret (functions/src/flow.rs): only extract connects to the
 /// sources (it plans and extracts; the trigger never does); only finalize loads into
 /// Snowflake, so only it reads the Snowflake key.
 #[test]
