@@ -662,6 +662,25 @@ async fn a_run_of_many_chunks_never_has_more_than_max_concurrency_extracting() {
     assert!(skipped >= 10, "duplicates started nothing: {skipped}");
 }
 
+/// POSTs `sluice.ingest('shop', table)` as one batch, which must be answered `202`; returns the
+/// batch id and the run the row started, from the batch record.
+async fn post_one(s: &LocalStack, table: &str) -> (String, sluice_core::RunId) {
+    let batch = sluice_tests::stack::real_shape_batch_id();
+    let (code, body) = s
+        .call(
+            reqwest::Method::POST,
+            "ingest",
+            Some(&batch),
+            Some(json!([[0, "shop", table]])),
+        )
+        .await;
+    assert_eq!(code, 202, "{body}");
+    let state = s.state().await;
+    let recorded = state.get_batch(&batch).await.unwrap().expect("batch");
+    let run_id = recorded.rows[0].run_id.expect("the row's run");
+    (batch, run_id)
+}
+
 /// Issue 15 item 1: the trigger answers Snowflake's POST before any source work, so a slow
 /// source cannot push it past API Gateway's 29 s; and a planner that hangs (here: blocked far
 /// past its plan timeout, as good as dead) leaves its table locked no longer than
@@ -687,18 +706,7 @@ async fn slow_planning_happens_behind_the_answer_and_a_dead_planner_frees_its_ta
 
     // A slow planning: the POST is answered 202 while the run is still unplanned, i.e. the
     // answer did not wait for the source; the polls then follow the run to its end.
-    let batch = sluice_tests::stack::real_shape_batch_id();
-    let (code, body) = s
-        .call(
-            reqwest::Method::POST,
-            "ingest",
-            Some(&batch),
-            Some(json!([[0, "shop", "public.orders"]])),
-        )
-        .await;
-    assert_eq!(code, 202, "{body}");
-    let recorded = state.get_batch(&batch).await.unwrap().expect("batch");
-    let run_id = recorded.rows[0].run_id.expect("the row's run");
+    let (batch, run_id) = post_one(&s, "public.orders").await;
     let run = state.get_run(run_id).await.unwrap().unwrap();
     assert_eq!(run.status, RunStatus::Planned);
     assert!(
@@ -714,19 +722,7 @@ async fn slow_planning_happens_behind_the_answer_and_a_dead_planner_frees_its_ta
     // A planner that hangs: the table's planning lease lapses after the plan timeout, the
     // poll then answers the run FAILED (instead of waiting out Snowflake's 10 minutes), and
     // the table takes a new run at once, while the old planner is still stuck.
-    let batch = sluice_tests::stack::real_shape_batch_id();
-    let (code, body) = s
-        .call(
-            reqwest::Method::POST,
-            "ingest",
-            Some(&batch),
-            Some(json!([[0, "shop", "public.products"]])),
-        )
-        .await;
-    assert_eq!(code, 202, "{body}");
-    let dead = state.get_batch(&batch).await.unwrap().unwrap().rows[0]
-        .run_id
-        .expect("the row's run");
+    let (batch, dead) = post_one(&s, "public.products").await;
     let answer = s.poll(&batch).await;
     let result = &answer["data"][0][1];
     assert_eq!(status(result), "FAILED", "{result}");
