@@ -150,8 +150,16 @@ struct StatusArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Warn when one open transaction on the source has held a table's upper bound (and so
+    /// its watermark) back for longer than this (e.g. 30m, 2h, 1d).
+    #[arg(long, env = "SLUICE_HOLD_WARN_AFTER", value_name = "DURATION", default_value = "1h", value_parser = parse_hold_warn_after)]
+    hold_warn_after: std::time::Duration,
     #[command(flatten)]
     state: StateArgs,
+}
+
+fn parse_hold_warn_after(text: &str) -> std::result::Result<std::time::Duration, String> {
+    sluice_core::late_writers::parse_warn_after("--hold-warn-after", text)
 }
 
 #[derive(Subcommand)]
@@ -286,6 +294,20 @@ async fn config_check(
                 .map(|p| format!("partitioned by {}", p.column))
                 .unwrap_or_default()
         );
+    }
+    // Sources whose incremental runs check for open writers need a grant to see them all.
+    for source in &config.sources {
+        let checked = config
+            .tables
+            .iter()
+            .any(|t| t.source == source.name && sluice_core::late_writers::wants_check(t));
+        if checked {
+            println!(
+                "  note: source {}: {}",
+                source.name,
+                sluice_core::late_writers::grant_note(source.engine)
+            );
+        }
     }
     Ok(true)
 }
@@ -551,7 +573,7 @@ async fn status(args: StatusArgs, aws: &AwsArgs) -> Result<bool> {
                 println!("{}", serde_json::to_string_pretty(&record)?);
             } else {
                 let state = store.table_state(&record.table_key).await?;
-                println!("{}", render::story(&record, &state));
+                println!("{}", render::story(&record, &state, args.hold_warn_after));
             }
         }
         None => {
@@ -562,6 +584,9 @@ async fn status(args: StatusArgs, aws: &AwsArgs) -> Result<bool> {
                 println!("no runs recorded in {location}");
             } else {
                 println!("{}", render::run_list(&runs));
+                for warning in render::hold_warnings(&runs, args.hold_warn_after) {
+                    println!("{warning}");
+                }
             }
         }
     }

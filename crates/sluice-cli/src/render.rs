@@ -65,6 +65,31 @@ pub fn summary(records: &[(String, Result<RunRecord, String>)]) -> String {
     table.to_string()
 }
 
+/// Warnings under the run list: the newest listed run of each table whose upper bound one
+/// transaction had held back longer than `hold_warn_after`.
+pub fn hold_warnings(runs: &[RunRecord], hold_warn_after: std::time::Duration) -> Vec<String> {
+    let mut newest: std::collections::BTreeMap<&str, &RunRecord> = Default::default();
+    for r in runs {
+        let entry = newest.entry(r.table_key.as_str()).or_insert(r);
+        if r.created_at > entry.created_at {
+            *entry = r;
+        }
+    }
+    newest
+        .into_values()
+        .filter_map(|r| {
+            let plan = r.plan.as_ref()?;
+            let warning = plan
+                .upper_hold()?
+                .status_warning(plan.started_at, hold_warn_after)?;
+            Some(format!(
+                "warning: {} (run {}): {warning}",
+                r.table_key, r.run_id
+            ))
+        })
+        .collect()
+}
+
 pub fn run_list(runs: &[RunRecord]) -> String {
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED);
@@ -93,8 +118,9 @@ pub fn run_list(runs: &[RunRecord]) -> String {
     table.to_string()
 }
 
-/// Everything known about one run, phase by phase.
-pub fn story(r: &RunRecord, state: &TableState) -> String {
+/// Everything known about one run, phase by phase. `hold_warn_after`: how long one open
+/// transaction may hold the window's upper bound back before the story warns.
+pub fn story(r: &RunRecord, state: &TableState, hold_warn_after: std::time::Duration) -> String {
     let mut out = String::new();
     let mut line = |s: String| {
         out.push_str(&s);
@@ -132,6 +158,12 @@ pub fn story(r: &RunRecord, state: &TableState) -> String {
                     .as_ref()
                     .map_or("(no rows)".into(), ToString::to_string)
             ));
+            if let Some(hold) = &c.hold {
+                line(format!("held      {}", hold.message()));
+                if let Some(warning) = hold.status_warning(plan.started_at, hold_warn_after) {
+                    line(format!("WARNING   {warning}"));
+                }
+            }
         }
         line(format!(
             "chunks    {} planned{}",
@@ -260,6 +292,88 @@ mod tests {
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_bytes(5 * 1024 * 1024), "5.0 MiB");
         assert_eq!(human_bytes(3 * 1024 * 1024 * 1024 / 2), "1.5 GiB");
+    }
+
+    /// A run of an incremental table planned at `planned` while a transaction open since
+    /// `since` held its upper bound back.
+    fn held_run(planned: DateTime<Utc>, since: DateTime<Utc>) -> RunRecord {
+        use sluice_core::late_writers::{OpenWriter, WriterCheck};
+        use sluice_core::plan::{CatalogFacts, build_plan};
+        let config = sluice_core::Config::from_yaml(
+            "sources:\n  - name: shop\n    engine: postgres\n    connection:\n      url: postgres://u@h/db\n\
+             tables:\n  - source: shop\n    table: public.orders\n    primary_key: [id]\n    load: { mode: incremental, cursor: updated_at, lookback: 1s }\n",
+            "test",
+        )
+        .unwrap();
+        let table = &config.tables[0];
+        let facts = CatalogFacts {
+            columns: vec!["id".into(), "updated_at".into()],
+            cursor_kind: Some(sluice_core::ScalarKind::TimestampTz),
+            cursor_max: Some(sluice_core::ScalarValue::TimestampTz(planned)),
+            partition: None,
+            snapshot: None,
+            casts: Default::default(),
+            warnings: Default::default(),
+            late_writers: Some(WriterCheck::seen(Some(OpenWriter {
+                pid: 4321,
+                since,
+                since_local: since.naive_utc(),
+            }))),
+        };
+        let run_id = sluice_core::RunId::at(planned);
+        let mut record = RunRecord::new(run_id, table.key(), planned);
+        record.plan = Some(
+            build_plan(
+                run_id,
+                sluice_core::Engine::Postgres,
+                planned,
+                table,
+                None,
+                facts,
+            )
+            .unwrap(),
+        );
+        record
+    }
+
+    #[test]
+    fn the_story_says_why_the_bound_was_held_and_warns_past_the_limit() {
+        let planned = DateTime::parse_from_rfc3339("2026-12-06T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let hour = std::time::Duration::from_secs(3600);
+        let recent = held_run(planned, planned - chrono::Duration::minutes(5));
+        let story = story(&recent, &TableState::default(), hour);
+        assert!(
+            story.contains(
+                "held      upper bound held at 2026-12-06 11:54:59.999999Z by a transaction open since 2026-12-06 11:55:00.000000Z, pid 4321"
+            ),
+            "{story}"
+        );
+        assert!(!story.contains("WARNING"), "{story}");
+        assert!(hold_warnings(std::slice::from_ref(&recent), hour).is_empty());
+
+        // The table's newer run, held by a transaction open for 2½ hours.
+        let later = planned + chrono::Duration::minutes(1);
+        let stuck = held_run(later, later - chrono::Duration::minutes(150));
+        let story = super::story(&stuck, &TableState::default(), hour);
+        assert!(
+            story.contains("WARNING   one transaction (pid 4321) has held the watermark back for 2h 30m (longer than 1h 00m)"),
+            "{story}"
+        );
+        let warnings = hold_warnings(&[recent, stuck], hour);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("warning: shop/public.orders (run "),
+            "{warnings:?}"
+        );
+        // A longer limit silences it.
+        let story = super::story(
+            &held_run(planned, planned - chrono::Duration::minutes(150)),
+            &TableState::default(),
+            hour * 3,
+        );
+        assert!(!story.contains("WARNING"), "{story}");
     }
 
     #[test]

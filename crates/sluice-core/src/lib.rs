@@ -10,6 +10,7 @@ pub mod deploy;
 pub mod doctor;
 pub mod external_function;
 pub mod ident;
+pub mod late_writers;
 pub mod layout;
 pub mod manifest;
 pub mod output;

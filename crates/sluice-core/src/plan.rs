@@ -12,6 +12,7 @@ use thiserror::Error;
 
 use crate::config::{Engine, LoadMode, Lookback, PartitionConfig, TableConfig};
 use crate::ident::{Dialect, TableName};
+use crate::late_writers::{UpperBoundHold, WriterCheck, incremental_upper};
 use crate::run::RunId;
 
 /// Chunks extracted at once locally when the config does not say.
@@ -158,6 +159,10 @@ pub struct CursorWindow {
     /// Rows whose cursor is NULL are read too (`load.include_null_cursor`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub include_nulls: bool,
+    /// Why `upper` is below `max(cursor)`: a transaction still writing when the run was
+    /// planned (see [`crate::late_writers`]). Absent in runs stored before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<UpperBoundHold>,
 }
 
 /// How a column is selected when its values are read in the source's text form.
@@ -202,6 +207,9 @@ pub struct CatalogFacts {
     /// Counted conditions found at plan time, e.g. rows an incremental run skips because
     /// their cursor is NULL.
     pub warnings: BTreeMap<String, u64>,
+    /// The oldest open writing transaction, read before the snapshot; `None` when the source
+    /// did not look (full loads, no cursor).
+    pub late_writers: Option<WriterCheck>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -423,6 +431,7 @@ pub fn build_plan(
     watermark: Option<&ScalarValue>,
     facts: CatalogFacts,
 ) -> Result<RunPlan, PlanError> {
+    let mut late_writer_warning = None;
     let cursor = match (&table.load.mode, &table.load.cursor) {
         (LoadMode::Incremental, Some(column)) => {
             let kind = facts.cursor_kind.ok_or_else(|| PlanError::Invalid {
@@ -440,18 +449,30 @@ pub fn build_plan(
                 }
                 _ => window_lower_bound(table, watermark)?,
             };
-            // The window never moves backwards: if nothing newer exists, the upper bound stays
-            // at the watermark and the run reads only the lookback overlap.
-            let upper = match (facts.cursor_max.clone(), watermark) {
-                (Some(max), Some(w)) if &max < w => Some(w.clone()),
-                (None, Some(w)) => Some(w.clone()),
-                (max, _) => max,
-            };
+            // Held below the oldest open writer, and never moving backwards: if nothing newer
+            // may be read, the upper bound stays at the watermark and the run reads only the
+            // lookback overlap.
+            let check = facts.late_writers.as_ref();
+            let held = incremental_upper(
+                kind,
+                facts.cursor_max.as_ref(),
+                watermark,
+                check.and_then(|c| c.oldest.as_ref()),
+            );
+            // Integer cursors are never held, so not seeing other sessions changes nothing
+            // for them.
+            if let (Some(unseen), false) = (
+                check.and_then(|c| c.unseen.as_ref()),
+                kind == ScalarKind::Int,
+            ) {
+                late_writer_warning = Some(unseen.clone());
+            }
             Some(CursorWindow {
                 column: column.clone(),
                 lower,
-                upper,
+                upper: held.upper,
                 include_nulls: table.load.include_null_cursor,
+                hold: held.hold,
             })
         }
         (LoadMode::Full, Some(column)) => Some(CursorWindow {
@@ -459,6 +480,7 @@ pub fn build_plan(
             lower: None,
             upper: facts.cursor_max.clone(),
             include_nulls: true,
+            hold: None,
         }),
         _ => None,
     };
@@ -470,6 +492,9 @@ pub fn build_plan(
         _ => (None, vec![ChunkRange::All]),
     };
     let mut warnings = facts.warnings;
+    if let Some(warning) = late_writer_warning {
+        warnings.insert(warning, 1);
+    }
     if table.load.mode == LoadMode::Incremental && table.primary_key.is_empty() {
         warnings.insert(
             "incremental load without primary_key: the staging MERGE cannot deduplicate re-read rows".into(),
@@ -502,6 +527,11 @@ impl RunPlan {
     /// The window's new watermark once the run completes: the upper bound fixed at plan time.
     pub fn next_watermark(&self) -> Option<&ScalarValue> {
         self.cursor.as_ref().and_then(|c| c.upper.as_ref())
+    }
+
+    /// Why the upper bound is below `max(cursor)`, when an open writer held it back.
+    pub fn upper_hold(&self) -> Option<&UpperBoundHold> {
+        self.cursor.as_ref().and_then(|c| c.hold.as_ref())
     }
 
     /// The `SELECT` that reads chunk `index`, or `None` when there is no such chunk.
@@ -739,6 +769,7 @@ mod tests {
             snapshot: None,
             casts: BTreeMap::new(),
             warnings: BTreeMap::new(),
+            late_writers: None,
         }
     }
 
@@ -841,6 +872,98 @@ mod tests {
     }
 
     #[test]
+    fn an_open_writer_holds_the_window_and_the_plan_records_why() {
+        use crate::late_writers::{OpenWriter, WriterCheck};
+        let lb = Lookback::Duration {
+            micros: 1_000_000,
+            spelled: "1s".into(),
+        };
+        let t = table(LoadMode::Incremental, Some(lb));
+        let writer = OpenWriter {
+            pid: 77,
+            since: chrono::TimeZone::with_ymd_and_hms(&Utc, 2024, 1, 1, 18, 0, 0).unwrap(),
+            since_local: NaiveDate::from_ymd_opt(2024, 1, 1)
+                .unwrap()
+                .and_hms_opt(18, 0, 0)
+                .unwrap(),
+        };
+        let mut f = facts(Some(ts("2024-01-02 00:00:00")));
+        f.late_writers = Some(WriterCheck::seen(Some(writer.clone())));
+        let plan = build_plan(
+            RunId::new(),
+            Engine::Postgres,
+            Utc::now(),
+            &t,
+            Some(&ts("2024-01-01 12:00:00")),
+            f,
+        )
+        .unwrap();
+        assert_eq!(
+            plan.next_watermark(),
+            Some(&ts("2024-01-01 17:59:59.999999"))
+        );
+        assert!(
+            plan.chunk_select(0)
+                .unwrap()
+                .ends_with("\"updated_at\" <= TIMESTAMP '2024-01-01 17:59:59.999999'")
+        );
+        assert_eq!(plan.upper_hold().unwrap().writer, writer);
+        assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+
+        // Not seeing other sessions: one warning, and max(cursor) as before.
+        let mut f = facts(Some(ts("2024-01-02 00:00:00")));
+        f.late_writers = Some(WriterCheck::missing_privilege(Engine::Postgres, None));
+        let plan = build_plan(RunId::new(), Engine::Postgres, Utc::now(), &t, None, f).unwrap();
+        assert_eq!(plan.next_watermark(), Some(&ts("2024-01-02 00:00:00")));
+        assert_eq!(plan.upper_hold(), None);
+        assert_eq!(plan.warnings.len(), 1);
+        assert!(
+            plan.warnings
+                .keys()
+                .all(|k| k.contains("pg_read_all_stats"))
+        );
+
+        // A plan stored before holds existed still reads.
+        let mut stored = serde_json::to_value(&plan).unwrap();
+        assert!(stored["cursor"].get("hold").is_none());
+        stored["cursor"]
+            .as_object_mut()
+            .unwrap()
+            .remove("include_nulls");
+        let back: RunPlan = serde_json::from_value(stored).unwrap();
+        assert_eq!(back.upper_hold(), None);
+    }
+
+    #[test]
+    fn integer_cursors_are_not_held_and_not_warned_about() {
+        use crate::late_writers::{OpenWriter, WriterCheck};
+        let t = table(LoadMode::Incremental, None);
+        let mut f = facts(Some(ScalarValue::Int(500)));
+        f.cursor_kind = Some(ScalarKind::Int);
+        let since = Utc::now();
+        f.late_writers = Some(WriterCheck {
+            oldest: Some(OpenWriter {
+                pid: 1,
+                since,
+                since_local: since.naive_utc(),
+            }),
+            unseen: Some("late writers not checked: test".into()),
+        });
+        let plan = build_plan(
+            RunId::new(),
+            Engine::Mysql,
+            Utc::now(),
+            &t,
+            Some(&ScalarValue::Int(100)),
+            f,
+        )
+        .unwrap();
+        assert_eq!(plan.next_watermark(), Some(&ScalarValue::Int(500)));
+        assert_eq!(plan.upper_hold(), None);
+        assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+    }
+
+    #[test]
     fn first_incremental_run_on_an_empty_table_reads_nothing() {
         let t = table(LoadMode::Incremental, None);
         let plan = build_plan(
@@ -931,6 +1054,7 @@ mod tests {
             lower: Some(ts("2024-01-01 00:00:00")),
             upper: Some(ts("2024-01-02 00:00:00")),
             include_nulls: false,
+            hold: None,
         };
         assert_eq!(
             key_extremes_sql(

@@ -11,6 +11,7 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
+use sluice_core::late_writers::{WriterCheck, incremental_upper};
 use sluice_core::plan::{
     CatalogFacts, CursorWindow, PartitionFacts, key_extremes_sql, null_cursor_count_sql,
 };
@@ -248,6 +249,9 @@ pub(crate) struct KeyFacts {
 /// The cursor's upper bound, the partition column's range and row count (within the
 /// incremental window, so chunking follows the rows the run reads), and the count of rows an
 /// incremental run skips for a NULL cursor. The same decisions for every engine.
+/// `late_writers` is what the source saw of open writers: the window the partition facts
+/// cover is held below the oldest, as the plan's will be.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn gather_key_facts<T: CatalogTable + Sync>(
     queries: &mut dyn PlanQueries,
     dialect: Dialect,
@@ -256,6 +260,7 @@ pub(crate) async fn gather_key_facts<T: CatalogTable + Sync>(
     table: &TableConfig,
     window_lower: Option<&ScalarValue>,
     estimated_rows: u64,
+    late_writers: Option<&WriterCheck>,
 ) -> Result<KeyFacts> {
     let filter = table.filter.as_deref();
     let query_error = |column: &str| {
@@ -285,8 +290,18 @@ pub(crate) async fn gather_key_facts<T: CatalogTable + Sync>(
             // A watermark of another kind (the cursor column changed) is reported by the
             // planner; here it just does not narrow the window.
             lower: window_lower.filter(|l| l.kind() == kind).cloned(),
-            upper: Some(max.clone()),
+            // The planner also keeps the bound from falling below the stored watermark, which
+            // this code does not know; chunk ranges stay complete either way (the first and
+            // last are open), only the row estimate may then be low.
+            upper: incremental_upper(
+                kind,
+                Some(max),
+                None,
+                late_writers.and_then(|c| c.oldest.as_ref()),
+            )
+            .upper,
             include_nulls: false,
+            hold: None,
         }),
         _ => None,
     };

@@ -24,6 +24,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, SslOpts, Value};
 use sluice_core::ColumnTypeOverride;
 use sluice_core::config::parse_duration;
+use sluice_core::late_writers::{OpenWriter, WriterCheck, wants_check};
 use sluice_core::plan::{CatalogFacts, ReadCast};
 use sluice_core::{
     Dialect, Engine, RunPlan, ScalarKind, ScalarValue, SourceConfig, SslMode, TableConfig,
@@ -198,15 +199,7 @@ impl MysqlSource {
     /// A new connection inside a `REPEATABLE READ` consistent-snapshot read-only transaction.
     async fn begin_snapshot(&self, table: &TableName) -> Result<Conn> {
         let mut conn = self.connect().await?;
-        for sql in [
-            "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ",
-            "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY",
-        ] {
-            conn.query_drop(sql).await.map_err(|e| SourceError::Query {
-                table: table.to_string(),
-                message: my_message(&e),
-            })?;
-        }
+        begin_snapshot_on(&mut conn, table).await?;
         Ok(conn)
     }
 
@@ -245,6 +238,81 @@ impl MysqlSource {
     fn held_plan(&self, token: Option<&str>) -> Option<Arc<tokio::sync::Mutex<Conn>>> {
         let token = token?;
         self.held.lock().ok()?.get(token)?.upgrade()
+    }
+}
+
+/// Starts a `REPEATABLE READ` consistent-snapshot read-only transaction on `conn`; the
+/// snapshot is taken now.
+async fn begin_snapshot_on(conn: &mut Conn, table: &TableName) -> Result<()> {
+    for sql in [
+        "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+        "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY",
+    ] {
+        conn.query_drop(sql).await.map_err(|e| SourceError::Query {
+            table: table.to_string(),
+            message: my_message(&e),
+        })?;
+    }
+    Ok(())
+}
+
+/// The oldest open InnoDB transaction, other than this session's, that modified rows or holds
+/// row locks (it is writing, perhaps before its first row). Server-wide: a session connected to
+/// one database can write to a table of another. `trx_started` is written in the server
+/// process's own time zone (InnoDB formats it with `localtime_r`, not in the session's zone),
+/// so `CONVERT_TZ(…, 'SYSTEM', '+00:00')` turns it into UTC, the zone of sluice's sessions:
+/// both the instant and the wall time a `datetime`/`date` cursor's cap follows. It has whole
+/// seconds, rounded down, so the cap one microsecond below it is still below the real start.
+const OLDEST_WRITER: &str = "SELECT trx_mysql_thread_id, \
+     CONVERT_TZ(trx_started, 'SYSTEM', '+00:00') \
+     FROM information_schema.innodb_trx \
+     WHERE trx_mysql_thread_id <> CONNECTION_ID() \
+       AND (trx_rows_modified > 0 OR trx_tables_locked > 0) \
+     ORDER BY trx_started LIMIT 1";
+
+/// MySQL and MariaDB refuse `information_schema.innodb_trx` without `PROCESS`.
+const ER_SPECIFIC_ACCESS_DENIED: u16 = 1227;
+
+/// Reads the oldest open writer, before the planning snapshot exists (the reasoning is the
+/// PostgreSQL source's: a transaction open at the snapshot was seen here or started after
+/// this query). InnoDB answers from a buffer refreshed only when more than 0.1 s passed since
+/// it was last read
+/// (<https://dev.mysql.com/doc/refman/5.7/en/innodb-information-schema-internal-data.html>),
+/// so a writer that began in the last tenth of a second may be missing: its stamps are that
+/// recent, and the lookback covers them as it covers the gap to the snapshot. Without
+/// `PROCESS` the query is refused: the run warns and plans as without the check, as it does
+/// for any other failure of it.
+async fn check_open_writers(conn: &mut Conn) -> WriterCheck {
+    // Both cells as raw values: a typed row would panic on a value it cannot convert.
+    let row: std::result::Result<Option<(Value, Value)>, _> =
+        conn.exec_first(OLDEST_WRITER, ()).await;
+    match row {
+        Ok(None) => WriterCheck::seen(None),
+        Ok(Some((pid, started))) => match (
+            scalar(ScalarKind::Int, pid),
+            scalar(ScalarKind::Timestamp, started),
+        ) {
+            (Ok(Some(ScalarValue::Int(pid))), Ok(Some(ScalarValue::Timestamp(utc)))) => {
+                WriterCheck::seen(Some(OpenWriter {
+                    pid,
+                    since: utc.and_utc(),
+                    since_local: utc,
+                }))
+            }
+            (Err(message), _) | (_, Err(message)) => {
+                WriterCheck::failed(&format!("reading information_schema.innodb_trx: {message}"))
+            }
+            _ => WriterCheck::failed(
+                "information_schema.innodb_trx gave a writer without a connection id or start time",
+            ),
+        },
+        Err(mysql_async::Error::Server(e)) if e.code == ER_SPECIFIC_ACCESS_DENIED => {
+            WriterCheck::missing_privilege(Engine::Mysql, None)
+        }
+        Err(e) => WriterCheck::failed(&format!(
+            "reading information_schema.innodb_trx: {}",
+            my_message(&e)
+        )),
     }
 }
 
@@ -514,8 +582,21 @@ impl Source for MysqlSource {
         window_lower: Option<&ScalarValue>,
     ) -> Result<GatheredFacts> {
         let name = table_name(table)?;
+        let mut conn = self.connect().await?;
+        // Open writers are read before the snapshot is taken (see check_open_writers).
+        let late_writers = if wants_check(table) {
+            let check = check_open_writers(&mut conn).await;
+            // The plan decides whether this matters (not for an integer cursor) and records
+            // it among the run's warnings.
+            if let Some(unseen) = &check.unseen {
+                debug!(table = %name, "{unseen}");
+            }
+            Some(check)
+        } else {
+            None
+        };
         // One read-only snapshot for every fact the plan is built on.
-        let mut conn = self.begin_snapshot(&name).await?;
+        begin_snapshot_on(&mut conn, &name).await?;
         let resolved = resolve_table(&mut conn, &name).await?;
         let columns: Vec<String> = match &table.columns {
             Some(columns) => columns.clone(),
@@ -537,6 +618,7 @@ impl Source for MysqlSource {
             table,
             window_lower,
             resolved.estimated_rows,
+            late_writers.as_ref(),
         )
         .await?;
         let token = format!(
@@ -558,6 +640,7 @@ impl Source for MysqlSource {
                 snapshot: Some(token.clone()),
                 casts,
                 warnings: key.warnings,
+                late_writers,
             },
             hold: Some(SnapshotHold::new(HeldPlan {
                 conn,

@@ -14,6 +14,7 @@ use futures::StreamExt;
 use sluice_core::ColumnTypeOverride;
 use sluice_core::SslMode;
 use sluice_core::config::parse_duration;
+use sluice_core::late_writers::{OpenWriter, WriterCheck, wants_check};
 use sluice_core::plan::{CatalogFacts, ReadCast};
 use sluice_core::{
     Dialect, Engine, RunPlan, ScalarKind, ScalarValue, SourceConfig, TableConfig, TableName,
@@ -115,13 +116,7 @@ impl PostgresSource {
     /// harmless view of the data for everything that follows on it.
     async fn begin_snapshot(&self, table: &TableName) -> Result<Client> {
         let client = self.connect().await?;
-        client
-            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .await
-            .map_err(|e| SourceError::Query {
-                table: table.to_string(),
-                message: pg_message(&e),
-            })?;
+        begin_snapshot_on(&client, table).await?;
         Ok(client)
     }
 
@@ -173,6 +168,80 @@ impl PostgresSource {
                 }),
         };
         connected.map_err(|e| connect_error(&self.name, &self.config, &e))
+    }
+}
+
+/// Starts the `REPEATABLE READ READ ONLY` transaction on `client`. Its snapshot is taken at
+/// the transaction's first statement, not here.
+async fn begin_snapshot_on(client: &Client, table: &TableName) -> Result<()> {
+    client
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await
+        .map_err(|e| SourceError::Query {
+            table: table.to_string(),
+            message: pg_message(&e),
+        })
+}
+
+/// Whether the session sees every other session's transaction start: `pg_stat_activity`
+/// shows `xact_start` of another role's session only to superusers and members of
+/// `pg_read_all_stats` (`pg_has_role` is true for superusers).
+const SEES_ALL_SESSIONS: &str = "SELECT pg_catalog.pg_has_role('pg_read_all_stats', 'USAGE')";
+
+/// The oldest open transaction writing in this database, other than this session: one that
+/// has an assigned transaction id (it wrote something, anywhere in the database), or holds or
+/// awaits a write lock on the table (it is writing to it now, perhaps before its first row).
+/// `xact_start::timestamp` is the start as wall-clock time in this session's zone (UTC), the
+/// conversion a `timestamp`/`date` cursor's cap follows. Sessions whose start this user may
+/// not see have a NULL `xact_start` and drop out; autovacuum writes no table rows.
+const OLDEST_WRITER: &str = "SELECT a.pid, a.xact_start, a.xact_start::timestamp \
+     FROM pg_catalog.pg_stat_activity a \
+     WHERE a.datid = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = current_database()) \
+       AND a.pid <> pg_catalog.pg_backend_pid() \
+       AND a.xact_start IS NOT NULL \
+       AND a.backend_type IS DISTINCT FROM 'autovacuum worker' \
+       AND (a.backend_xid IS NOT NULL OR EXISTS ( \
+         SELECT 1 FROM pg_catalog.pg_locks l \
+         WHERE l.pid = a.pid AND l.locktype = 'relation' \
+           AND l.mode IN ('RowExclusiveLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock') \
+           AND l.relation = (SELECT c.oid FROM pg_catalog.pg_class c \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = coalesce($1::text, current_schema()) AND c.relname = $2::text))) \
+     ORDER BY a.xact_start LIMIT 1";
+
+/// Reads the oldest open writer, before the planning snapshot exists: a transaction still
+/// open when the snapshot is taken was then either seen here or started after this query, so
+/// its rows are stamped after the moment read here (the lookback covers the few
+/// milliseconds between the two). A failed check does not fail the run: it warns and the
+/// run plans as without it.
+async fn check_open_writers(client: &Client, table: &TableName) -> WriterCheck {
+    let sees_all = match client.query_one(SEES_ALL_SESSIONS, &[]).await {
+        Ok(row) => row.get::<_, bool>(0),
+        Err(e) => {
+            return WriterCheck::failed(&format!("checking pg_read_all_stats: {}", pg_message(&e)));
+        }
+    };
+    let oldest = match client
+        .query_opt(OLDEST_WRITER, &[&table.schema, &table.name])
+        .await
+    {
+        Ok(row) => row.map(|row| OpenWriter {
+            pid: i64::from(row.get::<_, i32>(0)),
+            since: row.get(1),
+            since_local: row.get(2),
+        }),
+        Err(e) => {
+            return WriterCheck::failed(&format!(
+                "reading pg_stat_activity and pg_locks: {}",
+                pg_message(&e)
+            ));
+        }
+    };
+    if sees_all {
+        WriterCheck::seen(oldest)
+    } else {
+        // Writers of the same role are still visible and still hold the bound.
+        WriterCheck::missing_privilege(Engine::Postgres, oldest)
     }
 }
 
@@ -467,8 +536,21 @@ impl Source for PostgresSource {
         window_lower: Option<&ScalarValue>,
     ) -> Result<GatheredFacts> {
         let name = table_name(table)?;
+        let client = self.connect().await?;
+        // Open writers are read before the snapshot is taken (see check_open_writers).
+        let late_writers = if wants_check(table) {
+            let check = check_open_writers(&client, &name).await;
+            // The plan decides whether this matters (not for an integer cursor) and records
+            // it among the run's warnings.
+            if let Some(unseen) = &check.unseen {
+                debug!(table = %name, "{unseen}");
+            }
+            Some(check)
+        } else {
+            None
+        };
         // One read-only snapshot for every fact the plan is built on.
-        let client = self.begin_snapshot(&name).await?;
+        begin_snapshot_on(&client, &name).await?;
         let query_error = |e: tokio_postgres::Error| SourceError::Query {
             table: name.to_string(),
             message: pg_message(&e),
@@ -494,6 +576,7 @@ impl Source for PostgresSource {
             table,
             window_lower,
             resolved.estimated_rows,
+            late_writers.as_ref(),
         )
         .await?;
         // Export the snapshot and keep its transaction open for as long as the caller holds
@@ -513,6 +596,7 @@ impl Source for PostgresSource {
                 snapshot: Some(snapshot),
                 casts,
                 warnings: key.warnings,
+                late_writers,
             },
             hold: Some(SnapshotHold::new(client)),
         })
