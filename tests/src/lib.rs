@@ -144,7 +144,10 @@ impl Harness {
         }
         let sink = Arc::new(LocalDirSink::new(dir.path().join("out")).unwrap());
         let state = Arc::new(LocalStateStore::open(dir.path().join("state")).unwrap());
-        let pipeline = Pipeline::new(sources, sink, state, PipelineOptions::default());
+        // As the CLI and the functions build theirs: sources with connection.max_connections
+        // are capped.
+        let pipeline = Pipeline::new(sources, sink, state, PipelineOptions::default())
+            .with_connection_limits(&config.sources);
         Harness {
             dir,
             config,

@@ -182,3 +182,64 @@ async fn hand_written_bad_items_are_refused_naming_the_item_and_the_field() {
         "{text}"
     );
 }
+
+/// `connection.max_connections` in a source item: a number that round-trips, and a bad one
+/// (out of range, or not a number) refused naming the source item and the field.
+#[tokio::test]
+async fn a_source_item_keeps_max_connections_and_refuses_a_bad_one() {
+    let (store, client) = store().await;
+    let (_, mut config) = shop();
+    config.sources[0].connection.max_connections = Some(3);
+    store.push(&config).await.unwrap();
+    assert_eq!(store.load().await.unwrap(), config);
+    let item = client
+        .get_item()
+        .table_name(store.table_name())
+        .key("pk", s("SOURCE"))
+        .key("sk", s(&config.sources[0].name))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    let connection = item["connection"].as_m().unwrap();
+    assert_eq!(
+        connection["max_connections"],
+        AttributeValue::N("3".into()),
+        "a native number, as the console shows it: {item:?}"
+    );
+
+    let name = config.sources[0].name.clone();
+    let put = |value: AttributeValue| {
+        let mut connection = connection.clone();
+        connection.insert("max_connections".into(), value);
+        let mut item = item.clone();
+        item.insert("connection".into(), AttributeValue::M(connection));
+        client
+            .put_item()
+            .table_name(store.table_name())
+            .set_item(Some(item))
+            .send()
+    };
+    put(AttributeValue::N("0".into())).await.unwrap();
+    let err = store.load().await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(err, ConfigStoreError::Config(ConfigError::Invalid { .. })),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "sources[{name}].connection.max_connections: must be a whole number from 1 to 1000, not 0"
+        )),
+        "{text}"
+    );
+    put(s("3")).await.unwrap();
+    let text = store.load().await.unwrap_err().to_string();
+    assert!(
+        text.contains(&format!(
+            "sources[{name}].connection.max_connections: must be a whole number from 1 to 1000, not '3'"
+        )),
+        "{text}"
+    );
+}

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use sluice::state::dynamo::DynamoStateStore;
 use sluice::state::local::LocalStateStore;
-use sluice::state::{ChunkStart, StateError, StateStore};
+use sluice::state::{ChunkStart, SlotAcquire, SlotHolder, StateError, StateStore};
 use sluice_core::external_function::batch::{BatchRecord, BatchRow};
 use sluice_core::plan::ChunkRange;
 use sluice_core::run::{ChunkOutcome, FileEntry};
@@ -72,6 +72,9 @@ contract!(
     a_batch_is_claimed_once_and_round_trips,
     a_chunk_start_is_claimed_once_and_started_once,
     a_lease_is_renewed_only_by_its_holder,
+    a_source_has_at_most_its_number_of_slot_holders,
+    an_expired_source_slot_is_taken_over_and_a_renewed_one_is_not,
+    concurrent_slot_acquirers_never_exceed_the_slots,
 );
 
 /// Snowflake's retried POST of one batch must find it claimed, however many race. The id has
@@ -114,6 +117,362 @@ async fn a_batch_is_claimed_once_and_round_trips(store: Store) {
             .unwrap()
     );
     assert_eq!(store.get_batch(&id).await.unwrap(), Some(started));
+}
+
+/// A source name no other test uses.
+fn source_name() -> String {
+    format!("src_{}", RunId::new().to_string().to_lowercase())
+}
+
+/// The slot `holder` took; panics on a busy answer.
+fn taken(answer: SlotAcquire) -> u32 {
+    match answer {
+        SlotAcquire::Taken(slot) => slot,
+        SlotAcquire::Busy(held) => panic!("expected a slot, every one is busy: {held:?}"),
+    }
+}
+
+/// N holders take the N slots; the next is refused and told who holds them; a retried
+/// acquire by a holder is its own slot again; a release or renewal by anyone but the holder
+/// changes nothing; a released slot is taken again; sources do not share slots.
+async fn a_source_has_at_most_its_number_of_slot_holders(store: Store) {
+    let source = source_name();
+    let now = Utc::now();
+    let until = now + Duration::minutes(5);
+    let run_id = RunId::new();
+    let holders: Vec<SlotHolder> = (0..3).map(|c| SlotHolder::chunk(run_id, c)).collect();
+    let mut slots = Vec::new();
+    for holder in &holders {
+        slots.push(taken(
+            store
+                .acquire_source_slot(&source, 3, holder, now, until)
+                .await
+                .unwrap(),
+        ));
+    }
+    let mut distinct = slots.clone();
+    distinct.sort_unstable();
+    assert_eq!(
+        distinct,
+        vec![0, 1, 2],
+        "three holders, three different slots"
+    );
+
+    let fourth = SlotHolder::plan(RunId::new());
+    match store
+        .acquire_source_slot(&source, 3, &fourth, now, until)
+        .await
+        .unwrap()
+    {
+        SlotAcquire::Busy(held) => {
+            let mut held: Vec<(u32, SlotHolder)> =
+                held.into_iter().map(|h| (h.slot, h.holder)).collect();
+            held.sort_by_key(|(slot, _)| *slot);
+            let mut expected: Vec<(u32, SlotHolder)> =
+                slots.iter().copied().zip(holders.iter().cloned()).collect();
+            expected.sort_by_key(|(slot, _)| *slot);
+            assert_eq!(held, expected, "the busy answer names the live holders");
+        }
+        other => panic!("a fourth holder of three slots: {other:?}"),
+    }
+    // A holder asking again (a retried call) gets its own slot back, not a second one.
+    assert_eq!(
+        taken(
+            store
+                .acquire_source_slot(&source, 3, &holders[1], now, until)
+                .await
+                .unwrap()
+        ),
+        slots[1]
+    );
+    assert!(matches!(
+        store
+            .acquire_source_slot(&source, 3, &fourth, now, until)
+            .await
+            .unwrap(),
+        SlotAcquire::Busy(_)
+    ));
+
+    // Releases and renewals by others, even a second attempt at the same chunk, change nothing.
+    let twin = SlotHolder::chunk(run_id, 0);
+    for slot in 0..3 {
+        store
+            .release_source_slot(&source, slot, &fourth)
+            .await
+            .unwrap();
+        store
+            .release_source_slot(&source, slot, &twin)
+            .await
+            .unwrap();
+        assert!(
+            !store
+                .renew_source_slot(&source, slot, &twin, until + Duration::hours(1))
+                .await
+                .unwrap()
+        );
+    }
+    // The holder of one slot releasing another is not a release of either.
+    store
+        .release_source_slot(&source, slots[1], &holders[0])
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .acquire_source_slot(&source, 3, &twin, now, until)
+            .await
+            .unwrap(),
+        SlotAcquire::Busy(held) if held.len() == 3
+    ));
+    for (holder, slot) in holders.iter().zip(&slots) {
+        assert!(
+            store
+                .renew_source_slot(&source, *slot, holder, until)
+                .await
+                .unwrap(),
+            "{holder} still holds slot {slot}"
+        );
+    }
+
+    // Another source has its own slots.
+    let other = source_name();
+    assert_eq!(
+        taken(
+            store
+                .acquire_source_slot(&other, 1, &fourth, now, until)
+                .await
+                .unwrap()
+        ),
+        0
+    );
+
+    // A released slot is free again: the next holder takes exactly that one.
+    store
+        .release_source_slot(&source, slots[1], &holders[1])
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .renew_source_slot(&source, slots[1], &holders[1], until)
+            .await
+            .unwrap(),
+        "a released slot is not renewed back"
+    );
+    assert_eq!(
+        taken(
+            store
+                .acquire_source_slot(&source, 3, &twin, now, until)
+                .await
+                .unwrap()
+        ),
+        slots[1]
+    );
+    assert!(matches!(
+        store
+            .acquire_source_slot(&source, 3, &fourth, now, until)
+            .await
+            .unwrap(),
+        SlotAcquire::Busy(_)
+    ));
+    // The old holder's late release does not free its successor's slot.
+    store
+        .release_source_slot(&source, slots[1], &holders[1])
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .acquire_source_slot(&source, 3, &fourth, now, until)
+            .await
+            .unwrap(),
+        SlotAcquire::Busy(_)
+    ));
+    // A larger cap opens more slots beside the held ones.
+    assert_eq!(
+        taken(
+            store
+                .acquire_source_slot(&source, 4, &fourth, now, until)
+                .await
+                .unwrap()
+        ),
+        3
+    );
+}
+
+/// A holder that died leaves its slot only until its expiry; one that renews keeps it; once
+/// taken over, the old holder can neither renew nor release it.
+async fn an_expired_source_slot_is_taken_over_and_a_renewed_one_is_not(store: Store) {
+    let source = source_name();
+    let now = Utc::now();
+    let dead = SlotHolder::chunk(RunId::new(), 4);
+    assert_eq!(
+        taken(
+            store
+                .acquire_source_slot(&source, 1, &dead, now, now + Duration::minutes(2))
+                .await
+                .unwrap()
+        ),
+        0
+    );
+    let next = SlotHolder::chunk(RunId::new(), 0);
+    let early = now + Duration::minutes(1);
+    match store
+        .acquire_source_slot(&source, 1, &next, early, early + Duration::minutes(2))
+        .await
+        .unwrap()
+    {
+        SlotAcquire::Busy(held) => {
+            assert_eq!(held.len(), 1);
+            assert_eq!(held[0].holder, dead);
+            assert_eq!(held[0].expires_at, now + Duration::minutes(2));
+        }
+        other => panic!("a live slot is not taken over: {other:?}"),
+    }
+    let late = now + Duration::minutes(3);
+    assert_eq!(
+        taken(
+            store
+                .acquire_source_slot(&source, 1, &next, late, late + Duration::minutes(2))
+                .await
+                .unwrap()
+        ),
+        0,
+        "an expired slot is taken over"
+    );
+    assert!(
+        !store
+            .renew_source_slot(&source, 0, &dead, late + Duration::hours(1))
+            .await
+            .unwrap(),
+        "the dead holder cannot renew a slot taken over"
+    );
+    store.release_source_slot(&source, 0, &dead).await.unwrap();
+    let third = SlotHolder::plan(RunId::new());
+    match store
+        .acquire_source_slot(&source, 1, &third, late, late + Duration::minutes(2))
+        .await
+        .unwrap()
+    {
+        SlotAcquire::Busy(held) => assert_eq!(held[0].holder, next),
+        other => panic!("the dead holder's release freed its successor's slot: {other:?}"),
+    }
+    // Renewed past the time it would have expired: still held then.
+    assert!(
+        store
+            .renew_source_slot(&source, 0, &next, late + Duration::minutes(10))
+            .await
+            .unwrap()
+    );
+    let after_first_expiry = late + Duration::minutes(5);
+    match store
+        .acquire_source_slot(
+            &source,
+            1,
+            &third,
+            after_first_expiry,
+            after_first_expiry + Duration::minutes(2),
+        )
+        .await
+        .unwrap()
+    {
+        SlotAcquire::Busy(held) => {
+            assert_eq!(held[0].holder, next);
+            assert_eq!(held[0].expires_at, late + Duration::minutes(10));
+        }
+        other => panic!("a renewed slot is not taken over: {other:?}"),
+    }
+}
+
+/// However many race, a slot never has two live holders and a source never more than its
+/// slots: a burst takes exactly the slots there are, and holders that come and go (each
+/// marking its slot in use while it holds it) never overlap on a slot or exceed the count.
+async fn concurrent_slot_acquirers_never_exceed_the_slots(store: Store) {
+    const SLOTS: u32 = 3;
+    let source = source_name();
+    let now = Utc::now();
+    let burst: Vec<_> = (0..12)
+        .map(|i| {
+            let (store, source) = (store.clone(), source.clone());
+            tokio::spawn(async move {
+                let holder = SlotHolder::chunk(RunId::new(), i);
+                let answer = store
+                    .acquire_source_slot(&source, SLOTS, &holder, now, now + Duration::minutes(5))
+                    .await
+                    .unwrap();
+                (holder, answer)
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for attempt in burst {
+        if let (holder, SlotAcquire::Taken(slot)) = attempt.await.unwrap() {
+            winners.push((slot, holder));
+        }
+    }
+    let mut won: Vec<u32> = winners.iter().map(|(slot, _)| *slot).collect();
+    won.sort_unstable();
+    assert_eq!(
+        won,
+        vec![0, 1, 2],
+        "exactly the three slots are taken, once each"
+    );
+    for (slot, holder) in &winners {
+        store
+            .release_source_slot(&source, *slot, holder)
+            .await
+            .unwrap();
+    }
+
+    // Holders coming and going: 8 workers, 4 turns each, against 3 slots.
+    let in_use = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let workers: Vec<_> = (0..8u32)
+        .map(|worker| {
+            let (store, source) = (store.clone(), source.clone());
+            let (in_use, peak) = (in_use.clone(), peak.clone());
+            tokio::spawn(async move {
+                for turn in 0..4 {
+                    let holder = SlotHolder::chunk(RunId::new(), worker * 10 + turn);
+                    let slot = loop {
+                        let now = Utc::now();
+                        match store
+                            .acquire_source_slot(
+                                &source,
+                                SLOTS,
+                                &holder,
+                                now,
+                                now + Duration::minutes(5),
+                            )
+                            .await
+                            .unwrap()
+                        {
+                            SlotAcquire::Taken(slot) => break slot,
+                            SlotAcquire::Busy(held) => {
+                                assert!(held.len() <= SLOTS as usize, "{held:?}");
+                                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                            }
+                        }
+                    };
+                    {
+                        let mut in_use = in_use.lock().unwrap();
+                        assert!(slot < SLOTS, "slot {slot} of {SLOTS}");
+                        assert!(in_use.insert(slot), "slot {slot} has two live holders");
+                        peak.fetch_max(in_use.len(), std::sync::atomic::Ordering::SeqCst);
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    assert!(in_use.lock().unwrap().remove(&slot));
+                    store
+                        .release_source_slot(&source, slot, &holder)
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let peak = peak.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(peak <= SLOTS as usize, "{peak} holders at once");
+    assert!(peak >= 2, "the workers did overlap: {peak}");
 }
 
 fn key() -> String {

@@ -455,8 +455,11 @@ async fn run(args: RunArgs, aws: &AwsArgs) -> Result<bool> {
         parquet: output.parquet,
         ..PipelineOptions::default()
     };
-    let mut pipeline =
-        Pipeline::new(sources, output.sink.clone(), state, options).with_catalog(output.catalog);
+    // Sources with connection.max_connections count their connections in the state store,
+    // shared with the deployed functions when the state is DynamoDB's.
+    let mut pipeline = Pipeline::new(sources, output.sink.clone(), state, options)
+        .with_catalog(output.catalog)
+        .with_connection_limits(&config.sources);
     if let Some(loader) = loader {
         pipeline = pipeline.with_warehouse(loader);
     }

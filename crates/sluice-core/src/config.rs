@@ -27,6 +27,9 @@ pub const MAX_CHUNKS: u32 = 1024;
 pub const MAX_CONCURRENCY: u32 = 64;
 /// Longest `where` clause accepted.
 pub const MAX_WHERE_LEN: usize = 4096;
+/// Largest `connection.max_connections`: a source slot is one state item, and a cap this high
+/// is already no cap for any database sluice reads from.
+pub const MAX_SOURCE_CONNECTIONS: u32 = 1000;
 
 /// A whole configuration file: the sources to read and the tables to ingest from them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -99,6 +102,59 @@ pub struct ConnectionConfig {
     /// Longest a single statement may run on the source (`"2h"`); unlimited when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub statement_timeout: Option<String>,
+    /// Most connections sluice has open to this source at once, for planning or chunk
+    /// extraction, across every run and table, in Lambda and locally alike (a slot in the
+    /// state store per connection); unlimited when absent. 1 to [`MAX_SOURCE_CONNECTIONS`].
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "max_connections"
+    )]
+    pub max_connections: Option<u32>,
+}
+
+/// What `connection.max_connections` must be, in every message about it.
+const MAX_CONNECTIONS_RULE: &str = "must be a whole number from 1 to 1000";
+
+/// `connection.max_connections` as written: any whole number that fits is kept, so 0 and
+/// numbers above the bound are reported by [`Config::validate`] with every other problem;
+/// negative numbers, fractions and text fail here, with the same words.
+fn max_connections<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    struct Visitor;
+    fn refused<E: serde::de::Error>(value: impl fmt::Display) -> E {
+        E::custom(format!("{MAX_CONNECTIONS_RULE}, not {value}"))
+    }
+    impl<'de> serde::de::Visitor<'de> for Visitor {
+        type Value = Option<u32>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a whole number from 1 to 1000")
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            u32::try_from(v).map(Some).map_err(|_| refused(v))
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            u32::try_from(v).map(Some).map_err(|_| refused(v))
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            Err(refused(v))
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Err(refused(format!("'{v}'")))
+        }
+        fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Self::Value, E> {
+            Err(refused(v))
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D2: serde::Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            d.deserialize_any(Visitor)
+        }
+    }
+    d.deserialize_any(Visitor)
 }
 
 /// TLS modes, with libpq's meanings: `prefer` and `require` encrypt without verifying the
@@ -666,6 +722,14 @@ fn validate_source(source: &SourceConfig, path: &str, issues: &mut Issues) {
             "only used with sslmode verify-ca or verify-full (or require); set sslmode",
         );
     }
+    if let Some(n) = c.max_connections
+        && !(1..=MAX_SOURCE_CONNECTIONS).contains(&n)
+    {
+        issues.push(
+            format!("{cpath}.max_connections"),
+            format!("{MAX_CONNECTIONS_RULE}, not {n}"),
+        );
+    }
     if let Some(arn) = &c.secret_arn
         && !is_secret_arn(arn)
     {
@@ -1180,6 +1244,75 @@ tables:
                 "expected {expected:?}, got {got:?}"
             );
         }
+    }
+
+    #[test]
+    fn max_connections_is_a_whole_number_from_1_to_1000() {
+        let yaml = |value: &str| {
+            format!(
+                "sources:\n  - name: shop\n    engine: postgres\n    connection:\n      url: postgres://u@h/db\n      max_connections: {value}\ntables:\n  - source: shop\n    table: public.orders\n"
+            )
+        };
+        for (value, expected) in [
+            ("1", Some(1)),
+            ("8", Some(8)),
+            ("1000", Some(1000)),
+            ("null", None),
+        ] {
+            let config = Config::from_yaml(&yaml(value), "t.yaml")
+                .unwrap_or_else(|e| panic!("max_connections: {value} must be accepted: {e}"));
+            assert_eq!(
+                config.sources[0].connection.max_connections, expected,
+                "{value}"
+            );
+            let again = Config::from_yaml(&config.to_yaml().unwrap(), "again").unwrap();
+            assert_eq!(again, config, "{value} round-trips");
+        }
+        let absent = Config::from_yaml(GOOD, "good.yaml").unwrap();
+        assert_eq!(absent.sources[0].connection.max_connections, None);
+        assert!(!absent.to_yaml().unwrap().contains("max_connections"));
+        // Out of range: reported by validation, with every other problem.
+        for value in ["0", "1001", "4294967295"] {
+            assert_eq!(
+                issues_of(&yaml(value)),
+                vec![format!(
+                    "sources[0].connection.max_connections: must be a whole number from 1 to 1000, not {value}"
+                )],
+                "{value}"
+            );
+        }
+        // Not a whole number that fits: refused as it is read, naming the field, in the same words.
+        for (value, shown) in [
+            ("-1", "-1"),
+            ("2.5", "2.5"),
+            ("'2'", "'2'"),
+            ("two", "'two'"),
+            ("true", "true"),
+            ("99999999999", "99999999999"),
+            ("[2]", ""),
+        ] {
+            match Config::from_yaml(&yaml(value), "t.yaml") {
+                Err(ConfigError::Parse { path, message, .. }) => {
+                    assert_eq!(path, "sources[0].connection.max_connections", "{value}");
+                    assert!(
+                        message.contains("a whole number from 1 to 1000"),
+                        "{value}: {message}"
+                    );
+                    assert!(message.contains(shown), "{value}: {message}");
+                }
+                other => panic!("max_connections: {value} must be refused: {other:?}"),
+            }
+        }
+        // A config built in code is held to the same rule.
+        let mut config = Config::from_yaml(&yaml("2"), "t.yaml").unwrap();
+        config.sources[0].connection.max_connections = Some(0);
+        let issues = config.validate().unwrap_err();
+        assert_eq!(
+            issues.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            vec![
+                "sources[0].connection.max_connections: must be a whole number from 1 to 1000, not 0"
+            ]
+        );
     }
 
     #[test]

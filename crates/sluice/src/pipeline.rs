@@ -27,7 +27,8 @@ use crate::catalog::{Catalog, CatalogError, NoCatalog, TableRegistration};
 use crate::sink::parquet::{ChunkFileWriter, MIN_ROW_GROUP_BYTES, ParquetSettings, file_schema};
 use crate::sink::{ObjectSink, SinkError, delete_key, list_keys, put_bytes};
 use crate::source::{SnapshotHold, Source, SourceError};
-use crate::state::{StateError, StateStore};
+use crate::state::slots::{self, SlotError, SlotGuard, SlotTiming};
+use crate::state::{SlotHolder, StateError, StateStore};
 use crate::warehouse::load::{LoadError, Loader};
 
 #[derive(Debug, Error)]
@@ -44,6 +45,8 @@ pub enum PipelineError {
     Catalog(#[from] CatalogError),
     #[error(transparent)]
     Warehouse(#[from] LoadError),
+    #[error(transparent)]
+    Slot(#[from] SlotError),
     #[error("table {table_key}: no source named '{source_name}' is configured")]
     UnknownSource {
         table_key: String,
@@ -66,6 +69,17 @@ pub struct PipelineOptions {
     /// Batches decoded ahead of the Parquet encoder, so the two overlap on separate cores. One
     /// is enough to keep both busy; each more costs a batch of memory.
     pub prefetch_batches: usize,
+    /// How long a source connection slot (`connection.max_connections`) stays held without
+    /// renewal. Its holder renews it every third of this while connected, so this is not a
+    /// bound on a chunk's length (a local chunk has none) but on how long a holder that died
+    /// without releasing blocks its slot; short enough that a crash costs a source one of its
+    /// connections for minutes, long enough that two missed renewals still do not lose it.
+    pub source_slot_ttl: std::time::Duration,
+    /// Longest a plan or chunk waits for a slot of its capped source before it fails, saying
+    /// the source stayed busy. Ten minutes outlasts a typical chunk of the runs ahead of it
+    /// (so a queue of runs drains instead of failing), yet ends a wait behind runs that are
+    /// stuck well within Lambda's 15 minutes.
+    pub source_wait: std::time::Duration,
 }
 
 impl Default for PipelineOptions {
@@ -75,6 +89,8 @@ impl Default for PipelineOptions {
             parquet: ParquetSettings::default(),
             lease_ttl: chrono::Duration::hours(2),
             prefetch_batches: 1,
+            source_slot_ttl: std::time::Duration::from_secs(120),
+            source_wait: std::time::Duration::from_secs(600),
         }
     }
 }
@@ -124,6 +140,8 @@ pub struct Pipeline {
     catalog: Arc<dyn Catalog>,
     warehouse: Option<Arc<Loader>>,
     options: PipelineOptions,
+    /// `connection.max_connections` of the sources that have one.
+    connection_limits: BTreeMap<String, u32>,
 }
 
 impl Pipeline {
@@ -140,7 +158,38 @@ impl Pipeline {
             catalog: Arc::new(NoCatalog),
             warehouse: None,
             options,
+            connection_limits: BTreeMap::new(),
         }
+    }
+
+    /// Holds every source of `sources` that sets `connection.max_connections` to that many
+    /// connections at once, counted in the state store across every process that shares it
+    /// (each plan and each chunk takes a slot before it connects, and waits while all are
+    /// taken). Sources without it are not counted. Without this call no source is.
+    pub fn with_connection_limits<'a>(
+        mut self,
+        sources: impl IntoIterator<Item = &'a sluice_core::SourceConfig>,
+    ) -> Pipeline {
+        self.connection_limits = sources
+            .into_iter()
+            .filter_map(|s| Some((s.name.clone(), s.connection.max_connections?)))
+            .collect();
+        self
+    }
+
+    /// A slot of `source` for `holder` when the source is capped (see
+    /// [`Pipeline::with_connection_limits`]); `None` when it is not.
+    async fn source_slot(&self, source: &str, holder: SlotHolder) -> Result<Option<SlotGuard>> {
+        let Some(&slots) = self.connection_limits.get(source) else {
+            return Ok(None);
+        };
+        let timing = SlotTiming {
+            ttl: self.options.source_slot_ttl,
+            wait: self.options.source_wait,
+        };
+        Ok(Some(
+            slots::acquire(self.state.clone(), source, slots, holder, timing).await?,
+        ))
     }
 
     /// Registers every completed run's files in `catalog` (Glue in AWS). Without it, no
@@ -198,9 +247,15 @@ impl Pipeline {
             }) => return Err(error),
         };
         observer.planned(&planned.record);
-        let record = self.execute_run(planned.record.run_id, observer).await;
+        // A capped source counts the plan's held snapshot as one of its connections, so
+        // keeping it while the chunks wait for slots could leave every slot held by a
+        // snapshot whose chunks can never start. Its chunks read their own snapshots then,
+        // within the plan's cursor window, as they do in Lambda.
+        let PlannedRun { record, snapshot } = planned;
+        let snapshot = snapshot.filter(|_| !self.connection_limits.contains_key(&table.source));
+        let record = self.execute_run(record.run_id, observer).await;
         // The plan's snapshot was needed only while the chunks were read.
-        drop(planned.snapshot);
+        drop(snapshot);
         record
     }
 
@@ -361,8 +416,33 @@ impl Pipeline {
                 let lower = window_lower_bound(table, watermark)?;
                 // Tests make planning slow or hang here (FAILPOINTS=plan-before-source=1*sleep(…)).
                 fail::fail_point!("plan-before-source");
-                let gathered = source.gather_facts(table, lower.as_ref()).await?;
-                let (facts, snapshot) = (gathered.facts, gathered.hold);
+                let slot = self
+                    .source_slot(&table.source, SlotHolder::plan(run_id))
+                    .await?;
+                let gathered = held(slot.as_ref(), async {
+                    Ok(source.gather_facts(table, lower.as_ref()).await?)
+                })
+                .await;
+                let gathered = match gathered {
+                    Ok(gathered) => gathered,
+                    Err(e) => {
+                        release(slot).await;
+                        return Err(e);
+                    }
+                };
+                let facts = gathered.facts;
+                // The plan's snapshot keeps its connection open: it keeps the slot too, and
+                // whoever drops the snapshot gives both back.
+                let snapshot = match (gathered.hold, slot) {
+                    (Some(hold), Some(slot)) => Some(SnapshotHold::new(SlotHeldSnapshot {
+                        _hold: hold,
+                        _slot: slot,
+                    })),
+                    (hold, slot) => {
+                        release(slot).await;
+                        hold
+                    }
+                };
                 // The run's start time places its files, whenever it is planned.
                 let plan = build_plan(
                     run_id,
@@ -501,7 +581,20 @@ impl Pipeline {
                 &plan.table.source,
                 &table_name.to_string(),
             );
-            let stream = source.extract_chunk(&plan, chunk).await?;
+            let slot = self
+                .source_slot(&plan.table.source, SlotHolder::chunk(run_id, chunk))
+                .await?;
+            let opened = held(slot.as_ref(), async {
+                Ok(source.extract_chunk(&plan, chunk).await?)
+            })
+            .await;
+            let stream = match opened {
+                Ok(stream) => stream,
+                Err(e) => {
+                    release(slot).await;
+                    return Err(e);
+                }
+            };
             let schema = stream.schema.clone();
             let warnings = stream.warnings.clone();
             let mut batches = prefetch(stream.batches, self.options.prefetch_batches);
@@ -519,7 +612,7 @@ impl Pipeline {
                 },
                 move |part| layout.data_file(started_at, run_id, chunk, part),
             );
-            let written = async {
+            let written = held(slot.as_ref(), async {
                 while let Some(batch) = batches.next().await {
                     let batch: RecordBatch = batch?;
                     writer.write(&batch).await?;
@@ -528,8 +621,12 @@ impl Pipeline {
                     fail::fail_point!("extract-after-batch");
                 }
                 Ok::<_, PipelineError>(())
-            }
+            })
             .await;
+            // The source is read: its connection closes with the stream, and its slot is
+            // free for the next reader while the last part uploads.
+            drop(batches);
+            release(slot).await;
             if let Err(e) = written {
                 writer.abort().await;
                 return Err(e);
@@ -924,14 +1021,39 @@ fn parquet_types(schema: &SchemaRef) -> Vec<String> {
     out
 }
 
+/// A plan's snapshot with the source slot of the connection it keeps open.
+struct SlotHeldSnapshot {
+    _hold: SnapshotHold,
+    _slot: SlotGuard,
+}
+
+/// Runs `work` while `slot` (if any) is held, failing if the slot is lost first.
+async fn held<T>(
+    slot: Option<&SlotGuard>,
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    match slot {
+        Some(slot) => slot.hold(work).await,
+        None => work.await,
+    }
+}
+
+async fn release(slot: Option<SlotGuard>) {
+    if let Some(slot) = slot {
+        slot.release().await;
+    }
+}
+
 /// Drives a source stream on its own task, `depth` batches ahead of the consumer, so decoding
-/// and Parquet encoding run on different cores while memory stays bounded by `depth`.
+/// and Parquet encoding run on different cores while memory stays bounded by `depth`. Dropping
+/// the returned stream stops the task (and drops the source stream, closing its connection)
+/// at once, not after the batch it is reading.
 fn prefetch(
     mut stream: BoxStream<'static, Result<RecordBatch, SourceError>>,
     depth: usize,
 ) -> BoxStream<'static, Result<RecordBatch, PipelineError>> {
     let (tx, rx) = tokio::sync::mpsc::channel(depth.max(1));
-    tokio::spawn(
+    let task = tokio::spawn(
         async move {
             while let Some(item) = stream.next().await {
                 let stop = item.is_err();
@@ -942,10 +1064,19 @@ fn prefetch(
         }
         .in_current_span(),
     );
-    futures::stream::unfold(rx, |mut rx| async move {
+    futures::stream::unfold((rx, AbortOnDrop(task)), |(mut rx, task)| async move {
         rx.recv()
             .await
-            .map(|item| (item.map_err(PipelineError::from), rx))
+            .map(|item| (item.map_err(PipelineError::from), (rx, task)))
     })
     .boxed()
+}
+
+/// Aborts its task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

@@ -10,6 +10,7 @@
 //! | `RUN#<run_id>` | `RUN` | `record` (the run record as JSON, without chunks), `status`, `version`, `table_key`, `run_id`, `run_kind` = `RUN`, `chunk_total`, `chunks_done`, `done_chunks` (number set), `chunk_attempts` (map: chunk → the attempt that counted), `chunks_updated_at`, `chunk_starts` (map: chunk → the chunk that claimed its start), `started_chunks` (number set: chunks whose start was recorded), `expires_at` (epoch seconds, DynamoDB TTL), and while an update runs `lock_token`, `lock_expires` |
 //! | `RUN#<run_id>` | `CHUNK#<n:010>#<attempt>` | `outcome`: one chunk's rows, bytes, files, schema and warnings as JSON; `expires_at`, the run item's |
 //! | `BATCH#<sha256 of batch_id>` | `BATCH` | `record`: an external-function batch (rows → runs) as JSON, `expires_at` (epoch seconds, DynamoDB TTL) |
+//! | `SOURCE#<source>` | `SLOT#<n:010>` | one held connection slot of a source (`connection.max_connections`): `slot_run_id`, `slot_chunk` (absent while planning), `slot_token` (one acquisition), `slot_expires` (ns since the epoch), `expires_at` (epoch seconds, DynamoDB TTL: a day after `slot_expires`); deleted when released |
 //!
 //! Chunk outcomes live in items of their own because a run of 1,024 chunks with their file
 //! lists would not fit DynamoDB's 400 KB item limit; one chunk's outcome stays far below it
@@ -43,6 +44,12 @@
 //! (<https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ttl-expired-items.html>):
 //! a run is either whole or absent.
 //!
+//! A source slot item exists only while a holder has it (or until DynamoDB's TTL removes the
+//! item of a holder that died without releasing it): a missing item is a free slot. Whether a
+//! slot is live is `slot_expires`, compared in the conditional write that takes it; its
+//! `expires_at` only cleans up, a day later, so a slot is never deleted under a holder that
+//! still renews it.
+//!
 //! A run update is a read-modify-write of a closure that may run only once, so it is
 //! serialized by a short lock on the run item (a conditional write with an expiry) rather
 //! than retried optimistically; the final write is still conditional on the lock and on the
@@ -63,8 +70,8 @@ use sluice_core::{RunId, RunRecord, RunStatus, ScalarValue};
 use tracing::warn;
 
 use super::{
-    ChunkDone, ChunkStart, Lease, Result, RunUpdate, StateError, StateStore, TableState,
-    check_chunks_unchanged, check_new_run,
+    ChunkDone, ChunkStart, HeldSlot, Lease, Result, RunUpdate, SlotAcquire, SlotHolder, StateError,
+    StateStore, TableState, check_chunks_unchanged, check_new_run,
 };
 use crate::ddb::{
     self, Item, PK, RUNS_BY_TABLE, RUNS_BY_TIME, SK, get_n, get_s, is_condition_failed, n, s,
@@ -103,6 +110,57 @@ fn batch_pk(batch_id: &str) -> AttributeValue {
         "BATCH#{}",
         sluice_core::external_function::batch_storage_key(batch_id)
     ))
+}
+
+fn source_pk(source: &str) -> AttributeValue {
+    s(format!("SOURCE#{source}"))
+}
+
+fn slot_sk(slot: u32) -> AttributeValue {
+    s(format!("SLOT#{slot:010}"))
+}
+
+/// How long after its expiry a slot item left by a holder that died is kept, for whoever looks
+/// into why a source was busy; DynamoDB's TTL then deletes it.
+const SLOT_ITEM_KEPT: chrono::Duration = chrono::Duration::days(1);
+
+/// Rounds of "read the slots, try the free ones" before an acquire answers busy: each round
+/// that takes nothing means every slot it tried was taken by a racer in between.
+const SLOT_ROUNDS: u32 = 4;
+
+/// One slot item as read: its number, token and expiry (ns), and its holder when well formed.
+struct SlotItem {
+    slot: u32,
+    token: Option<String>,
+    expires: i64,
+    held: Option<HeldSlot>,
+}
+
+fn slot_item(item: &Item) -> Option<SlotItem> {
+    let slot = get_s(item, SK)?.strip_prefix("SLOT#")?.parse().ok()?;
+    let token = get_s(item, "slot_token").map(str::to_owned);
+    let expires = get_n(item, "slot_expires").unwrap_or(0);
+    let held = match (
+        &token,
+        get_s(item, "slot_run_id").and_then(|r| r.parse().ok()),
+    ) {
+        (Some(token), Some(run_id)) => Some(HeldSlot {
+            slot,
+            holder: SlotHolder {
+                run_id,
+                chunk: get_n(item, "slot_chunk").and_then(|c| u32::try_from(c).ok()),
+                token: token.clone(),
+            },
+            expires_at: DateTime::from_timestamp_nanos(expires),
+        }),
+        _ => None,
+    };
+    Some(SlotItem {
+        slot,
+        token,
+        expires,
+        held,
+    })
 }
 
 fn chunk_sk(chunk: u32, attempt: &str) -> String {
@@ -1018,5 +1076,150 @@ impl StateStore for DynamoStateStore {
             .await?
             .map(|item| self.decode(&item, "record", &format!("batch {batch_id}")))
             .transpose()
+    }
+
+    async fn acquire_source_slot(
+        &self,
+        source: &str,
+        slots: u32,
+        holder: &SlotHolder,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<SlotAcquire> {
+        let now_ns = nanos(now);
+        let mut live = Vec::new();
+        for _ in 0..SLOT_ROUNDS {
+            // One strongly consistent read of the source's slots, then conditional writes on
+            // the free ones only: a busy source costs a query, not a write per slot.
+            let items = ddb::query_partition(&self.client, &self.table, source_pk(source))
+                .await
+                .map_err(|message| self.error(message))?;
+            let items: Vec<SlotItem> = items
+                .iter()
+                .filter_map(slot_item)
+                .filter(|i| i.slot < slots)
+                .collect();
+            let mine = items
+                .iter()
+                .find(|i| i.token.as_deref() == Some(holder.token.as_str()))
+                .map(|i| i.slot);
+            let by_slot: std::collections::HashMap<u32, &SlotItem> =
+                items.iter().map(|i| (i.slot, i)).collect();
+            let mut candidates: Vec<u32> = match mine {
+                Some(slot) => vec![slot],
+                None => (0..slots)
+                    .filter(|n| {
+                        by_slot
+                            .get(n)
+                            .is_none_or(|i| i.token.is_none() || i.expires <= now_ns)
+                    })
+                    .collect(),
+            };
+            live = items
+                .iter()
+                .filter(|i| i.expires > now_ns)
+                .filter_map(|i| i.held.clone())
+                .collect();
+            if candidates.is_empty() {
+                return Ok(SlotAcquire::Busy(live));
+            }
+            // Racers start at different free slots, so most take one on their first write.
+            let start = super::slots::random_below(candidates.len());
+            candidates.rotate_left(start);
+            for slot in candidates {
+                let chunk = match holder.chunk {
+                    Some(_) => ", slot_chunk = :chunk",
+                    None => " REMOVE slot_chunk",
+                };
+                let mut request = self
+                    .client
+                    .update_item()
+                    .table_name(&self.table)
+                    .key(PK, source_pk(source))
+                    .key(SK, slot_sk(slot))
+                    .update_expression(format!(
+                        "SET slot_run_id = :run, slot_token = :token, slot_expires = :exp, #expires = :kept{chunk}"
+                    ))
+                    .condition_expression(
+                        "attribute_not_exists(slot_token) OR slot_expires <= :now OR slot_token = :token",
+                    )
+                    .expression_attribute_names("#expires", EXPIRES_AT)
+                    .expression_attribute_values(":run", s(holder.run_id.to_string()))
+                    .expression_attribute_values(":token", s(&holder.token))
+                    .expression_attribute_values(":exp", n(nanos(expires_at)))
+                    .expression_attribute_values(":now", n(now_ns))
+                    .expression_attribute_values(
+                        ":kept",
+                        n(expires_at
+                            .checked_add_signed(SLOT_ITEM_KEPT)
+                            .map_or(i64::MAX, |t| t.timestamp())),
+                    );
+                if let Some(c) = holder.chunk {
+                    request = request.expression_attribute_values(":chunk", n(c));
+                }
+                match request.send().await {
+                    Ok(_) => return Ok(SlotAcquire::Taken(slot)),
+                    Err(e) if is_condition_failed(&e) => continue,
+                    Err(e) => return Err(self.error(sdk_message(&e))),
+                }
+            }
+        }
+        Ok(SlotAcquire::Busy(live))
+    }
+
+    async fn renew_source_slot(
+        &self,
+        source: &str,
+        slot: u32,
+        holder: &SlotHolder,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, source_pk(source))
+            .key(SK, slot_sk(slot))
+            .update_expression("SET slot_expires = :exp, #expires = :kept")
+            .condition_expression("slot_token = :token")
+            .expression_attribute_names("#expires", EXPIRES_AT)
+            .expression_attribute_values(":token", s(&holder.token))
+            .expression_attribute_values(":exp", n(nanos(expires_at)))
+            .expression_attribute_values(
+                ":kept",
+                n(expires_at
+                    .checked_add_signed(SLOT_ITEM_KEPT)
+                    .map_or(i64::MAX, |t| t.timestamp())),
+            )
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failed(&e) => Ok(false),
+            Err(e) => Err(self.error(sdk_message(&e))),
+        }
+    }
+
+    async fn release_source_slot(
+        &self,
+        source: &str,
+        slot: u32,
+        holder: &SlotHolder,
+    ) -> Result<()> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key(PK, source_pk(source))
+            .key(SK, slot_sk(slot))
+            .condition_expression("slot_token = :token")
+            .expression_attribute_values(":token", s(&holder.token))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failed(&e) => Ok(()),
+            Err(e) => Err(self.error(sdk_message(&e))),
+        }
     }
 }

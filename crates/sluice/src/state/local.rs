@@ -1,7 +1,8 @@
 //! The local state store: JSON files under a directory, for laptops, the demo and tests.
 //!
 //! `tables.json` holds per-table state; `runs/<run_id>.json` one record each;
-//! `starts/<run_id>.json` a run's chunk-start claims. Every operation
+//! `starts/<run_id>.json` a run's chunk-start claims; `slots.json` the held connection slots
+//! of every source (`connection.max_connections`). Every operation
 //! holds an exclusive lock on `.lock`, so two `sluice` processes on one machine see each
 //! other's leases; files are replaced by rename so a crash never leaves half a file.
 //!
@@ -22,8 +23,8 @@ use sluice_core::run::ChunkOutcome;
 use sluice_core::{RunId, RunRecord, RunStatus, ScalarValue};
 
 use super::{
-    ChunkDone, ChunkStart, Lease, Result, RunUpdate, StateError, StateStore, TableState,
-    check_chunks_unchanged, check_new_run,
+    ChunkDone, ChunkStart, HeldSlot, Lease, Result, RunUpdate, SlotAcquire, SlotHolder, StateError,
+    StateStore, TableState, check_chunks_unchanged, check_new_run,
 };
 
 pub struct LocalStateStore {
@@ -163,6 +164,17 @@ impl Files {
 
     fn run(&self, run_id: RunId) -> Result<Option<RunRecord>> {
         self.read_json(&self.run_path(run_id))
+    }
+
+    /// `slots.json`: each source's held slots, by slot number. A released slot is removed.
+    fn slots(&self) -> Result<BTreeMap<String, BTreeMap<u32, HeldSlot>>> {
+        Ok(self
+            .read_json(&self.dir.join("slots.json"))?
+            .unwrap_or_default())
+    }
+
+    fn save_slots(&self, slots: &BTreeMap<String, BTreeMap<u32, HeldSlot>>) -> Result<()> {
+        self.write_json(&self.dir.join("slots.json"), slots)
     }
 
     /// `starts/<run_id>.json`: who claimed each chunk's start, and which were started.
@@ -445,6 +457,91 @@ impl StateStore for LocalStateStore {
         self.locked(move |f| {
             let path = f.batch_path(&id)?;
             f.read_json(&path)
+        })
+        .await
+    }
+
+    async fn acquire_source_slot(
+        &self,
+        source: &str,
+        slots: u32,
+        holder: &SlotHolder,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<SlotAcquire> {
+        let (source, holder) = (source.to_owned(), holder.clone());
+        self.locked(move |f| {
+            let mut all = f.slots()?;
+            let held = all.entry(source).or_default();
+            let mine = held
+                .values()
+                .find(|h| h.slot < slots && h.holder.token == holder.token)
+                .map(|h| h.slot);
+            let free = || (0..slots).find(|i| held.get(i).is_none_or(|h| h.expires_at <= now));
+            let Some(slot) = mine.or_else(free) else {
+                let live = held
+                    .values()
+                    .filter(|h| h.slot < slots && h.expires_at > now)
+                    .cloned()
+                    .collect();
+                return Ok(SlotAcquire::Busy(live));
+            };
+            held.insert(
+                slot,
+                HeldSlot {
+                    slot,
+                    holder,
+                    expires_at,
+                },
+            );
+            f.save_slots(&all)?;
+            Ok(SlotAcquire::Taken(slot))
+        })
+        .await
+    }
+
+    async fn renew_source_slot(
+        &self,
+        source: &str,
+        slot: u32,
+        holder: &SlotHolder,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool> {
+        let (source, token) = (source.to_owned(), holder.token.clone());
+        self.locked(move |f| {
+            let mut all = f.slots()?;
+            match all.get_mut(&source).and_then(|held| held.get_mut(&slot)) {
+                Some(held) if held.holder.token == token => {
+                    held.expires_at = expires_at;
+                    f.save_slots(&all)?;
+                    Ok(true)
+                }
+                _ => Ok(false),
+            }
+        })
+        .await
+    }
+
+    async fn release_source_slot(
+        &self,
+        source: &str,
+        slot: u32,
+        holder: &SlotHolder,
+    ) -> Result<()> {
+        let (source, token) = (source.to_owned(), holder.token.clone());
+        self.locked(move |f| {
+            let mut all = f.slots()?;
+            let Some(held) = all.get_mut(&source) else {
+                return Ok(());
+            };
+            if held.get(&slot).is_some_and(|h| h.holder.token == token) {
+                held.remove(&slot);
+                if held.is_empty() {
+                    all.remove(&source);
+                }
+                f.save_slots(&all)?;
+            }
+            Ok(())
         })
         .await
     }

@@ -6,7 +6,9 @@
 //! once, through [`StateStore::record_chunk_done`], which also tells exactly one caller that
 //! the last chunk is done; a chunk's start is claimed once, through
 //! [`StateStore::claim_chunk_start`], so a serverless run keeps its concurrency bound even when
-//! an event is delivered twice; the watermark is committed only by the run holding the lease.
+//! an event is delivered twice; the watermark is committed only by the run holding the lease;
+//! a source's connection slot (`connection.max_connections`) has at most one live holder, so
+//! no more holders than slots are ever live at once, whichever process they run in.
 //! `tests/tests/state_contract.rs` runs one suite of these promises against every store.
 //!
 //! Run records may be kept for a limited time: the DynamoDB store's runs expire a retention
@@ -16,6 +18,7 @@
 
 pub mod dynamo;
 pub mod local;
+pub mod slots;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -140,6 +143,65 @@ pub struct Lease {
     pub expires_at: DateTime<Utc>,
 }
 
+/// Who holds one of a source's connection slots (see [`StateStore::acquire_source_slot`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotHolder {
+    pub run_id: RunId,
+    /// The chunk it extracts; `None` while it plans the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk: Option<u32>,
+    /// New for every acquisition: Lambda may deliver one chunk's event twice, and the two
+    /// attempts then open two connections, so they must hold two slots, each released only
+    /// by itself.
+    pub token: String,
+}
+
+impl SlotHolder {
+    /// The planner of `run_id`.
+    pub fn plan(run_id: RunId) -> SlotHolder {
+        SlotHolder {
+            run_id,
+            chunk: None,
+            token: RunId::new().to_string(),
+        }
+    }
+
+    /// One attempt at chunk `chunk` of `run_id`.
+    pub fn chunk(run_id: RunId, chunk: u32) -> SlotHolder {
+        SlotHolder {
+            run_id,
+            chunk: Some(chunk),
+            token: RunId::new().to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for SlotHolder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.chunk {
+            Some(chunk) => write!(f, "run {} chunk {chunk}", self.run_id),
+            None => write!(f, "run {} (planning)", self.run_id),
+        }
+    }
+}
+
+/// A source slot as a store keeps it: its holder, until when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldSlot {
+    pub slot: u32,
+    pub holder: SlotHolder,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What asking for a source slot found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SlotAcquire {
+    /// The caller holds slot `n` now.
+    Taken(u32),
+    /// Every slot has a live holder: these.
+    Busy(Vec<HeldSlot>),
+}
+
 /// What a store keeps per table.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct TableState {
@@ -241,6 +303,37 @@ pub trait StateStore: Send + Sync {
     async fn save_batch(&self, batch: &BatchRecord) -> Result<()>;
 
     async fn get_batch(&self, batch_id: &str) -> Result<Option<BatchRecord>>;
+
+    /// Takes one of the connection slots `0..slots` of source `source` for `holder` until
+    /// `expires_at`: a slot nobody holds, or one whose holder's expiry had passed at `now` (it
+    /// died without releasing), or the one `holder` (its token) holds already, so a retried
+    /// call never takes a second slot. [`SlotAcquire::Busy`] with the live holders when
+    /// every slot is held; it never waits. However many callers race, no slot ever has two
+    /// live holders. Slots numbered `slots` or above (a cap since lowered) are not taken.
+    async fn acquire_source_slot(
+        &self,
+        source: &str,
+        slots: u32,
+        holder: &SlotHolder,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<SlotAcquire>;
+
+    /// Moves the expiry of `holder`'s slot `slot` to `expires_at`, only while `holder` still
+    /// holds it (even past its expiry, as long as nobody took it over): `false` when another
+    /// holder has it or nobody does. A holder working longer than its expiry calls it so its
+    /// slot does not lapse under it.
+    async fn renew_source_slot(
+        &self,
+        source: &str,
+        slot: u32,
+        holder: &SlotHolder,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool>;
+
+    /// Frees slot `slot` if `holder` holds it; otherwise does nothing.
+    async fn release_source_slot(&self, source: &str, slot: u32, holder: &SlotHolder)
+    -> Result<()>;
 }
 
 /// How long a batch record is kept: Snowflake polls for at most 10 minutes.
