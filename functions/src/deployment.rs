@@ -259,11 +259,22 @@ impl Deployment {
             parquet: parquet_settings(&self.settings),
             lease_ttl: chrono::Duration::from_std(self.settings.lease_ttl)
                 .unwrap_or(chrono::Duration::hours(2)),
+            // A step waits for a slot of a capped source for at most half the plan timeout,
+            // so the busy source is what its error names, not the plan's or the chunk's time
+            // limit; a chunk that gave up is retried by Lambda a minute later, a plan fails
+            // its run with the advice to raise connection.max_connections.
+            source_wait: self.settings.plan_timeout / 2,
             ..PipelineOptions::default()
         };
         Ok(
             Pipeline::new(sources, self.sink.clone(), self.state.clone(), options)
-                .with_catalog(self.catalog.clone()),
+                .with_catalog(self.catalog.clone())
+                .with_connection_limits(
+                    config
+                        .sources
+                        .iter()
+                        .filter(|s| source_names.contains(&s.name.as_str())),
+                ),
         )
     }
 

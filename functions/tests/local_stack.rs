@@ -593,38 +593,9 @@ async fn a_run_of_many_chunks_never_has_more_than_max_concurrency_extracting() {
     )
     .await;
 
-    // The sampler: sluice's connections to the test database that are doing something
-    // (not idle), every 50 ms, on a connection of its own (excluded), for at most 3 minutes.
-    let sampler_client = db.client().await;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sampling = {
-        let stop = stop.clone();
-        let name = db.name.clone();
-        tokio::spawn(async move {
-            let mut samples = Vec::new();
-            for _ in 0..3600 {
-                if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    break;
-                }
-                let n: i64 = sampler_client
-                    .query_one(
-                        "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 \
-                         AND application_name = 'sluice' AND state <> 'idle' \
-                         AND pid <> pg_backend_pid()",
-                        &[&name],
-                    )
-                    .await
-                    .unwrap()
-                    .get(0);
-                samples.push(n);
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-            samples
-        })
-    };
+    let sampler = sluice_tests::ConnectionSampler::start(&db).await;
     let results = s.ingest(&[("shop", "public.orders")]).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let samples = sampling.await.unwrap();
+    let samples = sampler.stop().await;
     let max = samples.iter().copied().max().unwrap_or(0);
     eprintln!(
         "max sluice connections active at once: {max} ({} samples)",
@@ -787,4 +758,89 @@ async fn slow_planning_happens_behind_the_answer_and_a_dead_planner_frees_its_ta
             .any(|l| l.contains("\"run failed\"") && l.contains(&dead_id)),
         "{logs:?}"
     );
+}
+
+/// Issue 15 item 2, per source: `connection.max_connections` holds every run and table of a
+/// source together, in Lambda too. Two tables of one source start in one Snowflake batch, each
+/// allowed two chunks at once, with six extract instances free: PostgreSQL's own view never
+/// shows more than the source's cap of two sluice connections at work, planning included.
+#[tokio::test]
+async fn runs_of_one_source_never_open_more_than_its_max_connections() {
+    const MAX_CONNECTIONS: i64 = 2;
+    let db = shop_db("lstacksrc").await;
+    let pg = db.client().await;
+    let tables = "  - source: shop
+    table: public.orders
+    primary_key: [order_id]
+    load: {mode: full}
+    where: \"(SELECT true FROM pg_sleep(0.3))\"
+    partition: {column: order_id, chunks: 4, max_concurrency: 2}
+  - source: shop
+    table: public.products
+    primary_key: [product_id]
+    load: {mode: full}
+    where: \"(SELECT true FROM pg_sleep(0.3))\"
+    partition: {column: product_id, chunks: 4, max_concurrency: 2}
+";
+    let mut config = Config::from_yaml(&sluice_tests::shop_config(&db, tables), "test").unwrap();
+    config.sources[0].connection.max_connections = Some(MAX_CONNECTIONS as u32);
+    let log_dir =
+        std::env::temp_dir().join(format!("sluice-stack-lstacksrc-{}", std::process::id()));
+    let s = LocalStack::start(
+        "lstacksrc",
+        &config,
+        &StackOptions {
+            bin_dir: bin_dir(),
+            extract_failpoints: None,
+            log_dir,
+            env: Vec::new(),
+            extract_instances: 6,
+            duplicate_extract: false,
+        },
+    )
+    .await;
+    let sampler = sluice_tests::ConnectionSampler::start(&db).await;
+    let results = s
+        .ingest(&[("shop", "public.orders"), ("shop", "public.products")])
+        .await;
+    let samples = sampler.stop().await;
+    let max = samples.iter().copied().max().unwrap_or(0);
+    eprintln!(
+        "max sluice connections to the source at once: {max} ({} samples)",
+        samples.len()
+    );
+    for (result, table) in results.iter().zip(["public.orders", "public.products"]) {
+        assert_eq!(status(result), "COMPLETED", "{result}");
+        assert_eq!(
+            result["rows"].as_i64(),
+            Some(pg_count(&pg, table).await),
+            "{result}"
+        );
+    }
+    assert!(max > 0, "no connection was ever seen: {samples:?}");
+    assert!(
+        max <= MAX_CONNECTIONS,
+        "{max} connections at once, more than max_connections {MAX_CONNECTIONS}: {samples:?}"
+    );
+    // Every slot was given back: new holders take them all at once.
+    s.settle().await;
+    let state = s.state().await;
+    let now = chrono::Utc::now();
+    for _ in 0..MAX_CONNECTIONS {
+        let holder = sluice::state::SlotHolder::plan(sluice_core::RunId::new());
+        let answer = state
+            .acquire_source_slot(
+                "shop",
+                MAX_CONNECTIONS as u32,
+                &holder,
+                now,
+                now + chrono::Duration::minutes(1),
+            )
+            .await
+            .unwrap();
+        assert!(
+            matches!(answer, sluice::state::SlotAcquire::Taken(_)),
+            "{answer:?}"
+        );
+    }
 }

@@ -600,6 +600,53 @@ pub fn shop_config(db: &TestDb, tables_yaml: &str) -> String {
     )
 }
 
+/// Counts sluice's connections to the test database that are doing something (not idle:
+/// planning, reading, or holding a snapshot open), every 50 ms, on a connection of its own:
+/// the source's own view of how many connections sluice has at work at once.
+pub struct ConnectionSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<i64>>,
+}
+
+impl ConnectionSampler {
+    pub async fn start(db: &TestDb) -> ConnectionSampler {
+        let client = db.client().await;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let name = db.name.clone();
+        let task = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut samples = Vec::new();
+                // At most 5 minutes.
+                for _ in 0..6000 {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    let n: i64 = client
+                        .query_one(
+                            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 \
+                             AND application_name = 'sluice' AND state <> 'idle' \
+                             AND pid <> pg_backend_pid()",
+                            &[&name],
+                        )
+                        .await
+                        .unwrap()
+                        .get(0);
+                    samples.push(n);
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                samples
+            })
+        };
+        ConnectionSampler { stop, task }
+    }
+
+    pub async fn stop(self) -> Vec<i64> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.unwrap()
+    }
+}
+
 /// Runs `table` through `pipeline`; the run must complete. Its record.
 pub async fn run_completed(pipeline: &Pipeline, table: &sluice_core::TableConfig) -> RunRecord {
     let record = pipeline.run_table(table, &sluice::Quiet).await.unwrap();

@@ -118,7 +118,10 @@ impl LocalStack {
     /// `config` are moved into Secrets Manager secrets, as in production: each source's
     /// `connection.url` becomes a secret and the stored config carries only its ARN.
     pub async fn start(label: &str, config: &Config, options: &StackOptions) -> LocalStack {
-        let moto = MotoServer::shared();
+        // One request at a time, as DynamoDB serializes the writes to one item: the stack runs
+        // many functions at once, and moto checks a condition and writes in separate steps
+        // (see crate::moto), which would let two holders take one lease, claim or slot.
+        let moto = MotoServer::shared_serial();
         let sdk = moto.sdk_config().await;
         std::fs::create_dir_all(&options.log_dir).expect("cannot create the log directory");
 

@@ -9,7 +9,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -20,7 +19,7 @@ use sluice::state::local::LocalStateStore;
 use sluice::state::{SlotAcquire, SlotHolder};
 use sluice::{Pipeline, PipelineOptions, Quiet};
 use sluice_core::{Config, RunId, RunRecord, RunStatus};
-use sluice_tests::{Harness, TestDb, shop_db};
+use sluice_tests::{ConnectionSampler as Sampler, Harness, TestDb, shop_db};
 
 /// Three tables, each planned and read in chunks that take at least 0.3 s (the `where` sleeps
 /// once per query), two chunks of a run at a time: up to six chunks and three plans at once
@@ -47,52 +46,6 @@ fn config_yaml(db: &TestDb, max_connections: Option<u32>, tables: &str) -> Strin
         "sources:\n  - name: shop\n    engine: postgres\n    connection:\n      url: {}\n{cap}tables:\n{tables}",
         db.url
     )
-}
-
-/// Counts sluice's connections to the test database that are doing something (not idle:
-/// planning, reading, or holding a snapshot open), every 50 ms, on a connection of its own.
-struct Sampler {
-    stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<Vec<i64>>,
-}
-
-impl Sampler {
-    async fn start(db: &TestDb) -> Sampler {
-        let client = db.client().await;
-        let stop = Arc::new(AtomicBool::new(false));
-        let name = db.name.clone();
-        let task = {
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                let mut samples = Vec::new();
-                // At most 5 minutes.
-                for _ in 0..6000 {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let n: i64 = client
-                        .query_one(
-                            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 \
-                             AND application_name = 'sluice' AND state <> 'idle' \
-                             AND pid <> pg_backend_pid()",
-                            &[&name],
-                        )
-                        .await
-                        .unwrap()
-                        .get(0);
-                    samples.push(n);
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                samples
-            })
-        };
-        Sampler { stop, task }
-    }
-
-    async fn stop(self) -> Vec<i64> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.task.await.unwrap()
-    }
 }
 
 /// Runs every table of the harness at once; their records, in table order.
