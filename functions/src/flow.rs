@@ -671,7 +671,7 @@ impl Functions {
                 .map(Ok)
                 .try_for_each_concurrent(FAN_OUT_CONCURRENCY, |chunk| async move {
                     match state
-                        .claim_chunk_start(run_id, chunk, PLANNER_CLAIMER)
+                        .claim_chunk_start(run_id, chunk, PLANNER_CLAIMER, Utc::now())
                         .await?
                     {
                         ChunkStart::Claimed => {
@@ -819,7 +819,10 @@ impl Functions {
     /// to retry this chunk's event, which then finds the chunk done and comes back here.
     async fn start_next_chunk(&self, run_id: RunId, chunk: u32, next: u32) -> Result<()> {
         let state = &self.deployment.state;
-        match state.claim_chunk_start(run_id, next, chunk).await? {
+        match state
+            .claim_chunk_start(run_id, next, chunk, Utc::now())
+            .await?
+        {
             ChunkStart::Claimed => {
                 let function = self.extract_function()?;
                 self.deployment
@@ -836,6 +839,12 @@ impl Functions {
                 info!(next, "next chunk of the chain started");
             }
             ChunkStart::Started => info!(next, "next chunk already started; nothing to do"),
+            ChunkStart::ClaimedBy(other) if other == chunk => {
+                info!(
+                    next,
+                    "next chunk claimed a moment ago by another delivery of this event; nothing to do"
+                );
+            }
             ChunkStart::ClaimedBy(other) => {
                 warn!(
                     next,

@@ -507,7 +507,7 @@ fn plan(run_id: RunId, chunks: usize) -> RunPlan {
 async fn a_chunk_start_is_claimed_once_and_started_once(store: Store) {
     let missing = RunId::new();
     assert!(matches!(
-        store.claim_chunk_start(missing, 2, 0).await,
+        store.claim_chunk_start(missing, 2, 0, Utc::now()).await,
         Err(StateError::RunNotFound(id)) if id == missing
     ));
     assert!(matches!(
@@ -515,29 +515,55 @@ async fn a_chunk_start_is_claimed_once_and_started_once(store: Store) {
         Err(StateError::RunNotFound(id)) if id == missing
     ));
     let run_id = extracting_run(&store, &key(), 6).await;
+    let now = Utc::now();
     assert_eq!(
-        store.claim_chunk_start(run_id, 2, 0).await.unwrap(),
+        store.claim_chunk_start(run_id, 2, 0, now).await.unwrap(),
         ChunkStart::Claimed
     );
-    // The same claimer again (its first attempt died before invoking): still its claim.
+    // The same claimer again at once is a duplicate delivery running alongside: it starts
+    // nothing. A retry once the claim is RECLAIM_AFTER old (its first attempt died before
+    // invoking, and Lambda retries a minute later): still its claim.
     assert_eq!(
-        store.claim_chunk_start(run_id, 2, 0).await.unwrap(),
+        store
+            .claim_chunk_start(run_id, 2, 0, now + Duration::seconds(1))
+            .await
+            .unwrap(),
+        ChunkStart::ClaimedBy(0)
+    );
+    let retry = now + sluice::state::RECLAIM_AFTER;
+    assert_eq!(
+        store.claim_chunk_start(run_id, 2, 0, retry).await.unwrap(),
         ChunkStart::Claimed
     );
+    // Re-claimed, its age counts from the retry.
     assert_eq!(
-        store.claim_chunk_start(run_id, 2, 1).await.unwrap(),
+        store
+            .claim_chunk_start(run_id, 2, 0, retry + Duration::seconds(29))
+            .await
+            .unwrap(),
+        ChunkStart::ClaimedBy(0)
+    );
+    assert_eq!(
+        store
+            .claim_chunk_start(run_id, 2, 1, retry + Duration::hours(1))
+            .await
+            .unwrap(),
         ChunkStart::ClaimedBy(0)
     );
     store.chunk_started(run_id, 2).await.unwrap();
     store.chunk_started(run_id, 2).await.unwrap();
     for claimer in [0, 1] {
         assert_eq!(
-            store.claim_chunk_start(run_id, 2, claimer).await.unwrap(),
+            store
+                .claim_chunk_start(run_id, 2, claimer, Utc::now() + Duration::hours(1))
+                .await
+                .unwrap(),
             ChunkStart::Started
         );
     }
 
-    // Racing claimers of one chunk, each twice: exactly one claimer wins.
+    // Racing claimers of one chunk, each twice at once: exactly one claim wins (a claimer's
+    // second, concurrent delivery does not win again).
     let claims: Vec<_> = (0..8u32)
         .chain(0..8u32)
         .map(|claimer| {
@@ -545,7 +571,10 @@ async fn a_chunk_start_is_claimed_once_and_started_once(store: Store) {
             tokio::spawn(async move {
                 (
                     claimer,
-                    store.claim_chunk_start(run_id, 5, claimer).await.unwrap(),
+                    store
+                        .claim_chunk_start(run_id, 5, claimer, Utc::now())
+                        .await
+                        .unwrap(),
                 )
             })
         })
@@ -555,7 +584,7 @@ async fn a_chunk_start_is_claimed_once_and_started_once(store: Store) {
     for claim in claims {
         match claim.await.unwrap() {
             (claimer, ChunkStart::Claimed) => {
-                winners.insert(claimer);
+                assert!(winners.insert(claimer), "{claimer} won twice");
             }
             (_, ChunkStart::ClaimedBy(holder)) => {
                 refused_by.insert(holder);
@@ -579,13 +608,16 @@ async fn a_chunk_start_is_claimed_once_and_started_once(store: Store) {
         .unwrap();
     assert!(failed.chunks.is_empty());
     assert_eq!(
-        store.claim_chunk_start(run_id, 2, 0).await.unwrap(),
+        store
+            .claim_chunk_start(run_id, 2, 0, Utc::now())
+            .await
+            .unwrap(),
         ChunkStart::Started
     );
     let winner = *winners.first().unwrap();
     assert_eq!(
         store
-            .claim_chunk_start(run_id, 5, winner + 100)
+            .claim_chunk_start(run_id, 5, winner + 100, Utc::now())
             .await
             .unwrap(),
         ChunkStart::ClaimedBy(winner)
@@ -1107,22 +1139,39 @@ async fn dynamo_a_chunk_start_is_claimed_on_a_run_item_without_the_claims_map() 
         .table_name(&table)
         .key("pk", AttributeValue::S(format!("RUN#{run_id}")))
         .key("sk", AttributeValue::S("RUN".into()))
-        .update_expression("REMOVE chunk_starts")
+        .update_expression("REMOVE chunk_starts, chunk_claimed_at")
         .send()
         .await
         .unwrap();
+    let now = Utc::now();
     assert_eq!(
-        store.claim_chunk_start(run_id, 3, 1).await.unwrap(),
+        store.claim_chunk_start(run_id, 3, 1, now).await.unwrap(),
         ChunkStart::Claimed
     );
     assert_eq!(
-        store.claim_chunk_start(run_id, 3, 2).await.unwrap(),
+        store.claim_chunk_start(run_id, 3, 2, now).await.unwrap(),
         ChunkStart::ClaimedBy(1)
     );
     store.chunk_started(run_id, 3).await.unwrap();
     assert_eq!(
-        store.claim_chunk_start(run_id, 3, 1).await.unwrap(),
+        store.claim_chunk_start(run_id, 3, 1, now).await.unwrap(),
         ChunkStart::Started
+    );
+    // A claim written before claim times were kept counts as old: its claimer may retry.
+    client
+        .update_item()
+        .table_name(&table)
+        .key("pk", AttributeValue::S(format!("RUN#{run_id}")))
+        .key("sk", AttributeValue::S("RUN".into()))
+        .update_expression("SET chunk_starts.#c = :claimer REMOVE chunk_claimed_at")
+        .expression_attribute_names("#c", "2")
+        .expression_attribute_values(":claimer", AttributeValue::N("1".into()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        store.claim_chunk_start(run_id, 2, 1, now).await.unwrap(),
+        ChunkStart::Claimed
     );
 }
 

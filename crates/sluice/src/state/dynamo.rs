@@ -7,7 +7,7 @@
 //! | pk | sk | what |
 //! |---|---|---|
 //! | `TABLE#<source>/<table>` | `STATE` | `watermark` (JSON of the typed value, full precision), `watermark_run_id`, `lease_run_id`, `lease_expires` (ns since the epoch) |
-//! | `RUN#<run_id>` | `RUN` | `record` (the run record as JSON, without chunks), `status`, `version`, `table_key`, `run_id`, `run_kind` = `RUN`, `chunk_total`, `chunks_done`, `done_chunks` (number set), `chunk_attempts` (map: chunk → the attempt that counted), `chunks_updated_at`, `chunk_starts` (map: chunk → the chunk that claimed its start), `started_chunks` (number set: chunks whose start was recorded), `expires_at` (epoch seconds, DynamoDB TTL), and while an update runs `lock_token`, `lock_expires` |
+//! | `RUN#<run_id>` | `RUN` | `record` (the run record as JSON, without chunks), `status`, `version`, `table_key`, `run_id`, `run_kind` = `RUN`, `chunk_total`, `chunks_done`, `done_chunks` (number set), `chunk_attempts` (map: chunk → the attempt that counted), `chunks_updated_at`, `chunk_starts` (map: chunk → the chunk that claimed its start), `chunk_claimed_at` (map: chunk → when, ns), `started_chunks` (number set: chunks whose start was recorded), `expires_at` (epoch seconds, DynamoDB TTL), and while an update runs `lock_token`, `lock_expires` |
 //! | `RUN#<run_id>` | `CHUNK#<n:010>#<attempt>` | `outcome`: one chunk's rows, bytes, files, schema and warnings as JSON; `expires_at`, the run item's |
 //! | `BATCH#<sha256 of batch_id>` | `BATCH` | `record`: an external-function batch (rows → runs) as JSON, `expires_at` (epoch seconds, DynamoDB TTL) |
 //! | `SOURCE#<source>` | `SLOT#<n:010>` | one held connection slot of a source (`connection.max_connections`): `slot_run_id`, `slot_chunk` (absent while planning), `slot_token` (one acquisition), `slot_expires` (ns since the epoch), `expires_at` (epoch seconds, DynamoDB TTL: a day after `slot_expires`); deleted when released |
@@ -70,8 +70,8 @@ use sluice_core::{RunId, RunRecord, RunStatus, ScalarValue};
 use tracing::warn;
 
 use super::{
-    ChunkDone, ChunkStart, HeldSlot, Lease, Result, RunUpdate, SlotAcquire, SlotHolder, StateError,
-    StateStore, TableState, check_chunks_unchanged, check_new_run,
+    ChunkDone, ChunkStart, HeldSlot, Lease, RECLAIM_AFTER, Result, RunUpdate, SlotAcquire,
+    SlotHolder, StateError, StateStore, TableState, check_chunks_unchanged, check_new_run,
 };
 use crate::ddb::{
     self, Item, PK, RUNS_BY_TABLE, RUNS_BY_TIME, SK, get_n, get_s, is_condition_failed, n, s,
@@ -694,6 +694,7 @@ impl StateStore for DynamoStateStore {
             .item("chunks_done", n(0))
             .item("chunk_attempts", AttributeValue::M(Default::default()))
             .item("chunk_starts", AttributeValue::M(Default::default()))
+            .item("chunk_claimed_at", AttributeValue::M(Default::default()))
             .condition_expression("attribute_not_exists(#pk)")
             .expression_attribute_names("#pk", PK);
         for (name, value) in self.record_values(record)? {
@@ -887,21 +888,26 @@ impl StateStore for DynamoStateStore {
         run_id: RunId,
         chunk: u32,
         claimer: u32,
+        now: DateTime<Utc>,
     ) -> Result<ChunkStart> {
-        // One conditional write on the run item: set the claim if nobody else holds it and the
-        // start is not recorded yet. Both the map and the set stay small (a few bytes per
-        // chunk), inside the room MAX_RECORD_BYTES leaves.
+        // One conditional write on the run item: set the claim if nobody holds it, or if its
+        // own claimer holds it since RECLAIM_AFTER (a retry), and the start is not recorded
+        // yet. The maps and the set stay small (a few bytes per chunk), inside the room
+        // MAX_RECORD_BYTES leaves. A claim written before claim times were kept has none, and
+        // counts as old.
         for _ in 0..2 {
             let result = self
                 .update_run_item(run_id)
-                .update_expression("SET chunk_starts.#c = :claimer")
+                .update_expression("SET chunk_starts.#c = :claimer, chunk_claimed_at.#c = :now")
                 .condition_expression(
-                    "attribute_exists(#pk) AND NOT contains(started_chunks, :chunk) AND (attribute_not_exists(chunk_starts.#c) OR chunk_starts.#c = :claimer)",
+                    "attribute_exists(#pk) AND NOT contains(started_chunks, :chunk) AND (attribute_not_exists(chunk_starts.#c) OR (chunk_starts.#c = :claimer AND (attribute_not_exists(chunk_claimed_at.#c) OR chunk_claimed_at.#c <= :stale)))",
                 )
                 .expression_attribute_names("#pk", PK)
                 .expression_attribute_names("#c", chunk.to_string())
                 .expression_attribute_values(":claimer", n(claimer))
                 .expression_attribute_values(":chunk", n(chunk))
+                .expression_attribute_values(":now", n(nanos(now)))
+                .expression_attribute_values(":stale", n(nanos(now - RECLAIM_AFTER)))
                 .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
                 .send()
                 .await;
@@ -939,7 +945,7 @@ impl StateStore for DynamoStateStore {
                 // and DynamoDB cannot set a key of a missing map: add the map, then claim.
                 Err(e) if e.code() == Some("ValidationException") => {
                     self.update_run_item(run_id)
-                        .update_expression("SET chunk_starts = if_not_exists(chunk_starts, :empty)")
+                        .update_expression("SET chunk_starts = if_not_exists(chunk_starts, :empty), chunk_claimed_at = if_not_exists(chunk_claimed_at, :empty)")
                         .condition_expression("attribute_exists(#pk)")
                         .expression_attribute_names("#pk", PK)
                         .expression_attribute_values(

@@ -23,8 +23,8 @@ use sluice_core::run::ChunkOutcome;
 use sluice_core::{RunId, RunRecord, RunStatus, ScalarValue};
 
 use super::{
-    ChunkDone, ChunkStart, HeldSlot, Lease, Result, RunUpdate, SlotAcquire, SlotHolder, StateError,
-    StateStore, TableState, check_chunks_unchanged, check_new_run,
+    ChunkDone, ChunkStart, HeldSlot, Lease, RECLAIM_AFTER, Result, RunUpdate, SlotAcquire,
+    SlotHolder, StateError, StateStore, TableState, check_chunks_unchanged, check_new_run,
 };
 
 pub struct LocalStateStore {
@@ -191,6 +191,9 @@ impl Files {
 struct StartClaim {
     claimer: u32,
     started: bool,
+    /// When the claim was taken; absent in claims written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    claimed_at: Option<DateTime<Utc>>,
 }
 
 #[async_trait]
@@ -340,6 +343,7 @@ impl StateStore for LocalStateStore {
         run_id: RunId,
         chunk: u32,
         claimer: u32,
+        now: DateTime<Utc>,
     ) -> Result<ChunkStart> {
         self.locked(move |f| {
             if !f.run_path(run_id).exists() {
@@ -348,21 +352,23 @@ impl StateStore for LocalStateStore {
             let path = f.starts_path(run_id)?;
             let mut starts: BTreeMap<u32, StartClaim> = f.read_json(&path)?.unwrap_or_default();
             match starts.get(&chunk) {
-                Some(c) if c.started => Ok(ChunkStart::Started),
-                Some(c) if c.claimer != claimer => Ok(ChunkStart::ClaimedBy(c.claimer)),
-                Some(_) => Ok(ChunkStart::Claimed),
-                None => {
-                    starts.insert(
-                        chunk,
-                        StartClaim {
-                            claimer,
-                            started: false,
-                        },
-                    );
-                    f.write_json(&path, &starts)?;
-                    Ok(ChunkStart::Claimed)
+                Some(c) if c.started => return Ok(ChunkStart::Started),
+                Some(c) if c.claimer != claimer => return Ok(ChunkStart::ClaimedBy(c.claimer)),
+                Some(c) if c.claimed_at.is_some_and(|at| at > now - RECLAIM_AFTER) => {
+                    return Ok(ChunkStart::ClaimedBy(c.claimer));
                 }
+                _ => {}
             }
+            starts.insert(
+                chunk,
+                StartClaim {
+                    claimer,
+                    started: false,
+                    claimed_at: Some(now),
+                },
+            );
+            f.write_json(&path, &starts)?;
+            Ok(ChunkStart::Claimed)
         })
         .await
     }
@@ -378,6 +384,7 @@ impl StateStore for LocalStateStore {
             let entry = starts.entry(chunk).or_insert(StartClaim {
                 claimer: u32::MAX,
                 started: false,
+                claimed_at: None,
             });
             if !entry.started {
                 entry.started = true;

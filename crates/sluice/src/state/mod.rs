@@ -262,18 +262,21 @@ pub trait StateStore: Send + Sync {
     ) -> Result<ChunkDone>;
 
     /// Claims the right to start chunk `chunk` of a run for `claimer` (the chunk whose end
-    /// starts it). Lambda may deliver an async event more than once, so the extract of one
-    /// chunk can run twice; the claim makes its successor start once: the first claimer gets
-    /// [`ChunkStart::Claimed`], and so does the same claimer again until the start is recorded
-    /// with [`StateStore::chunk_started`] (an attempt that died between claim and invoke is
-    /// retried); after that every claim answers [`ChunkStart::Started`], and another claimer
-    /// [`ChunkStart::ClaimedBy`]. Kept on the run, whatever its status; a missing run is
+    /// starts it) at `now`. Lambda may deliver an async event more than once, so the extract
+    /// of one chunk can run twice, even at the same time; the claim makes its successor start
+    /// once: the first claimer gets [`ChunkStart::Claimed`]. Until the start is recorded with
+    /// [`StateStore::chunk_started`], the same claimer gets it again only once the claim is
+    /// [`RECLAIM_AFTER`] old (a retry of an attempt that died between claim and invoke, which
+    /// Lambda sends a minute later at the earliest); a claim younger than that, or another
+    /// claimer's, answers [`ChunkStart::ClaimedBy`]. After the start is recorded every claim
+    /// answers [`ChunkStart::Started`]. Kept on the run, whatever its status; a missing run is
     /// [`StateError::RunNotFound`].
     async fn claim_chunk_start(
         &self,
         run_id: RunId,
         chunk: u32,
         claimer: u32,
+        now: DateTime<Utc>,
     ) -> Result<ChunkStart>;
 
     /// Records that chunk `chunk` of a run was started (its invoke accepted), so later claims
@@ -335,6 +338,13 @@ pub trait StateStore: Send + Sync {
     async fn release_source_slot(&self, source: &str, slot: u32, holder: &SlotHolder)
     -> Result<()>;
 }
+
+/// How old a chunk-start claim must be before its own claimer may take it again (see
+/// [`StateStore::claim_chunk_start`]). Lambda retries a failed asynchronous event after about
+/// a minute, then two (<https://docs.aws.amazon.com/lambda/latest/dg/invocation-async-error-handling.html>),
+/// while a claim, its invoke and the recorded start take a second or two: a younger claim is a
+/// duplicate delivery running alongside, which must not start the chunk a second time.
+pub const RECLAIM_AFTER: chrono::Duration = chrono::Duration::seconds(30);
 
 /// How long a batch record is kept: Snowflake polls for at most 10 minutes.
 pub const BATCH_TTL: chrono::Duration = chrono::Duration::days(1);
