@@ -1,10 +1,10 @@
-//! The serverless flow, behind the three Lambda handlers: the trigger starts runs (from
-//! Snowflake's external function, a schedule or an operator) and starts their first
-//! `partition.max_concurrency` chunks on `extract`; `extract` runs one chunk, starts the next
-//! chunk of its chain (so no more than that many chunks of a run extract at once) and hands
-//! the run to `finalize` when it was the last;
-//! `finalize` loads and merges the run, or records why it failed. The handlers only turn
-//! events into these calls and results into answers.
+//! The serverless flow, behind the three Lambda handlers: the trigger records runs (from
+//! Snowflake's external function, a schedule or an operator) without touching a source and
+//! hands each to `extract` to plan; the planner starts a run's first
+//! `partition.max_concurrency` chunks; `extract` runs one chunk, starts the next chunk of its
+//! chain (so no more than that many chunks of a run extract at once) and hands the run to
+//! `finalize` when it was the last; `finalize` loads and merges the run, or records why it
+//! failed. The handlers only turn events into these calls and results into answers.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -32,7 +32,7 @@ use crate::invoke::{
     ExtractEvent, ExtractFunctionEvent, FinalizeEvent, InvokeError, PlanEvent, event_bytes,
 };
 
-/// Rows of one batch planned at once: planning is mostly waiting on the source's catalog.
+/// Rows of one batch started at once: each is a few state writes and one invoke.
 const PLAN_CONCURRENCY: usize = 8;
 /// Asynchronous invocations sent at once when a run starts its first chunks.
 const FAN_OUT_CONCURRENCY: usize = 16;
@@ -66,7 +66,9 @@ impl ServerlessError {
     /// [`Functions::settle`]).
     pub fn is_retryable(&self) -> bool {
         use sluice::config_store::ConfigStoreError;
+        use sluice::secrets::SecretError;
         use sluice::source::SourceError;
+        use sluice::source::connect::ConnectError;
         fn state(e: &StateError) -> bool {
             matches!(e, StateError::Storage { .. })
         }
@@ -75,7 +77,13 @@ impl ServerlessError {
                 DeploymentError::Settings(_) | DeploymentError::Setting { .. } => false,
                 DeploymentError::Config(ConfigStoreError::Storage { .. }) => true,
                 DeploymentError::Config(_) => false,
-                DeploymentError::Source(SourceError::Config { .. }) => false,
+                DeploymentError::Source(SourceError::Config { .. })
+                | DeploymentError::Connect(ConnectError::Source(SourceError::Config { .. })) => {
+                    false
+                }
+                DeploymentError::Secret(e) | DeploymentError::Connect(ConnectError::Secret(e)) => {
+                    matches!(e, SecretError::Service { .. })
+                }
                 _ => true,
             },
             ServerlessError::Pipeline(e) => match e {
@@ -594,7 +602,8 @@ impl Functions {
                     {
                         // The chunks read within the plan's bounds, not in its snapshot.
                         Ok(Ok(planned)) => planned.record,
-                        // The run is FAILED with the reason already.
+                        // The run is FAILED with the reason already (or planned by another
+                        // delivery of this event, which goes on with it).
                         Ok(Err(failure)) => {
                             warn!(error = %failure.error, "planning failed");
                             let record = state
@@ -604,6 +613,19 @@ impl Functions {
                             return Ok(StepOutcome::run(&record));
                         }
                         Err(_) => {
+                            // A duplicate delivery may have planned the run meanwhile: its
+                            // run goes on.
+                            if let Some(current) = state.get_run(run_id).await?
+                                && current.plan.is_some()
+                                && !current.status.is_terminal()
+                            {
+                                info!("planned by another delivery of this event; nothing to do");
+                                return Ok(StepOutcome::Skipped {
+                                    run_id,
+                                    chunk: None,
+                                    skipped: current.status,
+                                });
+                            }
                             let record = pipeline
                                 .fail_run(
                                     run_id,
@@ -698,6 +720,9 @@ impl Functions {
                 info!(chunks, "run planned; first chunks started");
                 Ok(StepOutcome::run(record))
             }
+            // A failure that may pass (a throttled store or Lambda) is Lambda's to retry: the
+            // claims make the retry start only the chunks not started yet.
+            Err(e) if e.is_retryable() => Err(e),
             Err(e) => {
                 // Chunks already sent find the run FAILED and stop.
                 let pipeline = self.deployment.pipeline(config, &[]).await?;
@@ -980,6 +1005,27 @@ mod tests {
         assert!(!retried(ServerlessError::NoFunction(
             "SLUICE_EXTRACT_FUNCTION"
         )));
+        // A source the config describes wrongly, or a secret that is not there or not ours to
+        // read, fails the same way on every attempt; Secrets Manager failing for now does not.
+        let bad_source = sluice::source::SourceError::Config {
+            source_name: "shop".into(),
+            message: "sslmode: 'sometimes' is not one of …".into(),
+        };
+        assert!(!retried(DeploymentError::Connect(bad_source.into()).into()));
+        let secret = |e: sluice::secrets::SecretError| -> ServerlessError {
+            DeploymentError::Connect(e.into()).into()
+        };
+        let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:sluice/shop-AbCdEf";
+        assert!(!retried(secret(sluice::secrets::SecretError::NotFound {
+            owner: "source shop".into(),
+            setting: "connection.secret_arn",
+            arn: arn.into(),
+        })));
+        assert!(retried(secret(sluice::secrets::SecretError::Service {
+            owner: "source shop".into(),
+            arn: arn.into(),
+            message: "throttled".into(),
+        })));
         assert!(retried(
             StateError::Storage {
                 location: "sluice-state".into(),

@@ -47,7 +47,9 @@ type FailpointScenario = fail::FailScenario<'static>;
 type FailpointScenario = ();
 
 /// An error a handler returns, with a stable `errorType` for alarms and the destination
-/// record: `InvalidEvent` (will never succeed; not worth a retry) or `Retryable`.
+/// record: `InvalidEvent` (an event no attempt can parse; Lambda still retries an
+/// asynchronous one twice, and the destination then ignores it, as it is not sluice's) or
+/// `Retryable`.
 #[derive(Debug)]
 pub enum HandlerError {
     InvalidEvent(String),

@@ -590,3 +590,47 @@ async fn an_interrupted_finalize_resumes_from_loading_or_merging() {
         );
     }
 }
+
+/// A run already FAILED whose lease was never given back (the call that failed it died, or its
+/// lease release failed and Lambda retried): failing it again keeps its first error and gives
+/// the lease back, so the table is not locked until the lease TTL.
+#[tokio::test]
+async fn failing_an_already_failed_run_gives_its_lease_back() {
+    let db = shop_db("failagain").await;
+    let h = Harness::new(&shop_config(&db, SHOP_TABLES));
+    let key = h.config.tables[0].key();
+    let now = chrono::Utc::now();
+    let record = h
+        .pipeline
+        .open_run(&key, false, now, now + chrono::Duration::hours(1))
+        .await
+        .unwrap();
+    let state = h.pipeline.state();
+    state
+        .update_run(
+            record.run_id,
+            Box::new(|r| {
+                r.fail("the first failure".into(), None, chrono::Utc::now());
+                Ok(())
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        state
+            .table_state(&key)
+            .await
+            .unwrap()
+            .lease
+            .map(|l| l.run_id),
+        Some(record.run_id)
+    );
+    let again = h
+        .pipeline
+        .fail_run(record.run_id, "a retry's failure".into(), None)
+        .await
+        .unwrap();
+    assert_eq!(again.status, RunStatus::Failed);
+    assert_eq!(again.error.unwrap().message, "the first failure");
+    assert_eq!(state.table_state(&key).await.unwrap().lease, None);
+}

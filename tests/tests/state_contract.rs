@@ -778,6 +778,19 @@ async fn a_lease_is_renewed_only_by_its_holder(store: Store) {
         (lease.run_id, lease.expires_at),
         (holder, now + Duration::minutes(10))
     );
+    // A shorter renewal (a duplicate planner's, after the run's lease was lengthened) keeps
+    // the holder's lease as far as it reached.
+    assert!(
+        store
+            .renew_lease(&table, holder, now + Duration::minutes(1))
+            .await
+            .unwrap()
+    );
+    let lease = store.table_state(&table).await.unwrap().lease.unwrap();
+    assert_eq!(
+        (lease.run_id, lease.expires_at),
+        (holder, now + Duration::minutes(10))
+    );
     // A renewal by another run changes nothing.
     let other = RunId::new();
     assert!(

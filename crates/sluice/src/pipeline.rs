@@ -855,13 +855,20 @@ impl Pipeline {
                 )
                 .await?
         };
-        if !newly_failed.load(std::sync::atomic::Ordering::Relaxed) {
-            // The run had already ended: a late failure report changes nothing, and is not
-            // logged as a failure (the failed-runs alarm counts each run's failure once).
+        if newly_failed.load(std::sync::atomic::Ordering::Relaxed) {
+            warn!(%run_id, chunk, error = %message, "run failed");
+        } else {
+            // The run had already ended: the failure is not recorded again, nor logged as one
+            // (the failed-runs alarm counts each run's failure once).
             info!(%run_id, chunk, status = %record.status, error = %message, "run already ended; failure not recorded");
+        }
+        if record.status != RunStatus::Failed {
+            // It had completed: a late failure report changes nothing.
             return Ok(record);
         }
-        warn!(%run_id, chunk, error = %message, "run failed");
+        // Also for a run failed before: the call that failed it may have died (or its store
+        // call failed) before giving the lease back or removing the files, and a retry comes
+        // here. Both are idempotent.
         self.state.release_lease(&record.table_key, run_id).await?;
         if let Some(plan) = &record.plan {
             self.remove_run_files(run_id, plan, &BTreeSet::new(), true)

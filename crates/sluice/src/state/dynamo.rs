@@ -652,14 +652,24 @@ impl StateStore for DynamoStateStore {
         let result = self
             .update_table_item(table_key)
             .update_expression("SET lease_expires = :exp")
-            .condition_expression("lease_run_id = :me")
+            .condition_expression(
+                "lease_run_id = :me AND (attribute_not_exists(lease_expires) OR lease_expires < :exp)",
+            )
             .expression_attribute_values(":me", s(run_id.to_string()))
             .expression_attribute_values(":exp", n(nanos(expires_at)))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
         match result {
             Ok(_) => Ok(true),
-            Err(e) if is_condition_failed(&e) => Ok(false),
+            // Refused: someone else's lease, none, or ours already reaching further.
+            Err(e) if is_condition_failed(&e) => {
+                let item = match old_item(&e) {
+                    Some(item) => Some(item),
+                    None => self.table_item(table_key).await?,
+                };
+                Ok(DynamoStateStore::lease_holder(item.as_ref()) == Some(run_id))
+            }
             Err(e) => Err(self.error(sdk_message(&e))),
         }
     }

@@ -254,8 +254,10 @@ impl StateStore for LocalStateStore {
             let mut tables = f.tables()?;
             match tables.get_mut(&key).and_then(|t| t.lease.as_mut()) {
                 Some(lease) if lease.run_id == run_id => {
-                    lease.expires_at = expires_at;
-                    f.save_tables(&tables)?;
+                    if lease.expires_at < expires_at {
+                        lease.expires_at = expires_at;
+                        f.save_tables(&tables)?;
+                    }
                     Ok(true)
                 }
                 _ => Ok(false),

@@ -229,10 +229,12 @@ pub trait StateStore: Send + Sync {
         expires_at: DateTime<Utc>,
     ) -> Result<()>;
 
-    /// Moves the expiry of `run_id`'s lease on the table to `expires_at`, only while `run_id`
-    /// still holds it (even past its expiry, as long as nobody took it over): `false` when
-    /// another run holds it or nobody does. Live work calls it so a short lease does not lapse
-    /// under it; unlike [`StateStore::acquire_lease`] it never takes a free table.
+    /// Moves the expiry of `run_id`'s lease on the table out to `expires_at`, only while
+    /// `run_id` still holds it (even past its expiry, as long as nobody took it over): `false`
+    /// when another run holds it or nobody does. It never brings an expiry closer: a late,
+    /// short renewal (a duplicate planner's) must not cut the lease a planned run already
+    /// lengthened. Live work calls it so a short lease does not lapse under it; unlike
+    /// [`StateStore::acquire_lease`] it never takes a free table.
     async fn renew_lease(
         &self,
         table_key: &str,

@@ -263,12 +263,20 @@ async fn begin_snapshot_on(conn: &mut Conn, table: &TableName) -> Result<()> {
 /// so `CONVERT_TZ(…, 'SYSTEM', '+00:00')` turns it into UTC, the zone of sluice's sessions:
 /// both the instant and the wall time a `datetime`/`date` cursor's cap follows. It has whole
 /// seconds, rounded down, so the cap one microsecond below it is still below the real start.
-const OLDEST_WRITER: &str = "SELECT trx_mysql_thread_id, \
-     CONVERT_TZ(trx_started, 'SYSTEM', '+00:00') \
-     FROM information_schema.innodb_trx \
-     WHERE trx_mysql_thread_id <> CONNECTION_ID() \
-       AND (trx_rows_modified > 0 OR trx_tables_locked > 0) \
-     ORDER BY trx_started LIMIT 1";
+///
+/// InnoDB does not say which tables a transaction wrote, so writers are narrowed to sessions
+/// whose current database is the table's (or that have none): a busy application on another
+/// database of the same server does not hold this table back. A session that writes this
+/// table by a qualified name from another database is not seen; the lookback covers it as
+/// before.
+const OLDEST_WRITER: &str = "SELECT t.trx_mysql_thread_id, \
+     CONVERT_TZ(t.trx_started, 'SYSTEM', '+00:00') \
+     FROM information_schema.innodb_trx t \
+     LEFT JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id \
+     WHERE t.trx_mysql_thread_id <> CONNECTION_ID() \
+       AND (t.trx_rows_modified > 0 OR t.trx_tables_locked > 0) \
+       AND (p.DB IS NULL OR p.DB = COALESCE(?, DATABASE())) \
+     ORDER BY t.trx_started LIMIT 1";
 
 /// MySQL and MariaDB refuse `information_schema.innodb_trx` without `PROCESS`.
 const ER_SPECIFIC_ACCESS_DENIED: u16 = 1227;
@@ -282,10 +290,10 @@ const ER_SPECIFIC_ACCESS_DENIED: u16 = 1227;
 /// recent, and the lookback covers them as it covers the gap to the snapshot. Without
 /// `PROCESS` the query is refused: the run warns and plans as without the check, as it does
 /// for any other failure of it.
-async fn check_open_writers(conn: &mut Conn) -> WriterCheck {
+async fn check_open_writers(conn: &mut Conn, database: Option<&str>) -> WriterCheck {
     // Both cells as raw values: a typed row would panic on a value it cannot convert.
     let row: std::result::Result<Option<(Value, Value)>, _> =
-        conn.exec_first(OLDEST_WRITER, ()).await;
+        conn.exec_first(OLDEST_WRITER, (database,)).await;
     match row {
         Ok(None) => WriterCheck::seen(None),
         Ok(Some((pid, started))) => match (
@@ -585,7 +593,7 @@ impl Source for MysqlSource {
         let mut conn = self.connect().await?;
         // Open writers are read before the snapshot is taken (see check_open_writers).
         let late_writers = if wants_check(table) {
-            let check = check_open_writers(&mut conn).await;
+            let check = check_open_writers(&mut conn, name.schema.as_deref()).await;
             // The plan decides whether this matters (not for an integer cursor) and records
             // it among the run's warnings.
             if let Some(unseen) = &check.unseen {
