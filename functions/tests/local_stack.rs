@@ -49,6 +49,26 @@ async fn stack_with(
     .await
 }
 
+/// A stack for `config` with six extract instances, as many chunks at once as Lambda would
+/// run, so only sluice's own caps can hold them back; every extract event delivered twice
+/// with `duplicate_extract`.
+async fn wide_stack(label: &str, config: &Config, duplicate_extract: bool) -> LocalStack {
+    let log_dir = std::env::temp_dir().join(format!("sluice-stack-{label}-{}", std::process::id()));
+    LocalStack::start(
+        label,
+        config,
+        &StackOptions {
+            bin_dir: bin_dir(),
+            extract_failpoints: None,
+            log_dir,
+            env: Vec::new(),
+            extract_instances: 6,
+            duplicate_extract,
+        },
+    )
+    .await
+}
+
 /// STAGING (`SCHEMA.NAME` in the stack's database) holds exactly the source table.
 async fn assert_staging_equals_source(
     s: &LocalStack,
@@ -577,21 +597,7 @@ async fn a_run_of_many_chunks_never_has_more_than_max_concurrency_extracting() {
       gold_procedures: [GOLD.REFRESH_DAILY_REVENUE]
 ";
     let config = Config::from_yaml(&sluice_tests::shop_config(&db, tables), "test").unwrap();
-    let log_dir =
-        std::env::temp_dir().join(format!("sluice-stack-lstackcap-{}", std::process::id()));
-    let s = LocalStack::start(
-        "lstackcap",
-        &config,
-        &StackOptions {
-            bin_dir: bin_dir(),
-            extract_failpoints: None,
-            log_dir,
-            env: Vec::new(),
-            extract_instances: 6,
-            duplicate_extract: true,
-        },
-    )
-    .await;
+    let s = wide_stack("lstackcap", &config, true).await;
 
     let sampler = sluice_tests::ConnectionSampler::start(&db).await;
     let results = s.ingest(&[("shop", "public.orders")]).await;
@@ -784,21 +790,7 @@ async fn runs_of_one_source_never_open_more_than_its_max_connections() {
 ";
     let mut config = Config::from_yaml(&sluice_tests::shop_config(&db, tables), "test").unwrap();
     config.sources[0].connection.max_connections = Some(MAX_CONNECTIONS as u32);
-    let log_dir =
-        std::env::temp_dir().join(format!("sluice-stack-lstacksrc-{}", std::process::id()));
-    let s = LocalStack::start(
-        "lstacksrc",
-        &config,
-        &StackOptions {
-            bin_dir: bin_dir(),
-            extract_failpoints: None,
-            log_dir,
-            env: Vec::new(),
-            extract_instances: 6,
-            duplicate_extract: false,
-        },
-    )
-    .await;
+    let s = wide_stack("lstacksrc", &config, false).await;
     let sampler = sluice_tests::ConnectionSampler::start(&db).await;
     let results = s
         .ingest(&[("shop", "public.orders"), ("shop", "public.products")])

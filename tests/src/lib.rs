@@ -87,21 +87,27 @@ impl Drop for TestDb {
     fn drop(&mut self) {
         let name = self.name.clone();
         let url = format!("{}/postgres", pg_server_url());
-        // Drop runs outside any runtime the test used, so it gets its own.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let admin = connect(&url).await;
-                let _ = admin
-                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .await;
-            });
-        })
-        .join();
+        clean_up(async move {
+            let admin = connect(&url).await;
+            let _ = admin
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await;
+        });
     }
+}
+
+/// Runs a test's clean-up from `Drop`, which runs outside any runtime the test used (or
+/// inside one, where it may not block): on a thread with a runtime of its own, waited for.
+pub fn clean_up(work: impl std::future::Future<Output = ()> + Send + 'static) {
+    let _ = std::thread::spawn(move || {
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            rt.block_on(work);
+        }
+    })
+    .join();
 }
 
 pub async fn connect(url: &str) -> Client {

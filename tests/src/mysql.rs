@@ -53,21 +53,52 @@ impl MyTestDb {
 impl Drop for MyTestDb {
     fn drop(&mut self) {
         let name = self.name.clone();
-        // Drop runs outside any runtime the test used, so it gets its own.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let mut admin = my_connect(&my_server_url()).await;
-                let _ = admin
-                    .query_drop(format!("DROP DATABASE IF EXISTS `{name}`"))
-                    .await;
-                let _ = admin.disconnect().await;
-            });
-        })
-        .join();
+        crate::clean_up(async move {
+            let mut admin = my_connect(&my_server_url()).await;
+            let _ = admin
+                .query_drop(format!("DROP DATABASE IF EXISTS `{name}`"))
+                .await;
+            let _ = admin.disconnect().await;
+        });
+    }
+}
+
+/// A MariaDB user made for a test, allowed to `SELECT` in the test's database only (from any
+/// host and from `localhost`), dropped with the value.
+pub struct MyUser {
+    pub name: String,
+}
+
+impl MyUser {
+    /// Creates `<prefix>_<the database's last 8 characters>`, with `password` if given.
+    pub async fn create(db: &MyTestDb, prefix: &str, password: Option<&str>) -> MyUser {
+        let name = format!("{prefix}_{}", &db.name[db.name.len() - 8..]);
+        let identified = password
+            .map(|p| format!(" IDENTIFIED BY '{p}'"))
+            .unwrap_or_default();
+        let mut conn = db.conn().await;
+        conn.query_drop(format!(
+            "CREATE USER '{name}'@'%'{identified}; CREATE USER '{name}'@'localhost'{identified};
+             GRANT SELECT ON `{0}`.* TO '{name}'@'%'; GRANT SELECT ON `{0}`.* TO '{name}'@'localhost';",
+            db.name
+        ))
+        .await
+        .unwrap();
+        MyUser { name }
+    }
+}
+
+impl Drop for MyUser {
+    fn drop(&mut self) {
+        let user = self.name.clone();
+        crate::clean_up(async move {
+            let mut admin = my_connect(&my_server_url()).await;
+            let _ = admin
+                .query_drop(format!(
+                    "DROP USER IF EXISTS '{user}'@'%', '{user}'@'localhost'"
+                ))
+                .await;
+        });
     }
 }
 

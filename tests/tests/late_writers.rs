@@ -153,19 +153,12 @@ struct DropRole {
 impl Drop for DropRole {
     fn drop(&mut self) {
         let (role, url) = (self.role.clone(), self.db_url.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let admin = connect(&url).await;
-                let _ = admin
-                    .batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE IF EXISTS {role}"))
-                    .await;
-            });
-        })
-        .join();
+        sluice_tests::clean_up(async move {
+            let admin = connect(&url).await;
+            let _ = admin
+                .batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE IF EXISTS {role}"))
+                .await;
+        });
     }
 }
 
@@ -484,38 +477,14 @@ async fn mariadb_without_process_a_run_warns_and_reads_as_before() {
     let _turn = MARIADB_TURN.lock().await;
     let db = MyTestDb::create("latepriv").await;
     let mut conn = db.conn().await;
-    let user = format!("sluice_lw_{}", &db.name[db.name.len() - 8..]);
-    conn.query_drop(format!(
+    conn.query_drop(
         "CREATE TABLE events (id bigint PRIMARY KEY, v varchar(20), changed_at datetime(6) NOT NULL);
-         INSERT INTO events VALUES (1, 'old', NOW(6) - INTERVAL 1 HOUR);
-         CREATE USER '{user}'@'%'; CREATE USER '{user}'@'localhost';
-         GRANT SELECT ON `{0}`.* TO '{user}'@'%'; GRANT SELECT ON `{0}`.* TO '{user}'@'localhost';",
-        db.name
-    ))
+         INSERT INTO events VALUES (1, 'old', NOW(6) - INTERVAL 1 HOUR);",
+    )
     .await
     .unwrap();
-    struct DropUser(String);
-    impl Drop for DropUser {
-        fn drop(&mut self) {
-            let user = self.0.clone();
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(async {
-                    let mut admin = my_connect(&my_server_url()).await;
-                    let _ = admin
-                        .query_drop(format!(
-                            "DROP USER IF EXISTS '{user}'@'%', '{user}'@'localhost'"
-                        ))
-                        .await;
-                });
-            })
-            .join();
-        }
-    }
-    let _cleanup = DropUser(user.clone());
+    let my_user = MyUser::create(&db, "sluice_lw", None).await;
+    let user = my_user.name.clone();
     let url = db.url.replacen("root@", &format!("{user}@"), 1);
     assert!(
         url.contains(&user),

@@ -260,37 +260,9 @@ async fn auth_network_and_tls_failures_are_told_apart() {
     conn.query_drop("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1), (2)")
         .await
         .unwrap();
-    let user = format!("sluice_u_{}", &db.name[db.name.len() - 8..]);
     let secret = "s3cret-Pa55word";
-    conn.query_drop(format!(
-        "CREATE USER '{user}'@'%' IDENTIFIED BY '{secret}'; CREATE USER '{user}'@'localhost' IDENTIFIED BY '{secret}';
-         GRANT SELECT ON `{0}`.* TO '{user}'@'%'; GRANT SELECT ON `{0}`.* TO '{user}'@'localhost';",
-        db.name
-    ))
-    .await
-    .unwrap();
-    struct DropUser(String);
-    impl Drop for DropUser {
-        fn drop(&mut self) {
-            let user = self.0.clone();
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(async {
-                    let mut admin = my_connect(&my_server_url()).await;
-                    let _ = admin
-                        .query_drop(format!(
-                            "DROP USER IF EXISTS '{user}'@'%', '{user}'@'localhost'"
-                        ))
-                        .await;
-                });
-            })
-            .join();
-        }
-    }
-    let _cleanup = DropUser(user.clone());
+    let my_user = sluice_tests::mysql::MyUser::create(&db, "sluice_u", Some(secret)).await;
+    let user = my_user.name.clone();
     let source_yaml = |connection: &str| {
         format!(
             "sources:\n  - name: shop\n    engine: mysql\n    connection:\n{connection}tables:\n  - source: shop\n    table: t\n"
