@@ -634,3 +634,59 @@ async fn failing_an_already_failed_run_gives_its_lease_back() {
     assert_eq!(again.error.unwrap().message, "the first failure");
     assert_eq!(state.table_state(&key).await.unwrap().lease, None);
 }
+
+/// A run whose holder died mid-extraction (its lease lapsed) left Parquet files in the table's
+/// date/hour directory. The next run takes the lease over: the dead run is FAILED, counted,
+/// and its files are gone from where Glue and Athena read, so the partition holds only the
+/// new run's rows.
+#[tokio::test]
+async fn a_taken_over_run_leaves_no_files_where_readers_look() {
+    let db = shop_db("takeover").await;
+    let h = Harness::new(&shop_config(&db, SHOP_TABLES));
+    let table = h.table("public.orders");
+    let key = table.key();
+    let planned = h.pipeline.plan_run(table).await.unwrap();
+    let crashed = planned.record.run_id;
+    drop(planned.snapshot);
+    let report = h.pipeline.extract_chunk(crashed, 0, &Quiet).await.unwrap();
+    let dead_files: Vec<std::path::PathBuf> = report
+        .outcome
+        .files
+        .iter()
+        .map(|f| h.out_dir().join(&f.key))
+        .collect();
+    assert!(!dead_files.is_empty() && dead_files.iter().all(|p| p.exists()));
+    // The holder dies: its lease lapses (put back as expired an hour ago).
+    let state = h.pipeline.state();
+    state.release_lease(&key, crashed).await.unwrap();
+    let past = chrono::Utc::now() - chrono::Duration::hours(2);
+    state
+        .acquire_lease(&key, crashed, past, past + chrono::Duration::hours(1))
+        .await
+        .unwrap();
+
+    let next = h.run_completed("public.orders").await;
+    let dead = state.get_run(crashed).await.unwrap().unwrap();
+    assert_eq!(dead.status, RunStatus::Failed);
+    assert!(
+        dead.error.unwrap().message.contains("lease expired"),
+        "the takeover says why"
+    );
+    for file in &dead_files {
+        assert!(
+            !file.exists(),
+            "{} of the dead run is still there",
+            file.display()
+        );
+    }
+    // The new run's rows are the source's, once.
+    let pg = db.client().await;
+    let ids: BTreeSet<i64> = pg
+        .query("SELECT order_id FROM public.orders", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(next.rows(), ids.len() as u64);
+}

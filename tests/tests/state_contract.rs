@@ -681,12 +681,13 @@ async fn exactly_one_of_concurrent_runs_takes_the_lease(store: Store) {
     let mut refused = Vec::new();
     for attempt in attempts {
         match attempt.await.unwrap() {
-            (run_id, Ok(())) => winners.push(run_id),
+            (run_id, Ok(None)) => winners.push(run_id),
             (_, Err(StateError::AlreadyRunning { run_id, table_key })) => {
                 assert_eq!(table_key, table);
                 refused.push(run_id);
             }
             (_, Err(other)) => panic!("expected AlreadyRunning, got {other}"),
+            (_, Ok(Some(taken))) => panic!("a free table has no lease to take over: {taken}"),
         }
     }
     assert_eq!(winners.len(), 1, "exactly one run proceeds");
@@ -730,10 +731,15 @@ async fn an_expired_lease_is_taken_over_and_the_crashed_run_failed(store: Store)
         other => panic!("a live lease is not taken over: {other:?}"),
     }
     let later = now + Duration::minutes(6);
-    store
+    let taken_over = store
         .acquire_lease(&table, next, later, later + Duration::minutes(5))
         .await
         .unwrap();
+    assert_eq!(
+        taken_over,
+        Some(crashed),
+        "the taker learns whose lease it took"
+    );
     let record = store.get_run(crashed).await.unwrap().unwrap();
     assert_eq!(record.status, RunStatus::Failed);
     let error = record.error.unwrap();

@@ -191,7 +191,9 @@ pub async fn run(command: WatermarkCommand, aws: &AwsArgs) -> Result<bool> {
         .acquire_lease(&key, operator, now, now + chrono::Duration::minutes(1))
         .await
     {
-        Ok(()) => {}
+        // A run whose lease had expired is marked FAILED by the takeover (its files are not
+        // removed here: only a run's own takeover in the pipeline does that).
+        Ok(_) => {}
         Err(StateError::AlreadyRunning { run_id, .. }) => bail!(
             "table {key} is running (run {run_id}); change its watermark once that run has finished"
         ),

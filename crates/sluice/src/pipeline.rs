@@ -348,9 +348,13 @@ impl Pipeline {
         lease_until: DateTime<Utc>,
     ) -> Result<RunRecord> {
         let run_id = RunId::at(now);
-        self.state
+        let taken_over = self
+            .state
             .acquire_lease(table_key, run_id, now, lease_until)
             .await?;
+        if let Some(crashed) = taken_over {
+            self.clean_up_taken_over(crashed, run_id).await;
+        }
         let opened = async {
             let table_state = self.state.table_state(table_key).await?;
             let mut record = RunRecord::new(run_id, table_key.to_owned(), now);
@@ -364,6 +368,33 @@ impl Pipeline {
             let _ = self.state.release_lease(table_key, run_id).await;
         }
         opened
+    }
+
+    /// After taking over the lease of `crashed` (its holder died; the store marked it FAILED):
+    /// counts its failure as `fail_run` would (the `run failed` line the alarm counts) and
+    /// removes what it wrote from the table's partition directory, where Glue, Athena and
+    /// Spectrum readers would otherwise see its rows. Best effort: the new run goes on.
+    async fn clean_up_taken_over(&self, crashed: RunId, by: RunId) {
+        let record = match self.state.get_run(crashed).await {
+            Ok(Some(record)) => record,
+            Ok(None) => return,
+            Err(e) => {
+                warn!(%crashed, error = %e, "reading the run whose lease expired failed; its files stay");
+                return;
+            }
+        };
+        if record.status != RunStatus::Failed {
+            return;
+        }
+        let message = record
+            .error
+            .as_ref()
+            .map_or("lease expired", |e| e.message.as_str());
+        warn!(run_id = %crashed, table = %record.table_key, taken_over_by = %by, error = %message, "run failed");
+        if let Some(plan) = &record.plan {
+            self.remove_run_files(crashed, plan, &BTreeSet::new(), true)
+                .await;
+        }
     }
 
     /// Plans a run [`Pipeline::open_run`] recorded: gathers catalog facts in one snapshot and

@@ -581,7 +581,7 @@ impl StateStore for DynamoStateStore {
         run_id: RunId,
         now: DateTime<Utc>,
         expires_at: DateTime<Utc>,
-    ) -> Result<()> {
+    ) -> Result<Option<RunId>> {
         let result = self
             .update_table_item(table_key)
             .update_expression("SET lease_run_id = :me, lease_expires = :exp")
@@ -615,9 +615,11 @@ impl StateStore for DynamoStateStore {
             Err(e) => return Err(self.error(sdk_message(&e))),
         };
         // A lease left by another run had expired: that run crashed; say so in its record.
+        let mut taken_over = None;
         if let Some(crashed) = DynamoStateStore::lease_holder(old.as_ref())
             && crashed != run_id
         {
+            taken_over = Some(crashed);
             let expired = old
                 .as_ref()
                 .and_then(|o| get_n(o, "lease_expires"))
@@ -640,7 +642,7 @@ impl StateStore for DynamoStateStore {
                 }
             }
         }
-        Ok(())
+        Ok(taken_over)
     }
 
     async fn renew_lease(

@@ -210,14 +210,16 @@ impl StateStore for LocalStateStore {
         run_id: RunId,
         now: DateTime<Utc>,
         expires_at: DateTime<Utc>,
-    ) -> Result<()> {
+    ) -> Result<Option<RunId>> {
         let key = table_key.to_owned();
         self.locked(move |f| {
             let mut tables = f.tables()?;
             let state = tables.entry(key.clone()).or_default();
+            let mut taken_over = None;
             if let Some(lease) = &state.lease
                 && lease.run_id != run_id
             {
+                taken_over = Some(lease.run_id);
                 if lease.expires_at > now {
                     return Err(StateError::AlreadyRunning {
                         table_key: key,
@@ -238,7 +240,8 @@ impl StateStore for LocalStateStore {
                 }
             }
             state.lease = Some(Lease { run_id, expires_at });
-            f.save_tables(&tables)
+            f.save_tables(&tables)?;
+            Ok(taken_over)
         })
         .await
     }

@@ -220,14 +220,15 @@ pub trait StateStore: Send + Sync {
 
     /// Takes the table's lease for `run_id` until `expires_at`. A live lease of another run
     /// fails with [`StateError::AlreadyRunning`]; an expired one is taken over and its run
-    /// marked FAILED ("lease expired").
+    /// marked FAILED ("lease expired"), and its id is returned, so the taker can clean up
+    /// after it.
     async fn acquire_lease(
         &self,
         table_key: &str,
         run_id: RunId,
         now: DateTime<Utc>,
         expires_at: DateTime<Utc>,
-    ) -> Result<()>;
+    ) -> Result<Option<RunId>>;
 
     /// Moves the expiry of `run_id`'s lease on the table out to `expires_at`, only while
     /// `run_id` still holds it (even past its expiry, as long as nobody took it over): `false`
