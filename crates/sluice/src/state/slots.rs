@@ -215,10 +215,6 @@ impl SlotGuard {
         }
     }
 
-    pub fn slot(&self) -> u32 {
-        self.slot
-    }
-
     /// Runs `work` while the slot is held: if the slot is lost first, `work` is dropped (its
     /// connection with it) and the answer is [`SlotError::Lost`].
     pub async fn hold<T, E: From<SlotError>>(
