@@ -21,7 +21,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use sluice::ddb::TableKind;
 use sluice::secrets::SecretResolver;
 use sluice::source::{Credentials, Source};
-use sluice::{Pipeline, PipelineOptions, RunObserver};
+use sluice::{Pipeline, PipelineOptions, RunObserver, RunStart};
 use sluice_core::run::ChunkOutcome;
 use sluice_core::{Config, RunId, RunRecord, RunStatus};
 
@@ -105,6 +105,31 @@ struct RunArgs {
     state: StateArgs,
     #[command(flatten)]
     warehouse: snowflake::WarehouseArgs,
+    /// Take each selected table from the run holding it even if that run looks alive, and
+    /// resume that run: for a holder on another machine you know is dead. (A holder that
+    /// stopped renewing its lease, or whose process on this host is gone, is taken over
+    /// without it.) Asks to confirm; --yes confirms for scripts.
+    #[arg(long)]
+    takeover: bool,
+    /// Confirm --takeover without asking.
+    #[arg(long, requires = "takeover")]
+    yes: bool,
+    /// How long a table's lease outlives its run's last heartbeat (every quarter of this):
+    /// how soon a table frees after its run's process dies on another machine (e.g. 2m, 90s).
+    #[arg(long, env = "SLUICE_LEASE_TTL", value_name = "DURATION", default_value = "2m", value_parser = parse_lease_ttl)]
+    lease_ttl: std::time::Duration,
+}
+
+/// At least 10 s (a heartbeat every 2.5 s at most), at most a day.
+fn parse_lease_ttl(text: &str) -> std::result::Result<std::time::Duration, String> {
+    let ttl = sluice_core::config::parse_duration(text)
+        .ok_or_else(|| format!("'{text}' is not a duration (e.g. 90s, 2m, 1h)"))?;
+    if ttl < std::time::Duration::from_secs(10) || ttl > std::time::Duration::from_secs(86_400) {
+        return Err(format!(
+            "'{text}' is out of range: a lease TTL is between 10s and 1d"
+        ));
+    }
+    Ok(ttl)
 }
 
 #[derive(Subcommand)]
@@ -450,9 +475,14 @@ async fn run(args: RunArgs, aws: &AwsArgs) -> Result<bool> {
         .loader(output.location.starts_with("s3://"), aws)
         .await?;
     let (state, _) = args.state.open(aws).await?;
+    if args.takeover && !args.yes {
+        confirm_takeover(&tables)?;
+    }
     let options = PipelineOptions {
         prefix: output.prefix.clone(),
         parquet: output.parquet,
+        lease_ttl: chrono::Duration::from_std(args.lease_ttl)?,
+        record_holder: true,
         ..PipelineOptions::default()
     };
     // Sources with connection.max_connections count their connections in the state store,
@@ -465,11 +495,19 @@ async fn run(args: RunArgs, aws: &AwsArgs) -> Result<bool> {
     }
     let progress = Progress::new();
     let mut records: Vec<(String, Result<RunRecord, String>)> = Vec::new();
+    let start = RunStart {
+        full_reload: false,
+        take_over: args.takeover,
+    };
     for table in tables {
         progress.start(&table.key());
-        let result = pipeline.run_table(table, &progress).await;
+        let result = pipeline.run_table_with(table, &progress, start).await;
         progress.finish(&table.key(), &result);
-        records.push((table.key(), result.map_err(|e| e.to_string())));
+        let result = match result {
+            Ok(record) => Ok(record),
+            Err(e) => Err(not_run(pipeline.state().as_ref(), &table.key(), e).await),
+        };
+        records.push((table.key(), result));
     }
     println!("{}", render::summary(&records));
     println!("Parquet files and manifests are under {}", output.location);
@@ -477,6 +515,59 @@ async fn run(args: RunArgs, aws: &AwsArgs) -> Result<bool> {
     Ok(records
         .iter()
         .all(|(_, r)| matches!(r, Ok(rec) if rec.status == RunStatus::Completed)))
+}
+
+/// `--takeover` may take a table from a run that is alive, whose work would then be done twice:
+/// a person confirms it (`--yes` for scripts).
+fn confirm_takeover(tables: &[&sluice_core::TableConfig]) -> Result<()> {
+    let keys: Vec<String> = tables.iter().map(|t| t.key()).collect();
+    if !std::io::stdin().is_terminal() {
+        bail!(
+            "--takeover takes {} from whichever run holds it, even one still alive: add --yes to confirm",
+            keys.join(", ")
+        );
+    }
+    eprint!(
+        "Take over {} from the run holding it? Do this only if that run's process is dead. [y/N] ",
+        keys.join(", ")
+    );
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    if !matches!(answer.trim(), "y" | "Y" | "yes") {
+        bail!("not taken over: nothing was run");
+    }
+    Ok(())
+}
+
+/// Why a table was not run, with what to do about a table held by another run.
+async fn not_run(
+    state: &dyn sluice::state::StateStore,
+    key: &str,
+    error: sluice::PipelineError,
+) -> String {
+    let sluice::PipelineError::State(sluice::state::StateError::AlreadyRunning { run_id, .. }) =
+        &error
+    else {
+        return error.to_string();
+    };
+    let holder = match state.get_run(*run_id).await {
+        Ok(Some(record)) => record.holder.map(|h| format!(", held by {h}")),
+        _ => None,
+    };
+    let expires = match state.table_state(key).await {
+        Ok(t) => t.lease.map(|l| {
+            format!(
+                "; its lease lapses at {} unless it renews it",
+                l.expires_at.format("%H:%M:%S UTC")
+            )
+        }),
+        Err(_) => None,
+    };
+    format!(
+        "{error}{}{}. A live run renews its lease; one that died frees the table when the lease lapses. If you know its process is dead, run again with --takeover --table {key}",
+        holder.unwrap_or_default(),
+        expires.unwrap_or_default()
+    )
 }
 
 /// Progress bars on a terminal, plain lines otherwise.
@@ -534,6 +625,22 @@ impl RunObserver for Progress {
                 "{}: run {} planned, {chunks} chunk(s)",
                 record.table_key, record.run_id
             );
+        }
+    }
+
+    fn resumed(&self, record: &RunRecord) {
+        let total = record.plan.as_ref().map_or(0, |p| p.chunks.len());
+        let line = format!(
+            "{}: resuming run {}: {} of {total} chunks done",
+            record.table_key,
+            record.run_id,
+            record.chunks.len()
+        );
+        match &self.bars {
+            Some(bars) => {
+                let _ = bars.println(line);
+            }
+            None => eprintln!("{line}"),
         }
     }
 

@@ -133,6 +133,18 @@ pub fn story(r: &RunRecord, state: &TableState, hold_warn_after: std::time::Dura
         "created   {} UTC",
         r.created_at.format("%Y-%m-%d %H:%M:%S%.3f")
     ));
+    if let Some(holder) = &r.holder {
+        line(format!("holder    {holder}"));
+    }
+    for resumed in &r.resumptions {
+        line(format!(
+            "resumed   {} UTC with {} of {} chunks done: {}",
+            resumed.at.format("%Y-%m-%d %H:%M:%S"),
+            resumed.chunks_done,
+            resumed.chunks_total,
+            resumed.reason
+        ));
+    }
     let phases: Vec<String> = r
         .phases
         .iter()
@@ -217,6 +229,15 @@ pub fn story(r: &RunRecord, state: &TableState, hold_warn_after: std::time::Dura
             .as_ref()
             .map_or("-".into(), ToString::to_string),
     ));
+    if !r.removed_files.is_empty() {
+        line(format!(
+            "removed   {} file(s) no completed manifest lists:",
+            r.removed_files.len()
+        ));
+        for key in &r.removed_files {
+            line(format!("          {key}"));
+        }
+    }
     if let Some(e) = &r.error {
         line(format!(
             "error     in {}{}: {}",

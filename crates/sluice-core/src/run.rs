@@ -178,6 +178,49 @@ pub struct RunRecord {
     /// The first error, with the phase it happened in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<RunError>,
+    /// The local process driving the run (`sluice run`), so that a later `sluice run` on the
+    /// same host can tell it is gone and take over at once; `None` in Lambda.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<RunHolder>,
+    /// Each time the run was taken over from a holder that died and carried on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resumptions: Vec<Resumption>,
+    /// Files of the run removed from the table's partition directory because no completed
+    /// manifest lists them (a failed run's, a crashed chunk's, surplus parts of a retry).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed_files: Vec<String>,
+}
+
+/// A process that drives a run: which host, which process, since when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunHolder {
+    pub host: String,
+    pub pid: u32,
+    /// When the process started, in the kernel's clock ticks since boot (Linux
+    /// `/proc/<pid>/stat`, field 22): a pid reused by another process has another start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process_start: Option<u64>,
+    /// When it took the run.
+    pub since: DateTime<Utc>,
+}
+
+impl fmt::Display for RunHolder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "pid {} on {} since {}", self.pid, self.host, self.since.format("%Y-%m-%d %H:%M:%S UTC"))
+    }
+}
+
+/// One takeover of a run whose holder died: the run went on under the same id and plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resumption {
+    pub at: DateTime<Utc>,
+    /// Why the previous holder was judged gone.
+    pub reason: String,
+    /// Chunks already done, kept; the rest were extracted again.
+    pub chunks_done: u32,
+    pub chunks_total: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<RunHolder>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -213,6 +256,9 @@ impl RunRecord {
             manifest_key: None,
             merge: None,
             error: None,
+            holder: None,
+            resumptions: Vec::new(),
+            removed_files: Vec::new(),
         }
     }
 

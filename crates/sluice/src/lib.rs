@@ -11,6 +11,7 @@ pub mod aws;
 pub mod catalog;
 pub mod config_store;
 pub mod ddb;
+pub mod holder;
 pub mod memory;
 pub mod pipeline;
 pub mod sample;
@@ -24,7 +25,7 @@ pub mod warehouse;
 
 pub use pipeline::{
     ChunkReport, Pipeline, PipelineError, PipelineOptions, PlanFailure, PlannedRun, Quiet,
-    RunObserver,
+    RunObserver, RunStart, Started,
 };
 
 /// An error with every cause after it, `a: b: c`. The AWS SDK and reqwest keep the useful

@@ -94,6 +94,16 @@ pub trait ObjectSink: Send + Sync {
     fn minimum_part_bytes(&self) -> usize {
         0
     }
+    /// Removes the unfinished uploads a killed writer left in directory `dir` for objects
+    /// whose name starts with `name_prefix`, and says which (as keys). Readers never see an
+    /// unfinished upload as an object, but a local directory shows it as a file.
+    fn remove_unfinished_uploads<'a>(
+        &'a self,
+        _dir: &'a str,
+        _name_prefix: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<Vec<String>>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }
 
 pub fn object_path(key: &str) -> Result<Path> {
@@ -204,5 +214,39 @@ impl ObjectSink for LocalDirSink {
 
     fn url_for(&self, key: &str) -> String {
         format!("file://{}/{key}", self.root.display())
+    }
+
+    /// `object_store` stages a local upload in `<key>#<n>` beside its key and renames it into
+    /// place when complete; a process killed mid-upload leaves that file behind.
+    fn remove_unfinished_uploads<'a>(
+        &'a self,
+        dir: &'a str,
+        name_prefix: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<Vec<String>>> {
+        Box::pin(async move {
+            let path = self.root.join(dir);
+            let entries = match std::fs::read_dir(&path) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(e) => {
+                    return Err(SinkError::Location {
+                        location: path.display().to_string(),
+                        message: format!("cannot list it: {e}"),
+                    });
+                }
+            };
+            let mut removed = Vec::new();
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let staged = name.starts_with(name_prefix)
+                    && name
+                        .rsplit_once('#')
+                        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+                if staged && std::fs::remove_file(entry.path()).is_ok() {
+                    removed.push(format!("{dir}/{name}"));
+                }
+            }
+            Ok(removed)
+        })
     }
 }

@@ -676,6 +676,29 @@ impl StateStore for DynamoStateStore {
         }
     }
 
+    async fn take_over_lease(
+        &self,
+        table_key: &str,
+        from: RunId,
+        to: RunId,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool> {
+        let result = self
+            .update_table_item(table_key)
+            .update_expression("SET lease_run_id = :to, lease_expires = :exp")
+            .condition_expression("lease_run_id = :from")
+            .expression_attribute_values(":from", s(from.to_string()))
+            .expression_attribute_values(":to", s(to.to_string()))
+            .expression_attribute_values(":exp", n(nanos(expires_at)))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failed(&e) => Ok(false),
+            Err(e) => Err(self.error(sdk_message(&e))),
+        }
+    }
+
     async fn release_lease(&self, table_key: &str, run_id: RunId) -> Result<()> {
         let result = self
             .update_table_item(table_key)

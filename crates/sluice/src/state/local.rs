@@ -269,6 +269,31 @@ impl StateStore for LocalStateStore {
         .await
     }
 
+    async fn take_over_lease(
+        &self,
+        table_key: &str,
+        from: RunId,
+        to: RunId,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool> {
+        let key = table_key.to_owned();
+        self.locked(move |f| {
+            let mut tables = f.tables()?;
+            match tables.get_mut(&key).and_then(|t| t.lease.as_mut()) {
+                Some(lease) if lease.run_id == from => {
+                    *lease = Lease {
+                        run_id: to,
+                        expires_at,
+                    };
+                    f.save_tables(&tables)?;
+                    Ok(true)
+                }
+                _ => Ok(false),
+            }
+        })
+        .await
+    }
+
     async fn release_lease(&self, table_key: &str, run_id: RunId) -> Result<()> {
         let key = table_key.to_owned();
         self.locked(move |f| {

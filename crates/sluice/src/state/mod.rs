@@ -243,6 +243,21 @@ pub trait StateStore: Send + Sync {
         expires_at: DateTime<Utc>,
     ) -> Result<bool>;
 
+    /// Moves the lease from `from` to `to` (which may be `from` itself: a run resumed by a new
+    /// process) until `expires_at`, whatever its expiry, but only while `from` holds it:
+    /// `false` when another run holds it or nobody does, and then nothing changes. The caller
+    /// has decided `from` is dead (its lease expired, its local process is gone) or an
+    /// operator said so (`sluice run --takeover`); unlike [`StateStore::acquire_lease`] it
+    /// leaves `from`'s record alone, so the caller can resume that run or fail it with its
+    /// own reason. Two takers racing for one dead holder: exactly one gets `true`.
+    async fn take_over_lease(
+        &self,
+        table_key: &str,
+        from: RunId,
+        to: RunId,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool>;
+
     /// Gives the lease up if `run_id` holds it; otherwise does nothing.
     async fn release_lease(&self, table_key: &str, run_id: RunId) -> Result<()>;
 

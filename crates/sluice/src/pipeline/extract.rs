@@ -1,0 +1,267 @@
+//! Extracting one chunk of a planned run into Parquet files.
+
+use super::*;
+
+impl Pipeline {
+    /// Extracts one chunk into Parquet files and records its outcome. A chunk already
+    /// recorded is not extracted again: its recorded outcome is returned.
+    ///
+    /// `is_last` in the report is true for exactly one call per run, the one whose chunk
+    /// completed the run, however often chunks are retried or delivered twice: that caller
+    /// hands the run on to finalize (the Lambda extract function invokes finalize).
+    pub async fn extract_chunk(
+        &self,
+        run_id: RunId,
+        chunk: u32,
+        observer: &dyn RunObserver,
+    ) -> Result<ChunkReport> {
+        self.extract_chunk_sharing(run_id, chunk, observer, 1).await
+    }
+
+    /// Extracts a chunk while `sharing` chunks run at once in this process: the row-group
+    /// buffer, the writer's largest allocation, is divided among them so memory stays within
+    /// one chunk's budget however many run.
+    pub(super) async fn extract_chunk_sharing(
+        &self,
+        run_id: RunId,
+        chunk: u32,
+        observer: &dyn RunObserver,
+        sharing: usize,
+    ) -> Result<ChunkReport> {
+        let record = self
+            .state
+            .get_run(run_id)
+            .await?
+            .ok_or(StateError::RunNotFound(run_id))?;
+        if let Some(done) = record.chunks.get(&chunk) {
+            return Ok(ChunkReport {
+                outcome: done.clone(),
+                newly_recorded: false,
+                is_last: false,
+            });
+        }
+        let plan = record.plan.clone().ok_or_else(|| PipelineError::Run {
+            run_id,
+            message: "has no plan".into(),
+        })?;
+        if !matches!(record.status, RunStatus::Planned | RunStatus::Extracting) {
+            return Err(PipelineError::Run {
+                run_id,
+                message: format!("is {}; chunk {chunk} is not extracted", record.status),
+            });
+        }
+        let key = record.table_key.clone();
+        let span = info_span!("extract", %run_id, table = %key, chunk, rows = tracing::field::Empty, bytes = tracing::field::Empty);
+        let started = Instant::now();
+        async {
+            // Only the first chunks find the run PLANNED: the others skip the update, which
+            // the DynamoDB store serializes per run (a fan-out of many chunks would queue).
+            if record.status == RunStatus::Planned {
+                self.state
+                    .update_run(
+                        run_id,
+                        Box::new(|r| match r.status {
+                            RunStatus::Planned => r.transition(RunStatus::Extracting, Utc::now()),
+                            RunStatus::Extracting => Ok(()),
+                            other => Err(format!("is {other}; no more chunks are extracted")),
+                        }),
+                    )
+                    .await?;
+            }
+            let source = self.source(&plan.table)?;
+            let table_name = plan
+                .table
+                .table_name()
+                .map_err(|message| PipelineError::Run { run_id, message })?;
+            let layout = TableLayout::new(
+                self.options.prefix.as_deref(),
+                plan.engine,
+                &plan.table.source,
+                &table_name.to_string(),
+            );
+            let slot = self
+                .source_slot(&plan.table.source, SlotHolder::chunk(run_id, chunk))
+                .await?;
+            let opened = held(slot.as_ref(), async {
+                Ok(source.extract_chunk(&plan, chunk).await?)
+            })
+            .await;
+            let stream = match opened {
+                Ok(stream) => stream,
+                Err(e) => {
+                    release(slot).await;
+                    return Err(e);
+                }
+            };
+            let schema = stream.schema.clone();
+            let warnings = stream.warnings.clone();
+            let mut batches = prefetch(stream.batches, self.options.prefetch_batches);
+            let started_at = plan.started_at;
+            let mut writer = ChunkFileWriter::new(
+                self.sink.clone(),
+                &schema,
+                run_id,
+                chunk,
+                Utc::now(),
+                ParquetSettings {
+                    row_group_bytes: (self.options.parquet.row_group_bytes / sharing.max(1))
+                        .max(MIN_ROW_GROUP_BYTES),
+                    ..self.options.parquet
+                },
+                move |part| layout.data_file(started_at, run_id, chunk, part),
+            );
+            let written = held(slot.as_ref(), async {
+                while let Some(batch) = batches.next().await {
+                    let batch: RecordBatch = batch?;
+                    writer.write(&batch).await?;
+                    observer.rows_written(&key, batch.num_rows() as u64);
+                    // Tests crash a chunk here, mid-upload (FAILPOINTS=extract-after-batch=1*panic).
+                    fail::fail_point!("extract-after-batch");
+                }
+                Ok::<_, PipelineError>(())
+            })
+            .await;
+            // The source is read: its connection closes with the stream, and its slot is
+            // free for the next reader while the last part uploads.
+            drop(batches);
+            release(slot).await;
+            if let Err(e) = written {
+                writer.abort().await;
+                return Err(e);
+            }
+            let files = writer.finish().await?;
+            let outcome = ChunkOutcome {
+                rows: files.iter().map(|f| f.rows).sum(),
+                bytes: files.iter().map(|f| f.bytes).sum(),
+                files,
+                schema: manifest_columns(&file_schema(&schema)),
+                warnings: warnings.snapshot(),
+                seconds: started.elapsed().as_secs_f64(),
+            };
+            tracing::Span::current()
+                .record("rows", outcome.rows)
+                .record("bytes", outcome.bytes);
+            info!(files = outcome.files.len(), "chunk extracted");
+            let done = self
+                .state
+                .record_chunk_done(run_id, chunk, &outcome)
+                .await?;
+            info!(
+                newly_recorded = done.newly_recorded,
+                done = done.done,
+                total = done.total,
+                is_last = done.is_last,
+                "chunk recorded"
+            );
+            observer.chunk_done(&key, chunk, &outcome);
+            Ok(ChunkReport {
+                outcome,
+                newly_recorded: done.newly_recorded,
+                is_last: done.is_last,
+            })
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+fn manifest_columns(schema: &SchemaRef) -> Vec<ManifestColumn> {
+    let parquet = parquet_types(schema);
+    schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| ManifestColumn {
+            name: f.name().clone(),
+            data_type: f.data_type().to_string(),
+            nullable: f.is_nullable(),
+            parquet_type: parquet.get(i).cloned().unwrap_or_default(),
+        })
+        .collect()
+}
+
+/// The Parquet type of each top-level column, as the writer will store it (the same
+/// conversion the Arrow writer makes); nested columns list their leaves.
+fn parquet_types(schema: &SchemaRef) -> Vec<String> {
+    use parquet::basic::{LogicalType, Type as PhysicalType};
+    let Ok(descriptor) = parquet::arrow::ArrowSchemaConverter::new().convert(schema) else {
+        return Vec::new();
+    };
+    let mut out = vec![String::new(); schema.fields().len()];
+    for (leaf, column) in descriptor.columns().iter().enumerate() {
+        let physical = match column.physical_type() {
+            PhysicalType::FIXED_LEN_BYTE_ARRAY => {
+                format!("FIXED_LEN_BYTE_ARRAY({})", column.type_length())
+            }
+            other => other.to_string(),
+        };
+        let logical = match column.logical_type_ref() {
+            None => String::new(),
+            Some(LogicalType::Decimal(d)) => format!(" DECIMAL({},{})", d.precision, d.scale),
+            Some(LogicalType::Timestamp(t)) => {
+                format!(" TIMESTAMP({:?}, utc={})", t.unit, t.is_adjusted_to_u_t_c)
+            }
+            Some(LogicalType::Time(t)) => {
+                format!(" TIME({:?}, utc={})", t.unit, t.is_adjusted_to_u_t_c)
+            }
+            Some(LogicalType::Integer(i)) => format!(
+                " INT({}, {})",
+                i.bit_width,
+                if i.is_signed { "signed" } else { "unsigned" }
+            ),
+            Some(LogicalType::String) => " STRING".into(),
+            Some(LogicalType::Date) => " DATE".into(),
+            Some(other) => format!(" {other:?}").to_uppercase(),
+        };
+        let path = column.path().parts();
+        let text = if path.len() > 1 {
+            format!("{}: {physical}{logical}", path[1..].join("."))
+        } else {
+            format!("{physical}{logical}")
+        };
+        if let Some(slot) = out.get_mut(descriptor.get_column_root_idx(leaf)) {
+            if !slot.is_empty() {
+                slot.push_str("; ");
+            }
+            slot.push_str(&text);
+        }
+    }
+    out
+}
+
+/// Drives a source stream on its own task, `depth` batches ahead of the consumer, so decoding
+/// and Parquet encoding run on different cores while memory stays bounded by `depth`. Dropping
+/// the returned stream stops the task (and drops the source stream, closing its connection)
+/// at once, not after the batch it is reading.
+fn prefetch(
+    mut stream: BoxStream<'static, Result<RecordBatch, SourceError>>,
+    depth: usize,
+) -> BoxStream<'static, Result<RecordBatch, PipelineError>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(depth.max(1));
+    let task = tokio::spawn(
+        async move {
+            while let Some(item) = stream.next().await {
+                let stop = item.is_err();
+                if tx.send(item).await.is_err() || stop {
+                    break;
+                }
+            }
+        }
+        .in_current_span(),
+    );
+    futures::stream::unfold((rx, AbortOnDrop(task)), |(mut rx, task)| async move {
+        rx.recv()
+            .await
+            .map(|item| (item.map_err(PipelineError::from), (rx, task)))
+    })
+    .boxed()
+}
+
+/// Aborts its task when dropped.
+pub(super) struct AbortOnDrop(pub(super) tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
