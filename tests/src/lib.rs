@@ -35,7 +35,8 @@ use sluice::state::local::LocalStateStore;
 use sluice::{Pipeline, PipelineOptions};
 use sluice_core::manifest::Manifest;
 use sluice_core::{Config, Engine, RunRecord};
-use tokio_postgres::{Client, NoTls};
+pub use tokio_postgres::Client;
+use tokio_postgres::NoTls;
 
 /// A batch as the bytes of one Parquet file.
 pub fn parquet_bytes(batch: &RecordBatch) -> Vec<u8> {

@@ -219,7 +219,22 @@ enum SampleEngine {
 fn main() {
     // Before the runtime starts any thread: allocator tuning is set-up, not run-time, work.
     sluice::memory::keep_large_buffers_out_of_the_heap();
+    #[cfg(feature = "failpoints")]
+    let _failpoints = crash_at_failpoints();
     run_command();
+}
+
+/// Test builds only: arms `FAILPOINTS` and turns any panic into an abort, so a failpoint set
+/// to `panic` kills the process where it stands (no destructor, no lease given back, no
+/// upload finished or aborted), exactly as `kill -9` would.
+#[cfg(feature = "failpoints")]
+fn crash_at_failpoints() -> fail::FailScenario<'static> {
+    let scenario = fail::FailScenario::setup();
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("crashed: {info}");
+        std::process::abort();
+    }));
+    scenario
 }
 
 #[tokio::main]

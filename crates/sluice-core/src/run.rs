@@ -206,7 +206,13 @@ pub struct RunHolder {
 
 impl fmt::Display for RunHolder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "pid {} on {} since {}", self.pid, self.host, self.since.format("%Y-%m-%d %H:%M:%S UTC"))
+        write!(
+            f,
+            "pid {} on {} since {}",
+            self.pid,
+            self.host,
+            self.since.format("%Y-%m-%d %H:%M:%S UTC")
+        )
     }
 }
 

@@ -122,7 +122,11 @@ impl Pipeline {
                 Err(e) => warn!(%run_id, %key, error = %e, "removing a file of the run failed"),
             }
         }
-        match self.sink.remove_unfinished_uploads(&dir, &name_prefix).await {
+        match self
+            .sink
+            .remove_unfinished_uploads(&dir, &name_prefix)
+            .await
+        {
             Ok(aborted) => {
                 for key in &aborted {
                     info!(%run_id, %key, "removed an unfinished upload");

@@ -49,16 +49,23 @@ impl Pipeline {
                 }
             }
             let layout = self.layout_of(run_id, &plan)?;
-            let manifest_key = self.write_manifest(run_id, &plan, &layout, &manifest).await?;
+            let manifest_key = self
+                .write_manifest(run_id, &plan, &layout, &manifest)
+                .await?;
             fail::fail_point!("finalize-before-catalog");
-            self.register_in_catalog(&key, &plan, &layout, &manifest).await?;
+            self.register_in_catalog(&key, &plan, &layout, &manifest)
+                .await?;
             fail::fail_point!("finalize-after-catalog");
             if let Some(loader) = &self.warehouse {
                 fail::fail_point!("finalize-before-copy");
                 let loaded = loader
                     .load(&plan.table, &manifest, self.options.prefix.as_deref())
                     .await?;
-                info!(files = loaded.files, rows = loaded.rows, "loaded into the warehouse");
+                info!(
+                    files = loaded.files,
+                    rows = loaded.rows,
+                    "loaded into the warehouse"
+                );
                 fail::fail_point!("finalize-after-copy");
             }
             self.state
@@ -105,7 +112,11 @@ impl Pipeline {
                 .await?;
             fail::fail_point!("finalize-before-lease-release");
             self.state.release_lease(&key, run_id).await?;
-            info!(rows = record.rows(), bytes = record.bytes(), "run completed");
+            info!(
+                rows = record.rows(),
+                bytes = record.bytes(),
+                "run completed"
+            );
             Ok(record)
         }
         .instrument(span)
@@ -113,7 +124,11 @@ impl Pipeline {
     }
 
     /// Where the files of `plan`'s table go.
-    pub(super) fn layout_of(&self, run_id: RunId, plan: &sluice_core::RunPlan) -> Result<TableLayout> {
+    pub(super) fn layout_of(
+        &self,
+        run_id: RunId,
+        plan: &sluice_core::RunPlan,
+    ) -> Result<TableLayout> {
         let table_name = plan
             .table
             .table_name()

@@ -283,8 +283,6 @@ impl Pipeline {
                 return self.state.get_run(run_id).await?.ok_or(error);
             }
         };
-        // Tests crash a run here, planned but with no chunk started.
-        fail::fail_point!("run-after-plan");
         observer.planned(&planned.record);
         // A capped source counts the plan's held snapshot as one of its connections, so
         // keeping it while the chunks wait for slots could leave every slot held by a

@@ -191,6 +191,8 @@ impl Pipeline {
                         }),
                     )
                     .await?;
+                // The crash tests kill a run here: planned, no chunk started.
+                fail::fail_point!("plan-after-record");
                 Ok::<_, PipelineError>(PlannedRun { record, snapshot })
             }
             .await;

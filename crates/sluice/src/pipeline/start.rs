@@ -62,7 +62,11 @@ impl Pipeline {
                     lease.expires_at.format("%Y-%m-%d %H:%M:%S UTC")
                 ))
             } else {
-                let holder = self.state.get_run(lease.run_id).await?.and_then(|r| r.holder);
+                let holder = self
+                    .state
+                    .get_run(lease.run_id)
+                    .await?
+                    .and_then(|r| r.holder);
                 match holder {
                     Some(h) if holder::liveness(&h) == Liveness::Gone => {
                         Some(format!("its process ({h}) is gone"))
@@ -123,7 +127,11 @@ impl Pipeline {
             (record, why_not) => {
                 let why_not = why_not.unwrap_or_default();
                 let run_id = RunId::at(now);
-                if !self.state.take_over_lease(&key, from, run_id, until).await? {
+                if !self
+                    .state
+                    .take_over_lease(&key, from, run_id, until)
+                    .await?
+                {
                     return Err(self.lost_race(&key, from).await);
                 }
                 if let Some(old) = record

@@ -239,14 +239,93 @@ impl ObjectSink for LocalDirSink {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 let staged = name.starts_with(name_prefix)
-                    && name
-                        .rsplit_once('#')
-                        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+                    && name.rsplit_once('#').is_some_and(|(_, n)| {
+                        !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+                    });
                 if staged && std::fs::remove_file(entry.path()).is_ok() {
                     removed.push(format!("{dir}/{name}"));
                 }
             }
             Ok(removed)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::{ObjectStoreExt, WriteMultipart};
+
+    /// A multipart upload abandoned mid-way (its writer forgotten, as a killed process's is)
+    /// leaves `object_store`'s staged file beside its key; only the named run's are removed,
+    /// and complete objects stay.
+    #[tokio::test]
+    async fn unfinished_local_uploads_of_a_run_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = LocalDirSink::new(dir.path()).unwrap();
+        let store = sink.store();
+        for key in [
+            "t/2026/part-A-0001-0000.parquet",
+            "t/2026/part-B-0001-0000.parquet",
+        ] {
+            let upload = store
+                .put_multipart(&object_path(key).unwrap())
+                .await
+                .unwrap();
+            let mut writer = WriteMultipart::new(upload);
+            writer.write(b"half a file");
+            writer.wait_for_capacity(0).await.unwrap();
+            // A killed process runs no destructor (dropping the upload would delete it).
+            std::mem::forget(writer);
+        }
+        put_bytes(
+            &sink,
+            "t/2026/part-A-0000-0000.parquet",
+            Bytes::from_static(b"whole"),
+        )
+        .await
+        .unwrap();
+        let on_disk = || {
+            let mut names: Vec<String> = std::fs::read_dir(dir.path().join("t/2026"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        };
+        assert!(
+            on_disk()
+                .iter()
+                .any(|n| n.starts_with("part-A-0001-0000.parquet#")),
+            "the abandoned upload left its staged file: {:?}",
+            on_disk()
+        );
+        let removed = sink
+            .remove_unfinished_uploads("t/2026", "part-A-")
+            .await
+            .unwrap();
+        assert_eq!(removed.len(), 1, "{removed:?}");
+        assert!(removed[0].starts_with("t/2026/part-A-0001-0000.parquet#"));
+        let left = on_disk();
+        assert!(
+            left.contains(&"part-A-0000-0000.parquet".to_owned()),
+            "{left:?}"
+        );
+        assert!(
+            left.iter()
+                .any(|n| n.starts_with("part-B-0001-0000.parquet#")),
+            "{left:?}"
+        );
+        assert!(
+            !left.iter().any(|n| n.starts_with("part-A-0001")),
+            "{left:?}"
+        );
+        // Nothing is listed as an object either way.
+        assert!(
+            store
+                .head(&object_path("t/2026/part-A-0001-0000.parquet").unwrap())
+                .await
+                .is_err()
+        );
     }
 }
