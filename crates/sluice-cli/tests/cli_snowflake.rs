@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{output_of, sluice, sluice_command};
+use common::{apply_args, output_of, setup_args, sluice, sluice_command};
 
 use sluice::warehouse::Statement;
 use sluice::warehouse::snowflake::SnowflakeClient;
@@ -15,51 +15,6 @@ const CONFIG: &str = "sources:\n  - name: shop\n    engine: postgres\n    connec
     tables:\n  - source: shop\n    table: public.orders\n    primary_key: [order_id]\n\
     \x20   target: {staging_table: MART.ORDERS}\n\
     \x20 - source: shop\n    table: public.products\n    primary_key: [product_id]\n";
-
-fn setup_args<'a>(
-    config: &'a str,
-    database: &'a str,
-    bucket: &'a str,
-    prefix: &'a str,
-    api: &'a str,
-) -> Vec<&'a str> {
-    vec![
-        "--config",
-        config,
-        "--database",
-        database,
-        "--role",
-        "SLUICE_LOADER",
-        "--bucket",
-        bucket,
-        "--prefix",
-        prefix,
-        "--storage-role-arn",
-        "arn:aws:iam::123456789012:role/snowflake-s3",
-        "--api-role-arn",
-        "arn:aws:iam::123456789012:role/snowflake-api",
-        "--api-url",
-        api,
-    ]
-}
-
-/// `sluice snowflake apply` against a stand-in with the test binary's key.
-fn apply_args<'a>(key: &'a str, base_url: &'a str, setup: Vec<&'a str>) -> Vec<&'a str> {
-    let mut args = vec![
-        "snowflake",
-        "apply",
-        "--account",
-        ACCOUNT,
-        "--user",
-        USER,
-        "--private-key-file",
-        key,
-        "--base-url",
-        base_url,
-    ];
-    args.extend(setup);
-    args
-}
 
 #[test]
 fn sql_names_bad_options_and_writes_the_script() {

@@ -110,3 +110,49 @@ pub fn both(out: &Output) -> String {
 pub fn assert_contains(text: &str, part: &str) {
     assert!(text.contains(part), "expected {part:?} in:\n{text}");
 }
+
+/// `sluice snowflake sql|apply` options for `config`, the stand-in's `database` and the lake.
+pub fn setup_args<'a>(
+    config: &'a str,
+    database: &'a str,
+    bucket: &'a str,
+    prefix: &'a str,
+    api: &'a str,
+) -> Vec<&'a str> {
+    vec![
+        "--config",
+        config,
+        "--database",
+        database,
+        "--role",
+        "SLUICE_LOADER",
+        "--bucket",
+        bucket,
+        "--prefix",
+        prefix,
+        "--storage-role-arn",
+        "arn:aws:iam::123456789012:role/snowflake-s3",
+        "--api-role-arn",
+        "arn:aws:iam::123456789012:role/snowflake-api",
+        "--api-url",
+        api,
+    ]
+}
+
+/// `sluice snowflake apply` against a stand-in with the test binary's key.
+pub fn apply_args<'a>(key: &'a str, base_url: &'a str, setup: Vec<&'a str>) -> Vec<&'a str> {
+    let mut args = vec![
+        "snowflake",
+        "apply",
+        "--account",
+        sluice_tests::snowflake::ACCOUNT,
+        "--user",
+        sluice_tests::snowflake::USER,
+        "--private-key-file",
+        key,
+        "--base-url",
+        base_url,
+    ];
+    args.extend(setup);
+    args
+}
