@@ -38,6 +38,41 @@ pub async fn cold_start() -> Result<(Functions, FailpointGuard), lambda_runtime:
     Ok((Functions::new(deployment), guard))
 }
 
+/// Test builds only: arms the failpoints written in the file `SLUICE_FAILPOINTS_FILE` names
+/// (`name=action` per line), whenever its text changed since the last invocation: the crash
+/// matrix moves one crash from boundary to boundary across a running stack. A `1*panic` fires
+/// once per process, so the invocation Lambda retries goes through.
+#[cfg(feature = "failpoints")]
+fn rearm_failpoints() {
+    use std::sync::Mutex;
+    static ARMED: Mutex<Option<String>> = Mutex::new(None);
+    let Ok(path) = std::env::var("SLUICE_FAILPOINTS_FILE") else {
+        return;
+    };
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let Ok(mut armed) = ARMED.lock() else {
+        return;
+    };
+    if armed.as_deref() == Some(text.as_str()) {
+        return;
+    }
+    let lines = |text: &str| -> Vec<(String, String)> {
+        text.lines()
+            .filter_map(|l| l.trim().split_once('='))
+            .map(|(name, action)| (name.trim().to_owned(), action.trim().to_owned()))
+            .collect()
+    };
+    for (name, _) in lines(armed.as_deref().unwrap_or_default()) {
+        fail::remove(name);
+    }
+    for (name, action) in lines(&text) {
+        if let Err(e) = fail::cfg(&name, &action) {
+            tracing::warn!(%name, %action, error = %e, "a failpoint could not be armed");
+        }
+    }
+    *armed = Some(text);
+}
+
 /// Keeps failpoints armed (test builds only).
 pub struct FailpointGuard(#[allow(dead_code)] Option<FailpointScenario>);
 
@@ -102,7 +137,12 @@ pub fn serve(
             logging::init_logging();
             let (functions, _failpoints) = cold_start().await?;
             let functions = &functions;
-            lambda_runtime::run(service_fn(move |event| handle(functions, event))).await
+            lambda_runtime::run(service_fn(move |event| {
+                #[cfg(feature = "failpoints")]
+                rearm_failpoints();
+                handle(functions, event)
+            }))
+            .await
         })
 }
 

@@ -26,6 +26,9 @@ impl Pipeline {
             .await?
             .ok_or(StateError::RunNotFound(run_id))?;
         if record.status == RunStatus::Completed {
+            // A finalize that died between completing the run and giving the lease back is
+            // retried here: without this the table would stay leased until the lease lapses.
+            self.state.release_lease(&record.table_key, run_id).await?;
             return Ok(record);
         }
         let plan = record.plan.clone().ok_or_else(|| PipelineError::Run {
