@@ -549,7 +549,7 @@ impl Functions {
         let span = info_span!("plan", %run_id, table = tracing::field::Empty);
         async {
             let state = &self.deployment.state;
-            let Some(record) = state.get_run(run_id).await? else {
+            let Some(record) = state.get_run_header(run_id).await? else {
                 return Err(StateError::RunNotFound(run_id).into());
             };
             let key = record.table_key.clone();
@@ -607,7 +607,7 @@ impl Functions {
                         Ok(Err(failure)) => {
                             warn!(error = %failure.error, "planning failed");
                             let record = state
-                                .get_run(run_id)
+                                .get_run_header(run_id)
                                 .await?
                                 .ok_or(StateError::RunNotFound(run_id))?;
                             return Ok(StepOutcome::run(&record));
@@ -615,7 +615,7 @@ impl Functions {
                         Err(_) => {
                             // A duplicate delivery may have planned the run meanwhile: its
                             // run goes on.
-                            if let Some(current) = state.get_run(run_id).await?
+                            if let Some(current) = state.get_run_header(run_id).await?
                                 && current.plan.is_some()
                                 && !current.status.is_terminal()
                             {
@@ -748,7 +748,7 @@ impl Functions {
         let span = info_span!("extract", %run_id, chunk, table = tracing::field::Empty);
         async {
             let state = &self.deployment.state;
-            let Some(record) = state.get_run(run_id).await? else {
+            let Some(record) = state.get_run_header(run_id).await? else {
                 return Err(StateError::RunNotFound(run_id).into());
             };
             tracing::Span::current().record("table", record.table_key.as_str());
@@ -768,6 +768,8 @@ impl Functions {
                 .unwrap_or_default();
             let config = self.deployment.config().await?;
             let pipeline = self.deployment.pipeline(&config, &[&source]).await?;
+            // Live work keeps the table's lease from lapsing (SLUICE_LEASE_TTL).
+            let _lease = pipeline.keep_lease(record.table_key.clone(), run_id);
             let work = pipeline.extract_chunk(run_id, chunk, &Quiet);
             let deadline = time_left.map(|t| t.saturating_sub(DEADLINE_MARGIN));
             let limit = self.deployment.settings.chunk_timeout;
@@ -888,6 +890,11 @@ impl Functions {
         let run_id = event.run_id;
         async {
             let pipeline = self.deployment.finalizing_pipeline().await?;
+            // Live work keeps the table's lease from lapsing (SLUICE_LEASE_TTL).
+            let _lease = match self.deployment.state.get_run_header(run_id).await? {
+                Some(header) => Some(pipeline.keep_lease(header.table_key, run_id)),
+                None => None,
+            };
             match pipeline.finalize_run(run_id).await {
                 Ok(record) => Ok(record),
                 Err(e) => Ok(pipeline.fail_run(run_id, e.to_string(), None).await?),

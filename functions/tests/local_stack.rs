@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use serde_json::{Value, json};
-use sluice::state::StateStore;
+use sluice::state::prelude::*;
 use sluice_core::{Config, RunStatus};
 use sluice_tests::stack::{LocalStack, StackOptions};
 use sluice_tests::{TestDb, shop_db};

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use sluice::config_store::ConfigStore;
-use sluice::state::StateStore;
 use sluice::state::dynamo::DynamoStateStore;
+use sluice::state::prelude::*;
 use sluice::warehouse::Statement;
 use sluice::warehouse::snowflake::SnowflakeClient;
 use sluice_core::Config;

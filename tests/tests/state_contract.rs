@@ -10,7 +10,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use sluice::state::dynamo::DynamoStateStore;
 use sluice::state::local::LocalStateStore;
-use sluice::state::{ChunkStart, SlotAcquire, SlotHolder, StateError, StateStore};
+use sluice::state::prelude::*;
+use sluice::state::{ChunkStart, SlotAcquire, SlotHolder, StateError};
 use sluice_core::external_function::batch::{BatchRecord, BatchRow};
 use sluice_core::plan::ChunkRange;
 use sluice_core::run::{ChunkOutcome, FileEntry};
@@ -75,6 +76,8 @@ contract!(
     a_source_has_at_most_its_number_of_slot_holders,
     an_expired_source_slot_is_taken_over_and_a_renewed_one_is_not,
     concurrent_slot_acquirers_never_exceed_the_slots,
+    a_lease_is_taken_over_only_from_its_holder_and_by_one_taker,
+    a_header_holds_no_chunks_and_one_chunk_reads_alone,
 );
 
 /// Snowflake's retried POST of one batch must find it claimed, however many race. The id has
@@ -755,6 +758,116 @@ async fn an_expired_lease_is_taken_over_and_the_crashed_run_failed(store: Store)
     assert_eq!(lease.expires_at, later + Duration::minutes(5));
 }
 
+/// A run judged dead is taken over by exactly one of the processes that race for it, only
+/// from the run that holds the lease, and its record is left to the taker (resumed or failed).
+async fn a_lease_is_taken_over_only_from_its_holder_and_by_one_taker(store: Store) {
+    let table = key();
+    let now = Utc::now();
+    let dead = extracting_run(&store, &table, 2).await;
+    store
+        .acquire_lease(&table, dead, now, now + Duration::minutes(5))
+        .await
+        .unwrap();
+    let stranger = RunId::new();
+    assert!(
+        !store
+            .take_over_lease(&table, stranger, RunId::new(), now + Duration::minutes(5))
+            .await
+            .unwrap(),
+        "only the holder's lease is taken"
+    );
+    let takers: Vec<_> = (0..8)
+        .map(|_| {
+            let (store, table) = (store.clone(), table.clone());
+            tokio::spawn(async move {
+                let to = RunId::new();
+                let taken = store
+                    .take_over_lease(&table, dead, to, now + Duration::minutes(7))
+                    .await
+                    .unwrap();
+                (to, taken)
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for taker in takers {
+        let (to, taken) = taker.await.unwrap();
+        if taken {
+            winners.push(to);
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one taker wins");
+    let lease = store.table_state(&table).await.unwrap().lease.unwrap();
+    assert_eq!(lease.run_id, winners[0]);
+    assert_eq!(lease.expires_at, now + Duration::minutes(7));
+    let record = store.get_run(dead).await.unwrap().unwrap();
+    assert_eq!(
+        record.status,
+        RunStatus::Extracting,
+        "the record is the taker's to change"
+    );
+    // A run resumed by a new process takes the lease under its own id.
+    assert!(
+        store
+            .take_over_lease(&table, winners[0], winners[0], now + Duration::minutes(9))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .table_state(&table)
+            .await
+            .unwrap()
+            .lease
+            .unwrap()
+            .run_id,
+        winners[0]
+    );
+    store.release_lease(&table, winners[0]).await.unwrap();
+    assert!(
+        !store
+            .take_over_lease(&table, winners[0], RunId::new(), now + Duration::minutes(9))
+            .await
+            .unwrap(),
+        "a released lease is not taken over (it is acquired)"
+    );
+}
+
+/// The header (what every step but the manifest and the story reads) carries no chunk
+/// outcomes, an update answers with the header, and one chunk's outcome is read alone.
+async fn a_header_holds_no_chunks_and_one_chunk_reads_alone(store: Store) {
+    let run_id = extracting_run(&store, &key(), 3).await;
+    store
+        .record_chunk_done(run_id, 1, &outcome(1, 100))
+        .await
+        .unwrap();
+    let header = store.get_run_header(run_id).await.unwrap().unwrap();
+    assert_eq!(header.status, RunStatus::Extracting);
+    assert!(header.plan.is_some());
+    assert!(header.chunks.is_empty(), "{:?}", header.chunks);
+    assert_eq!(
+        store.chunk_outcome(run_id, 1).await.unwrap(),
+        Some(outcome(1, 100))
+    );
+    assert_eq!(store.chunk_outcome(run_id, 2).await.unwrap(), None);
+    let updated = store
+        .update_run(
+            run_id,
+            Box::new(|r| {
+                r.removed_files.push("x".into());
+                Ok(())
+            }),
+        )
+        .await
+        .unwrap();
+    assert!(updated.chunks.is_empty());
+    assert_eq!(updated.removed_files, vec!["x".to_owned()]);
+    let whole = store.get_run(run_id).await.unwrap().unwrap();
+    assert_eq!(whole.chunks.len(), 1);
+    assert_eq!(whole.removed_files, vec!["x".to_owned()]);
+    assert!(store.get_run_header(RunId::new()).await.unwrap().is_none());
+}
+
 /// A planner renews the short lease the trigger took for it; once another run took the table
 /// over, or the lease was released, renewing must not take the table back.
 async fn a_lease_is_renewed_only_by_its_holder(store: Store) {
@@ -1031,8 +1144,12 @@ async fn status_never_moves_backwards_and_refused_updates_change_nothing(store: 
         .await
         .unwrap();
     assert_eq!(failed.status, RunStatus::Failed);
+    assert!(
+        failed.chunks.is_empty(),
+        "an update answers with the header"
+    );
     assert_eq!(
-        failed.chunks.len(),
+        store.get_run(run_id).await.unwrap().unwrap().chunks.len(),
         1,
         "an update keeps the recorded chunks"
     );
@@ -1293,7 +1410,7 @@ async fn dynamo_run_and_chunk_items_expire_a_retention_after_the_run_started_and
     assert!(!table_item.contains_key("expires_at"), "{table_item:?}");
 
     // A chunk item written under another retention (here: tampered with) is realigned by the
-    // run's next update, so it expires with its run.
+    // run's next whole read (finalize makes one), so it expires with its run.
     let chunk_sk = items
         .iter()
         .map(|i| i["sk"].as_s().unwrap().clone())
@@ -1316,6 +1433,7 @@ async fn dynamo_run_and_chunk_items_expire_a_retention_after_the_run_started_and
         )
         .await
         .unwrap();
+    store.get_run(run_id).await.unwrap().unwrap();
     let items = raw_run_items(&client, &table, run_id).await;
     assert_eq!(kinds(&items), vec!["CHUNK", "CHUNK", "RUN"], "{items:?}");
     for item in &items {

@@ -9,8 +9,8 @@ use std::process::Output;
 
 use common::{assert_contains, ok, sluice, text};
 
-use sluice::state::StateStore;
 use sluice::state::dynamo::DynamoStateStore;
+use sluice::state::prelude::*;
 use sluice_core::ScalarValue;
 use sluice_tests::moto::{MotoServer, unique_name};
 use sluice_tests::{shop_config, shop_db};

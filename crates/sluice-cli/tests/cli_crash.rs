@@ -11,8 +11,8 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{assert_contains, both, ok, sluice, sluice_command, text};
-use sluice::state::StateStore;
 use sluice::state::local::LocalStateStore;
+use sluice::state::prelude::*;
 use sluice_core::manifest::Manifest;
 use sluice_core::{RunRecord, RunStatus};
 

@@ -14,8 +14,8 @@ use common::{assert_contains, both, ok, text};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use parquet::file::reader::{FileReader, SerializedFileReader};
-use sluice::state::StateStore;
 use sluice::state::dynamo::DynamoStateStore;
+use sluice::state::prelude::*;
 use sluice_core::{Config, RunId, RunRecord, RunStatus, ScalarValue};
 use sluice_tests::moto::{MotoServer, unique_name};
 use sluice_tests::private_pg::PrivatePg;

@@ -9,8 +9,8 @@
 mod common;
 
 use common::{apply_args, both, output_of, setup_args, sluice_command, text};
-use sluice::state::StateStore;
 use sluice::state::local::LocalStateStore;
+use sluice::state::prelude::*;
 use sluice_tests::crash::{ORDERS, POINTS, Recovery, change_orders, print_matrix};
 use sluice_tests::snowflake::{ACCOUNT, KeyPair, StandIn, USER};
 

@@ -50,6 +50,15 @@ pub const RUN_RETENTION_RANGE: (Duration, Duration) = (
     Duration::from_secs(2 * DAY_SECONDS),
     Duration::from_secs(3650 * DAY_SECONDS),
 );
+/// How long a deployed run's lease outlives its last renewal by default. The run's live
+/// invocations renew it, but between them an event can wait in Lambda's asynchronous queue:
+/// a failed event is retried after about a minute and then two more
+/// (<https://docs.aws.amazon.com/lambda/latest/dg/invocation-async-error-handling.html>), and
+/// throttling delays delivery. Fifteen minutes outlasts those waits, so a live run is never
+/// taken over between its invocations, while a run whose invocations all died frees its table
+/// in a quarter of an hour rather than hours.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(15 * 60);
+
 /// How much longer than the lease TTL a run's record must be kept: a run still holding its
 /// table's lease (or finishing just after it lapsed) must never lose its record.
 pub const RUN_RETENTION_OVER_LEASE: Duration = Duration::from_secs(DAY_SECONDS);
@@ -90,7 +99,8 @@ pub struct DeploymentSettings {
     pub row_group_mb: u32,
     pub file_mb: u32,
     pub part_mb: u32,
-    /// How long a run may hold its table's lease before another may take over.
+    /// How long a table's lease outlives its last renewal: every extract and finalize
+    /// invocation of the run renews it while it works (see [`DEFAULT_LEASE_TTL`]).
     pub lease_ttl: Duration,
     /// How long a run's record is kept after the run started (see [`DEFAULT_RUN_RETENTION`]).
     pub run_retention: Duration,
@@ -224,8 +234,8 @@ impl DeploymentSettings {
             }
         };
         let minute = (Duration::from_secs(60), "1m");
-        let lease_ttl = duration("SLUICE_LEASE_TTL", minute, "90m, 2h")
-            .unwrap_or(Duration::from_secs(2 * 3600));
+        let lease_ttl =
+            duration("SLUICE_LEASE_TTL", minute, "15m, 30m").unwrap_or(DEFAULT_LEASE_TTL);
         let schedule_lookback =
             duration("SLUICE_SCHEDULE_LOOKBACK", minute, "1h").unwrap_or(Duration::from_secs(3600));
         let chunk_timeout = duration(
@@ -400,7 +410,7 @@ mod tests {
         assert_eq!(s.glue_database, None);
         assert_eq!(s.compression, Compression::Zstd);
         assert_eq!((s.row_group_mb, s.file_mb, s.part_mb), (32, 256, 10));
-        assert_eq!(s.lease_ttl, Duration::from_secs(7200));
+        assert_eq!(s.lease_ttl, Duration::from_secs(900));
         assert_eq!(s.plan_timeout, Duration::from_secs(300));
         assert_eq!(s.max_batch_rows, 100);
         assert_eq!(s.run_retention, Duration::from_secs(90 * 86_400));

@@ -8,7 +8,7 @@ impl Pipeline {
     /// removes what it wrote from the table's partition directory, where Glue, Athena and
     /// Spectrum readers would otherwise see its rows. Best effort: the new run goes on.
     pub(super) async fn clean_up_taken_over(&self, crashed: RunId, by: RunId) {
-        let record = match self.state.get_run(crashed).await {
+        let record = match self.state.get_run_header(crashed).await {
             Ok(Some(record)) => record,
             Ok(None) => return,
             Err(e) => {
@@ -75,7 +75,8 @@ impl Pipeline {
             self.remove_run_files(run_id, plan, &BTreeSet::new(), true)
                 .await;
         }
-        Ok(record)
+        // The whole record, with the chunks it got through, once per failure.
+        Ok(self.state.get_run(run_id).await?.unwrap_or(record))
     }
 
     /// Deletes what no loader should see of a run: its data files in its date/hour partition

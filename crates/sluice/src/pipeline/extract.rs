@@ -28,14 +28,15 @@ impl Pipeline {
         observer: &dyn RunObserver,
         sharing: usize,
     ) -> Result<ChunkReport> {
+        // The run's header and this chunk's outcome: two small reads, however many chunks.
         let record = self
             .state
-            .get_run(run_id)
+            .get_run_header(run_id)
             .await?
             .ok_or(StateError::RunNotFound(run_id))?;
-        if let Some(done) = record.chunks.get(&chunk) {
+        if let Some(done) = self.state.chunk_outcome(run_id, chunk).await? {
             return Ok(ChunkReport {
-                outcome: done.clone(),
+                outcome: done,
                 newly_recorded: false,
                 is_last: false,
             });

@@ -103,7 +103,7 @@ impl Pipeline {
                 self.state.commit_watermark(&key, run_id, watermark).await?;
             }
             fail::fail_point!("finalize-after-watermark");
-            let record = self
+            let mut completed = self
                 .state
                 .update_run(
                     run_id,
@@ -113,6 +113,9 @@ impl Pipeline {
                     }),
                 )
                 .await?;
+            // The update answers with the header; the chunks read at the start are the run's.
+            completed.chunks = record.chunks.clone();
+            let record = completed;
             fail::fail_point!("finalize-before-lease-release");
             self.state.release_lease(&key, run_id).await?;
             info!(

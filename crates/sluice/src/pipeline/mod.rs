@@ -39,7 +39,7 @@ mod start;
 
 use extract::AbortOnDrop;
 pub use plan::file_schema_of;
-pub use start::{RunStart, Started};
+pub use start::{LeaseKeeper, RunStart, Started};
 
 #[derive(Debug, Error)]
 pub enum PipelineError {
@@ -271,7 +271,7 @@ impl Pipeline {
     ) -> Result<RunRecord> {
         let started = self.start_run(table, start).await?;
         let run_id = started.record().run_id;
-        let _heartbeat = self.heartbeat(table.key(), run_id);
+        let _lease = self.keep_lease(table.key(), run_id);
         if let Started::Resumed(record) = &started {
             observer.resumed(record);
             return self.execute_run(run_id, observer).await;
@@ -305,7 +305,7 @@ impl Pipeline {
     ) -> Result<RunRecord> {
         let record = self
             .state
-            .get_run(run_id)
+            .get_run_header(run_id)
             .await?
             .ok_or(StateError::RunNotFound(run_id))?;
         let plan = record.plan.as_ref().ok_or_else(|| PipelineError::Run {

@@ -96,7 +96,7 @@ impl Pipeline {
             let planned = async {
                 let record = self
                     .state
-                    .get_run(run_id)
+                    .get_run_header(run_id)
                     .await?
                     .ok_or(StateError::RunNotFound(run_id))?;
                 if record.status != RunStatus::Planned || record.plan.is_some() {
@@ -202,7 +202,7 @@ impl Pipeline {
                     // A duplicate planner that lost the race to record the plan leaves the
                     // run to the one that won.
                     let planned_elsewhere = matches!(
-                        self.state.get_run(run_id).await,
+                        self.state.get_run_header(run_id).await,
                         Ok(Some(r)) if r.plan.is_some() && !r.status.is_terminal()
                     );
                     if !planned_elsewhere

@@ -193,7 +193,7 @@ impl Pipeline {
             chunks_total: u32::try_from(total).unwrap_or(u32::MAX),
             by: self.local_holder(now),
         };
-        let record = self
+        let mut resumed = self
             .state
             .update_run(
                 run_id,
@@ -207,13 +207,18 @@ impl Pipeline {
                 }),
             )
             .await?;
+        // The update answers with the header; the chunks done are those read before.
+        resumed.chunks = record.chunks;
+        let record = resumed;
         warn!(%run_id, table = %record.table_key, %reason, done, total, "resuming run");
         Ok(record)
     }
 
     /// Keeps `run_id`'s lease of `table_key` alive while the returned guard lives: renews it
-    /// every quarter of the lease TTL, so it lapses within the TTL once this process dies.
-    pub(super) fn heartbeat(&self, table_key: String, run_id: RunId) -> AbortOnDrop {
+    /// at once and then every quarter of the lease TTL, so it lapses within the TTL once this
+    /// process dies. Every piece of live work holds one: a local run, and in Lambda each
+    /// extract and finalize invocation.
+    pub fn keep_lease(&self, table_key: String, run_id: RunId) -> LeaseKeeper {
         let state = self.state.clone();
         let ttl = self.options.lease_ttl;
         let every = (ttl / 4)
@@ -223,21 +228,24 @@ impl Pipeline {
         let task = tokio::spawn(
             async move {
                 loop {
-                    tokio::time::sleep(every).await;
                     match state.renew_lease(&table_key, run_id, Utc::now() + ttl).await {
                         Ok(true) => {}
                         Ok(false) => {
-                            warn!(%run_id, table = %table_key, "the run no longer holds its table's lease (taken over?); it will not commit");
+                            info!(%run_id, table = %table_key, "the run no longer holds its table's lease (it ended, or was taken over); renewals stop");
                             break;
                         }
                         Err(e) => {
                             warn!(%run_id, table = %table_key, error = %e, "renewing the lease failed; retrying")
                         }
                     }
+                    tokio::time::sleep(every).await;
                 }
             }
             .in_current_span(),
         );
-        AbortOnDrop(task)
+        LeaseKeeper(AbortOnDrop(task))
     }
 }
+
+/// Renews a run's lease while it lives (see [`Pipeline::keep_lease`]).
+pub struct LeaseKeeper(#[allow(dead_code)] AbortOnDrop);

@@ -26,10 +26,12 @@
 //! would move the run item's expiry past its chunks' on every update, or rewrite up to
 //! thousands of chunk items each time), and history ends at one clear point, "runs started
 //! before <now − retention> are gone". Every write to a run's items sets it again (so a
-//! changed retention reaches the runs still being written, and [`StateStore::update_run`]
-//! brings chunk items that disagree back in line). A run cannot expire while it runs: a run
-//! holds its lease at most the lease TTL (leases are not renewed), and the deployment refuses
-//! a retention less than a day longer (`sluice_core::deploy::RUN_RETENTION_OVER_LEASE`). The
+//! changed retention reaches the runs still being written, and [`RunStore::get_run`], the one
+//! read of every chunk item, which finalize makes once, brings chunk items that disagree back
+//! in line). A run is not meant to expire while it runs: the deployment refuses a retention
+//! less than a day longer than the lease TTL (`sluice_core::deploy::RUN_RETENTION_OVER_LEASE`),
+//! and while live work renews a lease it never holds the table for days (a Lambda run's chunks
+//! each end within 15 minutes). The
 //! `TABLE#` item, holding the watermark and the lease, never carries `expires_at`, so the
 //! table's state never expires.
 //!
@@ -70,8 +72,9 @@ use sluice_core::{RunId, RunRecord, RunStatus, ScalarValue};
 use tracing::warn;
 
 use super::{
-    ChunkDone, ChunkStart, HeldSlot, Lease, RECLAIM_AFTER, Result, RunUpdate, SlotAcquire,
-    SlotHolder, StateError, StateStore, TableState, check_chunks_unchanged, check_new_run,
+    BatchStore, ChunkDone, ChunkStart, ChunkStore, HeldSlot, Lease, LeaseStore, RECLAIM_AFTER,
+    Result, RunStore, RunUpdate, SlotAcquire, SlotHolder, SlotStore, StateError, TableState,
+    check_chunks_unchanged, check_new_run,
 };
 use crate::ddb::{
     self, Item, PK, RUNS_BY_TABLE, RUNS_BY_TIME, SK, get_n, get_s, is_condition_failed, n, s,
@@ -94,6 +97,8 @@ pub struct DynamoStateStore {
     table: String,
     /// How long after its start a run's items expire.
     run_retention: chrono::Duration,
+    /// Items read so far (see [`DynamoStateStore::items_read`]).
+    items_read: std::sync::atomic::AtomicU64,
 }
 
 fn table_pk(table_key: &str) -> AttributeValue {
@@ -194,7 +199,6 @@ fn done_chunks(item: &Item) -> BTreeSet<u32> {
 /// chunk items whose `expires_at` is not the run's expiry.
 struct StoredRun {
     record: RunRecord,
-    version: i64,
     stale_chunk_expiry: Vec<String>,
 }
 
@@ -215,7 +219,22 @@ impl DynamoStateStore {
             client,
             table: table.into(),
             run_retention: chrono_duration(sluice_core::deploy::DEFAULT_RUN_RETENTION),
+            items_read: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Items this store has read from DynamoDB (a `GetItem` counts one, a query each item it
+    /// returned, at least one): what a run costs in reads, for the test that holds it linear
+    /// in the run's chunks.
+    pub fn items_read(&self) -> u64 {
+        self.items_read.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count_read(&self, items: usize) {
+        self.items_read.fetch_add(
+            u64::try_from(items.max(1)).unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     /// Runs expire `retention` after they started (default
@@ -289,6 +308,7 @@ impl DynamoStateStore {
         let items = ddb::query_partition(&self.client, &self.table, run_pk(run_id))
             .await
             .map_err(|message| self.error(message))?;
+        self.count_read(items.len());
         let mut run = None;
         let mut chunks = Vec::new();
         for item in items {
@@ -338,7 +358,6 @@ impl DynamoStateStore {
         }
         Ok(Some(StoredRun {
             record,
-            version: get_n(&item, "version").unwrap_or(0),
             stale_chunk_expiry,
         }))
     }
@@ -393,7 +412,7 @@ impl DynamoStateStore {
                 Ok(_) => return Ok(()),
                 Err(e) if is_condition_failed(&e) => {
                     let exists = old_item(&e).is_some_and(|item| !item.is_empty());
-                    if !exists && self.load_run(run_id).await?.is_none() {
+                    if !exists && self.load_header(run_id).await?.is_none() {
                         return Err(StateError::RunNotFound(run_id));
                     }
                 }
@@ -485,7 +504,27 @@ impl DynamoStateStore {
             .send()
             .await
             .map_err(|e| self.error(sdk_message(&e)))?;
+        self.count_read(1);
         Ok(out.item)
+    }
+
+    /// The run item alone, decoded: the run's header (no chunk outcomes) and its version;
+    /// `None` for a run that is not there or has expired.
+    async fn load_header(&self, run_id: RunId) -> Result<Option<(RunRecord, i64)>> {
+        let Some(item) = self
+            .get_item(run_pk(run_id), "RUN")
+            .await?
+            .filter(|item| !expired(item, Utc::now()))
+        else {
+            return Ok(None);
+        };
+        let mut record: RunRecord = self.decode(&item, "record", &format!("run {run_id}"))?;
+        if let Some(at) =
+            get_s(&item, "chunks_updated_at").and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        {
+            record.updated_at = record.updated_at.max(at.with_timezone(&Utc));
+        }
+        Ok(Some((record, get_n(&item, "version").unwrap_or(0))))
     }
 
     async fn table_item(&self, table_key: &str) -> Result<Option<Item>> {
@@ -548,7 +587,7 @@ impl ConditionFailure for aws_sdk_dynamodb::operation::update_item::UpdateItemEr
 }
 
 #[async_trait]
-impl StateStore for DynamoStateStore {
+impl LeaseStore for DynamoStateStore {
     async fn table_state(&self, table_key: &str) -> Result<TableState> {
         let Some(item) = self.table_item(table_key).await? else {
             return Ok(TableState::default());
@@ -714,6 +753,40 @@ impl StateStore for DynamoStateStore {
         }
     }
 
+    async fn commit_watermark(
+        &self,
+        table_key: &str,
+        run_id: RunId,
+        watermark: &ScalarValue,
+    ) -> Result<()> {
+        let json = serde_json::to_string(watermark).map_err(|e| self.error(e.to_string()))?;
+        let result = self
+            .update_table_item(table_key)
+            .update_expression("SET watermark = :w, watermark_run_id = :me")
+            .condition_expression("lease_run_id = :me")
+            .expression_attribute_values(":w", s(json))
+            .expression_attribute_values(":me", s(run_id.to_string()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        self.lease_checked(table_key, run_id, result).await
+    }
+
+    async fn clear_watermark(&self, table_key: &str, run_id: RunId) -> Result<()> {
+        let result = self
+            .update_table_item(table_key)
+            .update_expression("REMOVE watermark, watermark_run_id")
+            .condition_expression("lease_run_id = :me")
+            .expression_attribute_values(":me", s(run_id.to_string()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        self.lease_checked(table_key, run_id, result).await
+    }
+}
+
+#[async_trait]
+impl RunStore for DynamoStateStore {
     async fn create_run(&self, record: &RunRecord) -> Result<()> {
         check_new_run(record)?;
         let mut request = self
@@ -749,25 +822,68 @@ impl StateStore for DynamoStateStore {
     }
 
     async fn get_run(&self, run_id: RunId) -> Result<Option<RunRecord>> {
-        Ok(self.load_run(run_id).await?.map(|r| r.record))
+        let Some(mut stored) = self.load_run(run_id).await? else {
+            return Ok(None);
+        };
+        // The one place that reads every chunk item brings those that disagree with the
+        // run's expiry back in line (a changed retention).
+        let stale = std::mem::take(&mut stored.stale_chunk_expiry);
+        if !stale.is_empty() {
+            self.align_chunk_expiry(&stored.record, stale).await;
+        }
+        Ok(Some(stored.record))
+    }
+
+    async fn get_run_header(&self, run_id: RunId) -> Result<Option<RunRecord>> {
+        Ok(self.load_header(run_id).await?.map(|(record, _)| record))
+    }
+
+    async fn chunk_outcome(&self, run_id: RunId, chunk: u32) -> Result<Option<ChunkOutcome>> {
+        let Some(run) = self
+            .get_item(run_pk(run_id), "RUN")
+            .await?
+            .filter(|item| !expired(item, Utc::now()))
+        else {
+            return Err(StateError::RunNotFound(run_id));
+        };
+        // Only the attempt that was counted is the chunk's outcome.
+        let Some(attempt) = run
+            .get("chunk_attempts")
+            .and_then(|v| v.as_m().ok())
+            .and_then(|m| m.get(&chunk.to_string()))
+            .and_then(|v| v.as_s().ok())
+        else {
+            return Ok(None);
+        };
+        let Some(item) = self
+            .get_item(run_pk(run_id), &chunk_sk(chunk, attempt))
+            .await?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(self.decode(
+            &item,
+            "outcome",
+            &format!("run {run_id} chunk {chunk}"),
+        )?))
     }
 
     async fn update_run(&self, run_id: RunId, update: RunUpdate) -> Result<RunRecord> {
         let token = RunId::new().to_string();
         self.lock_run(run_id, &token).await?;
         let applied = async {
-            let stored = self
-                .load_run(run_id)
+            let (before, version) = self
+                .load_header(run_id)
                 .await?
                 .ok_or(StateError::RunNotFound(run_id))?;
-            let mut record = stored.record.clone();
+            let mut record = before.clone();
             update(&mut record).map_err(|message| StateError::Refused { run_id, message })?;
-            check_chunks_unchanged(run_id, &stored.record, &record)?;
+            check_chunks_unchanged(run_id, &before, &record)?;
             let values = self.record_values(&record)?;
-            Ok::<_, StateError>((stored, record, values))
+            Ok::<_, StateError>((before.status, version, record, values))
         }
         .await;
-        let (mut stored, record, values) = match applied {
+        let (old_status, version, record, values) = match applied {
             Ok(applied) => applied,
             Err(e) => {
                 self.unlock_run(run_id, &token).await;
@@ -790,17 +906,13 @@ impl StateStore for DynamoStateStore {
             .expression_attribute_names("#expires", EXPIRES_AT)
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":t", s(&token))
-            .expression_attribute_values(":old_status", s(stored.record.status.as_str()))
-            .expression_attribute_values(":version", n(stored.version));
+            .expression_attribute_values(":old_status", s(old_status.as_str()))
+            .expression_attribute_values(":version", n(version));
         for (name, value) in values {
             request = request.expression_attribute_values(name, value);
         }
         match request.send().await {
-            Ok(_) => {
-                let stale = std::mem::take(&mut stored.stale_chunk_expiry);
-                self.align_chunk_expiry(&record, stale).await;
-                Ok(record)
-            }
+            Ok(_) => Ok(record),
             Err(e) if is_condition_failed(&e) => Err(self.error(format!(
                 "run {run_id}: the update held the run's lock longer than {}s and lost it; nothing was written",
                 LOCK_TTL.num_seconds()
@@ -812,6 +924,52 @@ impl StateStore for DynamoStateStore {
         }
     }
 
+    async fn list_runs(&self, table_key: Option<&str>, limit: usize) -> Result<Vec<RunRecord>> {
+        let (index, hash, value) = match table_key {
+            Some(key) => (RUNS_BY_TABLE, "table_key", key),
+            None => (RUNS_BY_TIME, "run_kind", "RUN"),
+        };
+        let mut runs = Vec::new();
+        let mut start = None;
+        while runs.len() < limit {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(index)
+                .key_condition_expression("#h = :h")
+                .expression_attribute_names("#h", hash)
+                .expression_attribute_values(":h", s(value))
+                .scan_index_forward(false)
+                .limit(i32::try_from(limit - runs.len()).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| self.error(sdk_message(&e)))?;
+            let ids = page
+                .items()
+                .iter()
+                .filter_map(|item| get_s(item, "run_id")?.parse::<RunId>().ok());
+            for id in ids {
+                // The index is eventually consistent, and keys-only (it cannot filter on
+                // `expires_at`): a run it lists that the table no longer has, or that has
+                // expired, is skipped, and the next page fills its place.
+                if let Some(run) = self.get_run(id).await? {
+                    runs.push(run);
+                }
+            }
+            start = page.last_evaluated_key().cloned();
+            if start.is_none() {
+                break;
+            }
+        }
+        runs.truncate(limit);
+        Ok(runs)
+    }
+}
+
+#[async_trait]
+impl ChunkStore for DynamoStateStore {
     async fn record_chunk_done(
         &self,
         run_id: RunId,
@@ -1017,81 +1175,10 @@ impl StateStore for DynamoStateStore {
             Err(e) => Err(self.error(sdk_message(&e))),
         }
     }
+}
 
-    async fn commit_watermark(
-        &self,
-        table_key: &str,
-        run_id: RunId,
-        watermark: &ScalarValue,
-    ) -> Result<()> {
-        let json = serde_json::to_string(watermark).map_err(|e| self.error(e.to_string()))?;
-        let result = self
-            .update_table_item(table_key)
-            .update_expression("SET watermark = :w, watermark_run_id = :me")
-            .condition_expression("lease_run_id = :me")
-            .expression_attribute_values(":w", s(json))
-            .expression_attribute_values(":me", s(run_id.to_string()))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        self.lease_checked(table_key, run_id, result).await
-    }
-
-    async fn clear_watermark(&self, table_key: &str, run_id: RunId) -> Result<()> {
-        let result = self
-            .update_table_item(table_key)
-            .update_expression("REMOVE watermark, watermark_run_id")
-            .condition_expression("lease_run_id = :me")
-            .expression_attribute_values(":me", s(run_id.to_string()))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        self.lease_checked(table_key, run_id, result).await
-    }
-
-    async fn list_runs(&self, table_key: Option<&str>, limit: usize) -> Result<Vec<RunRecord>> {
-        let (index, hash, value) = match table_key {
-            Some(key) => (RUNS_BY_TABLE, "table_key", key),
-            None => (RUNS_BY_TIME, "run_kind", "RUN"),
-        };
-        let mut runs = Vec::new();
-        let mut start = None;
-        while runs.len() < limit {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(index)
-                .key_condition_expression("#h = :h")
-                .expression_attribute_names("#h", hash)
-                .expression_attribute_values(":h", s(value))
-                .scan_index_forward(false)
-                .limit(i32::try_from(limit - runs.len()).unwrap_or(i32::MAX))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| self.error(sdk_message(&e)))?;
-            let ids = page
-                .items()
-                .iter()
-                .filter_map(|item| get_s(item, "run_id")?.parse::<RunId>().ok());
-            for id in ids {
-                // The index is eventually consistent, and keys-only (it cannot filter on
-                // `expires_at`): a run it lists that the table no longer has, or that has
-                // expired, is skipped, and the next page fills its place.
-                if let Some(run) = self.get_run(id).await? {
-                    runs.push(run);
-                }
-            }
-            start = page.last_evaluated_key().cloned();
-            if start.is_none() {
-                break;
-            }
-        }
-        runs.truncate(limit);
-        Ok(runs)
-    }
-
+#[async_trait]
+impl BatchStore for DynamoStateStore {
     async fn create_batch(&self, batch: &BatchRecord) -> Result<bool> {
         let put = self
             .batch_put(batch)?
@@ -1118,7 +1205,10 @@ impl StateStore for DynamoStateStore {
             .map(|item| self.decode(&item, "record", &format!("batch {batch_id}")))
             .transpose()
     }
+}
 
+#[async_trait]
+impl SlotStore for DynamoStateStore {
     async fn acquire_source_slot(
         &self,
         source: &str,

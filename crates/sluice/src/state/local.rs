@@ -1,6 +1,9 @@
 //! The local state store: JSON files under a directory, for laptops, the demo and tests.
 //!
-//! `tables.json` holds per-table state; `runs/<run_id>.json` one record each;
+//! `tables.json` holds per-table state; `runs/<run_id>.json` one run's header each (its record
+//! without chunk outcomes: records written before chunks moved out may still hold them, and
+//! are read as they are); `chunks/<run_id>/<chunk:010>.json` one recorded chunk outcome each,
+//! so recording a chunk or updating a run reads one small file, not the whole run;
 //! `starts/<run_id>.json` a run's chunk-start claims; `slots.json` the held connection slots
 //! of every source (`connection.max_connections`). Every operation
 //! holds an exclusive lock on `.lock`, so two `sluice` processes on one machine see each
@@ -15,6 +18,8 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -23,12 +28,15 @@ use sluice_core::run::ChunkOutcome;
 use sluice_core::{RunId, RunRecord, RunStatus, ScalarValue};
 
 use super::{
-    ChunkDone, ChunkStart, HeldSlot, Lease, RECLAIM_AFTER, Result, RunUpdate, SlotAcquire,
-    SlotHolder, StateError, StateStore, TableState, check_chunks_unchanged, check_new_run,
+    BatchStore, ChunkDone, ChunkStart, ChunkStore, HeldSlot, Lease, LeaseStore, RECLAIM_AFTER,
+    Result, RunStore, RunUpdate, SlotAcquire, SlotHolder, SlotStore, StateError, TableState,
+    check_chunks_unchanged, check_new_run,
 };
 
 pub struct LocalStateStore {
     dir: PathBuf,
+    /// Documents read so far (see [`LocalStateStore::items_read`]).
+    reads: Arc<AtomicU64>,
 }
 
 impl LocalStateStore {
@@ -39,7 +47,17 @@ impl LocalStateStore {
             location: dir.display().to_string(),
             message: format!("cannot create the state directory: {e}"),
         })?;
-        Ok(LocalStateStore { dir })
+        Ok(LocalStateStore {
+            dir,
+            reads: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// State documents this store has read: each file counts one, and each chunk outcome a
+    /// run file still holds inside it one more. What a run costs in reads, for the test that
+    /// holds it linear in the run's chunks.
+    pub fn items_read(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
     }
 
     pub fn dir(&self) -> &Path {
@@ -79,6 +97,7 @@ impl LocalStateStore {
     ) -> Result<T> {
         let files = Files {
             dir: self.dir.clone(),
+            reads: self.reads.clone(),
         };
         let location = self.dir.display().to_string();
         tokio::task::spawn_blocking(move || {
@@ -104,6 +123,7 @@ impl LocalStateStore {
 
 struct Files {
     dir: PathBuf,
+    reads: Arc<AtomicU64>,
 }
 
 impl Files {
@@ -116,9 +136,12 @@ impl Files {
 
     fn read_json<T: serde::de::DeserializeOwned>(&self, path: &Path) -> Result<Option<T>> {
         match fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-                self.error(format!("{} is not valid state JSON: {e}", path.display()))
-            }),
+            Ok(bytes) => {
+                self.reads.fetch_add(1, Ordering::Relaxed);
+                serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                    self.error(format!("{} is not valid state JSON: {e}", path.display()))
+                })
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(self.error(format!("cannot read {}: {e}", path.display()))),
         }
@@ -162,8 +185,51 @@ impl Files {
         self.dir.join("runs").join(format!("{run_id}.json"))
     }
 
+    /// A run's header as stored (an older file may still hold chunk outcomes).
+    fn run_header(&self, run_id: RunId) -> Result<Option<RunRecord>> {
+        let header: Option<RunRecord> = self.read_json(&self.run_path(run_id))?;
+        if let Some(h) = &header {
+            self.reads
+                .fetch_add(h.chunks.len() as u64, Ordering::Relaxed);
+        }
+        Ok(header)
+    }
+
+    fn chunks_dir(&self, run_id: RunId) -> PathBuf {
+        self.dir.join("chunks").join(run_id.to_string())
+    }
+
+    fn chunk_path(&self, run_id: RunId, chunk: u32) -> PathBuf {
+        self.chunks_dir(run_id).join(format!("{chunk:010}.json"))
+    }
+
+    /// The chunks of a run recorded in files of their own, by number, without reading them.
+    fn recorded_chunk_files(&self, run_id: RunId) -> Result<Vec<u32>> {
+        let dir = self.chunks_dir(run_id);
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.error(format!("cannot list {}: {e}", dir.display()))),
+        };
+        Ok(entries
+            .filter_map(|entry| {
+                let name = entry.ok()?.file_name().into_string().ok()?;
+                name.strip_suffix(".json")?.parse().ok()
+            })
+            .collect())
+    }
+
+    /// A whole run: its header and every recorded chunk outcome.
     fn run(&self, run_id: RunId) -> Result<Option<RunRecord>> {
-        self.read_json(&self.run_path(run_id))
+        let Some(mut record) = self.run_header(run_id)? else {
+            return Ok(None);
+        };
+        for chunk in self.recorded_chunk_files(run_id)? {
+            if let Some(outcome) = self.read_json(&self.chunk_path(run_id, chunk))? {
+                record.chunks.insert(chunk, outcome);
+            }
+        }
+        Ok(Some(record))
     }
 
     /// `slots.json`: each source's held slots, by slot number. A released slot is removed.
@@ -197,7 +263,7 @@ struct StartClaim {
 }
 
 #[async_trait]
-impl StateStore for LocalStateStore {
+impl LeaseStore for LocalStateStore {
     async fn table_state(&self, table_key: &str) -> Result<TableState> {
         let key = table_key.to_owned();
         self.locked(move |f| Ok(f.tables()?.remove(&key).unwrap_or_default()))
@@ -227,7 +293,7 @@ impl StateStore for LocalStateStore {
                     });
                 }
                 // A crashed run's lease: take it over and say so in that run's record.
-                if let Some(mut crashed) = f.run(lease.run_id)? {
+                if let Some(mut crashed) = f.run_header(lease.run_id)? {
                     crashed.fail(
                         format!(
                             "lease expired at {}; taken over by run {run_id}",
@@ -309,6 +375,23 @@ impl StateStore for LocalStateStore {
         .await
     }
 
+    async fn commit_watermark(
+        &self,
+        table_key: &str,
+        run_id: RunId,
+        watermark: &ScalarValue,
+    ) -> Result<()> {
+        self.set_watermark(table_key, run_id, Some(watermark.clone()))
+            .await
+    }
+
+    async fn clear_watermark(&self, table_key: &str, run_id: RunId) -> Result<()> {
+        self.set_watermark(table_key, run_id, None).await
+    }
+}
+
+#[async_trait]
+impl RunStore for LocalStateStore {
     async fn create_run(&self, record: &RunRecord) -> Result<()> {
         check_new_run(record)?;
         let record = record.clone();
@@ -326,9 +409,36 @@ impl StateStore for LocalStateStore {
         self.locked(move |f| f.run(run_id)).await
     }
 
+    async fn get_run_header(&self, run_id: RunId) -> Result<Option<RunRecord>> {
+        self.locked(move |f| {
+            Ok(f.run_header(run_id)?.map(|mut header| {
+                header.chunks.clear();
+                header
+            }))
+        })
+        .await
+    }
+
+    async fn chunk_outcome(&self, run_id: RunId, chunk: u32) -> Result<Option<ChunkOutcome>> {
+        self.locked(move |f| {
+            let path = f.chunk_path(run_id, chunk);
+            if path.exists() {
+                return f.read_json(&path);
+            }
+            // A run recorded before chunks had files of their own.
+            let header = f
+                .run_header(run_id)?
+                .ok_or(StateError::RunNotFound(run_id))?;
+            Ok(header.chunks.get(&chunk).cloned())
+        })
+        .await
+    }
+
     async fn update_run(&self, run_id: RunId, update: RunUpdate) -> Result<RunRecord> {
         self.locked(move |f| {
-            let before = f.run(run_id)?.ok_or(StateError::RunNotFound(run_id))?;
+            let before = f
+                .run_header(run_id)?
+                .ok_or(StateError::RunNotFound(run_id))?;
             let mut record = before.clone();
             update(&mut record).map_err(|message| StateError::Refused { run_id, message })?;
             check_chunks_unchanged(run_id, &before, &record)?;
@@ -338,6 +448,37 @@ impl StateStore for LocalStateStore {
         .await
     }
 
+    async fn list_runs(&self, table_key: Option<&str>, limit: usize) -> Result<Vec<RunRecord>> {
+        let key = table_key.map(str::to_owned);
+        self.locked(move |f| {
+            let dir = f.dir.join("runs");
+            let mut ids: Vec<RunId> = fs::read_dir(&dir)
+                .map_err(|e| f.error(format!("cannot list {}: {e}", dir.display())))?
+                .filter_map(|entry| {
+                    let name = entry.ok()?.file_name().into_string().ok()?;
+                    name.strip_suffix(".json")?.parse().ok()
+                })
+                .collect();
+            ids.sort_unstable_by(|a, b| b.cmp(a));
+            let mut runs = Vec::new();
+            for id in ids {
+                if runs.len() >= limit {
+                    break;
+                }
+                if let Some(run) = f.run(id)?
+                    && key.as_ref().is_none_or(|k| &run.table_key == k)
+                {
+                    runs.push(run);
+                }
+            }
+            Ok(runs)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl ChunkStore for LocalStateStore {
     async fn record_chunk_done(
         &self,
         run_id: RunId,
@@ -346,18 +487,28 @@ impl StateStore for LocalStateStore {
     ) -> Result<ChunkDone> {
         let outcome = outcome.clone();
         self.locked(move |f| {
-            let mut record = f.run(run_id)?.ok_or(StateError::RunNotFound(run_id))?;
-            let total = super::planned_chunks(&record)?;
-            let newly_recorded = !record.chunks.contains_key(&chunk);
+            let mut header = f
+                .run_header(run_id)?
+                .ok_or(StateError::RunNotFound(run_id))?;
+            let total = super::planned_chunks(&header)?;
+            let path = f.chunk_path(run_id, chunk);
+            let newly_recorded = !path.exists() && !header.chunks.contains_key(&chunk);
             if newly_recorded {
-                if record.status != RunStatus::Extracting {
-                    return Err(super::chunk_refused(run_id, chunk, record.status));
+                if header.status != RunStatus::Extracting {
+                    return Err(super::chunk_refused(run_id, chunk, header.status));
                 }
-                record.chunks.insert(chunk, outcome);
-                record.updated_at = Utc::now();
-                f.write_json(&f.run_path(run_id), &record)?;
+                let dir = f.chunks_dir(run_id);
+                fs::create_dir_all(&dir)
+                    .map_err(|e| f.error(format!("cannot create {}: {e}", dir.display())))?;
+                f.write_json(&path, &outcome)?;
+                header.updated_at = Utc::now();
+                f.write_json(&f.run_path(run_id), &header)?;
             }
-            let done = u32::try_from(record.chunks.len()).unwrap_or(u32::MAX);
+            let mut recorded = f.recorded_chunk_files(run_id)?;
+            recorded.extend(header.chunks.keys());
+            recorded.sort_unstable();
+            recorded.dedup();
+            let done = u32::try_from(recorded.len()).unwrap_or(u32::MAX);
             Ok(ChunkDone {
                 newly_recorded,
                 done,
@@ -424,49 +575,10 @@ impl StateStore for LocalStateStore {
         })
         .await
     }
+}
 
-    async fn commit_watermark(
-        &self,
-        table_key: &str,
-        run_id: RunId,
-        watermark: &ScalarValue,
-    ) -> Result<()> {
-        self.set_watermark(table_key, run_id, Some(watermark.clone()))
-            .await
-    }
-
-    async fn clear_watermark(&self, table_key: &str, run_id: RunId) -> Result<()> {
-        self.set_watermark(table_key, run_id, None).await
-    }
-
-    async fn list_runs(&self, table_key: Option<&str>, limit: usize) -> Result<Vec<RunRecord>> {
-        let key = table_key.map(str::to_owned);
-        self.locked(move |f| {
-            let dir = f.dir.join("runs");
-            let mut ids: Vec<RunId> = fs::read_dir(&dir)
-                .map_err(|e| f.error(format!("cannot list {}: {e}", dir.display())))?
-                .filter_map(|entry| {
-                    let name = entry.ok()?.file_name().into_string().ok()?;
-                    name.strip_suffix(".json")?.parse().ok()
-                })
-                .collect();
-            ids.sort_unstable_by(|a, b| b.cmp(a));
-            let mut runs = Vec::new();
-            for id in ids {
-                if runs.len() >= limit {
-                    break;
-                }
-                if let Some(run) = f.run(id)?
-                    && key.as_ref().is_none_or(|k| &run.table_key == k)
-                {
-                    runs.push(run);
-                }
-            }
-            Ok(runs)
-        })
-        .await
-    }
-
+#[async_trait]
+impl BatchStore for LocalStateStore {
     async fn create_batch(&self, batch: &BatchRecord) -> Result<bool> {
         let batch = batch.clone();
         self.locked(move |f| {
@@ -497,7 +609,10 @@ impl StateStore for LocalStateStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl SlotStore for LocalStateStore {
     async fn acquire_source_slot(
         &self,
         source: &str,

@@ -1,11 +1,11 @@
 //! The `StateStore` port: watermarks, leases and run records.
 //!
 //! Every store gives the same guarantees: a lease is held by one run at a time; a run record
-//! changes only through [`StateStore::update_run`], whose update may refuse (e.g. a status
+//! changes only through [`RunStore::update_run`], whose update may refuse (e.g. a status
 //! transition that is not allowed) and then changes nothing; a chunk's outcome is recorded
-//! once, through [`StateStore::record_chunk_done`], which also tells exactly one caller that
+//! once, through [`ChunkStore::record_chunk_done`], which also tells exactly one caller that
 //! the last chunk is done; a chunk's start is claimed once, through
-//! [`StateStore::claim_chunk_start`], so a serverless run keeps its concurrency bound even when
+//! [`ChunkStore::claim_chunk_start`], so a serverless run keeps its concurrency bound even when
 //! an event is delivered twice; the watermark is committed only by the run holding the lease;
 //! a source's connection slot (`connection.max_connections`) has at most one live holder, so
 //! no more holders than slots are ever live at once, whichever process they run in.
@@ -19,6 +19,11 @@
 pub mod dynamo;
 pub mod local;
 pub mod slots;
+
+/// The store traits, to call a concrete store's methods: `use sluice::state::prelude::*;`.
+pub mod prelude {
+    pub use super::{BatchStore, ChunkStore, LeaseStore, RunStore, SlotStore, StateStore};
+}
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -52,7 +57,7 @@ pub type Result<T, E = StateError> = std::result::Result<T, E>;
 
 /// A change to a run record, applied atomically; returning `Err` leaves the record as it was.
 /// It runs exactly once, on the current record, while no other update of that run can
-/// interleave. Chunks are not changed this way (see [`StateStore::record_chunk_done`]): an
+/// interleave. Chunks are not changed this way (see [`ChunkStore::record_chunk_done`]): an
 /// update that changes `chunks` is refused.
 pub type RunUpdate = Box<dyn FnOnce(&mut RunRecord) -> Result<(), String> + Send>;
 
@@ -69,11 +74,11 @@ pub struct ChunkDone {
     pub is_last: bool,
 }
 
-/// What claiming the start of a chunk found (see [`StateStore::claim_chunk_start`]).
+/// What claiming the start of a chunk found (see [`ChunkStore::claim_chunk_start`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChunkStart {
     /// The caller holds the claim and should start the chunk, then record it with
-    /// [`StateStore::chunk_started`]: the first claim, or the same claimer again after an
+    /// [`ChunkStore::chunk_started`]: the first claim, or the same claimer again after an
     /// attempt that claimed but never recorded the start (it may have died before invoking).
     Claimed,
     /// The chunk's start was recorded: it is running or ran. Start nothing.
@@ -82,7 +87,7 @@ pub enum ChunkStart {
     ClaimedBy(u32),
 }
 
-/// Refuses an update that touched `chunks`, which only [`StateStore::record_chunk_done`] may
+/// Refuses an update that touched `chunks`, which only [`ChunkStore::record_chunk_done`] may
 /// change (a DynamoDB run keeps them beside its record, not in it).
 pub(crate) fn check_chunks_unchanged(
     run_id: RunId,
@@ -143,7 +148,7 @@ pub struct Lease {
     pub expires_at: DateTime<Utc>,
 }
 
-/// Who holds one of a source's connection slots (see [`StateStore::acquire_source_slot`]).
+/// Who holds one of a source's connection slots (see [`SlotStore::acquire_source_slot`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SlotHolder {
     pub run_id: RunId,
@@ -214,8 +219,9 @@ pub struct TableState {
     pub lease: Option<Lease>,
 }
 
+/// A table's lease and watermark: who may run it, and where its next incremental read starts.
 #[async_trait]
-pub trait StateStore: Send + Sync {
+pub trait LeaseStore: Send + Sync {
     async fn table_state(&self, table_key: &str) -> Result<TableState>;
 
     /// Takes the table's lease for `run_id` until `expires_at`. A live lease of another run
@@ -235,7 +241,7 @@ pub trait StateStore: Send + Sync {
     /// when another run holds it or nobody does. It never brings an expiry closer: a late,
     /// short renewal (a duplicate planner's) must not cut the lease a planned run already
     /// lengthened. Live work calls it so a short lease does not lapse under it; unlike
-    /// [`StateStore::acquire_lease`] it never takes a free table.
+    /// [`LeaseStore::acquire_lease`] it never takes a free table.
     async fn renew_lease(
         &self,
         table_key: &str,
@@ -247,7 +253,7 @@ pub trait StateStore: Send + Sync {
     /// process) until `expires_at`, whatever its expiry, but only while `from` holds it:
     /// `false` when another run holds it or nobody does, and then nothing changes. The caller
     /// has decided `from` is dead (its lease expired, its local process is gone) or an
-    /// operator said so (`sluice run --takeover`); unlike [`StateStore::acquire_lease`] it
+    /// operator said so (`sluice run --takeover`); unlike [`LeaseStore::acquire_lease`] it
     /// leaves `from`'s record alone, so the caller can resume that run or fail it with its
     /// own reason. Two takers racing for one dead holder: exactly one gets `true`.
     async fn take_over_lease(
@@ -261,13 +267,47 @@ pub trait StateStore: Send + Sync {
     /// Gives the lease up if `run_id` holds it; otherwise does nothing.
     async fn release_lease(&self, table_key: &str, run_id: RunId) -> Result<()>;
 
+    /// Sets the table's watermark, only if `run_id` still holds the lease.
+    async fn commit_watermark(
+        &self,
+        table_key: &str,
+        run_id: RunId,
+        watermark: &ScalarValue,
+    ) -> Result<()>;
+
+    /// Removes the table's watermark (the next incremental run reads everything), only if
+    /// `run_id` holds the lease. For operators' resets and backfills.
+    async fn clear_watermark(&self, table_key: &str, run_id: RunId) -> Result<()>;
+}
+
+/// Run records. A run's *header* is its record without its chunk outcomes: reading or updating
+/// it costs the same however many chunks the run has. Only [`RunStore::get_run`] and
+/// [`RunStore::list_runs`] read the chunks (the manifest and the status story need them), so a
+/// run of `n` chunks costs state reads linear in `n`.
+#[async_trait]
+pub trait RunStore: Send + Sync {
     async fn create_run(&self, record: &RunRecord) -> Result<()>;
 
     async fn get_run(&self, run_id: RunId) -> Result<Option<RunRecord>>;
 
-    /// Applies `update` to the stored record atomically and returns the new record.
+    /// Applies `update` to the stored header atomically and returns the new header: the
+    /// closure sees the record without its chunk outcomes, and what it returns has none.
     async fn update_run(&self, run_id: RunId, update: RunUpdate) -> Result<RunRecord>;
 
+    /// The newest runs first, optionally of one table.
+    async fn list_runs(&self, table_key: Option<&str>, limit: usize) -> Result<Vec<RunRecord>>;
+
+    /// The run's header: its record without chunk outcomes (`chunks` empty), whatever its
+    /// size. `None` as [`RunStore::get_run`].
+    async fn get_run_header(&self, run_id: RunId) -> Result<Option<RunRecord>>;
+
+    /// The recorded outcome of one chunk of a run, if it was recorded (the one that counted).
+    async fn chunk_outcome(&self, run_id: RunId, chunk: u32) -> Result<Option<ChunkOutcome>>;
+}
+
+/// A run's chunks as they end and start: each recorded once, each started once.
+#[async_trait]
+pub trait ChunkStore: Send + Sync {
     /// Records chunk `chunk` of a run in EXTRACTING as done with `outcome`, once: a repeated
     /// call for the same chunk changes nothing and answers `newly_recorded: false`. Of all
     /// calls for a run, exactly one answers `is_last: true`. A run in any other status is
@@ -283,7 +323,7 @@ pub trait StateStore: Send + Sync {
     /// starts it) at `now`. Lambda may deliver an async event more than once, so the extract
     /// of one chunk can run twice, even at the same time; the claim makes its successor start
     /// once: the first claimer gets [`ChunkStart::Claimed`]. Until the start is recorded with
-    /// [`StateStore::chunk_started`], the same claimer gets it again only once the claim is
+    /// [`ChunkStore::chunk_started`], the same claimer gets it again only once the claim is
     /// [`RECLAIM_AFTER`] old (a retry of an attempt that died between claim and invoke, which
     /// Lambda sends a minute later at the earliest); a claim younger than that, or another
     /// claimer's, answers [`ChunkStart::ClaimedBy`]. After the start is recorded every claim
@@ -300,22 +340,11 @@ pub trait StateStore: Send + Sync {
     /// Records that chunk `chunk` of a run was started (its invoke accepted), so later claims
     /// answer [`ChunkStart::Started`]. Repeating it changes nothing.
     async fn chunk_started(&self, run_id: RunId, chunk: u32) -> Result<()>;
+}
 
-    /// Sets the table's watermark, only if `run_id` still holds the lease.
-    async fn commit_watermark(
-        &self,
-        table_key: &str,
-        run_id: RunId,
-        watermark: &ScalarValue,
-    ) -> Result<()>;
-
-    /// Removes the table's watermark (the next incremental run reads everything), only if
-    /// `run_id` holds the lease. For operators' resets and backfills.
-    async fn clear_watermark(&self, table_key: &str, run_id: RunId) -> Result<()>;
-
-    /// The newest runs first, optionally of one table.
-    async fn list_runs(&self, table_key: Option<&str>, limit: usize) -> Result<Vec<RunRecord>>;
-
+/// External-function batches (a Snowflake query's rows and the runs they started).
+#[async_trait]
+pub trait BatchStore: Send + Sync {
     /// Records a new external-function batch, only if its id is new: `false` when a batch
     /// with that id exists (a retried request), which then starts nothing.
     async fn create_batch(&self, batch: &BatchRecord) -> Result<bool>;
@@ -324,7 +353,11 @@ pub trait StateStore: Send + Sync {
     async fn save_batch(&self, batch: &BatchRecord) -> Result<()>;
 
     async fn get_batch(&self, batch_id: &str) -> Result<Option<BatchRecord>>;
+}
 
+/// The connection slots of sources with `connection.max_connections`.
+#[async_trait]
+pub trait SlotStore: Send + Sync {
     /// Takes one of the connection slots `0..slots` of source `source` for `holder` until
     /// `expires_at`: a slot nobody holds, or one whose holder's expiry had passed at `now` (it
     /// died without releasing), or the one `holder` (its token) holds already, so a retried
@@ -357,8 +390,14 @@ pub trait StateStore: Send + Sync {
     -> Result<()>;
 }
 
+/// Everything a run keeps in a store, by concern: a store implements each part, and the
+/// pipeline holds one `Arc<dyn StateStore>`.
+pub trait StateStore: LeaseStore + RunStore + ChunkStore + BatchStore + SlotStore {}
+
+impl<T: LeaseStore + RunStore + ChunkStore + BatchStore + SlotStore> StateStore for T {}
+
 /// How old a chunk-start claim must be before its own claimer may take it again (see
-/// [`StateStore::claim_chunk_start`]). Lambda retries a failed asynchronous event after about
+/// [`ChunkStore::claim_chunk_start`]). Lambda retries a failed asynchronous event after about
 /// a minute, then two (<https://docs.aws.amazon.com/lambda/latest/dg/invocation-async-error-handling.html>),
 /// while a claim, its invoke and the recorded start take a second or two: a younger claim is a
 /// duplicate delivery running alongside, which must not start the chunk a second time.

@@ -2,7 +2,7 @@
 //! wait for a free slot, hold it for as long as a connection to the source is open, and give
 //! it back on every path.
 //!
-//! The slots live in the state store ([`StateStore::acquire_source_slot`]), so the cap holds
+//! The slots live in the state store ([`SlotStore::acquire_source_slot`]), so the cap holds
 //! across everything that shares it: concurrent Lambda invocations, several local runs, any
 //! mix of runs and tables of one source. A slot is taken with an expiry and renewed while its
 //! holder works, rather than taken once for the longest a chunk may run: a local chunk has no
