@@ -1,5 +1,6 @@
 //! The extract function, the one that talks to sources: plans a run the trigger recorded and
-//! starts its first chunks, or extracts one chunk of one run to S3 as Parquet. The call that
+//! starts its first chunks, resumes a run the trigger took over from a dead holder, or
+//! extracts one chunk of one run to S3 as Parquet. The call that
 //! records a run's last chunk invokes `finalize`. A retryable error asks Lambda to retry the
 //! event; any other fails the run at once; a chunk or a plan that would outrun its time fails
 //! its run cleanly instead.
@@ -24,6 +25,10 @@ async fn handle(functions: &Functions, event: LambdaEvent<Value>) -> Result<Valu
         ExtractFunctionEvent::Plan(plan) => {
             let done = functions.plan(plan, time_left).await;
             functions.settle(plan.plan_run, None, done).await?
+        }
+        ExtractFunctionEvent::Resume(resume) => {
+            let done = functions.resume(resume).await;
+            functions.settle(resume.resume_run, None, done).await?
         }
     };
     answer(outcome)

@@ -160,7 +160,9 @@ impl FinalizeFunctionEvent {
 /// What reaches extract: a run to plan, or a chunk to extract.
 pub fn parse_extract_event(payload: Value) -> Result<ExtractFunctionEvent, String> {
     serde_json::from_value(payload).map_err(|e| {
-        format!("expected {{\"run_id\": \"…\", \"chunk\": n}} or {{\"plan_run\": \"…\"}}: {e}")
+        format!(
+            "expected {{\"run_id\": \"…\", \"chunk\": n}}, {{\"plan_run\": \"…\"}} or {{\"resume_run\": \"…\"}}: {e}"
+        )
     })
 }
 

@@ -24,12 +24,13 @@ use thiserror::Error;
 use tracing::{Instrument, info, info_span, warn};
 
 use sluice::state::{ChunkStart, StateError};
-use sluice::{PipelineError, Quiet};
+use sluice::{PipelineError, Quiet, RunStart, Started as RunStarted};
 
 use crate::deployment::{Deployment, DeploymentError};
 use crate::events::{DestinationRecord, ExhaustedEvent, TriggerTables};
 use crate::invoke::{
-    ExtractEvent, ExtractFunctionEvent, FinalizeEvent, InvokeError, PlanEvent, event_bytes,
+    ExtractEvent, ExtractFunctionEvent, FinalizeEvent, InvokeError, PlanEvent, ResumeEvent,
+    event_bytes,
 };
 
 /// Rows of one batch started at once: each is a few state writes and one invoke.
@@ -186,6 +187,15 @@ pub struct SelectedRun {
 
 pub struct Functions {
     pub deployment: Deployment,
+}
+
+/// The step whose event Lambda gave up on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Planning,
+    Resuming,
+    Extracting,
+    Finalizing,
 }
 
 impl Functions {
@@ -485,26 +495,49 @@ impl Functions {
         };
         let now = Utc::now();
         let lease_until = now + self.plan_timeout();
-        let record = match pipeline.open_run(&key, full_reload, now, lease_until).await {
-            Ok(record) => record,
+        let start = RunStart {
+            full_reload,
+            take_over: false,
+        };
+        let started = match pipeline
+            .start_run_until(table, start, now, lease_until)
+            .await
+        {
+            Ok(started) => started,
             Err(PipelineError::State(StateError::AlreadyRunning { run_id, .. })) => {
                 return Started::Answer(AlreadyRunning::new(&key, run_id).into());
             }
             Err(e) => return Started::Answer(RowError::for_table(&key, e.to_string()).into()),
+        };
+        // A new run goes to extract to be planned; a dead holder's run, taken over, to be
+        // resumed.
+        let (record, event, what) = match started {
+            RunStarted::New(record) => {
+                let event = event_bytes(&PlanEvent {
+                    plan_run: record.run_id,
+                });
+                (record, event, "run recorded; extract plans it")
+            }
+            RunStarted::Resumed(record) => {
+                let event = event_bytes(&ResumeEvent {
+                    resume_run: record.run_id,
+                });
+                (record, event, "run taken over; extract resumes it")
+            }
         };
         let run_id = record.run_id;
         let handed = async {
             let function = self.extract_function()?;
             self.deployment
                 .invoker
-                .invoke_async(function, event_bytes(&PlanEvent { plan_run: run_id }))
+                .invoke_async(function, event)
                 .await?;
             Ok::<_, ServerlessError>(())
         }
         .await;
         match handed {
             Ok(()) => {
-                info!(%run_id, table = %key, "run recorded; extract plans it");
+                info!(%run_id, table = %key, "{what}");
                 Started::Run(Box::new(record))
             }
             Err(e) => match pipeline
@@ -734,6 +767,80 @@ impl Functions {
         }
     }
 
+    /// Carries on a run the trigger took over from a holder that died (its lease lapsed with
+    /// the run unfinished): lengthens the lease, removes what the dead invocations left of the
+    /// chunks not recorded done, and starts again, in each chain of chunks, the first chunk
+    /// not done (or finalize, when every chunk is done); the chains go on from there as
+    /// usual. The chunks done are kept. An `Err` asks Lambda to retry.
+    pub async fn resume(&self, event: ResumeEvent) -> Result<StepOutcome> {
+        let run_id = event.resume_run;
+        async {
+            let state = &self.deployment.state;
+            // The whole run, once: which chunks are done, and their files.
+            let Some(record) = state.get_run(run_id).await? else {
+                return Err(StateError::RunNotFound(run_id).into());
+            };
+            tracing::Span::current().record("table", record.table_key.as_str());
+            if record.status.is_terminal() {
+                info!(status = %record.status, "run already ended; nothing to resume");
+                return Ok(StepOutcome::Skipped {
+                    run_id,
+                    chunk: None,
+                    skipped: record.status,
+                });
+            }
+            let lease_until = Utc::now()
+                + chrono::Duration::from_std(self.deployment.settings.lease_ttl)
+                    .unwrap_or(chrono::Duration::minutes(15));
+            if !state
+                .renew_lease(&record.table_key, run_id, lease_until)
+                .await?
+            {
+                info!("the run no longer holds its table's lease; not resumed");
+                return Ok(StepOutcome::run(&record));
+            }
+            let Some(plan) = record.plan.as_ref() else {
+                let pipeline = self.deployment.pipeline(&Config::default(), &[]).await?;
+                let record = pipeline
+                    .fail_run(run_id, "cannot resume a run without a plan".into(), None)
+                    .await?;
+                return Ok(StepOutcome::run(&record));
+            };
+            let pipeline = self.deployment.pipeline(&Config::default(), &[]).await?;
+            pipeline.remove_leftovers(&record).await;
+            let total = u32::try_from(plan.chunks.len()).unwrap_or(u32::MAX);
+            let chains = ChunkChains::new(total, plan.extract_concurrency());
+            let restart = chains.resume_points(|c| record.chunks.contains_key(&c));
+            if restart.is_empty() {
+                let function = self.finalize_function()?;
+                self.deployment
+                    .invoker
+                    .invoke_async(function, event_bytes(&FinalizeEvent { run_id }))
+                    .await?;
+                info!("every chunk was done; finalize invoked");
+                return Ok(StepOutcome::run(&record));
+            }
+            let function = self.extract_function()?;
+            for chunk in &restart {
+                self.deployment
+                    .invoker
+                    .invoke_async(
+                        function,
+                        event_bytes(&ExtractEvent {
+                            run_id,
+                            chunk: *chunk,
+                        }),
+                    )
+                    .await?;
+                state.chunk_started(run_id, *chunk).await?;
+            }
+            info!(done = record.chunks.len(), total, restarted = ?restart, "run resumed");
+            Ok(StepOutcome::run(&record))
+        }
+        .instrument(info_span!("resume", %run_id, table = tracing::field::Empty))
+        .await
+    }
+
     // ---- extract ---------------------------------------------------------------------------
 
     /// Extracts one chunk. `time_left` is what remains of the invocation: a chunk that cannot
@@ -939,14 +1046,19 @@ impl Functions {
     /// An event that failed every attempt (Lambda's on-failure destination): its run is
     /// marked FAILED with the last error. A run that already ended is left as it is.
     pub async fn record_exhausted(&self, record: &DestinationRecord) -> Result<StepOutcome> {
-        let (run_id, chunk, planning) = match record.exhausted_event() {
+        // The crash matrix kills the destination here, to leave a run no invocation carries on.
+        fail::fail_point!("destination-before-record");
+        let (run_id, chunk, step) = match record.exhausted_event() {
             Some(ExhaustedEvent::Extract(ExtractFunctionEvent::Chunk(e))) => {
-                (e.run_id, Some(e.chunk), false)
+                (e.run_id, Some(e.chunk), Step::Extracting)
             }
             Some(ExhaustedEvent::Extract(ExtractFunctionEvent::Plan(p))) => {
-                (p.plan_run, None, true)
+                (p.plan_run, None, Step::Planning)
             }
-            Some(ExhaustedEvent::Finalize(f)) => (f.run_id, None, false),
+            Some(ExhaustedEvent::Extract(ExtractFunctionEvent::Resume(r))) => {
+                (r.resume_run, None, Step::Resuming)
+            }
+            Some(ExhaustedEvent::Finalize(f)) => (f.run_id, None, Step::Finalizing),
             None => {
                 warn!(payload = %record.request_payload, "on-failure record for an event that is not sluice's; ignored");
                 return Ok(StepOutcome::Ignored {
@@ -970,10 +1082,12 @@ impl Functions {
             .error_message
             .as_deref()
             .unwrap_or("no error message");
-        let what = match (chunk, planning) {
-            (Some(c), _) => format!("extracting chunk {c}"),
-            (None, true) => "planning".to_owned(),
-            (None, false) => "finalizing".to_owned(),
+        let what = match (step, chunk) {
+            (Step::Extracting, Some(c)) => format!("extracting chunk {c}"),
+            (Step::Extracting, None) => "extracting".to_owned(),
+            (Step::Planning, _) => "planning".to_owned(),
+            (Step::Resuming, _) => "resuming".to_owned(),
+            (Step::Finalizing, _) => "finalizing".to_owned(),
         };
         let message = format!("{what} failed after {attempts} attempts: {error}");
         let pipeline = self.deployment.pipeline(&Config::default(), &[]).await?;

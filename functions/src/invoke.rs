@@ -39,12 +39,21 @@ pub struct PlanEvent {
     pub plan_run: RunId,
 }
 
-/// What the extract function receives: a chunk to extract, or a run to plan.
+/// The event `extract` receives to carry on a run the trigger took over from a holder that
+/// died: its leftovers removed, its unfinished chunks started again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResumeEvent {
+    pub resume_run: RunId,
+}
+
+/// What the extract function receives: a chunk to extract, a run to plan, or one to resume.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum ExtractFunctionEvent {
     Chunk(ExtractEvent),
     Plan(PlanEvent),
+    Resume(ResumeEvent),
 }
 
 /// The event `finalize` receives when a run's last chunk is done.

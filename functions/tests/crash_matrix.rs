@@ -9,9 +9,66 @@
 
 use std::path::PathBuf;
 
-use sluice_core::Config;
+use serde_json::json;
+use sluice::state::dynamo::DynamoStateStore;
+use sluice::state::prelude::*;
+use sluice_core::{Config, RunStatus};
 use sluice_tests::crash::{ORDERS, POINTS, Recovery, change_orders, print_matrix};
 use sluice_tests::stack::{LocalStack, StackOptions};
+
+/// A stack for the crash tests: every function re-arms its failpoints from the returned
+/// file at each invocation; `env` adds settings.
+async fn crash_stack(
+    label: &str,
+    db: &sluice_tests::TestDb,
+    env: &[(&str, &str)],
+) -> (LocalStack, PathBuf) {
+    let config = Config::from_yaml(&sluice_tests::shop_config(db, ORDERS), "test").unwrap();
+    let failpoints =
+        std::env::temp_dir().join(format!("sluice-{label}-failpoints-{}", std::process::id()));
+    std::fs::write(&failpoints, "").unwrap();
+    let bin_dir = PathBuf::from(env!("CARGO_BIN_EXE_trigger"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let mut settings = vec![(
+        "SLUICE_FAILPOINTS_FILE".to_owned(),
+        failpoints.display().to_string(),
+    )];
+    settings.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    let stack = LocalStack::start(
+        label,
+        &config,
+        &StackOptions {
+            bin_dir,
+            extract_failpoints: None,
+            log_dir: std::env::temp_dir()
+                .join(format!("sluice-stack-{label}-{}", std::process::id())),
+            env: settings,
+            extract_instances: 1,
+            duplicate_extract: false,
+        },
+    )
+    .await;
+    (stack, failpoints)
+}
+
+fn recovery<'a>(
+    s: &'a LocalStack,
+    pg: &'a sluice_tests::Client,
+    s3: &'a aws_sdk_s3::Client,
+    state: &'a DynamoStateStore,
+) -> Recovery<'a> {
+    Recovery {
+        pg,
+        s3,
+        bucket: &s.bucket,
+        table_dir: format!("{}/postgres/shop/public.orders", s.prefix),
+        warehouse: &s.snowflake,
+        staging: format!("\"{}\".STAGING.SHOP_PUBLIC_ORDERS", s.database),
+        state,
+    }
+}
 
 #[tokio::test]
 #[cfg_attr(
@@ -21,42 +78,10 @@ use sluice_tests::stack::{LocalStack, StackOptions};
 async fn the_functions_recover_exactly_from_a_crash_at_every_boundary() {
     let db = sluice_tests::shop_db("fn_matrix").await;
     let pg = db.client().await;
-    let config = Config::from_yaml(&sluice_tests::shop_config(&db, ORDERS), "test").unwrap();
-    let failpoints =
-        std::env::temp_dir().join(format!("sluice-fnmatrix-failpoints-{}", std::process::id()));
-    std::fs::write(&failpoints, "").unwrap();
-    let bin_dir = PathBuf::from(env!("CARGO_BIN_EXE_trigger"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let s = LocalStack::start(
-        "fnmatrix",
-        &config,
-        &StackOptions {
-            bin_dir,
-            extract_failpoints: None,
-            log_dir: std::env::temp_dir()
-                .join(format!("sluice-stack-fnmatrix-{}", std::process::id())),
-            env: vec![(
-                "SLUICE_FAILPOINTS_FILE".into(),
-                failpoints.display().to_string(),
-            )],
-            extract_instances: 1,
-            duplicate_extract: false,
-        },
-    )
-    .await;
+    let (s, failpoints) = crash_stack("fnmatrix", &db, &[]).await;
     let s3 = sluice_tests::s3::s3_client(&s.moto.sdk_config().await);
     let state = s.state().await;
-    let recovery = Recovery {
-        pg: &pg,
-        s3: &s3,
-        bucket: &s.bucket,
-        table_dir: format!("{}/postgres/shop/public.orders", s.prefix),
-        warehouse: &s.snowflake,
-        staging: format!("\"{}\".STAGING.SHOP_PUBLIC_ORDERS", s.database),
-        state: &state,
-    };
+    let recovery = recovery(&s, &pg, &s3, &state);
     let failed_attempts = || {
         s.log_lines("lambda-shim")
             .iter()
@@ -101,4 +126,83 @@ async fn the_functions_recover_exactly_from_a_crash_at_every_boundary() {
         ));
     }
     print_matrix("serverless", &matrix);
+}
+
+/// A run whose every invocation died, the on-failure destination too, is left unfinished
+/// with its lease: once the lease lapses (`SLUICE_LEASE_TTL`, here a minute), the next call
+/// for the table takes the run over and resumes it under its id, keeping its done chunk.
+#[tokio::test]
+#[cfg_attr(
+    not(feature = "failpoints"),
+    ignore = "needs the failpoints feature: cargo test --features sluice-functions/failpoints"
+)]
+async fn a_run_nothing_carries_on_is_resumed_by_the_next_call_once_its_lease_lapses() {
+    let db = sluice_tests::shop_db("fn_resume").await;
+    let pg = db.client().await;
+    let (s, failpoints) = crash_stack(
+        "fnresume",
+        &db,
+        &[("SLUICE_LEASE_TTL", "1m"), ("SLUICE_PLAN_TIMEOUT", "30s")],
+    )
+    .await;
+    let s3 = sluice_tests::s3::s3_client(&s.moto.sdk_config().await);
+    let state = s.state().await;
+    let recovery = recovery(&s, &pg, &s3, &state);
+    // Chunk 1 crashes at every attempt, and so does the destination that would fail the run.
+    std::fs::write(
+        &failpoints,
+        "extract-after-batch=1*off->panic\ndestination-before-record=panic\n",
+    )
+    .unwrap();
+    let batch_id = sluice_tests::stack::real_shape_batch_id();
+    let (code, body) = s
+        .call(
+            reqwest::Method::POST,
+            "ingest",
+            Some(&batch_id),
+            Some(json!([[0, "shop", "public.orders"]])),
+        )
+        .await;
+    assert_eq!(code, 202, "{body}");
+    let stats = s.settle().await;
+    std::fs::write(&failpoints, "").unwrap();
+    let runs = state
+        .list_runs(Some("shop/public.orders"), 10)
+        .await
+        .unwrap();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let dead = runs[0].clone();
+    assert_eq!(dead.status, RunStatus::Extracting, "{stats}; {dead:?}");
+    assert_eq!(dead.chunks.keys().copied().collect::<Vec<_>>(), vec![0]);
+    // Until the lease lapses, the table is held.
+    let held = s.ingest(&[("shop", "public.orders")]).await;
+    assert_eq!(held[0]["status"], "ALREADY_RUNNING", "{}", held[0]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    while let Some(lease) = state.table_state("shop/public.orders").await.unwrap().lease {
+        if lease.expires_at <= chrono::Utc::now() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lease never lapsed: {lease:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
+
+    let resumed = s.ingest(&[("shop", "public.orders")]).await;
+    assert_eq!(resumed[0]["status"], "COMPLETED", "{}", resumed[0]);
+    assert_eq!(
+        resumed[0]["run_id"],
+        dead.run_id.to_string(),
+        "the same run, resumed"
+    );
+    let run = state.get_run(dead.run_id).await.unwrap().unwrap();
+    assert_eq!(run.resumptions.len(), 1, "{run:?}");
+    assert_eq!(run.resumptions[0].chunks_done, 1);
+    assert_eq!(run.chunks[&0], dead.chunks[&0], "the done chunk was kept");
+    assert_eq!(
+        s.settle().await["destinations_sent"],
+        stats["destinations_sent"]
+    );
+    recovery.assert_exact().await;
 }

@@ -214,6 +214,7 @@ async fn deliver_next(functions: &Functions, queue: &Queue) -> bool {
                 ExtractFunctionEvent::Chunk(event) => {
                     functions.extract(event, None).await.map(|_| ())
                 }
+                ExtractFunctionEvent::Resume(event) => functions.resume(event).await.map(|_| ()),
             },
             FINALIZE => {
                 let event: FinalizeEvent = serde_json::from_slice(&payload).unwrap();

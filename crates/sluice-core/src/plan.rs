@@ -298,6 +298,21 @@ impl ChunkChains {
             .checked_sub(self.width)
             .filter(|_| chunk < self.chunks)
     }
+
+    /// Where a resumed run starts again: in each chain, its first chunk not `done` (a chain
+    /// runs in order, so the chunks after it are not done either and it starts them as
+    /// usual). Chains whose chunks are all done start nothing.
+    pub fn resume_points(&self, done: impl Fn(u32) -> bool) -> Vec<u32> {
+        self.first()
+            .filter_map(|head| {
+                let mut chunk = head;
+                while done(chunk) {
+                    chunk = self.successor(chunk)?;
+                }
+                Some(chunk)
+            })
+            .collect()
+    }
 }
 
 /// Subtracts the lookback from a stored watermark.
@@ -726,6 +741,11 @@ mod tests {
         assert_eq!(chains.successor(9), Some(11));
         assert_eq!(chains.successor(10), None);
         assert_eq!(ChunkChains::new(3, 64).first(), 0..3);
+        // Chains 0→2→4 and 1→3: 0, 2 and 1 done; 4 and 3 start again.
+        let chains = ChunkChains::new(5, 2);
+        assert_eq!(chains.resume_points(|c| [0, 1, 2].contains(&c)), vec![4, 3]);
+        assert_eq!(chains.resume_points(|_| true), Vec::<u32>::new());
+        assert_eq!(chains.resume_points(|_| false), vec![0, 1]);
         assert_eq!(ChunkChains::new(3, 64).successor(0), None);
         assert_eq!(ChunkChains::new(u32::MAX, 64).successor(u32::MAX - 1), None);
     }

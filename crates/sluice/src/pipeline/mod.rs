@@ -269,10 +269,13 @@ impl Pipeline {
         observer: &dyn RunObserver,
         start: RunStart,
     ) -> Result<RunRecord> {
+        // An unknown source is refused before anything is recorded.
+        self.source(table)?;
         let started = self.start_run(table, start).await?;
         let run_id = started.record().run_id;
         let _lease = self.keep_lease(table.key(), run_id);
         if let Started::Resumed(record) = &started {
+            self.remove_leftovers(record).await;
             observer.resumed(record);
             return self.execute_run(run_id, observer).await;
         }

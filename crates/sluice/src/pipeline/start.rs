@@ -49,10 +49,23 @@ impl Pipeline {
     /// removed, and a new run begins. A live holder is refused with
     /// [`StateError::AlreadyRunning`]. `Err` means nothing was started.
     pub async fn start_run(&self, table: &TableConfig, start: RunStart) -> Result<Started> {
-        self.source(table)?;
-        let key = table.key();
         let now = Utc::now();
-        let until = now + self.options.lease_ttl;
+        self.start_run_until(table, start, now, now + self.options.lease_ttl)
+            .await
+    }
+
+    /// [`Pipeline::start_run`] with the lease taken until `until` (the serverless trigger
+    /// takes a short one: whoever works on the run next lengthens it). It touches only the
+    /// state store: a resumed run's leftovers are removed by [`Pipeline::remove_leftovers`],
+    /// where the run goes on.
+    pub async fn start_run_until(
+        &self,
+        table: &TableConfig,
+        start: RunStart,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Started> {
+        let key = table.key();
         if let Some(lease) = self.state.table_state(&key).await?.lease {
             let reason = if start.take_over {
                 Some("an operator took the table over (sluice run --takeover)".to_owned())
@@ -166,9 +179,8 @@ impl Pipeline {
         .into()
     }
 
-    /// Carries on `record`, whose lease this process now holds: what its dead holder left of
-    /// the chunks not recorded done is removed (they are extracted again), and the takeover
-    /// is recorded in the run's story.
+    /// Records the takeover of `record`, whose lease this process now holds, in the run's
+    /// story.
     async fn resume(
         &self,
         record: RunRecord,
@@ -178,14 +190,6 @@ impl Pipeline {
         let run_id = record.run_id;
         let total = record.plan.as_ref().map_or(0, |p| p.chunks.len());
         let done = record.chunks.len();
-        if let Some(plan) = &record.plan {
-            let kept: BTreeSet<String> = record
-                .chunks
-                .values()
-                .flat_map(|c| c.files.iter().map(|f| f.key.clone()))
-                .collect();
-            self.remove_run_files(run_id, plan, &kept, false).await;
-        }
         let resumption = Resumption {
             at: now,
             reason: reason.clone(),
@@ -212,6 +216,22 @@ impl Pipeline {
         let record = resumed;
         warn!(%run_id, table = %record.table_key, %reason, done, total, "resuming run");
         Ok(record)
+    }
+
+    /// Removes what the dead holder of a resumed run left of the chunks it never recorded
+    /// done (finished files of a chunk cut off before its record, unfinished uploads): those
+    /// chunks are extracted again, and nothing of theirs may stay where readers look. The
+    /// done chunks' files stay. `record` is the whole run (with its chunk outcomes).
+    pub async fn remove_leftovers(&self, record: &RunRecord) {
+        if let Some(plan) = &record.plan {
+            let kept: BTreeSet<String> = record
+                .chunks
+                .values()
+                .flat_map(|c| c.files.iter().map(|f| f.key.clone()))
+                .collect();
+            self.remove_run_files(record.run_id, plan, &kept, false)
+                .await;
+        }
     }
 
     /// Keeps `run_id`'s lease of `table_key` alive while the returned guard lives: renews it
