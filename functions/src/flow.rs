@@ -189,6 +189,21 @@ pub struct Functions {
     pub deployment: Deployment,
 }
 
+/// Names the event's run in its span, and answers for an event whose run already ended
+/// (a late or duplicated delivery): nothing is done for it.
+fn skipped_if_ended(record: &RunRecord, chunk: Option<u32>) -> Option<StepOutcome> {
+    tracing::Span::current().record("table", record.table_key.as_str());
+    if !record.status.is_terminal() {
+        return None;
+    }
+    info!(status = %record.status, chunk, "run already ended; nothing to do");
+    Some(StepOutcome::Skipped {
+        run_id: record.run_id,
+        chunk,
+        skipped: record.status,
+    })
+}
+
 /// The step whose event Lambda gave up on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {
@@ -700,12 +715,7 @@ impl Functions {
         let chunks = record.plan.as_ref().map_or(0, |p| p.chunks.len()) as u32;
         let fanned = async {
             if chunks == 0 {
-                let function = self.finalize_function()?;
-                self.deployment
-                    .invoker
-                    .invoke_async(function, event_bytes(&FinalizeEvent { run_id }))
-                    .await?;
-                return Ok::<_, ServerlessError>(());
+                return self.invoke_finalize(run_id).await;
             }
             let function = self.extract_function()?;
             // At most `partition.max_concurrency` chunks of a run extract at once, as in a
@@ -767,6 +777,16 @@ impl Functions {
         }
     }
 
+    /// Hands a run whose chunks are all done to finalize.
+    async fn invoke_finalize(&self, run_id: RunId) -> Result<()> {
+        let function = self.finalize_function()?;
+        self.deployment
+            .invoker
+            .invoke_async(function, event_bytes(&FinalizeEvent { run_id }))
+            .await?;
+        Ok(())
+    }
+
     /// Carries on a run the trigger took over from a holder that died (its lease lapsed with
     /// the run unfinished): lengthens the lease, removes what the dead invocations left of the
     /// chunks not recorded done, and starts again, in each chain of chunks, the first chunk
@@ -780,14 +800,8 @@ impl Functions {
             let Some(record) = state.get_run(run_id).await? else {
                 return Err(StateError::RunNotFound(run_id).into());
             };
-            tracing::Span::current().record("table", record.table_key.as_str());
-            if record.status.is_terminal() {
-                info!(status = %record.status, "run already ended; nothing to resume");
-                return Ok(StepOutcome::Skipped {
-                    run_id,
-                    chunk: None,
-                    skipped: record.status,
-                });
+            if let Some(skipped) = skipped_if_ended(&record, None) {
+                return Ok(skipped);
             }
             let lease_until = Utc::now()
                 + chrono::Duration::from_std(self.deployment.settings.lease_ttl)
@@ -812,11 +826,7 @@ impl Functions {
             let chains = ChunkChains::new(total, plan.extract_concurrency());
             let restart = chains.resume_points(|c| record.chunks.contains_key(&c));
             if restart.is_empty() {
-                let function = self.finalize_function()?;
-                self.deployment
-                    .invoker
-                    .invoke_async(function, event_bytes(&FinalizeEvent { run_id }))
-                    .await?;
+                self.invoke_finalize(run_id).await?;
                 info!("every chunk was done; finalize invoked");
                 return Ok(StepOutcome::run(&record));
             }
@@ -858,14 +868,8 @@ impl Functions {
             let Some(record) = state.get_run_header(run_id).await? else {
                 return Err(StateError::RunNotFound(run_id).into());
             };
-            tracing::Span::current().record("table", record.table_key.as_str());
-            if record.status.is_terminal() {
-                info!(status = %record.status, "run already ended; chunk skipped");
-                return Ok(StepOutcome::Skipped {
-                    run_id,
-                    chunk: Some(chunk),
-                    skipped: record.status,
-                });
+            if let Some(skipped) = skipped_if_ended(&record, Some(chunk)) {
+                return Ok(skipped);
             }
             info!(time_left_s = time_left.map(|t| t.as_secs()), "extracting");
             let source = record
@@ -923,11 +927,7 @@ impl Functions {
                 false
             };
             if hand_on {
-                let function = self.finalize_function()?;
-                self.deployment
-                    .invoker
-                    .invoke_async(function, event_bytes(&FinalizeEvent { run_id }))
-                    .await?;
+                self.invoke_finalize(run_id).await?;
                 info!("last chunk: finalize invoked");
             }
             Ok(StepOutcome::Chunk {

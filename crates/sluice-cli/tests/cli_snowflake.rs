@@ -5,10 +5,9 @@
 
 mod common;
 
-use common::{apply_args, output_of, setup_args, sluice, sluice_command};
+use common::{SnowflakeScene, apply_args, output_of, setup_args, sluice, sluice_command};
 
 use sluice::warehouse::Statement;
-use sluice::warehouse::snowflake::SnowflakeClient;
 use sluice_tests::snowflake::{ACCOUNT, KeyPair, StandIn, USER};
 
 const CONFIG: &str = "sources:\n  - name: shop\n    engine: postgres\n    connection:\n      url: postgres://u@h/db\n\
@@ -158,30 +157,14 @@ fn apply_creates_the_objects_through_the_sql_api_and_can_run_again() {
 /// STAGING ends up with the source's rows and `sluice status` shows the merge counts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_loads_into_snowflake_after_apply() {
-    let moto = sluice_tests::moto::MotoServer::shared();
-    let lake = sluice_tests::s3::Lake::create(moto).await;
-    let standin = StandIn::start(&sluice_tests::snowflake::Options {
-        s3_endpoint: Some(moto.endpoint()),
-        ..Default::default()
-    });
-    let db = sluice_tests::shop_db("cli_sf").await;
-    let pg = db.client().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("shop.yaml");
-    std::fs::write(
-        &config,
-        sluice_tests::shop_config(
-            &db,
-            "  - source: shop\n    table: public.products\n    primary_key: [product_id]\n    target: {json_columns: [attributes]}\n",
-        ),
+    let scene = SnowflakeScene::applied(
+        "cli_sf",
+        "  - source: shop\n    table: public.products\n    primary_key: [product_id]\n    target: {json_columns: [attributes]}\n",
     )
-    .unwrap();
-    let key = dir.path().join("rsa_key.p8");
-    std::fs::write(&key, &KeyPair::shared().private_pem).unwrap();
-    let database = standin.config("clirun").database.unwrap();
-    let base_url = standin.base_url();
+    .await;
+    let pg = scene.db.client().await;
     let run_sluice = |args: &[&str]| {
-        let out = output_of(moto.local_env(&mut sluice_command(args, dir.path())));
+        let out = scene.sluice(args, &[]);
         assert!(
             out.status.success(),
             "sluice {args:?}: {}",
@@ -189,37 +172,8 @@ async fn run_loads_into_snowflake_after_apply() {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    let apply = apply_args(
-        key.to_str().unwrap(),
-        &base_url,
-        setup_args(
-            config.to_str().unwrap(),
-            &database,
-            &lake.bucket,
-            "lake/raw",
-            "https://abc.execute-api.eu-west-1.amazonaws.com/prod/",
-        ),
-    );
-    run_sluice(&apply);
-
-    let output = format!("s3://{}/lake/raw", lake.bucket);
-    run_sluice(&[
-        "run",
-        "--config",
-        config.to_str().unwrap(),
-        "--output",
-        &output,
-        "--snowflake-account",
-        ACCOUNT,
-        "--snowflake-user",
-        USER,
-        "--snowflake-private-key-file",
-        key.to_str().unwrap(),
-        "--snowflake-url",
-        &base_url,
-        "--snowflake-database",
-        &database,
-    ]);
+    let run = scene.run_args();
+    run_sluice(&run.iter().map(String::as_str).collect::<Vec<_>>());
     let status = run_sluice(&["status"]);
     let run_id = status
         .split_whitespace()
@@ -231,18 +185,11 @@ async fn run_loads_into_snowflake_after_apply() {
         "{story}"
     );
 
-    let client = SnowflakeClient::new(
-        {
-            let mut c = standin.config("unused");
-            c.database = Some(database.clone());
-            c
-        },
-        KeyPair::shared().private_key(),
-    )
-    .unwrap();
+    let client = scene.warehouse();
     let count = client
         .execute(&Statement::new(format!(
-            "SELECT COUNT(*), COUNT(\"attributes\") FROM \"{database}\".STAGING.SHOP_PUBLIC_PRODUCTS"
+            "SELECT COUNT(*), COUNT(\"attributes\") FROM \"{}\".STAGING.SHOP_PUBLIC_PRODUCTS",
+            scene.database
         )))
         .await
         .unwrap();

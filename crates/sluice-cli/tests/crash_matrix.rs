@@ -8,11 +8,10 @@
 
 mod common;
 
-use common::{apply_args, both, output_of, setup_args, sluice_command, text};
+use common::{SnowflakeScene, both, text};
 use sluice::state::local::LocalStateStore;
 use sluice::state::prelude::*;
 use sluice_tests::crash::{ORDERS, POINTS, Recovery, change_orders, print_matrix};
-use sluice_tests::snowflake::{ACCOUNT, KeyPair, StandIn, USER};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(
@@ -20,79 +19,32 @@ use sluice_tests::snowflake::{ACCOUNT, KeyPair, StandIn, USER};
     ignore = "needs the failpoints feature: cargo test --features sluice-cli/failpoints"
 )]
 async fn sluice_run_recovers_exactly_from_a_crash_at_every_boundary() {
-    let moto = sluice_tests::moto::MotoServer::shared();
-    let lake = sluice_tests::s3::Lake::create(moto).await;
-    let standin = StandIn::start(&sluice_tests::snowflake::Options {
-        s3_endpoint: Some(moto.endpoint()),
-        ..Default::default()
-    });
-    let db = sluice_tests::shop_db("cli_matrix").await;
-    let pg = db.client().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("shop.yaml");
-    std::fs::write(&config, sluice_tests::shop_config(&db, ORDERS)).unwrap();
-    let key = dir.path().join("rsa_key.p8");
-    std::fs::write(&key, &KeyPair::shared().private_pem).unwrap();
-    let database = standin.config("climatrix").database.unwrap();
-    let base_url = standin.base_url();
-    let sluice = |args: &[&str], failpoints: Option<&str>| {
-        let mut command = sluice_command(args, dir.path());
-        moto.local_env(&mut command);
-        if let Some(failpoints) = failpoints {
-            command.env("FAILPOINTS", failpoints);
-        }
-        output_of(&mut command)
-    };
-    let apply = apply_args(
-        key.to_str().unwrap(),
-        &base_url,
-        setup_args(
-            config.to_str().unwrap(),
-            &database,
-            &lake.bucket,
-            "lake/raw",
-            "https://abc.execute-api.eu-west-1.amazonaws.com/prod/",
-        ),
+    let scene = SnowflakeScene::applied("cli_matrix", ORDERS).await;
+    let pg = scene.db.client().await;
+    let mut run = scene.run_args();
+    run.extend(
+        [
+            "--glue-database",
+            &scene.lake.database,
+            "--state-dir",
+            "state",
+        ]
+        .map(str::to_owned),
     );
-    let applied = sluice(&apply, None);
-    assert!(applied.status.success(), "{}", both(&applied));
-
-    let output = format!("s3://{}/lake/raw", lake.bucket);
-    let run: Vec<&str> = vec![
-        "run",
-        "--config",
-        config.to_str().unwrap(),
-        "--output",
-        &output,
-        "--glue-database",
-        &lake.database,
-        "--state-dir",
-        "state",
-        "--snowflake-account",
-        ACCOUNT,
-        "--snowflake-user",
-        USER,
-        "--snowflake-private-key-file",
-        key.to_str().unwrap(),
-        "--snowflake-url",
-        &base_url,
-        "--snowflake-database",
-        &database,
-    ];
-    let state = LocalStateStore::open(dir.path().join("state")).unwrap();
-    let warehouse = {
-        let mut c = standin.config("climatrix_check");
-        c.database = Some(database.clone());
-        sluice::warehouse::snowflake::SnowflakeClient::new(c, KeyPair::shared().private_key())
-            .unwrap()
+    let run: Vec<&str> = run.iter().map(String::as_str).collect();
+    let sluice = |args: &[&str], failpoints: Option<&str>| match failpoints {
+        Some(failpoints) => scene.sluice(args, &[("FAILPOINTS", failpoints)]),
+        None => scene.sluice(args, &[]),
     };
+    let state = LocalStateStore::open(scene.dir.path().join("state")).unwrap();
+    let warehouse = scene.warehouse();
     let recovery = Recovery {
         pg: &pg,
-        s3: &lake.s3,
-        bucket: &lake.bucket,
+        s3: &scene.lake.s3,
+        bucket: &scene.lake.bucket,
         table_dir: "lake/raw/postgres/shop/public.orders".into(),
         warehouse: &warehouse,
-        staging: format!("\"{database}\".STAGING.SHOP_PUBLIC_ORDERS"),
+        staging: format!("\"{}\".STAGING.SHOP_PUBLIC_ORDERS", scene.database),
         state: &state,
     };
 

@@ -156,3 +156,105 @@ pub fn apply_args<'a>(key: &'a str, base_url: &'a str, setup: Vec<&'a str>) -> V
     args.extend(setup);
     args
 }
+
+/// What `sluice run` into Snowflake needs, set up: a lake bucket and Glue database on moto,
+/// the Snowflake stand-in reading that bucket, the shop sample in a PostgreSQL database of
+/// its own, a config for `tables_yaml`, the key file, and `sluice snowflake apply` done.
+pub struct SnowflakeScene {
+    pub moto: &'static MotoServer,
+    pub lake: sluice_tests::s3::Lake,
+    pub standin: sluice_tests::snowflake::StandIn,
+    pub db: sluice_tests::TestDb,
+    pub dir: tempfile::TempDir,
+    pub config: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    pub database: String,
+    pub base_url: String,
+}
+
+impl SnowflakeScene {
+    pub async fn applied(label: &str, tables_yaml: &str) -> SnowflakeScene {
+        let moto = MotoServer::shared();
+        let lake = sluice_tests::s3::Lake::create(moto).await;
+        let standin = sluice_tests::snowflake::StandIn::start(&sluice_tests::snowflake::Options {
+            s3_endpoint: Some(moto.endpoint()),
+            ..Default::default()
+        });
+        let db = sluice_tests::shop_db(label).await;
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("shop.yaml");
+        std::fs::write(&config, sluice_tests::shop_config(&db, tables_yaml)).unwrap();
+        let key = dir.path().join("rsa_key.p8");
+        std::fs::write(
+            &key,
+            &sluice_tests::snowflake::KeyPair::shared().private_pem,
+        )
+        .unwrap();
+        let database = standin.config(label).database.unwrap();
+        let base_url = standin.base_url();
+        let scene = SnowflakeScene {
+            moto,
+            lake,
+            standin,
+            db,
+            dir,
+            config,
+            key,
+            database,
+            base_url,
+        };
+        let apply = apply_args(
+            scene.key.to_str().unwrap(),
+            &scene.base_url,
+            setup_args(
+                scene.config.to_str().unwrap(),
+                &scene.database,
+                &scene.lake.bucket,
+                "lake/raw",
+                "https://abc.execute-api.eu-west-1.amazonaws.com/prod/",
+            ),
+        );
+        let applied = scene.sluice(&apply, &[]);
+        assert!(applied.status.success(), "{}", both(&applied));
+        scene
+    }
+
+    /// The binary in the scene's directory, pointed at moto, with `env` on top.
+    pub fn sluice(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        sluice_on(self.moto, args, self.dir.path(), env)
+    }
+
+    /// `sluice run` of the config into the lake's `lake/raw` and the stand-in's database.
+    pub fn run_args(&self) -> Vec<String> {
+        [
+            "run",
+            "--config",
+            self.config.to_str().unwrap(),
+            "--output",
+            &format!("s3://{}/lake/raw", self.lake.bucket),
+            "--snowflake-account",
+            sluice_tests::snowflake::ACCOUNT,
+            "--snowflake-user",
+            sluice_tests::snowflake::USER,
+            "--snowflake-private-key-file",
+            self.key.to_str().unwrap(),
+            "--snowflake-url",
+            &self.base_url,
+            "--snowflake-database",
+            &self.database,
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }
+
+    /// A client of the stand-in, in the scene's database.
+    pub fn warehouse(&self) -> sluice::warehouse::snowflake::SnowflakeClient {
+        let mut config = self.standin.config("scene_check");
+        config.database = Some(self.database.clone());
+        sluice::warehouse::snowflake::SnowflakeClient::new(
+            config,
+            sluice_tests::snowflake::KeyPair::shared().private_key(),
+        )
+        .unwrap()
+    }
+}
