@@ -635,27 +635,22 @@ async fn failing_an_already_failed_run_gives_its_lease_back() {
     assert_eq!(state.table_state(&key).await.unwrap().lease, None);
 }
 
-/// A run whose holder died mid-extraction (its lease lapsed) left Parquet files in the table's
-/// date/hour directory. The next run takes the lease over: the dead run is FAILED, counted,
-/// and its files are gone from where Glue and Athena read, so the partition holds only the
-/// new run's rows.
-#[tokio::test]
-async fn a_taken_over_run_leaves_no_files_where_readers_look() {
-    let db = shop_db("takeover").await;
-    let h = Harness::new(&shop_config(&db, SHOP_TABLES));
+/// A run whose holder died mid-extraction (its lease lapsed), with chunk 0 done and its files
+/// written: the crash a run leaves behind.
+async fn a_dead_run(h: &Harness) -> (sluice_core::RunId, Vec<std::path::PathBuf>) {
     let table = h.table("public.orders");
     let key = table.key();
     let planned = h.pipeline.plan_run(table).await.unwrap();
     let crashed = planned.record.run_id;
     drop(planned.snapshot);
     let report = h.pipeline.extract_chunk(crashed, 0, &Quiet).await.unwrap();
-    let dead_files: Vec<std::path::PathBuf> = report
+    let files: Vec<std::path::PathBuf> = report
         .outcome
         .files
         .iter()
         .map(|f| h.out_dir().join(&f.key))
         .collect();
-    assert!(!dead_files.is_empty() && dead_files.iter().all(|p| p.exists()));
+    assert!(!files.is_empty() && files.iter().all(|p| p.exists()));
     // The holder dies: its lease lapses (put back as expired an hour ago).
     let state = h.pipeline.state();
     state.release_lease(&key, crashed).await.unwrap();
@@ -664,14 +659,89 @@ async fn a_taken_over_run_leaves_no_files_where_readers_look() {
         .acquire_lease(&key, crashed, past, past + chrono::Duration::hours(1))
         .await
         .unwrap();
+    (crashed, files)
+}
 
-    let next = h.run_completed("public.orders").await;
-    let dead = state.get_run(crashed).await.unwrap().unwrap();
-    assert_eq!(dead.status, RunStatus::Failed);
+/// The source's order ids, for "the rows are the source's, once".
+async fn order_ids(db: &sluice_tests::TestDb) -> BTreeSet<i64> {
+    db.client()
+        .await
+        .query("SELECT order_id FROM public.orders", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// The next run takes a lapsed run over and resumes it under its id: chunk 0, done before the
+/// crash, is kept as it was, the rest extracted, and the partition holds exactly the run's
+/// manifest files, with the source's rows once.
+#[tokio::test]
+async fn a_lapsed_run_is_resumed_keeping_its_done_chunks() {
+    let db = shop_db("takeover").await;
+    let h = Harness::new(&shop_config(&db, SHOP_TABLES));
+    let (crashed, done_files) = a_dead_run(&h).await;
+    let before = h.pipeline.state().get_run(crashed).await.unwrap().unwrap();
+
+    let run = h.run_completed("public.orders").await;
+    assert_eq!(run.run_id, crashed, "the dead run, resumed");
+    assert_eq!(run.resumptions.len(), 1);
     assert!(
-        dead.error.unwrap().message.contains("lease expired"),
-        "the takeover says why"
+        run.resumptions[0].reason.contains("lapsed"),
+        "{:?}",
+        run.resumptions
     );
+    assert_eq!(run.chunks[&0], before.chunks[&0], "the done chunk was kept");
+    assert!(done_files.iter().all(|p| p.exists()));
+    let manifest = h.manifest(&run);
+    let mut listed: Vec<String> = manifest.files.iter().map(|f| f.key.clone()).collect();
+    listed.sort();
+    let out = h.out_dir();
+    let mut present: Vec<String> = files_under(&out)
+        .into_iter()
+        .map(|p| {
+            p.strip_prefix(&format!("{}/", out.display()))
+                .unwrap()
+                .to_owned()
+        })
+        .filter(|k| !k.contains("/_manifests/"))
+        .collect();
+    present.sort();
+    assert_eq!(
+        present, listed,
+        "the partition holds exactly the manifest's files"
+    );
+    let ids = order_ids(&db).await;
+    assert_eq!(run.rows(), ids.len() as u64);
+    let read: BTreeSet<i64> = sluice_tests::int64_values(&h.read_run(&run), "order_id")
+        .into_iter()
+        .collect();
+    assert_eq!(read, ids);
+}
+
+/// A lapsed run whose table's configuration changed since it was planned is not resumed:
+/// it is FAILED with the reason, counted, its files are gone from where Glue and Athena read,
+/// and a new run reads the table, so the partition holds only the new run's rows.
+#[tokio::test]
+async fn a_lapsed_run_planned_under_another_config_is_failed_and_leaves_no_files() {
+    let db = shop_db("takeover_changed").await;
+    let h = Harness::new(&shop_config(&db, SHOP_TABLES));
+    let (crashed, dead_files) = a_dead_run(&h).await;
+    let mut changed = h.table("public.orders").clone();
+    changed.batch_rows = Some(777);
+
+    let next = h.pipeline.run_table(&changed, &Quiet).await.unwrap();
+    assert_eq!(next.status, RunStatus::Completed, "{:?}", next.error);
+    assert_ne!(next.run_id, crashed);
+    let dead = h.pipeline.state().get_run(crashed).await.unwrap().unwrap();
+    assert_eq!(dead.status, RunStatus::Failed);
+    let message = dead.error.unwrap().message;
+    assert!(
+        message.contains("lapsed"),
+        "the takeover says why: {message}"
+    );
+    assert!(message.contains("configuration changed"), "{message}");
     for file in &dead_files {
         assert!(
             !file.exists(),
@@ -679,14 +749,5 @@ async fn a_taken_over_run_leaves_no_files_where_readers_look() {
             file.display()
         );
     }
-    // The new run's rows are the source's, once.
-    let pg = db.client().await;
-    let ids: BTreeSet<i64> = pg
-        .query("SELECT order_id FROM public.orders", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(next.rows(), ids.len() as u64);
+    assert_eq!(next.rows(), order_ids(&db).await.len() as u64);
 }

@@ -97,3 +97,118 @@ pub fn assemble(
         watermark_upper: plan.cursor.as_ref().and_then(|c| c.upper.clone()),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::plan::{ChunkRange, CursorWindow, RunPlan};
+    use crate::run::ChunkOutcome;
+
+    fn plan(chunks: usize) -> RunPlan {
+        let config = Config::from_yaml(
+            "sources:\n  - name: shop\n    engine: postgres\n    connection:\n      url: postgres://u@h/db\n\
+             tables:\n  - source: shop\n    table: public.orders\n    primary_key: [id]\n    load: { mode: incremental, cursor: n }\n",
+            "test",
+        )
+        .unwrap();
+        RunPlan {
+            run_id: RunId::new(),
+            engine: Engine::Postgres,
+            started_at: Utc::now(),
+            table: config.tables[0].clone(),
+            columns: vec!["id".into(), "n".into()],
+            cursor: Some(CursorWindow {
+                column: "n".into(),
+                lower: Some(ScalarValue::Int(10)),
+                upper: Some(ScalarValue::Int(20)),
+                include_nulls: false,
+                hold: None,
+            }),
+            partition_column: None,
+            chunks: vec![ChunkRange::All; chunks],
+            snapshot: None,
+            casts: BTreeMap::new(),
+            warnings: BTreeMap::new(),
+        }
+    }
+
+    fn column(name: &str) -> ManifestColumn {
+        ManifestColumn {
+            name: name.into(),
+            data_type: "Int64".into(),
+            nullable: false,
+            parquet_type: "INT64".into(),
+        }
+    }
+
+    fn outcome(chunk: u32, parts: u32, schema: &[&str]) -> ChunkOutcome {
+        let files: Vec<FileEntry> = (0..parts)
+            .map(|part| FileEntry {
+                key: format!("t/part-{chunk}-{part}.parquet"),
+                chunk,
+                part,
+                rows: 10,
+                bytes: 100,
+            })
+            .collect();
+        ChunkOutcome {
+            rows: 10 * u64::from(parts),
+            bytes: 100 * u64::from(parts),
+            files,
+            schema: schema.iter().map(|c| column(c)).collect(),
+            warnings: BTreeMap::new(),
+            seconds: 1.0,
+        }
+    }
+
+    #[test]
+    fn a_manifest_lists_every_chunks_files_in_order_with_the_plans_window() {
+        let plan = plan(3);
+        let chunks = BTreeMap::from([
+            (2, outcome(2, 1, &["id", "n"])),
+            (0, outcome(0, 2, &["id", "n"])),
+            // A chunk that read nothing wrote no file and has no say in the schema.
+            (1, outcome(1, 0, &[])),
+        ]);
+        let manifest = assemble(plan.run_id, &plan, &chunks).unwrap();
+        let keys: Vec<&str> = manifest.files.iter().map(|f| f.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "t/part-0-0.parquet",
+                "t/part-0-1.parquet",
+                "t/part-2-0.parquet"
+            ]
+        );
+        assert_eq!((manifest.rows, manifest.bytes), (30, 300));
+        assert_eq!(manifest.schema, vec![column("id"), column("n")]);
+        assert_eq!(manifest.watermark_lower, Some(ScalarValue::Int(10)));
+        assert_eq!(manifest.watermark_upper, Some(ScalarValue::Int(20)));
+        assert_eq!(
+            (manifest.source.as_str(), manifest.table.as_str()),
+            ("shop", "public.orders")
+        );
+    }
+
+    #[test]
+    fn a_manifest_is_refused_while_a_chunk_is_missing_or_when_chunks_disagree_on_the_schema() {
+        let plan = plan(3);
+        let missing = BTreeMap::from([(1, outcome(1, 1, &["id", "n"]))]);
+        assert_eq!(
+            assemble(plan.run_id, &plan, &missing),
+            Err(AssembleError::ChunksMissing(vec![0, 2]))
+        );
+        let changed = BTreeMap::from([
+            (0, outcome(0, 1, &["id", "n"])),
+            (1, outcome(1, 1, &["id", "n", "added"])),
+            (2, outcome(2, 1, &["id", "n"])),
+        ]);
+        assert_eq!(
+            assemble(plan.run_id, &plan, &changed),
+            Err(AssembleError::SchemaChanged(1))
+        );
+    }
+}
