@@ -1,6 +1,8 @@
 //! End-to-end runs against the real local PostgreSQL: the shop sample is generated, sluice
 //! extracts it to Parquet, and every value read back is compared with the source.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
