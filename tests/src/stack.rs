@@ -9,6 +9,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -72,7 +73,83 @@ pub struct LocalStack {
     // Killed on drop.
     watch: Process,
     shim: Process,
-    functions: Vec<Process>,
+    functions: Vec<FunctionProcess>,
+}
+
+/// A function's process, started again when it exits, as Lambda starts a new execution
+/// environment when one dies. The runtime client in a function can give up on its own (when
+/// `cargo lambda watch` drops its long poll, `lambda_runtime::run` returns `IncompleteMessage`
+/// and the process ends), and a stack whose function stopped would leave every later event
+/// unanswered until the test times out. At most [`MAX_RESTARTS`] times; each is logged.
+struct FunctionProcess {
+    name: String,
+    stop: Arc<AtomicBool>,
+    pid: Arc<AtomicU32>,
+    supervisor: Option<std::thread::JoinHandle<()>>,
+}
+
+const MAX_RESTARTS: u32 = 5;
+
+impl FunctionProcess {
+    fn start(
+        name: &str,
+        command: impl Fn() -> Command + Send + 'static,
+        log_dir: &Path,
+    ) -> FunctionProcess {
+        let log = log_dir.join(format!("{name}.log"));
+        let stop = Arc::new(AtomicBool::new(false));
+        let pid = Arc::new(AtomicU32::new(0));
+        let mut child = start_logged(name, command(), &log, false);
+        pid.store(child.id(), Ordering::Relaxed);
+        let supervisor = {
+            let (name, stop, pid) = (name.to_owned(), stop.clone(), pid.clone());
+            std::thread::spawn(move || {
+                let mut restarts = 0;
+                loop {
+                    let status = loop {
+                        if stop.load(Ordering::Relaxed) {
+                            let _ = child.kill();
+                            let _ = child.wait();
+                            return;
+                        }
+                        match child.try_wait() {
+                            Ok(Some(status)) => break status,
+                            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+                            Err(_) => return,
+                        }
+                    };
+                    if restarts == MAX_RESTARTS {
+                        return;
+                    }
+                    restarts += 1;
+                    if let Ok(mut file) = std::fs::OpenOptions::new().append(true).open(&log) {
+                        use std::io::Write;
+                        let _ = writeln!(
+                            file,
+                            "[stack] {name} exited ({status}); started again ({restarts} of {MAX_RESTARTS})"
+                        );
+                    }
+                    child = start_logged(&name, command(), &log, true);
+                    pid.store(child.id(), Ordering::Relaxed);
+                }
+            })
+        };
+        FunctionProcess {
+            name: name.to_owned(),
+            stop,
+            pid,
+            supervisor: Some(supervisor),
+        }
+    }
+}
+
+impl Drop for FunctionProcess {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(supervisor) = self.supervisor.take() {
+            let _ = supervisor.join();
+        }
+    }
 }
 
 fn free_port() -> u16 {
@@ -95,21 +172,31 @@ fn wait_for_port(port: u16, what: &str, log: &Path) {
     }
 }
 
-fn spawn(name: &str, mut command: Command, log_dir: &Path) -> Process {
-    let log = log_dir.join(format!("{name}.log"));
-    let file = std::fs::File::create(&log).expect("cannot create a log file");
+fn spawn(name: &str, command: Command, log_dir: &Path) -> Process {
+    let child = start_logged(name, command, &log_dir.join(format!("{name}.log")), false);
+    Process {
+        name: name.to_owned(),
+        child,
+    }
+}
+
+/// Starts `command` with its output in `log` (appended to with `append`), dying with us.
+fn start_logged(name: &str, mut command: Command, log: &Path, append: bool) -> Child {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(append)
+        .write(true)
+        .truncate(!append)
+        .open(log)
+        .expect("cannot create a log file");
     command
         .stdin(Stdio::null())
         .stdout(file.try_clone().expect("log file"))
         .stderr(file);
     die_with_parent(&mut command);
-    let child = command
+    command
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {name} ({e}); run scripts/setup"));
-    Process {
-        name: name.to_owned(),
-        child,
-    }
+        .unwrap_or_else(|e| panic!("cannot start {name} ({e}); run scripts/setup"))
 }
 
 impl LocalStack {
@@ -275,46 +362,54 @@ impl LocalStack {
             .chain(instances)
             .chain([("finalize", "finalize".to_owned())]);
         for (name, process) in all {
-            let mut command = Command::new(options.bin_dir.join(name));
-            command
-                .env_clear()
-                .env("PATH", std::env::var("PATH").unwrap_or_default())
-                .env(
-                    "AWS_LAMBDA_RUNTIME_API",
+            let mut env: Vec<(String, String)> = vec![
+                ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
+                (
+                    "AWS_LAMBDA_RUNTIME_API".into(),
                     format!("http://127.0.0.1:{watch_port}/.rt/{name}"),
-                )
-                .env("AWS_LAMBDA_FUNCTION_NAME", name)
-                .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
-                .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024")
-                .env("AWS_REGION", REGION)
-                .env("AWS_ACCESS_KEY_ID", "testing")
-                .env("AWS_SECRET_ACCESS_KEY", "testing")
-                .env("AWS_ENDPOINT_URL", moto.endpoint())
-                .env(
-                    "AWS_ENDPOINT_URL_LAMBDA",
+                ),
+                ("AWS_LAMBDA_FUNCTION_NAME".into(), name.into()),
+                ("AWS_LAMBDA_FUNCTION_VERSION".into(), "1".into()),
+                ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(), "1024".into()),
+                ("AWS_REGION".into(), REGION.into()),
+                ("AWS_ACCESS_KEY_ID".into(), "testing".into()),
+                ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
+                ("AWS_ENDPOINT_URL".into(), moto.endpoint()),
+                (
+                    "AWS_ENDPOINT_URL_LAMBDA".into(),
                     format!("http://127.0.0.1:{shim_port}"),
-                )
-                .env("SLUICE_OUTPUT", format!("s3://{bucket}/{prefix}"))
-                .env("SLUICE_STATE_TABLE", &state_table)
-                .env("SLUICE_CONFIG_TABLE", &config_table)
-                .env("SLUICE_GLUE_DATABASE", &glue_database)
-                .env("SLUICE_EXTRACT_FUNCTION", "extract")
-                .env("SLUICE_FINALIZE_FUNCTION", "finalize")
-                .env("SLUICE_SNOWFLAKE_ACCOUNT", ACCOUNT)
-                .env("SLUICE_SNOWFLAKE_USER", USER)
-                .env("SLUICE_SNOWFLAKE_PRIVATE_KEY_SECRET", &key_arn)
-                .env("SLUICE_SNOWFLAKE_DATABASE", &database)
-                .env("SLUICE_SNOWFLAKE_WAREHOUSE", "LOAD_WH")
-                .env("SLUICE_SNOWFLAKE_ROLE", "SLUICE")
-                .env("SLUICE_SNOWFLAKE_URL", standin.base_url())
-                .env("RUST_LOG", "info")
-                .envs(options.env.iter().map(|(k, v)| (k, v)));
+                ),
+                ("SLUICE_OUTPUT".into(), format!("s3://{bucket}/{prefix}")),
+                ("SLUICE_STATE_TABLE".into(), state_table.clone()),
+                ("SLUICE_CONFIG_TABLE".into(), config_table.clone()),
+                ("SLUICE_GLUE_DATABASE".into(), glue_database.clone()),
+                ("SLUICE_EXTRACT_FUNCTION".into(), "extract".into()),
+                ("SLUICE_FINALIZE_FUNCTION".into(), "finalize".into()),
+                ("SLUICE_SNOWFLAKE_ACCOUNT".into(), ACCOUNT.into()),
+                ("SLUICE_SNOWFLAKE_USER".into(), USER.into()),
+                (
+                    "SLUICE_SNOWFLAKE_PRIVATE_KEY_SECRET".into(),
+                    key_arn.clone(),
+                ),
+                ("SLUICE_SNOWFLAKE_DATABASE".into(), database.clone()),
+                ("SLUICE_SNOWFLAKE_WAREHOUSE".into(), "LOAD_WH".into()),
+                ("SLUICE_SNOWFLAKE_ROLE".into(), "SLUICE".into()),
+                ("SLUICE_SNOWFLAKE_URL".into(), standin.base_url()),
+                ("RUST_LOG".into(), "info".into()),
+            ];
+            env.extend(options.env.iter().cloned());
             if name == "extract"
                 && let Some(failpoints) = &options.extract_failpoints
             {
-                command.env("FAILPOINTS", failpoints);
+                env.push(("FAILPOINTS".into(), failpoints.clone()));
             }
-            functions.push(spawn(&process, command, &log_dir));
+            let program = options.bin_dir.join(name);
+            let command = move || {
+                let mut command = Command::new(&program);
+                command.env_clear().envs(env.iter().map(|(k, v)| (k, v)));
+                command
+            };
+            functions.push(FunctionProcess::start(&process, command, &log_dir));
         }
 
         LocalStack {
@@ -493,8 +588,12 @@ impl LocalStack {
     pub fn processes(&self) -> Vec<String> {
         std::iter::once(&self.watch)
             .chain(std::iter::once(&self.shim))
-            .chain(&self.functions)
             .map(|p| format!("{} (pid {})", p.name, p.child.id()))
+            .chain(
+                self.functions
+                    .iter()
+                    .map(|f| format!("{} (pid {})", f.name, f.pid.load(Ordering::Relaxed))),
+            )
             .collect()
     }
 }

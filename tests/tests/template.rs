@@ -1509,10 +1509,10 @@ fn the_failed_runs_alarm_counts_the_run_failed_message_only() {
             "{name}"
         );
     }
-    let pipeline =
-        std::fs::read_to_string(workspace().join("crates/sluice/src/pipeline.rs")).unwrap();
+    let cleanup =
+        std::fs::read_to_string(workspace().join("crates/sluice/src/pipeline/cleanup.rs")).unwrap();
     assert!(
-        pipeline.contains("\"run failed\");"),
+        cleanup.contains("\"run failed\");"),
         "fail_run no longer logs the message \"run failed\" the alarm counts"
     );
 }

@@ -219,9 +219,23 @@ enum SampleEngine {
 fn main() {
     // Before the runtime starts any thread: allocator tuning is set-up, not run-time, work.
     sluice::memory::keep_large_buffers_out_of_the_heap();
+    end_quietly_on_a_closed_pipe();
     #[cfg(feature = "failpoints")]
     let _failpoints = crash_at_failpoints();
     run_command();
+}
+
+/// `sluice status | head`: once the reader has gone, the next write ends the process by
+/// SIGPIPE, quietly and with the status shells know (141), as `ls` and `git` do. Rust's runtime
+/// ignores SIGPIPE, which turns that write into an error and `println!` into a panic
+/// ("failed printing to stdout: Broken pipe", exit 101). A command is never left half-done by
+/// this in a way that matters: only printing writes to standard output.
+fn end_quietly_on_a_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of one signal, before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }
 
 /// Test builds only: arms `FAILPOINTS` and turns any panic into an abort, so a failpoint set

@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::process::Output;
 
-use common::{assert_contains, ok, sluice, text};
+use common::{assert_contains, both, ok, sluice, sluice_command, text};
 
 use sluice::state::dynamo::DynamoStateStore;
 use sluice::state::prelude::*;
@@ -484,5 +484,91 @@ async fn run_status_and_watermark_with_config_and_state_in_dynamodb() {
         state.list_runs(None, 10).await.unwrap().len(),
         2,
         "no run was recorded"
+    );
+}
+
+/// A `where` that is not one whole expression (here one that would close sluice's own
+/// parenthesis and read the table once per chunk) fails `config check` naming the field, and
+/// `sluice run` refuses it before anything is recorded.
+#[test]
+fn a_where_that_escapes_its_parentheses_is_refused_before_any_run() {
+    let dir = tempfile::tempdir().unwrap();
+    for (filter, reason) in [
+        (
+            "1=1) or (1=1",
+            "must be exactly one boolean expression, but ')' follows",
+        ),
+        (
+            "id > 0 ORDER BY id",
+            "must be exactly one boolean expression, but 'ORDER' follows",
+        ),
+        ("(id > 0", "is not one SQL expression"),
+    ] {
+        let config = dir.path().join("bad.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "sources:\n  - name: shop\n    engine: postgres\n    connection:\n      url: postgres://postgres@127.0.0.1:5432/nowhere\ntables:\n  - source: shop\n    table: public.orders\n    where: \"{filter}\"\n    partition: {{column: order_id, chunks: 3}}\n"
+            ),
+        )
+        .unwrap();
+        let checked = sluice(&["config", "check", config.to_str().unwrap()], dir.path());
+        assert_ne!(checked.status.code(), Some(0), "{filter}");
+        assert_contains(&both(&checked), &format!("tables[0].where: {reason}"));
+        let run = sluice(
+            &[
+                "run",
+                "--config",
+                config.to_str().unwrap(),
+                "--output",
+                "out",
+                "--state-dir",
+                "state",
+            ],
+            dir.path(),
+        );
+        assert_eq!(run.status.code(), Some(2), "{filter}: {}", both(&run));
+        assert_contains(&both(&run), "tables[0].where");
+        assert!(
+            !dir.path().join("state/runs").exists()
+                || std::fs::read_dir(dir.path().join("state/runs"))
+                    .unwrap()
+                    .count()
+                    == 0,
+            "{filter}: a run was recorded"
+        );
+    }
+}
+
+/// `sluice … | head`: a reader that went away ends the command quietly, by SIGPIPE as `ls`
+/// and `git` end, not with a panic. The pipe's read end is closed before the command starts,
+/// so its first line meets it.
+#[test]
+fn a_closed_pipe_ends_the_command_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ok.yaml");
+    std::fs::write(
+        &config,
+        "sources:\n  - name: shop\n    engine: postgres\n    connection:\n      url: postgres://u@h/db\ntables:\n  - source: shop\n    table: public.orders\n",
+    )
+    .unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = sluice_command(&["config", "check", config.to_str().unwrap()], dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let said = text(&out.stderr);
+    assert!(!said.contains("panicked"), "{said}");
+    assert!(!said.contains("Broken pipe"), "{said}");
+    // 13 is SIGPIPE (a shell reports 128 + 13 = 141).
+    assert_eq!(
+        out.status.signal(),
+        Some(13),
+        "ends by SIGPIPE: {:?} {said}",
+        out.status
     );
 }

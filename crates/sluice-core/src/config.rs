@@ -578,7 +578,8 @@ impl Config {
                     ),
                 );
             }
-            validate_table(table, &path, &mut issues);
+            let engine = self.source(&table.source).map(|s| s.engine);
+            validate_table(table, engine, &path, &mut issues);
             if !keys.insert(table.key()) {
                 issues.push(
                     format!("{path}.table"),
@@ -789,7 +790,8 @@ fn is_secret_arn(arn: &str) -> bool {
                 && name.chars().all(|c| c.is_ascii_alphanumeric() || "/_+=.@-".contains(c)))
 }
 
-fn validate_table(table: &TableConfig, path: &str, issues: &mut Issues) {
+/// `engine` is the table's source's, when that source is defined: its dialect parses `where`.
+fn validate_table(table: &TableConfig, engine: Option<Engine>, path: &str, issues: &mut Issues) {
     if let Err(message) = TableName::parse(&table.table) {
         issues.push(format!("{path}.table"), message);
     }
@@ -881,12 +883,10 @@ fn validate_table(table: &TableConfig, path: &str, issues: &mut Issues) {
             issues.push(&wpath, "must not be empty; leave it out to read every row");
         } else if filter.len() > MAX_WHERE_LEN {
             issues.push(&wpath, format!("is longer than {MAX_WHERE_LEN} characters"));
-        } else if filter.contains(';') {
-            issues.push(&wpath, "must not contain ';' (one boolean expression only)");
-        } else if filter.contains("--") || filter.contains("/*") || filter.contains("*/") {
-            issues.push(&wpath, "must not contain SQL comments ('--', '/*', '*/')");
         } else if filter.contains('\0') {
             issues.push(&wpath, "must not contain NUL characters");
+        } else if let Err(message) = crate::filter::check_filter(filter, engine) {
+            issues.push(&wpath, message);
         }
     }
     for column in table.column_types.keys() {

@@ -9,6 +9,7 @@ pub mod config;
 pub mod deploy;
 pub mod doctor;
 pub mod external_function;
+pub mod filter;
 pub mod ident;
 pub mod late_writers;
 pub mod layout;
