@@ -820,6 +820,29 @@ impl Functions {
                     .await?;
                 return Ok(StepOutcome::run(&record));
             };
+            // One delivery carries the takeover out; a duplicate would remove the files the
+            // first one's restarted chunks are writing.
+            let claimed = state
+                .update_run(
+                    run_id,
+                    Box::new(|r| match r.resumptions.last_mut() {
+                        Some(last) if !last.carried_out => {
+                            last.carried_out = true;
+                            Ok(())
+                        }
+                        Some(_) => Err("its takeover was carried out already".into()),
+                        None => Err("it was not taken over".into()),
+                    }),
+                )
+                .await;
+            match claimed {
+                Ok(_) => {}
+                Err(StateError::Refused { message, .. }) => {
+                    info!(%message, "nothing to resume");
+                    return Ok(StepOutcome::run(&record));
+                }
+                Err(e) => return Err(e.into()),
+            }
             let pipeline = self.deployment.pipeline(&Config::default(), &[]).await?;
             pipeline.remove_leftovers(&record).await;
             let total = u32::try_from(plan.chunks.len()).unwrap_or(u32::MAX);

@@ -11,7 +11,7 @@ use chrono::{DateTime, Duration, Utc};
 use sluice::state::dynamo::DynamoStateStore;
 use sluice::state::local::LocalStateStore;
 use sluice::state::prelude::*;
-use sluice::state::{ChunkStart, SlotAcquire, SlotHolder, StateError};
+use sluice::state::{ChunkStart, Lease, SlotAcquire, SlotHolder, StateError};
 use sluice_core::external_function::batch::{BatchRecord, BatchRow};
 use sluice_core::plan::ChunkRange;
 use sluice_core::run::{ChunkOutcome, FileEntry};
@@ -758,8 +758,9 @@ async fn an_expired_lease_is_taken_over_and_the_crashed_run_failed(store: Store)
     assert_eq!(lease.expires_at, later + Duration::minutes(5));
 }
 
-/// A run judged dead is taken over by exactly one of the processes that race for it, only
-/// from the run that holds the lease, and its record is left to the taker (resumed or failed).
+/// A run judged dead is taken over by exactly one of the processes that race for it, even
+/// when every one resumes that same run; only from the lease as it was seen (a holder that
+/// renewed meanwhile keeps it); and the run's record is left to the taker (resumed or failed).
 async fn a_lease_is_taken_over_only_from_its_holder_and_by_one_taker(store: Store) {
     let table = key();
     let now = Utc::now();
@@ -768,48 +769,73 @@ async fn a_lease_is_taken_over_only_from_its_holder_and_by_one_taker(store: Stor
         .acquire_lease(&table, dead, now, now + Duration::minutes(5))
         .await
         .unwrap();
-    let stranger = RunId::new();
+    let seen = store.table_state(&table).await.unwrap().lease.unwrap();
+    let stranger = Lease {
+        run_id: RunId::new(),
+        ..seen.clone()
+    };
     assert!(
         !store
-            .take_over_lease(&table, stranger, RunId::new(), now + Duration::minutes(5))
+            .take_over_lease(&table, &stranger, RunId::new(), now + Duration::minutes(5))
             .await
             .unwrap(),
         "only the holder's lease is taken"
     );
+    // Eight processes resume the dead run at once: one wins.
     let takers: Vec<_> = (0..8)
         .map(|_| {
-            let (store, table) = (store.clone(), table.clone());
+            let (store, table, seen) = (store.clone(), table.clone(), seen.clone());
             tokio::spawn(async move {
-                let to = RunId::new();
-                let taken = store
-                    .take_over_lease(&table, dead, to, now + Duration::minutes(7))
+                store
+                    .take_over_lease(&table, &seen, dead, now + Duration::minutes(7))
                     .await
-                    .unwrap();
-                (to, taken)
+                    .unwrap()
             })
         })
         .collect();
-    let mut winners = Vec::new();
+    let mut winners = 0;
     for taker in takers {
-        let (to, taken) = taker.await.unwrap();
-        if taken {
-            winners.push(to);
-        }
+        winners += usize::from(taker.await.unwrap());
     }
-    assert_eq!(winners.len(), 1, "exactly one taker wins");
+    assert_eq!(winners, 1, "exactly one taker wins");
     let lease = store.table_state(&table).await.unwrap().lease.unwrap();
-    assert_eq!(lease.run_id, winners[0]);
-    assert_eq!(lease.expires_at, now + Duration::minutes(7));
+    assert_eq!(
+        (lease.run_id, lease.expires_at),
+        (dead, now + Duration::minutes(7))
+    );
     let record = store.get_run(dead).await.unwrap().unwrap();
     assert_eq!(
         record.status,
         RunStatus::Extracting,
         "the record is the taker's to change"
     );
-    // A run resumed by a new process takes the lease under its own id.
+    // The lease as first seen is gone: a late taker that read it takes nothing.
+    assert!(
+        !store
+            .take_over_lease(&table, &seen, RunId::new(), now + Duration::minutes(9))
+            .await
+            .unwrap()
+    );
+    // A holder that renewed keeps its lease from a taker that read it before the renewal.
     assert!(
         store
-            .take_over_lease(&table, winners[0], winners[0], now + Duration::minutes(9))
+            .renew_lease(&table, dead, now + Duration::minutes(11))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .take_over_lease(&table, &lease, RunId::new(), now + Duration::minutes(12))
+            .await
+            .unwrap(),
+        "renewed since it was read"
+    );
+    // Moved to a new run (the dead one is not resumed): the new run holds it.
+    let current = store.table_state(&table).await.unwrap().lease.unwrap();
+    let next = RunId::new();
+    assert!(
+        store
+            .take_over_lease(&table, &current, next, now + Duration::minutes(13))
             .await
             .unwrap()
     );
@@ -821,12 +847,16 @@ async fn a_lease_is_taken_over_only_from_its_holder_and_by_one_taker(store: Stor
             .lease
             .unwrap()
             .run_id,
-        winners[0]
+        next
     );
-    store.release_lease(&table, winners[0]).await.unwrap();
+    store.release_lease(&table, next).await.unwrap();
+    let released = Lease {
+        run_id: next,
+        expires_at: now + Duration::minutes(13),
+    };
     assert!(
         !store
-            .take_over_lease(&table, winners[0], RunId::new(), now + Duration::minutes(9))
+            .take_over_lease(&table, &released, RunId::new(), now + Duration::minutes(14))
             .await
             .unwrap(),
         "a released lease is not taken over (it is acquired)"

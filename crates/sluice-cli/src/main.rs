@@ -219,17 +219,23 @@ enum SampleEngine {
 fn main() {
     // Before the runtime starts any thread: allocator tuning is set-up, not run-time, work.
     sluice::memory::keep_large_buffers_out_of_the_heap();
-    end_quietly_on_a_closed_pipe();
+    let cli = Cli::parse();
+    // `run` talks to sources, some over Unix sockets: a write to a server that went away must
+    // stay an error there (with SIGPIPE's default it would kill the run mid-way, lease held).
+    // It prints its summary at the end, without panicking on a closed pipe.
+    if !matches!(cli.command, Command::Run(_)) {
+        end_quietly_on_a_closed_pipe();
+    }
     #[cfg(feature = "failpoints")]
     let _failpoints = crash_at_failpoints();
-    run_command();
+    run_command(cli);
 }
 
 /// `sluice status | head`: once the reader has gone, the next write ends the process by
 /// SIGPIPE, quietly and with the status shells know (141), as `ls` and `git` do. Rust's runtime
 /// ignores SIGPIPE, which turns that write into an error and `println!` into a panic
-/// ("failed printing to stdout: Broken pipe", exit 101). A command is never left half-done by
-/// this in a way that matters: only printing writes to standard output.
+/// ("failed printing to stdout: Broken pipe", exit 101). Only for the commands whose one
+/// output is what they print (status, config, watermark, snowflake sql, …).
 fn end_quietly_on_a_closed_pipe() {
     #[cfg(unix)]
     // SAFETY: restoring the default disposition of one signal, before any thread starts.
@@ -252,8 +258,7 @@ fn crash_at_failpoints() -> fail::FailScenario<'static> {
 }
 
 #[tokio::main]
-async fn run_command() {
-    let cli = Cli::parse();
+async fn run_command(cli: Cli) {
     init_tracing(cli.verbose, cli.json_logs);
     let aws = &cli.aws;
     let outcome = match cli.command {
@@ -538,9 +543,15 @@ async fn run(args: RunArgs, aws: &AwsArgs) -> Result<bool> {
         };
         records.push((table.key(), result));
     }
-    println!("{}", render::summary(&records));
-    println!("Parquet files and manifests are under {}", output.location);
-    println!("Run history: {}", args.state.status_hint());
+    // A reader that went away (`sluice run | head`) misses the summary; the runs are done
+    // and recorded, so a failed print is no failure of the command.
+    let summary = format!(
+        "{}\nParquet files and manifests are under {}\nRun history: {}\n",
+        render::summary(&records),
+        output.location,
+        args.state.status_hint()
+    );
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), summary.as_bytes());
     Ok(records
         .iter()
         .all(|(_, r)| matches!(r, Ok(rec) if rec.status == RunStatus::Completed)))

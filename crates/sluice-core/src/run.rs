@@ -200,6 +200,15 @@ pub struct RunHolder {
     /// `/proc/<pid>/stat`, field 22): a pid reused by another process has another start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process_start: Option<u64>,
+    /// The PID namespace the pid is in (Linux, the inode of `/proc/self/ns/pid`): containers
+    /// sharing a host name number their processes apart, so a pid from another namespace
+    /// says nothing here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_namespace: Option<u64>,
+    /// The boot the process ran in (Linux `/proc/sys/kernel/random/boot_id`): a holder from an
+    /// earlier boot of this host is gone, whatever now runs under its pid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
     /// When it took the run.
     pub since: DateTime<Utc>,
 }
@@ -227,6 +236,10 @@ pub struct Resumption {
     pub chunks_total: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by: Option<RunHolder>,
+    /// Set by the one serverless resume that carries the takeover out: Lambda may deliver
+    /// its event twice, and a second clean-up would delete what the first restarted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub carried_out: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,6 +13,8 @@ pub fn this_process(since: DateTime<Utc>) -> RunHolder {
         host: host_name(),
         pid,
         process_start: process_start(pid),
+        pid_namespace: pid_namespace(),
+        boot_id: boot_id(),
         since,
     }
 }
@@ -30,8 +32,13 @@ pub enum Liveness {
 
 /// Whether `holder` still runs, as far as this host can tell.
 pub fn liveness(holder: &RunHolder) -> Liveness {
-    if holder.host != host_name() {
+    if holder.host != host_name() || holder.pid_namespace != pid_namespace() {
         return Liveness::Unknown;
+    }
+    if let (Some(then), Some(now)) = (&holder.boot_id, boot_id())
+        && *then != now
+    {
+        return Liveness::Gone;
     }
     if holder.pid == std::process::id() {
         return Liveness::Alive;
@@ -66,6 +73,20 @@ fn process_start(pid: u32) -> Option<u64> {
     after_name.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// This process's PID namespace: the inode `/proc/self/ns/pid` links to (`pid:[4026531836]`).
+fn pid_namespace() -> Option<u64> {
+    let link = std::fs::read_link("/proc/self/ns/pid").ok()?;
+    let text = link.to_str()?;
+    text.strip_prefix("pid:[")?.strip_suffix(']')?.parse().ok()
+}
+
+/// This boot of the host (Linux), to tell a holder from before a reboot.
+fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|id| id.trim().to_owned())
+}
+
 /// Whether a process `pid` exists, where `/proc` is not available (macOS).
 fn process_exists(pid: u32) -> bool {
     let Ok(pid) = libc::pid_t::try_from(pid) else {
@@ -96,9 +117,21 @@ mod tests {
         assert_eq!(liveness(&holder), Liveness::Gone);
         let elsewhere = RunHolder {
             host: format!("{}-elsewhere", me.host),
-            ..me
+            ..me.clone()
         };
         assert_eq!(liveness(&elsewhere), Liveness::Unknown);
+        // Another container with this host name: its pids are not ours to judge.
+        let other_namespace = RunHolder {
+            pid_namespace: Some(me.pid_namespace.map_or(1, |n| n + 1)),
+            ..me.clone()
+        };
+        assert_eq!(liveness(&other_namespace), Liveness::Unknown);
+        // A holder from an earlier boot of this host is gone, even under a live pid.
+        let before_reboot = RunHolder {
+            boot_id: Some("an-earlier-boot".into()),
+            ..me
+        };
+        assert_eq!(liveness(&before_reboot), Liveness::Gone);
     }
 
     #[cfg(target_os = "linux")]

@@ -64,8 +64,9 @@ impl Pipeline {
             info!(%run_id, chunk, status = %record.status, error = %message, "run already ended; failure not recorded");
         }
         if record.status != RunStatus::Failed {
-            // It had completed: a late failure report changes nothing.
-            return Ok(record);
+            // It had completed: a late failure report changes nothing. The whole record, as
+            // the update answered with the header only.
+            return Ok(self.state.get_run(run_id).await?.unwrap_or(record));
         }
         // Also for a run failed before: the call that failed it may have died (or its store
         // call failed) before giving the lease back or removing the files, and a retry comes

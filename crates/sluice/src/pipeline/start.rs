@@ -12,6 +12,7 @@ use sluice_core::run::{Resumption, RunHolder};
 
 use super::*;
 use crate::holder::{self, Liveness};
+use crate::state::Lease;
 
 /// How [`Pipeline::run_table_with`] starts a run.
 #[derive(Debug, Clone, Copy, Default)]
@@ -77,7 +78,7 @@ impl Pipeline {
             } else {
                 let holder = self
                     .state
-                    .get_run(lease.run_id)
+                    .get_run_header(lease.run_id)
                     .await?
                     .and_then(|r| r.holder);
                 match holder {
@@ -89,7 +90,7 @@ impl Pipeline {
             };
             if let Some(reason) = reason {
                 return self
-                    .take_over(table, lease.run_id, reason, start, now, until)
+                    .take_over(table, &lease, reason, start, now, until)
                     .await;
             }
         }
@@ -109,13 +110,14 @@ impl Pipeline {
     async fn take_over(
         &self,
         table: &TableConfig,
-        from: RunId,
+        seen: &Lease,
         reason: String,
         start: RunStart,
         now: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> Result<Started> {
         let key = table.key();
+        let from = seen.run_id;
         let record = self.state.get_run(from).await?;
         // Why the run cannot be carried on; `None` when it can.
         let not_resumable = match &record {
@@ -132,7 +134,7 @@ impl Pipeline {
         };
         match (record, not_resumable) {
             (Some(record), None) => {
-                if !self.state.take_over_lease(&key, from, from, until).await? {
+                if !self.state.take_over_lease(&key, seen, from, until).await? {
                     return Err(self.lost_race(&key, from).await);
                 }
                 Ok(Started::Resumed(self.resume(record, reason, now).await?))
@@ -142,7 +144,7 @@ impl Pipeline {
                 let run_id = RunId::at(now);
                 if !self
                     .state
-                    .take_over_lease(&key, from, run_id, until)
+                    .take_over_lease(&key, seen, run_id, until)
                     .await?
                 {
                     return Err(self.lost_race(&key, from).await);
@@ -196,6 +198,7 @@ impl Pipeline {
             chunks_done: u32::try_from(done).unwrap_or(u32::MAX),
             chunks_total: u32::try_from(total).unwrap_or(u32::MAX),
             by: self.local_holder(now),
+            carried_out: false,
         };
         let mut resumed = self
             .state

@@ -718,15 +718,16 @@ impl LeaseStore for DynamoStateStore {
     async fn take_over_lease(
         &self,
         table_key: &str,
-        from: RunId,
+        seen: &Lease,
         to: RunId,
         expires_at: DateTime<Utc>,
     ) -> Result<bool> {
         let result = self
             .update_table_item(table_key)
             .update_expression("SET lease_run_id = :to, lease_expires = :exp")
-            .condition_expression("lease_run_id = :from")
-            .expression_attribute_values(":from", s(from.to_string()))
+            .condition_expression("lease_run_id = :from AND lease_expires = :seen")
+            .expression_attribute_values(":from", s(seen.run_id.to_string()))
+            .expression_attribute_values(":seen", n(nanos(seen.expires_at)))
             .expression_attribute_values(":to", s(to.to_string()))
             .expression_attribute_values(":exp", n(nanos(expires_at)))
             .send()

@@ -338,15 +338,16 @@ impl LeaseStore for LocalStateStore {
     async fn take_over_lease(
         &self,
         table_key: &str,
-        from: RunId,
+        seen: &Lease,
         to: RunId,
         expires_at: DateTime<Utc>,
     ) -> Result<bool> {
         let key = table_key.to_owned();
+        let seen = seen.clone();
         self.locked(move |f| {
             let mut tables = f.tables()?;
             match tables.get_mut(&key).and_then(|t| t.lease.as_mut()) {
-                Some(lease) if lease.run_id == from => {
+                Some(lease) if *lease == seen => {
                     *lease = Lease {
                         run_id: to,
                         expires_at,

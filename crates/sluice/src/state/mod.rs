@@ -249,17 +249,20 @@ pub trait LeaseStore: Send + Sync {
         expires_at: DateTime<Utc>,
     ) -> Result<bool>;
 
-    /// Moves the lease from `from` to `to` (which may be `from` itself: a run resumed by a new
-    /// process) until `expires_at`, whatever its expiry, but only while `from` holds it:
-    /// `false` when another run holds it or nobody does, and then nothing changes. The caller
-    /// has decided `from` is dead (its lease expired, its local process is gone) or an
+    /// Moves the lease `seen` (as [`LeaseStore::table_state`] read it) to run `to` (which may
+    /// be `seen`'s own run: a run resumed by a new process) until `expires_at`, but only while
+    /// the lease is still exactly `seen`, holder and expiry: `false` when it changed (its
+    /// holder renewed it, another taker moved it, it was released), and then nothing changes.
+    /// So of several takers that saw one dead holder's lease exactly one wins, even when all
+    /// resume the same run, and a holder that renewed in between keeps its lease. The caller
+    /// has decided `seen`'s run is dead (its lease lapsed, its local process is gone) or an
     /// operator said so (`sluice run --takeover`); unlike [`LeaseStore::acquire_lease`] it
-    /// leaves `from`'s record alone, so the caller can resume that run or fail it with its
-    /// own reason. Two takers racing for one dead holder: exactly one gets `true`.
+    /// leaves that run's record alone, so the caller can resume the run or fail it with its
+    /// own reason.
     async fn take_over_lease(
         &self,
         table_key: &str,
-        from: RunId,
+        seen: &Lease,
         to: RunId,
         expires_at: DateTime<Utc>,
     ) -> Result<bool>;
