@@ -717,7 +717,8 @@ impl Functions {
             if chunks == 0 {
                 return self.invoke_finalize(run_id).await;
             }
-            let function = self.extract_function()?;
+            // Refused before any claim when the deployment names no extract function.
+            self.extract_function()?;
             // At most `partition.max_concurrency` chunks of a run extract at once, as in a
             // local run: the planner starts the first chains and each finished chunk starts
             // the next of its chain (see `extract`), so the source never sees more
@@ -739,16 +740,7 @@ impl Functions {
                         .claim_chunk_start(run_id, chunk, PLANNER_CLAIMER, Utc::now())
                         .await?
                     {
-                        ChunkStart::Claimed => {
-                            self.deployment
-                                .invoker
-                                .invoke_async(
-                                    function,
-                                    event_bytes(&ExtractEvent { run_id, chunk }),
-                                )
-                                .await?;
-                            state.chunk_started(run_id, chunk).await?;
-                        }
+                        ChunkStart::Claimed => self.start_chunk(run_id, chunk).await?,
                         ChunkStart::Started | ChunkStart::ClaimedBy(_) => {
                             info!(chunk, "chunk already started; nothing to do");
                         }
@@ -775,6 +767,17 @@ impl Functions {
                 Ok(StepOutcome::run(&record))
             }
         }
+    }
+
+    /// Sends extract one chunk of a run and records that it was started.
+    async fn start_chunk(&self, run_id: RunId, chunk: u32) -> Result<()> {
+        let function = self.extract_function()?;
+        self.deployment
+            .invoker
+            .invoke_async(function, event_bytes(&ExtractEvent { run_id, chunk }))
+            .await?;
+        self.deployment.state.chunk_started(run_id, chunk).await?;
+        Ok(())
     }
 
     /// Hands a run whose chunks are all done to finalize.
@@ -853,19 +856,8 @@ impl Functions {
                 info!("every chunk was done; finalize invoked");
                 return Ok(StepOutcome::run(&record));
             }
-            let function = self.extract_function()?;
             for chunk in &restart {
-                self.deployment
-                    .invoker
-                    .invoke_async(
-                        function,
-                        event_bytes(&ExtractEvent {
-                            run_id,
-                            chunk: *chunk,
-                        }),
-                    )
-                    .await?;
-                state.chunk_started(run_id, *chunk).await?;
+                self.start_chunk(run_id, *chunk).await?;
             }
             info!(done = record.chunks.len(), total, restarted = ?restart, "run resumed");
             Ok(StepOutcome::run(&record))
@@ -981,18 +973,7 @@ impl Functions {
             .await?
         {
             ChunkStart::Claimed => {
-                let function = self.extract_function()?;
-                self.deployment
-                    .invoker
-                    .invoke_async(
-                        function,
-                        event_bytes(&ExtractEvent {
-                            run_id,
-                            chunk: next,
-                        }),
-                    )
-                    .await?;
-                state.chunk_started(run_id, next).await?;
+                self.start_chunk(run_id, next).await?;
                 info!(next, "next chunk of the chain started");
             }
             ChunkStart::Started => info!(next, "next chunk already started; nothing to do"),

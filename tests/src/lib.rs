@@ -560,6 +560,21 @@ pub fn files_under(dir: &Path) -> Vec<String> {
     out
 }
 
+/// The data files under an output directory, as keys relative to it (manifests left out):
+/// what a reader of the partition directories sees.
+pub fn data_files_under(out: &Path) -> Vec<String> {
+    let mut files: Vec<String> = files_under(out)
+        .into_iter()
+        .filter_map(|p| {
+            p.strip_prefix(&format!("{}/", out.display()))
+                .map(str::to_owned)
+        })
+        .filter(|k| !k.contains("/_manifests/"))
+        .collect();
+    files.sort();
+    files
+}
+
 /// Values of one Utf8 column across batches (NULLs left out).
 pub fn string_values(batches: &[RecordBatch], column: &str) -> Vec<String> {
     batches

@@ -699,17 +699,7 @@ async fn a_lapsed_run_is_resumed_keeping_its_done_chunks() {
     let manifest = h.manifest(&run);
     let mut listed: Vec<String> = manifest.files.iter().map(|f| f.key.clone()).collect();
     listed.sort();
-    let out = h.out_dir();
-    let mut present: Vec<String> = files_under(&out)
-        .into_iter()
-        .map(|p| {
-            p.strip_prefix(&format!("{}/", out.display()))
-                .unwrap()
-                .to_owned()
-        })
-        .filter(|k| !k.contains("/_manifests/"))
-        .collect();
-    present.sort();
+    let present = data_files_under(&h.out_dir());
     assert_eq!(
         present, listed,
         "the partition holds exactly the manifest's files"

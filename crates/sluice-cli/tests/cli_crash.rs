@@ -96,17 +96,7 @@ impl Scene {
 
 /// Every file in the table's date/hour partition directories, relative to the output root.
 fn partition_files(out: &Path) -> Vec<String> {
-    let mut files: Vec<String> = sluice_tests::files_under(out)
-        .into_iter()
-        .map(|p| {
-            p.strip_prefix(&format!("{}/", out.display()))
-                .unwrap()
-                .to_owned()
-        })
-        .filter(|k| !k.contains("/_manifests/"))
-        .collect();
-    files.sort();
-    files
+    sluice_tests::data_files_under(out)
 }
 
 fn manifest_of(out: &Path, record: &RunRecord) -> Manifest {
