@@ -70,10 +70,11 @@ pub struct LocalStack {
     pub shim_port: u16,
     pub log_dir: PathBuf,
     http: reqwest::Client,
-    // Killed on drop.
+    // Stopped on drop, in this order: the functions first, so their supervisors do not start
+    // them again when the runtime API goes away under them.
+    functions: Vec<FunctionProcess>,
     watch: Process,
     shim: Process,
-    functions: Vec<FunctionProcess>,
 }
 
 /// A function's process, started again when it exits, as Lambda starts a new execution
