@@ -96,7 +96,11 @@ pub trait ObjectSink: Send + Sync {
     }
     /// Removes the unfinished uploads a killed writer left in directory `dir` for objects
     /// whose name starts with `name_prefix`, and says which (as keys). Readers never see an
-    /// unfinished upload as an object, but a local directory shows it as a file.
+    /// unfinished upload as an object, but a local directory shows it as a file. On S3 it does
+    /// nothing: an upload never completed is no object (no listing shows it), and the bucket's
+    /// lifecycle rule `AbortIncompleteMultipartUpload` (in `template.yaml`) removes its parts
+    /// (<https://docs.aws.amazon.com/AmazonS3/latest/API/API_AbortIncompleteMultipartUpload.html>,
+    /// <https://docs.aws.amazon.com/AmazonS3/latest/userguide/mpuoverview.html>).
     fn remove_unfinished_uploads<'a>(
         &'a self,
         _dir: &'a str,
