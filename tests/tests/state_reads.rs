@@ -1,7 +1,8 @@
 //! What a run costs its state store in reads grows linearly with its chunks, on the local
 //! store and on DynamoDB (moto): every step reads the run's header and its own chunk, and
-//! only finalize reads every chunk outcome, once. Before, every step re-read the whole run
-//! with all its chunk outcomes, so a run of `n` chunks read O(n²) of them.
+//! only finalize reads every chunk outcome, once. Before (read from the code: the counter is
+//! new, so this test never ran against it), every step re-read the whole run with all its
+//! chunk outcomes, so a run of `n` chunks read O(n²) of them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
