@@ -7,7 +7,8 @@ use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Serialize;
 use sluice_core::external_function::answer::ResponseBody;
 use sluice_core::external_function::{
-    BATCH_ID_HEADER, batch_id_header, check_headers, parse_ingest_batch, parse_status_batch,
+    BATCH_ID_HEADER, BatchError, IngestRequest, Row, StatusRequest, batch_id_header, check_headers,
+    parse_ingest_batch, parse_status_batch,
 };
 
 use crate::flow::{Functions, Reply};
@@ -78,68 +79,92 @@ pub async fn route(functions: &Functions, request: Request) -> Response<Body> {
 }
 
 async fn route_answer(functions: &Functions, request: Request) -> Answer {
+    let max_rows = functions.deployment.settings.max_batch_rows;
+    match parse_request(&request, max_rows) {
+        Err(refusal) => refusal,
+        Ok(Routed::Poll { batch_id }) => functions.poll_batch(&batch_id).await.into(),
+        Ok(Routed::Ingest { batch_id, rows }) => {
+            functions.ingest(batch_id.as_deref(), rows).await.into()
+        }
+        Ok(Routed::IngestNow { rows }) => functions.ingest_now(rows).await.into(),
+        Ok(Routed::Status { rows }) => functions.status(rows).await.into(),
+    }
+}
+
+/// A request to one of the trigger's routes, parsed and checked: what the flow is asked to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Routed {
+    /// `GET /ingest`: Snowflake polls the batch with this id.
+    Poll { batch_id: String },
+    /// `POST /ingest`: start the rows' runs, remembered under the batch id when there is one.
+    Ingest {
+        batch_id: Option<String>,
+        rows: Vec<Row<IngestRequest>>,
+    },
+    /// `POST /ingest_async`: start the rows' runs and answer at once.
+    IngestNow { rows: Vec<Row<IngestRequest>> },
+    /// `POST /status`: the runs' stories.
+    Status { rows: Vec<Row<StatusRequest>> },
+}
+
+/// Reads a request as API Gateway hands it over (method, path, headers, body) into what it
+/// asks for, or the refusal to answer with (400, 404 or 405 and a message). Pure: the flow
+/// does the work; the fuzz target `external_function_request` feeds it hostile requests.
+pub fn parse_request(request: &Request, max_rows: usize) -> Result<Routed, Answer> {
     // API Gateway may put the stage in front (`/prod/ingest`): the last segment decides.
-    let path = request.raw_http_path().to_owned();
+    let path = request.raw_http_path();
     let endpoint = path
         .trim_end_matches('/')
         .rsplit('/')
         .next()
-        .unwrap_or_default()
-        .to_owned();
-    let method = request.method().as_str().to_owned();
-    let headers = request.headers().clone();
+        .unwrap_or_default();
+    let method = request.method().as_str();
+    let headers = request.headers();
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let max_rows = functions.deployment.settings.max_batch_rows;
     if method == "GET" && endpoint == "ingest" {
         // A poll carries no rows: only its batch id matters, so the format headers are not
         // required of it.
         return match batch_id_header(header(BATCH_ID_HEADER)) {
-            Ok(Some(id)) => functions.poll_batch(&id).await.into(),
-            Ok(None) => Answer::bad_request(format!(
+            Ok(Some(batch_id)) => Ok(Routed::Poll { batch_id }),
+            Ok(None) => Err(Answer::bad_request(format!(
                 "header {BATCH_ID_HEADER}: required to poll a batch"
-            )),
-            Err(e) => Answer::bad_request(e.to_string()),
+            ))),
+            Err(e) => Err(Answer::bad_request(e.to_string())),
         };
     }
-    let batch = match check_headers(header) {
-        Ok(batch) => batch,
-        Err(e) => return Answer::bad_request(e.to_string()),
-    };
+    let batch = check_headers(header).map_err(|e| Answer::bad_request(e.to_string()))?;
     if method == "POST" {
         let content_type = header("content-type").unwrap_or_default();
         if !content_type
             .to_ascii_lowercase()
             .starts_with("application/json")
         {
-            return Answer::bad_request(format!(
+            return Err(Answer::bad_request(format!(
                 "header content-type: expected application/json, got '{content_type}'"
-            ));
+            )));
         }
     }
     let body: &[u8] = request.body().as_ref();
-    match (method.as_str(), endpoint.as_str()) {
-        ("POST", "ingest") => match parse_ingest_batch(body, max_rows) {
-            Ok(rows) => functions
-                .ingest(batch.batch_id.as_deref(), rows)
-                .await
-                .into(),
-            Err(e) => Answer::bad_request(e.to_string()),
-        },
-        ("POST", "ingest_async") => match parse_ingest_batch(body, max_rows) {
-            Ok(rows) => functions.ingest_now(rows).await.into(),
-            Err(e) => Answer::bad_request(e.to_string()),
-        },
-        ("POST", "status") => match parse_status_batch(body, max_rows) {
-            Ok(rows) => functions.status(rows).await.into(),
-            Err(e) => Answer::bad_request(e.to_string()),
-        },
-        (_, "ingest" | "ingest_async" | "status") => {
-            Answer::error(405, format!("{method} is not allowed on /{endpoint}"))
-        }
-        _ => Answer::error(
+    let refused = |e: BatchError| Answer::bad_request(e.to_string());
+    match (method, endpoint) {
+        ("POST", "ingest") => Ok(Routed::Ingest {
+            batch_id: batch.batch_id,
+            rows: parse_ingest_batch(body, max_rows).map_err(refused)?,
+        }),
+        ("POST", "ingest_async") => Ok(Routed::IngestNow {
+            rows: parse_ingest_batch(body, max_rows).map_err(refused)?,
+        }),
+        ("POST", "status") => Ok(Routed::Status {
+            rows: parse_status_batch(body, max_rows).map_err(refused)?,
+        }),
+        (_, "ingest" | "ingest_async" | "status") => Err(Answer::error(
+            405,
+            format!("{method} is not allowed on /{endpoint}"),
+        )),
+        _ => Err(Answer::error(
             404,
             format!("no route {path}: use /ingest, /ingest_async or /status"),
-        ),
+        )),
     }
 }
 

@@ -206,115 +206,32 @@ impl ConfigStore {
             .map_err(|message| self.error(message))
     }
 
+    /// The items of both partitions as stored: sources, then tables.
+    async fn raw_items(&self) -> Result<(Vec<Item>, Vec<Item>)> {
+        let mut found = Vec::new();
+        for kind in ["SOURCE", "TABLE"] {
+            found.push(
+                ddb::query_partition(&self.client, &self.table, s(kind))
+                    .await
+                    .map_err(|message| self.error(message))?,
+            );
+        }
+        let tables = found.pop().unwrap_or_default();
+        let sources = found.pop().unwrap_or_default();
+        Ok((sources, tables))
+    }
+
     /// Every stored item, sources first, each in file order.
     async fn items(&self) -> Result<Vec<StoredItem>> {
-        let mut items = Vec::new();
-        for kind in ["SOURCE", "TABLE"] {
-            let found = ddb::query_partition(&self.client, &self.table, s(kind))
-                .await
-                .map_err(|message| self.error(message))?;
-            let mut of_kind = Vec::new();
-            for item in found {
-                of_kind.push(self.stored_item(kind, &item)?);
-            }
-            of_kind.sort_by(|a, b| {
-                (a.ordinal.unwrap_or(i64::MAX), &a.key)
-                    .cmp(&(b.ordinal.unwrap_or(i64::MAX), &b.key))
-            });
-            items.extend(of_kind);
-        }
-        Ok(items)
-    }
-
-    fn stored_item(&self, kind: &str, item: &Item) -> Result<StoredItem> {
-        let name = get_s(item, SK).unwrap_or_default().to_owned();
-        let key = if kind == "SOURCE" {
-            ItemKey::source(&name)
-        } else {
-            ItemKey::table(name)
-        };
-        let mut fields = serde_json::Map::new();
-        for (attr, value) in item {
-            if KEY_ATTRS.contains(&attr.as_str()) {
-                continue;
-            }
-            let value = ddb::to_json(value).map_err(|message| ConfigError::Parse {
-                origin: self.origin(&key),
-                path: format!("{}.{attr}", key.path()),
-                message,
-            })?;
-            fields.insert(attr.clone(), value);
-        }
-        Ok(StoredItem {
-            ordinal: get_n(item, "ordinal"),
-            key,
-            fields: Value::Object(fields),
-        })
-    }
-
-    fn origin(&self, key: &ItemKey) -> String {
-        format!("config table {}, item {key}", self.table)
+        let (sources, tables) = self.raw_items().await?;
+        stored_items(&self.table, &sources, &tables)
     }
 
     /// The stored configuration, parsed and validated like a file: any problem names the item
     /// and the field.
     pub async fn load(&self) -> Result<Config> {
-        let items = self.items().await?;
-        if items.is_empty() {
-            return Err(ConfigStoreError::Empty {
-                table: self.table.clone(),
-            });
-        }
-        let mut config = Config::default();
-        for item in &items {
-            let prefix = item.key.path();
-            let parse_error = |e: serde_path_to_error::Error<serde_json::Error>| {
-                let path = e.path().to_string();
-                ConfigError::Parse {
-                    origin: self.origin(&item.key),
-                    path: if path == "." {
-                        prefix.clone()
-                    } else {
-                        format!("{prefix}.{path}")
-                    },
-                    message: e.into_inner().to_string(),
-                }
-            };
-            if item.key.kind == "SOURCE" {
-                let source: SourceConfig =
-                    serde_path_to_error::deserialize(&item.fields).map_err(parse_error)?;
-                if source.name != item.key.name {
-                    return Err(self.mismatch(&item.key, "name", &source.name).into());
-                }
-                config.sources.push(source);
-            } else {
-                let table: TableConfig =
-                    serde_path_to_error::deserialize(&item.fields).map_err(parse_error)?;
-                if table.key() != item.key.name {
-                    return Err(self.mismatch(&item.key, "table", &table.key()).into());
-                }
-                config.tables.push(table);
-            }
-        }
-        config.validate().map_err(|issues| ConfigError::Invalid {
-            origin: format!("config table {}", self.table),
-            issues: issues
-                .into_iter()
-                .map(|issue| name_item_in_path(issue, &config))
-                .collect(),
-        })?;
-        Ok(config)
-    }
-
-    fn mismatch(&self, key: &ItemKey, field: &str, found: &str) -> ConfigError {
-        ConfigError::Parse {
-            origin: self.origin(key),
-            path: format!("{}.{field}", key.path()),
-            message: format!(
-                "the item's key (sk) is '{}' but its fields name '{found}'; they must agree",
-                key.name
-            ),
-        }
+        let (sources, tables) = self.raw_items().await?;
+        config_from_items(&self.table, &sources, &tables)
     }
 
     /// What writing `config` would change.
@@ -421,6 +338,115 @@ impl ConfigStore {
             writes.push(TransactWriteItem::builder().delete(delete).build());
         }
         Ok((diff, writes))
+    }
+}
+
+/// The configuration that a config table's items hold (`sources` from partition `SOURCE`,
+/// `tables` from `TABLE`, in any order), parsed and validated like a file: any problem names
+/// the item and the field. What [`ConfigStore::load`] does once it has read the items; pure,
+/// so it is tested and fuzzed without DynamoDB. `table` names the config table in errors.
+pub fn config_from_items(table: &str, sources: &[Item], tables: &[Item]) -> Result<Config> {
+    let items = stored_items(table, sources, tables)?;
+    if items.is_empty() {
+        return Err(ConfigStoreError::Empty {
+            table: table.to_owned(),
+        });
+    }
+    let mut config = Config::default();
+    for item in &items {
+        let prefix = item.key.path();
+        let parse_error = |e: serde_path_to_error::Error<serde_json::Error>| {
+            let path = e.path().to_string();
+            ConfigError::Parse {
+                origin: origin(table, &item.key),
+                path: if path == "." {
+                    prefix.clone()
+                } else {
+                    format!("{prefix}.{path}")
+                },
+                message: e.into_inner().to_string(),
+            }
+        };
+        if item.key.kind == "SOURCE" {
+            let source: SourceConfig =
+                serde_path_to_error::deserialize(&item.fields).map_err(parse_error)?;
+            if source.name != item.key.name {
+                return Err(mismatch(table, &item.key, "name", &source.name).into());
+            }
+            config.sources.push(source);
+        } else {
+            let table_config: TableConfig =
+                serde_path_to_error::deserialize(&item.fields).map_err(parse_error)?;
+            if table_config.key() != item.key.name {
+                return Err(mismatch(table, &item.key, "table", &table_config.key()).into());
+            }
+            config.tables.push(table_config);
+        }
+    }
+    config.validate().map_err(|issues| ConfigError::Invalid {
+        origin: format!("config table {table}"),
+        issues: issues
+            .into_iter()
+            .map(|issue| name_item_in_path(issue, &config))
+            .collect(),
+    })?;
+    Ok(config)
+}
+
+/// Both partitions' items with their fields as JSON: sources first, each in file order.
+fn stored_items(table: &str, sources: &[Item], tables: &[Item]) -> Result<Vec<StoredItem>> {
+    let mut items = Vec::new();
+    for (kind, found) in [("SOURCE", sources), ("TABLE", tables)] {
+        let mut of_kind = found
+            .iter()
+            .map(|item| stored_item(table, kind, item))
+            .collect::<Result<Vec<_>>>()?;
+        of_kind.sort_by(|a, b| {
+            (a.ordinal.unwrap_or(i64::MAX), &a.key).cmp(&(b.ordinal.unwrap_or(i64::MAX), &b.key))
+        });
+        items.extend(of_kind);
+    }
+    Ok(items)
+}
+
+fn stored_item(table: &str, kind: &str, item: &Item) -> Result<StoredItem> {
+    let name = get_s(item, SK).unwrap_or_default().to_owned();
+    let key = if kind == "SOURCE" {
+        ItemKey::source(&name)
+    } else {
+        ItemKey::table(name)
+    };
+    let mut fields = serde_json::Map::new();
+    for (attr, value) in item {
+        if KEY_ATTRS.contains(&attr.as_str()) {
+            continue;
+        }
+        let value = ddb::to_json(value).map_err(|message| ConfigError::Parse {
+            origin: origin(table, &key),
+            path: format!("{}.{attr}", key.path()),
+            message,
+        })?;
+        fields.insert(attr.clone(), value);
+    }
+    Ok(StoredItem {
+        ordinal: get_n(item, "ordinal"),
+        key,
+        fields: Value::Object(fields),
+    })
+}
+
+fn origin(table: &str, key: &ItemKey) -> String {
+    format!("config table {table}, item {key}")
+}
+
+fn mismatch(table: &str, key: &ItemKey, field: &str, found: &str) -> ConfigError {
+    ConfigError::Parse {
+        origin: origin(table, key),
+        path: format!("{}.{field}", key.path()),
+        message: format!(
+            "the item's key (sk) is '{}' but its fields name '{found}'; they must agree",
+            key.name
+        ),
     }
 }
 

@@ -6,6 +6,7 @@
 //! the same way. A 401 on a cached token retries once with a freshly signed one.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use reqwest::{Method, StatusCode};
@@ -16,7 +17,7 @@ use tracing::{Span, debug, instrument, warn};
 use super::decode::{self, RowType};
 use super::jwt::{PrivateKey, TokenSource};
 use super::{SnowflakeConfig, SnowflakeError, Tuning};
-use crate::warehouse::{Binding, QueryResult, Statement, Warehouse, WarehouseError};
+use crate::warehouse::{Binding, Column, QueryResult, Statement, Value, Warehouse, WarehouseError};
 
 type Result<T, E = SnowflakeError> = std::result::Result<T, E>;
 
@@ -267,64 +268,24 @@ impl SnowflakeClient {
 
     /// Reads a submission's or a poll's answer: done, running, or the statement's failure.
     fn answer(&self, path: &str, status: StatusCode, bytes: &[u8]) -> Result<Answer> {
-        match status {
-            StatusCode::OK => Ok(Answer::Done(parse(bytes)?)),
-            StatusCode::ACCEPTED => {
-                let body: StatusBody = parse(bytes)?;
-                body.statement_handle
-                    .map(Answer::Running)
-                    .ok_or_else(|| SnowflakeError::Protocol("202 without a statementHandle".into()))
-            }
-            _ => Err(self.failure(path, status, bytes)),
-        }
+        read_answer(status, bytes).unwrap_or_else(|| Err(self.failure(path, status, bytes)))
     }
 
     /// The typed error of a non-success answer.
     fn failure(&self, path: &str, status: StatusCode, bytes: &[u8]) -> SnowflakeError {
-        let body: StatusBody = serde_json::from_slice(bytes).unwrap_or_default();
-        let message = body
-            .message
-            .clone()
-            .unwrap_or_else(|| String::from_utf8_lossy(bytes).chars().take(300).collect());
-        match status {
-            StatusCode::UNAUTHORIZED => SnowflakeError::Auth {
-                subject: self.tokens.subject(),
-                fingerprint: self.tokens.fingerprint().to_owned(),
-                code: body.code,
-                message,
-            },
-            StatusCode::UNPROCESSABLE_ENTITY => SnowflakeError::Statement {
-                code: body.code.unwrap_or_default(),
-                sql_state: body.sql_state.unwrap_or_default(),
-                message,
-                statement_handle: body.statement_handle,
-            },
-            StatusCode::REQUEST_TIMEOUT if body.statement_handle.is_some() => {
-                SnowflakeError::Timeout {
-                    statement_handle: body.statement_handle.unwrap_or_default(),
-                    timeout: self.tuning.statement_timeout,
-                }
-            }
-            _ => SnowflakeError::Http {
-                url: path.to_owned(),
-                status: status.as_u16(),
-                code: body.code,
-                message,
-            },
-        }
+        failure(
+            path,
+            status,
+            bytes,
+            (self.tokens.subject(), self.tokens.fingerprint()),
+            self.tuning.statement_timeout,
+        )
     }
 
     /// Decodes a finished statement's rows, fetching partitions after the first.
     async fn result(&self, body: ResultSetBody) -> Result<QueryResult> {
-        let handle = body
-            .statement_handle
-            .ok_or_else(|| SnowflakeError::Protocol("result without a statementHandle".into()))?;
-        let meta = body.result_set_meta_data.ok_or_else(|| {
-            SnowflakeError::Protocol(format!("statement {handle}: no resultSetMetaData"))
-        })?;
-        let columns: Vec<_> = meta.row_type.iter().map(RowType::column).collect();
-        let mut raw = body.data;
-        for partition in 1..meta.partition_info.len() {
+        let (handle, columns, partitions, mut raw) = result_parts(body)?;
+        for partition in 1..partitions {
             let path = format!("/api/v2/statements/{handle}?partition={partition}");
             let (status, bytes) = self.send(Method::GET, &path, None, false).await?;
             if status != StatusCode::OK {
@@ -332,23 +293,7 @@ impl SnowflakeClient {
             }
             raw.extend(parse::<PartitionBody>(&bytes)?.data);
         }
-        let rows = raw
-            .iter()
-            .map(|row| {
-                if row.len() != columns.len() {
-                    return Err(SnowflakeError::Protocol(format!(
-                        "statement {handle}: a row of {} values for {} columns",
-                        row.len(),
-                        columns.len()
-                    )));
-                }
-                columns
-                    .iter()
-                    .zip(row)
-                    .map(|(column, cell)| decode::cell(column, cell.as_deref()))
-                    .collect()
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let rows = decode_rows(&handle, &columns, &raw)?;
         Ok(QueryResult {
             statement_id: handle,
             columns,
@@ -476,6 +421,128 @@ fn session_parameters(statements: usize) -> serde_json::Value {
         );
     }
     parameters.into()
+}
+
+/// A 200 (done) or 202 (running) answer read; `None` for any other status, a failure.
+fn read_answer(status: StatusCode, bytes: &[u8]) -> Option<Result<Answer>> {
+    match status {
+        StatusCode::OK => Some(parse(bytes).map(Answer::Done)),
+        StatusCode::ACCEPTED => Some(parse::<StatusBody>(bytes).and_then(|body| {
+            body.statement_handle
+                .map(Answer::Running)
+                .ok_or_else(|| SnowflakeError::Protocol("202 without a statementHandle".into()))
+        })),
+        _ => None,
+    }
+}
+
+/// The typed error of a non-success answer; `caller` is the JWT's subject and key
+/// fingerprint, named by a 401.
+fn failure(
+    path: &str,
+    status: StatusCode,
+    bytes: &[u8],
+    caller: (String, &str),
+    statement_timeout: Duration,
+) -> SnowflakeError {
+    let body: StatusBody = serde_json::from_slice(bytes).unwrap_or_default();
+    let message = body
+        .message
+        .clone()
+        .unwrap_or_else(|| String::from_utf8_lossy(bytes).chars().take(300).collect());
+    match status {
+        StatusCode::UNAUTHORIZED => SnowflakeError::Auth {
+            subject: caller.0,
+            fingerprint: caller.1.to_owned(),
+            code: body.code,
+            message,
+        },
+        StatusCode::UNPROCESSABLE_ENTITY => SnowflakeError::Statement {
+            code: body.code.unwrap_or_default(),
+            sql_state: body.sql_state.unwrap_or_default(),
+            message,
+            statement_handle: body.statement_handle,
+        },
+        StatusCode::REQUEST_TIMEOUT if body.statement_handle.is_some() => SnowflakeError::Timeout {
+            statement_handle: body.statement_handle.unwrap_or_default(),
+            timeout: statement_timeout,
+        },
+        _ => SnowflakeError::Http {
+            url: path.to_owned(),
+            status: status.as_u16(),
+            code: body.code,
+            message,
+        },
+    }
+}
+
+/// A finished statement's handle, columns, partition count and the rows of partition 0.
+type ResultParts = (String, Vec<Column>, usize, Vec<Vec<Option<String>>>);
+
+fn result_parts(body: ResultSetBody) -> Result<ResultParts> {
+    let handle = body
+        .statement_handle
+        .ok_or_else(|| SnowflakeError::Protocol("result without a statementHandle".into()))?;
+    let meta = body.result_set_meta_data.ok_or_else(|| {
+        SnowflakeError::Protocol(format!("statement {handle}: no resultSetMetaData"))
+    })?;
+    let columns: Vec<_> = meta.row_type.iter().map(RowType::column).collect();
+    Ok((handle, columns, meta.partition_info.len(), body.data))
+}
+
+/// Every raw row's cells decoded by its column's type.
+fn decode_rows(
+    handle: &str,
+    columns: &[Column],
+    raw: &[Vec<Option<String>>],
+) -> Result<Vec<Vec<Value>>> {
+    raw.iter()
+        .map(|row| {
+            if row.len() != columns.len() {
+                return Err(SnowflakeError::Protocol(format!(
+                    "statement {handle}: a row of {} values for {} columns",
+                    row.len(),
+                    columns.len()
+                )));
+            }
+            columns
+                .iter()
+                .zip(row)
+                .map(|(column, cell)| decode::cell(column, cell.as_deref()))
+                .collect()
+        })
+        .collect()
+}
+
+/// What one SQL API answer (`status`, `body`) to a one-statement request decodes to, without
+/// any further request: `Ok(None)` for a 202 (still running), the result with the rows of
+/// partition 0 for a 200, the typed error of anything else. The client's own reading, pure:
+/// what the fuzz target `sql_api_response` exercises.
+pub fn decode_response(status: u16, body: &[u8]) -> Result<Option<QueryResult>> {
+    let status = StatusCode::from_u16(status)
+        .map_err(|_| SnowflakeError::Protocol(format!("HTTP status {status} is not one")))?;
+    let path = "/api/v2/statements";
+    match read_answer(status, body) {
+        None => Err(failure(
+            path,
+            status,
+            body,
+            (String::new(), ""),
+            Duration::ZERO,
+        )),
+        Some(answer) => match answer? {
+            Answer::Running(_) => Ok(None),
+            Answer::Done(done) => {
+                let (handle, columns, _, raw) = result_parts(done)?;
+                let rows = decode_rows(&handle, &columns, &raw)?;
+                Ok(Some(QueryResult {
+                    statement_id: handle,
+                    columns,
+                    rows,
+                }))
+            }
+        },
+    }
 }
 
 /// The one result of a one-statement request.

@@ -14,7 +14,7 @@ pub mod jwt;
 
 use std::time::Duration;
 
-pub use client::SnowflakeClient;
+pub use client::{SnowflakeClient, decode_response};
 pub use jwt::PrivateKey;
 
 /// Where and as whom to run statements. Validated once by [`SnowflakeConfig::validate`].
