@@ -193,5 +193,35 @@ mod tests {
             .map(|r| r.request.clone().unwrap().table)
             .collect();
         assert_eq!(tables, ["public.orders", "public.customers"]);
+        match parse_request(&request, 100) {
+            Ok(Routed::Ingest { batch_id, rows }) => {
+                assert_eq!(
+                    batch_id.as_deref(),
+                    Some("01b02bdf-0001-7b58-0003-27d60056b5a6:1:1:0:0")
+                );
+                assert_eq!(rows.len(), 2);
+            }
+            other => panic!("{other:?}"),
+        }
+        let refused = parse_request(&request, 1).unwrap_err();
+        assert_eq!(refused.status, 400);
+    }
+
+    /// Routing refusals: a poll needs its batch id, other methods and paths are refused.
+    #[test]
+    fn requests_outside_the_routes_are_refused_with_a_status() {
+        let request = |method: &str, path: &str| {
+            lambda_http::http::Request::builder()
+                .method(method)
+                .uri(path)
+                .header("sf-external-function-format", "json")
+                .header("sf-external-function-format-version", "1.0")
+                .body(Body::Empty)
+                .unwrap()
+        };
+        let status = |r: &Request| parse_request(r, 10).unwrap_err().status;
+        assert_eq!(status(&request("GET", "/prod/ingest")), 400);
+        assert_eq!(status(&request("PUT", "/status")), 405);
+        assert_eq!(status(&request("GET", "/other")), 404);
     }
 }

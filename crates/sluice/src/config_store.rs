@@ -526,4 +526,51 @@ mod tests {
         );
         assert_eq!(kept.path, "tables");
     }
+
+    fn item(fields: serde_json::Value) -> Item {
+        match fields {
+            Value::Object(map) => map
+                .iter()
+                .map(|(k, v)| (k.clone(), ddb::from_json(v)))
+                .collect(),
+            _ => Item::new(),
+        }
+    }
+
+    /// What `load` makes of the items it read: the configuration in file order, or an error
+    /// naming the item and the field.
+    #[test]
+    fn items_parse_into_the_configuration_or_name_the_field() {
+        let source = item(serde_json::json!({
+            "pk": "SOURCE", "sk": "shop", "ordinal": 0, "name": "shop", "engine": "postgres",
+            "connection": {"url": "postgres://u@h/db"},
+        }));
+        let table = |name: &str, ordinal: i64| {
+            item(serde_json::json!({
+                "pk": "TABLE", "sk": format!("shop/{name}"), "ordinal": ordinal,
+                "source": "shop", "table": name,
+            }))
+        };
+        let config = config_from_items(
+            "cfg",
+            std::slice::from_ref(&source),
+            &[table("public.b", 1), table("public.a", 0)],
+        )
+        .unwrap();
+        let tables: Vec<_> = config.tables.iter().map(|t| t.table.as_str()).collect();
+        assert_eq!(tables, ["public.a", "public.b"]);
+        assert!(matches!(
+            config_from_items("cfg", &[], &[]),
+            Err(ConfigStoreError::Empty { .. })
+        ));
+        let mut bad = table("public.a", 0);
+        bad.insert(
+            "load".into(),
+            ddb::from_json(&serde_json::json!({"mode": 3})),
+        );
+        let e = config_from_items("cfg", std::slice::from_ref(&source), &[bad])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tables[shop/public.a].load.mode"), "{e}");
+    }
 }

@@ -639,4 +639,41 @@ mod tests {
         assert_ne!(id, new_request_id().unwrap());
         assert!(check_request_id("run-1").is_err());
     }
+
+    fn fixture(name: &str) -> Vec<u8> {
+        std::fs::read(format!(
+            "{}/../../tests/fixtures/sql_api/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+
+    /// The documented answers decode as the client reads them: rows, running, the typed error.
+    #[test]
+    fn decode_response_reads_the_documented_answers() {
+        let result = decode_response(200, &fixture("200_result.json"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(result.columns[0].name, "COUNT(*)");
+        assert_eq!(
+            result.rows,
+            vec![vec![Value::Number {
+                unscaled: 42,
+                scale: 0
+            }]]
+        );
+        assert!(
+            decode_response(202, &fixture("202_async.json"))
+                .unwrap()
+                .is_none()
+        );
+        let e = decode_response(422, &fixture("422_statement_error.json")).unwrap_err();
+        assert!(matches!(e, SnowflakeError::Statement { .. }), "{e}");
+        let e = decode_response(429, &fixture("429_too_many_requests.json")).unwrap_err();
+        assert!(matches!(e, SnowflakeError::Http { status: 429, .. }), "{e}");
+        assert!(matches!(
+            decode_response(7, b"{}"),
+            Err(SnowflakeError::Protocol(_))
+        ));
+    }
 }
