@@ -439,3 +439,36 @@ async fn a_statement_over_the_timeout_fails_the_run_clearly() {
     let m = r.error.unwrap().message;
     assert!(m.contains("max_statement_time exceeded"), "{m}");
 }
+
+/// As for PostgreSQL: a chunk reading beyond its range (a `where` the parser let through,
+/// simulated by changing the validated config) fails the run, and no file is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_that_reads_beyond_its_range_fails_the_run_and_loads_nothing() {
+    let db = MyTestDb::create("escape").await;
+    let mut conn = db.conn().await;
+    create_shop_mysql(&mut conn, 1).await.unwrap();
+    let h = Harness::new(&mysql_config(&db, SHOP_TABLES_YAML));
+    let mut orders = h.table("orders").clone();
+    orders.filter = Some("1=1) or (1=1".into());
+    let record = h.pipeline.run_table(&orders, &Quiet).await.unwrap();
+    assert_eq!(record.status, RunStatus::Failed, "{} rows", record.rows());
+    let message = record.error.clone().unwrap().message;
+    let bound: u64 = message
+        .split("than the ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let total: Option<u64> = conn
+        .query_first("SELECT count(*) FROM orders")
+        .await
+        .unwrap();
+    assert!(bound < total.unwrap(), "{message}");
+    let run_id = record.run_id.to_string();
+    let leftovers: Vec<_> = files_under(&h.out_dir())
+        .into_iter()
+        .filter(|p| p.contains(&run_id))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

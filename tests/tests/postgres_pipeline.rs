@@ -743,3 +743,106 @@ async fn a_lapsed_run_planned_under_another_config_is_failed_and_leaves_no_files
     }
     assert_eq!(next.rows(), order_ids(&db).await.len() as u64);
 }
+
+/// The `where` parser refuses a clause that closes sluice's own parenthesis, but a run must
+/// not trust it alone: a chunk that reads more rows than its range holds (counted in the same
+/// snapshot) fails the run instead of loading every row once per chunk. The config is
+/// changed after validation, as a parser gap would let it through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_that_reads_beyond_its_range_fails_the_run_and_loads_nothing() {
+    let db = TestDb::create("escape").await;
+    let client = db.client().await;
+    create_shop_postgres(&client, "public", 1).await.unwrap();
+    let tables = r#"
+  - source: shop
+    table: public.orders
+    primary_key: [order_id]
+    load: { mode: full }
+    partition: { column: order_id, chunks: 3 }
+    batch_rows: 500
+  - source: shop
+    table: public.customers
+    primary_key: [customer_id]
+    load: { mode: incremental, cursor: updated_at }
+"#;
+    let h = Harness::new(&shop_config(&db, tables));
+    let escaping = Some("1=1) or (1=1".to_owned());
+    let source_orders: i64 = client
+        .query_one("SELECT count(*) FROM orders", &[])
+        .await
+        .unwrap()
+        .get(0);
+
+    // Full load in three chunks: each chunk's read would escape its range.
+    let mut orders = h.table("public.orders").clone();
+    orders.filter = escaping.clone();
+    let record = h.pipeline.run_table(&orders, &Quiet).await.unwrap();
+    assert_eq!(record.status, RunStatus::Failed, "{} rows", record.rows());
+    let error = record.error.clone().unwrap();
+    assert_eq!(error.phase, RunStatus::Extracting);
+    assert!(
+        error.message.contains("than the") && error.message.contains("its range holds"),
+        "{}",
+        error.message
+    );
+    // The bound named is the chunk's share of the source, not the whole table.
+    let bound: i64 = error
+        .message
+        .split("than the ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(bound < source_orders, "{bound} of {source_orders}");
+    let run_id = record.run_id.to_string();
+    let leftovers: Vec<_> = files_under(&h.out_dir())
+        .into_iter()
+        .filter(|p| p.contains(&run_id))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // Incremental: the clause would escape the cursor window of the second run.
+    let customers = h.table("public.customers");
+    let first = h.pipeline.run_table(customers, &Quiet).await.unwrap();
+    assert_eq!(first.status, RunStatus::Completed, "{:?}", first.error);
+    let watermark = h
+        .pipeline
+        .state()
+        .table_state("shop/public.customers")
+        .await
+        .unwrap()
+        .watermark;
+    client
+        .batch_execute(
+            "UPDATE customers SET updated_at = (SELECT max(updated_at) FROM customers) + interval '1 day' \
+             WHERE customer_id = (SELECT min(customer_id) FROM customers)",
+        )
+        .await
+        .unwrap();
+    let mut customers = customers.clone();
+    customers.filter = escaping;
+    let second = h.pipeline.run_table(&customers, &Quiet).await.unwrap();
+    assert_eq!(second.status, RunStatus::Failed, "{} rows", second.rows());
+    assert!(
+        second
+            .error
+            .as_ref()
+            .unwrap()
+            .message
+            .contains("than the 1 its range holds"),
+        "{:?}",
+        second.error
+    );
+    let state = h
+        .pipeline
+        .state()
+        .table_state("shop/public.customers")
+        .await
+        .unwrap();
+    assert_eq!(
+        state.watermark, watermark,
+        "a failed run keeps the watermark"
+    );
+    assert_eq!(state.lease, None);
+}

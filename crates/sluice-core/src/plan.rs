@@ -559,13 +559,31 @@ impl RunPlan {
             &self.columns,
             &self.casts,
             self.table.filter.as_deref(),
-            if self.table.load.mode == LoadMode::Incremental {
-                self.cursor.as_ref()
-            } else {
-                None
-            },
+            self.read_window(),
             self.partition_column.as_deref().map(|c| (c, chunk)),
         ))
+    }
+
+    /// The count of rows chunk `index` may read at most (see [`chunk_bound_count_sql`]), or
+    /// `None` when there is no such chunk.
+    pub fn chunk_bound_count(&self, index: usize) -> Option<String> {
+        let chunk = self.chunks.get(index)?;
+        let table = TableName::parse(&self.table.table).ok()?;
+        Some(chunk_bound_count_sql(
+            self.dialect(),
+            &table,
+            self.read_window(),
+            self.partition_column.as_deref().map(|c| (c, chunk)),
+        ))
+    }
+
+    /// The cursor window the run's reads are bounded by: only an incremental run has one.
+    fn read_window(&self) -> Option<&CursorWindow> {
+        if self.table.load.mode == LoadMode::Incremental {
+            self.cursor.as_ref()
+        } else {
+            None
+        }
     }
 }
 
@@ -684,30 +702,62 @@ pub fn select_sql(
         .collect::<Vec<_>>()
         .join(", ");
     let mut conditions = scope_conditions(dialect, filter, cursor);
-    if let Some((column, range)) = chunk {
-        let column = dialect.quote(column);
-        match range {
-            ChunkRange::All => {}
-            ChunkRange::Null => conditions.push(format!("{column} IS NULL")),
-            ChunkRange::Range { lower, upper } => {
-                if let Some(lower) = lower {
-                    conditions.push(format!("{column} >= {}", lower.sql_literal(dialect)));
-                }
-                if let Some(upper) = upper {
-                    conditions.push(format!("{column} < {}", upper.sql_literal(dialect)));
-                }
-                if lower.is_none() && upper.is_none() {
-                    conditions.push(format!("{column} IS NOT NULL"));
-                }
-            }
-        }
-    }
-    let mut sql = format!("SELECT {select_list} FROM {}", table.quoted(dialect));
+    conditions.extend(chunk_conditions(dialect, chunk));
+    with_where(
+        format!("SELECT {select_list} FROM {}", table.quoted(dialect)),
+        &conditions,
+    )
+}
+
+/// The rows a chunk may read at most: its range within the cursor window, counted without the
+/// user's `where`. The user's clause can only narrow a read, so a chunk whose rows outnumber
+/// this count read rows outside its range (a `where` that escaped its parentheses, a planner
+/// bug) and must not complete.
+pub fn chunk_bound_count_sql(
+    dialect: Dialect,
+    table: &TableName,
+    cursor: Option<&CursorWindow>,
+    chunk: Option<(&str, &ChunkRange)>,
+) -> String {
+    let mut conditions = scope_conditions(dialect, None, cursor);
+    conditions.extend(chunk_conditions(dialect, chunk));
+    with_where(
+        format!("SELECT count(*) FROM {}", table.quoted(dialect)),
+        &conditions,
+    )
+}
+
+fn with_where(mut sql: String, conditions: &[String]) -> String {
     if !conditions.is_empty() {
         sql.push_str(" WHERE ");
         sql.push_str(&conditions.join(" AND "));
     }
     sql
+}
+
+/// The conditions that keep a read inside one chunk's range of the partition column.
+fn chunk_conditions(dialect: Dialect, chunk: Option<(&str, &ChunkRange)>) -> Vec<String> {
+    let mut conditions = Vec::new();
+    let Some((column, range)) = chunk else {
+        return conditions;
+    };
+    let column = dialect.quote(column);
+    match range {
+        ChunkRange::All => {}
+        ChunkRange::Null => conditions.push(format!("{column} IS NULL")),
+        ChunkRange::Range { lower, upper } => {
+            if let Some(lower) = lower {
+                conditions.push(format!("{column} >= {}", lower.sql_literal(dialect)));
+            }
+            if let Some(upper) = upper {
+                conditions.push(format!("{column} < {}", upper.sql_literal(dialect)));
+            }
+            if lower.is_none() && upper.is_none() {
+                conditions.push(format!("{column} IS NOT NULL"));
+            }
+        }
+    }
+    conditions
 }
 
 #[cfg(test)]
@@ -777,6 +827,7 @@ mod tests {
             column_types: Default::default(),
             invalid_dates: Default::default(),
             schedule: None,
+            deletes: Default::default(),
         }
     }
 
@@ -863,6 +914,38 @@ mod tests {
             "SELECT \"id\", \"updated_at\" FROM \"public\".\"orders\" WHERE (status <> 'x') AND \"updated_at\" > TIMESTAMP '2024-01-01 11:00:00.000000' AND \"updated_at\" <= TIMESTAMP '2024-01-02 00:00:00.500000'"
         );
         assert_eq!(plan.next_watermark(), Some(&ts("2024-01-02 00:00:00.5")));
+        // The bound a chunk is checked against keeps the window and drops the user's clause,
+        // which could otherwise defeat the bound the way it defeated the read.
+        assert_eq!(
+            plan.chunk_bound_count(0).unwrap(),
+            "SELECT count(*) FROM \"public\".\"orders\" WHERE \"updated_at\" > TIMESTAMP '2024-01-01 11:00:00.000000' AND \"updated_at\" <= TIMESTAMP '2024-01-02 00:00:00.500000'"
+        );
+        assert_eq!(plan.chunk_bound_count(1), None);
+    }
+
+    #[test]
+    fn a_chunks_bound_count_covers_its_range_and_nothing_of_the_where() {
+        let range = ChunkRange::Range {
+            lower: Some(ScalarValue::Int(10)),
+            upper: Some(ScalarValue::Int(20)),
+        };
+        let name = TableName::parse("public.orders").unwrap();
+        for (dialect, q) in [(Dialect::Postgres, '"'), (Dialect::Mysql, '`')] {
+            assert_eq!(
+                chunk_bound_count_sql(dialect, &name, None, Some(("id", &range))),
+                format!(
+                    "SELECT count(*) FROM {q}public{q}.{q}orders{q} WHERE {q}id{q} >= 10 AND {q}id{q} < 20"
+                )
+            );
+            assert_eq!(
+                chunk_bound_count_sql(dialect, &name, None, Some(("id", &ChunkRange::Null))),
+                format!("SELECT count(*) FROM {q}public{q}.{q}orders{q} WHERE {q}id{q} IS NULL")
+            );
+            assert_eq!(
+                chunk_bound_count_sql(dialect, &name, None, None),
+                format!("SELECT count(*) FROM {q}public{q}.{q}orders{q}")
+            );
+        }
     }
 
     #[test]

@@ -96,6 +96,7 @@ impl Pipeline {
             };
             let schema = stream.schema.clone();
             let warnings = stream.warnings.clone();
+            let bound_rows = stream.bound_rows;
             let mut batches = prefetch(stream.batches, self.options.prefetch_batches);
             let started_at = plan.started_at;
             let mut writer = ChunkFileWriter::new(
@@ -112,8 +113,20 @@ impl Pipeline {
                 move |part| layout.data_file(started_at, run_id, chunk, part),
             );
             let written = held(slot.as_ref(), async {
+                let mut read_rows = 0u64;
                 while let Some(batch) = batches.next().await {
                     let batch: RecordBatch = batch?;
+                    // Belt and braces behind the `where` parser: rows beyond the chunk's
+                    // range would land twice (once per chunk) and COMPLETE silently.
+                    read_rows += batch.num_rows() as u64;
+                    if read_rows > bound_rows {
+                        return Err(PipelineError::Run {
+                            run_id,
+                            message: format!(
+                                "chunk {chunk} read more rows ({read_rows} so far) than the {bound_rows} its range holds at the source, counted in the same snapshot: its query reads outside the chunk's range (is `where` one boolean expression?); stopped before anything was loaded"
+                            ),
+                        });
+                    }
                     writer.write(&batch).await?;
                     observer.rows_written(&key, batch.num_rows() as u64);
                     // Tests crash a chunk here, mid-upload (FAILPOINTS=extract-after-batch=1*panic).

@@ -486,6 +486,30 @@ pub struct ChunkStream {
     pub schema: SchemaRef,
     pub batches: BoxStream<'static, Result<RecordBatch>>,
     pub warnings: Warnings,
+    /// The rows of the chunk's range within the run's window, counted in the snapshot the
+    /// batches are read from, without the user's `where` (see
+    /// [`sluice_core::plan::chunk_bound_count_sql`]): the chunk can never rightly read more.
+    pub bound_rows: u64,
+}
+
+/// The `SELECT` that reads chunk `chunk` of `plan` and the query counting its bound (see
+/// [`ChunkStream::bound_rows`]), or the error saying the plan has no such chunk.
+pub(crate) fn chunk_queries(
+    plan: &RunPlan,
+    table: &TableName,
+    chunk: u32,
+) -> Result<(String, String)> {
+    let index = chunk as usize;
+    plan.chunk_select(index)
+        .zip(plan.chunk_bound_count(index))
+        .ok_or_else(|| SourceError::Stream {
+            table: table.to_string(),
+            chunk,
+            message: format!(
+                "the plan has {} chunks; there is no chunk {chunk}",
+                plan.chunks.len()
+            ),
+        })
 }
 
 /// A database the pipeline can plan against and extract from.

@@ -38,7 +38,7 @@ use self::types::{ColumnRead, MyColumn, column_read};
 use super::estimated_row_bytes;
 use super::{
     CatalogTable, ChunkStream, ColumnRole, Credentials, GatheredFacts, PlanQueries, Result,
-    SnapshotHold, Source, SourceError, Warnings, gather_key_facts,
+    SnapshotHold, Source, SourceError, Warnings, chunk_queries, gather_key_facts,
 };
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -660,16 +660,7 @@ impl Source for MysqlSource {
 
     async fn extract_chunk(&self, plan: &RunPlan, chunk: u32) -> Result<ChunkStream> {
         let name = table_name(&plan.table)?;
-        let select = plan
-            .chunk_select(chunk as usize)
-            .ok_or_else(|| SourceError::Stream {
-                table: name.to_string(),
-                chunk,
-                message: format!(
-                    "the plan has {} chunks; there is no chunk {chunk}",
-                    plan.chunks.len()
-                ),
-            })?;
+        let (select, bound_count) = chunk_queries(plan, &name, chunk)?;
         let mut conn = match self.held_plan(plan.snapshot.as_deref()) {
             Some(shared) => {
                 debug!(table = %name, chunk, "chunk reads on the plan's connection and snapshot");
@@ -688,6 +679,15 @@ impl Source for MysqlSource {
                 });
             }
         }
+        // In the transaction the rows are read in, so both see the same rows.
+        let bound_rows: Option<u64> = conn
+            .get()
+            .exec_first(bound_count.as_str(), ())
+            .await
+            .map_err(|e| SourceError::Query {
+                table: name.to_string(),
+                message: format!("counting chunk {chunk}'s rows: {}", my_message(&e)),
+            })?;
         let columns: Vec<DecodeColumn> = reads
             .into_iter()
             .map(|(c, r)| DecodeColumn {
@@ -723,6 +723,7 @@ impl Source for MysqlSource {
             schema,
             batches,
             warnings,
+            bound_rows: bound_rows.unwrap_or(0),
         })
     }
 }

@@ -29,7 +29,7 @@ use self::types::{ColumnRead, PgColumn, PgTypeInfo, TypeCatalog, column_read, re
 use super::estimated_row_bytes;
 use super::{
     CatalogTable, ChunkStream, ColumnRole, Credentials, GatheredFacts, PlanQueries, Result,
-    SnapshotHold, Source, SourceError, Warnings, gather_key_facts,
+    SnapshotHold, Source, SourceError, Warnings, chunk_queries, gather_key_facts,
 };
 
 /// Reads tables from one PostgreSQL database.
@@ -604,16 +604,7 @@ impl Source for PostgresSource {
 
     async fn extract_chunk(&self, plan: &RunPlan, chunk: u32) -> Result<ChunkStream> {
         let name = table_name(&plan.table)?;
-        let select = plan
-            .chunk_select(chunk as usize)
-            .ok_or_else(|| SourceError::Stream {
-                table: name.to_string(),
-                chunk,
-                message: format!(
-                    "the plan has {} chunks; there is no chunk {chunk}",
-                    plan.chunks.len()
-                ),
-            })?;
+        let (select, bound_count) = chunk_queries(plan, &name, chunk)?;
         let client = self
             .begin_chunk_snapshot(&name, plan.snapshot.as_deref())
             .await?;
@@ -644,6 +635,15 @@ impl Source for PostgresSource {
         let batch_rows = plan.table.batch_rows(row_bytes);
         let decoder = CopyBinaryDecoder::new(&columns, batch_rows, plan.table.invalid_dates);
         let schema = decoder.schema();
+        // In the transaction the COPY reads in, so both see the same rows.
+        let bound_rows: i64 = client
+            .query_one(bound_count.as_str(), &[])
+            .await
+            .and_then(|row| row.try_get(0))
+            .map_err(|e| SourceError::Query {
+                table: name.to_string(),
+                message: format!("counting chunk {chunk}'s rows: {}", pg_message(&e)),
+            })?;
         let copy = format!("COPY ({select}) TO STDOUT (FORMAT binary)");
         debug!(table = %name, chunk, sql = %copy, "starting binary COPY");
         let stream = client.copy_out(copy.as_str()).await.map_err(query_error)?;
@@ -708,6 +708,7 @@ impl Source for PostgresSource {
             schema,
             batches,
             warnings,
+            bound_rows: u64::try_from(bound_rows).unwrap_or(0),
         })
     }
 }
