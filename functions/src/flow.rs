@@ -93,6 +93,7 @@ impl ServerlessError {
                 PipelineError::Plan(_)
                 | PipelineError::UnknownSource { .. }
                 | PipelineError::Run { .. } => false,
+                PipelineError::Warehouse(e) if e.is_final() => false,
                 _ => true,
             },
             ServerlessError::State(e) => state(e),

@@ -343,15 +343,24 @@ async fn config_check(
         config.tables.len()
     );
     for table in &config.tables {
+        let mut notes: Vec<String> = table
+            .partition
+            .iter()
+            .map(|p| format!("partitioned by {}", p.column))
+            .collect();
+        notes.push(match table.deletes.mode {
+            sluice_core::DeleteMode::Off => "deletes off".to_owned(),
+            mode => format!(
+                "deletes {} (at most {}% of STAGING per run)",
+                format!("{mode:?}").to_lowercase(),
+                table.deletes.max_fraction * 100.0
+            ),
+        });
         println!(
             "  {:<40} {:<12} {}",
             table.key(),
             format!("{:?}", table.load.mode).to_lowercase(),
-            table
-                .partition
-                .as_ref()
-                .map(|p| format!("partitioned by {}", p.column))
-                .unwrap_or_default()
+            notes.join(", ")
         );
     }
     // Sources whose incremental runs check for open writers need a grant to see them all.

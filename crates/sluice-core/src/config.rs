@@ -214,6 +214,61 @@ pub struct TableConfig {
     /// in UTC (e.g. `0 2 * * *`). Absent: only when asked (`sluice.ingest`, `sluice trigger`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
+    /// What happens in STAGING to rows gone from the source (default: nothing).
+    #[serde(default, skip_serializing_if = "DeletesConfig::is_default")]
+    pub deletes: DeletesConfig,
+}
+
+/// Rows deleted at the source, in STAGING. A full load reads the whole table, so a key
+/// STAGING holds and the run does not is a row deleted since: the merge removes it
+/// (`hard`) or marks it (`soft`), unless that would remove more than `max_fraction` of
+/// STAGING (a source that lost its data, a `where` changed by mistake).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeletesConfig {
+    #[serde(default)]
+    pub mode: DeleteMode,
+    /// The largest share of STAGING's live rows one run may delete or mark, in (0, 1];
+    /// a run that would take more fails before it touches STAGING. `1` allows anything,
+    /// including a run that read no rows at all.
+    #[serde(default = "default_max_fraction")]
+    pub max_fraction: f64,
+}
+
+/// Half: a run that deletes more than half of a table is far likelier a broken source or a
+/// mistaken `where` than a real purge, and a purge can say so with `max_fraction: 1`.
+pub const DEFAULT_MAX_DELETE_FRACTION: f64 = 0.5;
+
+fn default_max_fraction() -> f64 {
+    DEFAULT_MAX_DELETE_FRACTION
+}
+
+impl Default for DeletesConfig {
+    fn default() -> Self {
+        DeletesConfig {
+            mode: DeleteMode::Off,
+            max_fraction: DEFAULT_MAX_DELETE_FRACTION,
+        }
+    }
+}
+
+impl DeletesConfig {
+    fn is_default(&self) -> bool {
+        *self == DeletesConfig::default()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DeleteMode {
+    /// Rows gone from the source stay in STAGING.
+    #[default]
+    Off,
+    /// Rows gone from the source are deleted from STAGING.
+    Hard,
+    /// Rows gone from the source stay, with `_sluice_deleted = TRUE` and the time in
+    /// `_sluice_deleted_at`; a row that comes back is live again.
+    Soft,
 }
 
 /// The type a column is forced to land as, overriding the engine's mapping.
@@ -909,6 +964,7 @@ fn validate_table(table: &TableConfig, engine: Option<Engine>, path: &str, issue
     {
         issues.push(format!("{path}.schedule"), message);
     }
+    validate_deletes(table, path, issues);
     let t = &table.target;
     for (field, value) in [
         ("raw_table", &t.raw_table),
@@ -934,6 +990,40 @@ fn validate_table(table: &TableConfig, engine: Option<Engine>, path: &str, issue
                 format!("'{column}' is part of the primary key, which cannot be VARIANT"),
             );
         }
+    }
+}
+
+fn validate_deletes(table: &TableConfig, path: &str, issues: &mut Issues) {
+    let deletes = &table.deletes;
+    let dpath = format!("{path}.deletes");
+    let fraction = deletes.max_fraction;
+    if !(fraction > 0.0 && fraction <= 1.0) {
+        issues.push(
+            format!("{dpath}.max_fraction"),
+            format!("{fraction} is out of range: must be more than 0 and at most 1"),
+        );
+    }
+    if deletes.mode == DeleteMode::Off {
+        return;
+    }
+    let mode = format!("{dpath}.mode");
+    if table.load.mode == LoadMode::Incremental {
+        issues.push(
+            &mode,
+            "deletes need a read of the whole table, which only load.mode: full makes; incremental tables would need key-set reconciliation, which sluice does not have yet (use mode: off)",
+        );
+    }
+    if table.primary_key.is_empty() {
+        issues.push(
+            &mode,
+            "deletes find vanished rows by primary_key, and none is given",
+        );
+    }
+    if table.target.merge_procedure.is_some() {
+        issues.push(
+            &mode,
+            "deletes are made by sluice's generated merge procedure; with target.merge_procedure your procedure handles them (use mode: off)",
+        );
     }
 }
 
@@ -1009,6 +1099,65 @@ tables:
         );
         let again = Config::from_yaml(&config.to_yaml().unwrap(), "again").unwrap();
         assert_eq!(config, again);
+    }
+
+    #[test]
+    fn deletes_parse_default_to_off_and_refuse_what_cannot_work() {
+        let config = Config::from_yaml(&with_table("    primary_key: [id]\n"), "t").unwrap();
+        assert_eq!(config.tables[0].deletes, DeletesConfig::default());
+        assert_eq!(config.tables[0].deletes.mode, DeleteMode::Off);
+        // Left at its default, it stays out of a round-tripped config.
+        assert!(!config.to_yaml().unwrap().contains("deletes"));
+        let config = Config::from_yaml(
+            &with_table("    primary_key: [id]\n    deletes: { mode: soft, max_fraction: 0.2 }\n"),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            config.tables[0].deletes,
+            DeletesConfig {
+                mode: DeleteMode::Soft,
+                max_fraction: 0.2
+            }
+        );
+        let again = Config::from_yaml(&config.to_yaml().unwrap(), "again").unwrap();
+        assert_eq!(config, again);
+
+        for (extra, expected) in [
+            (
+                "    primary_key: [id]\n    deletes: { mode: hard, max_fraction: 0 }\n",
+                "tables[0].deletes.max_fraction: 0 is out of range: must be more than 0 and at most 1",
+            ),
+            (
+                "    primary_key: [id]\n    deletes: { mode: hard, max_fraction: 1.5 }\n",
+                "tables[0].deletes.max_fraction: 1.5 is out of range",
+            ),
+            (
+                "    deletes: { mode: hard }\n",
+                "tables[0].deletes.mode: deletes find vanished rows by primary_key, and none is given",
+            ),
+            (
+                "    primary_key: [id]\n    load: { mode: incremental, cursor: updated_at }\n    deletes: { mode: soft }\n",
+                "tables[0].deletes.mode: deletes need a read of the whole table, which only load.mode: full makes",
+            ),
+            (
+                "    primary_key: [id]\n    target: { merge_procedure: MY_MERGE }\n    deletes: { mode: hard }\n",
+                "tables[0].deletes.mode: deletes are made by sluice's generated merge procedure",
+            ),
+        ] {
+            let issues = issues_of(&with_table(extra));
+            assert!(
+                issues.iter().any(|i| i.starts_with(expected)),
+                "{extra}: {issues:?}"
+            );
+        }
+        let issues = issues_of(&with_table("    deletes: { mode: sometimes }\n"));
+        assert!(
+            issues.len() == 1
+                && issues[0].contains("tables[0].deletes.mode")
+                && issues[0].contains("unknown variant `sometimes`"),
+            "{issues:?}"
+        );
     }
 
     #[test]

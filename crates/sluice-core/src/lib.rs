@@ -23,8 +23,8 @@ pub mod snowflake;
 pub mod staging;
 
 pub use config::{
-    ColumnTypeOverride, Config, ConfigError, Engine, InvalidDates, LoadMode, SourceConfig, SslMode,
-    TableConfig,
+    ColumnTypeOverride, Config, ConfigError, DeleteMode, DeletesConfig, Engine, InvalidDates,
+    LoadMode, SourceConfig, SslMode, TableConfig,
 };
 pub use ident::{Dialect, TableName};
 pub use plan::{RunPlan, ScalarKind, ScalarValue};

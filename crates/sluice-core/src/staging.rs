@@ -13,13 +13,18 @@
 //!   incoming cursor is greater than the stored one, so a replay (equal cursor) changes nothing
 //!   and an older run never overwrites a newer row;
 //! - without a cursor (full loads), the run: run ids are ULIDs and sort by start time, so a
-//!   row is updated only by a later run than the one that last wrote it. Rows gone from the
-//!   source are not deleted (a full load is an upsert of the snapshot).
+//!   row is updated only by a later run than the one that last wrote it.
+//!
+//! Rows gone from the source (`deletes:`, full loads only): a key STAGING holds and the run's
+//! RAW rows do not is deleted (`hard`) or marked `_sluice_deleted` (`soft`); a marked row
+//! that comes back is live again. These steps (and the whole merge) act only while no later
+//! run has been merged, so replaying an older run can neither resurrect nor delete a row
+//! a later run decided on; replaying the latest run finds nothing left to do.
 
 use arrow_schema::Schema;
 
 use crate::catalog::catalog_table_name;
-use crate::config::TableConfig;
+use crate::config::{DeleteMode, TableConfig};
 use crate::snowflake::{
     FILE_COLUMN, ObjectName, ROW_COLUMN, SnowflakeType, SqlGenError, column_type, quote,
 };
@@ -28,6 +33,9 @@ use crate::snowflake::{
 pub const RUN_ID_COLUMN: &str = "_sluice_run_id";
 /// The extraction time column the files carry.
 pub const EXTRACTED_AT_COLUMN: &str = "_sluice_extracted_at";
+/// Soft deletes: whether the source deleted the row, and when the merge saw it gone.
+pub const DELETED_COLUMN: &str = "_sluice_deleted";
+pub const DELETED_AT_COLUMN: &str = "_sluice_deleted_at";
 /// Default schema names for the layers.
 pub const RAW_SCHEMA: &str = "RAW";
 pub const STAGING_SCHEMA: &str = "STAGING";
@@ -106,6 +114,8 @@ pub struct MergeSpec {
     pub cursor: Option<String>,
     /// Columns holding JSON text, VARIANT in STAGING.
     pub json_columns: Vec<String>,
+    /// What the merge does with keys the run no longer has.
+    pub deletes: DeleteMode,
 }
 
 impl MergeSpec {
@@ -114,6 +124,7 @@ impl MergeSpec {
             primary_key: table.primary_key.clone(),
             cursor: table.load.cursor.clone(),
             json_columns: table.target.json_columns.clone(),
+            deletes: table.deletes.mode,
         }
     }
 }
@@ -169,7 +180,7 @@ pub fn staging_columns(
             });
         }
     }
-    schema
+    let mut columns = schema
         .fields()
         .iter()
         .filter(|f| f.name() != FILE_COLUMN && f.name() != ROW_COLUMN)
@@ -181,7 +192,15 @@ pub fn staging_columns(
             };
             Ok((f.name().clone(), data_type))
         })
-        .collect()
+        .collect::<Result<Vec<_>, StagingError>>()?;
+    if spec.deletes == DeleteMode::Soft {
+        columns.push((DELETED_COLUMN.to_owned(), SnowflakeType::Boolean));
+        columns.push((
+            DELETED_AT_COLUMN.to_owned(),
+            SnowflakeType::TimestampTz { scale: 6 },
+        ));
+    }
+    Ok(columns)
 }
 
 /// `CREATE TABLE IF NOT EXISTS` for STAGING.
@@ -196,9 +215,77 @@ pub fn staging_table_ddl(table: &ObjectName, columns: &[(String, SnowflakeType)]
 
 /// The merge log: one row per merged run with what the merge did.
 pub fn merge_log_ddl(log: &ObjectName) -> String {
+    let columns = merge_log_columns()
+        .iter()
+        .map(|(name, t)| format!("{} {t}", quote(name)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("CREATE TABLE IF NOT EXISTS {} ({columns})", log.quoted())
+}
+
+/// The merge log's columns; `deleted` came later, so older logs are evolved to have it.
+pub fn merge_log_columns() -> Vec<(String, SnowflakeType)> {
+    let count = SnowflakeType::Number {
+        precision: 19,
+        scale: 0,
+    };
+    vec![
+        ("run_id".to_owned(), SnowflakeType::Varchar),
+        ("inserted".to_owned(), count.clone()),
+        ("updated".to_owned(), count.clone()),
+        ("deleted".to_owned(), count),
+    ]
+}
+
+/// The STAGING rows of `spec`'s table (alias `t`) that a run (`run`: `:RUN_ID` in the
+/// procedure, `?` in a query) would delete or mark: live, with a key absent from the run's
+/// RAW rows, while no later run has been merged. Correlated `NOT EXISTS` stays in a `WHERE`
+/// and out of `OR`, where Snowflake supports it
+/// (<https://docs.snowflake.com/en/sql-reference/operators-subquery>, "[NOT] EXISTS").
+fn vanished_rows(targets: &TableTargets, spec: &MergeSpec, run: &str) -> String {
+    let key_match = spec
+        .primary_key
+        .iter()
+        .map(|c| format!("r.{c} = t.{c}", c = quote(c)))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let live = match spec.deletes {
+        DeleteMode::Soft => format!("COALESCE(t.{}, FALSE) = FALSE AND ", quote(DELETED_COLUMN)),
+        _ => String::new(),
+    };
     format!(
-        "CREATE TABLE IF NOT EXISTS {} (\"run_id\" VARCHAR, \"inserted\" NUMBER(19,0), \"updated\" NUMBER(19,0))",
-        log.quoted()
+        "{live}NOT EXISTS (SELECT 1 FROM {raw} AS r WHERE r.{run_col} = {run} AND {key_match}) AND {latest}",
+        raw = targets.raw.quoted(),
+        run_col = quote(RUN_ID_COLUMN),
+        latest = latest_run(targets, run),
+    )
+}
+
+/// True while no run later than `run` has been merged (the log holds every merged run).
+fn latest_run(targets: &TableTargets, run: &str) -> String {
+    format!(
+        "NOT EXISTS (SELECT 1 FROM {} AS l WHERE l.\"run_id\" > {run})",
+        targets.merge_log.quoted()
+    )
+}
+
+/// The query behind the delete guard, for a table with deletes: STAGING's live rows, the
+/// rows the run would delete or mark, and the rows the run loaded into RAW. Bindings: the
+/// run id, three times.
+pub fn deletes_guard_query(targets: &TableTargets, spec: &MergeSpec) -> String {
+    let staging = targets.staging.quoted();
+    let live = match spec.deletes {
+        DeleteMode::Soft => format!(
+            " WHERE COALESCE(t.{}, FALSE) = FALSE",
+            quote(DELETED_COLUMN)
+        ),
+        _ => String::new(),
+    };
+    format!(
+        "SELECT (SELECT COUNT(*) FROM {staging} AS t{live}),          (SELECT COUNT(*) FROM {staging} AS t WHERE {vanished}),          (SELECT COUNT(*) FROM {raw} WHERE {run_col} = ?)",
+        vanished = vanished_rows(targets, spec, "?"),
+        raw = targets.raw.quoted(),
+        run_col = quote(RUN_ID_COLUMN),
     )
 }
 
@@ -257,7 +344,11 @@ pub fn merge_procedure_ddl(
     if spec.primary_key.is_empty() {
         return Err(StagingError::NoPrimaryKey { table });
     }
-    let columns = staging_columns(schema, spec, &table)?;
+    // The soft-delete columns are STAGING's own, not the files': the merge sets them itself.
+    let columns: Vec<_> = staging_columns(schema, spec, &table)?
+        .into_iter()
+        .filter(|(name, _)| name != DELETED_COLUMN && name != DELETED_AT_COLUMN)
+        .collect();
     let q = |c: &str| quote(c);
     let select = columns
         .iter()
@@ -283,8 +374,20 @@ pub fn merge_procedure_ddl(
             format!("s.{c} > t.{c}", c = q(RUN_ID_COLUMN)),
         ),
     };
+    let deletes = spec.deletes != DeleteMode::Off;
+    // With deletes, a run older than one already merged merges nothing (see the module doc).
+    let only_latest = if deletes {
+        format!(" AND {}", latest_run(targets, ":RUN_ID"))
+    } else {
+        String::new()
+    };
+    let newer = match spec.deletes {
+        // A row marked deleted that the source has again comes back, whatever its cursor.
+        DeleteMode::Soft => format!("({newer} OR t.{} = TRUE)", q(DELETED_COLUMN)),
+        _ => newer,
+    };
     let source = format!(
-        "(SELECT {select} FROM {raw} WHERE {run} = :RUN_ID \
+        "(SELECT {select} FROM {raw} WHERE {run} = :RUN_ID{only_latest} \
          QUALIFY ROW_NUMBER() OVER (PARTITION BY {pk} ORDER BY {order}, {file} DESC, {row} DESC) = 1)",
         raw = targets.raw.quoted(),
         run = q(RUN_ID_COLUMN),
@@ -305,22 +408,60 @@ pub fn merge_procedure_ddl(
         .join(" AND ");
     let first_key = q(&spec.primary_key[0]);
     let log = targets.merge_log.quoted();
-    let set = columns
+    let mut set: Vec<String> = columns
         .iter()
         .filter(|(name, _)| !spec.primary_key.contains(name))
         .map(|(name, _)| format!("t.{c} = s.{c}", c = q(name)))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let names = columns
-        .iter()
-        .map(|(name, _)| q(name))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let values = columns
+        .collect();
+    let mut names: Vec<String> = columns.iter().map(|(name, _)| q(name)).collect();
+    let mut values: Vec<String> = columns
         .iter()
         .map(|(name, _)| format!("s.{}", q(name)))
-        .collect::<Vec<_>>()
-        .join(", ");
+        .collect();
+    if spec.deletes == DeleteMode::Soft {
+        set.push(format!("t.{} = FALSE", q(DELETED_COLUMN)));
+        set.push(format!("t.{} = NULL", q(DELETED_AT_COLUMN)));
+        names.push(q(DELETED_COLUMN));
+        names.push(q(DELETED_AT_COLUMN));
+        values.push("FALSE".into());
+        values.push("NULL".into());
+    }
+    let (set, names, values) = (set.join(", "), names.join(", "), values.join(", "));
+    // COUNT_IF of no rows is documented as NULL ("or NULL if no records satisfy the
+    // condition", <https://docs.snowflake.com/en/sql-reference/functions/count_if>), and an
+    // empty run (or a stale replay) has none: COALESCE keeps the counts numbers, since
+    // OBJECT_CONSTRUCT drops NULL values.
+    // Deletions are counted before the rows go (no SQLROWCOUNT to read after, see the module
+    // doc).
+    let (log_columns, deleted_count, deleted_field) = if deletes {
+        (
+            ", \"deleted\"",
+            format!(
+                ", (SELECT COUNT(*) FROM {table} AS t WHERE {})",
+                vanished_rows(targets, spec, ":RUN_ID")
+            ),
+            ", 'deleted', \"deleted\"",
+        )
+    } else {
+        ("", String::new(), "")
+    };
+    // DELETE and UPDATE take an alias for their target
+    // (<https://docs.snowflake.com/en/sql-reference/sql/delete>,
+    // <https://docs.snowflake.com/en/sql-reference/sql/update>).
+    let remove_vanished = match spec.deletes {
+        DeleteMode::Off => String::new(),
+        DeleteMode::Hard => format!(
+            "DELETE FROM {table} AS t WHERE {};\n",
+            vanished_rows(targets, spec, ":RUN_ID")
+        ),
+        DeleteMode::Soft => format!(
+            "UPDATE {table} AS t SET {deleted} = TRUE, {deleted_at} = CURRENT_TIMESTAMP(), {run_col} = :RUN_ID WHERE {};\n",
+            vanished_rows(targets, spec, ":RUN_ID"),
+            deleted = q(DELETED_COLUMN),
+            deleted_at = q(DELETED_AT_COLUMN),
+            run_col = q(RUN_ID_COLUMN),
+        ),
+    };
     Ok(format!(
         "CREATE OR REPLACE PROCEDURE {proc}(RUN_ID VARCHAR)\n\
          RETURNS VARIANT\n\
@@ -329,16 +470,17 @@ pub fn merge_procedure_ddl(
          AS $$\n\
          BEGIN\n\
          DELETE FROM {log} WHERE \"run_id\" = :RUN_ID;\n\
-         INSERT INTO {log} (\"run_id\", \"inserted\", \"updated\")\n\
-         \x20   SELECT :RUN_ID, COUNT_IF(t.{first_key} IS NULL), COUNT_IF(t.{first_key} IS NOT NULL AND {newer})\n\
+         INSERT INTO {log} (\"run_id\", \"inserted\", \"updated\"{log_columns})\n\
+         \x20   SELECT :RUN_ID, COALESCE(COUNT_IF(t.{first_key} IS NULL), 0), COALESCE(COUNT_IF(t.{first_key} IS NOT NULL AND {newer}), 0){deleted_count}\n\
          \x20   FROM {source} AS s\n\
          \x20   LEFT JOIN {table} AS t ON {on};\n\
+         {remove_vanished}\
          MERGE INTO {table} AS t\n\
          USING {source} AS s\n\
          ON {on}\n\
          WHEN MATCHED AND {newer} THEN UPDATE SET {set}\n\
          WHEN NOT MATCHED THEN INSERT ({names}) VALUES ({values});\n\
-         RETURN (SELECT OBJECT_CONSTRUCT('inserted', \"inserted\", 'updated', \"updated\") FROM {log} WHERE \"run_id\" = :RUN_ID);\n\
+         RETURN (SELECT OBJECT_CONSTRUCT('inserted', \"inserted\", 'updated', \"updated\"{deleted_field}) FROM {log} WHERE \"run_id\" = :RUN_ID);\n\
          END;\n\
          $$",
         proc = targets.merge_procedure.quoted(),
@@ -552,7 +694,7 @@ mod tests {
                  RETURNS VARIANT\nLANGUAGE SQL\nEXECUTE AS OWNER\nAS $$\nBEGIN\n\
                  DELETE FROM {log} WHERE \"run_id\" = :RUN_ID;\n\
                  INSERT INTO {log} (\"run_id\", \"inserted\", \"updated\")\n\
-                 \x20   SELECT :RUN_ID, COUNT_IF(t.\"id\" IS NULL), COUNT_IF(t.\"id\" IS NOT NULL AND {newer})\n\
+                 \x20   SELECT :RUN_ID, COALESCE(COUNT_IF(t.\"id\" IS NULL), 0), COALESCE(COUNT_IF(t.\"id\" IS NOT NULL AND {newer}), 0)\n\
                  \x20   FROM {source} AS s\n\
                  \x20   LEFT JOIN {staging} AS t ON t.\"id\" = s.\"id\";\n\
                  MERGE INTO {staging} AS t\nUSING {source} AS s\nON t.\"id\" = s.\"id\"\n\
@@ -584,6 +726,74 @@ mod tests {
                 .to_string(),
             "table \"DB\".\"STAGING\".\"SHOP_PUBLIC_ORDERS\": no primary_key configured; the STAGING merge needs one to deduplicate (set tables[].primary_key)"
         );
+    }
+
+    #[test]
+    fn merges_with_deletes_remove_or_mark_vanished_keys_only_as_the_latest_run() {
+        let targets = TableTargets::resolve(&config(""), "DB");
+        let mut spec = MergeSpec::of(&config(""));
+        assert_eq!(spec.deletes, DeleteMode::Off);
+        let plain = merge_procedure_ddl(&targets, &schema(), &spec).unwrap();
+        assert!(!plain.contains("\"deleted\""), "{plain}");
+        assert!(!plain.contains("AS l WHERE"), "{plain}");
+
+        let log = "\"DB\".\"STAGING\".\"SHOP_PUBLIC_ORDERS_MERGES\"";
+        let staging = "\"DB\".\"STAGING\".\"SHOP_PUBLIC_ORDERS\"";
+        let latest = format!("NOT EXISTS (SELECT 1 FROM {log} AS l WHERE l.\"run_id\" > :RUN_ID)");
+        let vanished = format!(
+            "NOT EXISTS (SELECT 1 FROM \"DB\".\"RAW\".\"SHOP_PUBLIC_ORDERS\" AS r WHERE r.\"_sluice_run_id\" = :RUN_ID AND r.\"id\" = t.\"id\") AND {latest}"
+        );
+
+        spec.deletes = DeleteMode::Hard;
+        let hard = merge_procedure_ddl(&targets, &schema(), &spec).unwrap();
+        assert!(
+            hard.contains(&format!(
+                "DELETE FROM {staging} AS t WHERE {vanished};\nMERGE INTO"
+            )),
+            "{hard}"
+        );
+        // Counted before they go, and only a latest run merges at all.
+        assert!(hard.contains(&format!(
+            ", (SELECT COUNT(*) FROM {staging} AS t WHERE {vanished})\n"
+        )));
+        assert!(hard.contains(&format!(
+            "WHERE \"_sluice_run_id\" = :RUN_ID AND {latest} QUALIFY"
+        )));
+        assert!(hard.contains("'deleted', \"deleted\") FROM"));
+
+        spec.deletes = DeleteMode::Soft;
+        let soft = merge_procedure_ddl(&targets, &schema(), &spec).unwrap();
+        assert!(
+            soft.contains(&format!(
+                "UPDATE {staging} AS t SET \"_sluice_deleted\" = TRUE, \"_sluice_deleted_at\" = CURRENT_TIMESTAMP(), \"_sluice_run_id\" = :RUN_ID \
+                 WHERE COALESCE(t.\"_sluice_deleted\", FALSE) = FALSE AND {vanished};\n"
+            )),
+            "{soft}"
+        );
+        // A row that comes back is live again, whatever its cursor says.
+        assert!(soft.contains("OR t.\"_sluice_deleted\" = TRUE) THEN UPDATE SET"));
+        assert!(soft.contains("t.\"_sluice_deleted\" = FALSE, t.\"_sluice_deleted_at\" = NULL\n"));
+        assert!(soft.contains("\"_sluice_deleted\", \"_sluice_deleted_at\") VALUES ("));
+        assert!(soft.contains(", FALSE, NULL);"));
+        // STAGING has the two columns; the merge never reads them from the files.
+        let columns = staging_columns(&schema(), &spec, "T").unwrap();
+        assert_eq!(
+            columns[columns.len() - 2..],
+            [
+                (DELETED_COLUMN.to_owned(), SnowflakeType::Boolean),
+                (
+                    DELETED_AT_COLUMN.to_owned(),
+                    SnowflakeType::TimestampTz { scale: 6 }
+                )
+            ]
+        );
+        assert!(!soft.contains("s.\"_sluice_deleted\""));
+
+        let guard = deletes_guard_query(&targets, &spec);
+        assert_eq!(guard.matches('?').count(), 3, "{guard}");
+        assert!(guard.starts_with(&format!(
+            "SELECT (SELECT COUNT(*) FROM {staging} AS t WHERE COALESCE(t.\"_sluice_deleted\", FALSE) = FALSE), "
+        )));
     }
 
     #[test]

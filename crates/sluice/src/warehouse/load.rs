@@ -14,9 +14,10 @@ use sluice_core::manifest::Manifest;
 use sluice_core::snowflake::{ObjectName, SqlGenError, copy_into_raw, manifest_schema};
 use sluice_core::staging::{
     ExistingColumn, MergeSpec, StagingError, TableTargets, call_with_run_id, columns_query,
-    delete_run_rows, evolve_table, merge_procedure_ddl, staging_columns, table_tables_sql,
+    delete_run_rows, deletes_guard_query, evolve_table, merge_log_columns, merge_procedure_ddl,
+    staging_columns, table_tables_sql,
 };
-use sluice_core::{RunId, TableConfig};
+use sluice_core::{DeleteMode, RunId, TableConfig};
 use thiserror::Error;
 use tracing::{info, instrument};
 
@@ -49,6 +50,22 @@ pub enum LoadError {
     },
     #[error("COPY INTO {table}: {message}")]
     CopyResult { table: String, message: String },
+    #[error(
+        "{table}: {reason}; nothing in STAGING was changed. If the source really lost these rows, raise deletes.max_fraction (now {max_fraction}; 1 allows any share) and run again"
+    )]
+    DeleteGuard {
+        table: String,
+        reason: String,
+        max_fraction: f64,
+    },
+}
+
+impl LoadError {
+    /// Whether the same call could succeed if tried again: the delete guard's verdict holds
+    /// until the config or the source changes, so a retry only repeats it.
+    pub fn is_final(&self) -> bool {
+        matches!(self, LoadError::DeleteGuard { .. })
+    }
 }
 
 /// Loads and merges runs into one warehouse.
@@ -101,6 +118,11 @@ impl Loader {
             &targets.staging,
             &self.columns(&targets.staging).await?,
             &staging,
+        )?);
+        alters.extend(evolve_table(
+            &targets.merge_log,
+            &self.columns(&targets.merge_log).await?,
+            &merge_log_columns(),
         )?);
         if !alters.is_empty() {
             info!(columns = alters.len(), "adding new source columns");
@@ -169,6 +191,9 @@ impl Loader {
         run_id: RunId,
     ) -> Result<serde_json::Value, LoadError> {
         let targets = TableTargets::resolve(table, &self.target.database);
+        if table.deletes.mode != DeleteMode::Off {
+            self.check_deletes(table, &targets, run_id).await?;
+        }
         let call = |procedure: &ObjectName| {
             Statement::new(call_with_run_id(procedure)).bind(run_id.to_string())
         };
@@ -186,6 +211,65 @@ impl Loader {
             info!(procedure = %gold.quoted(), "gold procedure done");
         }
         Ok(outcome)
+    }
+
+    /// Refuses a merge that would delete (or mark) more of STAGING than
+    /// `deletes.max_fraction` allows, or that read no rows while STAGING has some: what a
+    /// broken source or a mistaken `where` looks like. Asked before the merge, so a refusal
+    /// leaves STAGING as it was.
+    async fn check_deletes(
+        &self,
+        table: &TableConfig,
+        targets: &TableTargets,
+        run_id: RunId,
+    ) -> Result<(), LoadError> {
+        let spec = MergeSpec::of(table);
+        let run = run_id.to_string();
+        let counts = self
+            .warehouse
+            .execute(
+                &Statement::new(deletes_guard_query(targets, &spec))
+                    .bind(run.as_str())
+                    .bind(run.as_str())
+                    .bind(run.as_str()),
+            )
+            .await?;
+        let count = |i: usize| {
+            counts
+                .rows
+                .first()
+                .and_then(|row| row.get(i))
+                .and_then(Value::as_i64)
+                .and_then(|n| u64::try_from(n).ok())
+                .unwrap_or(0)
+        };
+        let (live, vanished, read) = (count(0), count(1), count(2));
+        let max_fraction = table.deletes.max_fraction;
+        let verb = match table.deletes.mode {
+            DeleteMode::Soft => "mark as deleted",
+            _ => "delete",
+        };
+        let reason = if read == 0 && live > 0 && max_fraction < 1.0 {
+            Some(format!(
+                "run {run_id} read no rows, yet STAGING holds {live} live rows: it would {verb} them all"
+            ))
+        } else if live > 0 && vanished as f64 > max_fraction * live as f64 {
+            Some(format!(
+                "run {run_id} would {verb} {vanished} of the {live} live rows of STAGING ({:.1}%), more than deletes.max_fraction allows",
+                100.0 * vanished as f64 / live as f64
+            ))
+        } else {
+            None
+        };
+        info!(live, vanished, read, "deletes checked");
+        match reason {
+            Some(reason) => Err(LoadError::DeleteGuard {
+                table: targets.staging.quoted(),
+                reason,
+                max_fraction,
+            }),
+            None => Ok(()),
+        }
     }
 
     async fn run_all(&self, statements: Vec<String>) -> Result<(), LoadError> {

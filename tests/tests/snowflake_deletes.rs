@@ -1,0 +1,403 @@
+//! Rows deleted at the source reach STAGING (`deletes:` on full loads), through S3 (moto),
+//! the Snowflake stand-in and the generated merge procedure, from PostgreSQL and MariaDB.
+//! Every check compares STAGING with the source database itself: counts, key sets and
+//! per-column checksums, never with what sluice wrote.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use mysql_async::prelude::Queryable;
+use sluice::Quiet;
+use sluice::sample::create_shop_postgres;
+use sluice::sample_mysql::create_shop_mysql;
+use sluice::sink::parquet::ParquetSettings;
+use sluice::source::mysql::MysqlSource;
+use sluice::warehouse::load::{Loader, WarehouseTarget};
+use sluice::warehouse::snowflake::SnowflakeClient;
+use sluice::warehouse::{Statement, Value, Warehouse};
+use sluice_core::snowflake::ObjectName;
+use sluice_core::{DeleteMode, RunRecord, RunStatus, TableConfig};
+use sluice_tests::moto::MotoServer;
+use sluice_tests::mysql::{MyTestDb, mysql_config};
+use sluice_tests::s3::S3Harness;
+use sluice_tests::snowflake::{KeyPair, Options, StandIn};
+use sluice_tests::{TestDb, shop_config};
+
+const PRODUCTS: &str = "  - source: shop
+    table: public.products
+    primary_key: [product_id]
+    load: {mode: full}
+    deletes: {mode: hard}
+    target: {staging_table: STAGING.PRODUCTS}
+";
+
+struct World {
+    h: S3Harness,
+    client: Arc<SnowflakeClient>,
+    loader: Arc<Loader>,
+    _standin: StandIn,
+}
+
+async fn world(label: &str, config: &str, mysql: bool) -> World {
+    let moto = MotoServer::shared();
+    let standin = StandIn::start(&Options {
+        s3_endpoint: Some(moto.endpoint()),
+        ..Options::default()
+    });
+    let sf = standin.config(label);
+    let database = sf.database.clone().unwrap();
+    let client = Arc::new(SnowflakeClient::new(sf, KeyPair::shared().private_key()).unwrap());
+    let h = if mysql {
+        S3Harness::with_sources(config, ParquetSettings::default(), |source| {
+            Arc::new(MysqlSource::from_config(source, None).unwrap())
+        })
+        .await
+    } else {
+        S3Harness::new(config, ParquetSettings::default()).await
+    };
+    let stage = ObjectName::new(&database, "RAW", "SLUICE_STAGE");
+    for sql in [
+        "CREATE SCHEMA IF NOT EXISTS RAW".to_owned(),
+        format!(
+            "CREATE STAGE IF NOT EXISTS {} URL = 's3://{}/{}/'",
+            stage.quoted(),
+            h.bucket,
+            h.prefix
+        ),
+    ] {
+        client.execute(&Statement::new(sql)).await.unwrap();
+    }
+    let loader = Arc::new(Loader::new(
+        client.clone() as Arc<dyn Warehouse>,
+        WarehouseTarget { database, stage },
+    ));
+    World {
+        h: h.with_warehouse(loader.clone()),
+        client,
+        loader,
+        _standin: standin,
+    }
+}
+
+impl World {
+    async fn run(&self, table: &TableConfig) -> RunRecord {
+        let record = self.h.pipeline.run_table(table, &Quiet).await.unwrap();
+        assert_eq!(record.status, RunStatus::Completed, "{:?}", record.error);
+        record
+    }
+
+    async fn run_refused(&self, table: &TableConfig) -> String {
+        let record = self.h.pipeline.run_table(table, &Quiet).await.unwrap();
+        assert_eq!(record.status, RunStatus::Failed, "{:?}", record.merge);
+        let error = record.error.unwrap();
+        assert_eq!(error.phase, RunStatus::Merging);
+        error.message
+    }
+
+    /// Loads and merges a run again from its manifest, as a retried finalize would.
+    async fn replay(&self, table: &TableConfig, record: &RunRecord) -> serde_json::Value {
+        let manifest = self.h.manifest(record).await;
+        self.loader
+            .load(table, &manifest, Some(&self.h.prefix))
+            .await
+            .unwrap();
+        self.loader.merge(table, record.run_id).await.unwrap()
+    }
+
+    async fn ints(&self, sql: &str) -> BTreeSet<i64> {
+        let result = self.client.execute(&Statement::new(sql)).await.unwrap();
+        result.rows.iter().map(|r| r[0].as_i64().unwrap()).collect()
+    }
+
+    async fn texts(&self, sql: &str) -> Vec<String> {
+        let result = self.client.execute(&Statement::new(sql)).await.unwrap();
+        let mut texts: Vec<String> = result
+            .rows
+            .iter()
+            .map(|r| r[0].as_str().unwrap().to_owned())
+            .collect();
+        texts.sort();
+        texts
+    }
+
+    async fn staging_keys(&self, key: &str, staging: &str, filter: &str) -> BTreeSet<i64> {
+        self.ints(&format!("SELECT \"{key}\" FROM {staging}{filter}"))
+            .await
+    }
+}
+
+fn merged(inserted: u64, updated: u64, deleted: u64) -> serde_json::Value {
+    serde_json::json!({"inserted": inserted, "updated": updated, "deleted": deleted})
+}
+
+async fn pg_keys(pg: &tokio_postgres::Client, sql: &str) -> BTreeSet<i64> {
+    pg.query(sql, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| i64::from(r.get::<_, i32>(0)))
+        .collect()
+}
+
+#[tokio::test]
+async fn hard_deletes_follow_the_source_replay_safely_and_stop_at_the_guard() {
+    let db = TestDb::create("sfdel").await;
+    let pg = db.client().await;
+    create_shop_postgres(&pg, "public", 1).await.unwrap();
+    let w = world("sfdel", &shop_config(&db, PRODUCTS), false).await;
+    let products = w.h.table("public.products").clone();
+    assert_eq!(products.deletes.mode, DeleteMode::Hard);
+    let staging = "STAGING.PRODUCTS";
+    let check = async |w: &World| {
+        sluice_tests::snowflake::assert_staging_equals_source(
+            &w.client,
+            &pg,
+            staging,
+            "public.products",
+        )
+        .await;
+    };
+
+    // A merge log from before deletes existed: the run evolves it.
+    for sql in [
+        "CREATE SCHEMA IF NOT EXISTS STAGING",
+        "CREATE TABLE STAGING.PRODUCTS_MERGES (\"run_id\" VARCHAR, \"inserted\" NUMBER(19,0), \"updated\" NUMBER(19,0))",
+    ] {
+        w.client.execute(&Statement::new(sql)).await.unwrap();
+    }
+    let first = w.run(&products).await;
+    assert_eq!(first.merge, Some(merged(200, 0, 0)));
+    check(&w).await;
+
+    // Five products vanish; the next run deletes exactly those from STAGING.
+    let gone = pg_keys(
+        &pg,
+        "DELETE FROM products WHERE product_id % 40 = 3 RETURNING product_id",
+    )
+    .await;
+    assert_eq!(gone.len(), 5);
+    let second = w.run(&products).await;
+    assert_eq!(second.merge, Some(merged(0, 195, 5)));
+    check(&w).await;
+    assert!(
+        w.staging_keys("product_id", staging, "")
+            .await
+            .is_disjoint(&gone)
+    );
+
+    // The latest run replayed: nothing left to do.
+    assert_eq!(w.replay(&products, &second).await, merged(0, 0, 0));
+    check(&w).await;
+
+    // Deleted and inserted again at the source: the row comes back.
+    let back = *gone.first().unwrap();
+    pg.batch_execute(&format!(
+        "INSERT INTO products (product_id, sku, name, category, price, attributes, in_stock, updated_at) \
+         VALUES ({back}, 'SKU-BACK', 'back again', 'misc', 12.34, '{{}}', true, now())"
+    ))
+    .await
+    .unwrap();
+    let third = w.run(&products).await;
+    assert_eq!(third.merge, Some(merged(1, 195, 0)));
+    check(&w).await;
+
+    // The first run replayed after later ones: it neither resurrects the deleted rows nor
+    // deletes the one that came back.
+    assert_eq!(w.replay(&products, &first).await, merged(0, 0, 0));
+    check(&w).await;
+
+    // A source that lost most of its rows: the guard fails the run before STAGING changes.
+    let before = w.staging_keys("product_id", staging, "").await;
+    pg.batch_execute("DELETE FROM products WHERE product_id % 10 <> 0")
+        .await
+        .unwrap();
+    let message = w.run_refused(&products).await;
+    let live = before.len();
+    let vanished = before.iter().filter(|k| *k % 10 != 0).count();
+    assert!(
+        message.contains(&format!("would delete {vanished} of the {live} live rows"))
+            && message.contains("deletes.max_fraction (now 0.5; 1 allows any share)")
+            && message.contains("nothing in STAGING was changed"),
+        "{message}"
+    );
+    assert_eq!(w.staging_keys("product_id", staging, "").await, before);
+
+    // An emptied source: refused as well, even though the share is not computed from rows read.
+    pg.batch_execute("DELETE FROM products").await.unwrap();
+    let message = w.run_refused(&products).await;
+    assert!(
+        message.contains(&format!("read no rows, yet STAGING holds {live} live rows")),
+        "{message}"
+    );
+    assert_eq!(w.staging_keys("product_id", staging, "").await, before);
+
+    // The operator says the purge is real.
+    let mut purge = products.clone();
+    purge.deletes.max_fraction = 1.0;
+    let purged = w.run(&purge).await;
+    assert_eq!(purged.merge, Some(merged(0, 0, live as u64)));
+    check(&w).await;
+}
+
+#[tokio::test]
+async fn soft_deletes_mark_vanished_rows_and_clear_the_mark_when_they_return() {
+    let db = TestDb::create("sfsoft").await;
+    let pg = db.client().await;
+    create_shop_postgres(&pg, "public", 1).await.unwrap();
+    let config = PRODUCTS.replace("mode: hard", "mode: soft");
+    let w = world("sfsoft", &shop_config(&db, &config), false).await;
+    let products = w.h.table("public.products").clone();
+    let staging = "STAGING.PRODUCTS";
+    let live = " WHERE NOT \"_sluice_deleted\"";
+    let marked = " WHERE \"_sluice_deleted\" AND \"_sluice_deleted_at\" IS NOT NULL";
+
+    let first = w.run(&products).await;
+    assert_eq!(first.merge, Some(merged(200, 0, 0)));
+    let all = pg_keys(&pg, "SELECT product_id FROM products").await;
+    assert_eq!(w.staging_keys("product_id", staging, live).await, all);
+
+    let gone = pg_keys(
+        &pg,
+        "DELETE FROM products WHERE product_id % 50 = 7 RETURNING product_id",
+    )
+    .await;
+    let second = w.run(&products).await;
+    assert_eq!(second.merge, Some(merged(0, 196, 4)));
+    let source = pg_keys(&pg, "SELECT product_id FROM products").await;
+    assert_eq!(w.staging_keys("product_id", staging, live).await, source);
+    assert_eq!(w.staging_keys("product_id", staging, marked).await, gone);
+    // Marked rows keep their last values: the whole table minus the marks is the source.
+    let stamps =
+        "SELECT TO_VARCHAR(\"_sluice_deleted_at\") FROM STAGING.PRODUCTS WHERE \"_sluice_deleted\"";
+    let marked_at = w.texts(stamps).await;
+    assert_eq!(marked_at.len(), gone.len());
+
+    // A replay marks nothing again and keeps the time each row was first seen gone.
+    assert_eq!(w.replay(&products, &second).await, merged(0, 0, 0));
+    assert_eq!(w.staging_keys("product_id", staging, marked).await, gone);
+    assert_eq!(w.texts(stamps).await, marked_at);
+
+    // One comes back: live again, its mark cleared.
+    let back = *gone.first().unwrap();
+    pg.batch_execute(&format!(
+        "INSERT INTO products (product_id, sku, name, category, price, attributes, in_stock, updated_at) \
+         VALUES ({back}, 'SKU-BACK', 'back again', 'misc', 12.34, '{{}}', true, now())"
+    ))
+    .await
+    .unwrap();
+    let third = w.run(&products).await;
+    assert_eq!(third.merge, Some(merged(0, 197, 0)));
+    let source = pg_keys(&pg, "SELECT product_id FROM products").await;
+    assert_eq!(w.staging_keys("product_id", staging, live).await, source);
+    let still_gone: BTreeSet<i64> = gone.iter().copied().filter(|k| *k != back).collect();
+    assert_eq!(
+        w.staging_keys("product_id", staging, marked).await,
+        still_gone
+    );
+    let cleared = w
+        .client
+        .execute(&Statement::new(format!(
+            "SELECT \"_sluice_deleted_at\", \"name\" FROM {staging} WHERE \"product_id\" = {back}"
+        )))
+        .await
+        .unwrap();
+    assert_eq!(cleared.rows[0][0], Value::Null);
+    assert_eq!(cleared.rows[0][1].as_str(), Some("back again"));
+}
+
+/// A row deleted while a run extracts is still in that run's snapshot, so it stays; the
+/// next run, whose snapshot lacks it, deletes it.
+#[tokio::test]
+async fn a_row_deleted_during_a_run_goes_with_the_next_run() {
+    let db = TestDb::create("sfdur").await;
+    let pg = db.client().await;
+    create_shop_postgres(&pg, "public", 1).await.unwrap();
+    let w = world("sfdur", &shop_config(&db, PRODUCTS), false).await;
+    let products = w.h.table("public.products").clone();
+    w.run(&products).await;
+
+    let planned = w.h.pipeline.plan_run(&products).await.unwrap();
+    let gone = pg_keys(
+        &pg,
+        "DELETE FROM products WHERE product_id % 25 = 1 RETURNING product_id",
+    )
+    .await;
+    assert!(!gone.is_empty());
+    let during =
+        w.h.pipeline
+            .execute_run(planned.record.run_id, &Quiet)
+            .await
+            .unwrap();
+    drop(planned.snapshot);
+    assert_eq!(during.status, RunStatus::Completed, "{:?}", during.error);
+    assert_eq!(during.merge, Some(merged(0, 200, 0)));
+    assert!(
+        w.staging_keys("product_id", "STAGING.PRODUCTS", "")
+            .await
+            .is_superset(&gone)
+    );
+
+    let after = w.run(&products).await;
+    assert_eq!(
+        after.merge,
+        Some(merged(0, 200 - gone.len() as u64, gone.len() as u64))
+    );
+    sluice_tests::snowflake::assert_staging_equals_source(
+        &w.client,
+        &pg,
+        "STAGING.PRODUCTS",
+        "public.products",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn mariadb_deletes_reach_staging_and_the_guard_holds() {
+    let db = MyTestDb::create("sfdel").await;
+    let mut conn = db.conn().await;
+    create_shop_mysql(&mut conn, 1).await.unwrap();
+    let tables = "  - source: shop
+    table: orders
+    primary_key: [order_id]
+    partition: { column: order_id, chunks: 2 }
+    deletes: { mode: hard, max_fraction: 0.3 }
+    target: {staging_table: STAGING.ORDERS}
+";
+    let w = world("mydel", &mysql_config(&db, tables), true).await;
+    let orders = w.h.table("orders").clone();
+    let source_keys = async |conn: &mut mysql_async::Conn| -> BTreeSet<i64> {
+        let keys: Vec<i64> = conn.query("SELECT order_id FROM orders").await.unwrap();
+        keys.into_iter().collect()
+    };
+
+    let first = w.run(&orders).await;
+    let all = source_keys(&mut conn).await;
+    assert_eq!(first.merge, Some(merged(all.len() as u64, 0, 0)));
+    assert_eq!(w.staging_keys("order_id", "STAGING.ORDERS", "").await, all);
+
+    // Deletes in both chunks' ranges.
+    conn.query_drop("DELETE FROM orders WHERE order_id % 100 = 42")
+        .await
+        .unwrap();
+    let left = source_keys(&mut conn).await;
+    let deleted = (all.len() - left.len()) as u64;
+    assert!(deleted > 10, "{deleted}");
+    let second = w.run(&orders).await;
+    assert_eq!(second.merge, Some(merged(0, left.len() as u64, deleted)));
+    assert_eq!(w.staging_keys("order_id", "STAGING.ORDERS", "").await, left);
+    assert_eq!(w.replay(&orders, &second).await, merged(0, 0, 0));
+    assert_eq!(w.staging_keys("order_id", "STAGING.ORDERS", "").await, left);
+
+    // Over max_fraction (0.3): refused, STAGING unchanged.
+    conn.query_drop("DELETE FROM orders WHERE order_id % 2 = 0")
+        .await
+        .unwrap();
+    let message = w.run_refused(&orders).await;
+    assert!(
+        message.contains("more than deletes.max_fraction allows"),
+        "{message}"
+    );
+    assert!(message.contains("(now 0.3;"), "{message}");
+    assert_eq!(w.staging_keys("order_id", "STAGING.ORDERS", "").await, left);
+}
