@@ -846,3 +846,91 @@ async fn a_chunk_that_reads_beyond_its_range_fails_the_run_and_loads_nothing() {
     );
     assert_eq!(state.lease, None);
 }
+
+/// A source whose chunk 1 loses its first batch on the way, as a decoder that dropped rows
+/// would: the count taken in the chunk's snapshot exposes it.
+struct LosesABatch(Arc<dyn sluice::source::Source>);
+
+#[async_trait::async_trait]
+impl sluice::source::Source for LosesABatch {
+    fn engine(&self) -> sluice_core::Engine {
+        self.0.engine()
+    }
+    async fn gather_facts(
+        &self,
+        table: &sluice_core::TableConfig,
+        lower: Option<&ScalarValue>,
+    ) -> sluice::source::Result<sluice::source::GatheredFacts> {
+        self.0.gather_facts(table, lower).await
+    }
+    async fn extract_chunk(
+        &self,
+        plan: &sluice_core::RunPlan,
+        chunk: u32,
+    ) -> sluice::source::Result<sluice::source::ChunkStream> {
+        use futures::StreamExt;
+        let stream = self.0.extract_chunk(plan, chunk).await?;
+        if chunk != 1 {
+            return Ok(stream);
+        }
+        Ok(sluice::source::ChunkStream {
+            batches: stream.batches.skip(1).boxed(),
+            ..stream
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_chunk_is_counted_at_the_source_and_lost_rows_fail_the_run() {
+    let db = TestDb::create("count").await;
+    let client = db.client().await;
+    create_shop_postgres(&client, "public", 1).await.unwrap();
+    let tables = r#"
+  - source: shop
+    table: public.orders
+    primary_key: [order_id]
+    partition: { column: order_id, chunks: 3 }
+    batch_rows: 500
+"#;
+    let config = shop_config(&db, tables);
+    let h = Harness::new(&config);
+    let source_rows: i64 = client
+        .query_one("SELECT count(*) FROM orders", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let record = h.run_completed("public.orders").await;
+    assert_eq!(record.source_rows(), Some(source_rows as u64));
+    assert_eq!(record.rows(), source_rows as u64);
+    for outcome in record.chunks.values() {
+        assert_eq!(outcome.source_rows, Some(outcome.rows));
+    }
+
+    let lossy = Harness::with_sources(&config, |source| {
+        Arc::new(LosesABatch(Arc::new(
+            sluice::source::postgres::PostgresSource::from_config(source, None).unwrap(),
+        )))
+    });
+    let record = lossy
+        .pipeline
+        .run_table(lossy.table("public.orders"), &Quiet)
+        .await
+        .unwrap();
+    assert_eq!(record.status, RunStatus::Failed);
+    let error = record.error.unwrap();
+    assert_eq!(error.chunk, Some(1));
+    assert!(
+        error.message.contains("chunk 1 read 1")
+            && error
+                .message
+                .contains("rows were lost between the source and the files"),
+        "{}",
+        error.message
+    );
+    let run_id = record.run_id.to_string();
+    assert!(
+        files_under(&lossy.out_dir())
+            .iter()
+            .all(|p| !p.contains(&run_id))
+    );
+}

@@ -169,6 +169,15 @@ async fn hard_deletes_follow_the_source_replay_safely_and_stop_at_the_guard() {
     let first = w.run(&products).await;
     assert_eq!(first.merge, Some(merged(200, 0, 0)));
     check(&w).await;
+    // The run's own reconciliation: the source's count, the files, what COPY loaded.
+    let count: i64 = pg
+        .query_one("SELECT count(*) FROM products", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(first.source_rows(), Some(count as u64));
+    assert_eq!(first.loaded_rows, Some(count as u64));
+    assert_eq!(first.rows(), count as u64);
 
     // Five products vanish; the next run deletes exactly those from STAGING.
     let gone = pg_keys(

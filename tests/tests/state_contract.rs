@@ -662,6 +662,7 @@ fn outcome(chunk: u32, rows: u64) -> ChunkOutcome {
         schema: Vec::new(),
         warnings: BTreeMap::from([("c: zero date written as NULL".to_owned(), 2)]),
         seconds: 0.5,
+        source_rows: Some(rows),
     }
 }
 

@@ -207,6 +207,19 @@ pub fn story(r: &RunRecord, state: &TableState, hold_warn_after: std::time::Dura
         r.files(),
         human_bytes(r.bytes())
     ));
+    if let Some(source) = r.source_rows() {
+        // What the run can prove about itself: the source's count (each chunk in its own
+        // snapshot), the rows in its files, and the rows COPY loaded.
+        let narrowed = r.plan.as_ref().is_some_and(|p| p.table.filter.is_some());
+        line(format!(
+            "counted   source {source}{} · read {}{}",
+            if narrowed { " before where" } else { "" },
+            r.rows(),
+            r.loaded_rows
+                .map(|n| format!(" · loaded {n}"))
+                .unwrap_or_default()
+        ));
+    }
     for (what, count) in r.warnings() {
         line(format!("warning   {what}: {count}"));
     }
@@ -395,6 +408,35 @@ mod tests {
             hour * 3,
         );
         assert!(!story.contains("WARNING"), "{story}");
+    }
+
+    #[test]
+    fn the_story_shows_the_source_count_beside_the_rows_read_and_loaded() {
+        let planned = DateTime::parse_from_rfc3339("2026-12-06T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let mut record = held_run(planned, planned - chrono::Duration::minutes(5));
+        let hour = std::time::Duration::from_secs(3600);
+        // Not every chunk counted (a record from before the count): no line at all.
+        record
+            .chunks
+            .insert(0, sluice_core::run::ChunkOutcome::default());
+        record.chunks.get_mut(&0).unwrap().rows = 40;
+        assert!(!story(&record, &TableState::default(), hour).contains("counted"));
+        record.chunks.get_mut(&0).unwrap().source_rows = Some(40);
+        record.loaded_rows = Some(40);
+        let text = story(&record, &TableState::default(), hour);
+        assert!(
+            text.contains("counted   source 40 · read 40 · loaded 40\n"),
+            "{text}"
+        );
+        record.plan.as_mut().unwrap().table.filter = Some("id > 3".into());
+        record.chunks.get_mut(&0).unwrap().source_rows = Some(45);
+        let text = story(&record, &TableState::default(), hour);
+        assert!(
+            text.contains("counted   source 45 before where · read 40 · loaded 40\n"),
+            "{text}"
+        );
     }
 
     #[test]

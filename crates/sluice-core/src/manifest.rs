@@ -161,6 +161,7 @@ mod tests {
             schema: schema.iter().map(|c| column(c)).collect(),
             warnings: BTreeMap::new(),
             seconds: 1.0,
+            source_rows: None,
         }
     }
 

@@ -140,6 +140,11 @@ pub struct ChunkOutcome {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub warnings: BTreeMap<String, u64>,
     pub seconds: f64,
+    /// The rows the source held in the chunk's range and the run's window, counted in the
+    /// snapshot the chunk read, before the table's `where`: the chunk read exactly these
+    /// without a `where`, at most these with one. `None` in records from before the count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_rows: Option<u64>,
 }
 
 /// The whole story of one run, as `sluice status` prints it.
@@ -171,6 +176,10 @@ pub struct RunRecord {
     pub watermark_committed: Option<ScalarValue>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest_key: Option<String>,
+    /// The rows COPY loaded into RAW (checked file by file against the manifest), once
+    /// LOADING is done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loaded_rows: Option<u64>,
     /// What the warehouse merge reported (the merge procedure's VARIANT, e.g.
     /// `{"inserted": 3, "updated": 1}`), once MERGING is done.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -273,6 +282,7 @@ impl RunRecord {
             watermark_before: None,
             watermark_committed: None,
             manifest_key: None,
+            loaded_rows: None,
             merge: None,
             error: None,
             holder: None,
@@ -322,6 +332,16 @@ impl RunRecord {
 
     pub fn rows(&self) -> u64 {
         self.chunks.values().map(|c| c.rows).sum()
+    }
+
+    /// The rows the source held for the whole run (each chunk counted in its own snapshot,
+    /// before `where`), when every chunk of the plan is done and counted.
+    pub fn source_rows(&self) -> Option<u64> {
+        let planned = self.plan.as_ref()?.chunks.len();
+        if self.chunks.len() != planned {
+            return None;
+        }
+        self.chunks.values().map(|c| c.source_rows).sum()
     }
 
     pub fn bytes(&self) -> u64 {

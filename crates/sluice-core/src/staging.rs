@@ -231,8 +231,8 @@ pub fn merge_log_columns() -> Vec<(String, SnowflakeType)> {
     };
     vec![
         ("run_id".to_owned(), SnowflakeType::Varchar),
-        ("inserted".to_owned(), count.clone()),
-        ("updated".to_owned(), count.clone()),
+        ("inserted".to_owned(), count),
+        ("updated".to_owned(), count),
         ("deleted".to_owned(), count),
     ]
 }

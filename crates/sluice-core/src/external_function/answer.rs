@@ -110,6 +110,13 @@ pub struct RunStory {
     pub watermark_before: Option<ScalarValue>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watermark_committed: Option<ScalarValue>,
+    /// The rows the source held for the run, counted in each chunk's snapshot before the
+    /// table's `where` (see `ChunkOutcome::source_rows`), once every chunk is done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_rows: Option<u64>,
+    /// The rows COPY loaded into RAW, once LOADING is done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loaded_rows: Option<u64>,
     /// The command that tells the rest (per-chunk rows and files, the plan, the whole error).
     pub story: String,
 }
@@ -142,6 +149,8 @@ impl RunStory {
             error_chunk: record.error.as_ref().and_then(|e| e.chunk),
             watermark_before: record.watermark_before.clone(),
             watermark_committed: record.watermark_committed.clone(),
+            source_rows: record.source_rows(),
+            loaded_rows: record.loaded_rows,
             story: format!("sluice status {}", record.run_id),
         }
     }

@@ -97,6 +97,7 @@ impl Pipeline {
             let schema = stream.schema.clone();
             let warnings = stream.warnings.clone();
             let bound_rows = stream.bound_rows;
+            let exact = plan.table.filter.is_none();
             let mut batches = prefetch(stream.batches, self.options.prefetch_batches);
             let started_at = plan.started_at;
             let mut writer = ChunkFileWriter::new(
@@ -132,6 +133,16 @@ impl Pipeline {
                     // Tests crash a chunk here, mid-upload (FAILPOINTS=extract-after-batch=1*panic).
                     fail::fail_point!("extract-after-batch");
                 }
+                // Without a `where` the count is exactly what the read must bring: fewer rows
+                // means some were lost between the source and the files.
+                if exact && read_rows != bound_rows {
+                    return Err(PipelineError::Run {
+                        run_id,
+                        message: format!(
+                            "chunk {chunk} read {read_rows} rows, but its range holds {bound_rows} at the source, counted in the same snapshot: rows were lost between the source and the files; nothing was loaded"
+                        ),
+                    });
+                }
                 Ok::<_, PipelineError>(())
             })
             .await;
@@ -151,6 +162,7 @@ impl Pipeline {
                 schema: manifest_columns(&file_schema(&schema)),
                 warnings: warnings.snapshot(),
                 seconds: started.elapsed().as_secs_f64(),
+                source_rows: Some(bound_rows),
             };
             tracing::Span::current()
                 .record("rows", outcome.rows)

@@ -59,6 +59,7 @@ impl Pipeline {
             self.register_in_catalog(&key, &plan, &layout, &manifest)
                 .await?;
             fail::fail_point!("finalize-after-catalog");
+            let mut loaded_rows = None;
             if let Some(loader) = &self.warehouse {
                 fail::fail_point!("finalize-before-copy");
                 let loaded = loader
@@ -69,6 +70,7 @@ impl Pipeline {
                     rows = loaded.rows,
                     "loaded into the warehouse"
                 );
+                loaded_rows = Some(loaded.rows);
                 fail::fail_point!("finalize-after-copy");
             }
             self.state
@@ -76,6 +78,9 @@ impl Pipeline {
                     run_id,
                     Box::new(move |r| {
                         r.manifest_key = Some(manifest_key);
+                        if loaded_rows.is_some() {
+                            r.loaded_rows = loaded_rows;
+                        }
                         if r.status == RunStatus::Merging {
                             return Ok(());
                         }
