@@ -241,10 +241,7 @@ pub async fn file_schema_of(source: &dyn Source, table: &TableConfig) -> Result<
         None,
         gathered.facts,
     )?;
-    let stream = source.extract_chunk(&plan, 0).await?;
-    let schema = file_schema(&stream.schema);
-    // The stream reads nothing; dropping it ends the (empty) read before the plan's hold.
-    drop(stream);
+    let schema = file_schema(&source.chunk_schema(&plan).await?);
     drop(gathered.hold);
     Ok(schema)
 }

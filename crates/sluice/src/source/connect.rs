@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use sluice_core::{Engine, RunPlan, ScalarValue, SourceConfig, TableConfig};
 use tokio::sync::Mutex;
@@ -166,6 +167,19 @@ impl Source for RotatingSource {
                 .rebuilt(generation, e)
                 .await?
                 .extract_chunk(plan, chunk)
+                .await
+                .map_err(after_reread),
+            done => done,
+        }
+    }
+
+    async fn chunk_schema(&self, plan: &RunPlan) -> Result<SchemaRef, SourceError> {
+        let (generation, adapter) = self.current().await;
+        match adapter.chunk_schema(plan).await {
+            Err(e) if e.is_auth() => self
+                .rebuilt(generation, e)
+                .await?
+                .chunk_schema(plan)
                 .await
                 .map_err(after_reread),
             done => done,

@@ -531,4 +531,10 @@ pub trait Source: Send + Sync {
 
     /// Streams one chunk of a planned run. Batches follow the plan's column order.
     async fn extract_chunk(&self, plan: &RunPlan, chunk: u32) -> Result<ChunkStream>;
+
+    /// The schema chunk 0 of `plan` is read with, without reading or counting a row. The
+    /// default opens the chunk; engines override it to skip the count.
+    async fn chunk_schema(&self, plan: &RunPlan) -> Result<SchemaRef> {
+        Ok(self.extract_chunk(plan, 0).await?.schema)
+    }
 }

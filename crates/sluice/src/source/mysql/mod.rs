@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use chrono::{NaiveDate, NaiveDateTime};
 use futures::StreamExt;
@@ -658,6 +659,16 @@ impl Source for MysqlSource {
         })
     }
 
+    async fn chunk_schema(&self, plan: &RunPlan) -> Result<SchemaRef> {
+        let name = table_name(&plan.table)?;
+        let mut conn = match self.held_plan(plan.snapshot.as_deref()) {
+            Some(shared) => ChunkConn::Shared(shared.lock_owned().await),
+            None => ChunkConn::Own(self.begin_snapshot(&name).await?),
+        };
+        let decoder = chunk_decoder(conn.get(), &name, plan).await?;
+        Ok(decoder.schema())
+    }
+
     async fn extract_chunk(&self, plan: &RunPlan, chunk: u32) -> Result<ChunkStream> {
         let name = table_name(&plan.table)?;
         let (select, bound_count) = chunk_queries(plan, &name, chunk)?;
@@ -668,17 +679,7 @@ impl Source for MysqlSource {
             }
             None => ChunkConn::Own(self.begin_snapshot(&name).await?),
         };
-        let resolved = resolve_table(conn.get(), &name).await?;
-        let reads = resolved.reads(&name, &plan.columns, &plan.table)?;
-        for (column, read) in &reads {
-            if read.cast != plan.casts.get(&column.name).copied() {
-                return Err(SourceError::ChangedSincePlan {
-                    table: name.to_string(),
-                    column: column.name.clone(),
-                    message: format!("now {}", column.column_type),
-                });
-            }
-        }
+        let decoder = chunk_decoder(conn.get(), &name, plan).await?;
         // In the transaction the rows are read in, so both see the same rows.
         let bound_rows: Option<u64> = conn
             .get()
@@ -688,20 +689,6 @@ impl Source for MysqlSource {
                 table: name.to_string(),
                 message: format!("counting chunk {chunk}'s rows: {}", my_message(&e)),
             })?;
-        let columns: Vec<DecodeColumn> = reads
-            .into_iter()
-            .map(|(c, r)| DecodeColumn {
-                nullable: !c.not_null,
-                name: c.name,
-                my_type: r.my_type,
-            })
-            .collect();
-        let row_bytes = estimated_row_bytes(columns.iter().map(|c| c.my_type.arrow_type()));
-        let decoder = RowDecoder::new(
-            &columns,
-            plan.table.batch_rows(row_bytes),
-            plan.table.invalid_dates,
-        );
         let schema = decoder.schema();
         let warnings = Warnings::default();
         let (tx, rx) = tokio::sync::mpsc::channel(CHANNEL_DEPTH);
@@ -726,6 +713,36 @@ impl Source for MysqlSource {
             bound_rows: bound_rows.unwrap_or(0),
         })
     }
+}
+
+/// The decoder of a plan's chunks, from the table's columns as they are now (in `conn`'s
+/// snapshot), checked against the plan.
+async fn chunk_decoder(conn: &mut Conn, name: &TableName, plan: &RunPlan) -> Result<RowDecoder> {
+    let resolved = resolve_table(conn, name).await?;
+    let reads = resolved.reads(name, &plan.columns, &plan.table)?;
+    for (column, read) in &reads {
+        if read.cast != plan.casts.get(&column.name).copied() {
+            return Err(SourceError::ChangedSincePlan {
+                table: name.to_string(),
+                column: column.name.clone(),
+                message: format!("now {}", column.column_type),
+            });
+        }
+    }
+    let columns: Vec<DecodeColumn> = reads
+        .into_iter()
+        .map(|(c, r)| DecodeColumn {
+            nullable: !c.not_null,
+            name: c.name,
+            my_type: r.my_type,
+        })
+        .collect();
+    let row_bytes = estimated_row_bytes(columns.iter().map(|c| c.my_type.arrow_type()));
+    Ok(RowDecoder::new(
+        &columns,
+        plan.table.batch_rows(row_bytes),
+        plan.table.invalid_dates,
+    ))
 }
 
 impl MysqlSource {

@@ -8,6 +8,7 @@ pub mod types;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
+use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use futures::StreamExt;
@@ -524,6 +525,55 @@ impl PlanQueries for PgPlanQueries<'_> {
     }
 }
 
+/// A chunk's transaction, begun in the plan's snapshot where it still exists, with the
+/// table's columns checked against the plan: what reading or counting the chunk starts from.
+struct OpenChunk {
+    client: Client,
+    name: TableName,
+    select: String,
+    bound_count: String,
+    decoder: CopyBinaryDecoder,
+}
+
+impl PostgresSource {
+    async fn open_chunk(&self, plan: &RunPlan, chunk: u32) -> Result<OpenChunk> {
+        let name = table_name(&plan.table)?;
+        let (select, bound_count) = chunk_queries(plan, &name, chunk)?;
+        let client = self
+            .begin_chunk_snapshot(&name, plan.snapshot.as_deref())
+            .await?;
+        let resolved = resolve_table(&client, &name).await?;
+        let reads = resolved.reads(&name, &plan.columns, &plan.table)?;
+        for (column, read) in &reads {
+            if read.cast != plan.casts.get(&column.name).copied() {
+                return Err(SourceError::ChangedSincePlan {
+                    table: name.to_string(),
+                    column: column.name.clone(),
+                    message: format!("now {}", column.type_text),
+                });
+            }
+        }
+        let columns: Vec<DecodeColumn> = reads
+            .into_iter()
+            .map(|(c, r)| DecodeColumn {
+                nullable: !c.not_null,
+                name: c.name,
+                pg_type: r.pg_type,
+            })
+            .collect();
+        let row_bytes = estimated_row_bytes(columns.iter().map(|c| c.pg_type.arrow_type()));
+        let batch_rows = plan.table.batch_rows(row_bytes);
+        let decoder = CopyBinaryDecoder::new(&columns, batch_rows, plan.table.invalid_dates);
+        Ok(OpenChunk {
+            client,
+            name,
+            select,
+            bound_count,
+            decoder,
+        })
+    }
+}
+
 #[async_trait]
 impl Source for PostgresSource {
     fn engine(&self) -> Engine {
@@ -602,38 +652,23 @@ impl Source for PostgresSource {
         })
     }
 
+    async fn chunk_schema(&self, plan: &RunPlan) -> Result<SchemaRef> {
+        // The read-only transaction ends with the connection, having read nothing.
+        Ok(self.open_chunk(plan, 0).await?.decoder.schema())
+    }
+
     async fn extract_chunk(&self, plan: &RunPlan, chunk: u32) -> Result<ChunkStream> {
-        let name = table_name(&plan.table)?;
-        let (select, bound_count) = chunk_queries(plan, &name, chunk)?;
-        let client = self
-            .begin_chunk_snapshot(&name, plan.snapshot.as_deref())
-            .await?;
+        let OpenChunk {
+            client,
+            name,
+            select,
+            bound_count,
+            decoder,
+        } = self.open_chunk(plan, chunk).await?;
         let query_error = |e: tokio_postgres::Error| SourceError::Query {
             table: name.to_string(),
             message: pg_message(&e),
         };
-        let resolved = resolve_table(&client, &name).await?;
-        let reads = resolved.reads(&name, &plan.columns, &plan.table)?;
-        for (column, read) in &reads {
-            if read.cast != plan.casts.get(&column.name).copied() {
-                return Err(SourceError::ChangedSincePlan {
-                    table: name.to_string(),
-                    column: column.name.clone(),
-                    message: format!("now {}", column.type_text),
-                });
-            }
-        }
-        let columns: Vec<DecodeColumn> = reads
-            .into_iter()
-            .map(|(c, r)| DecodeColumn {
-                nullable: !c.not_null,
-                name: c.name,
-                pg_type: r.pg_type,
-            })
-            .collect();
-        let row_bytes = estimated_row_bytes(columns.iter().map(|c| c.pg_type.arrow_type()));
-        let batch_rows = plan.table.batch_rows(row_bytes);
-        let decoder = CopyBinaryDecoder::new(&columns, batch_rows, plan.table.invalid_dates);
         let schema = decoder.schema();
         // In the transaction the COPY reads in, so both see the same rows.
         let bound_rows: i64 = client
