@@ -47,11 +47,41 @@ from fakesnow.converter import from_binding
 from fakesnow.instance import FakeSnow
 from fakesnow.rowtype import describe_as_rowtype
 from fakesnow.transforms.file_format import lookup_file_format
+import fakesnow.transforms as fakesnow_transforms
+from sqlglot import exp as sqlglot_exp
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+
+# SUM keeps NUMBER exact: "Numeric values are summed into an equivalent or larger data type.
+# When passed a VARCHAR expression, this function implicitly casts the input to floating point
+# values" (https://docs.snowflake.com/en/sql-reference/functions/sum, usage notes). fakesnow
+# wraps every SUM argument in TRY_CAST(… AS DOUBLE), so a sum of NUMBER(14,2) came back as a
+# FLOAT with rounding errors. Only a text literal is cast now; a VARCHAR column inside SUM is
+# refused by DuckDB (stricter than Snowflake, which would cast it to a float).
+_fakesnow_numeric_agg_cast = fakesnow_transforms.numeric_agg_implicit_cast
+
+
+def _sum_keeps_numbers_exact(expression):
+    if not isinstance(expression, sqlglot_exp.Sum):
+        return _fakesnow_numeric_agg_cast(expression)
+    arg = expression.this
+    keep_cast = isinstance(arg, (sqlglot_exp.Cast, sqlglot_exp.TryCast)) or (
+        isinstance(arg, sqlglot_exp.Literal) and arg.is_string
+    )
+    result = _fakesnow_numeric_agg_cast(expression)
+    if keep_cast:
+        return result
+    summed = result if isinstance(result, sqlglot_exp.Sum) else result.find(sqlglot_exp.Sum)
+    if summed is not None and isinstance(summed.this, sqlglot_exp.TryCast):
+        summed.set("this", summed.this.this)
+    return result
+
+
+fakesnow_transforms.numeric_agg_implicit_cast = _sum_keeps_numbers_exact
 
 # fakesnow reads DuckDB results through Arrow; the copy it warns about is harmless at this size.
 warnings.filterwarnings("ignore", message="Arrow output on a DB-API result")

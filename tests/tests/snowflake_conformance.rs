@@ -517,3 +517,28 @@ async fn the_stand_in_answers_in_the_documented_shapes() {
         assert!(missing.is_empty(), "{name}: the stand-in lacks {missing:?}");
     }
 }
+
+/// <https://docs.snowflake.com/en/sql-reference/functions/sum>: "Numeric values are summed into
+/// an equivalent or larger data type" (only VARCHAR is cast to float). A sum of NUMBER is an
+/// exact NUMBER, as `sluice validate` compares it with the source's exact sum.
+#[tokio::test]
+async fn a_sum_of_numbers_is_an_exact_number() {
+    let client = StandIn::shared().client("sumexact");
+    for sql in [
+        "CREATE OR REPLACE TABLE SUMS (X NUMBER(14,2))",
+        "INSERT INTO SUMS VALUES (0.10), (0.20), (12345678901.01)",
+    ] {
+        client.execute(&Statement::new(sql)).await.unwrap();
+    }
+    let result = client
+        .execute(&Statement::new("SELECT SUM(X) FROM SUMS"))
+        .await
+        .unwrap();
+    assert_eq!(
+        result.scalar(),
+        Some(&Value::Number {
+            unscaled: 1_234_567_890_131,
+            scale: 2
+        })
+    );
+}

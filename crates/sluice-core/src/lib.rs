@@ -21,6 +21,7 @@ pub mod schedule;
 pub mod setup;
 pub mod snowflake;
 pub mod staging;
+pub mod validate;
 
 pub use config::{
     ColumnTypeOverride, Config, ConfigError, DeleteMode, DeletesConfig, Engine, InvalidDates,

@@ -522,11 +522,11 @@ pub fn evolve_table(
                 table.quoted(),
                 quote(name)
             )),
-            Some(column) if !compatible(column, wanted_type) => {
+            Some(column) if !compatible_type(column, wanted_type) => {
                 return Err(StagingError::Incompatible {
                     table: table.quoted(),
                     column: name.clone(),
-                    existing: describe(column),
+                    existing: describe_existing(column),
                     wanted: wanted_type.to_string(),
                 });
             }
@@ -536,7 +536,7 @@ pub fn evolve_table(
     Ok(statements)
 }
 
-fn describe(column: &ExistingColumn) -> String {
+pub(crate) fn describe_existing(column: &ExistingColumn) -> String {
     match (column.data_type.as_str(), column.precision, column.scale) {
         ("NUMBER", Some(p), Some(s)) => format!("NUMBER({p},{s})"),
         (other, _, _) => other.to_owned(),
@@ -545,7 +545,7 @@ fn describe(column: &ExistingColumn) -> String {
 
 /// Whether values of `wanted` load into the existing column unchanged: the same type family,
 /// and for NUMBER the same scale and no more digits.
-fn compatible(existing: &ExistingColumn, wanted: &SnowflakeType) -> bool {
+pub(crate) fn compatible_type(existing: &ExistingColumn, wanted: &SnowflakeType) -> bool {
     let family = existing.data_type.to_ascii_uppercase();
     match wanted {
         SnowflakeType::Number { precision, scale } => {

@@ -21,6 +21,7 @@ pub mod sink;
 pub mod source;
 pub mod state;
 mod tls;
+pub mod validate;
 pub mod warehouse;
 
 pub use pipeline::{

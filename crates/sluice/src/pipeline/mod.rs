@@ -239,7 +239,8 @@ impl Pipeline {
         &self.state
     }
 
-    fn source(&self, table: &TableConfig) -> Result<&Arc<dyn Source>> {
+    /// The source `table` reads from.
+    pub fn source(&self, table: &TableConfig) -> Result<&Arc<dyn Source>> {
         self.sources
             .get(&table.source)
             .ok_or_else(|| PipelineError::UnknownSource {

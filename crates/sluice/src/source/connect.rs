@@ -173,6 +173,23 @@ impl Source for RotatingSource {
         }
     }
 
+    async fn aggregate(
+        &self,
+        table: &TableConfig,
+        queries: &[String],
+    ) -> Result<Vec<Vec<Option<String>>>, SourceError> {
+        let (generation, adapter) = self.current().await;
+        match adapter.aggregate(table, queries).await {
+            Err(e) if e.is_auth() => self
+                .rebuilt(generation, e)
+                .await?
+                .aggregate(table, queries)
+                .await
+                .map_err(after_reread),
+            done => done,
+        }
+    }
+
     async fn chunk_schema(&self, plan: &RunPlan) -> Result<SchemaRef, SourceError> {
         let (generation, adapter) = self.current().await;
         match adapter.chunk_schema(plan).await {

@@ -537,4 +537,19 @@ pub trait Source: Send + Sync {
     async fn chunk_schema(&self, plan: &RunPlan) -> Result<SchemaRef> {
         Ok(self.extract_chunk(plan, 0).await?.schema)
     }
+
+    /// Runs `queries` over `table`, all in one read-only snapshot, each answering one row of
+    /// text values (`sluice validate`'s metrics). The default refuses: only the engines'
+    /// adapters can run SQL.
+    async fn aggregate(
+        &self,
+        table: &TableConfig,
+        queries: &[String],
+    ) -> Result<Vec<Vec<Option<String>>>> {
+        let _ = queries;
+        Err(SourceError::Query {
+            table: table.table.clone(),
+            message: "this source cannot run aggregate queries".into(),
+        })
+    }
 }

@@ -281,31 +281,44 @@ impl Loader {
     }
 
     async fn columns(&self, table: &ObjectName) -> Result<Vec<ExistingColumn>, LoadError> {
-        let result = self
-            .warehouse
-            .execute(
-                &Statement::new(columns_query(table))
-                    .bind(table.schema.as_str())
-                    .bind(table.name.as_str()),
-            )
-            .await?;
-        Ok(result
-            .rows
-            .iter()
-            .filter_map(|row| {
-                let number = |v: Option<&Value>| {
-                    v.and_then(Value::as_i64)
-                        .and_then(|n| u32::try_from(n).ok())
-                };
-                Some(ExistingColumn {
-                    name: row.first()?.as_str()?.to_owned(),
-                    data_type: row.get(1)?.as_str()?.to_owned(),
-                    precision: number(row.get(2)),
-                    scale: number(row.get(3)),
-                })
-            })
-            .collect())
+        Ok(existing_columns(self.warehouse.as_ref(), table).await?)
     }
+
+    /// The warehouse this loader talks to, and the database its default names live in.
+    pub fn warehouse(&self) -> (&Arc<dyn Warehouse>, &str) {
+        (&self.warehouse, &self.target.database)
+    }
+}
+
+/// A table's columns as `INFORMATION_SCHEMA.COLUMNS` describes them; none when it does not
+/// exist.
+pub async fn existing_columns(
+    warehouse: &dyn Warehouse,
+    table: &ObjectName,
+) -> Result<Vec<ExistingColumn>, WarehouseError> {
+    let result = warehouse
+        .execute(
+            &Statement::new(columns_query(table))
+                .bind(table.schema.as_str())
+                .bind(table.name.as_str()),
+        )
+        .await?;
+    Ok(result
+        .rows
+        .iter()
+        .filter_map(|row| {
+            let number = |v: Option<&Value>| {
+                v.and_then(Value::as_i64)
+                    .and_then(|n| u32::try_from(n).ok())
+            };
+            Some(ExistingColumn {
+                name: row.first()?.as_str()?.to_owned(),
+                data_type: row.get(1)?.as_str()?.to_owned(),
+                precision: number(row.get(2)),
+                scale: number(row.get(3)),
+            })
+        })
+        .collect())
 }
 
 /// Adds the rows each listed file loaded, from a COPY result (`file`, `rows_loaded`). The

@@ -659,6 +659,36 @@ impl Source for MysqlSource {
         })
     }
 
+    async fn aggregate(
+        &self,
+        table: &TableConfig,
+        queries: &[String],
+    ) -> Result<Vec<Vec<Option<String>>>> {
+        let name = table_name(table)?;
+        let mut conn = self.begin_snapshot(&name).await?;
+        let query_error = |message: String| SourceError::Query {
+            table: name.to_string(),
+            message,
+        };
+        let mut answers = Vec::with_capacity(queries.len());
+        for sql in queries {
+            let row: Option<mysql_async::Row> = conn
+                .query_first(sql.as_str())
+                .await
+                .map_err(|e| query_error(my_message(&e)))?;
+            let mut row = row.ok_or_else(|| query_error("no row".into()))?;
+            let values = (0..row.len())
+                .map(|i| match row.take_opt::<Option<String>, usize>(i) {
+                    Some(Ok(value)) => Ok(value),
+                    Some(Err(e)) => Err(query_error(format!("value {i}: {e}"))),
+                    None => Ok(None),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            answers.push(values);
+        }
+        Ok(answers)
+    }
+
     async fn chunk_schema(&self, plan: &RunPlan) -> Result<SchemaRef> {
         let name = table_name(&plan.table)?;
         let mut conn = match self.held_plan(plan.snapshot.as_deref()) {

@@ -652,6 +652,35 @@ impl Source for PostgresSource {
         })
     }
 
+    async fn aggregate(
+        &self,
+        table: &TableConfig,
+        queries: &[String],
+    ) -> Result<Vec<Vec<Option<String>>>> {
+        let name = table_name(table)?;
+        let client = self.begin_snapshot(&name).await?;
+        let mut answers = Vec::with_capacity(queries.len());
+        for sql in queries {
+            let row =
+                client
+                    .query_one(sql.as_str(), &[])
+                    .await
+                    .map_err(|e| SourceError::Query {
+                        table: name.to_string(),
+                        message: pg_message(&e),
+                    })?;
+            let values = (0..row.len())
+                .map(|i| row.try_get::<_, Option<String>>(i))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| SourceError::Query {
+                    table: name.to_string(),
+                    message: pg_message(&e),
+                })?;
+            answers.push(values);
+        }
+        Ok(answers)
+    }
+
     async fn chunk_schema(&self, plan: &RunPlan) -> Result<SchemaRef> {
         // The read-only transaction ends with the connection, having read nothing.
         Ok(self.open_chunk(plan, 0).await?.decoder.schema())

@@ -1,7 +1,8 @@
-//! Rows deleted at the source reach STAGING (`deletes:` on full loads), through S3 (moto),
-//! the Snowflake stand-in and the generated merge procedure, from PostgreSQL and MariaDB.
-//! Every check compares STAGING with the source database itself: counts, key sets and
-//! per-column checksums, never with what sluice wrote.
+//! Does STAGING equal the source? Rows deleted at the source reach STAGING (`deletes:` on full
+//! loads), and `sluice validate` proves the rest or finds where it does not hold: through S3
+//! (moto), the Snowflake stand-in and the generated merge procedure, from PostgreSQL and
+//! MariaDB. Every check compares STAGING with the source database itself (counts, key sets,
+//! per-column checksums), never with what sluice wrote.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
@@ -17,6 +18,7 @@ use sluice::warehouse::load::{Loader, WarehouseTarget};
 use sluice::warehouse::snowflake::SnowflakeClient;
 use sluice::warehouse::{Statement, Value, Warehouse};
 use sluice_core::snowflake::ObjectName;
+use sluice_core::validate::{MetricKind, TableValidation, Verdict};
 use sluice_core::{DeleteMode, RunRecord, RunStatus, TableConfig};
 use sluice_tests::moto::MotoServer;
 use sluice_tests::mysql::{MyTestDb, mysql_config};
@@ -108,6 +110,24 @@ impl World {
     async fn ints(&self, sql: &str) -> BTreeSet<i64> {
         let result = self.client.execute(&Statement::new(sql)).await.unwrap();
         result.rows.iter().map(|r| r[0].as_i64().unwrap()).collect()
+    }
+
+    async fn validate(&self, table: &TableConfig) -> TableValidation {
+        let source = self.h.pipeline.source(table).unwrap();
+        let (warehouse, database) = self.loader.warehouse();
+        sluice::validate::validate_table(
+            source.as_ref(),
+            warehouse.as_ref(),
+            database,
+            self.h.pipeline.state().as_ref(),
+            table,
+        )
+        .await
+        .unwrap()
+    }
+
+    async fn execute(&self, sql: &str) {
+        self.client.execute(&Statement::new(sql)).await.unwrap();
     }
 
     async fn texts(&self, sql: &str) -> Vec<String> {
@@ -409,4 +429,171 @@ async fn mariadb_deletes_reach_staging_and_the_guard_holds() {
     );
     assert!(message.contains("(now 0.3;"), "{message}");
     assert_eq!(w.staging_keys("order_id", "STAGING.ORDERS", "").await, left);
+}
+
+/// The metric named `kind(column)` (`rows` for the row count).
+fn metric<'a>(
+    v: &'a TableValidation,
+    kind: MetricKind,
+    column: Option<&str>,
+) -> &'a sluice_core::validate::MetricResult {
+    v.metrics
+        .iter()
+        .find(|m| m.metric.kind == kind && m.metric.column.as_deref() == column)
+        .unwrap_or_else(|| panic!("no {kind:?} of {column:?} in {v:#?}"))
+}
+
+fn differing(v: &TableValidation) -> Vec<String> {
+    v.metrics
+        .iter()
+        .filter(|m| m.verdict != Verdict::Ok)
+        .map(|m| m.metric.to_string())
+        .collect()
+}
+
+const VALIDATED: &str = "  - source: shop
+    table: public.products
+    primary_key: [product_id]
+    load: {mode: full}
+    target: {staging_table: STAGING.PRODUCTS}
+  - source: shop
+    table: public.orders
+    primary_key: [order_id]
+    load: {mode: incremental, cursor: updated_at}
+    partition: {column: order_id, chunks: 2}
+    target: {staging_table: STAGING.ORDERS}
+";
+
+#[tokio::test]
+async fn validate_passes_a_clean_table_and_locates_each_injected_fault() {
+    let db = TestDb::create("sfval").await;
+    let pg = db.client().await;
+    create_shop_postgres(&pg, "public", 1).await.unwrap();
+    let w = world("sfval", &shop_config(&db, VALIDATED), false).await;
+    let products = w.h.table("public.products").clone();
+    let orders = w.h.table("public.orders").clone();
+
+    // Before any run: STAGING does not exist, which is pending, not a pass.
+    let before = w.validate(&products).await;
+    assert_eq!(before.verdict(), Verdict::Pending, "{before:#?}");
+    assert!(before.metrics.is_empty());
+
+    w.run(&products).await;
+    w.run(&orders).await;
+    for table in [&products, &orders] {
+        let clean = w.validate(table).await;
+        assert_eq!(clean.verdict(), Verdict::Ok, "{clean:#?}");
+        assert!(clean.schema.is_empty(), "{:?}", clean.schema);
+    }
+    // The values compared are the databases' own, not sluice's.
+    let clean = w.validate(&products).await;
+    let (count, total): (i64, String) = pg
+        .query_one("SELECT count(*), sum(price)::text FROM products", &[])
+        .await
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert_eq!(
+        metric(&clean, MetricKind::Rows, None).source,
+        Some(count.to_string())
+    );
+    assert_eq!(
+        metric(&clean, MetricKind::Sum, Some("price")).source,
+        Some(total)
+    );
+    assert_eq!(
+        metric(&clean, MetricKind::Trues, Some("in_stock")).verdict,
+        Verdict::Ok
+    );
+
+    // A value changed in STAGING: its column's sum (and nothing else) differs.
+    w.execute("UPDATE STAGING.PRODUCTS SET \"price\" = \"price\" + 1 WHERE \"product_id\" = 5")
+        .await;
+    let changed = w.validate(&products).await;
+    assert_eq!(changed.verdict(), Verdict::Mismatch);
+    assert_eq!(differing(&changed), ["sum(price)"]);
+    w.execute("UPDATE STAGING.PRODUCTS SET \"price\" = \"price\" - 1 WHERE \"product_id\" = 5")
+        .await;
+
+    // A row deleted in STAGING, then an extra one.
+    w.execute("DELETE FROM STAGING.PRODUCTS WHERE \"product_id\" = 200")
+        .await;
+    let missing = w.validate(&products).await;
+    assert_eq!(missing.verdict(), Verdict::Mismatch);
+    let rows = metric(&missing, MetricKind::Rows, None);
+    assert_eq!(
+        (rows.source.as_deref(), rows.staging.as_deref()),
+        (Some("200"), Some("199"))
+    );
+    assert!(differing(&missing).contains(&"max(product_id)".to_owned()));
+    w.run(&products).await;
+    assert_eq!(w.validate(&products).await.verdict(), Verdict::Ok);
+    w.execute(
+        "INSERT INTO STAGING.PRODUCTS (\"product_id\", \"sku\", \"name\", \"category\", \"price\", \"in_stock\", \"updated_at\") \
+         VALUES (9999, 'X', 'extra', 'misc', 1.00, TRUE, '2024-01-01 00:00:00'::TIMESTAMP_NTZ)",
+    )
+    .await;
+    let extra = w.validate(&products).await;
+    assert_eq!(extra.verdict(), Verdict::Mismatch);
+    assert!(differing(&extra).contains(&"rows".to_owned()), "{extra:#?}");
+    w.execute("DELETE FROM STAGING.PRODUCTS WHERE \"product_id\" = 9999")
+        .await;
+
+    // Type drift: STAGING's column retyped by hand, and one it should not have.
+    w.execute("ALTER TABLE STAGING.PRODUCTS ADD COLUMN \"legacy\" VARCHAR")
+        .await;
+    let drift = w.validate(&products).await;
+    assert_eq!(drift.verdict(), Verdict::Mismatch);
+    assert_eq!(drift.schema.len(), 1, "{:?}", drift.schema);
+    assert_eq!(drift.schema[0].column, "legacy");
+    assert_eq!(differing(&drift), Vec::<String>::new());
+
+    // Incremental: an order changes at the source. Until the next run its new version is
+    // past the watermark: not yet loaded, and the difference is pending, not a mismatch.
+    pg.batch_execute(
+        "UPDATE orders SET total = total + 1, updated_at = now() + interval '1 day' WHERE order_id = 17",
+    )
+    .await
+    .unwrap();
+    let pending = w.validate(&orders).await;
+    assert_eq!(pending.not_yet_loaded, Some(1));
+    assert_eq!(pending.verdict(), Verdict::Pending, "{pending:#?}");
+    w.run(&orders).await;
+    let caught_up = w.validate(&orders).await;
+    assert_eq!(caught_up.not_yet_loaded, Some(0));
+    assert_eq!(caught_up.verdict(), Verdict::Ok, "{caught_up:#?}");
+}
+
+#[tokio::test]
+async fn validate_compares_a_mariadb_table_with_staging() {
+    let db = MyTestDb::create("sfval").await;
+    let mut conn = db.conn().await;
+    create_shop_mysql(&mut conn, 1).await.unwrap();
+    let tables = "  - source: shop
+    table: orders
+    primary_key: [order_id]
+    partition: { column: order_id, chunks: 2 }
+    target: {staging_table: STAGING.ORDERS}
+";
+    let w = world("myval", &mysql_config(&db, tables), true).await;
+    let orders = w.h.table("orders").clone();
+    w.run(&orders).await;
+    let clean = w.validate(&orders).await;
+    assert_eq!(clean.verdict(), Verdict::Ok, "{clean:#?}");
+    let total: Option<String> = conn
+        .query_first("SELECT CAST(SUM(total) AS CHAR) FROM orders")
+        .await
+        .unwrap();
+    assert_eq!(metric(&clean, MetricKind::Sum, Some("total")).source, total);
+
+    w.execute(
+        "UPDATE STAGING.ORDERS SET \"item_count\" = \"item_count\" + 1 WHERE \"order_id\" = 3",
+    )
+    .await;
+    let changed = w.validate(&orders).await;
+    let found = differing(&changed);
+    assert!(found.contains(&"sum(item_count)".to_owned()), "{found:?}");
+    assert!(
+        found.iter().all(|m| m.ends_with("(item_count)")),
+        "{found:?}"
+    );
 }
