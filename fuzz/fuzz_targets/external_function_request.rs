@@ -67,9 +67,21 @@ fn build(raw: RawRequest) -> Option<Request> {
     builder.body(Body::Binary(raw.body)).ok()
 }
 
+/// The event as Lambda hands it over. lambda_http 1.3.2 panics on some events before sluice
+/// sees them (`build_request_uri` unwraps the URL made of `X-Forwarded-Proto`, `Host` and the
+/// path: request.rs:553); that panic is outside sluice's code (reported in the README), so it
+/// is caught here and the input skipped.
+fn event(text: &str) -> Option<Request> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let request = std::panic::catch_unwind(|| lambda_http::request::from_str(text));
+    std::panic::set_hook(hook);
+    request.ok()?.ok()
+}
+
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data)
-        && let Ok(request) = lambda_http::request::from_str(text)
+        && let Some(request) = event(text)
     {
         check(&request, 100);
     }

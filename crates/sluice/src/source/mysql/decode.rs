@@ -420,6 +420,8 @@ pub struct RowDecoder {
     schema: SchemaRef,
     invalid_dates: InvalidDates,
     names: Vec<String>,
+    /// Whether each column may hold NULL: a NULL in one that may not is the column's error.
+    nullable: Vec<bool>,
     builders: Vec<Builder>,
     batch_rows: usize,
     rows: usize,
@@ -438,6 +440,7 @@ impl RowDecoder {
             )),
             invalid_dates,
             names: columns.iter().map(|c| c.name.clone()).collect(),
+            nullable: columns.iter().map(|c| c.nullable).collect(),
             builders: columns
                 .iter()
                 .map(|c| Builder::new(&c.my_type, batch_rows))
@@ -469,16 +472,30 @@ impl RowDecoder {
             });
         }
         for (i, (builder, value)) in self.builders.iter_mut().zip(values).enumerate() {
+            let column_error = |message: String| DecodeError::Value {
+                column: self.names[i].clone(),
+                message,
+            };
             match value {
+                None | Some(Value::NULL) if !self.nullable[i] => {
+                    return Err(column_error(
+                        "NULL in a column declared NOT NULL (did the table change during the read?)"
+                            .into(),
+                    ));
+                }
                 None | Some(Value::NULL) => builder.append_null(),
                 Some(v) => {
                     let mut nulled = None;
                     builder
                         .append(v, self.invalid_dates, &mut nulled)
-                        .map_err(|message| DecodeError::Value {
-                            column: self.names[i].clone(),
-                            message,
-                        })?;
+                        .map_err(column_error)?;
+                    if let Some(reason) = nulled
+                        && !self.nullable[i]
+                    {
+                        return Err(column_error(format!(
+                            "{reason}, but the column is NOT NULL so it cannot hold one; set column_types: string to read the server's text"
+                        )));
+                    }
                     if let Some(reason) = nulled {
                         *self
                             .warnings
@@ -543,6 +560,43 @@ mod tests {
         );
         assert!(decimal_to_i128(b"1e5", 12, 2).is_err());
         assert!(decimal_to_i128(b"", 12, 2).is_err());
+    }
+
+    /// Found by the `mysql_rows` fuzz target: a NULL (or a zero date written as NULL) in a NOT
+    /// NULL column failed the batch at flush with Arrow's error instead of the column's.
+    #[test]
+    fn null_in_a_not_null_column_is_the_columns_error() {
+        let columns = [
+            DecodeColumn {
+                name: "id".into(),
+                my_type: MyType::Int32,
+                nullable: false,
+            },
+            DecodeColumn {
+                name: "day".into(),
+                my_type: MyType::Date,
+                nullable: false,
+            },
+        ];
+        for (row, name) in [
+            (
+                vec![Some(Value::NULL), Some(Value::Date(2024, 1, 2, 0, 0, 0, 0))],
+                "id",
+            ),
+            (vec![None, Some(Value::Date(2024, 1, 2, 0, 0, 0, 0))], "id"),
+            (
+                vec![Some(Value::Int(1)), Some(Value::Date(0, 0, 0, 0, 0, 0, 0))],
+                "day",
+            ),
+        ] {
+            let mut decoder = RowDecoder::new(&columns, 8, InvalidDates::Null);
+            let e = decoder.push_row(row).unwrap_err();
+            assert!(
+                matches!(&e, DecodeError::Value { column, .. } if column == name),
+                "{e}"
+            );
+            assert!(e.to_string().contains("NOT NULL"), "{e}");
+        }
     }
 
     #[test]

@@ -24,6 +24,9 @@ use sluice_core::InvalidDates;
 use super::types::{MONEY_SCALE, PgType, arrow_field, list_item};
 
 const SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
+/// A NULL in a column the catalog says is NOT NULL (the table changed under the read).
+const NULL_IN_NOT_NULL: &str =
+    "NULL in a column declared NOT NULL (did the table change during the read?)";
 /// Days from 1970-01-01 (Arrow's epoch) to 2000-01-01 (PostgreSQL's).
 const PG_EPOCH_DAYS: i32 = 10_957;
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
@@ -447,6 +450,8 @@ pub struct CopyBinaryDecoder {
     schema: SchemaRef,
     invalid_dates: InvalidDates,
     names: Vec<String>,
+    /// Whether each column may hold NULL: a NULL in one that may not is the column's error.
+    nullable: Vec<bool>,
     builders: Vec<Builder>,
     batch_rows: usize,
     rows: usize,
@@ -472,6 +477,7 @@ impl CopyBinaryDecoder {
             schema,
             invalid_dates,
             names: columns.iter().map(|c| c.name.clone()).collect(),
+            nullable: columns.iter().map(|c| c.nullable).collect(),
             builders: columns
                 .iter()
                 .map(|c| Builder::new(&c.pg_type, batch_rows))
@@ -619,7 +625,14 @@ impl CopyBinaryDecoder {
         for (i, builder) in self.builders.iter_mut().enumerate() {
             let len = i32::from_be_bytes([row[0], row[1], row[2], row[3]]);
             row = &row[4..];
+            let column_error = |message: String| DecodeError::Value {
+                column: self.names[i].clone(),
+                message,
+            };
             if len < 0 {
+                if !self.nullable[i] {
+                    return Err(column_error(NULL_IN_NOT_NULL.into()));
+                }
                 builder.append_null();
                 continue;
             }
@@ -628,11 +641,13 @@ impl CopyBinaryDecoder {
             let mut nulled = None;
             builder
                 .append(value, self.invalid_dates, &mut nulled)
-                .map_err(|message| DecodeError::Value {
-                    column: self.names[i].clone(),
-                    message,
-                })?;
+                .map_err(column_error)?;
             if let Some(reason) = nulled {
+                if !self.nullable[i] {
+                    return Err(column_error(format!(
+                        "{reason}, but the column is NOT NULL so it cannot hold one; set column_types: string to read the server's text"
+                    )));
+                }
                 *self
                     .warnings
                     .entry(format!("{}: {reason}", self.names[i]))
@@ -732,6 +747,37 @@ mod tests {
         }
         v.extend((-1i16).to_be_bytes());
         v
+    }
+
+    /// Found by the `pg_copy_binary` fuzz target: a NULL (or an infinite date written as
+    /// NULL) in a NOT NULL column failed the batch with Arrow's error instead of the column's.
+    #[test]
+    fn null_in_a_not_null_column_is_the_columns_error() {
+        let mut id = column("id", PgType::Int4);
+        id.nullable = false;
+        let mut day = column("day", PgType::Date);
+        day.nullable = false;
+        for (row, name) in [
+            (vec![None, Some(1i32.to_be_bytes().to_vec())], "id"),
+            (
+                vec![
+                    Some(1i32.to_be_bytes().to_vec()),
+                    Some(i32::MAX.to_be_bytes().to_vec()),
+                ],
+                "day",
+            ),
+        ] {
+            let mut decoder =
+                CopyBinaryDecoder::new(&[id.clone(), day.clone()], 8, InvalidDates::Null);
+            let e = decoder
+                .feed(&stream(&[row]), &mut VecDeque::new())
+                .unwrap_err();
+            assert!(
+                matches!(&e, DecodeError::Value { column, .. } if column == name),
+                "{e}"
+            );
+            assert!(e.to_string().contains("NOT NULL"), "{e}");
+        }
     }
 
     #[test]
