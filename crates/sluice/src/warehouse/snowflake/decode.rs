@@ -100,7 +100,10 @@ pub fn cell(column: &Column, raw: Option<&str>) -> Result<Value, SnowflakeError>
             let minutes: i32 = offset
                 .parse()
                 .map_err(|e| fail(format!("not an offset: {e}")))?;
-            let offset = FixedOffset::east_opt((minutes - 1440) * 60)
+            let offset = minutes
+                .checked_sub(1440)
+                .and_then(|m| m.checked_mul(60))
+                .and_then(FixedOffset::east_opt)
                 .ok_or_else(|| fail("offset out of range".into()))?;
             Value::TimestampTz(at.with_timezone(&offset))
         }
@@ -140,7 +143,7 @@ fn seconds(raw: &str) -> Option<(i64, u32)> {
     let whole: i64 = secs.parse().ok()?;
     if secs.starts_with('-') && nanos > 0 {
         // -1.25 is 1.25 s before the epoch: -2 s + 0.75 s.
-        Some((whole - 1, 1_000_000_000 - nanos))
+        Some((whole.checked_sub(1)?, 1_000_000_000 - nanos))
     } else {
         Some((whole, nanos))
     }
@@ -185,6 +188,24 @@ pub fn binding(value: &Binding) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Extreme numbers where Snowflake sends a time: an error naming the column, not an
+    /// arithmetic overflow (seen while writing the `sql_api_response` fuzz target).
+    #[test]
+    fn out_of_range_instants_and_offsets_are_the_columns_error() {
+        for (type_name, raw) in [
+            ("timestamp_tz", "0 2147483647"),
+            ("timestamp_tz", "0 -2147483648"),
+            ("timestamp_ltz", "-9223372036854775808.5"),
+            ("time", "-9223372036854775808.5"),
+        ] {
+            let e = cell(&col(type_name), Some(raw)).unwrap_err();
+            assert!(
+                matches!(&e, SnowflakeError::Decode { column, .. } if column == "C"),
+                "{e}"
+            );
+        }
+    }
 
     fn col(type_name: &str) -> Column {
         Column {
