@@ -64,6 +64,11 @@ enum Command {
     Config(ConfigCommand),
     /// Show recent runs, or the whole story of one run.
     Status(StatusArgs),
+    /// Prove STAGING holds what the source holds: each table's schema (source, last run's
+    /// files, STAGING) and metrics (rows, NULLs per column, exact min/max/sum of integer and
+    /// decimal columns, TRUE counts), on the source in one snapshot and in Snowflake. Exits
+    /// 0 only when everything matches.
+    Validate(ValidateArgs),
     /// Set or reset a table's watermark (backfills); refuses without --yes.
     #[command(subcommand)]
     Watermark(watermark::WatermarkCommand),
@@ -160,6 +165,23 @@ enum ConfigCommand {
         #[arg(long, env = "SLUICE_CONFIG_TABLE")]
         config_table: String,
     },
+}
+
+#[derive(Args)]
+struct ValidateArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Validate only these tables: `source/schema.table`, `schema.table` or `table`.
+    /// Repeatable; default every table.
+    #[arg(long, short)]
+    table: Vec<String>,
+    #[command(flatten)]
+    state: StateArgs,
+    #[command(flatten)]
+    warehouse: snowflake::WarehouseArgs,
+    /// One JSON object per table instead of tables.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -278,6 +300,7 @@ async fn run_command(cli: Cli) {
         Command::Status(args) => status(args, aws).await,
         Command::Watermark(command) => watermark::run(command, aws).await,
         Command::Snowflake(command) => snowflake::run(command, aws).await,
+        Command::Validate(args) => validate(args, aws).await,
         Command::Trigger(args) => trigger::run(args, aws).await,
         Command::Dev(DevCommand::CreateTables {
             state_table,
@@ -483,21 +506,28 @@ async fn build_sources(
     Ok(sources)
 }
 
-async fn run(args: RunArgs, aws: &AwsArgs) -> Result<bool> {
-    let (config, origin) = args.config.load(aws).await?;
+/// The tables `selectors` name (all without any), and the sources they read, built. Only
+/// those sources are built, so one broken source does not block the others.
+async fn selected_tables<'c>(
+    config: &'c Config,
+    origin: &str,
+    selectors: &[String],
+    aws: &AwsArgs,
+) -> Result<(
+    Vec<&'c sluice_core::TableConfig>,
+    BTreeMap<String, Arc<dyn Source>>,
+)> {
     let mut tables = Vec::new();
-    if args.table.is_empty() {
+    if selectors.is_empty() {
         tables.extend(config.tables.iter());
     } else {
-        for selector in &args.table {
+        for selector in selectors {
             let table = config
                 .find_table(selector)
                 .map_err(|e| anyhow::anyhow!("--table {selector} ({origin}): {e}"))?;
             tables.push(table);
         }
     }
-    // Only the sources the selected tables use are built, so one broken source does not
-    // block the others.
     let needed: Vec<_> = config
         .sources
         .iter()
@@ -512,6 +542,48 @@ async fn run(args: RunArgs, aws: &AwsArgs) -> Result<bool> {
         aws,
     )
     .await?;
+    Ok((tables, sources))
+}
+
+async fn validate(args: ValidateArgs, aws: &AwsArgs) -> Result<bool> {
+    let (config, origin) = args.config.load(aws).await?;
+    let (tables, sources) = selected_tables(&config, &origin, &args.table, aws).await?;
+    let Some((warehouse, database)) = args.warehouse.client(aws).await? else {
+        bail!(
+            "validate compares with STAGING in Snowflake: give --snowflake-account (and its --snowflake-* options, or SLUICE_SNOWFLAKE_*)"
+        );
+    };
+    let (state, _) = args.state.open_existing(aws).await?;
+    let mut all_match = true;
+    for table in tables {
+        let source = sources
+            .get(&table.source)
+            .with_context(|| format!("table {}: no source '{}'", table.key(), table.source))?;
+        let validation = sluice::validate::validate_table(
+            source.as_ref(),
+            warehouse.as_ref(),
+            &database,
+            state.as_ref(),
+            table,
+        )
+        .await?;
+        all_match &= validation.verdict() == sluice_core::validate::Verdict::Ok;
+        let text = if args.json {
+            format!("{}\n", serde_json::to_string(&validation)?)
+        } else {
+            render::validation(&validation)
+        };
+        // As `status`: a reader that went away ends the output, not the validation.
+        if std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes()).is_err() {
+            break;
+        }
+    }
+    Ok(all_match)
+}
+
+async fn run(args: RunArgs, aws: &AwsArgs) -> Result<bool> {
+    let (config, origin) = args.config.load(aws).await?;
+    let (tables, sources) = selected_tables(&config, &origin, &args.table, aws).await?;
     let output = args.output.build(aws).await?;
     let loader = args
         .warehouse

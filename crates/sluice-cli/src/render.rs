@@ -118,6 +118,56 @@ pub fn run_list(runs: &[RunRecord]) -> String {
     table.to_string()
 }
 
+/// What `sluice validate` found for one table: the verdict, then every schema finding and
+/// every metric on both sides.
+pub fn validation(v: &sluice_core::validate::TableValidation) -> String {
+    use sluice_core::validate::Verdict;
+    let word = |verdict: Verdict| match verdict {
+        Verdict::Ok => "OK",
+        Verdict::Mismatch => "MISMATCH",
+        Verdict::Pending => "PENDING",
+    };
+    let mut out = format!("{} → {}: {}\n", v.table, v.staging, word(v.verdict()));
+    if let Some(up_to) = &v.up_to {
+        out.push_str(&format!(
+            "  compared up to the watermark {up_to}; {} source row(s) past it not yet loaded\n",
+            v.not_yet_loaded.unwrap_or(0)
+        ));
+    }
+    if !v.schema.is_empty() {
+        let mut table = Table::new();
+        table.load_preset(UTF8_FULL_CONDENSED);
+        table.set_header(vec!["column", "between", "problem", "result"]);
+        for f in &v.schema {
+            table.add_row(vec![
+                Cell::new(&f.column),
+                Cell::new(&f.between),
+                Cell::new(&f.problem),
+                Cell::new(word(f.verdict)),
+            ]);
+        }
+        out.push_str(&table.to_string());
+        out.push('\n');
+    }
+    if !v.metrics.is_empty() {
+        let mut table = Table::new();
+        table.load_preset(UTF8_FULL_CONDENSED);
+        table.set_header(vec!["metric", "source", "staging", "result"]);
+        for m in &v.metrics {
+            let shown = |value: &Option<String>| value.clone().unwrap_or_else(|| "NULL".into());
+            table.add_row(vec![
+                Cell::new(m.metric.to_string()),
+                right(shown(&m.source)),
+                right(shown(&m.staging)),
+                Cell::new(word(m.verdict)),
+            ]);
+        }
+        out.push_str(&table.to_string());
+        out.push('\n');
+    }
+    out
+}
+
 /// Everything known about one run, phase by phase. `hold_warn_after`: how long one open
 /// transaction may hold the window's upper bound back before the story warns.
 pub fn story(r: &RunRecord, state: &TableState, hold_warn_after: std::time::Duration) -> String {

@@ -453,14 +453,29 @@ impl WarehouseArgs {
         output_is_s3: bool,
         aws: &crate::aws_args::AwsArgs,
     ) -> Result<Option<Arc<Loader>>> {
-        let Some(account) = &self.snowflake_account else {
-            return Ok(None);
-        };
-        if !output_is_s3 {
+        if self.snowflake_account.is_some() && !output_is_s3 {
             bail!(
                 "--snowflake-account needs an s3:// --output: Snowflake's stage reads the files from S3"
             );
         }
+        let Some((client, database)) = self.client(aws).await? else {
+            return Ok(None);
+        };
+        let stage = ObjectName::new(&database, RAW_SCHEMA, STAGE_NAME);
+        Ok(Some(Arc::new(Loader::new(
+            client,
+            WarehouseTarget { database, stage },
+        ))))
+    }
+
+    /// The SQL API client and the database, when --snowflake-account is given.
+    pub async fn client(
+        &self,
+        aws: &crate::aws_args::AwsArgs,
+    ) -> Result<Option<(Arc<dyn sluice::warehouse::Warehouse>, String)>> {
+        let Some(account) = &self.snowflake_account else {
+            return Ok(None);
+        };
         let required = |value: &Option<String>, flag: &str| {
             value
                 .clone()
@@ -490,10 +505,6 @@ impl WarehouseArgs {
             config.role = self.snowflake_role.clone();
             config.database = Some(database.clone());
         })?;
-        let stage = ObjectName::new(&database, RAW_SCHEMA, STAGE_NAME);
-        Ok(Some(Arc::new(Loader::new(
-            Arc::new(client),
-            WarehouseTarget { database, stage },
-        ))))
+        Ok(Some((Arc::new(client), database)))
     }
 }

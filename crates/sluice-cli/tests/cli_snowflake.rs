@@ -5,7 +5,10 @@
 
 mod common;
 
-use common::{SnowflakeScene, apply_args, output_of, setup_args, sluice, sluice_command};
+use common::{
+    SnowflakeScene, apply_args, assert_contains, both, ok, output_of, setup_args, sluice,
+    sluice_command, text,
+};
 
 use sluice::warehouse::Statement;
 use sluice_tests::snowflake::{ACCOUNT, KeyPair, StandIn, USER};
@@ -512,4 +515,67 @@ fn doctor_passes_on_the_set_up_and_names_the_fix_for_what_drifted() {
     run_all(&fix);
     let (code, lines, _) = doctor();
     assert_eq!(code, Some(0), "the printed fix mends it: {lines:#?}");
+}
+
+/// `sluice validate` after a run: every level matches (exit 0, a table per table, JSON on
+/// request); a value changed in STAGING makes it exit 1 naming the metric; a call without
+/// Snowflake options says what is missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_matches_after_a_run_and_names_what_differs() {
+    let scene = SnowflakeScene::applied(
+        "cli_sf_val",
+        "  - source: shop\n    table: public.products\n    primary_key: [product_id]\n",
+    )
+    .await;
+    let run = scene.run_args();
+    let out = scene.sluice(&run.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    assert!(out.status.success(), "{}", both(&out));
+    // The Snowflake options of `run`, with `validate` instead.
+    let mut validate: Vec<String> = run.clone();
+    validate[0] = "validate".into();
+    let output_at = validate.iter().position(|a| a == "--output").unwrap();
+    validate.drain(output_at..output_at + 2);
+    let args: Vec<&str> = validate.iter().map(String::as_str).collect();
+
+    let out = scene.sluice(&args, &[]);
+    let report = ok(&out);
+    assert_contains(&report, "shop/public.products → ");
+    assert_contains(&report, ": OK\n");
+    assert_contains(&report, "sum(price)");
+    let pg = scene.db.client().await;
+    let total: String = pg
+        .query_one("SELECT sum(price)::text FROM products", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_contains(&report, &total);
+
+    let mut json = args.clone();
+    json.push("--json");
+    let line = ok(&scene.sluice(&json, &[]));
+    let parsed: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(parsed["table"], "shop/public.products");
+    assert!(parsed["metrics"].as_array().unwrap().len() > 5);
+
+    scene
+        .warehouse()
+        .execute(&Statement::new(format!(
+            "UPDATE \"{}\".STAGING.SHOP_PUBLIC_PRODUCTS SET \"price\" = \"price\" + 1 WHERE \"product_id\" = 1",
+            scene.database
+        )))
+        .await
+        .unwrap();
+    let out = scene.sluice(&args, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    let shown = text(&out.stdout);
+    assert_contains(&shown, ": MISMATCH\n");
+    let line = shown.lines().find(|l| l.contains("sum(price)")).unwrap();
+    assert!(line.contains("MISMATCH"), "{line}");
+
+    let out = scene.sluice(
+        &["validate", "--config", scene.config.to_str().unwrap()],
+        &[],
+    );
+    assert!(!out.status.success());
+    assert_contains(&both(&out), "give --snowflake-account");
 }

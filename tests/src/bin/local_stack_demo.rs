@@ -112,4 +112,38 @@ async fn main() {
         eprintln!("\nsome runs did not complete; the functions' logs are in {log_dir}");
         std::process::exit(1);
     }
+
+    // The proof: `sluice validate` of every table, as an engineer would run it against the
+    // deployed stack (config and state in DynamoDB, sources through Secrets Manager).
+    let key = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        key.path(),
+        &sluice_tests::snowflake::KeyPair::shared().private_pem,
+    )
+    .unwrap();
+    let validate = [
+        "validate",
+        "--config-table",
+        &stack.config_table,
+        "--state-table",
+        &stack.state_table,
+        "--snowflake-account",
+        sluice_tests::snowflake::ACCOUNT,
+        "--snowflake-user",
+        sluice_tests::snowflake::USER,
+        "--snowflake-private-key-file",
+        key.path().to_str().unwrap(),
+        "--snowflake-url",
+        &stack.standin.base_url(),
+        "--snowflake-database",
+        &stack.database,
+    ];
+    println!("\nsluice {}:", validate.join(" "));
+    let mut command = std::process::Command::new(std::path::Path::new(bin_dir).join("sluice"));
+    command.args(validate);
+    let status = stack.moto.local_env(&mut command).status().unwrap();
+    if !status.success() {
+        eprintln!("\nsluice validate found differences (above)");
+        std::process::exit(1);
+    }
 }
