@@ -18,7 +18,7 @@ use sluice::warehouse::load::{Loader, WarehouseTarget};
 use sluice::warehouse::snowflake::SnowflakeClient;
 use sluice::warehouse::{Statement, Value, Warehouse};
 use sluice_core::snowflake::ObjectName;
-use sluice_core::validate::{MetricKind, TableValidation, Verdict};
+use sluice_core::validate::{Level, MetricKind, RowProblem, TableValidation, Verdict};
 use sluice_core::{DeleteMode, RunRecord, RunStatus, TableConfig};
 use sluice_tests::moto::MotoServer;
 use sluice_tests::mysql::{MyTestDb, mysql_config};
@@ -112,6 +112,7 @@ impl World {
         result.rows.iter().map(|r| r[0].as_i64().unwrap()).collect()
     }
 
+    /// Every level; ranges of 100 rows, so even the sample's tables span several.
     async fn validate(&self, table: &TableConfig) -> TableValidation {
         let source = self.h.pipeline.source(table).unwrap();
         let (warehouse, database) = self.loader.warehouse();
@@ -121,6 +122,11 @@ impl World {
             database,
             self.h.pipeline.state().as_ref(),
             table,
+            sluice::validate::ValidateOptions {
+                level: Level::Rows,
+                max_rows: 5,
+                rows_per_range: 100,
+            },
         )
         .await
         .unwrap()
@@ -484,6 +490,16 @@ async fn validate_passes_a_clean_table_and_locates_each_injected_fault() {
         let clean = w.validate(table).await;
         assert_eq!(clean.verdict(), Verdict::Ok, "{clean:#?}");
         assert!(clean.schema.is_empty(), "{:?}", clean.schema);
+        // Every row hashed on both sides, in ranges of about 100 rows.
+        let rows = clean.rows.as_ref().unwrap();
+        let count: i64 = pg
+            .query_one(&format!("SELECT count(*) FROM {}", table.table), &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(rows.rows_compared, count as u64);
+        assert!(rows.ranges >= count as u64 / 100, "{rows:?}");
+        assert_eq!(rows.source_queries, rows.ranges + 1);
     }
     // The values compared are the databases' own, not sluice's.
     let clean = w.validate(&products).await;
@@ -511,6 +527,14 @@ async fn validate_passes_a_clean_table_and_locates_each_injected_fault() {
     let changed = w.validate(&products).await;
     assert_eq!(changed.verdict(), Verdict::Mismatch);
     assert_eq!(differing(&changed), ["sum(price)"]);
+    // The row level finds the row and names the column.
+    let rows = changed.rows.as_ref().unwrap();
+    assert_eq!((rows.missing, rows.extra, rows.different), (0, 0, 1));
+    assert_eq!(rows.examples[0].key, ["5"]);
+    assert_eq!(rows.examples[0].problem, RowProblem::Different);
+    assert_eq!(rows.examples[0].columns, ["price"]);
+    // The float column is not hashed (its text differs between engines), and says so.
+    assert_eq!(rows.skipped, ["rating"]);
     w.execute("UPDATE STAGING.PRODUCTS SET \"price\" = \"price\" - 1 WHERE \"product_id\" = 5")
         .await;
 
@@ -525,6 +549,9 @@ async fn validate_passes_a_clean_table_and_locates_each_injected_fault() {
         (Some("200"), Some("199"))
     );
     assert!(differing(&missing).contains(&"max(product_id)".to_owned()));
+    let rows = missing.rows.as_ref().unwrap();
+    assert_eq!((rows.missing, rows.extra, rows.different), (1, 0, 0));
+    assert_eq!(rows.examples[0].key, ["200"]);
     w.run(&products).await;
     assert_eq!(w.validate(&products).await.verdict(), Verdict::Ok);
     w.execute(
@@ -535,6 +562,9 @@ async fn validate_passes_a_clean_table_and_locates_each_injected_fault() {
     let extra = w.validate(&products).await;
     assert_eq!(extra.verdict(), Verdict::Mismatch);
     assert!(differing(&extra).contains(&"rows".to_owned()), "{extra:#?}");
+    let rows = extra.rows.as_ref().unwrap();
+    assert_eq!((rows.missing, rows.extra, rows.different), (0, 1, 0));
+    assert_eq!(rows.examples[0].key, ["9999"]);
     w.execute("DELETE FROM STAGING.PRODUCTS WHERE \"product_id\" = 9999")
         .await;
 
@@ -557,6 +587,12 @@ async fn validate_passes_a_clean_table_and_locates_each_injected_fault() {
     let pending = w.validate(&orders).await;
     assert_eq!(pending.not_yet_loaded, Some(1));
     assert_eq!(pending.verdict(), Verdict::Pending, "{pending:#?}");
+    // Up to the watermark the source no longer has the old version: one row, pending.
+    let rows = pending.rows.as_ref().unwrap();
+    assert_eq!(
+        (rows.missing + rows.extra + rows.different, rows.verdict),
+        (1, Verdict::Pending)
+    );
     w.run(&orders).await;
     let caught_up = w.validate(&orders).await;
     assert_eq!(caught_up.not_yet_loaded, Some(0));
@@ -595,5 +631,14 @@ async fn validate_compares_a_mariadb_table_with_staging() {
     assert!(
         found.iter().all(|m| m.ends_with("(item_count)")),
         "{found:?}"
+    );
+    let rows = changed.rows.as_ref().unwrap();
+    assert_eq!((rows.missing, rows.extra, rows.different), (0, 0, 1));
+    assert_eq!(
+        (
+            rows.examples[0].key.clone(),
+            rows.examples[0].columns.clone()
+        ),
+        (vec!["3".to_owned()], vec!["item_count".to_owned()])
     );
 }

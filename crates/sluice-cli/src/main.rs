@@ -179,9 +179,23 @@ struct ValidateArgs {
     state: StateArgs,
     #[command(flatten)]
     warehouse: snowflake::WarehouseArgs,
+    /// How deep to look: schema, metrics (default; includes schema) or rows (includes both;
+    /// every row's hash on both sides, range by range).
+    #[arg(long, value_enum, default_value = "metrics")]
+    level: ValidateLevel,
+    /// The most differing rows the rows level lists per table (all are counted).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    max_rows: u64,
     /// One JSON object per table instead of tables.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ValidateLevel {
+    Schema,
+    Metrics,
+    Rows,
 }
 
 #[derive(Args)]
@@ -565,6 +579,15 @@ async fn validate(args: ValidateArgs, aws: &AwsArgs) -> Result<bool> {
             &database,
             state.as_ref(),
             table,
+            sluice::validate::ValidateOptions {
+                level: match args.level {
+                    ValidateLevel::Schema => sluice_core::validate::Level::Schema,
+                    ValidateLevel::Metrics => sluice_core::validate::Level::Metrics,
+                    ValidateLevel::Rows => sluice_core::validate::Level::Rows,
+                },
+                max_rows: usize::try_from(args.max_rows).unwrap_or(usize::MAX),
+                ..Default::default()
+            },
         )
         .await?;
         all_match &= validation.verdict() == sluice_core::validate::Verdict::Ok;

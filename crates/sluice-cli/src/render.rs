@@ -165,6 +165,39 @@ pub fn validation(v: &sluice_core::validate::TableValidation) -> String {
         out.push_str(&table.to_string());
         out.push('\n');
     }
+    if let Some(rows) = &v.rows {
+        out.push_str(&format!(
+            "  rows: {} compared in {} key range(s), {} source queries: {} missing, {} extra, {} different: {}\n",
+            rows.rows_compared,
+            rows.ranges,
+            rows.source_queries,
+            rows.missing,
+            rows.extra,
+            rows.different,
+            word(rows.verdict)
+        ));
+        for diff in &rows.examples {
+            let columns = if diff.columns.is_empty() {
+                String::new()
+            } else {
+                format!(" in {}", diff.columns.join(", "))
+            };
+            out.push_str(&format!(
+                "    key ({}) {:?}{columns}\n",
+                diff.key.join(", "),
+                diff.problem
+            ));
+        }
+        if !rows.skipped.is_empty() {
+            out.push_str(&format!(
+                "  not in the row hashes (no text every engine prints alike): {}\n",
+                rows.skipped.join(", ")
+            ));
+        }
+    }
+    if let Some(reason) = &v.rows_skipped {
+        out.push_str(&format!("  rows not compared: {reason}\n"));
+    }
     out
 }
 

@@ -537,8 +537,11 @@ async fn validate_matches_after_a_run_and_names_what_differs() {
     validate.drain(output_at..output_at + 2);
     let args: Vec<&str> = validate.iter().map(String::as_str).collect();
 
-    let out = scene.sluice(&args, &[]);
+    let mut every_level = args.clone();
+    every_level.extend(["--level", "rows"]);
+    let out = scene.sluice(&every_level, &[]);
     let report = ok(&out);
+    assert_contains(&report, "0 missing, 0 extra, 0 different: OK");
     assert_contains(&report, "shop/public.products → ");
     assert_contains(&report, ": OK\n");
     assert_contains(&report, "sum(price)");
@@ -565,8 +568,9 @@ async fn validate_matches_after_a_run_and_names_what_differs() {
         )))
         .await
         .unwrap();
-    let out = scene.sluice(&args, &[]);
+    let out = scene.sluice(&every_level, &[]);
     assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    assert_contains(&text(&out.stdout), "key (1) Different in price");
     let shown = text(&out.stdout);
     assert_contains(&shown, ": MISMATCH\n");
     let line = shown.lines().find(|l| l.contains("sum(price)")).unwrap();

@@ -10,6 +10,11 @@
 //!   compared exactly (decimals after dropping trailing zeros). Float, text, date and time
 //!   columns are compared by NULL count only: their text renderings differ between engines.
 //!
+//! - **rows**: per range of the first key column, every row's MD5 of one canonical text that
+//!   PostgreSQL, MySQL and Snowflake all compute the same way (see [`RowColumn`]), on both
+//!   sides; keys only on one side are missing or extra, keys whose hashes differ are
+//!   different, and the first of them are compared column by column to name the columns.
+//!
 //! An incremental table is compared up to its watermark (`cursor <= watermark` on both sides);
 //! source rows past it are "not yet loaded", and while there are some, a difference is
 //! reported as pending, not as a mismatch (an updated row's old version is still in STAGING).
@@ -26,6 +31,15 @@ use crate::staging::{
     DELETED_AT_COLUMN, DELETED_COLUMN, EXTRACTED_AT_COLUMN, ExistingColumn, MergeSpec,
     RUN_ID_COLUMN, StagingError, compatible_type, describe_existing, staging_columns,
 };
+
+/// How deep `sluice validate` looks; each level includes the ones before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Schema,
+    Metrics,
+    Rows,
+}
 
 /// How a comparison came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +102,350 @@ pub struct MetricResult {
     pub verdict: Verdict,
 }
 
+/// How one column enters a row's canonical text, by its type in the files: the same text on
+/// every engine, or left out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowColumn {
+    /// Integers and decimals as the integer `value × 10^scale`.
+    Number { scale: i8 },
+    /// Text as it is.
+    Text,
+    /// `1` or `0`.
+    Boolean,
+    /// Days since 1970-01-01.
+    Date,
+    /// Microseconds since 1970-01-01 00:00:00 (UTC for zoned timestamps).
+    Timestamp,
+    /// Floats (each engine prints them its own way), JSON, binary, lists: not compared row
+    /// by row (the metrics level counts their NULLs).
+    Skipped,
+}
+
+impl RowColumn {
+    pub fn of(data_type: &DataType) -> RowColumn {
+        match data_type {
+            DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::UInt8
+            | DataType::UInt16
+            | DataType::UInt32
+            | DataType::UInt64 => RowColumn::Number { scale: 0 },
+            DataType::Decimal128(_, scale) => RowColumn::Number { scale: *scale },
+            DataType::Utf8 | DataType::LargeUtf8 => RowColumn::Text,
+            DataType::Boolean => RowColumn::Boolean,
+            DataType::Date32 => RowColumn::Date,
+            DataType::Timestamp(_, _) => RowColumn::Timestamp,
+            _ => RowColumn::Skipped,
+        }
+    }
+}
+
+/// The row level's layout for a table: its key and the columns each row's text is made of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowLayout {
+    pub key: Vec<(String, RowColumn)>,
+    pub columns: Vec<(String, RowColumn)>,
+    /// Columns left out of the row text, by name.
+    pub skipped: Vec<String>,
+}
+
+/// The row level needs a key whose first column is an integer (its ranges are cut on it) and
+/// whose columns all have a canonical text.
+pub fn row_layout(
+    table: &TableConfig,
+    schema: &Schema,
+    staging: &[String],
+) -> Result<RowLayout, String> {
+    let kind = |name: &str| {
+        schema
+            .field_with_name(name)
+            .map(|f| RowColumn::of(f.data_type()))
+            .map_err(|_| format!("primary_key column '{name}' is not in the files"))
+    };
+    if table.primary_key.is_empty() {
+        return Err("the row level needs a primary_key".into());
+    }
+    let mut key = Vec::new();
+    for name in &table.primary_key {
+        let k = kind(name)?;
+        if k == RowColumn::Skipped {
+            return Err(format!(
+                "primary_key column '{name}' has no canonical text; the row level cannot compare it"
+            ));
+        }
+        key.push((name.clone(), k));
+    }
+    if key[0].1 != (RowColumn::Number { scale: 0 }) {
+        return Err(format!(
+            "the row level cuts ranges on the first primary_key column, '{}', which must be an integer",
+            key[0].0
+        ));
+    }
+    let mut columns = Vec::new();
+    let mut skipped = Vec::new();
+    for field in schema.fields() {
+        let name = field.name();
+        if is_metadata(name) || !staging.contains(name) {
+            continue;
+        }
+        let k = if table.target.json_columns.contains(name) {
+            RowColumn::Skipped
+        } else {
+            RowColumn::of(field.data_type())
+        };
+        if k == RowColumn::Skipped {
+            skipped.push(name.clone());
+        } else {
+            columns.push((name.clone(), k));
+        }
+    }
+    Ok(RowLayout {
+        key,
+        columns,
+        skipped,
+    })
+}
+
+impl Side {
+    /// A column's canonical text (NULL stays NULL).
+    fn canonical(self, column: &str, kind: RowColumn) -> String {
+        let c = self.quote(column);
+        match (kind, self) {
+            (RowColumn::Number { scale }, _) => {
+                let scaled = if scale > 0 {
+                    format!("{c} * 1{}", "0".repeat(scale as usize))
+                } else {
+                    c
+                };
+                let whole = match self {
+                    Side::Source(Dialect::Postgres) => format!("CAST({scaled} AS numeric(38,0))"),
+                    Side::Source(Dialect::Mysql) => format!("CAST({scaled} AS DECIMAL(38,0))"),
+                    Side::Snowflake => format!("CAST({scaled} AS NUMBER(38,0))"),
+                };
+                self.as_text_always(&whole)
+            }
+            (RowColumn::Text, Side::Snowflake) => c,
+            (RowColumn::Text, _) => self.as_text_always(&c),
+            (RowColumn::Boolean, _) => {
+                format!("CASE WHEN {c} IS NULL THEN NULL WHEN {c} THEN '1' ELSE '0' END")
+            }
+            (RowColumn::Date, Side::Source(Dialect::Postgres)) => {
+                self.as_text_always(&format!("{c} - DATE '1970-01-01'"))
+            }
+            (RowColumn::Date, Side::Source(Dialect::Mysql)) => {
+                self.as_text_always(&format!("DATEDIFF({c}, '1970-01-01')"))
+            }
+            (RowColumn::Date, Side::Snowflake) => {
+                self.as_text_always(&format!("DATEDIFF(day, '1970-01-01'::DATE, {c})"))
+            }
+            (RowColumn::Timestamp, Side::Source(Dialect::Postgres)) => self.as_text_always(
+                &format!("CAST(EXTRACT(EPOCH FROM {c}) * 1000000 AS bigint)"),
+            ),
+            // TIMESTAMP columns in the session's zone, which sluice sets to +00:00.
+            (RowColumn::Timestamp, Side::Source(Dialect::Mysql)) => self.as_text_always(&format!(
+                "TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', {c})"
+            )),
+            (RowColumn::Timestamp, Side::Snowflake) => {
+                self.as_text_always(&format!("DATE_PART(epoch_microsecond, {c})"))
+            }
+            (RowColumn::Skipped, _) => "NULL".into(),
+        }
+    }
+
+    /// Text on every side, Snowflake's included (its key and hash columns are read as text).
+    fn as_text_always(self, expr: &str) -> String {
+        match self {
+            Side::Snowflake => format!("TO_VARCHAR({expr})"),
+            other => other.as_text(expr),
+        }
+    }
+
+    fn concat(self, parts: &[String]) -> String {
+        match self {
+            Side::Source(Dialect::Mysql) => format!("CONCAT({})", parts.join(", ")),
+            _ => parts.join(" || "),
+        }
+    }
+
+    /// The row's canonical text: each column's, NULL as `~null~` (no backslash, which MySQL
+    /// and Snowflake would read as an escape), separated by `|`.
+    fn row_text(self, columns: &[(String, RowColumn)]) -> String {
+        let mut parts = Vec::new();
+        for (i, (name, kind)) in columns.iter().enumerate() {
+            if i > 0 {
+                parts.push("'|'".to_owned());
+            }
+            parts.push(format!(
+                "COALESCE({}, '~null~')",
+                self.canonical(name, *kind)
+            ));
+        }
+        if parts.is_empty() {
+            return "''".into();
+        }
+        self.concat(&parts)
+    }
+}
+
+/// The first key column's extremes and the row count within `conditions`, as text.
+pub fn key_range_sql(side: Side, from: &str, conditions: &[String], first_key: &str) -> String {
+    let k = side.quote(first_key);
+    let list = [
+        format!("MIN({k})"),
+        format!("MAX({k})"),
+        "COUNT(*)".to_owned(),
+    ]
+    .iter()
+    .map(|e| side.as_text_always(e))
+    .collect::<Vec<_>>()
+    .join(", ");
+    let mut sql = format!("SELECT {list} FROM {from}");
+    if !conditions.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&conditions.join(" AND "));
+    }
+    sql
+}
+
+/// Every row of one key range: the key columns' canonical texts, then the MD5 of the row's
+/// canonical text (`hashed`) or each column's canonical text (`!hashed`, to name the
+/// columns that differ).
+pub fn rows_sql(
+    side: Side,
+    from: &str,
+    conditions: &[String],
+    layout: &RowLayout,
+    range: (i64, i64),
+    hashed: bool,
+) -> String {
+    let mut list: Vec<String> = layout
+        .key
+        .iter()
+        .map(|(name, kind)| side.canonical(name, *kind))
+        .collect();
+    if hashed {
+        list.push(format!("MD5({})", side.row_text(&layout.columns)));
+    } else {
+        list.extend(
+            layout
+                .columns
+                .iter()
+                .map(|(name, kind)| side.canonical(name, *kind)),
+        );
+    }
+    let k = side.quote(&layout.key[0].0);
+    let mut all = conditions.to_vec();
+    all.push(format!("{k} >= {} AND {k} <= {}", range.0, range.1));
+    // Named by position: a key column is also a row column, and results are read by position.
+    let list: Vec<String> = list
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| format!("{e} AS {}", side.quote(&format!("c{i}"))))
+        .collect();
+    format!(
+        "SELECT {} FROM {from} WHERE {}",
+        list.join(", "),
+        all.join(" AND ")
+    )
+}
+
+/// Ranges of the first key column from `min` to `max` holding about `rows_per_range` of
+/// `rows` rows each (even widths; at least one range).
+pub fn key_ranges(min: i64, max: i64, rows: u64, rows_per_range: u64) -> Vec<(i64, i64)> {
+    if max < min {
+        return Vec::new();
+    }
+    let count = rows.div_ceil(rows_per_range.max(1)).max(1) as i128;
+    let span = i128::from(max) - i128::from(min) + 1;
+    let width = ((span + count - 1) / count).max(1);
+    let mut ranges = Vec::new();
+    let mut lo = i128::from(min);
+    while lo <= i128::from(max) {
+        let hi = (lo + width - 1).min(i128::from(max));
+        ranges.push((lo as i64, hi as i64));
+        lo = hi + 1;
+    }
+    ranges
+}
+
+/// How one row differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RowProblem {
+    /// At the source, not in STAGING.
+    Missing,
+    /// In STAGING, not at the source.
+    Extra,
+    /// Both have the key; the values differ.
+    Different,
+}
+
+/// One row that differs, by its key's canonical text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowDiff {
+    pub key: Vec<String>,
+    pub problem: RowProblem,
+    /// For `different`: the columns whose canonical text differs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub columns: Vec<String>,
+}
+
+/// What the row level found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RowsResult {
+    pub ranges: u64,
+    pub rows_compared: u64,
+    pub missing: u64,
+    pub extra: u64,
+    pub different: u64,
+    /// The first differing rows, at most `--max-rows`.
+    pub examples: Vec<RowDiff>,
+    /// Columns not in the row text (floats, JSON, binary, lists).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
+    /// Queries the source answered for this level.
+    pub source_queries: u64,
+    pub verdict: Verdict,
+}
+
+/// Keys of a range (`key texts → hash`), as each side answered.
+pub type RangeRows = std::collections::BTreeMap<Vec<Option<String>>, Option<String>>;
+
+/// Compares one range's rows; pushes what differs into `found`.
+pub fn compare_range(source: &RangeRows, staging: &RangeRows, found: &mut Vec<RowDiff>) {
+    let shown = |key: &[Option<String>]| {
+        key.iter()
+            .map(|k| k.clone().unwrap_or_else(|| "NULL".into()))
+            .collect()
+    };
+    for (key, hash) in source {
+        match staging.get(key) {
+            None => found.push(RowDiff {
+                key: shown(key),
+                problem: RowProblem::Missing,
+                columns: Vec::new(),
+            }),
+            Some(other) if other != hash => found.push(RowDiff {
+                key: shown(key),
+                problem: RowProblem::Different,
+                columns: Vec::new(),
+            }),
+            Some(_) => {}
+        }
+    }
+    for key in staging.keys() {
+        if !source.contains_key(key) {
+            found.push(RowDiff {
+                key: shown(key),
+                problem: RowProblem::Extra,
+                columns: Vec::new(),
+            });
+        }
+    }
+}
+
 /// Everything `sluice validate` found for one table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TableValidation {
@@ -101,6 +459,12 @@ pub struct TableValidation {
     pub not_yet_loaded: Option<u64>,
     pub schema: Vec<SchemaFinding>,
     pub metrics: Vec<MetricResult>,
+    /// The row level, when asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<RowsResult>,
+    /// Why the row level was not run, when it was asked for and could not be.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_skipped: Option<String>,
 }
 
 impl TableValidation {
@@ -110,7 +474,8 @@ impl TableValidation {
             .schema
             .iter()
             .map(|f| f.verdict)
-            .chain(self.metrics.iter().map(|m| m.verdict));
+            .chain(self.metrics.iter().map(|m| m.verdict))
+            .chain(self.rows.iter().map(|r| r.verdict));
         let mut worst = Verdict::Ok;
         for v in all {
             worst = match (worst, v) {
@@ -679,6 +1044,126 @@ mod tests {
         assert_eq!(
             not_yet_loaded_sql(Dialect::Postgres, &full, &name, None),
             None
+        );
+    }
+
+    #[test]
+    fn key_ranges_cover_every_key_once() {
+        assert_eq!(key_ranges(1, 10, 10, 5), [(1, 5), (6, 10)]);
+        assert_eq!(key_ranges(1, 10, 10, 100), [(1, 10)]);
+        assert_eq!(key_ranges(-3, -3, 1, 1), [(-3, -3)]);
+        assert_eq!(key_ranges(5, 4, 0, 10), []);
+        let wide = key_ranges(i64::MIN, i64::MAX, 3, 1);
+        assert_eq!(wide.len(), 3);
+        assert_eq!((wide[0].0, wide[2].1), (i64::MIN, i64::MAX));
+        for pair in wide.windows(2) {
+            assert_eq!(pair[0].1 + 1, pair[1].0);
+        }
+    }
+
+    #[test]
+    fn rows_are_hashed_from_one_canonical_text_per_engine() {
+        let t = table("");
+        let names: Vec<String> = staging().into_iter().map(|c| c.name).collect();
+        let s = schema(vec![Field::new("rate", DataType::Float64, true)]);
+        let layout = row_layout(&t, &s, &names).unwrap();
+        // The float column is not in staging() here; a known-skipped type is listed when it is.
+        let mut with_rate = names.clone();
+        with_rate.push("rate".into());
+        assert_eq!(row_layout(&t, &s, &with_rate).unwrap().skipped, ["rate"]);
+        let pg = rows_sql(
+            Side::Source(Dialect::Postgres),
+            "\"t\"",
+            &[],
+            &layout,
+            (1, 9),
+            true,
+        );
+        assert!(
+            pg.starts_with("SELECT CAST(CAST(\"id\" AS numeric(38,0)) AS text) AS \"c0\", MD5("),
+            "{pg}"
+        );
+        assert!(pg.contains("COALESCE(CAST(CAST(\"total\" * 100 AS numeric(38,0)) AS text), '~null~') || '|' || "), "{pg}");
+        assert!(
+            pg.contains(
+                "CAST(CAST(EXTRACT(EPOCH FROM \"updated_at\") * 1000000 AS bigint) AS text)"
+            ),
+            "{pg}"
+        );
+        assert!(
+            pg.ends_with("AS \"c1\" FROM \"t\" WHERE \"id\" >= 1 AND \"id\" <= 9"),
+            "{pg}"
+        );
+        let my = rows_sql(
+            Side::Source(Dialect::Mysql),
+            "`t`",
+            &[],
+            &layout,
+            (1, 9),
+            true,
+        );
+        assert!(
+            my.contains(
+                "MD5(CONCAT(COALESCE(CAST(CAST(`id` AS DECIMAL(38,0)) AS CHAR), '~null~'), '|', "
+            ),
+            "{my}"
+        );
+        assert!(
+            my.contains("TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', `updated_at`)"),
+            "{my}"
+        );
+        let sf = rows_sql(Side::Snowflake, "S.T", &[], &layout, (1, 9), false);
+        assert!(
+            sf.contains(
+                "CASE WHEN \"paid\" IS NULL THEN NULL WHEN \"paid\" THEN '1' ELSE '0' END AS \"c3\""
+            ),
+            "{sf}"
+        );
+        assert!(
+            sf.contains("TO_VARCHAR(DATE_PART(epoch_microsecond, \"updated_at\")) AS \"c5\""),
+            "{sf}"
+        );
+
+        // The first key column must be an integer, and the key must have a text.
+        let by_text = table("").tap_key(&["note"]);
+        assert!(
+            row_layout(&by_text, &s, &names)
+                .unwrap_err()
+                .contains("must be an integer")
+        );
+    }
+
+    trait TapKey {
+        fn tap_key(self, key: &[&str]) -> Self;
+    }
+
+    impl TapKey for TableConfig {
+        fn tap_key(mut self, key: &[&str]) -> Self {
+            self.primary_key = key.iter().map(|k| (*k).to_owned()).collect();
+            self
+        }
+    }
+
+    #[test]
+    fn a_range_compares_key_by_key() {
+        let row = |k: &str, h: &str| (vec![Some(k.to_owned())], Some(h.to_owned()));
+        let source: RangeRows = [row("1", "a"), row("2", "b"), row("3", "c")]
+            .into_iter()
+            .collect();
+        let staging: RangeRows = [row("1", "a"), row("2", "x"), row("4", "d")]
+            .into_iter()
+            .collect();
+        let mut found = Vec::new();
+        compare_range(&source, &staging, &mut found);
+        let seen: Vec<(String, RowProblem)> =
+            found.iter().map(|d| (d.key.join(","), d.problem)).collect();
+        assert_eq!(
+            seen,
+            [
+                ("2".to_owned(), RowProblem::Different),
+                ("3".to_owned(), RowProblem::Missing),
+                ("4".to_owned(), RowProblem::Extra),
+            ]
         );
     }
 

@@ -5,8 +5,9 @@
 use sluice_core::snowflake::manifest_schema;
 use sluice_core::staging::TableTargets;
 use sluice_core::validate::{
-    Side, TableValidation, compare_metrics, compare_schemas, metrics_for, metrics_sql,
-    not_yet_loaded_sql, source_conditions, staging_conditions,
+    Level, RangeRows, RowDiff, RowLayout, RowProblem, RowsResult, Side, TableValidation, Verdict,
+    compare_metrics, compare_range, compare_schemas, key_range_sql, key_ranges, metrics_for,
+    metrics_sql, not_yet_loaded_sql, row_layout, rows_sql, source_conditions, staging_conditions,
 };
 use sluice_core::{Dialect, Engine, RunStatus, TableConfig};
 use thiserror::Error;
@@ -35,14 +36,36 @@ pub enum ValidateError {
 /// How many of a table's latest runs are searched for its last completed one.
 const RUNS_SEARCHED: usize = 50;
 
+/// How deep to look, and how much of the row level to keep.
+#[derive(Debug, Clone, Copy)]
+pub struct ValidateOptions {
+    pub level: Level,
+    /// The most differing rows the row level reports (all are counted).
+    pub max_rows: usize,
+    /// About how many rows each key range of the row level holds: what one query on each
+    /// side returns, so it bounds the memory a range takes.
+    pub rows_per_range: u64,
+}
+
+impl Default for ValidateOptions {
+    fn default() -> Self {
+        ValidateOptions {
+            level: Level::Metrics,
+            max_rows: 20,
+            rows_per_range: 50_000,
+        }
+    }
+}
+
 /// Validates one table: its schema on the three sides, then its metrics on the source and
-/// in STAGING (see `sluice_core::validate`).
+/// in STAGING, then (at `Level::Rows`) its rows (see `sluice_core::validate`).
 pub async fn validate_table(
     source: &dyn Source,
     warehouse: &dyn Warehouse,
     database: &str,
     state: &dyn StateStore,
     table: &TableConfig,
+    options: ValidateOptions,
 ) -> Result<TableValidation, ValidateError> {
     let key = table.key();
     let table_error = |message: String| ValidateError::Table {
@@ -89,8 +112,10 @@ pub async fn validate_table(
         not_yet_loaded: None,
         schema,
         metrics: Vec::new(),
+        rows: None,
+        rows_skipped: None,
     };
-    if staging_columns.is_empty() {
+    if staging_columns.is_empty() || options.level == Level::Schema {
         return Ok(validation);
     }
 
@@ -109,12 +134,12 @@ pub async fn validate_table(
     let pending_sql = not_yet_loaded_sql(dialect, table, &name, watermark.as_ref());
     queries.extend(pending_sql.clone());
     // Both in one snapshot: the rows compared and the rows past the watermark.
-    let answers = source.aggregate(table, &queries).await?;
-    let source_values = answers.first().cloned().unwrap_or_default();
+    let answers = source.query_text(table, &queries).await?;
+    let first_row = |i: usize| answers.get(i).and_then(|rows| rows.first()).cloned();
+    let source_values = first_row(0).unwrap_or_default();
     let not_yet_loaded = match pending_sql {
         Some(_) => Some(
-            answers
-                .get(1)
+            first_row(1)
                 .and_then(|row| row.first().cloned().flatten())
                 .and_then(|n| n.parse::<u64>().ok())
                 .ok_or_else(|| table_error("counting the rows past the watermark".into()))?,
@@ -140,8 +165,231 @@ pub async fn validate_table(
         &staging_values,
         not_yet_loaded.unwrap_or(0) > 0,
     );
+    if options.level >= Level::Rows {
+        match row_layout(
+            table,
+            files_schema.as_ref().unwrap_or(&source_schema),
+            &staging_names,
+        ) {
+            Err(reason) => validation.rows_skipped = Some(reason),
+            Ok(layout) => {
+                let scope = Scope {
+                    source,
+                    warehouse,
+                    table,
+                    dialect,
+                    source_from: name.quoted(dialect),
+                    source_conditions: source_conditions(dialect, table, watermark.as_ref()),
+                    staging_from: targets.staging.quoted(),
+                    staging_conditions: staging_conditions(table, watermark.as_ref()),
+                    layout: &layout,
+                };
+                let mut rows = compare_rows(&scope, options).await?;
+                if rows.verdict == Verdict::Mismatch && not_yet_loaded.unwrap_or(0) > 0 {
+                    rows.verdict = Verdict::Pending;
+                }
+                validation.rows = Some(rows);
+            }
+        }
+    }
     info!(table = %key, verdict = ?validation.verdict(), metrics = validation.metrics.len(), "validated");
     Ok(validation)
+}
+
+/// Both sides of the row level, each with its query scope.
+struct Scope<'a> {
+    source: &'a dyn Source,
+    warehouse: &'a dyn Warehouse,
+    table: &'a TableConfig,
+    dialect: Dialect,
+    source_from: String,
+    source_conditions: Vec<String>,
+    staging_from: String,
+    staging_conditions: Vec<String>,
+    layout: &'a RowLayout,
+}
+
+impl Scope<'_> {
+    async fn source_rows(&self, sql: String) -> Result<Vec<Vec<Option<String>>>, ValidateError> {
+        Ok(self
+            .source
+            .query_text(self.table, &[sql])
+            .await?
+            .into_iter()
+            .next()
+            .unwrap_or_default())
+    }
+
+    async fn staging_rows(&self, sql: String) -> Result<Vec<Vec<Option<String>>>, ValidateError> {
+        let result = self.warehouse.execute(&Statement::new(sql)).await?;
+        Ok(result
+            .rows
+            .iter()
+            .map(|row| row.iter().map(text_of).collect())
+            .collect())
+    }
+
+    /// One range's rows on both sides, keyed by the key's canonical text: the row hash when
+    /// `hashed`, else every column's canonical text.
+    async fn range(
+        &self,
+        range: (i64, i64),
+        hashed: bool,
+    ) -> Result<(Vec<Vec<Option<String>>>, Vec<Vec<Option<String>>>), ValidateError> {
+        let source = self
+            .source_rows(rows_sql(
+                Side::Source(self.dialect),
+                &self.source_from,
+                &self.source_conditions,
+                self.layout,
+                range,
+                hashed,
+            ))
+            .await?;
+        let staging = self
+            .staging_rows(rows_sql(
+                Side::Snowflake,
+                &self.staging_from,
+                &self.staging_conditions,
+                self.layout,
+                range,
+                hashed,
+            ))
+            .await?;
+        Ok((source, staging))
+    }
+}
+
+/// The row level: ranges of the first key column cut from both sides' extremes, each range
+/// read on both sides and compared; the first differing rows compared column by column.
+async fn compare_rows(
+    scope: &Scope<'_>,
+    options: ValidateOptions,
+) -> Result<RowsResult, ValidateError> {
+    let first_key = &scope.layout.key[0].0;
+    let mut source_queries = 1u64;
+    let extremes = |row: Option<&Vec<Option<String>>>| {
+        let value = |i: usize| {
+            row.and_then(|r| r.get(i).cloned().flatten())
+                .and_then(|v| v.parse::<i64>().ok())
+        };
+        (value(0), value(1), value(2).unwrap_or(0))
+    };
+    let source = scope
+        .source_rows(key_range_sql(
+            Side::Source(scope.dialect),
+            &scope.source_from,
+            &scope.source_conditions,
+            first_key,
+        ))
+        .await?;
+    let staging = scope
+        .staging_rows(key_range_sql(
+            Side::Snowflake,
+            &scope.staging_from,
+            &scope.staging_conditions,
+            first_key,
+        ))
+        .await?;
+    let (s_min, s_max, s_rows) = extremes(source.first());
+    let (t_min, t_max, t_rows) = extremes(staging.first());
+    let min = s_min.into_iter().chain(t_min).min();
+    let max = s_max.into_iter().chain(t_max).max();
+    let ranges = match (min, max) {
+        (Some(min), Some(max)) => key_ranges(
+            min,
+            max,
+            u64::try_from(s_rows.max(t_rows)).unwrap_or(0),
+            options.rows_per_range,
+        ),
+        _ => Vec::new(),
+    };
+    let key_width = scope.layout.key.len();
+    let keyed = |rows: Vec<Vec<Option<String>>>| -> RangeRows {
+        rows.into_iter()
+            .map(|mut row| {
+                let rest = row.split_off(key_width.min(row.len()));
+                (row, rest.into_iter().next().flatten())
+            })
+            .collect()
+    };
+    let (mut missing, mut extra, mut different, mut compared) = (0u64, 0u64, 0u64, 0u64);
+    let mut examples: Vec<RowDiff> = Vec::new();
+    for range in &ranges {
+        let (source, staging) = scope.range(*range, true).await?;
+        source_queries += 1;
+        compared += source.len() as u64;
+        let mut found = Vec::new();
+        compare_range(&keyed(source), &keyed(staging), &mut found);
+        for diff in &found {
+            match diff.problem {
+                RowProblem::Missing => missing += 1,
+                RowProblem::Extra => extra += 1,
+                RowProblem::Different => different += 1,
+            }
+        }
+        let room = options.max_rows.saturating_sub(examples.len());
+        let mut shown: Vec<RowDiff> = found.into_iter().take(room).collect();
+        if shown.iter().any(|d| d.problem == RowProblem::Different) {
+            name_differing_columns(scope, *range, &mut shown).await?;
+            source_queries += 1;
+        }
+        examples.extend(shown);
+    }
+    Ok(RowsResult {
+        ranges: ranges.len() as u64,
+        rows_compared: compared,
+        missing,
+        extra,
+        different,
+        examples,
+        skipped: scope.layout.skipped.clone(),
+        source_queries,
+        verdict: if missing + extra + different == 0 {
+            Verdict::Ok
+        } else {
+            Verdict::Mismatch
+        },
+    })
+}
+
+/// Reads one range again, column by column, to name the columns of its different rows.
+async fn name_differing_columns(
+    scope: &Scope<'_>,
+    range: (i64, i64),
+    diffs: &mut [RowDiff],
+) -> Result<(), ValidateError> {
+    let (source, staging) = scope.range(range, false).await?;
+    let width = scope.layout.key.len();
+    let by_key = |rows: Vec<Vec<Option<String>>>| {
+        rows.into_iter()
+            .map(|mut row| {
+                let rest = row.split_off(width.min(row.len()));
+                let key: Vec<String> = row
+                    .into_iter()
+                    .map(|k| k.unwrap_or_else(|| "NULL".into()))
+                    .collect();
+                (key, rest)
+            })
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let (source, staging) = (by_key(source), by_key(staging));
+    for diff in diffs
+        .iter_mut()
+        .filter(|d| d.problem == RowProblem::Different)
+    {
+        if let (Some(a), Some(b)) = (source.get(&diff.key), staging.get(&diff.key)) {
+            diff.columns = scope
+                .layout
+                .columns
+                .iter()
+                .zip(a.iter().zip(b))
+                .filter(|(_, (x, y))| x != y)
+                .map(|((name, _), _)| name.clone())
+                .collect();
+        }
+    }
+    Ok(())
 }
 
 /// A warehouse value as text to compare with the source's `CAST(… AS text)`: numbers exactly

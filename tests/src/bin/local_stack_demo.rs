@@ -123,6 +123,8 @@ async fn main() {
     .unwrap();
     let validate = [
         "validate",
+        "--level",
+        "rows",
         "--config-table",
         &stack.config_table,
         "--state-table",

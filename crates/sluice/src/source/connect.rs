@@ -173,17 +173,17 @@ impl Source for RotatingSource {
         }
     }
 
-    async fn aggregate(
+    async fn query_text(
         &self,
         table: &TableConfig,
         queries: &[String],
-    ) -> Result<Vec<Vec<Option<String>>>, SourceError> {
+    ) -> Result<Vec<Vec<Vec<Option<String>>>>, SourceError> {
         let (generation, adapter) = self.current().await;
-        match adapter.aggregate(table, queries).await {
+        match adapter.query_text(table, queries).await {
             Err(e) if e.is_auth() => self
                 .rebuilt(generation, e)
                 .await?
-                .aggregate(table, queries)
+                .query_text(table, queries)
                 .await
                 .map_err(after_reread),
             done => done,

@@ -538,14 +538,14 @@ pub trait Source: Send + Sync {
         Ok(self.extract_chunk(plan, 0).await?.schema)
     }
 
-    /// Runs `queries` over `table`, all in one read-only snapshot, each answering one row of
-    /// text values (`sluice validate`'s metrics). The default refuses: only the engines'
-    /// adapters can run SQL.
-    async fn aggregate(
+    /// Runs `queries` over `table`, all in one read-only snapshot, each answering rows of
+    /// text values (`sluice validate`'s metrics and row hashes). The default refuses: only
+    /// the engines' adapters can run SQL.
+    async fn query_text(
         &self,
         table: &TableConfig,
         queries: &[String],
-    ) -> Result<Vec<Vec<Option<String>>>> {
+    ) -> Result<Vec<Vec<Vec<Option<String>>>>> {
         let _ = queries;
         Err(SourceError::Query {
             table: table.table.clone(),

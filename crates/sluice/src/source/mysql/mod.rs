@@ -659,11 +659,11 @@ impl Source for MysqlSource {
         })
     }
 
-    async fn aggregate(
+    async fn query_text(
         &self,
         table: &TableConfig,
         queries: &[String],
-    ) -> Result<Vec<Vec<Option<String>>>> {
+    ) -> Result<Vec<Vec<Vec<Option<String>>>>> {
         let name = table_name(table)?;
         let mut conn = self.begin_snapshot(&name).await?;
         let query_error = |message: String| SourceError::Query {
@@ -672,19 +672,23 @@ impl Source for MysqlSource {
         };
         let mut answers = Vec::with_capacity(queries.len());
         for sql in queries {
-            let row: Option<mysql_async::Row> = conn
-                .query_first(sql.as_str())
+            let rows: Vec<mysql_async::Row> = conn
+                .query(sql.as_str())
                 .await
                 .map_err(|e| query_error(my_message(&e)))?;
-            let mut row = row.ok_or_else(|| query_error("no row".into()))?;
-            let values = (0..row.len())
-                .map(|i| match row.take_opt::<Option<String>, usize>(i) {
-                    Some(Ok(value)) => Ok(value),
-                    Some(Err(e)) => Err(query_error(format!("value {i}: {e}"))),
-                    None => Ok(None),
+            let rows = rows
+                .into_iter()
+                .map(|mut row| {
+                    (0..row.len())
+                        .map(|i| match row.take_opt::<Option<String>, usize>(i) {
+                            Some(Ok(value)) => Ok(value),
+                            Some(Err(e)) => Err(query_error(format!("value {i}: {e}"))),
+                            None => Ok(None),
+                        })
+                        .collect::<Result<Vec<_>>>()
                 })
                 .collect::<Result<Vec<_>>>()?;
-            answers.push(values);
+            answers.push(rows);
         }
         Ok(answers)
     }

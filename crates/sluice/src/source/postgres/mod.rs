@@ -652,31 +652,30 @@ impl Source for PostgresSource {
         })
     }
 
-    async fn aggregate(
+    async fn query_text(
         &self,
         table: &TableConfig,
         queries: &[String],
-    ) -> Result<Vec<Vec<Option<String>>>> {
+    ) -> Result<Vec<Vec<Vec<Option<String>>>>> {
         let name = table_name(table)?;
         let client = self.begin_snapshot(&name).await?;
+        let query_error = |e: tokio_postgres::Error| SourceError::Query {
+            table: name.to_string(),
+            message: pg_message(&e),
+        };
         let mut answers = Vec::with_capacity(queries.len());
         for sql in queries {
-            let row =
-                client
-                    .query_one(sql.as_str(), &[])
-                    .await
-                    .map_err(|e| SourceError::Query {
-                        table: name.to_string(),
-                        message: pg_message(&e),
-                    })?;
-            let values = (0..row.len())
-                .map(|i| row.try_get::<_, Option<String>>(i))
+            let rows = client.query(sql.as_str(), &[]).await.map_err(query_error)?;
+            let rows = rows
+                .iter()
+                .map(|row| {
+                    (0..row.len())
+                        .map(|i| row.try_get::<_, Option<String>>(i))
+                        .collect::<std::result::Result<Vec<_>, _>>()
+                })
                 .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(|e| SourceError::Query {
-                    table: name.to_string(),
-                    message: pg_message(&e),
-                })?;
-            answers.push(values);
+                .map_err(query_error)?;
+            answers.push(rows);
         }
         Ok(answers)
     }
