@@ -218,6 +218,7 @@ mod tests {
                 .header("sf-external-function-format-version", "1.0")
                 .body(Body::Empty)
                 .unwrap()
+                .with_raw_http_path(path)
         };
         let status = |r: &Request| parse_request(r, 10).unwrap_err().status;
         assert_eq!(status(&request("GET", "/prod/ingest")), 400);

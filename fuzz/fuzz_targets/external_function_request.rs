@@ -6,7 +6,7 @@
 
 use arbitrary::{Arbitrary, Unstructured};
 use lambda_http::http::{HeaderName, HeaderValue, Method};
-use lambda_http::{Body, Request};
+use lambda_http::{Body, Request, RequestExt};
 use libfuzzer_sys::fuzz_target;
 use sluice_functions::http::{Routed, parse_request};
 
@@ -64,7 +64,13 @@ fn build(raw: RawRequest) -> Option<Request> {
         };
         builder = builder.header(name, HeaderValue::from_bytes(&value).ok()?);
     }
-    builder.body(Body::Binary(raw.body)).ok()
+    // The route is read from the path API Gateway saw, as an event carries it.
+    Some(
+        builder
+            .body(Body::Binary(raw.body))
+            .ok()?
+            .with_raw_http_path(path),
+    )
 }
 
 /// The event as Lambda hands it over. lambda_http 1.3.2 panics on some events before sluice
