@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use sluice::warehouse::snowflake::{PrivateKey, SnowflakeClient, SnowflakeConfig};
@@ -715,4 +715,35 @@ pub fn assert_raw_types(
             .collect();
         assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     }
+}
+
+/// The admin's one-time set-up in a stand-in database (the RAW schema and the stage over
+/// `s3://bucket/prefix/`), and a loader into it through `warehouse`.
+pub async fn stage_and_loader(
+    client: &SnowflakeClient,
+    warehouse: Arc<dyn sluice::warehouse::Warehouse>,
+    database: &str,
+    bucket: &str,
+    prefix: &str,
+) -> Arc<sluice::warehouse::load::Loader> {
+    let stage = sluice_core::snowflake::ObjectName::new(database, "RAW", "SLUICE_STAGE");
+    for sql in [
+        "CREATE SCHEMA IF NOT EXISTS RAW".to_owned(),
+        format!(
+            "CREATE STAGE IF NOT EXISTS {} URL = 's3://{bucket}/{prefix}/'",
+            stage.quoted()
+        ),
+    ] {
+        client
+            .execute(&sluice::warehouse::Statement::new(sql))
+            .await
+            .unwrap();
+    }
+    Arc::new(sluice::warehouse::load::Loader::new(
+        warehouse,
+        sluice::warehouse::load::WarehouseTarget {
+            database: database.to_owned(),
+            stage,
+        },
+    ))
 }

@@ -470,3 +470,49 @@ async fn every_type_in_the_matrix_lands_its_snowflake_type() {
     let matrix: Vec<&str> = columns().iter().map(|c| c.name).collect();
     snowflake::assert_raw_types(&load, &matrix, SNOWFLAKE_TYPES, source_rows, true);
 }
+
+/// A NOT NULL date column holding zero dates, under the default `invalid_dates: null`: the
+/// zero dates become NULL (counted), so the files declare the column nullable and the run
+/// completes, instead of failing on a NULL in a column declared NOT NULL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_dates_in_a_not_null_column_are_written_as_null_by_default() {
+    let db = MyTestDb::create("zeronn").await;
+    let mut conn = db.conn().await;
+    conn.query_drop("SET SESSION sql_mode = ''").await.unwrap();
+    conn.query_drop(
+        "CREATE TABLE legacy (id int PRIMARY KEY, d date NOT NULL, t datetime NOT NULL); \
+         INSERT INTO legacy VALUES (1, '2024-01-02', '2024-01-02 03:04:05'), \
+         (2, '0000-00-00', '0000-00-00 00:00:00'), (3, '2024-02-30', '2024-01-01 00:00:00')",
+    )
+    .await
+    .unwrap();
+    let h = Harness::new(&mysql_config(
+        &db,
+        "  - source: shop\n    table: legacy\n    primary_key: [id]\n",
+    ));
+    let record = h.run_completed("legacy").await;
+    let zero: i64 = conn
+        .query_first("SELECT COUNT(*) FROM legacy WHERE d = '0000-00-00' OR DAYOFMONTH(d) = 0 OR MONTH(d) = 0")
+        .await
+        .unwrap()
+        .unwrap();
+    let batches = h.read_run(&record);
+    let nulls: usize = batches
+        .iter()
+        .map(|b| b.column_by_name("d").unwrap().null_count())
+        .sum();
+    assert_eq!(nulls as i64, zero);
+    assert!(
+        batches[0]
+            .schema()
+            .field_with_name("d")
+            .unwrap()
+            .is_nullable()
+    );
+    assert_eq!(
+        record
+            .warnings()
+            .get("d: zero or invalid date written as NULL"),
+        Some(&(zero as u64))
+    );
+}

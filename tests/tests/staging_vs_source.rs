@@ -14,16 +14,15 @@ use sluice::sample::create_shop_postgres;
 use sluice::sample_mysql::create_shop_mysql;
 use sluice::sink::parquet::ParquetSettings;
 use sluice::source::mysql::MysqlSource;
-use sluice::warehouse::load::{Loader, WarehouseTarget};
+use sluice::warehouse::load::Loader;
 use sluice::warehouse::snowflake::SnowflakeClient;
 use sluice::warehouse::{Statement, Value, Warehouse};
-use sluice_core::snowflake::ObjectName;
 use sluice_core::validate::{Level, MetricKind, RowProblem, TableValidation, Verdict};
 use sluice_core::{DeleteMode, RunRecord, RunStatus, TableConfig};
 use sluice_tests::moto::MotoServer;
 use sluice_tests::mysql::{MyTestDb, mysql_config};
 use sluice_tests::s3::S3Harness;
-use sluice_tests::snowflake::{KeyPair, Options, StandIn};
+use sluice_tests::snowflake::{KeyPair, Options, StandIn, stage_and_loader};
 use sluice_tests::{TestDb, shop_config};
 
 const PRODUCTS: &str = "  - source: shop
@@ -58,22 +57,14 @@ async fn world(label: &str, config: &str, mysql: bool) -> World {
     } else {
         S3Harness::new(config, ParquetSettings::default()).await
     };
-    let stage = ObjectName::new(&database, "RAW", "SLUICE_STAGE");
-    for sql in [
-        "CREATE SCHEMA IF NOT EXISTS RAW".to_owned(),
-        format!(
-            "CREATE STAGE IF NOT EXISTS {} URL = 's3://{}/{}/'",
-            stage.quoted(),
-            h.bucket,
-            h.prefix
-        ),
-    ] {
-        client.execute(&Statement::new(sql)).await.unwrap();
-    }
-    let loader = Arc::new(Loader::new(
+    let loader = stage_and_loader(
+        &client,
         client.clone() as Arc<dyn Warehouse>,
-        WarehouseTarget { database, stage },
-    ));
+        &database,
+        &h.bucket,
+        &h.prefix,
+    )
+    .await;
     World {
         h: h.with_warehouse(loader.clone()),
         client,

@@ -301,6 +301,10 @@ pub fn key_range_sql(side: Side, from: &str, conditions: &[String], first_key: &
     .map(|e| side.as_text_always(e))
     .collect::<Vec<_>>()
     .join(", ");
+    select_where(&list, from, conditions)
+}
+
+fn select_where(list: &str, from: &str, conditions: &[String]) -> String {
     let mut sql = format!("SELECT {list} FROM {from}");
     if !conditions.is_empty() {
         sql.push_str(" WHERE ");
@@ -344,11 +348,7 @@ pub fn rows_sql(
         .enumerate()
         .map(|(i, e)| format!("{e} AS {}", side.quote(&format!("c{i}"))))
         .collect();
-    format!(
-        "SELECT {} FROM {from} WHERE {}",
-        list.join(", "),
-        all.join(" AND ")
-    )
+    select_where(&list.join(", "), from, &all)
 }
 
 /// Ranges of the first key column from `min` to `max` holding about `rows_per_range` of
@@ -691,12 +691,7 @@ pub fn metrics_sql(side: Side, from: &str, conditions: &[String], metrics: &[Met
         .map(|m| side.expr(m))
         .collect::<Vec<_>>()
         .join(", ");
-    let mut sql = format!("SELECT {list} FROM {from}");
-    if !conditions.is_empty() {
-        sql.push_str(" WHERE ");
-        sql.push_str(&conditions.join(" AND "));
-    }
-    sql
+    select_where(&list, from, conditions)
 }
 
 /// The source side's scope: the table's `where`, and for an incremental table the rows up to

@@ -13,14 +13,12 @@ use sluice::Quiet;
 use sluice::sample::create_shop_postgres;
 use sluice::sink::parquet::ParquetSettings;
 use sluice::validate::{ValidateOptions, validate_table};
-use sluice::warehouse::load::{Loader, WarehouseTarget};
+use sluice::warehouse::Warehouse;
 use sluice::warehouse::snowflake::SnowflakeClient;
-use sluice::warehouse::{Statement, Warehouse};
-use sluice_core::snowflake::ObjectName;
 use sluice_core::validate::Level;
 use sluice_tests::moto::MotoServer;
 use sluice_tests::s3::S3Harness;
-use sluice_tests::snowflake::{KeyPair, Options, StandIn};
+use sluice_tests::snowflake::{KeyPair, Options, StandIn, stage_and_loader};
 use sluice_tests::{TestDb, shop_config};
 
 const ORDERS: &str = "  - source: shop
@@ -58,25 +56,14 @@ async fn main() {
     let database = sf.database.clone().unwrap();
     let client = Arc::new(SnowflakeClient::new(sf, KeyPair::shared().private_key()).unwrap());
     let h = S3Harness::new(&shop_config(&db, ORDERS), ParquetSettings::default()).await;
-    let stage = ObjectName::new(&database, "RAW", "SLUICE_STAGE");
-    for sql in [
-        "CREATE SCHEMA IF NOT EXISTS RAW".to_owned(),
-        format!(
-            "CREATE STAGE IF NOT EXISTS {} URL = 's3://{}/{}/'",
-            stage.quoted(),
-            h.bucket,
-            h.prefix
-        ),
-    ] {
-        client.execute(&Statement::new(sql)).await.unwrap();
-    }
-    let loader = Arc::new(Loader::new(
+    let loader = stage_and_loader(
+        &client,
         client.clone() as Arc<dyn Warehouse>,
-        WarehouseTarget {
-            database: database.clone(),
-            stage,
-        },
-    ));
+        &database,
+        &h.bucket,
+        &h.prefix,
+    )
+    .await;
     let h = h.with_warehouse(loader);
     let table = h.table("public.orders").clone();
     let loading = Instant::now();

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 use sluice_core::late_writers::{WriterCheck, incremental_upper};
 use sluice_core::plan::{
-    CatalogFacts, CursorWindow, PartitionFacts, key_extremes_sql, null_cursor_count_sql,
+    CatalogFacts, CursorWindow, PartitionFacts, ReadCast, key_extremes_sql, null_cursor_count_sql,
 };
 use sluice_core::{
     ColumnTypeOverride, Dialect, Engine, LoadMode, RunPlan, ScalarKind, ScalarValue, TableConfig,
@@ -149,6 +149,8 @@ pub(crate) trait CatalogTable {
     ) -> std::result::Result<Self::Read, String>;
     /// The kind a column read this way has as a cursor or partition column, if any.
     fn read_kind(read: &Self::Read) -> Option<ScalarKind>;
+    /// The cast the column is read through, if any (a plan records each).
+    fn read_cast(read: &Self::Read) -> Option<ReadCast>;
     fn column_not_null(column: &Self::Column) -> bool;
 
     fn column(&self, table: &TableName, name: &str, role: ColumnRole) -> Result<&Self::Column> {
@@ -198,6 +200,27 @@ pub(crate) trait CatalogTable {
                 Ok((column.clone(), self.read(table, column, config)?))
             })
             .collect()
+    }
+
+    /// How each of a plan's columns is read now, refused when a column's read changed since
+    /// the plan (its type did, and with it the cast the files were planned with).
+    fn plan_reads(
+        &self,
+        table: &TableName,
+        plan: &RunPlan,
+    ) -> Result<Vec<(Self::Column, Self::Read)>> {
+        let reads = self.reads(table, &plan.columns, &plan.table)?;
+        for (column, read) in &reads {
+            let name = Self::column_name(column);
+            if Self::read_cast(read) != plan.casts.get(name).copied() {
+                return Err(SourceError::ChangedSincePlan {
+                    table: table.to_string(),
+                    column: name.to_owned(),
+                    message: format!("now {}", Self::column_type_text(column)),
+                });
+            }
+        }
+        Ok(reads)
     }
 
     /// A cursor or partition column and its kind; a column of any other type is an error
@@ -361,6 +384,20 @@ pub(crate) async fn gather_key_facts<T: CatalogTable + Sync>(
         partition,
         warnings,
     })
+}
+
+/// Whether a column's values may be NULL in the files: a nullable column, or one of dates
+/// or timestamps while `invalid_dates: null` writes the values the warehouse cannot hold
+/// (PostgreSQL's infinities, MySQL's zero dates) as NULL, whatever the catalog declares.
+pub(crate) fn file_nullable(
+    not_null: bool,
+    arrow_type: &arrow::datatypes::DataType,
+    invalid_dates: sluice_core::InvalidDates,
+) -> bool {
+    use arrow::datatypes::DataType as D;
+    !not_null
+        || (invalid_dates == sluice_core::InvalidDates::Null
+            && matches!(arrow_type, D::Date32 | D::Timestamp(_, _)))
 }
 
 /// A rough in-memory width of a row of these Arrow types, to size batches by bytes.

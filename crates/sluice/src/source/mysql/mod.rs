@@ -36,11 +36,11 @@ use tracing::{debug, warn};
 
 use self::decode::{DecodeColumn, RowDecoder};
 use self::types::{ColumnRead, MyColumn, column_read};
-use super::estimated_row_bytes;
 use super::{
     CatalogTable, ChunkStream, ColumnRole, Credentials, GatheredFacts, PlanQueries, Result,
     SnapshotHold, Source, SourceError, Warnings, chunk_queries, gather_key_facts,
 };
+use super::{estimated_row_bytes, file_nullable};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Batches a chunk's reader may run ahead of the Parquet writer.
@@ -488,6 +488,10 @@ impl CatalogTable for ResolvedTable {
             .then(|| read.my_type.scalar_kind())
             .flatten()
     }
+
+    fn read_cast(read: &ColumnRead) -> Option<ReadCast> {
+        read.cast
+    }
 }
 
 /// A typed key value from a binary-protocol result cell.
@@ -753,20 +757,15 @@ impl Source for MysqlSource {
 /// snapshot), checked against the plan.
 async fn chunk_decoder(conn: &mut Conn, name: &TableName, plan: &RunPlan) -> Result<RowDecoder> {
     let resolved = resolve_table(conn, name).await?;
-    let reads = resolved.reads(name, &plan.columns, &plan.table)?;
-    for (column, read) in &reads {
-        if read.cast != plan.casts.get(&column.name).copied() {
-            return Err(SourceError::ChangedSincePlan {
-                table: name.to_string(),
-                column: column.name.clone(),
-                message: format!("now {}", column.column_type),
-            });
-        }
-    }
+    let reads = resolved.plan_reads(name, plan)?;
     let columns: Vec<DecodeColumn> = reads
         .into_iter()
         .map(|(c, r)| DecodeColumn {
-            nullable: !c.not_null,
+            nullable: file_nullable(
+                c.not_null,
+                &r.my_type.arrow_type(),
+                plan.table.invalid_dates,
+            ),
             name: c.name,
             my_type: r.my_type,
         })

@@ -27,11 +27,11 @@ use tracing::{debug, warn};
 
 use self::copy_binary::{CopyBinaryDecoder, DecodeColumn};
 use self::types::{ColumnRead, PgColumn, PgTypeInfo, TypeCatalog, column_read, referenced_types};
-use super::estimated_row_bytes;
 use super::{
     CatalogTable, ChunkStream, ColumnRole, Credentials, GatheredFacts, PlanQueries, Result,
     SnapshotHold, Source, SourceError, Warnings, chunk_queries, gather_key_facts,
 };
+use super::{estimated_row_bytes, file_nullable};
 
 /// Reads tables from one PostgreSQL database.
 pub struct PostgresSource {
@@ -454,6 +454,10 @@ impl CatalogTable for ResolvedTable {
             .then(|| read.pg_type.scalar_kind())
             .flatten()
     }
+
+    fn read_cast(read: &ColumnRead) -> Option<ReadCast> {
+        read.cast
+    }
 }
 
 fn table_name(table: &TableConfig) -> Result<TableName> {
@@ -543,20 +547,15 @@ impl PostgresSource {
             .begin_chunk_snapshot(&name, plan.snapshot.as_deref())
             .await?;
         let resolved = resolve_table(&client, &name).await?;
-        let reads = resolved.reads(&name, &plan.columns, &plan.table)?;
-        for (column, read) in &reads {
-            if read.cast != plan.casts.get(&column.name).copied() {
-                return Err(SourceError::ChangedSincePlan {
-                    table: name.to_string(),
-                    column: column.name.clone(),
-                    message: format!("now {}", column.type_text),
-                });
-            }
-        }
+        let reads = resolved.plan_reads(&name, plan)?;
         let columns: Vec<DecodeColumn> = reads
             .into_iter()
             .map(|(c, r)| DecodeColumn {
-                nullable: !c.not_null,
+                nullable: file_nullable(
+                    c.not_null,
+                    &r.pg_type.arrow_type(),
+                    plan.table.invalid_dates,
+                ),
                 name: c.name,
                 pg_type: r.pg_type,
             })
