@@ -397,6 +397,11 @@ pub fn numeric_to_i128(v: &[u8], precision: u8, scale: i8) -> Result<i128, Strin
         if d == 0 {
             continue;
         }
+        // PostgreSQL writes base-10000 digits; anything else is a damaged or hostile stream,
+        // whose value would otherwise come out silently wrong.
+        if !(1..10_000).contains(&d) {
+            return Err(format!("numeric digit {d} is not a base-10000 digit"));
+        }
         let exp = 4 * (weight - i32::try_from(i).map_err(|_| overflow())?) + i32::from(scale);
         if exp >= 0 {
             let pow = POW10
@@ -421,7 +426,7 @@ pub fn numeric_to_i128(v: &[u8], precision: u8, scale: i8) -> Result<i128, Strin
                     "numeric value has more than {scale} decimal places"
                 ));
             }
-            acc += i128::from(d / div);
+            acc = acc.checked_add(i128::from(d / div)).ok_or_else(overflow)?;
         }
     }
     if acc >= POW10[usize::from(precision.min(38))] {
@@ -719,6 +724,18 @@ mod tests {
                 .unwrap_err()
                 .contains("decimal places")
         );
+    }
+
+    #[test]
+    fn a_numeric_digit_outside_base_10000_is_refused_not_summed() {
+        // A hostile stream: 1 and -1 in the fractional part would "cancel" to 1.00.
+        for digits in [[1, -100], [1, 10_000], [1, i16::MAX]] {
+            let err = numeric_to_i128(&numeric(2, 0, 0, 2, &digits), 12, 2).unwrap_err();
+            assert!(
+                err.contains("is not a base-10000 digit"),
+                "{digits:?}: {err}"
+            );
+        }
     }
 
     fn column(name: &str, pg_type: PgType) -> DecodeColumn {
