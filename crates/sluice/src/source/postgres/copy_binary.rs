@@ -728,7 +728,7 @@ mod tests {
 
     #[test]
     fn a_numeric_digit_outside_base_10000_is_refused_not_summed() {
-        // A hostile stream: 1 and -1 in the fractional part would "cancel" to 1.00.
+        // A hostile stream: digits 1 and -100 (scale 2) used to come out as 0.99.
         for digits in [[1, -100], [1, 10_000], [1, i16::MAX]] {
             let err = numeric_to_i128(&numeric(2, 0, 0, 2, &digits), 12, 2).unwrap_err();
             assert!(
