@@ -600,17 +600,9 @@ pub fn compare_schemas(
 /// What a column is compared by, from its type in the files.
 fn measures(data_type: &DataType) -> &'static [MetricKind] {
     use MetricKind::*;
-    match data_type {
-        DataType::Int8
-        | DataType::Int16
-        | DataType::Int32
-        | DataType::Int64
-        | DataType::UInt8
-        | DataType::UInt16
-        | DataType::UInt32
-        | DataType::UInt64
-        | DataType::Decimal128(_, _) => &[Nulls, Min, Max, Sum],
-        DataType::Boolean => &[Nulls, Trues],
+    match RowColumn::of(data_type) {
+        RowColumn::Number { .. } => &[Nulls, Min, Max, Sum],
+        RowColumn::Boolean => &[Nulls, Trues],
         _ => &[Nulls],
     }
 }
