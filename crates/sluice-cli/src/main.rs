@@ -590,7 +590,9 @@ async fn validate(args: ValidateArgs, aws: &AwsArgs) -> Result<bool> {
             },
         )
         .await?;
-        all_match &= validation.verdict() == sluice_core::validate::Verdict::Ok;
+        // A level asked for and not run proves nothing: no pass.
+        all_match &= validation.verdict() == sluice_core::validate::Verdict::Ok
+            && validation.rows_skipped.is_none();
         let text = if args.json {
             format!("{}\n", serde_json::to_string(&validation)?)
         } else {

@@ -1025,6 +1025,21 @@ fn validate_deletes(table: &TableConfig, path: &str, issues: &mut Issues) {
             "deletes are made by sluice's generated merge procedure; with target.merge_procedure your procedure handles them (use mode: off)",
         );
     }
+    // Chunks may read different snapshots (in Lambda each reads its own): a row whose
+    // partition value changed between two chunk reads is read by neither, and would be
+    // deleted. A key column never moves a row between chunks.
+    if let Some(partition) = &table.partition
+        && !table.primary_key.is_empty()
+        && !table.primary_key.contains(&partition.column)
+    {
+        issues.push(
+            &mode,
+            format!(
+                "deletes need chunks that a row cannot move between: partition.column '{}' must be a primary_key column (a row updated while the chunks are read could be missed by all of them, and deleted)",
+                partition.column
+            ),
+        );
+    }
 }
 
 /// Warehouse object names: `NAME`, `SCHEMA.NAME` or `DATABASE.SCHEMA.NAME`.
@@ -1143,6 +1158,10 @@ tables:
             (
                 "    primary_key: [id]\n    target: { merge_procedure: MY_MERGE }\n    deletes: { mode: hard }\n",
                 "tables[0].deletes.mode: deletes are made by sluice's generated merge procedure",
+            ),
+            (
+                "    primary_key: [id]\n    partition: { column: updated_at, chunks: 4 }\n    deletes: { mode: hard }\n",
+                "tables[0].deletes.mode: deletes need chunks that a row cannot move between: partition.column 'updated_at' must be a primary_key column",
             ),
         ] {
             let issues = issues_of(&with_table(extra));

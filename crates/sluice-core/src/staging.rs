@@ -253,8 +253,15 @@ fn vanished_rows(targets: &TableTargets, spec: &MergeSpec, run: &str) -> String 
         DeleteMode::Soft => format!("COALESCE(t.{}, FALSE) = FALSE AND ", quote(DELETED_COLUMN)),
         _ => String::new(),
     };
+    // A key with a NULL part never equals anything, so such a row would look vanished every
+    // run: it is never deleted (nor marked) by absence.
+    let keyed = spec
+        .primary_key
+        .iter()
+        .map(|c| format!("t.{} IS NOT NULL AND ", quote(c)))
+        .collect::<String>();
     format!(
-        "{live}NOT EXISTS (SELECT 1 FROM {raw} AS r WHERE r.{run_col} = {run} AND {key_match}) AND {latest}",
+        "{live}{keyed}NOT EXISTS (SELECT 1 FROM {raw} AS r WHERE r.{run_col} = {run} AND {key_match}) AND {latest}",
         raw = targets.raw.quoted(),
         run_col = quote(RUN_ID_COLUMN),
         latest = latest_run(targets, run),
@@ -741,7 +748,7 @@ mod tests {
         let staging = "\"DB\".\"STAGING\".\"SHOP_PUBLIC_ORDERS\"";
         let latest = format!("NOT EXISTS (SELECT 1 FROM {log} AS l WHERE l.\"run_id\" > :RUN_ID)");
         let vanished = format!(
-            "NOT EXISTS (SELECT 1 FROM \"DB\".\"RAW\".\"SHOP_PUBLIC_ORDERS\" AS r WHERE r.\"_sluice_run_id\" = :RUN_ID AND r.\"id\" = t.\"id\") AND {latest}"
+            "t.\"id\" IS NOT NULL AND NOT EXISTS (SELECT 1 FROM \"DB\".\"RAW\".\"SHOP_PUBLIC_ORDERS\" AS r WHERE r.\"_sluice_run_id\" = :RUN_ID AND r.\"id\" = t.\"id\") AND {latest}"
         );
 
         spec.deletes = DeleteMode::Hard;

@@ -293,6 +293,20 @@ async fn compare_rows(
         .await?;
     let (s_min, s_max, s_rows) = extremes(source.first());
     let (t_min, t_max, t_rows) = extremes(staging.first());
+    // Keys that do not read as i64 (a MySQL bigint unsigned above 2^63) would leave no range
+    // to compare, and an empty comparison must never pass.
+    if (s_rows > 0 && (s_min.is_none() || s_max.is_none()))
+        || (t_rows > 0 && (t_min.is_none() || t_max.is_none()))
+    {
+        return Err(ValidateError::Table {
+            table: scope.table.key(),
+            message: format!(
+                "the row level cuts ranges on '{first_key}', whose extremes do not fit a 64-bit integer (source {:?}, STAGING {:?})",
+                source.first(),
+                staging.first()
+            ),
+        });
+    }
     let min = s_min.into_iter().chain(t_min).min();
     let max = s_max.into_iter().chain(t_max).max();
     let ranges = match (min, max) {

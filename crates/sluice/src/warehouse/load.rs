@@ -234,6 +234,7 @@ impl Loader {
                     .bind(run.as_str()),
             )
             .await?;
+        // A count that cannot be read must not read as 0: that would let every delete through.
         let count = |i: usize| {
             counts
                 .rows
@@ -241,9 +242,16 @@ impl Loader {
                 .and_then(|row| row.get(i))
                 .and_then(Value::as_i64)
                 .and_then(|n| u64::try_from(n).ok())
-                .unwrap_or(0)
+                .ok_or_else(|| LoadError::DeleteGuard {
+                    table: targets.staging.quoted(),
+                    reason: format!(
+                        "the delete guard could not read its counts ({:?})",
+                        counts.rows.first()
+                    ),
+                    max_fraction: table.deletes.max_fraction,
+                })
         };
-        let (live, vanished, read) = (count(0), count(1), count(2));
+        let (live, vanished, read) = (count(0)?, count(1)?, count(2)?);
         let max_fraction = table.deletes.max_fraction;
         let verb = match table.deletes.mode {
             DeleteMode::Soft => "mark as deleted",
