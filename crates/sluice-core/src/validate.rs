@@ -700,24 +700,25 @@ pub fn source_conditions(
     )
 }
 
-/// The count of source rows past the watermark, for an incremental table that has one.
+/// The count of source rows past the watermark, for an incremental table (every row it
+/// reads, before its first run).
 pub fn not_yet_loaded_sql(
     dialect: Dialect,
     table: &TableConfig,
     name: &TableName,
     watermark: Option<&ScalarValue>,
 ) -> Option<String> {
-    let (LoadMode::Incremental, Some(cursor), Some(watermark)) =
-        (table.load.mode, &table.load.cursor, watermark)
-    else {
+    let (LoadMode::Incremental, Some(cursor)) = (table.load.mode, &table.load.cursor) else {
         return None;
     };
     let mut conditions = scope_conditions(dialect, table.filter.as_deref(), None);
-    conditions.push(format!(
-        "{} > {}",
-        dialect.quote(cursor),
-        watermark.sql_literal(dialect)
-    ));
+    if let Some(watermark) = watermark {
+        conditions.push(format!(
+            "{} > {}",
+            dialect.quote(cursor),
+            watermark.sql_literal(dialect)
+        ));
+    }
     Some(metrics_sql(
         Side::Source(dialect),
         &name.quoted(dialect),
@@ -1014,8 +1015,19 @@ mod tests {
             staging_conditions(&t, Some(&w)),
             ["\"updated_at\" <= '2026-01-02 03:04:05.000000'::TIMESTAMP_NTZ"]
         );
-        // Before the first run nothing is loaded, so nothing is compared.
+        // Before the first run nothing is loaded, so nothing is compared, and every row is
+        // not yet loaded.
         assert_eq!(staging_conditions(&t, None), ["1 = 0"]);
+        assert_eq!(
+            not_yet_loaded_sql(
+                Dialect::Postgres,
+                &t,
+                &TableName::parse("public.orders").unwrap(),
+                None
+            )
+            .unwrap(),
+            "SELECT CAST(COUNT(*) AS text) FROM \"public\".\"orders\""
+        );
         let name = TableName::parse("public.orders").unwrap();
         assert_eq!(
             not_yet_loaded_sql(Dialect::Postgres, &t, &name, Some(&w)).unwrap(),
