@@ -9,6 +9,8 @@ use lambda_http::request::LambdaRequest;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use sluice_core::run::RunKind;
+
 use crate::invoke::{ExtractFunctionEvent, FinalizeEvent};
 
 /// Direct invocation of the trigger by an operator (`sluice trigger`).
@@ -19,6 +21,21 @@ pub struct TriggerTables {
     pub tables: Vec<String>,
     #[serde(default)]
     pub full_reload: bool,
+    /// Key-set runs (`deletes.keyset`) instead of loads.
+    #[serde(default)]
+    pub keyset: bool,
+}
+
+impl TriggerTables {
+    /// The kind of run asked for; both flags at once is refused.
+    pub fn kind(&self) -> Result<RunKind, String> {
+        match (self.full_reload, self.keyset) {
+            (true, true) => Err("full_reload and keyset: ask for one kind of run".into()),
+            (true, false) => Ok(RunKind::FullReload),
+            (false, true) => Ok(RunKind::Keyset),
+            (false, false) => Ok(RunKind::Load),
+        }
+    }
 }
 
 /// What reaches the trigger.
@@ -63,7 +80,7 @@ impl TriggerEvent {
         }
         let tables: TriggerTables = serde_json::from_value(payload).map_err(|e| {
             format!(
-                "expected an API Gateway request, a scheduled event, or {{\"tables\": [\"source/schema.table\", …], \"full_reload\": false}}: {e}"
+                "expected an API Gateway request, a scheduled event, or {{\"tables\": [\"source/schema.table\", …], \"full_reload\": false, \"keyset\": false}}: {e}"
             )
         })?;
         if tables.tables.is_empty() {

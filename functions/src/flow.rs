@@ -18,7 +18,8 @@ use sluice_core::external_function::answer::{
 use sluice_core::external_function::batch::{BatchAnswer, BatchRecord, BatchRow, batch_answer};
 use sluice_core::external_function::{IngestRequest, Row, StatusRequest};
 use sluice_core::plan::ChunkChains;
-use sluice_core::schedule::Schedule;
+use sluice_core::run::RunKind;
+use sluice_core::schedule::{Schedule, keyset_due};
 use sluice_core::{Config, RunId, RunRecord, RunStatus};
 use thiserror::Error;
 use tracing::{Instrument, info, info_span, warn};
@@ -381,13 +382,14 @@ impl Functions {
 
     /// An operator's direct invocation: starts the named tables.
     pub async fn trigger_tables(&self, request: TriggerTables) -> TablesAnswer {
+        let kind = request.kind();
         let rows = request
             .tables
             .iter()
             .enumerate()
             .map(|(i, selector)| Row {
                 row: i as u64,
-                request: Ok((selector.clone(), request.full_reload)),
+                request: kind.clone().map(|kind| (selector.clone(), kind)),
             })
             .collect();
         let started = self.start_selected(rows).await;
@@ -404,45 +406,70 @@ impl Functions {
     }
 
     /// The schedule tick: starts every table whose `schedule` has come due and that is not
-    /// already running. Returns what it started, per table key.
+    /// already running, and the key set of every table whose `deletes.keyset.every` has passed
+    /// since its last one, unless its load starts on this tick (the key set then waits for a
+    /// later tick: one run per table at a time). Returns what it started, per table key.
     pub async fn run_schedules(&self) -> Result<TablesAnswer> {
         let config = self.deployment.config().await?;
         let now = Utc::now();
         let lookback = chrono::Duration::from_std(self.deployment.settings.schedule_lookback)
             .unwrap_or(chrono::Duration::hours(1));
         let mut due = Vec::new();
+        let mut keysets_due = Vec::new();
         for table in &config.tables {
-            let Some(text) = &table.schedule else {
-                continue;
+            let load_due = match &table.schedule {
+                None => false,
+                Some(text) => match Schedule::parse(text) {
+                    Ok(schedule) => {
+                        let last = self
+                            .deployment
+                            .state
+                            .list_runs(Some(&table.key()), 1)
+                            .await?
+                            .first()
+                            .map(|r| r.created_at);
+                        schedule.is_due(last, now, lookback)
+                    }
+                    Err(e) => {
+                        warn!(table = %table.key(), error = %e, "bad schedule; skipped");
+                        false
+                    }
+                },
             };
-            let schedule = match Schedule::parse(text) {
-                Ok(s) => s,
-                Err(e) => {
-                    warn!(table = %table.key(), error = %e, "bad schedule; skipped");
-                    continue;
-                }
-            };
-            let last = self
-                .deployment
-                .state
-                .list_runs(Some(&table.key()), 1)
-                .await?
-                .first()
-                .map(|r| r.created_at);
-            if schedule.is_due(last, now, lookback) {
+            if load_due {
                 due.push(table.key());
+            } else if table.deletes_by_keyset() {
+                let last = self
+                    .deployment
+                    .state
+                    .table_state(&table.key())
+                    .await?
+                    .keyset_run_id;
+                if keyset_due(table, last, now) {
+                    keysets_due.push(table.key());
+                }
             }
         }
-        info!(due = due.len(), "schedule tick");
-        if due.is_empty() {
-            return Ok(TablesAnswer { runs: Vec::new() });
+        info!(
+            due = due.len(),
+            keysets_due = keysets_due.len(),
+            "schedule tick"
+        );
+        let mut runs = Vec::new();
+        for (tables, keyset) in [(due, false), (keysets_due, true)] {
+            if tables.is_empty() {
+                continue;
+            }
+            let started = self
+                .trigger_tables(TriggerTables {
+                    tables,
+                    full_reload: false,
+                    keyset,
+                })
+                .await;
+            runs.extend(started.runs);
         }
-        Ok(self
-            .trigger_tables(TriggerTables {
-                tables: due,
-                full_reload: false,
-            })
-            .await)
+        Ok(TablesAnswer { runs })
     }
 
     async fn start_rows(&self, rows: Vec<Row<IngestRequest>>) -> Vec<(u64, Started)> {
@@ -450,15 +477,15 @@ impl Functions {
             .into_iter()
             .map(|Row { row, request }| Row {
                 row,
-                request: request.map(|r| (format!("{}/{}", r.source, r.table), r.full_reload)),
+                request: request.map(|r| (format!("{}/{}", r.source, r.table), r.kind)),
             })
             .collect();
         self.start_selected(rows).await
     }
 
-    /// Starts a run for each `(selector, full_reload)` row, a few at once, answering in the
-    /// rows' order. The config is read once for the whole batch.
-    async fn start_selected(&self, rows: Vec<Row<(String, bool)>>) -> Vec<(u64, Started)> {
+    /// Starts a run of each `(selector, kind)` row, a few at once, answering in the rows'
+    /// order. The config is read once for the whole batch.
+    async fn start_selected(&self, rows: Vec<Row<(String, RunKind)>>) -> Vec<(u64, Started)> {
         let config = match self.deployment.config().await {
             Ok(config) => config,
             Err(e) => {
@@ -479,9 +506,7 @@ impl Functions {
             .map(|Row { row, request }| async move {
                 let started = match request {
                     Err(message) => Started::Answer(RowError::new(message).into()),
-                    Ok((selector, full_reload)) => {
-                        self.start_run(config, &selector, full_reload).await
-                    }
+                    Ok((selector, kind)) => self.start_run(config, &selector, kind).await,
                 };
                 (row, started)
             })
@@ -498,7 +523,7 @@ impl Functions {
     /// integration timeout") however slow the source: connecting, reading the catalog and the
     /// bounds happen behind the answer. A planner that never runs or dies leaves the table
     /// leased no longer than the plan timeout.
-    async fn start_run(&self, config: &Config, selector: &str, full_reload: bool) -> Started {
+    async fn start_run(&self, config: &Config, selector: &str, kind: RunKind) -> Started {
         let table = match config.find_table(selector) {
             Ok(table) => table,
             Err(message) => return Started::Answer(RowError::new(message).into()),
@@ -512,7 +537,8 @@ impl Functions {
         let now = Utc::now();
         let lease_until = now + self.plan_timeout();
         let start = RunStart {
-            full_reload,
+            full_reload: kind == RunKind::FullReload,
+            keyset: kind == RunKind::Keyset,
             take_over: false,
         };
         let started = match pipeline

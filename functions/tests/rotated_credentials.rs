@@ -189,6 +189,7 @@ async fn trigger(functions: &Functions) -> Value {
         functions.trigger_tables(TriggerTables {
             tables: vec!["shop/public.orders".into()],
             full_reload: false,
+            keyset: false,
         }),
     )
     .await

@@ -55,6 +55,20 @@ impl Drop for MyTestDb {
         let name = self.name.clone();
         crate::clean_up(async move {
             let mut admin = my_connect(&my_server_url()).await;
+            // A test that panicked may leave its own connection open, inside a transaction
+            // whose metadata lock would make the DROP wait for ever (lock_wait_timeout is a
+            // year by default): end such connections first, and bound the wait.
+            let ids: Vec<u64> = admin
+                .exec(
+                    "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = ? AND ID <> CONNECTION_ID()",
+                    (name.as_str(),),
+                )
+                .await
+                .unwrap_or_default();
+            for id in ids {
+                let _ = admin.query_drop(format!("KILL {id}")).await;
+            }
+            let _ = admin.query_drop("SET SESSION lock_wait_timeout = 60").await;
             let _ = admin
                 .query_drop(format!("DROP DATABASE IF EXISTS `{name}`"))
                 .await;

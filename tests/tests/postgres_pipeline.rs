@@ -604,7 +604,12 @@ async fn failing_an_already_failed_run_gives_its_lease_back() {
     let now = chrono::Utc::now();
     let record = h
         .pipeline
-        .open_run(&key, false, now, now + chrono::Duration::hours(1))
+        .open_run(
+            &key,
+            sluice_core::run::RunKind::Load,
+            now,
+            now + chrono::Duration::hours(1),
+        )
         .await
         .unwrap();
     let state = h.pipeline.state();

@@ -428,6 +428,281 @@ async fn mariadb_deletes_reach_staging_and_the_guard_holds() {
     assert_eq!(w.staging_keys("order_id", "STAGING.ORDERS", "").await, left);
 }
 
+const CUSTOMERS_KEYSET: &str = "  - source: shop
+    table: public.customers
+    primary_key: [customer_id]
+    load: {mode: incremental, cursor: updated_at}
+    deletes: {mode: hard, keyset: {}}
+    target: {staging_table: STAGING.CUSTOMERS}
+";
+
+impl World {
+    async fn run_keyset(&self, table: &TableConfig) -> RunRecord {
+        let start = sluice::RunStart {
+            keyset: true,
+            ..sluice::RunStart::default()
+        };
+        self.h
+            .pipeline
+            .run_table_with(table, &Quiet, start)
+            .await
+            .unwrap()
+    }
+
+    /// A key-set run's keys loaded and reconciled again, as a retried finalize would.
+    async fn replay_keyset(&self, table: &TableConfig, record: &RunRecord) -> serde_json::Value {
+        let manifest = self.h.manifest(record).await;
+        self.loader
+            .load_keys(table, &manifest, Some(&self.h.prefix))
+            .await
+            .unwrap();
+        self.loader.reconcile(table, record.run_id).await.unwrap()
+    }
+}
+
+/// An incremental table never reads a deleted row; its key-set runs find them: only the keys
+/// are read (under `_keysets/`, no watermark moves), STAGING loses exactly the rows the source
+/// lost, a replay changes nothing, an older key set replayed after a later load deletes
+/// nothing that load brought, a row deleted and inserted again comes back, and the guard
+/// holds.
+#[tokio::test]
+async fn key_sets_bring_an_incremental_tables_deletes_to_staging() {
+    let db = TestDb::create("sfkeys").await;
+    let pg = db.client().await;
+    create_shop_postgres(&pg, "public", 1).await.unwrap();
+    let w = world("sfkeys", &shop_config(&db, CUSTOMERS_KEYSET), false).await;
+    let customers = w.h.table("public.customers").clone();
+    let staging = "STAGING.CUSTOMERS";
+    let check = async |w: &World| {
+        sluice_tests::snowflake::assert_staging_equals_source(
+            &w.client,
+            &pg,
+            staging,
+            "public.customers",
+        )
+        .await;
+    };
+    let source_keys = async || {
+        pg.query("SELECT customer_id FROM customers", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<_, i64>(0))
+            .collect::<BTreeSet<i64>>()
+    };
+    let delete = async |sql: &str| -> BTreeSet<i64> {
+        pg.query(sql, &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<_, i64>(0))
+            .collect()
+    };
+
+    let first = w.run(&customers).await;
+    let all = source_keys().await;
+    assert_eq!(first.merge, Some(json_counts(all.len() as u64, 0)));
+    check(&w).await;
+
+    // Deletes the incremental load cannot see.
+    let gone =
+        delete("DELETE FROM customers WHERE customer_id % 30 = 4 RETURNING customer_id").await;
+    assert!(gone.len() >= 3, "{gone:?}");
+    w.run(&customers).await;
+    assert!(
+        w.staging_keys("customer_id", staging, "")
+            .await
+            .is_superset(&gone)
+    );
+
+    let watermark =
+        w.h.pipeline
+            .state()
+            .table_state(&customers.key())
+            .await
+            .unwrap();
+    let keys = w.run_keyset(&customers).await;
+    assert_eq!(keys.status, RunStatus::Completed, "{:?}", keys.error);
+    assert!(keys.keyset && keys.plan.as_ref().unwrap().keyset);
+    assert_eq!(keys.merge, Some(merged(0, 0, gone.len() as u64)));
+    check(&w).await;
+    // It read every key and only keys, into the key-set directory, and moved no watermark.
+    let manifest = w.h.manifest(&keys).await;
+    assert!(
+        keys.manifest_key
+            .as_ref()
+            .unwrap()
+            .contains("/_keysets/postgres/shop/public.customers/_manifests/")
+    );
+    assert!(manifest.files.iter().all(|f| f.key.contains("/_keysets/")));
+    let columns: Vec<&str> = manifest.schema.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        columns,
+        ["customer_id", "_sluice_run_id", "_sluice_extracted_at"]
+    );
+    assert_eq!(manifest.rows, (all.len() - gone.len()) as u64);
+    assert_eq!(keys.source_rows(), Some(manifest.rows));
+    assert_eq!(keys.loaded_rows, Some(manifest.rows));
+    assert_eq!(keys.watermark_committed, None);
+    let after =
+        w.h.pipeline
+            .state()
+            .table_state(&customers.key())
+            .await
+            .unwrap();
+    assert_eq!(after.watermark, watermark.watermark);
+    assert_eq!(after.keyset_run_id, Some(keys.run_id));
+
+    // Replayed at once: nothing left to do.
+    assert_eq!(w.replay_keyset(&customers, &keys).await, merged(0, 0, 0));
+    check(&w).await;
+
+    // A customer deleted and inserted again comes back with the next load; a new one arrives.
+    let back = *gone.first().unwrap();
+    pg.batch_execute(&format!(
+        "INSERT INTO customers SELECT {back}, email, full_name, country, segment, loyalty_points, \
+         is_active, profile, external_id, created_at, now()::timestamp, notes FROM customers WHERE customer_id = 1; \
+         INSERT INTO customers SELECT 900001, email, full_name, country, segment, loyalty_points, \
+         is_active, profile, external_id, created_at, now()::timestamp, notes FROM customers WHERE customer_id = 2"
+    ))
+    .await
+    .unwrap();
+    let load = w.run(&customers).await;
+    assert_eq!(load.merge, Some(json_counts(2, 0)));
+    check(&w).await;
+    // The older key set replayed after that load: it lacks both keys, and deletes neither.
+    assert_eq!(w.replay_keyset(&customers, &keys).await, merged(0, 0, 0));
+    check(&w).await;
+    let again = w.run_keyset(&customers).await;
+    assert_eq!(again.merge, Some(merged(0, 0, 0)));
+    check(&w).await;
+
+    // A source that lost most of its rows: the guard fails the key set before STAGING changes.
+    let before = w.staging_keys("customer_id", staging, "").await;
+    pg.batch_execute("DELETE FROM customers WHERE customer_id % 4 <> 0")
+        .await
+        .unwrap();
+    let refused = w.run_keyset(&customers).await;
+    assert_eq!(refused.status, RunStatus::Failed);
+    let message = refused.error.unwrap().message;
+    assert!(
+        message.contains("more than deletes.max_fraction allows")
+            && message.contains("nothing in STAGING was changed"),
+        "{message}"
+    );
+    assert_eq!(w.staging_keys("customer_id", staging, "").await, before);
+    let state =
+        w.h.pipeline
+            .state()
+            .table_state(&customers.key())
+            .await
+            .unwrap();
+    assert_eq!(state.keyset_run_id, Some(again.run_id));
+    assert_eq!(state.lease, None);
+
+    // A table without key sets takes no key-set run, and nothing is recorded.
+    let mut plain = customers.clone();
+    plain.deletes = Default::default();
+    let runs =
+        w.h.pipeline
+            .state()
+            .list_runs(None, 100)
+            .await
+            .unwrap()
+            .len();
+    let start = sluice::RunStart {
+        keyset: true,
+        ..Default::default()
+    };
+    let error =
+        w.h.pipeline
+            .run_table_with(&plain, &Quiet, start)
+            .await
+            .unwrap_err();
+    assert!(
+        error.to_string().contains("takes no key-set runs"),
+        "{error}"
+    );
+    assert_eq!(
+        w.h.pipeline
+            .state()
+            .list_runs(None, 100)
+            .await
+            .unwrap()
+            .len(),
+        runs
+    );
+}
+
+/// What a merge without deletes returns.
+fn json_counts(inserted: u64, updated: u64) -> serde_json::Value {
+    serde_json::json!({"inserted": inserted, "updated": updated})
+}
+
+/// MariaDB, soft: a key set read in chunks of the key marks the rows gone, a load clears the
+/// mark of one that comes back, and a replay marks nothing again.
+#[tokio::test]
+async fn mariadb_key_sets_mark_deleted_rows_in_chunks() {
+    let db = MyTestDb::create("sfkeys").await;
+    let mut conn = db.conn().await;
+    create_shop_mysql(&mut conn, 1).await.unwrap();
+    let tables = "  - source: shop
+    table: orders
+    primary_key: [order_id]
+    load: {mode: incremental, cursor: updated_at}
+    partition: { column: order_id, chunks: 3 }
+    deletes: { mode: soft, keyset: { every: 1h } }
+    target: {staging_table: STAGING.ORDERS}
+";
+    let w = world("mykeys", &mysql_config(&db, tables), true).await;
+    let orders = w.h.table("orders").clone();
+    let staging = "STAGING.ORDERS";
+    let live = " WHERE NOT \"_sluice_deleted\"";
+    let marked = " WHERE \"_sluice_deleted\" AND \"_sluice_deleted_at\" IS NOT NULL";
+    let source_keys = async |conn: &mut mysql_async::Conn| -> BTreeSet<i64> {
+        let keys: Vec<i64> = conn.query("SELECT order_id FROM orders").await.unwrap();
+        keys.into_iter().collect()
+    };
+
+    w.run(&orders).await;
+    let all = source_keys(&mut conn).await;
+    conn.query_drop("DELETE FROM orders WHERE order_id % 50 = 9")
+        .await
+        .unwrap();
+    let left = source_keys(&mut conn).await;
+    let gone: BTreeSet<i64> = all.difference(&left).copied().collect();
+    assert!(gone.len() > 3, "{gone:?}");
+
+    let keys = w.run_keyset(&orders).await;
+    assert_eq!(keys.status, RunStatus::Completed, "{:?}", keys.error);
+    assert!(
+        keys.chunks.len() >= 3,
+        "the key set is read in chunks of the key"
+    );
+    assert_eq!(keys.merge, Some(merged(0, 0, gone.len() as u64)));
+    assert_eq!(w.staging_keys("order_id", staging, live).await, left);
+    assert_eq!(w.staging_keys("order_id", staging, marked).await, gone);
+    assert_eq!(w.replay_keyset(&orders, &keys).await, merged(0, 0, 0));
+    assert_eq!(w.staging_keys("order_id", staging, marked).await, gone);
+
+    // One comes back, newer: the load clears its mark.
+    let back = *gone.first().unwrap();
+    conn.query_drop(format!(
+        "INSERT INTO orders (order_id, customer_id, status, currency, total, discount_rate, ordered_at, shipped_on, item_count, updated_at) \
+         SELECT {back}, customer_id, status, currency, total, discount_rate, ordered_at, shipped_on, item_count, NOW(6) FROM orders WHERE order_id = 1"
+    ))
+    .await
+    .unwrap();
+    w.run(&orders).await;
+    let left = source_keys(&mut conn).await;
+    assert_eq!(w.staging_keys("order_id", staging, live).await, left);
+    let still_gone: BTreeSet<i64> = gone.iter().copied().filter(|k| *k != back).collect();
+    assert_eq!(
+        w.staging_keys("order_id", staging, marked).await,
+        still_gone
+    );
+}
+
 /// The metric named `kind(column)` (`rows` for the row count).
 fn metric<'a>(
     v: &'a TableValidation,

@@ -501,6 +501,7 @@ fn plan(run_id: RunId, chunks: usize) -> RunPlan {
         snapshot: None,
         casts: BTreeMap::new(),
         warnings: BTreeMap::new(),
+        keyset: false,
     }
 }
 
@@ -1018,9 +1019,29 @@ async fn the_watermark_is_committed_only_by_the_lease_holder_at_full_precision(s
     store.clear_watermark(&table, new).await.unwrap();
     let state = store.table_state(&table).await.unwrap();
     assert_eq!((state.watermark, state.watermark_run_id), (None, None));
+    // A key set is recorded the same way, and leaves the watermark alone.
+    assert!(matches!(
+        store.commit_keyset(&table, old).await,
+        Err(StateError::LeaseLost { .. })
+    ));
+    assert_eq!(store.table_state(&table).await.unwrap().keyset_run_id, None);
     let big = ScalarValue::Int(i64::MAX);
     store.commit_watermark(&table, new, &big).await.unwrap();
+    store.commit_keyset(&table, new).await.unwrap();
+    let state = store.table_state(&table).await.unwrap();
+    assert_eq!(
+        (state.keyset_run_id, state.watermark),
+        (Some(new), Some(big.clone()))
+    );
     store.release_lease(&table, new).await.unwrap();
+    assert!(matches!(
+        store.commit_keyset(&table, RunId::new()).await,
+        Err(StateError::LeaseLost { holder: None, .. })
+    ));
+    assert_eq!(
+        store.table_state(&table).await.unwrap().keyset_run_id,
+        Some(new)
+    );
     assert_eq!(
         store.table_state(&table).await.unwrap().watermark,
         Some(big.clone())

@@ -119,6 +119,12 @@ struct RunArgs {
     /// Confirm --takeover without asking.
     #[arg(long, requires = "takeover")]
     yes: bool,
+    /// Run key sets instead of loads: read the primary key of every row of each selected
+    /// table with `deletes.keyset`, and delete (or mark) the STAGING rows whose key is gone.
+    /// Without --table, every such table. (Without --keyset, a table's key set runs after its
+    /// load whenever `deletes.keyset.every` has passed since its last one.)
+    #[arg(long)]
+    keyset: bool,
     /// How long a table's lease outlives its run's last heartbeat (every quarter of this):
     /// how soon a table frees after its run's process dies on another machine (e.g. 2m, 90s).
     #[arg(long, env = "SLUICE_LEASE_TTL", value_name = "DURATION", default_value = "2m", value_parser = parse_lease_ttl)]
@@ -608,7 +614,15 @@ async fn validate(args: ValidateArgs, aws: &AwsArgs) -> Result<bool> {
 
 async fn run(args: RunArgs, aws: &AwsArgs) -> Result<bool> {
     let (config, origin) = args.config.load(aws).await?;
-    let (tables, sources) = selected_tables(&config, &origin, &args.table, aws).await?;
+    let (mut tables, sources) = selected_tables(&config, &origin, &args.table, aws).await?;
+    if args.keyset && args.table.is_empty() {
+        tables.retain(|t| t.deletes_by_keyset());
+        if tables.is_empty() {
+            bail!(
+                "--keyset: no table in {origin} finds deletes by key sets (deletes.mode hard or soft with deletes.keyset, on an incremental table)"
+            );
+        }
+    }
     let output = args.output.build(aws).await?;
     let loader = args
         .warehouse
@@ -637,17 +651,44 @@ async fn run(args: RunArgs, aws: &AwsArgs) -> Result<bool> {
     let mut records: Vec<(String, Result<RunRecord, String>)> = Vec::new();
     let start = RunStart {
         full_reload: false,
+        keyset: args.keyset,
         take_over: args.takeover,
     };
     for table in tables {
-        progress.start(&table.key());
-        let result = pipeline.run_table_with(table, &progress, start).await;
-        progress.finish(&table.key(), &result);
-        let result = match result {
-            Ok(record) => Ok(record),
-            Err(e) => Err(not_run(pipeline.state().as_ref(), &table.key(), e).await),
+        let mut run = async |start: RunStart, label: String| {
+            progress.start(&label);
+            let result = pipeline.run_table_with(table, &progress, start).await;
+            progress.finish(&label, &result);
+            let result = match result {
+                Ok(record) => Ok(record),
+                Err(e) => Err(not_run(pipeline.state().as_ref(), &table.key(), e).await),
+            };
+            let completed = matches!(&result, Ok(r) if r.status == RunStatus::Completed);
+            records.push((label, result));
+            completed
         };
-        records.push((table.key(), result));
+        let label = if args.keyset {
+            format!("{} (key set)", table.key())
+        } else {
+            table.key()
+        };
+        let loaded = run(start, label).await;
+        // A key set that has come due runs after a load that completed.
+        if loaded && !args.keyset {
+            let last = pipeline
+                .state()
+                .table_state(&table.key())
+                .await?
+                .keyset_run_id;
+            if sluice_core::schedule::keyset_due(table, last, chrono::Utc::now()) {
+                let keyset = RunStart {
+                    keyset: true,
+                    take_over: false,
+                    ..start
+                };
+                run(keyset, format!("{} (key set)", table.key())).await;
+            }
+        }
     }
     // A reader that went away (`sluice run | head`) misses the summary; the runs are done
     // and recorded, so a failed print is no failure of the command.

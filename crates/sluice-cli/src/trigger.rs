@@ -15,8 +15,11 @@ pub struct TriggerArgs {
     #[arg(long, required = true)]
     table: Vec<String>,
     /// Read incremental tables whole, as if they had no watermark.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "keyset")]
     full_reload: bool,
+    /// Start key-set runs (`deletes.keyset`): find rows deleted at the source.
+    #[arg(long)]
+    keyset: bool,
     /// The trigger function's name or ARN.
     #[arg(
         long,
@@ -35,7 +38,8 @@ pub async fn run(args: TriggerArgs, aws: &AwsArgs) -> Result<bool> {
     if args.function.trim().is_empty() {
         bail!("--function: must not be empty");
     }
-    let payload = json!({ "tables": args.table, "full_reload": args.full_reload });
+    let payload =
+        json!({ "tables": args.table, "full_reload": args.full_reload, "keyset": args.keyset });
     let client = aws_sdk_lambda::Client::new(&aws.sdk_config().await);
     let answer = client
         .invoke()

@@ -222,7 +222,9 @@ pub struct TableConfig {
 /// Rows deleted at the source, in STAGING. A full load reads the whole table, so a key
 /// STAGING holds and the run does not is a row deleted since: the merge removes it
 /// (`hard`) or marks it (`soft`), unless that would remove more than `max_fraction` of
-/// STAGING (a source that lost its data, a `where` changed by mistake).
+/// STAGING (a source that lost its data, a `where` changed by mistake). An incremental
+/// table never reads a deleted row, so it finds deletes by key sets (`keyset`): a run that
+/// reads only the primary key of every row and takes the keys STAGING holds and it does not.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeletesConfig {
@@ -233,6 +235,32 @@ pub struct DeletesConfig {
     /// including a run that read no rows at all.
     #[serde(default = "default_max_fraction")]
     pub max_fraction: f64,
+    /// Key-set runs of an incremental table (required there with `hard` or `soft`; refused
+    /// for full loads, whose every run reads every key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyset: Option<KeysetConfig>,
+}
+
+/// When an incremental table's key set is read (see [`DeletesConfig`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysetConfig {
+    /// How often the deployed schedule tick (and `sluice run`, after a load) starts a key-set
+    /// run: a duration such as `24h` or `7d`, at least a minute. Absent: only when asked
+    /// (`sluice run --keyset`, `options: {"mode": "keyset"}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every: Option<String>,
+}
+
+/// The shortest `deletes.keyset.every`: a key set reads every key of the table, and the
+/// schedule tick that starts them runs once a minute.
+pub const MIN_KEYSET_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl KeysetConfig {
+    /// `every` as a duration; `None` when absent or not a duration (which validation refuses).
+    pub fn every(&self) -> Option<std::time::Duration> {
+        self.every.as_deref().and_then(parse_duration)
+    }
 }
 
 /// Half: a run that deletes more than half of a table is far likelier a broken source or a
@@ -248,6 +276,7 @@ impl Default for DeletesConfig {
         DeletesConfig {
             mode: DeleteMode::Off,
             max_fraction: DEFAULT_MAX_DELETE_FRACTION,
+            keyset: None,
         }
     }
 }
@@ -339,6 +368,32 @@ impl InvalidDates {
 }
 
 impl TableConfig {
+    /// Whether deletes reach STAGING through key-set runs (incremental tables with deletes),
+    /// rather than through every run's own rows (full loads).
+    pub fn deletes_by_keyset(&self) -> bool {
+        self.deletes.mode != DeleteMode::Off && self.load.mode == LoadMode::Incremental
+    }
+
+    /// The table as a key-set run reads it: only the primary key, every row the `where`
+    /// keeps (no cursor window), in chunks of the partition column only when it is a key
+    /// column (a row cannot move between such chunks while they are read).
+    pub fn keyset_read(&self) -> TableConfig {
+        let mut read = self.clone();
+        read.columns = Some(self.primary_key.clone());
+        read.load.mode = LoadMode::Full;
+        read.load.cursor = None;
+        read.load.lookback = None;
+        read.load.include_null_cursor = false;
+        read.partition = self
+            .partition
+            .clone()
+            .filter(|p| self.primary_key.contains(&p.column));
+        read.column_types
+            .retain(|column, _| self.primary_key.contains(column));
+        read.target.json_columns.clear();
+        read
+    }
+
     /// The parsed table name; only valid after [`Config::validate`] succeeded.
     pub fn table_name(&self) -> Result<TableName, String> {
         TableName::parse(&self.table)
@@ -1004,14 +1059,41 @@ fn validate_deletes(table: &TableConfig, path: &str, issues: &mut Issues) {
         );
     }
     if deletes.mode == DeleteMode::Off {
+        if deletes.keyset.is_some() {
+            issues.push(
+                format!("{dpath}.keyset"),
+                "key sets find deleted rows, and deletes.mode is off (set mode: hard or soft, or remove keyset)",
+            );
+        }
         return;
     }
     let mode = format!("{dpath}.mode");
-    if table.load.mode == LoadMode::Incremental {
-        issues.push(
-            &mode,
-            "deletes need a read of the whole table, which only load.mode: full makes; incremental tables would need key-set reconciliation, which sluice does not have yet (use mode: off)",
-        );
+    let incremental = table.load.mode == LoadMode::Incremental;
+    match (&deletes.keyset, incremental) {
+        (None, true) => issues.push(
+            format!("{dpath}.keyset"),
+            "an incremental run never reads a deleted row, so an incremental table finds deletes by key sets: set deletes.keyset (e.g. keyset: {every: 24h}), or use mode: off",
+        ),
+        (Some(_), false) => issues.push(
+            format!("{dpath}.keyset"),
+            "a full load reads every key each run and deletes what it did not read; key sets are for incremental tables (remove keyset)",
+        ),
+        (Some(keyset), true) => {
+            if let Some(every) = &keyset.every {
+                match parse_duration(every) {
+                    None => issues.push(
+                        format!("{dpath}.keyset.every"),
+                        format!("'{every}' is not a duration (a whole number and a unit: s, m, h, d; e.g. 24h)"),
+                    ),
+                    Some(d) if d < MIN_KEYSET_EVERY => issues.push(
+                        format!("{dpath}.keyset.every"),
+                        format!("'{every}' is shorter than a minute; a key set reads every key of the table"),
+                    ),
+                    Some(_) => {}
+                }
+            }
+        }
+        (None, false) => {}
     }
     if table.primary_key.is_empty() {
         issues.push(
@@ -1027,8 +1109,10 @@ fn validate_deletes(table: &TableConfig, path: &str, issues: &mut Issues) {
     }
     // Chunks may read different snapshots (in Lambda each reads its own): a row whose
     // partition value changed between two chunk reads is read by neither, and would be
-    // deleted. A key column never moves a row between chunks.
+    // deleted. A key column never moves a row between chunks. (A key-set run of an
+    // incremental table reads in one chunk unless its partition column is a key column.)
     if let Some(partition) = &table.partition
+        && !incremental
         && !table.primary_key.is_empty()
         && !table.primary_key.contains(&partition.column)
     {
@@ -1132,9 +1216,23 @@ tables:
             config.tables[0].deletes,
             DeletesConfig {
                 mode: DeleteMode::Soft,
-                max_fraction: 0.2
+                max_fraction: 0.2,
+                keyset: None,
             }
         );
+        let config = Config::from_yaml(
+            &with_table("    primary_key: [id]\n    load: { mode: incremental, cursor: updated_at }\n    deletes: { mode: hard, keyset: { every: 24h } }\n"),
+            "t",
+        )
+        .unwrap();
+        let keyset = config.tables[0].deletes.keyset.clone().unwrap();
+        assert_eq!(
+            keyset.every(),
+            Some(std::time::Duration::from_secs(24 * 3600))
+        );
+        assert!(config.tables[0].deletes_by_keyset());
+        let again = Config::from_yaml(&config.to_yaml().unwrap(), "again").unwrap();
+        assert_eq!(config, again);
         let again = Config::from_yaml(&config.to_yaml().unwrap(), "again").unwrap();
         assert_eq!(config, again);
 
@@ -1153,7 +1251,23 @@ tables:
             ),
             (
                 "    primary_key: [id]\n    load: { mode: incremental, cursor: updated_at }\n    deletes: { mode: soft }\n",
-                "tables[0].deletes.mode: deletes need a read of the whole table, which only load.mode: full makes",
+                "tables[0].deletes.keyset: an incremental run never reads a deleted row, so an incremental table finds deletes by key sets",
+            ),
+            (
+                "    primary_key: [id]\n    deletes: { mode: soft, keyset: {} }\n",
+                "tables[0].deletes.keyset: a full load reads every key each run",
+            ),
+            (
+                "    primary_key: [id]\n    load: { mode: incremental, cursor: updated_at }\n    deletes: { keyset: {} }\n",
+                "tables[0].deletes.keyset: key sets find deleted rows, and deletes.mode is off",
+            ),
+            (
+                "    primary_key: [id]\n    load: { mode: incremental, cursor: updated_at }\n    deletes: { mode: hard, keyset: { every: daily } }\n",
+                "tables[0].deletes.keyset.every: 'daily' is not a duration",
+            ),
+            (
+                "    primary_key: [id]\n    load: { mode: incremental, cursor: updated_at }\n    deletes: { mode: hard, keyset: { every: 10s } }\n",
+                "tables[0].deletes.keyset.every: '10s' is shorter than a minute",
             ),
             (
                 "    primary_key: [id]\n    target: { merge_procedure: MY_MERGE }\n    deletes: { mode: hard }\n",
@@ -1170,6 +1284,13 @@ tables:
                 "{extra}: {issues:?}"
             );
         }
+        let issues = issues_of(&with_table(
+            "    primary_key: [id]\n    load: { mode: incremental, cursor: updated_at }\n    deletes: { mode: hard, keyset: { often: 1h } }\n",
+        ));
+        assert!(
+            issues.len() == 1 && issues[0].contains("unknown field `often`, expected `every`"),
+            "{issues:?}"
+        );
         let issues = issues_of(&with_table("    deletes: { mode: sometimes }\n"));
         assert!(
             issues.len() == 1

@@ -4,11 +4,18 @@
 //! date and hour from the run's start in UTC, so a retried chunk rewrites its own keys.
 //! Manifests live at `<prefix>/<engine>/<source>/<table>/_manifests/<run_id>.json`, outside the
 //! date/hour partitions (and with a leading `_`, which Hive-style readers skip).
+//!
+//! Key-set runs (primary keys only, to find deleted rows) keep the same shape under
+//! `<prefix>/_keysets/`, away from the table's data, so nothing that reads the table's
+//! directory (Glue, Athena, an external table) ever sees a key-only file.
 
 use chrono::{DateTime, Utc};
 
 use crate::config::Engine;
 use crate::run::RunId;
+
+/// The directory under the prefix that holds every table's key-set runs.
+pub const KEYSETS_DIR: &str = "_keysets";
 
 /// Where a table's files live under the sink's root.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +37,18 @@ impl TableLayout {
         }
         base.push_str(&format!("{}/{source}/{table}", engine.as_str()));
         TableLayout { base }
+    }
+
+    /// Where the key-set runs of the same table put their files and manifests.
+    pub fn keysets(prefix: Option<&str>, engine: Engine, source: &str, table: &str) -> TableLayout {
+        let prefix = match prefix
+            .map(|p| p.trim_matches('/'))
+            .filter(|p| !p.is_empty())
+        {
+            Some(prefix) => format!("{prefix}/{KEYSETS_DIR}"),
+            None => KEYSETS_DIR.to_owned(),
+        };
+        TableLayout::new(Some(&prefix), engine, source, table)
     }
 
     /// The table's root directory: every run's partitions and manifests are under it.
@@ -74,6 +93,15 @@ mod tests {
         assert_eq!(
             layout.data_file(started, run_id, 3, 12),
             "postgres/shop/public.orders/2024-03-09/06/part-01HRB7X6Q3M4Z8E9V2K5N1P0TA-0003-0012.parquet"
+        );
+        let keys = TableLayout::keysets(Some("/lake/"), Engine::Postgres, "shop", "public.orders");
+        assert_eq!(
+            keys.data_file(started, run_id, 0, 1),
+            "lake/_keysets/postgres/shop/public.orders/2024-03-09/06/part-01HRB7X6Q3M4Z8E9V2K5N1P0TA-0000-0001.parquet"
+        );
+        assert_eq!(
+            TableLayout::keysets(None, Engine::Mysql, "m", "t").manifest(run_id),
+            "_keysets/mysql/m/t/_manifests/01HRB7X6Q3M4Z8E9V2K5N1P0TA.json"
         );
         assert_eq!(
             layout.manifest(run_id),

@@ -132,6 +132,7 @@ mod tests {
             snapshot: None,
             casts: BTreeMap::new(),
             warnings: BTreeMap::new(),
+            keyset: false,
         }
     }
 

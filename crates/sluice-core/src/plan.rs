@@ -242,6 +242,10 @@ pub struct RunPlan {
     pub casts: BTreeMap<String, ReadCast>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub warnings: BTreeMap<String, u64>,
+    /// A key-set run's plan (see [`build_keyset_plan`]): `columns` are the primary key, read
+    /// from every row, and the files go under `_keysets/`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keyset: bool,
 }
 
 impl RunPlan {
@@ -528,7 +532,26 @@ pub fn build_plan(
         snapshot: facts.snapshot,
         casts: facts.casts,
         warnings,
+        keyset: false,
     })
+}
+
+/// The plan of a key-set run of `table`, from facts gathered for
+/// [`TableConfig::keyset_read`]: the primary key of every row the `where` keeps, with no
+/// cursor window. It keeps `table` as configured (so a resumed run still matches it), while
+/// its columns, chunks and casts are the key read's.
+pub fn build_keyset_plan(
+    run_id: RunId,
+    engine: Engine,
+    started_at: DateTime<Utc>,
+    table: &TableConfig,
+    facts: CatalogFacts,
+) -> Result<RunPlan, PlanError> {
+    let read = table.keyset_read();
+    let mut plan = build_plan(run_id, engine, started_at, &read, None, facts)?;
+    plan.table = table.clone();
+    plan.keyset = true;
+    Ok(plan)
 }
 
 impl RunPlan {

@@ -25,6 +25,12 @@ impl RunId {
         let millis = u64::try_from(at.timestamp_millis()).unwrap_or(0);
         RunId(Ulid::from_parts(millis, rand_bits()))
     }
+
+    /// When the run was opened: the time component of its id (to the millisecond).
+    pub fn opened_at(&self) -> DateTime<Utc> {
+        let millis = i64::try_from(self.0.timestamp_ms()).unwrap_or(i64::MAX);
+        DateTime::from_timestamp_millis(millis).unwrap_or(DateTime::<Utc>::MIN_UTC)
+    }
 }
 
 fn rand_bits() -> u128 {
@@ -147,6 +153,28 @@ pub struct ChunkOutcome {
     pub source_rows: Option<u64>,
 }
 
+/// What a run reads: what [`RunRecord::full_reload`] and [`RunRecord::keyset`] record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RunKind {
+    /// The table's configured load: an incremental window, or the whole table.
+    #[default]
+    Load,
+    /// An incremental table read whole, as if it had no watermark.
+    FullReload,
+    /// The primary keys of the whole table, to find rows deleted at the source.
+    Keyset,
+}
+
+impl RunKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunKind::Load => "load",
+            RunKind::FullReload => "full reload",
+            RunKind::Keyset => "key set",
+        }
+    }
+}
+
 /// The whole story of one run, as `sluice status` prints it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
@@ -165,6 +193,10 @@ pub struct RunRecord {
     /// is made after the run is recorded, so the request is kept here for it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub full_reload: bool,
+    /// A key-set run: reads only the primary keys of the whole table and deletes (or marks)
+    /// the STAGING rows whose key it did not read (`deletes.keyset`); it moves no watermark.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keyset: bool,
     /// Finished chunks by index.
     #[serde(default)]
     pub chunks: BTreeMap<u32, ChunkOutcome>,
@@ -260,6 +292,23 @@ pub struct RunError {
 }
 
 impl RunRecord {
+    /// What the run reads.
+    pub fn kind(&self) -> RunKind {
+        if self.keyset {
+            RunKind::Keyset
+        } else if self.full_reload {
+            RunKind::FullReload
+        } else {
+            RunKind::Load
+        }
+    }
+
+    /// Records `kind` (a new run's, before it is planned).
+    pub fn set_kind(&mut self, kind: RunKind) {
+        self.full_reload = kind == RunKind::FullReload;
+        self.keyset = kind == RunKind::Keyset;
+    }
+
     pub fn new(run_id: RunId, table_key: String, now: DateTime<Utc>) -> RunRecord {
         let mut phases = BTreeMap::new();
         phases.insert(
@@ -278,6 +327,7 @@ impl RunRecord {
             phases,
             plan: None,
             full_reload: false,
+            keyset: false,
             chunks: BTreeMap::new(),
             watermark_before: None,
             watermark_committed: None,

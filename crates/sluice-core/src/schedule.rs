@@ -75,6 +75,27 @@ impl Schedule {
     }
 }
 
+/// Whether `table`'s key set is due at `now`: it has `deletes.keyset.every`, and no key-set
+/// run completed within that long (`last`: the latest completed one, whose id says when it
+/// started). Only tables that find deletes by key sets are ever due.
+pub fn keyset_due(
+    table: &crate::TableConfig,
+    last: Option<crate::RunId>,
+    now: DateTime<Utc>,
+) -> bool {
+    let Some(every) = table
+        .deletes
+        .keyset
+        .as_ref()
+        .and_then(|k| k.every())
+        .filter(|_| table.deletes_by_keyset())
+        .and_then(|every| Duration::from_std(every).ok())
+    else {
+        return false;
+    };
+    last.is_none_or(|last| now - last.opened_at() >= every)
+}
+
 impl FromStr for Schedule {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -85,6 +106,35 @@ impl FromStr for Schedule {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_set_is_due_every_so_often_and_only_where_configured() {
+        use chrono::TimeZone;
+        let table = |deletes: &str| {
+            let yaml = format!(
+                "sources:\n  - name: s\n    engine: postgres\n    connection:\n      url: postgres://u@h/db\n\
+                 tables:\n  - source: s\n    table: public.t\n    primary_key: [id]\n\
+                 \x20   load: {{ mode: incremental, cursor: updated_at }}\n{deletes}"
+            );
+            crate::Config::from_yaml(&yaml, "t")
+                .unwrap()
+                .tables
+                .remove(0)
+        };
+        let now = Utc.with_ymd_and_hms(2026, 12, 7, 12, 0, 0).unwrap();
+        let every_day = table("    deletes: { mode: hard, keyset: { every: 24h } }\n");
+        let ran = |hours_ago: i64| Some(crate::RunId::at(now - Duration::hours(hours_ago)));
+        assert!(keyset_due(&every_day, None, now));
+        assert!(!keyset_due(&every_day, ran(23), now));
+        assert!(keyset_due(&every_day, ran(24), now));
+        // Only when asked, or no deletes at all: never due.
+        assert!(!keyset_due(
+            &table("    deletes: { mode: soft, keyset: {} }\n"),
+            None,
+            now
+        ));
+        assert!(!keyset_due(&table(""), None, now));
+    }
     use chrono::TimeZone;
 
     fn at(h: u32, m: u32) -> DateTime<Utc> {

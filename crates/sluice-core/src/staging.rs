@@ -15,11 +15,15 @@
 //! - without a cursor (full loads), the run: run ids are ULIDs and sort by start time, so a
 //!   row is updated only by a later run than the one that last wrote it.
 //!
-//! Rows gone from the source (`deletes:`, full loads only): a key STAGING holds and the run's
-//! RAW rows do not is deleted (`hard`) or marked `_sluice_deleted` (`soft`); a marked row
-//! that comes back is live again. These steps (and the whole merge) act only while no later
-//! run has been merged, so replaying an older run can neither resurrect nor delete a row
-//! a later run decided on; replaying the latest run finds nothing left to do.
+//! Rows gone from the source (`deletes:`): a key STAGING holds and the run's RAW rows do not
+//! (full loads), or that the latest key set does not hold (incremental tables: a key-set run
+//! loads every primary key into `RAW.<table>_KEYS` and calls the reconcile procedure), is
+//! deleted (`hard`) or marked `_sluice_deleted` (`soft`); a marked row that comes back is live
+//! again. These steps (and, with deletes, the whole merge) act only while no later run has
+//! been merged, so replaying an older run can neither resurrect nor delete a row a later run
+//! decided on; replaying the latest run finds nothing left to do. A key set never takes a row
+//! a later run wrote (`_sluice_run_id` greater than its own): that row may have arrived after
+//! the key set's snapshot.
 
 use arrow_schema::Schema;
 
@@ -52,6 +56,10 @@ pub struct TableTargets {
     pub generated_merge: bool,
     /// Holds the counts of every merge, keyed by run id (next to STAGING).
     pub merge_log: ObjectName,
+    /// The primary keys of key-set runs (next to RAW).
+    pub keys: ObjectName,
+    /// Deletes (or marks) the STAGING rows a key-set run did not find (next to STAGING).
+    pub reconcile_procedure: ObjectName,
     pub gold_procedures: Vec<ObjectName>,
 }
 
@@ -83,6 +91,12 @@ impl TableTargets {
                 &staging.database,
                 &staging.schema,
                 &format!("{}_MERGES", staging.name),
+            ),
+            keys: ObjectName::new(&raw.database, &raw.schema, &format!("{}_KEYS", raw.name)),
+            reconcile_procedure: ObjectName::new(
+                &staging.database,
+                &staging.schema,
+                &format!("RECONCILE_{}", staging.name),
             ),
             raw,
             generated_merge: t.merge_procedure.is_none(),
@@ -116,6 +130,8 @@ pub struct MergeSpec {
     pub json_columns: Vec<String>,
     /// What the merge does with keys the run no longer has.
     pub deletes: DeleteMode,
+    /// Deletes come from key-set runs (incremental tables), not from each run's rows.
+    pub by_keyset: bool,
 }
 
 impl MergeSpec {
@@ -125,6 +141,7 @@ impl MergeSpec {
             cursor: table.load.cursor.clone(),
             json_columns: table.target.json_columns.clone(),
             deletes: table.deletes.mode,
+            by_keyset: table.deletes_by_keyset(),
         }
     }
 }
@@ -194,13 +211,20 @@ pub fn staging_columns(
         })
         .collect::<Result<Vec<_>, StagingError>>()?;
     if spec.deletes == DeleteMode::Soft {
-        columns.push((DELETED_COLUMN.to_owned(), SnowflakeType::Boolean));
-        columns.push((
-            DELETED_AT_COLUMN.to_owned(),
-            SnowflakeType::TimestampTz { scale: 6 },
-        ));
+        columns.extend(soft_delete_columns());
     }
     Ok(columns)
+}
+
+/// The columns soft deletes add to STAGING.
+pub fn soft_delete_columns() -> [(String, SnowflakeType); 2] {
+    [
+        (DELETED_COLUMN.to_owned(), SnowflakeType::Boolean),
+        (
+            DELETED_AT_COLUMN.to_owned(),
+            SnowflakeType::TimestampTz { scale: 6 },
+        ),
+    ]
 }
 
 /// `CREATE TABLE IF NOT EXISTS` for STAGING.
@@ -239,10 +263,16 @@ pub fn merge_log_columns() -> Vec<(String, SnowflakeType)> {
 
 /// The STAGING rows of `spec`'s table (alias `t`) that a run (`run`: `:RUN_ID` in the
 /// procedure, `?` in a query) would delete or mark: live, with a key absent from the run's
-/// RAW rows, while no later run has been merged. Correlated `NOT EXISTS` stays in a `WHERE`
-/// and out of `OR`, where Snowflake supports it
+/// rows in `keys` (RAW for a full load, the keys table for a key-set run), written by no later
+/// run, while no later run has been merged. Correlated `NOT EXISTS` stays in a `WHERE` and out
+/// of `OR`, where Snowflake supports it
 /// (<https://docs.snowflake.com/en/sql-reference/operators-subquery>, "[NOT] EXISTS").
 fn vanished_rows(targets: &TableTargets, spec: &MergeSpec, run: &str) -> String {
+    let keys = if spec.by_keyset {
+        &targets.keys
+    } else {
+        &targets.raw
+    };
     let key_match = spec
         .primary_key
         .iter()
@@ -260,9 +290,15 @@ fn vanished_rows(targets: &TableTargets, spec: &MergeSpec, run: &str) -> String 
         .iter()
         .map(|c| format!("t.{} IS NOT NULL AND ", quote(c)))
         .collect::<String>();
+    // Run ids sort by start time: a row a later run wrote may postdate this run's read.
+    let written_before = if spec.by_keyset {
+        format!("t.{} <= {run} AND ", quote(RUN_ID_COLUMN))
+    } else {
+        String::new()
+    };
     format!(
-        "{live}{keyed}NOT EXISTS (SELECT 1 FROM {raw} AS r WHERE r.{run_col} = {run} AND {key_match}) AND {latest}",
-        raw = targets.raw.quoted(),
+        "{live}{keyed}{written_before}NOT EXISTS (SELECT 1 FROM {keys} AS r WHERE r.{run_col} = {run} AND {key_match}) AND {latest}",
+        keys = keys.quoted(),
         run_col = quote(RUN_ID_COLUMN),
         latest = latest_run(targets, run),
     )
@@ -277,9 +313,9 @@ fn latest_run(targets: &TableTargets, run: &str) -> String {
 }
 
 /// The query behind the delete guard, for a table with deletes: STAGING's live rows, the
-/// rows the run would delete or mark, and the rows the run loaded into RAW. Bindings: the
-/// run id, three times.
-pub fn deletes_guard_query(targets: &TableTargets, spec: &MergeSpec) -> String {
+/// rows the run would delete or mark, and the rows (keys, for a key-set run) the run loaded;
+/// with the number of bindings it takes, each the run id.
+pub fn deletes_guard_query(targets: &TableTargets, spec: &MergeSpec) -> (String, usize) {
     let staging = targets.staging.quoted();
     let live = match spec.deletes {
         DeleteMode::Soft => format!(
@@ -288,12 +324,22 @@ pub fn deletes_guard_query(targets: &TableTargets, spec: &MergeSpec) -> String {
         ),
         _ => String::new(),
     };
-    format!(
-        "SELECT (SELECT COUNT(*) FROM {staging} AS t{live}),          (SELECT COUNT(*) FROM {staging} AS t WHERE {vanished}),          (SELECT COUNT(*) FROM {raw} WHERE {run_col} = ?)",
+    let sql = format!(
+        "SELECT (SELECT COUNT(*) FROM {staging} AS t{live}), \
+         (SELECT COUNT(*) FROM {staging} AS t WHERE {vanished}), \
+         (SELECT COUNT(*) FROM {read} WHERE {run_col} = ?)",
         vanished = vanished_rows(targets, spec, "?"),
-        raw = targets.raw.quoted(),
+        read = if spec.by_keyset {
+            &targets.keys
+        } else {
+            &targets.raw
+        }
+        .quoted(),
         run_col = quote(RUN_ID_COLUMN),
-    )
+    );
+    // `?` twice in the vanished rows (three times for a key set), once in the count read.
+    let bindings = if spec.by_keyset { 4 } else { 3 };
+    (sql, bindings)
 }
 
 /// Every object one table needs in the warehouse, for the one-time set-up: its schemas, RAW
@@ -440,7 +486,9 @@ pub fn merge_procedure_ddl(
     // OBJECT_CONSTRUCT drops NULL values.
     // Deletions are counted before the rows go (no SQLROWCOUNT to read after, see the module
     // doc).
-    let (log_columns, deleted_count, deleted_field) = if deletes {
+    // A key-set table's deletes are the reconcile procedure's (see [`reconcile_procedure_ddl`]).
+    let deletes_here = deletes && !spec.by_keyset;
+    let (log_columns, deleted_count, deleted_field) = if deletes_here {
         (
             ", \"deleted\"",
             format!(
@@ -456,6 +504,7 @@ pub fn merge_procedure_ddl(
     // (<https://docs.snowflake.com/en/sql-reference/sql/delete>,
     // <https://docs.snowflake.com/en/sql-reference/sql/update>).
     let remove_vanished = match spec.deletes {
+        _ if !deletes_here => String::new(),
         DeleteMode::Off => String::new(),
         DeleteMode::Hard => format!(
             "DELETE FROM {table} AS t WHERE {};\n",
@@ -491,6 +540,60 @@ pub fn merge_procedure_ddl(
          END;\n\
          $$",
         proc = targets.merge_procedure.quoted(),
+    ))
+}
+
+/// `CREATE TABLE IF NOT EXISTS` for the keys table of a key-set table: the key columns as the
+/// key-set files carry them (with the run id and extraction time), and COPY's file and row.
+pub fn keys_table_ddl(targets: &TableTargets, keys_schema: &Schema) -> Result<String, SqlGenError> {
+    crate::snowflake::raw_table_ddl(&targets.keys, keys_schema)
+}
+
+/// The reconcile procedure of a key-set table: after a key-set run's keys are in the keys
+/// table, it deletes (`hard`) or marks (`soft`) the STAGING rows whose key the run did not
+/// read (see [`vanished_rows`] for which rows it never takes), logs the count in the merge log
+/// under the run's id, and drops the keys of older key sets, which no merge reads again (an
+/// older run replayed acts only while no later run has been merged). It returns
+/// `{"inserted": 0, "updated": 0, "deleted": n}`; run again, it finds nothing left to do.
+pub fn reconcile_procedure_ddl(
+    targets: &TableTargets,
+    spec: &MergeSpec,
+) -> Result<String, StagingError> {
+    let table = targets.staging.quoted();
+    if spec.primary_key.is_empty() {
+        return Err(StagingError::NoPrimaryKey { table });
+    }
+    let log = targets.merge_log.quoted();
+    let vanished = vanished_rows(targets, spec, ":RUN_ID");
+    let q = |c: &str| quote(c);
+    let remove = match spec.deletes {
+        DeleteMode::Soft => format!(
+            "UPDATE {table} AS t SET {deleted} = TRUE, {deleted_at} = CURRENT_TIMESTAMP(), {run_col} = :RUN_ID WHERE {vanished};\n",
+            deleted = q(DELETED_COLUMN),
+            deleted_at = q(DELETED_AT_COLUMN),
+            run_col = q(RUN_ID_COLUMN),
+        ),
+        _ => format!("DELETE FROM {table} AS t WHERE {vanished};\n"),
+    };
+    Ok(format!(
+        "CREATE OR REPLACE PROCEDURE {proc}(RUN_ID VARCHAR)\n\
+         RETURNS VARIANT\n\
+         LANGUAGE SQL\n\
+         EXECUTE AS OWNER\n\
+         AS $$\n\
+         BEGIN\n\
+         DELETE FROM {log} WHERE \"run_id\" = :RUN_ID;\n\
+         INSERT INTO {log} (\"run_id\", \"inserted\", \"updated\", \"deleted\")\n\
+         \x20   SELECT :RUN_ID, 0, 0, (SELECT COUNT(*) FROM {table} AS t WHERE {vanished});\n\
+         {remove}\
+         DELETE FROM {keys} WHERE {run_col} < :RUN_ID AND {latest};\n\
+         RETURN (SELECT OBJECT_CONSTRUCT('inserted', \"inserted\", 'updated', \"updated\", 'deleted', \"deleted\") FROM {log} WHERE \"run_id\" = :RUN_ID);\n\
+         END;\n\
+         $$",
+        proc = targets.reconcile_procedure.quoted(),
+        keys = targets.keys.quoted(),
+        run_col = q(RUN_ID_COLUMN),
+        latest = latest_run(targets, ":RUN_ID"),
     ))
 }
 
@@ -796,11 +899,52 @@ mod tests {
         );
         assert!(!soft.contains("s.\"_sluice_deleted\""));
 
-        let guard = deletes_guard_query(&targets, &spec);
-        assert_eq!(guard.matches('?').count(), 3, "{guard}");
+        let (guard, bindings) = deletes_guard_query(&targets, &spec);
+        assert_eq!(guard.matches('?').count(), bindings, "{guard}");
+        assert_eq!(bindings, 3);
         assert!(guard.starts_with(&format!(
             "SELECT (SELECT COUNT(*) FROM {staging} AS t WHERE COALESCE(t.\"_sluice_deleted\", FALSE) = FALSE), "
         )));
+    }
+
+    #[test]
+    fn a_key_set_table_deletes_in_its_reconcile_procedure_only() {
+        let table = config("    deletes: { mode: hard, keyset: { every: 24h } }\n");
+        let targets = TableTargets::resolve(&table, "DB");
+        let spec = MergeSpec::of(&table);
+        assert!(spec.by_keyset);
+        assert_eq!(
+            targets.keys.quoted(),
+            "\"DB\".\"RAW\".\"SHOP_PUBLIC_ORDERS_KEYS\""
+        );
+        // The load's merge deletes nothing, yet merges only while no later run has been.
+        let merge = merge_procedure_ddl(&targets, &schema(), &spec).unwrap();
+        assert!(!merge.contains("DELETE FROM \"DB\".\"STAGING\".\"SHOP_PUBLIC_ORDERS\""));
+        assert!(merge.contains("l.\"run_id\" > :RUN_ID"));
+        let reconcile = reconcile_procedure_ddl(&targets, &spec).unwrap();
+        let vanished = "t.\"id\" IS NOT NULL AND t.\"_sluice_run_id\" <= :RUN_ID AND NOT EXISTS \
+             (SELECT 1 FROM \"DB\".\"RAW\".\"SHOP_PUBLIC_ORDERS_KEYS\" AS r WHERE r.\"_sluice_run_id\" = :RUN_ID AND r.\"id\" = t.\"id\") \
+             AND NOT EXISTS (SELECT 1 FROM \"DB\".\"STAGING\".\"SHOP_PUBLIC_ORDERS_MERGES\" AS l WHERE l.\"run_id\" > :RUN_ID)";
+        assert!(
+            reconcile.contains(&format!(
+                "DELETE FROM \"DB\".\"STAGING\".\"SHOP_PUBLIC_ORDERS\" AS t WHERE {vanished};"
+            )),
+            "{reconcile}"
+        );
+        assert!(reconcile.starts_with(
+            "CREATE OR REPLACE PROCEDURE \"DB\".\"STAGING\".\"RECONCILE_SHOP_PUBLIC_ORDERS\"(RUN_ID VARCHAR)"
+        ));
+        let (guard, bindings) = deletes_guard_query(&targets, &spec);
+        assert_eq!((guard.matches('?').count(), bindings), (4, 4));
+        assert!(guard.ends_with(
+            "(SELECT COUNT(*) FROM \"DB\".\"RAW\".\"SHOP_PUBLIC_ORDERS_KEYS\" WHERE \"_sluice_run_id\" = ?)"
+        ));
+        // A full load reads no keys table and no key set guards it.
+        let full = MergeSpec {
+            by_keyset: false,
+            ..spec
+        };
+        assert!(!deletes_guard_query(&targets, &full).0.contains("_KEYS"));
     }
 
     #[test]

@@ -130,8 +130,10 @@ pub struct Row<T> {
 pub struct IngestRequest {
     pub source: String,
     pub table: String,
-    /// `{"mode": "full"}` asks for a full reload of an incremental table.
-    pub full_reload: bool,
+    /// `{"mode": "full"}` asks for a full reload of an incremental table, `{"mode":
+    /// "keyset"}` for a key-set run (`deletes.keyset`); `incremental` or nothing, for the
+    /// table's load.
+    pub kind: crate::run::RunKind,
 }
 
 /// `sluice.run_status(run_id)`.
@@ -228,19 +230,22 @@ fn parse_ingest_args(args: &[Value]) -> Result<IngestRequest, String> {
     };
     let source = text("source", source)?;
     let table = text("table", table)?;
-    let mut full_reload = false;
+    let mut run_kind = crate::run::RunKind::Load;
     match options {
         None | Some(Value::Null) => {}
         Some(Value::Object(map)) => {
             for (key, value) in map {
                 match (key.as_str(), value) {
                     ("mode", Value::String(m)) if m.eq_ignore_ascii_case("full") => {
-                        full_reload = true
+                        run_kind = crate::run::RunKind::FullReload
+                    }
+                    ("mode", Value::String(m)) if m.eq_ignore_ascii_case("keyset") => {
+                        run_kind = crate::run::RunKind::Keyset
                     }
                     ("mode", Value::String(m)) if m.eq_ignore_ascii_case("incremental") => {}
                     ("mode", other) => {
                         return Err(format!(
-                            "options.mode must be 'full' or 'incremental', got {other}"
+                            "options.mode must be 'full', 'incremental' or 'keyset', got {other}"
                         ));
                     }
                     (other, _) => {
@@ -254,7 +259,7 @@ fn parse_ingest_args(args: &[Value]) -> Result<IngestRequest, String> {
     Ok(IngestRequest {
         source,
         table,
-        full_reload,
+        kind: run_kind,
     })
 }
 
@@ -366,6 +371,7 @@ mod tests {
         let body = br#"{"data": [
             [2, "shop", "public.orders"],
             [0, "shop", "public.customers", {"mode": "full"}],
+            [7, "shop", "public.customers", {"mode": "KeySet"}],
             [1, "shop", 42],
             [3, "shop"],
             [4, "shop", "public.items", {"mode": "sideways"}],
@@ -376,7 +382,7 @@ mod tests {
         let numbers: Vec<u64> = rows.iter().map(|r| r.row).collect();
         assert_eq!(
             numbers,
-            [2, 0, 1, 3, 4, 5, 6],
+            [2, 0, 7, 1, 3, 4, 5, 6],
             "rows keep their order and numbers"
         );
         assert_eq!(
@@ -384,11 +390,18 @@ mod tests {
             Ok(IngestRequest {
                 source: "shop".into(),
                 table: "public.orders".into(),
-                full_reload: false
+                kind: crate::run::RunKind::Load
             })
         );
-        assert!(rows[1].request.as_ref().unwrap().full_reload);
-        let errors: Vec<String> = rows[2..]
+        assert_eq!(
+            rows[1].request.as_ref().unwrap().kind,
+            crate::run::RunKind::FullReload
+        );
+        assert_eq!(
+            rows[2].request.as_ref().unwrap().kind,
+            crate::run::RunKind::Keyset
+        );
+        let errors: Vec<String> = rows[3..]
             .iter()
             .map(|r| r.request.clone().unwrap_err())
             .collect();
@@ -399,7 +412,7 @@ mod tests {
             errors[1]
         );
         assert!(
-            errors[2].contains("options.mode must be 'full' or 'incremental'"),
+            errors[2].contains("options.mode must be 'full', 'incremental' or 'keyset'"),
             "{}",
             errors[2]
         );

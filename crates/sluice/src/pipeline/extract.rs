@@ -70,16 +70,7 @@ impl Pipeline {
                     .await?;
             }
             let source = self.source(&plan.table)?;
-            let table_name = plan
-                .table
-                .table_name()
-                .map_err(|message| PipelineError::Run { run_id, message })?;
-            let layout = TableLayout::new(
-                self.options.prefix.as_deref(),
-                plan.engine,
-                &plan.table.source,
-                &table_name.to_string(),
-            );
+            let layout = self.layout_of(run_id, &plan)?;
             let slot = self
                 .source_slot(&plan.table.source, SlotHolder::chunk(run_id, chunk))
                 .await?;

@@ -8,7 +8,8 @@ impl Pipeline {
     /// Once every chunk is done: writes the manifest, registers the files in the catalog, loads
     /// RAW (LOADING), merges into STAGING and runs the gold procedures (MERGING) when a
     /// warehouse is attached, then commits the watermark and completes the run. Any failure
-    /// leaves the watermark where it was.
+    /// leaves the watermark where it was. A key-set run loads its keys into the keys table
+    /// instead, reconciles STAGING with them, and records itself as the table's latest key set.
     ///
     /// A finalize retried after a crash (a re-delivered event, a resumed run) finds the run
     /// LOADING or MERGING and goes through the same steps again: each is safe to repeat (the
@@ -56,15 +57,21 @@ impl Pipeline {
                 .write_manifest(run_id, &plan, &layout, &manifest)
                 .await?;
             fail::fail_point!("finalize-before-catalog");
-            self.register_in_catalog(&key, &plan, &layout, &manifest)
-                .await?;
+            // Key-only files are no part of the table's data: nothing registers them.
+            if !plan.keyset {
+                self.register_in_catalog(&key, &plan, &layout, &manifest)
+                    .await?;
+            }
             fail::fail_point!("finalize-after-catalog");
             let mut loaded_rows = None;
             if let Some(loader) = &self.warehouse {
                 fail::fail_point!("finalize-before-copy");
-                let loaded = loader
-                    .load(&plan.table, &manifest, self.options.prefix.as_deref())
-                    .await?;
+                let prefix = self.options.prefix.as_deref();
+                let loaded = if plan.keyset {
+                    loader.load_keys(&plan.table, &manifest, prefix).await?
+                } else {
+                    loader.load(&plan.table, &manifest, prefix).await?
+                };
                 info!(
                     files = loaded.files,
                     rows = loaded.rows,
@@ -90,7 +97,11 @@ impl Pipeline {
                 .await?;
             if let Some(loader) = &self.warehouse {
                 fail::fail_point!("finalize-before-merge");
-                let merged = loader.merge(&plan.table, run_id).await?;
+                let merged = if plan.keyset {
+                    loader.reconcile(&plan.table, run_id).await?
+                } else {
+                    loader.merge(&plan.table, run_id).await?
+                };
                 fail::fail_point!("finalize-after-merge");
                 self.state
                     .update_run(
@@ -106,6 +117,10 @@ impl Pipeline {
             fail::fail_point!("finalize-before-watermark");
             if let Some(watermark) = &next {
                 self.state.commit_watermark(&key, run_id, watermark).await?;
+            }
+            // A key set's only mark on the table: when the next one comes due.
+            if plan.keyset {
+                self.state.commit_keyset(&key, run_id).await?;
             }
             fail::fail_point!("finalize-after-watermark");
             let mut completed = self
@@ -134,7 +149,7 @@ impl Pipeline {
         .await
     }
 
-    /// Where the files of `plan`'s table go.
+    /// Where the files of `plan`'s run go: the table's directory, or its key sets'.
     pub(super) fn layout_of(
         &self,
         run_id: RunId,
@@ -144,7 +159,12 @@ impl Pipeline {
             .table
             .table_name()
             .map_err(|message| PipelineError::Run { run_id, message })?;
-        Ok(TableLayout::new(
+        let layout = if plan.keyset {
+            TableLayout::keysets
+        } else {
+            TableLayout::new
+        };
+        Ok(layout(
             self.options.prefix.as_deref(),
             plan.engine,
             &plan.table.source,

@@ -17,8 +17,8 @@ use futures::stream::BoxStream;
 use sluice_core::catalog::{catalog_table_name, partition_values};
 use sluice_core::layout::TableLayout;
 use sluice_core::manifest::{Manifest, ManifestColumn};
-use sluice_core::plan::{PlanError, build_plan, window_lower_bound};
-use sluice_core::run::ChunkOutcome;
+use sluice_core::plan::{PlanError, build_keyset_plan, build_plan, window_lower_bound};
+use sluice_core::run::{ChunkOutcome, RunKind};
 use sluice_core::{RunId, RunRecord, RunStatus, TableConfig};
 use thiserror::Error;
 use tracing::{Instrument, info, info_span, warn};
@@ -64,6 +64,10 @@ pub enum PipelineError {
     },
     #[error("run {run_id}: {message}")]
     Run { run_id: RunId, message: String },
+    #[error(
+        "table {table_key} takes no key-set runs: key sets find deletes for incremental tables with deletes.mode hard or soft and deletes.keyset (a full load finds them in every run)"
+    )]
+    NoKeysets { table_key: String },
 }
 
 pub type Result<T, E = PipelineError> = std::result::Result<T, E>;

@@ -17,6 +17,11 @@ impl Pipeline {
         table: &TableConfig,
         full_reload: bool,
     ) -> Result<PlannedRun, PlanFailure> {
+        let kind = if full_reload {
+            RunKind::FullReload
+        } else {
+            RunKind::Load
+        };
         let unrecorded = |error: PipelineError| PlanFailure {
             run_id: None,
             error,
@@ -25,7 +30,7 @@ impl Pipeline {
         self.source(table).map_err(unrecorded)?;
         let now = Utc::now();
         let record = self
-            .open_run(&table.key(), full_reload, now, now + self.options.lease_ttl)
+            .open_run(&table.key(), kind, now, now + self.options.lease_ttl)
             .await
             .map_err(unrecorded)?;
         self.plan_opened_run(table, record.run_id).await
@@ -40,7 +45,7 @@ impl Pipeline {
     pub async fn open_run(
         &self,
         table_key: &str,
-        full_reload: bool,
+        kind: RunKind,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> Result<RunRecord> {
@@ -52,8 +57,7 @@ impl Pipeline {
         if let Some(crashed) = taken_over {
             self.clean_up_taken_over(crashed, run_id).await;
         }
-        self.create_opened_run(table_key, run_id, full_reload, now)
-            .await
+        self.create_opened_run(table_key, run_id, kind, now).await
     }
 
     /// Records run `run_id`, whose lease the caller just took, in PLANNED; gives the lease
@@ -62,14 +66,14 @@ impl Pipeline {
         &self,
         table_key: &str,
         run_id: RunId,
-        full_reload: bool,
+        kind: RunKind,
         now: DateTime<Utc>,
     ) -> Result<RunRecord> {
         let opened = async {
             let table_state = self.state.table_state(table_key).await?;
             let mut record = RunRecord::new(run_id, table_key.to_owned(), now);
             record.watermark_before = table_state.watermark;
-            record.full_reload = full_reload;
+            record.set_kind(kind);
             record.holder = self.local_holder(now);
             self.state.create_run(&record).await?;
             Ok::<_, PipelineError>(record)
@@ -128,14 +132,29 @@ impl Pipeline {
                 } else {
                     record.watermark_before.as_ref()
                 };
-                let lower = window_lower_bound(table, watermark)?;
+                if record.keyset && !table.deletes_by_keyset() {
+                    return Err(PipelineError::NoKeysets {
+                        table_key: table.key(),
+                    });
+                }
+                // A key-set run reads the key of every row, with no cursor window.
+                let read = if record.keyset {
+                    table.keyset_read()
+                } else {
+                    table.clone()
+                };
+                let lower = if record.keyset {
+                    None
+                } else {
+                    window_lower_bound(table, watermark)?
+                };
                 // Tests make planning slow or hang here (FAILPOINTS=plan-before-source=1*sleep(…)).
                 fail::fail_point!("plan-before-source");
                 let slot = self
                     .source_slot(&table.source, SlotHolder::plan(run_id))
                     .await?;
                 let gathered = held(slot.as_ref(), async {
-                    Ok(source.gather_facts(table, lower.as_ref()).await?)
+                    Ok(source.gather_facts(&read, lower.as_ref()).await?)
                 })
                 .await;
                 let gathered = match gathered {
@@ -159,14 +178,18 @@ impl Pipeline {
                     }
                 };
                 // The run's start time places its files, whenever it is planned.
-                let plan = build_plan(
-                    run_id,
-                    source.engine(),
-                    record.created_at,
-                    table,
-                    watermark,
-                    facts,
-                )?;
+                let plan = if record.keyset {
+                    build_keyset_plan(run_id, source.engine(), record.created_at, table, facts)?
+                } else {
+                    build_plan(
+                        run_id,
+                        source.engine(),
+                        record.created_at,
+                        table,
+                        watermark,
+                        facts,
+                    )?
+                };
                 info!(chunks = plan.chunks.len(), "planned");
                 let record = self
                     .state

@@ -20,6 +20,9 @@ pub struct RunStart {
     /// Read an incremental table whole, as if it had no watermark (see
     /// [`Pipeline::plan_run_with`]). A run to resume is then failed instead: it reads a window.
     pub full_reload: bool,
+    /// A key-set run (see [`RunKind::Keyset`]) instead of the table's load. Like a full
+    /// reload, it fails a run it would otherwise resume.
+    pub keyset: bool,
     /// Take the table over from the run holding it, even one that looks alive: the operator's
     /// `sluice run --takeover`, for a holder this host cannot see (another machine) and knows
     /// is dead. The run taken over is resumed as after a crash.
@@ -33,6 +36,20 @@ pub enum Started {
     New(RunRecord),
     /// A run whose holder died, to carry on from its chunks done.
     Resumed(RunRecord),
+}
+
+impl RunStart {
+    /// The kind of run asked for: a key set wins over a full reload (the CLI and the external
+    /// function refuse asking for both).
+    pub fn kind(&self) -> RunKind {
+        if self.keyset {
+            RunKind::Keyset
+        } else if self.full_reload {
+            RunKind::FullReload
+        } else {
+            RunKind::Load
+        }
+    }
 }
 
 impl Started {
@@ -67,6 +84,9 @@ impl Pipeline {
         until: DateTime<Utc>,
     ) -> Result<Started> {
         let key = table.key();
+        if start.keyset && !table.deletes_by_keyset() {
+            return Err(PipelineError::NoKeysets { table_key: key });
+        }
         if let Some(lease) = self.state.table_state(&key).await?.lease {
             let reason = if start.take_over {
                 Some("an operator took the table over (sluice run --takeover)".to_owned())
@@ -95,7 +115,7 @@ impl Pipeline {
             }
         }
         Ok(Started::New(
-            self.open_run(&key, start.full_reload, now, until).await?,
+            self.open_run(&key, start.kind(), now, until).await?,
         ))
     }
 
@@ -124,6 +144,7 @@ impl Pipeline {
             None => Some("its record is gone".to_owned()),
             Some(r) if r.status.is_terminal() => Some(format!("it had ended {}", r.status)),
             Some(_) if start.full_reload => Some("a full reload was asked for".to_owned()),
+            Some(_) if start.keyset => Some("a key-set run was asked for".to_owned()),
             Some(r) => match &r.plan {
                 None => Some("it died before recording its plan".to_owned()),
                 Some(plan) if plan.table != *table => {
@@ -161,7 +182,7 @@ impl Pipeline {
                 }
                 info!(table = %key, taken_over = %from, %run_id, %reason, "table taken over; a new run starts");
                 Ok(Started::New(
-                    self.create_opened_run(&key, run_id, start.full_reload, now)
+                    self.create_opened_run(&key, run_id, start.kind(), now)
                         .await?,
                 ))
             }

@@ -6,7 +6,7 @@
 //!
 //! | pk | sk | what |
 //! |---|---|---|
-//! | `TABLE#<source>/<table>` | `STATE` | `watermark` (JSON of the typed value, full precision), `watermark_run_id`, `lease_run_id`, `lease_expires` (ns since the epoch) |
+//! | `TABLE#<source>/<table>` | `STATE` | `watermark` (JSON of the typed value, full precision), `watermark_run_id`, `lease_run_id`, `lease_expires` (ns since the epoch), `keyset_run_id` (the latest completed key-set run) |
 //! | `RUN#<run_id>` | `RUN` | `record` (the run record as JSON, without chunks), `status`, `version`, `table_key`, `run_id`, `run_kind` = `RUN`, `chunk_total`, `chunks_done`, `done_chunks` (number set), `chunk_attempts` (map: chunk → the attempt that counted), `chunks_updated_at`, `chunk_starts` (map: chunk → the chunk that claimed its start), `chunk_claimed_at` (map: chunk → when, ns), `started_chunks` (number set: chunks whose start was recorded), `expires_at` (epoch seconds, DynamoDB TTL), and while an update runs `lock_token`, `lock_expires` |
 //! | `RUN#<run_id>` | `CHUNK#<n:010>#<attempt>` | `outcome`: one chunk's rows, bytes, files, schema and warnings as JSON; `expires_at`, the run item's |
 //! | `BATCH#<sha256 of batch_id>` | `BATCH` | `record`: an external-function batch (rows → runs) as JSON, `expires_at` (epoch seconds, DynamoDB TTL) |
@@ -611,6 +611,7 @@ impl LeaseStore for DynamoStateStore {
             watermark,
             watermark_run_id: get_s(&item, "watermark_run_id").and_then(|id| id.parse().ok()),
             lease,
+            keyset_run_id: get_s(&item, "keyset_run_id").and_then(|id| id.parse().ok()),
         })
     }
 
@@ -766,6 +767,18 @@ impl LeaseStore for DynamoStateStore {
             .update_expression("SET watermark = :w, watermark_run_id = :me")
             .condition_expression("lease_run_id = :me")
             .expression_attribute_values(":w", s(json))
+            .expression_attribute_values(":me", s(run_id.to_string()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        self.lease_checked(table_key, run_id, result).await
+    }
+
+    async fn commit_keyset(&self, table_key: &str, run_id: RunId) -> Result<()> {
+        let result = self
+            .update_table_item(table_key)
+            .update_expression("SET keyset_run_id = :me")
+            .condition_expression("lease_run_id = :me")
             .expression_attribute_values(":me", s(run_id.to_string()))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()

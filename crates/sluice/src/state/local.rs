@@ -71,6 +71,20 @@ impl LocalStateStore {
         run_id: RunId,
         watermark: Option<ScalarValue>,
     ) -> Result<()> {
+        self.update_leased_table(table_key, run_id, move |state| {
+            state.watermark_run_id = watermark.as_ref().map(|_| run_id);
+            state.watermark = watermark;
+        })
+        .await
+    }
+
+    /// Changes a table's state with `change`, only if `run_id` holds the lease.
+    async fn update_leased_table(
+        &self,
+        table_key: &str,
+        run_id: RunId,
+        change: impl FnOnce(&mut TableState) + Send + 'static,
+    ) -> Result<()> {
         let key = table_key.to_owned();
         self.locked(move |f| {
             let mut tables = f.tables()?;
@@ -83,8 +97,7 @@ impl LocalStateStore {
                     holder,
                 });
             }
-            state.watermark_run_id = watermark.as_ref().map(|_| run_id);
-            state.watermark = watermark;
+            change(state);
             f.save_tables(&tables)
         })
         .await
@@ -388,6 +401,13 @@ impl LeaseStore for LocalStateStore {
 
     async fn clear_watermark(&self, table_key: &str, run_id: RunId) -> Result<()> {
         self.set_watermark(table_key, run_id, None).await
+    }
+
+    async fn commit_keyset(&self, table_key: &str, run_id: RunId) -> Result<()> {
+        self.update_leased_table(table_key, run_id, move |state| {
+            state.keyset_run_id = Some(run_id);
+        })
+        .await
     }
 }
 

@@ -217,6 +217,9 @@ pub struct TableState {
     pub watermark_run_id: Option<RunId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<Lease>,
+    /// The latest key-set run that completed (`deletes.keyset`); its id says when it started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyset_run_id: Option<RunId>,
 }
 
 /// A table's lease and watermark: who may run it, and where its next incremental read starts.
@@ -277,6 +280,10 @@ pub trait LeaseStore: Send + Sync {
         run_id: RunId,
         watermark: &ScalarValue,
     ) -> Result<()>;
+
+    /// Records `run_id` as the table's latest completed key-set run, only if it holds the
+    /// lease; the watermark is left alone.
+    async fn commit_keyset(&self, table_key: &str, run_id: RunId) -> Result<()>;
 
     /// Removes the table's watermark (the next incremental run reads everything), only if
     /// `run_id` holds the lease. For operators' resets and backfills.

@@ -14,7 +14,8 @@ use sluice_core::manifest::Manifest;
 use sluice_core::snowflake::{ObjectName, SqlGenError, copy_into_raw, manifest_schema};
 use sluice_core::staging::{
     ExistingColumn, MergeSpec, StagingError, TableTargets, call_with_run_id, columns_query,
-    delete_run_rows, deletes_guard_query, evolve_table, merge_log_columns, merge_procedure_ddl,
+    delete_run_rows, deletes_guard_query, evolve_table, keys_table_ddl, merge_log_columns,
+    merge_log_ddl, merge_procedure_ddl, reconcile_procedure_ddl, soft_delete_columns,
     staging_columns, table_tables_sql,
 };
 use sluice_core::{DeleteMode, RunId, TableConfig};
@@ -133,6 +134,53 @@ impl Loader {
         }
         self.run_all(alters).await?;
 
+        self.copy_run_files(&targets.raw, manifest, stage_prefix)
+            .await
+    }
+
+    /// Loads a key-set run's files into the table's keys table (creating it, and the reconcile
+    /// procedure, as needed), replacing the run's earlier keys (a replay).
+    #[instrument(skip_all, fields(run_id = %manifest.run_id, table = %table.key()))]
+    pub async fn load_keys(
+        &self,
+        table: &TableConfig,
+        manifest: &Manifest,
+        stage_prefix: Option<&str>,
+    ) -> Result<Loaded, LoadError> {
+        let targets = TableTargets::resolve(table, &self.target.database);
+        let schema = manifest_schema(&manifest.schema)?;
+        let key_columns: Vec<_> = schema
+            .fields()
+            .iter()
+            .map(|f| Ok((f.name().clone(), sluice_core::snowflake::column_type(f)?)))
+            .collect::<Result<_, SqlGenError>>()?;
+        self.run_all(vec![
+            format!(
+                "CREATE SCHEMA IF NOT EXISTS {}.{}",
+                sluice_core::snowflake::quote(&targets.keys.database),
+                sluice_core::snowflake::quote(&targets.keys.schema)
+            ),
+            keys_table_ddl(&targets, &schema)?,
+        ])
+        .await?;
+        let alters = evolve_table(
+            &targets.keys,
+            &self.columns(&targets.keys).await?,
+            &key_columns,
+        )?;
+        self.run_all(alters).await?;
+        self.copy_run_files(&targets.keys, manifest, stage_prefix)
+            .await
+    }
+
+    /// Deletes the run's earlier rows from `table` (a replay), COPYs the manifest's files into
+    /// it and checks every file loaded the rows the manifest lists.
+    async fn copy_run_files(
+        &self,
+        table: &ObjectName,
+        manifest: &Manifest,
+        stage_prefix: Option<&str>,
+    ) -> Result<Loaded, LoadError> {
         let prefix = stage_prefix
             .map(|p| format!("{}/", p.trim_end_matches('/')))
             .unwrap_or_default();
@@ -148,17 +196,15 @@ impl Loader {
             expected.insert(relative.to_owned(), file.rows);
         }
         self.warehouse
-            .execute(
-                &Statement::new(delete_run_rows(&targets.raw)).bind(manifest.run_id.to_string()),
-            )
+            .execute(&Statement::new(delete_run_rows(table)).bind(manifest.run_id.to_string()))
             .await?;
         let files: Vec<String> = expected.keys().cloned().collect();
         let mut loaded: BTreeMap<String, u64> = BTreeMap::new();
-        for copy in copy_into_raw(&targets.raw, &self.target.stage, &files) {
+        for copy in copy_into_raw(table, &self.target.stage, &files) {
             let result = self.warehouse.execute(&Statement::new(copy)).await?;
             collect_loaded(&result, &files, &mut loaded).map_err(|message| {
                 LoadError::CopyResult {
-                    table: targets.raw.quoted(),
+                    table: table.quoted(),
                     message,
                 }
             })?;
@@ -167,7 +213,7 @@ impl Loader {
             let got = loaded.get(file).copied().unwrap_or(0);
             if got != *rows {
                 return Err(LoadError::RowMismatch {
-                    table: targets.raw.quoted(),
+                    table: table.quoted(),
                     file: file.clone(),
                     expected: *rows,
                     loaded: got,
@@ -182,6 +228,46 @@ impl Loader {
         })
     }
 
+    /// A key-set run's reconciliation: deletes (or marks) the STAGING rows whose key the run
+    /// did not read, through the reconcile procedure, after the delete guard; then every gold
+    /// procedure. A table whose STAGING does not exist yet has nothing to reconcile.
+    #[instrument(skip_all, fields(%run_id, table = %table.key()))]
+    pub async fn reconcile(
+        &self,
+        table: &TableConfig,
+        run_id: RunId,
+    ) -> Result<serde_json::Value, LoadError> {
+        let targets = TableTargets::resolve(table, &self.target.database);
+        let spec = MergeSpec::of(table);
+        let existing = self.columns(&targets.staging).await?;
+        if existing.is_empty() {
+            info!("STAGING does not exist yet; nothing to reconcile");
+            return Ok(serde_json::json!({"inserted": 0, "updated": 0, "deleted": 0}));
+        }
+        // The merge log and the soft-delete columns may predate deletes on this table.
+        let mut statements = vec![merge_log_ddl(&targets.merge_log)];
+        statements.extend(evolve_table(
+            &targets.merge_log,
+            &self.columns(&targets.merge_log).await?,
+            &merge_log_columns(),
+        )?);
+        if spec.deletes == DeleteMode::Soft {
+            statements.extend(evolve_table(
+                &targets.staging,
+                &existing,
+                &soft_delete_columns(),
+            )?);
+        }
+        statements.push(reconcile_procedure_ddl(&targets, &spec)?);
+        self.run_all(statements).await?;
+        self.check_deletes(table, &targets, run_id).await?;
+        let outcome = self
+            .call_procedures(&targets.reconcile_procedure, &targets, run_id)
+            .await?;
+        info!(procedure = %targets.reconcile_procedure.quoted(), %outcome, "key set reconciled with STAGING");
+        Ok(outcome)
+    }
+
     /// CALLs the merge procedure, then every gold procedure in order, each with the run id;
     /// returns what the merge procedure returned.
     #[instrument(skip_all, fields(%run_id, table = %table.key()))]
@@ -191,21 +277,33 @@ impl Loader {
         run_id: RunId,
     ) -> Result<serde_json::Value, LoadError> {
         let targets = TableTargets::resolve(table, &self.target.database);
-        if table.deletes.mode != DeleteMode::Off {
+        // A key-set table's deletes are made by its key-set runs (see [`Loader::reconcile`]).
+        if table.deletes.mode != DeleteMode::Off && !table.deletes_by_keyset() {
             self.check_deletes(table, &targets, run_id).await?;
         }
+        let outcome = self
+            .call_procedures(&targets.merge_procedure, &targets, run_id)
+            .await?;
+        info!(procedure = %targets.merge_procedure.quoted(), %outcome, "merged into STAGING");
+        Ok(outcome)
+    }
+
+    /// CALLs `first`, then every gold procedure in order, each with the run id; returns what
+    /// `first` returned.
+    async fn call_procedures(
+        &self,
+        first: &ObjectName,
+        targets: &TableTargets,
+        run_id: RunId,
+    ) -> Result<serde_json::Value, LoadError> {
         let call = |procedure: &ObjectName| {
             Statement::new(call_with_run_id(procedure)).bind(run_id.to_string())
         };
-        let merged = self
-            .warehouse
-            .execute(&call(&targets.merge_procedure))
-            .await?;
-        let outcome = merged
+        let returned = self.warehouse.execute(&call(first)).await?;
+        let outcome = returned
             .scalar()
             .map(json_of)
             .unwrap_or(serde_json::Value::Null);
-        info!(procedure = %targets.merge_procedure.quoted(), %outcome, "merged into STAGING");
         for gold in &targets.gold_procedures {
             self.warehouse.execute(&call(gold)).await?;
             info!(procedure = %gold.quoted(), "gold procedure done");
@@ -225,15 +323,9 @@ impl Loader {
     ) -> Result<(), LoadError> {
         let spec = MergeSpec::of(table);
         let run = run_id.to_string();
-        let counts = self
-            .warehouse
-            .execute(
-                &Statement::new(deletes_guard_query(targets, &spec))
-                    .bind(run.as_str())
-                    .bind(run.as_str())
-                    .bind(run.as_str()),
-            )
-            .await?;
+        let (guard, bindings) = deletes_guard_query(targets, &spec);
+        let query = (0..bindings).fold(Statement::new(guard), |q, _| q.bind(run.as_str()));
+        let counts = self.warehouse.execute(&query).await?;
         // A count that cannot be read must not read as 0: that would let every delete through.
         let count = |i: usize| {
             counts
