@@ -64,6 +64,7 @@ fn recovery<'a>(
         s3,
         bucket: &s.bucket,
         table_dir: format!("{}/postgres/shop/public.orders", s.prefix),
+        keysets: false,
         warehouse: &s.snowflake,
         staging: format!("\"{}\".STAGING.SHOP_PUBLIC_ORDERS", s.database),
         state,

@@ -32,6 +32,17 @@ pub const POINTS: &[(&str, &str)] = &[
     ("finalize-before-lease-release", "panic"),
 ];
 
+/// Deletes a few orders before round `round` of the key-set matrix, never the one with the
+/// newest cursor (the watermark stays the source's newest).
+pub async fn delete_orders(pg: &Client, round: i64) -> u64 {
+    pg.execute(
+        "DELETE FROM public.orders WHERE order_id % 53 = $1::bigint AND updated_at < (SELECT max(updated_at) FROM public.orders)",
+        &[&round],
+    )
+    .await
+    .unwrap()
+}
+
 /// The orders table of the matrix: incremental on `updated_at`, three chunks one at a time.
 pub const ORDERS: &str = "  - source: shop\n    table: public.orders\n    primary_key: [order_id]\n    load: {mode: incremental, cursor: updated_at}\n    partition: {column: order_id, chunks: 3, max_concurrency: 1}\n";
 
@@ -60,8 +71,12 @@ pub struct Recovery<'a> {
     pub pg: &'a Client,
     pub s3: &'a aws_sdk_s3::Client,
     pub bucket: &'a str,
-    /// The table's directory under the bucket (`<prefix>/postgres/shop/public.orders`).
+    /// The table's directory under the bucket (`<prefix>/postgres/shop/public.orders`), or
+    /// its key sets' (`<prefix>/_keysets/postgres/shop/public.orders`).
     pub table_dir: String,
+    /// Whether `table_dir` holds key sets: the completed key-set runs' files are checked
+    /// there, the loads' elsewhere.
+    pub keysets: bool,
     pub warehouse: &'a SnowflakeClient,
     /// The quoted, qualified STAGING table.
     pub staging: String,
@@ -88,7 +103,10 @@ impl Recovery<'_> {
             .unwrap();
         let mut manifests = BTreeSet::new();
         let mut data = BTreeSet::new();
-        for run in runs.iter().filter(|r| r.status == RunStatus::Completed) {
+        for run in runs
+            .iter()
+            .filter(|r| r.status == RunStatus::Completed && r.keyset == self.keysets)
+        {
             let key = run
                 .manifest_key
                 .clone()

@@ -144,7 +144,13 @@ impl Pipeline {
             None => Some("its record is gone".to_owned()),
             Some(r) if r.status.is_terminal() => Some(format!("it had ended {}", r.status)),
             Some(_) if start.full_reload => Some("a full reload was asked for".to_owned()),
-            Some(_) if start.keyset => Some("a key-set run was asked for".to_owned()),
+            // A run is carried on only for a request of its own kind (a load for a load, a
+            // key set for a key set): the other kind's request would be lost in it.
+            Some(r) if r.keyset != start.keyset => Some(format!(
+                "it is a {}, and a {} was asked for",
+                r.kind().as_str(),
+                start.kind().as_str()
+            )),
             Some(r) => match &r.plan {
                 None => Some("it died before recording its plan".to_owned()),
                 Some(plan) if plan.table != *table => {
