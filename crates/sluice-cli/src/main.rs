@@ -394,9 +394,14 @@ async fn config_check(
         notes.push(match table.deletes.mode {
             sluice_core::DeleteMode::Off => "deletes off".to_owned(),
             mode => format!(
-                "deletes {} (at most {}% of STAGING per run)",
+                "deletes {} (at most {}% of STAGING per run){}",
                 format!("{mode:?}").to_lowercase(),
-                table.deletes.max_fraction * 100.0
+                table.deletes.max_fraction * 100.0,
+                match table.deletes.keyset.as_ref().map(|k| k.every.as_deref()) {
+                    Some(Some(every)) => format!(" by key sets every {every}"),
+                    Some(None) => " by key sets on request".to_owned(),
+                    None => String::new(),
+                }
             ),
         });
         println!(

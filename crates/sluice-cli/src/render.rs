@@ -104,9 +104,13 @@ pub fn run_list(runs: &[RunRecord]) -> String {
         "seconds",
     ]);
     for r in runs {
+        let table_key = match r.kind() {
+            sluice_core::run::RunKind::Load => r.table_key.clone(),
+            kind => format!("{} ({})", r.table_key, kind.as_str()),
+        };
         table.add_row(vec![
             Cell::new(r.run_id),
-            Cell::new(&r.table_key),
+            Cell::new(table_key),
             Cell::new(r.created_at.format("%Y-%m-%d %H:%M:%S")),
             Cell::new(r.status),
             right(r.rows()),
@@ -240,6 +244,9 @@ pub fn story(r: &RunRecord, state: &TableState, hold_warn_after: std::time::Dura
         })
         .collect();
     line(format!("phases    {}", phases.join(" → ")));
+    if r.kind() != sluice_core::run::RunKind::Load {
+        line(format!("kind      {}", r.kind().as_str()));
+    }
     if let Some(plan) = &r.plan {
         line(format!("mode      {:?}", plan.table.load.mode).to_lowercase());
         if let Some(c) = &plan.cursor {
@@ -311,6 +318,17 @@ pub fn story(r: &RunRecord, state: &TableState, hold_warn_after: std::time::Dura
     }
     if let Some(merge) = &r.merge {
         line(format!("merge     {merge}"));
+    }
+    if r.keyset {
+        line(format!(
+            "key sets  this run {} · latest completed {}",
+            if state.keyset_run_id == Some(r.run_id) {
+                "is the table's latest"
+            } else {
+                "is not the table's latest"
+            },
+            state.keyset_run_id.map_or("-".into(), |id| id.to_string())
+        ));
     }
     line(format!(
         "watermark before {} · committed {} · table now {}",

@@ -583,3 +583,82 @@ async fn validate_matches_after_a_run_and_names_what_differs() {
     assert!(!out.status.success());
     assert_contains(&both(&out), "give --snowflake-account");
 }
+
+/// `sluice run` runs a table's key set after its load once `deletes.keyset.every` has passed
+/// since the last one (here: never run), not again while it has not; `--keyset` asks for one;
+/// a table without key sets is refused it, and the STAGING rows the source deleted are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_takes_a_key_set_when_it_is_due_and_when_asked() {
+    let scene = SnowflakeScene::applied(
+        "cli_keyset",
+        "  - source: shop\n    table: public.orders\n    primary_key: [order_id]\n    load: {mode: incremental, cursor: updated_at}\n    deletes: {mode: hard, keyset: {every: 1h}}\n  - source: shop\n    table: public.products\n    primary_key: [product_id]\n",
+    )
+    .await;
+    let pg = scene.db.client().await;
+    let mut run = scene.run_args();
+    run.extend(["--table".to_owned(), "public.orders".to_owned()]);
+    let run: Vec<&str> = run.iter().map(String::as_str).collect();
+    let ok_run = |args: &[&str]| {
+        let out = scene.sluice(args, &[]);
+        assert!(out.status.success(), "sluice {args:?}: {}", both(&out));
+        text(&out.stdout)
+    };
+    let staging = format!("\"{}\".STAGING.SHOP_PUBLIC_ORDERS", scene.database);
+    let warehouse = scene.warehouse();
+    let count = async |sql: &str| -> i64 {
+        let result = warehouse
+            .execute(&sluice::warehouse::Statement::new(sql))
+            .await
+            .unwrap();
+        result.rows[0][0].as_i64().unwrap()
+    };
+
+    // The first run: the load, then the key set that has never run.
+    let first = ok_run(&run);
+    assert_eq!(
+        first.matches("shop/public.orders (key set)").count(),
+        1,
+        "{first}"
+    );
+    // Deleted at the source: the next load cannot see it, and no key set is due for an hour.
+    let deleted = pg
+        .execute("DELETE FROM public.orders WHERE order_id % 10 = 3", &[])
+        .await
+        .unwrap();
+    assert!(deleted > 0);
+    let second = ok_run(&run);
+    assert!(!second.contains("(key set)"), "{second}");
+    let source: i64 = pg
+        .query_one("SELECT count(*) FROM public.orders", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let in_staging = count(&format!("SELECT COUNT(*) FROM {staging}")).await;
+    assert_eq!(in_staging, source + deleted as i64);
+    // Asked for: the deleted rows leave STAGING.
+    let mut keyset = run.clone();
+    keyset.push("--keyset");
+    let third = ok_run(&keyset);
+    assert!(third.contains("shop/public.orders (key set)"), "{third}");
+    sluice_tests::snowflake::assert_staging_equals_source(
+        &warehouse,
+        &pg,
+        &staging,
+        "public.orders",
+    )
+    .await;
+    let story = ok_run(&["status"]);
+    assert!(story.contains("shop/public.orders (key set)"), "{story}");
+
+    // A table without key sets is refused one, and nothing runs.
+    let mut refused = scene.run_args();
+    refused.extend(["--table", "public.products", "--keyset"].map(str::to_owned));
+    let refused: Vec<&str> = refused.iter().map(String::as_str).collect();
+    let out = scene.sluice(&refused, &[]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stdout).contains("takes no key-set runs"),
+        "{}",
+        both(&out)
+    );
+}

@@ -49,7 +49,11 @@ pub struct RunSummary {
     pub rows: u64,
     pub files: u64,
     pub bytes: u64,
-    /// What the merge procedure reported, once MERGING is done.
+    /// `full reload` or `key set`; absent for the table's load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// What the merge procedure reported, once MERGING is done (a key set's reconcile
+    /// procedure: `deleted`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merge: Option<Value>,
     /// The run's first error, cut (see [`answer_error`]).
@@ -69,6 +73,10 @@ impl RunSummary {
             rows: record.rows(),
             files: record.files() as u64,
             bytes: record.bytes(),
+            kind: match record.kind() {
+                crate::run::RunKind::Load => None,
+                kind => Some(kind.as_str().to_owned()),
+            },
             merge: record.merge.clone(),
             error: record.error.as_ref().map(|e| answer_error(&e.message)),
             message: None,
