@@ -438,7 +438,7 @@ async fn bad_requests_get_a_400_with_a_message_and_start_nothing() {
         5
     };
     scheduled[1].schedule = Some(format!("0 0 {far_day} * *"));
-    s.push_tables(scheduled).await;
+    s.push_tables(scheduled.clone()).await;
     let tick = json!({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}});
     let invoke = || async {
         let response = http
@@ -462,6 +462,29 @@ async fn bad_requests_get_a_400_with_a_message_and_start_nothing() {
     // The same fire time starts nothing again.
     let second_tick = invoke().await;
     assert_eq!(second_tick["runs"], json!([]), "{second_tick}");
+
+    // Orders given key sets every hour, never run: the next tick starts one (its load is not
+    // due), and the orders the source deleted leave STAGING. Then nothing is due.
+    let pg = db.client().await;
+    let deleted = pg
+        .execute("DELETE FROM public.orders WHERE order_id % 17 = 5", &[])
+        .await
+        .unwrap();
+    assert!(deleted > 0);
+    scheduled[0].deletes.mode = sluice_core::DeleteMode::Hard;
+    scheduled[0].deletes.keyset = Some(sluice_core::config::KeysetConfig {
+        every: Some("1h".into()),
+    });
+    s.push_tables(scheduled).await;
+    let keyset_tick = invoke().await;
+    let runs = keyset_tick["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "{keyset_tick}");
+    assert_eq!(runs[0]["table"], "shop/public.orders", "{keyset_tick}");
+    assert_eq!(runs[0]["kind"], "key set", "{keyset_tick}");
+    s.settle().await;
+    assert_staging_equals_source(&s, &pg, "STAGING.SHOP_ORDERS", "public.orders").await;
+    let quiet_tick = invoke().await;
+    assert_eq!(quiet_tick["runs"], json!([]), "{quiet_tick}");
 
     // An event for a run that does not exist is answered, not failed: a retry could not
     // find the run either, so Lambda is not asked for one. A malformed event is refused with
