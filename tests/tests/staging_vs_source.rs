@@ -195,6 +195,8 @@ async fn hard_deletes_follow_the_source_replay_safely_and_stop_at_the_guard() {
     assert_eq!(first.source_rows(), Some(count as u64));
     assert_eq!(first.loaded_rows, Some(count as u64));
     assert_eq!(first.rows(), count as u64);
+    assert_eq!(first.merged_keys, Some(count as u64));
+    assert_eq!(first.duplicate_key_rows(), Some(0));
 
     // Five products vanish; the next run deletes exactly those from STAGING.
     let gone = pg_keys(
@@ -701,6 +703,55 @@ async fn mariadb_key_sets_mark_deleted_rows_in_chunks() {
         w.staging_keys("order_id", staging, marked).await,
         still_gone
     );
+}
+
+/// A source whose "primary key" is not unique: the run completes (the merge keeps the latest
+/// of each key) and says how many loaded rows repeated a key, counted against the source.
+#[tokio::test]
+async fn a_run_with_repeated_keys_says_how_many_rows_the_merge_folded() {
+    let db = TestDb::create("sfdups").await;
+    let pg = db.client().await;
+    pg.batch_execute(
+        "CREATE TABLE public.events (id integer, note text, updated_at timestamp NOT NULL);
+         INSERT INTO public.events SELECT g, 'event ' || g, TIMESTAMP '2026-01-01' + g * INTERVAL '1 minute' FROM generate_series(1, 40) g;
+         INSERT INTO public.events SELECT g, 'again ' || g, TIMESTAMP '2026-02-01' + g * INTERVAL '1 minute' FROM generate_series(1, 40, 7) g;",
+    )
+    .await
+    .unwrap();
+    let tables = "  - source: shop
+    table: public.events
+    primary_key: [id]
+    load: {mode: full, cursor: updated_at}
+    target: {staging_table: STAGING.EVENTS}
+";
+    let w = world("sfdups", &shop_config(&db, tables), false).await;
+    let events = w.h.table("public.events").clone();
+    let record = w.run(&events).await;
+    let row = pg
+        .query_one(
+            "SELECT count(*), count(DISTINCT id) FROM public.events",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (rows, keys): (i64, i64) = (row.get(0), row.get(1));
+    assert!(rows > keys);
+    assert_eq!(record.loaded_rows, Some(rows as u64));
+    assert_eq!(record.merged_keys, Some(keys as u64));
+    assert_eq!(record.duplicate_key_rows(), Some((rows - keys) as u64));
+    let answer = sluice_core::external_function::answer::RunStory::of(&record);
+    let answer = serde_json::to_value(answer).unwrap();
+    assert_eq!(answer["duplicate_key_rows"], serde_json::json!(rows - keys));
+    // The latest of each key won.
+    let again = w
+        .ints("SELECT COUNT(*) FROM STAGING.EVENTS WHERE \"note\" LIKE 'again %'")
+        .await;
+    let repeated: i64 = pg
+        .query_one("SELECT count(*) FROM generate_series(1, 40, 7)", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(again.into_iter().next(), Some(repeated));
 }
 
 /// The metric named `kind(column)` (`rows` for the row count).

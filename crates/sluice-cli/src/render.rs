@@ -310,6 +310,14 @@ pub fn story(r: &RunRecord, state: &TableState, hold_warn_after: std::time::Dura
                 .unwrap_or_default()
         ));
     }
+    if let Some(keys) = r.merged_keys {
+        line(format!("merged    {keys} distinct keys"));
+    }
+    if let Some(duplicates) = r.duplicate_key_rows().filter(|n| *n > 0) {
+        line(format!(
+            "warning   {duplicates} loaded row(s) repeat a key of the same run (the merge kept the latest of each): a source without a unique primary key, or rows moved between chunks"
+        ));
+    }
     for (what, count) in r.warnings() {
         line(format!("warning   {what}: {count}"));
     }

@@ -212,6 +212,11 @@ pub struct RunRecord {
     /// LOADING is done.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loaded_rows: Option<u64>,
+    /// The distinct keys the generated merge procedure merged from those rows (its merge
+    /// log's `keys`), once MERGING is done; fewer than `loaded_rows` means keys repeated in
+    /// the run (see [`RunRecord::duplicate_key_rows`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_keys: Option<u64>,
     /// What the warehouse merge reported (the merge procedure's VARIANT, e.g.
     /// `{"inserted": 3, "updated": 1}`), once MERGING is done.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -333,6 +338,7 @@ impl RunRecord {
             watermark_committed: None,
             manifest_key: None,
             loaded_rows: None,
+            merged_keys: None,
             merge: None,
             error: None,
             holder: None,
@@ -386,6 +392,15 @@ impl RunRecord {
 
     /// The rows the source held for the whole run (each chunk counted in its own snapshot,
     /// before `where`), when every chunk of the plan is done and counted.
+    /// Rows the run loaded beyond one per key: rows whose key another row of the same run
+    /// had (a source without a unique key, a row moved between chunks), of which the merge
+    /// kept the latest. `None` until merged, or when the merge merged nothing (a replay after
+    /// a later run, which merges nothing by design).
+    pub fn duplicate_key_rows(&self) -> Option<u64> {
+        let keys = self.merged_keys.filter(|k| *k > 0)?;
+        Some(self.loaded_rows?.saturating_sub(keys))
+    }
+
     pub fn source_rows(&self) -> Option<u64> {
         let planned = self.plan.as_ref()?.chunks.len();
         if self.chunks.len() != planned {

@@ -247,7 +247,8 @@ pub fn merge_log_ddl(log: &ObjectName) -> String {
     format!("CREATE TABLE IF NOT EXISTS {} ({columns})", log.quoted())
 }
 
-/// The merge log's columns; `deleted` came later, so older logs are evolved to have it.
+/// The merge log's columns; `deleted` and `keys` came later, so older logs are evolved to
+/// have them.
 pub fn merge_log_columns() -> Vec<(String, SnowflakeType)> {
     let count = SnowflakeType::Number {
         precision: 19,
@@ -258,7 +259,16 @@ pub fn merge_log_columns() -> Vec<(String, SnowflakeType)> {
         ("inserted".to_owned(), count),
         ("updated".to_owned(), count),
         ("deleted".to_owned(), count),
+        ("keys".to_owned(), count),
     ]
+}
+
+/// The distinct keys a run's merge merged, from the merge log; binding: the run id.
+pub fn merged_keys_query(targets: &TableTargets) -> String {
+    format!(
+        "SELECT \"keys\" FROM {} WHERE \"run_id\" = ?",
+        targets.merge_log.quoted()
+    )
 }
 
 /// The STAGING rows of `spec`'s table (alias `t`) that a run (`run`: `:RUN_ID` in the
@@ -526,8 +536,8 @@ pub fn merge_procedure_ddl(
          AS $$\n\
          BEGIN\n\
          DELETE FROM {log} WHERE \"run_id\" = :RUN_ID;\n\
-         INSERT INTO {log} (\"run_id\", \"inserted\", \"updated\"{log_columns})\n\
-         \x20   SELECT :RUN_ID, COALESCE(COUNT_IF(t.{first_key} IS NULL), 0), COALESCE(COUNT_IF(t.{first_key} IS NOT NULL AND {newer}), 0){deleted_count}\n\
+         INSERT INTO {log} (\"run_id\", \"inserted\", \"updated\", \"keys\"{log_columns})\n\
+         \x20   SELECT :RUN_ID, COALESCE(COUNT_IF(t.{first_key} IS NULL), 0), COALESCE(COUNT_IF(t.{first_key} IS NOT NULL AND {newer}), 0), COUNT(*){deleted_count}\n\
          \x20   FROM {source} AS s\n\
          \x20   LEFT JOIN {table} AS t ON {on};\n\
          {remove_vanished}\
@@ -680,6 +690,15 @@ pub fn call_with_run_id(procedure: &ObjectName) -> String {
     format!("CALL {}(?)", procedure.quoted())
 }
 
+/// Counts a run's rows in RAW (or a keys table) after its COPY; binding: the run id.
+pub fn count_run_rows(raw: &ObjectName) -> String {
+    format!(
+        "SELECT COUNT(*) FROM {} WHERE {} = ?",
+        raw.quoted(),
+        quote(RUN_ID_COLUMN)
+    )
+}
+
 /// Deletes a run's RAW rows before its COPY, so a replayed run loads its files exactly once
 /// (the COPY is `FORCE = TRUE`); binding: the run id.
 pub fn delete_run_rows(raw: &ObjectName) -> String {
@@ -803,8 +822,8 @@ mod tests {
                 "CREATE OR REPLACE PROCEDURE \"DB\".\"STAGING\".\"MERGE_SHOP_PUBLIC_ORDERS\"(RUN_ID VARCHAR)\n\
                  RETURNS VARIANT\nLANGUAGE SQL\nEXECUTE AS OWNER\nAS $$\nBEGIN\n\
                  DELETE FROM {log} WHERE \"run_id\" = :RUN_ID;\n\
-                 INSERT INTO {log} (\"run_id\", \"inserted\", \"updated\")\n\
-                 \x20   SELECT :RUN_ID, COALESCE(COUNT_IF(t.\"id\" IS NULL), 0), COALESCE(COUNT_IF(t.\"id\" IS NOT NULL AND {newer}), 0)\n\
+                 INSERT INTO {log} (\"run_id\", \"inserted\", \"updated\", \"keys\")\n\
+                 \x20   SELECT :RUN_ID, COALESCE(COUNT_IF(t.\"id\" IS NULL), 0), COALESCE(COUNT_IF(t.\"id\" IS NOT NULL AND {newer}), 0), COUNT(*)\n\
                  \x20   FROM {source} AS s\n\
                  \x20   LEFT JOIN {staging} AS t ON t.\"id\" = s.\"id\";\n\
                  MERGE INTO {staging} AS t\nUSING {source} AS s\nON t.\"id\" = s.\"id\"\n\

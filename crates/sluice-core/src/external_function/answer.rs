@@ -125,6 +125,13 @@ pub struct RunStory {
     /// The rows COPY loaded into RAW, once LOADING is done.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loaded_rows: Option<u64>,
+    /// Distinct keys the merge merged from the loaded rows (see `RunRecord::merged_keys`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_keys: Option<u64>,
+    /// Loaded rows beyond one per key (see `RunRecord::duplicate_key_rows`): a warning, not a
+    /// failure, since the merge keeps the latest of each key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duplicate_key_rows: Option<u64>,
     /// The command that tells the rest (per-chunk rows and files, the plan, the whole error).
     pub story: String,
 }
@@ -159,6 +166,8 @@ impl RunStory {
             watermark_committed: record.watermark_committed.clone(),
             source_rows: record.source_rows(),
             loaded_rows: record.loaded_rows,
+            merged_keys: record.merged_keys,
+            duplicate_key_rows: record.duplicate_key_rows().filter(|n| *n > 0),
             story: format!("sluice status {}", record.run_id),
         }
     }

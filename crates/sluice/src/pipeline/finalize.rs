@@ -103,11 +103,23 @@ impl Pipeline {
                     loader.merge(&plan.table, run_id).await?
                 };
                 fail::fail_point!("finalize-after-merge");
+                let merged_keys = if plan.keyset {
+                    None
+                } else {
+                    loader.merged_keys(&plan.table, run_id).await?
+                };
                 self.state
                     .update_run(
                         run_id,
                         Box::new(move |r| {
                             r.merge = Some(merged);
+                            r.merged_keys = merged_keys;
+                            if let Some(duplicates) = r.duplicate_key_rows().filter(|n| *n > 0) {
+                                warn!(
+                                    duplicates,
+                                    "rows of the run share a key with another row of it; the merge kept the latest of each"
+                                );
+                            }
                             Ok(())
                         }),
                     )

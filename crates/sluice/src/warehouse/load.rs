@@ -14,9 +14,9 @@ use sluice_core::manifest::Manifest;
 use sluice_core::snowflake::{ObjectName, SqlGenError, copy_into_raw, manifest_schema};
 use sluice_core::staging::{
     ExistingColumn, MergeSpec, StagingError, TableTargets, call_with_run_id, columns_query,
-    delete_run_rows, deletes_guard_query, evolve_table, keys_table_ddl, merge_log_columns,
-    merge_log_ddl, merge_procedure_ddl, reconcile_procedure_ddl, soft_delete_columns,
-    staging_columns, table_tables_sql,
+    count_run_rows, delete_run_rows, deletes_guard_query, evolve_table, keys_table_ddl,
+    merge_log_columns, merge_log_ddl, merge_procedure_ddl, merged_keys_query,
+    reconcile_procedure_ddl, soft_delete_columns, staging_columns, table_tables_sql,
 };
 use sluice_core::{DeleteMode, RunId, TableConfig};
 use thiserror::Error;
@@ -51,6 +51,15 @@ pub enum LoadError {
     },
     #[error("COPY INTO {table}: {message}")]
     CopyResult { table: String, message: String },
+    #[error(
+        "{table} holds {holds} rows of run {run_id} after COPY loaded {loaded}: something else wrote the run's rows (or the delete before the COPY did not); nothing was merged"
+    )]
+    RunRowsMismatch {
+        table: String,
+        run_id: RunId,
+        holds: u64,
+        loaded: u64,
+    },
     #[error(
         "{table}: {reason}; nothing in STAGING was changed. If the source really lost these rows, raise deletes.max_fraction (now {max_fraction}; 1 allows any share) and run again"
     )]
@@ -221,6 +230,23 @@ impl Loader {
             }
         }
         let rows = loaded.values().sum();
+        // What the table holds of the run now must be what COPY just loaded, no more.
+        let counted = self
+            .warehouse
+            .execute(&Statement::new(count_run_rows(table)).bind(manifest.run_id.to_string()))
+            .await?;
+        let holds = counted
+            .scalar()
+            .and_then(Value::as_i64)
+            .and_then(|n| u64::try_from(n).ok());
+        if holds != Some(rows) {
+            return Err(LoadError::RunRowsMismatch {
+                table: table.quoted(),
+                run_id: manifest.run_id,
+                holds: holds.unwrap_or(0),
+                loaded: rows,
+            });
+        }
         info!(files = files.len(), rows, "copied into RAW");
         Ok(Loaded {
             files: files.len(),
@@ -286,6 +312,27 @@ impl Loader {
             .await?;
         info!(procedure = %targets.merge_procedure.quoted(), %outcome, "merged into STAGING");
         Ok(outcome)
+    }
+
+    /// The distinct keys the generated merge procedure merged for `run_id` (its merge log's
+    /// `keys`); `None` for a table with its own merge procedure, which keeps no such log.
+    pub async fn merged_keys(
+        &self,
+        table: &TableConfig,
+        run_id: RunId,
+    ) -> Result<Option<u64>, LoadError> {
+        let targets = TableTargets::resolve(table, &self.target.database);
+        if !targets.generated_merge {
+            return Ok(None);
+        }
+        let result = self
+            .warehouse
+            .execute(&Statement::new(merged_keys_query(&targets)).bind(run_id.to_string()))
+            .await?;
+        Ok(result
+            .scalar()
+            .and_then(Value::as_i64)
+            .and_then(|n| u64::try_from(n).ok()))
     }
 
     /// CALLs `first`, then every gold procedure in order, each with the run id; returns what
