@@ -36,6 +36,10 @@ use crate::invoke::{
 
 /// Rows of one batch started at once: each is a few state writes and one invoke.
 const PLAN_CONCURRENCY: usize = 8;
+/// How many of a table's newest runs the schedule tick looks through for its last load (key
+/// sets and validations in between are no load). Past that many, the table counts as never
+/// loaded: its load starts at its next fire time within the lookback, at most once too many.
+const LOADS_SEARCHED: usize = 20;
 /// Asynchronous invocations sent at once when a run starts its first chunks.
 const FAN_OUT_CONCURRENCY: usize = 16;
 /// Who claims the start of a run's first chunks (see [`sluice::state::StateStore::claim_chunk_start`]): not a
@@ -421,12 +425,14 @@ impl Functions {
                 None => false,
                 Some(text) => match Schedule::parse(text) {
                     Ok(schedule) => {
+                        // The last load: key sets and validations are no load.
                         let last = self
                             .deployment
                             .state
-                            .list_runs(Some(&table.key()), 1)
+                            .list_runs(Some(&table.key()), LOADS_SEARCHED)
                             .await?
-                            .first()
+                            .into_iter()
+                            .find(|r| r.kind().loads_rows())
                             .map(|r| r.created_at);
                         schedule.is_due(last, now, lookback)
                     }

@@ -584,6 +584,7 @@ async fn validate(args: ValidateArgs, aws: &AwsArgs) -> Result<bool> {
         let source = sources
             .get(&table.source)
             .with_context(|| format!("table {}: no source '{}'", table.key(), table.source))?;
+        let started = chrono::Utc::now();
         let validation = sluice::validate::validate_table(
             source.as_ref(),
             warehouse.as_ref(),
@@ -604,6 +605,16 @@ async fn validate(args: ValidateArgs, aws: &AwsArgs) -> Result<bool> {
         // A level asked for and not run proves nothing: no pass.
         all_match &= validation.verdict() == sluice_core::validate::Verdict::Ok
             && validation.rows_skipped.is_none();
+        let recorded =
+            sluice::validate::record_validation(state.as_ref(), table, started, validation.clone())
+                .await?;
+        eprintln!(
+            "{}: validation recorded as run {} ({}; sluice status {})",
+            table.key(),
+            recorded.run_id,
+            recorded.status,
+            recorded.run_id
+        );
         let text = if args.json {
             format!("{}\n", serde_json::to_string(&validation)?)
         } else {

@@ -247,6 +247,13 @@ pub fn story(r: &RunRecord, state: &TableState, hold_warn_after: std::time::Dura
     if r.kind() != sluice_core::run::RunKind::Load {
         line(format!("kind      {}", r.kind().as_str()));
     }
+    if let Some(found) = &r.validation {
+        if let Some(error) = &r.error {
+            line(format!("error     {}", error.message));
+        }
+        line(validation(found));
+        return out;
+    }
     if let Some(plan) = &r.plan {
         line(format!("mode      {:?}", plan.table.load.mode).to_lowercase());
         if let Some(c) = &plan.cursor {

@@ -133,11 +133,12 @@ async fn known_kind(state: &dyn StateStore, key: &str) -> Result<Option<ScalarKi
     if let Some(w) = state.table_state(key).await?.watermark {
         return Ok(Some(w.kind()));
     }
-    let runs = state.list_runs(Some(key), 1).await?;
+    // Key sets and validations have no window: the newest run that had one.
+    let runs = state.list_runs(Some(key), 20).await?;
     Ok(runs
-        .first()
-        .and_then(|r| r.plan.as_ref()?.cursor.as_ref())
-        .and_then(|c| c.upper.as_ref().or(c.lower.as_ref()))
+        .iter()
+        .filter_map(|r| r.plan.as_ref()?.cursor.as_ref())
+        .find_map(|c| c.upper.as_ref().or(c.lower.as_ref()))
         .map(ScalarValue::kind))
 }
 

@@ -576,6 +576,31 @@ async fn validate_matches_after_a_run_and_names_what_differs() {
     let line = shown.lines().find(|l| l.contains("sum(price)")).unwrap();
     assert!(line.contains("MISMATCH"), "{line}");
 
+    // Every validation is kept as a run of the table: the passes COMPLETED, the mismatch
+    // FAILED, and its story is the validation itself.
+    let said = text(&out.stderr);
+    let recorded = said
+        .split_whitespace()
+        .find(|w| w.len() == 26 && w.parse::<sluice_core::RunId>().is_ok())
+        .unwrap_or_else(|| panic!("no run id in {said}"));
+    assert_contains(&said, "validation recorded as run");
+    let list = ok(&scene.sluice(&["status"], &[]));
+    let validations: Vec<&str> = list
+        .lines()
+        .filter(|l| l.contains("shop/public.products (validation)"))
+        .collect();
+    assert_eq!(validations.len(), 3, "{list}");
+    assert_eq!(
+        validations.iter().filter(|l| l.contains("FAILED")).count(),
+        1,
+        "{list}"
+    );
+    let story = ok(&scene.sluice(&["status", recorded], &[]));
+    assert_contains(&story, "kind      validation");
+    assert_contains(&story, "status    FAILED");
+    assert_contains(&story, "metric(s) differ");
+    assert_contains(&story, "key (1) Different in price");
+
     let out = scene.sluice(
         &["validate", "--config", scene.config.to_str().unwrap()],
         &[],

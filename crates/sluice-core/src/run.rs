@@ -163,6 +163,8 @@ pub enum RunKind {
     FullReload,
     /// The primary keys of the whole table, to find rows deleted at the source.
     Keyset,
+    /// `sluice validate` of the table, recorded: it read and wrote nothing of the table's.
+    Validation,
 }
 
 impl RunKind {
@@ -171,7 +173,13 @@ impl RunKind {
             RunKind::Load => "load",
             RunKind::FullReload => "full reload",
             RunKind::Keyset => "key set",
+            RunKind::Validation => "validation",
         }
+    }
+
+    /// Whether runs of this kind load the table's rows (and so have its files' schema).
+    pub fn loads_rows(self) -> bool {
+        matches!(self, RunKind::Load | RunKind::FullReload)
     }
 }
 
@@ -231,6 +239,10 @@ pub struct RunRecord {
     /// Each time the run was taken over from a holder that died and carried on.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resumptions: Vec<Resumption>,
+    /// What `sluice validate` found, for a validation's record (see
+    /// [`RunRecord::validation_run`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<Box<crate::validate::TableValidation>>,
     /// Files of the run removed from the table's partition directory because no completed
     /// manifest lists them (a failed run's, a crashed chunk's, surplus parts of a retry).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -299,7 +311,9 @@ pub struct RunError {
 impl RunRecord {
     /// What the run reads.
     pub fn kind(&self) -> RunKind {
-        if self.keyset {
+        if self.validation.is_some() {
+            RunKind::Validation
+        } else if self.keyset {
             RunKind::Keyset
         } else if self.full_reload {
             RunKind::FullReload
@@ -344,7 +358,42 @@ impl RunRecord {
             holder: None,
             resumptions: Vec::new(),
             removed_files: Vec::new(),
+            validation: None,
         }
+    }
+
+    /// The record of a `sluice validate` of `table_key` that ran from `started` to
+    /// `finished`: COMPLETED when nothing differs (rows not yet loaded are no difference),
+    /// FAILED with a summary when something does or an asked level could not run.
+    pub fn validation_run(
+        run_id: RunId,
+        table_key: String,
+        started: DateTime<Utc>,
+        finished: DateTime<Utc>,
+        validation: crate::validate::TableValidation,
+    ) -> RunRecord {
+        let mut record = RunRecord::new(run_id, table_key, started);
+        record.phases.insert(
+            RunStatus::Planned,
+            PhaseTiming {
+                started_at: started,
+                finished_at: Some(finished),
+            },
+        );
+        record.updated_at = finished;
+        match validation.failure() {
+            None => record.status = RunStatus::Completed,
+            Some(message) => {
+                record.status = RunStatus::Failed;
+                record.error = Some(RunError {
+                    phase: RunStatus::Planned,
+                    chunk: None,
+                    message,
+                });
+            }
+        }
+        record.validation = Some(Box::new(validation));
+        record
     }
 
     /// Moves to `next`, closing the current phase's timing and opening the next one.

@@ -486,6 +486,49 @@ impl TableValidation {
         }
         worst
     }
+
+    /// Why this validation is no pass, `None` when it is one: what differs (schema findings,
+    /// metrics, rows), or an asked-for level that could not run. Rows not yet loaded (an
+    /// incremental table past its watermark) are no difference.
+    pub fn failure(&self) -> Option<String> {
+        let mut problems = Vec::new();
+        let schema = self
+            .schema
+            .iter()
+            .filter(|f| f.verdict == Verdict::Mismatch)
+            .count();
+        if schema > 0 {
+            problems.push(format!("{schema} schema finding(s)"));
+        }
+        let metrics = self
+            .metrics
+            .iter()
+            .filter(|m| m.verdict == Verdict::Mismatch)
+            .count();
+        if metrics > 0 {
+            problems.push(format!("{metrics} metric(s) differ"));
+        }
+        if let Some(rows) = self
+            .rows
+            .as_ref()
+            .filter(|r| r.verdict == Verdict::Mismatch)
+        {
+            problems.push(format!(
+                "rows: {} missing, {} extra, {} different",
+                rows.missing, rows.extra, rows.different
+            ));
+        }
+        if let Some(reason) = &self.rows_skipped {
+            problems.push(format!("rows not compared: {reason}"));
+        }
+        (!problems.is_empty()).then(|| {
+            format!(
+                "{} differs from the source: {}",
+                self.staging,
+                problems.join("; ")
+            )
+        })
+    }
 }
 
 /// Columns sluice adds to every file; they have no source counterpart.

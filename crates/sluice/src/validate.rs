@@ -9,7 +9,7 @@ use sluice_core::validate::{
     compare_metrics, compare_range, compare_schemas, key_range_sql, key_ranges, metrics_for,
     metrics_sql, not_yet_loaded_sql, row_layout, rows_sql, source_conditions, staging_conditions,
 };
-use sluice_core::{Dialect, Engine, RunStatus, TableConfig};
+use sluice_core::{Dialect, Engine, RunId, RunRecord, RunStatus, TableConfig};
 use thiserror::Error;
 use tracing::info;
 
@@ -35,6 +35,26 @@ pub enum ValidateError {
 
 /// How many of a table's latest runs are searched for its last completed one.
 const RUNS_SEARCHED: usize = 50;
+
+/// Keeps `validation` of `table`, which started at `started`, as a run of the table in
+/// `state` (see [`RunRecord::validation_run`]), so `sluice status` tells it with the table's
+/// loads. Returns the record kept.
+pub async fn record_validation(
+    state: &dyn StateStore,
+    table: &TableConfig,
+    started: chrono::DateTime<chrono::Utc>,
+    validation: TableValidation,
+) -> Result<RunRecord, StateError> {
+    let record = RunRecord::validation_run(
+        RunId::at(started),
+        table.key(),
+        started,
+        chrono::Utc::now(),
+        validation,
+    );
+    state.create_run(&record).await?;
+    Ok(record)
+}
 
 /// How deep to look, and how much of the row level to keep.
 #[derive(Debug, Clone, Copy)]
@@ -85,7 +105,7 @@ pub async fn validate_table(
         .list_runs(Some(&key), RUNS_SEARCHED)
         .await?
         .into_iter()
-        .find(|r| r.status == RunStatus::Completed)
+        .find(|r| r.status == RunStatus::Completed && r.kind().loads_rows())
     {
         Some(header) => state.get_run(header.run_id).await?,
         None => None,
