@@ -855,6 +855,54 @@ async fn validate_passes_a_clean_table_and_locates_each_injected_fault() {
     w.execute("UPDATE STAGING.PRODUCTS SET \"price\" = \"price\" - 1 WHERE \"product_id\" = 5")
         .await;
 
+    // A float changed in STAGING: caught by its sum (floats are compared to their digits,
+    // never as text), though the row level cannot hash it.
+    w.execute(
+        "UPDATE STAGING.PRODUCTS SET \"rating\" = \"rating\" + 0.25 WHERE \"product_id\" = 7",
+    )
+    .await;
+    let float = w.validate(&products).await;
+    assert_eq!(float.verdict(), Verdict::Mismatch);
+    let found = differing(&float);
+    assert!(found.contains(&"sum(rating)".to_owned()), "{found:?}");
+    assert!(found.iter().all(|m| m.ends_with("(rating)")), "{found:?}");
+    w.execute(
+        "UPDATE STAGING.PRODUCTS SET \"rating\" = \"rating\" - 0.25 WHERE \"product_id\" = 7",
+    )
+    .await;
+    // Text changed in STAGING: its length in characters differs, and the row level names it.
+    w.execute("UPDATE STAGING.PRODUCTS SET \"name\" = \"name\" || '!' WHERE \"product_id\" = 8")
+        .await;
+    let text = w.validate(&products).await;
+    assert_eq!(differing(&text), ["chars(name)"]);
+    assert_eq!(text.rows.as_ref().unwrap().examples[0].columns, ["name"]);
+    w.execute("UPDATE STAGING.PRODUCTS SET \"name\" = LEFT(\"name\", LENGTH(\"name\") - 1) WHERE \"product_id\" = 8")
+        .await;
+    // A timestamp moved in STAGING past every other: the max differs.
+    w.execute("UPDATE STAGING.PRODUCTS SET \"updated_at\" = '2099-01-01 00:00:00'::TIMESTAMP_NTZ WHERE \"product_id\" = 9")
+        .await;
+    let moved = w.validate(&products).await;
+    assert_eq!(differing(&moved), ["max(updated_at)"]);
+    w.run(&products).await;
+    assert_eq!(w.validate(&products).await.verdict(), Verdict::Ok);
+    let clean = w.validate(&products).await;
+    let (newest, chars): (i64, i64) = pg
+        .query_one(
+            "SELECT CAST(EXTRACT(EPOCH FROM max(updated_at)) * 1000000 AS bigint), sum(char_length(name))::bigint FROM products",
+            &[],
+        )
+        .await
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert_eq!(
+        metric(&clean, MetricKind::Max, Some("updated_at")).staging,
+        Some(newest.to_string())
+    );
+    assert_eq!(
+        metric(&clean, MetricKind::Chars, Some("name")).staging,
+        Some(chars.to_string())
+    );
+
     // A row deleted in STAGING, then an extra one.
     w.execute("DELETE FROM STAGING.PRODUCTS WHERE \"product_id\" = 200")
         .await;

@@ -441,7 +441,7 @@ mod tests {
                 "CREATE STAGE IF NOT EXISTS \"SLUICE\".\"RAW\".\"SLUICE_STAGE\"\n  URL = 's3://acme-lake/raw/v1/'\n  \
                  STORAGE_INTEGRATION = \"SLUICE_S3\"\n  FILE_FORMAT = \"SLUICE\".\"RAW\".\"SLUICE_PARQUET\"",
                 "CREATE SCHEMA IF NOT EXISTS \"SLUICE\".\"MART\"",
-                "CREATE TABLE IF NOT EXISTS \"SLUICE\".\"MART\".\"ORDERS_MERGES\" (\"run_id\" VARCHAR, \"inserted\" NUMBER(19,0), \"updated\" NUMBER(19,0), \"deleted\" NUMBER(19,0))",
+                "CREATE TABLE IF NOT EXISTS \"SLUICE\".\"MART\".\"ORDERS_MERGES\" (\"run_id\" VARCHAR, \"inserted\" NUMBER(19,0), \"updated\" NUMBER(19,0), \"deleted\" NUMBER(19,0), \"keys\" NUMBER(19,0))",
             ]
         );
         assert_eq!(

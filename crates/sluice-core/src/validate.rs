@@ -5,10 +5,13 @@
 //!   completed run, and STAGING's columns (`INFORMATION_SCHEMA.COLUMNS`), by the README's
 //!   mapping: columns missing on a side, extra, or of another type.
 //! - **metrics**: one aggregate query on each side, in one snapshot on the source: the row
-//!   count, each column's NULL count, `MIN`/`MAX`/`SUM` of integer and decimal columns and the
-//!   count of TRUE in boolean columns, every value rendered as text by its own database and
-//!   compared exactly (decimals after dropping trailing zeros). Float, text, date and time
-//!   columns are compared by NULL count only: their text renderings differ between engines.
+//!   count, each column's NULL count, `MIN`/`MAX`/`SUM` of integer and decimal columns, the
+//!   count of TRUE in boolean columns, the total length in characters of text columns, and
+//!   `MIN`/`MAX` of date and timestamp columns as days or microseconds since 1970 (the row
+//!   level's canonical integers), every value rendered as text by its own database and
+//!   compared exactly (decimals after dropping trailing zeros). Float columns get
+//!   `MIN`/`MAX`/`SUM` compared to a number of significant digits (see [`Reading::Float`]):
+//!   each engine prints floats its own way and sums them in its own order.
 //!
 //! - **rows**: per range of the first key column, every row's MD5 of one canonical text that
 //!   PostgreSQL, MySQL and Snowflake all compute the same way (see [`RowColumn`]), on both
@@ -73,6 +76,34 @@ pub enum MetricKind {
     Max,
     Sum,
     Trues,
+    /// The total length of a text column's values, in characters (every engine counts
+    /// Unicode characters, and no collation is involved, as it would be in `MIN`/`MAX`).
+    Chars,
+}
+
+/// How a metric reads its column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case", tag = "as")]
+pub enum Reading {
+    /// The value itself, compared exactly.
+    #[default]
+    Exact,
+    /// A date as days since 1970-01-01.
+    Days,
+    /// A timestamp as microseconds since 1970-01-01 00:00:00 (UTC for zoned ones).
+    Micros,
+    /// A float, equal when the two sides agree to `digits` significant digits: 15 for a
+    /// double's `MIN`/`MAX` (one value, printed by two engines), 9 for its `SUM` (the order of
+    /// additions changes the last bits, more so the more rows), 6 for single precision (a
+    /// PostgreSQL `real` is a double in Snowflake, and PostgreSQL sums `real` in single
+    /// precision).
+    Float { digits: u8 },
+}
+
+impl Reading {
+    fn is_exact(&self) -> bool {
+        *self == Reading::Exact
+    }
 }
 
 /// One measurement, on one column (none for `Rows`).
@@ -81,6 +112,8 @@ pub struct Metric {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub column: Option<String>,
     pub kind: MetricKind,
+    #[serde(default, skip_serializing_if = "Reading::is_exact")]
+    pub reading: Reading,
 }
 
 impl std::fmt::Display for Metric {
@@ -231,26 +264,39 @@ impl Side {
             (RowColumn::Boolean, _) => {
                 format!("CASE WHEN {c} IS NULL THEN NULL WHEN {c} THEN '1' ELSE '0' END")
             }
-            (RowColumn::Date, Side::Source(Dialect::Postgres)) => {
-                self.as_text_always(&format!("{c} - DATE '1970-01-01'"))
-            }
-            (RowColumn::Date, Side::Source(Dialect::Mysql)) => {
-                self.as_text_always(&format!("DATEDIFF({c}, '1970-01-01')"))
-            }
-            (RowColumn::Date, Side::Snowflake) => {
-                self.as_text_always(&format!("DATEDIFF(day, '1970-01-01'::DATE, {c})"))
-            }
-            (RowColumn::Timestamp, Side::Source(Dialect::Postgres)) => self.as_text_always(
-                &format!("CAST(EXTRACT(EPOCH FROM {c}) * 1000000 AS bigint)"),
-            ),
-            // TIMESTAMP columns in the session's zone, which sluice sets to +00:00.
-            (RowColumn::Timestamp, Side::Source(Dialect::Mysql)) => self.as_text_always(&format!(
-                "TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', {c})"
-            )),
-            (RowColumn::Timestamp, Side::Snowflake) => {
-                self.as_text_always(&format!("DATE_PART(epoch_microsecond, {c})"))
+            (RowColumn::Date | RowColumn::Timestamp, _) => {
+                self.as_text_always(&self.canonical_integer(column, kind))
             }
             (RowColumn::Skipped, _) => "NULL".into(),
+        }
+    }
+
+    /// A date as days since 1970-01-01, a timestamp as microseconds since 1970-01-01
+    /// 00:00:00 (UTC for zoned ones), as an integer expression; NULL for another kind.
+    /// PostgreSQL's `±infinity` is NULL, as the files hold it (`invalid_dates: null`).
+    fn canonical_integer(self, column: &str, kind: RowColumn) -> String {
+        let c = self.quote(column);
+        match (kind, self) {
+            (RowColumn::Date, Side::Source(Dialect::Postgres)) => {
+                format!("CASE WHEN isfinite({c}) THEN {c} - DATE '1970-01-01' END")
+            }
+            (RowColumn::Date, Side::Source(Dialect::Mysql)) => {
+                format!("DATEDIFF({c}, '1970-01-01')")
+            }
+            (RowColumn::Date, Side::Snowflake) => {
+                format!("DATEDIFF(day, '1970-01-01'::DATE, {c})")
+            }
+            (RowColumn::Timestamp, Side::Source(Dialect::Postgres)) => format!(
+                "CASE WHEN isfinite({c}) THEN CAST(EXTRACT(EPOCH FROM {c}) * 1000000 AS bigint) END"
+            ),
+            // TIMESTAMP columns in the session's zone, which sluice sets to +00:00.
+            (RowColumn::Timestamp, Side::Source(Dialect::Mysql)) => {
+                format!("TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', {c})")
+            }
+            (RowColumn::Timestamp, Side::Snowflake) => {
+                format!("DATE_PART(epoch_microsecond, {c})")
+            }
+            _ => "NULL".into(),
         }
     }
 
@@ -641,12 +687,47 @@ pub fn compare_schemas(
 }
 
 /// What a column is compared by, from its type in the files.
-fn measures(data_type: &DataType) -> &'static [MetricKind] {
+fn measures(data_type: &DataType) -> Vec<(MetricKind, Reading)> {
     use MetricKind::*;
+    let exact = |kinds: &[MetricKind]| kinds.iter().map(|k| (*k, Reading::Exact)).collect();
+    let float = |digits_min_max: u8, digits_sum: u8| {
+        vec![
+            (Nulls, Reading::Exact),
+            (
+                Min,
+                Reading::Float {
+                    digits: digits_min_max,
+                },
+            ),
+            (
+                Max,
+                Reading::Float {
+                    digits: digits_min_max,
+                },
+            ),
+            (Sum, Reading::Float { digits: digits_sum }),
+        ]
+    };
+    match data_type {
+        DataType::Float64 => return float(15, 9),
+        DataType::Float32 | DataType::Float16 => return float(6, 6),
+        _ => {}
+    }
     match RowColumn::of(data_type) {
-        RowColumn::Number { .. } => &[Nulls, Min, Max, Sum],
-        RowColumn::Boolean => &[Nulls, Trues],
-        _ => &[Nulls],
+        RowColumn::Number { .. } => exact(&[Nulls, Min, Max, Sum]),
+        RowColumn::Boolean => exact(&[Nulls, Trues]),
+        RowColumn::Text => exact(&[Nulls, Chars]),
+        RowColumn::Date => vec![
+            (Nulls, Reading::Exact),
+            (Min, Reading::Days),
+            (Max, Reading::Days),
+        ],
+        RowColumn::Timestamp => vec![
+            (Nulls, Reading::Exact),
+            (Min, Reading::Micros),
+            (Max, Reading::Micros),
+        ],
+        RowColumn::Skipped => exact(&[Nulls]),
     }
 }
 
@@ -656,6 +737,7 @@ pub fn metrics_for(table: &TableConfig, schema: &Schema, staging: &[String]) -> 
     let mut metrics = vec![Metric {
         column: None,
         kind: MetricKind::Rows,
+        reading: Reading::Exact,
     }];
     for field in schema.fields() {
         let name = field.name();
@@ -664,14 +746,15 @@ pub fn metrics_for(table: &TableConfig, schema: &Schema, staging: &[String]) -> 
         }
         // STAGING holds these as VARIANT, whose text is not the source's.
         let kinds = if table.target.json_columns.contains(name) {
-            &[MetricKind::Nulls][..]
+            vec![(MetricKind::Nulls, Reading::Exact)]
         } else {
             measures(field.data_type())
         };
-        for kind in kinds {
+        for (kind, reading) in kinds {
             metrics.push(Metric {
                 column: Some(name.clone()),
-                kind: *kind,
+                kind,
+                reading,
             });
         }
     }
@@ -705,9 +788,21 @@ impl Side {
     }
 
     fn expr(self, metric: &Metric) -> String {
-        let c = metric.column.as_deref().map(|c| self.quote(c));
+        let c = metric.column.as_deref().map(|c| match metric.reading {
+            Reading::Days => self.canonical_integer(c, RowColumn::Date),
+            Reading::Micros => self.canonical_integer(c, RowColumn::Timestamp),
+            Reading::Exact | Reading::Float { .. } => self.quote(c),
+        });
         let c = c.as_deref().unwrap_or("*");
         let inner = match metric.kind {
+            MetricKind::Chars => {
+                let length = match self {
+                    Side::Source(Dialect::Postgres) => format!("char_length(CAST({c} AS text))"),
+                    Side::Source(Dialect::Mysql) => format!("CHAR_LENGTH(CAST({c} AS CHAR))"),
+                    Side::Snowflake => format!("LENGTH({c})"),
+                };
+                format!("COALESCE(SUM({length}), 0)")
+            }
             MetricKind::Rows => "COUNT(*)".to_owned(),
             MetricKind::Nulls => format!("COUNT(*) - COUNT({c})"),
             MetricKind::Min => format!("MIN({c})"),
@@ -769,6 +864,7 @@ pub fn not_yet_loaded_sql(
         &[Metric {
             column: None,
             kind: MetricKind::Rows,
+            reading: Reading::Exact,
         }],
     ))
 }
@@ -840,7 +936,10 @@ pub fn compare_metrics(
         .map(|(i, metric)| {
             let s = source.get(i).cloned().flatten();
             let t = staging.get(i).cloned().flatten();
-            let same = s.as_deref().map(normalize_number) == t.as_deref().map(normalize_number);
+            let same = match (metric.reading, s.as_deref(), t.as_deref()) {
+                (Reading::Float { digits }, Some(a), Some(b)) => floats_agree(a, b, digits),
+                _ => s.as_deref().map(normalize_number) == t.as_deref().map(normalize_number),
+            };
             MetricResult {
                 metric: metric.clone(),
                 source: s,
@@ -853,6 +952,22 @@ pub fn compare_metrics(
             }
         })
         .collect()
+}
+
+/// Whether two floats, as their databases printed them, agree to `digits` significant
+/// digits (relative to the larger magnitude); NaN agrees with NaN and an infinity with itself.
+pub fn floats_agree(a: &str, b: &str, digits: u8) -> bool {
+    let (Ok(a), Ok(b)) = (a.trim().parse::<f64>(), b.trim().parse::<f64>()) else {
+        return a.trim() == b.trim();
+    };
+    if a.is_nan() || b.is_nan() {
+        return a.is_nan() && b.is_nan();
+    }
+    if a.is_infinite() || b.is_infinite() {
+        return a == b;
+    }
+    let scale = a.abs().max(b.abs());
+    (a - b).abs() <= scale * 10f64.powi(-i32::from(digits))
 }
 
 /// A number's text without what only its rendering decides: a leading `+`, trailing zeros
@@ -1012,7 +1127,32 @@ mod tests {
                 "trues(paid)",
                 "nulls(note)",
                 "nulls(updated_at)",
+                "min(updated_at)",
+                "max(updated_at)",
             ]
+        );
+        // Timestamps as microseconds since 1970 on each side.
+        let newest = &metrics[metrics.len() - 1..];
+        assert_eq!(newest[0].reading, Reading::Micros);
+        assert_eq!(
+            metrics_sql(Side::Snowflake, "S", &[], newest),
+            "SELECT MAX(DATE_PART(epoch_microsecond, \"updated_at\")) FROM S"
+        );
+        // Text that is not JSON: its length in characters, counted alike by every engine.
+        let plain = metrics_for(&table(""), &schema(vec![]), &names);
+        let chars = plain
+            .iter()
+            .find(|m| m.kind == MetricKind::Chars)
+            .unwrap()
+            .clone();
+        assert_eq!(chars.column.as_deref(), Some("note"));
+        assert_eq!(
+            metrics_sql(Side::Source(Dialect::Mysql), "t", &[], &[chars.clone()]),
+            "SELECT CAST(COALESCE(SUM(CHAR_LENGTH(CAST(`note` AS CHAR))), 0) AS CHAR) FROM t"
+        );
+        assert_eq!(
+            metrics_sql(Side::Snowflake, "S", &[], &[chars]),
+            "SELECT COALESCE(SUM(LENGTH(\"note\")), 0) FROM S"
         );
         let few = &metrics[..3];
         assert_eq!(
@@ -1128,7 +1268,7 @@ mod tests {
         assert!(pg.contains("COALESCE(CAST(CAST(\"total\" * 100 AS numeric(38,0)) AS text), '~null~') || '|' || "), "{pg}");
         assert!(
             pg.contains(
-                "CAST(CAST(EXTRACT(EPOCH FROM \"updated_at\") * 1000000 AS bigint) AS text)"
+                "CAST(CASE WHEN isfinite(\"updated_at\") THEN CAST(EXTRACT(EPOCH FROM \"updated_at\") * 1000000 AS bigint) END AS text)"
             ),
             "{pg}"
         );
@@ -1226,10 +1366,12 @@ mod tests {
             Metric {
                 column: None,
                 kind: MetricKind::Rows,
+                reading: Reading::Exact,
             },
             Metric {
                 column: Some("total".into()),
                 kind: MetricKind::Sum,
+                reading: Reading::Exact,
             },
         ];
         let s = |v: &str| Some(v.to_owned());
@@ -1247,5 +1389,31 @@ mod tests {
         // NULL (no rows) only equals NULL.
         let empty = compare_metrics(&metrics, &[s("0"), None], &[s("0"), s("0")], false);
         assert_eq!(empty[1].verdict, Verdict::Mismatch);
+    }
+
+    #[test]
+    fn floats_agree_to_their_digits_and_no_further() {
+        // PostgreSQL's shortest text and a double's, of one value.
+        assert!(floats_agree("4.7", "4.7", 15));
+        assert!(floats_agree("1e+20", "100000000000000000000", 15));
+        // A sum in another order: the last bits differ.
+        assert!(floats_agree("12345.678900000001", "12345.6789", 9));
+        assert!(!floats_agree("12345.6789", "12346.6789", 9));
+        // A real read back as a double.
+        assert!(floats_agree("0.1", "0.10000000149011612", 6));
+        assert!(!floats_agree("0.1", "0.10000000149011612", 15));
+        assert!(floats_agree("NaN", "nan", 15) && !floats_agree("NaN", "1", 15));
+        assert!(floats_agree("Infinity", "inf", 15) && !floats_agree("-Infinity", "inf", 15));
+        assert!(floats_agree("0", "-0", 15));
+        let sum = |digits| Metric {
+            column: Some("rate".into()),
+            kind: MetricKind::Sum,
+            reading: Reading::Float { digits },
+        };
+        let s = |v: &str| Some(v.to_owned());
+        let found = compare_metrics(&[sum(9)], &[s("1.5000000001")], &[s("1.5")], false);
+        assert_eq!(found[0].verdict, Verdict::Ok);
+        let found = compare_metrics(&[sum(9)], &[s("1.5")], &[s("2.5")], false);
+        assert_eq!(found[0].verdict, Verdict::Mismatch);
     }
 }

@@ -434,6 +434,9 @@ fn text_of(value: &Value) -> Option<String> {
         Value::Text(t) => Some(t.clone()),
         Value::Number { unscaled, scale } => Some(decimal_text(*unscaled, *scale)),
         Value::Boolean(b) => Some(b.to_string()),
+        // The shortest text that reads back as the same double; compared to a number of
+        // digits (see `Reading::Float`), never as text.
+        Value::Real(f) => Some(f.to_string()),
         other => Some(format!("{other:?}")),
     }
 }
