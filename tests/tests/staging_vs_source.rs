@@ -575,9 +575,45 @@ async fn key_sets_bring_an_incremental_tables_deletes_to_staging() {
     // The older key set replayed after that load: it lacks both keys, and deletes neither.
     assert_eq!(w.replay_keyset(&customers, &keys).await, merged(0, 0, 0));
     check(&w).await;
+    // Deleted while a key set reads: still in its snapshot, so it stays; the next key set,
+    // whose snapshot lacks it, takes it.
+    let start = sluice::RunStart {
+        keyset: true,
+        ..sluice::RunStart::default()
+    };
+    let opened = w.h.pipeline.start_run(&customers, start).await.unwrap();
+    let planned =
+        w.h.pipeline
+            .plan_opened_run(&customers, opened.record().run_id)
+            .await
+            .unwrap();
+    let during =
+        delete("DELETE FROM customers WHERE customer_id % 45 = 11 RETURNING customer_id").await;
+    assert!(!during.is_empty());
+    let read =
+        w.h.pipeline
+            .execute_run(planned.record.run_id, &Quiet)
+            .await
+            .unwrap();
+    drop(planned.snapshot);
+    assert_eq!(read.status, RunStatus::Completed, "{:?}", read.error);
+    assert_eq!(read.merge, Some(merged(0, 0, 0)));
+    assert!(
+        w.staging_keys("customer_id", staging, "")
+            .await
+            .is_superset(&during)
+    );
     let again = w.run_keyset(&customers).await;
-    assert_eq!(again.merge, Some(merged(0, 0, 0)));
+    assert_eq!(again.merge, Some(merged(0, 0, during.len() as u64)));
     check(&w).await;
+    // And validate agrees, to the row: `character(n)` columns (country, segment) keep their
+    // padding on both sides.
+    let validated = w.validate(&customers).await;
+    assert_eq!(validated.verdict(), Verdict::Ok, "{validated:#?}");
+    assert_eq!(
+        metric(&validated, MetricKind::Chars, Some("segment")).source,
+        Some((8 * source_keys().await.len()).to_string())
+    );
 
     // A source that lost most of its rows: the guard fails the key set before STAGING changes.
     let before = w.staging_keys("customer_id", staging, "").await;

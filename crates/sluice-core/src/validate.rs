@@ -260,6 +260,7 @@ impl Side {
                 self.as_text_always(&whole)
             }
             (RowColumn::Text, Side::Snowflake) => c,
+            (RowColumn::Text, Side::Source(Dialect::Postgres)) => postgres_text(&c),
             (RowColumn::Text, _) => self.as_text_always(&c),
             (RowColumn::Boolean, _) => {
                 format!("CASE WHEN {c} IS NULL THEN NULL WHEN {c} THEN '1' ELSE '0' END")
@@ -797,7 +798,7 @@ impl Side {
         let inner = match metric.kind {
             MetricKind::Chars => {
                 let length = match self {
-                    Side::Source(Dialect::Postgres) => format!("char_length(CAST({c} AS text))"),
+                    Side::Source(Dialect::Postgres) => format!("char_length({})", postgres_text(c)),
                     Side::Source(Dialect::Mysql) => format!("CHAR_LENGTH(CAST({c} AS CHAR))"),
                     Side::Snowflake => format!("LENGTH({c})"),
                 };
@@ -952,6 +953,16 @@ pub fn compare_metrics(
             }
         })
         .collect()
+}
+
+/// A PostgreSQL text column's value as the files hold it. `CAST(… AS text)` trims the
+/// padding of a `character(n)`, which the files keep (sluice reads it as sent), so that type
+/// is printed by its output function (`format('%s', …)`, which turns NULL into '' and so is
+/// kept from NULLs); every other column as the text cast sluice reads it through.
+fn postgres_text(c: &str) -> String {
+    format!(
+        "CASE WHEN {c} IS NULL THEN NULL WHEN pg_typeof({c}) = 'character'::regtype THEN format('%s', {c}) ELSE CAST({c} AS text) END"
+    )
 }
 
 /// Whether two floats, as their databases printed them, agree to `digits` significant
