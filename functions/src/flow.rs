@@ -24,7 +24,7 @@ use sluice_core::{Config, RunId, RunRecord, RunStatus};
 use thiserror::Error;
 use tracing::{Instrument, info, info_span, warn};
 
-use sluice::state::{ChunkStart, StateError};
+use sluice::state::{ChunkStart, StateError, latest_keyset_attempt};
 use sluice::{PipelineError, Quiet, RunStart, Started as RunStarted};
 
 use crate::deployment::{Deployment, DeploymentError};
@@ -39,7 +39,7 @@ const PLAN_CONCURRENCY: usize = 8;
 /// How many of a table's newest runs the schedule tick looks through for its last load (key
 /// sets and validations in between are no load). Past that many, the table counts as never
 /// loaded: its load starts at its next fire time within the lookback, at most once too many.
-const LOADS_SEARCHED: usize = 20;
+const LOADS_SEARCHED: usize = 10;
 /// Asynchronous invocations sent at once when a run starts its first chunks.
 const FAN_OUT_CONCURRENCY: usize = 16;
 /// Who claims the start of a run's first chunks (see [`sluice::state::StateStore::claim_chunk_start`]): not a
@@ -445,13 +445,12 @@ impl Functions {
             if load_due {
                 due.push(table.key());
             } else if table.deletes_by_keyset() {
-                let last = self
-                    .deployment
-                    .state
-                    .table_state(&table.key())
-                    .await?
-                    .keyset_run_id;
-                if keyset_due(table, last, now) {
+                let state = self.deployment.state.as_ref();
+                // A table with a lease, even a lapsed one, is left to its run (or to whoever
+                // resumes it): a key-set request would fail a dead load it could resume.
+                let leased = state.table_state(&table.key()).await?.lease.is_some();
+                let last = latest_keyset_attempt(state, &table.key(), LOADS_SEARCHED).await?;
+                if !leased && keyset_due(table, last, now) {
                     keysets_due.push(table.key());
                 }
             }

@@ -558,6 +558,60 @@ async fn key_sets_bring_an_incremental_tables_deletes_to_staging() {
     // Replayed at once: nothing left to do.
     assert_eq!(w.replay_keyset(&customers, &keys).await, merged(0, 0, 0));
     check(&w).await;
+    // A row a later run wrote is never taken by an older key set, even while that later run
+    // is in no merge log yet (here: written straight into STAGING under a later run id).
+    let later = sluice_core::RunId::at(chrono::Utc::now() + chrono::Duration::hours(1));
+    w.execute(&format!(
+        "INSERT INTO {staging} (\"customer_id\", \"_sluice_run_id\") VALUES (777777, '{later}')"
+    ))
+    .await;
+    assert_eq!(w.replay_keyset(&customers, &keys).await, merged(0, 0, 0));
+    assert!(
+        w.staging_keys("customer_id", staging, "")
+            .await
+            .contains(&777777)
+    );
+    w.execute(&format!(
+        "DELETE FROM {staging} WHERE \"customer_id\" = 777777"
+    ))
+    .await;
+
+    // A load whose id sorts before a run already in the merge log (a host with a slow clock)
+    // merges nothing: it fails and keeps the watermark rather than skip its rows for good.
+    let log = "STAGING.CUSTOMERS_MERGES";
+    w.execute(&format!(
+        "INSERT INTO {log} (\"run_id\", \"inserted\", \"updated\") VALUES ('{later}', 0, 0)"
+    ))
+    .await;
+    pg.batch_execute(
+        "UPDATE customers SET notes = 'changed', updated_at = now() WHERE customer_id = 5",
+    )
+    .await
+    .unwrap();
+    let before =
+        w.h.pipeline
+            .state()
+            .table_state(&customers.key())
+            .await
+            .unwrap();
+    let skipped = w.h.pipeline.run_table(&customers, &Quiet).await.unwrap();
+    assert_eq!(skipped.status, RunStatus::Failed);
+    let message = skipped.error.unwrap().message;
+    assert!(
+        message.contains("the merge merged none of the 1 rows"),
+        "{message}"
+    );
+    let after =
+        w.h.pipeline
+            .state()
+            .table_state(&customers.key())
+            .await
+            .unwrap();
+    assert_eq!(after.watermark, before.watermark);
+    w.execute(&format!("DELETE FROM {log} WHERE \"run_id\" = '{later}'"))
+        .await;
+    w.run(&customers).await;
+    check(&w).await;
 
     // A customer deleted and inserted again comes back with the next load; a new one arrives.
     let back = *gone.first().unwrap();

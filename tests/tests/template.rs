@@ -1118,10 +1118,17 @@ fn the_bucket_is_private_encrypted_tls_only_and_drops_incomplete_uploads() {
             .into_iter()
             .flatten()
             .flat_map(branches);
+        let lifecycle: Vec<_> = lifecycle.into_iter().collect();
         assert!(
-            lifecycle.into_iter().any(|r| r["Status"] == "Enabled"
+            lifecycle.iter().any(|r| r["Status"] == "Enabled"
                 && r["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"].is_number()),
             "{name}: no rule aborting incomplete multipart uploads"
+        );
+        assert!(
+            lifecycle.iter().any(|r| r["Status"] == "Enabled"
+                && r["Prefix"].to_string().contains("/_keysets/")
+                && r["ExpirationInDays"].is_number()),
+            "{name}: no rule expiring key sets"
         );
         let stack = Stack::new(&[]);
         let arn = stack.attribute(name, "Arn");

@@ -605,23 +605,30 @@ async fn validate(args: ValidateArgs, aws: &AwsArgs) -> Result<bool> {
         // A level asked for and not run proves nothing: no pass.
         all_match &= validation.verdict() == sluice_core::validate::Verdict::Ok
             && validation.rows_skipped.is_none();
-        let recorded =
-            sluice::validate::record_validation(state.as_ref(), table, started, validation.clone())
-                .await?;
-        eprintln!(
-            "{}: validation recorded as run {} ({}; sluice status {})",
-            table.key(),
-            recorded.run_id,
-            recorded.status,
-            recorded.run_id
-        );
         let text = if args.json {
             format!("{}\n", serde_json::to_string(&validation)?)
         } else {
             render::validation(&validation)
         };
         // As `status`: a reader that went away ends the output, not the validation.
-        if std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes()).is_err() {
+        let printed = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes()).is_ok();
+        // Printed first: a store that refuses the record (read-only credentials) costs the
+        // history, not the answer.
+        match sluice::validate::record_validation(state.as_ref(), table, started, validation).await
+        {
+            Ok(recorded) => eprintln!(
+                "{}: validation recorded as run {} ({}; sluice status {})",
+                table.key(),
+                recorded.run_id,
+                recorded.status,
+                recorded.run_id
+            ),
+            Err(e) => eprintln!(
+                "{}: warning: the validation was not recorded in the state store: {e}",
+                table.key()
+            ),
+        }
+        if !printed {
             break;
         }
     }
@@ -660,6 +667,12 @@ async fn run(args: RunArgs, aws: &AwsArgs) -> Result<bool> {
     let mut pipeline = Pipeline::new(sources, output.sink.clone(), state, options)
         .with_catalog(output.catalog)
         .with_connection_limits(&config.sources);
+    let has_warehouse = loader.is_some();
+    if args.keyset && !has_warehouse {
+        bail!(
+            "--keyset: a key set deletes from STAGING what the source no longer has, so it needs the warehouse: give --snowflake-account (and its --snowflake-* options)"
+        );
+    }
     if let Some(loader) = loader {
         pipeline = pipeline.with_warehouse(loader);
     }
@@ -689,13 +702,12 @@ async fn run(args: RunArgs, aws: &AwsArgs) -> Result<bool> {
             table.key()
         };
         let loaded = run(start, label).await;
-        // A key set that has come due runs after a load that completed.
-        if loaded && !args.keyset {
-            let last = pipeline
-                .state()
-                .table_state(&table.key())
-                .await?
-                .keyset_run_id;
+        // A key set that has come due runs after a load that completed (it reconciles
+        // STAGING, so only with the warehouse).
+        if loaded && !args.keyset && has_warehouse {
+            let last =
+                sluice::state::latest_keyset_attempt(pipeline.state().as_ref(), &table.key(), 10)
+                    .await?;
             if sluice_core::schedule::keyset_due(table, last, chrono::Utc::now()) {
                 let keyset = RunStart {
                     keyset: true,

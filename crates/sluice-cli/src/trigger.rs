@@ -38,8 +38,11 @@ pub async fn run(args: TriggerArgs, aws: &AwsArgs) -> Result<bool> {
     if args.function.trim().is_empty() {
         bail!("--function: must not be empty");
     }
-    let payload =
-        json!({ "tables": args.table, "full_reload": args.full_reload, "keyset": args.keyset });
+    let mut payload = json!({ "tables": args.table, "full_reload": args.full_reload });
+    // Only when asked: a trigger deployed before key sets refuses fields it does not know.
+    if args.keyset {
+        payload["keyset"] = json!(true);
+    }
     let client = aws_sdk_lambda::Client::new(&aws.sdk_config().await);
     let answer = client
         .invoke()

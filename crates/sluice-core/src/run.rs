@@ -26,6 +26,18 @@ impl RunId {
         RunId(Ulid::from_parts(millis, rand_bits()))
     }
 
+    /// A new run id at `now`, or just after the latest of `earlier` when that is not before
+    /// `now`: run ids order runs (the merge keeps the later run's rows, and merges nothing for
+    /// a run older than one it has seen), so a host whose clock is behind the one that opened
+    /// a table's last run must still open a later one.
+    pub fn after(now: DateTime<Utc>, earlier: impl IntoIterator<Item = RunId>) -> RunId {
+        let floor = earlier
+            .into_iter()
+            .max()
+            .map(|latest| latest.opened_at() + chrono::Duration::milliseconds(1));
+        RunId::at(floor.map_or(now, |floor| floor.max(now)))
+    }
+
     /// When the run was opened: the time component of its id (to the millisecond).
     pub fn opened_at(&self) -> DateTime<Utc> {
         let millis = i64::try_from(self.0.timestamp_ms()).unwrap_or(i64::MAX);
@@ -439,17 +451,24 @@ impl RunRecord {
         self.chunks.values().map(|c| c.rows).sum()
     }
 
-    /// The rows the source held for the whole run (each chunk counted in its own snapshot,
-    /// before `where`), when every chunk of the plan is done and counted.
     /// Rows the run loaded beyond one per key: rows whose key another row of the same run
     /// had (a source without a unique key, a row moved between chunks), of which the merge
-    /// kept the latest. `None` until merged, or when the merge merged nothing (a replay after
-    /// a later run, which merges nothing by design).
+    /// kept the latest. `None` until merged, or when the merge merged nothing (which finalize
+    /// refuses for rows loaded, see [`RunRecord::merged_nothing`]).
     pub fn duplicate_key_rows(&self) -> Option<u64> {
         let keys = self.merged_keys.filter(|k| *k > 0)?;
         Some(self.loaded_rows?.saturating_sub(keys))
     }
 
+    /// Whether the merge merged no key of the rows the run loaded: what a merge guarded by a
+    /// later run in the merge log does (a run id from a clock behind another host's). Such a
+    /// run must not complete, or its watermark would move past rows STAGING never got.
+    pub fn merged_nothing(&self) -> bool {
+        self.merged_keys == Some(0) && self.loaded_rows.is_some_and(|rows| rows > 0)
+    }
+
+    /// The rows the source held for the whole run (each chunk counted in its own snapshot,
+    /// before `where`), when every chunk of the plan is done and counted.
     pub fn source_rows(&self) -> Option<u64> {
         let planned = self.plan.as_ref()?.chunks.len();
         if self.chunks.len() != planned {
@@ -492,6 +511,25 @@ impl RunRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_id_is_later_than_the_ones_given_whatever_the_clock_says() {
+        let now = Utc::now();
+        let ahead = RunId::at(now + chrono::Duration::minutes(5));
+        let next = RunId::after(now, [ahead]);
+        assert!(next > ahead);
+        assert_eq!(
+            next.opened_at(),
+            ahead.opened_at() + chrono::Duration::milliseconds(1)
+        );
+        let behind = RunId::at(now - chrono::Duration::minutes(5));
+        let at_now = RunId::after(now, [behind]);
+        assert_eq!(
+            at_now.opened_at().timestamp_millis(),
+            now.timestamp_millis()
+        );
+        assert!(RunId::after(now, []) > behind);
+    }
 
     #[test]
     fn status_moves_forward_only() {

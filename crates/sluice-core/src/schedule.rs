@@ -109,7 +109,6 @@ mod tests {
 
     #[test]
     fn a_key_set_is_due_every_so_often_and_only_where_configured() {
-        use chrono::TimeZone;
         let table = |deletes: &str| {
             let yaml = format!(
                 "sources:\n  - name: s\n    engine: postgres\n    connection:\n      url: postgres://u@h/db\n\

@@ -220,6 +220,16 @@ impl ObjectName {
     }
 }
 
+/// Each column of `schema` with the Snowflake type it loads as (RAW's and the keys table's
+/// columns, COPY's metadata columns aside).
+pub fn schema_columns(schema: &Schema) -> Result<Vec<(String, SnowflakeType)>, SqlGenError> {
+    schema
+        .fields()
+        .iter()
+        .map(|f| Ok((f.name().clone(), column_type(f)?)))
+        .collect()
+}
+
 /// `CREATE TABLE IF NOT EXISTS` for a RAW table: every field of the files' Arrow schema (the
 /// source columns plus `_sluice_run_id` and `_sluice_extracted_at`, which the files carry)
 /// with its mapped type, all nullable (RAW lands what came, checks belong to the merge), then

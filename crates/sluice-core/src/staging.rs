@@ -510,23 +510,10 @@ pub fn merge_procedure_ddl(
     } else {
         ("", String::new(), "")
     };
-    // DELETE and UPDATE take an alias for their target
-    // (<https://docs.snowflake.com/en/sql-reference/sql/delete>,
-    // <https://docs.snowflake.com/en/sql-reference/sql/update>).
-    let remove_vanished = match spec.deletes {
-        _ if !deletes_here => String::new(),
-        DeleteMode::Off => String::new(),
-        DeleteMode::Hard => format!(
-            "DELETE FROM {table} AS t WHERE {};\n",
-            vanished_rows(targets, spec, ":RUN_ID")
-        ),
-        DeleteMode::Soft => format!(
-            "UPDATE {table} AS t SET {deleted} = TRUE, {deleted_at} = CURRENT_TIMESTAMP(), {run_col} = :RUN_ID WHERE {};\n",
-            vanished_rows(targets, spec, ":RUN_ID"),
-            deleted = q(DELETED_COLUMN),
-            deleted_at = q(DELETED_AT_COLUMN),
-            run_col = q(RUN_ID_COLUMN),
-        ),
+    let remove_vanished = if deletes_here {
+        remove_vanished(targets, spec)
+    } else {
+        String::new()
     };
     Ok(format!(
         "CREATE OR REPLACE PROCEDURE {proc}(RUN_ID VARCHAR)\n\
@@ -553,6 +540,25 @@ pub fn merge_procedure_ddl(
     ))
 }
 
+/// The procedure statement that deletes (`hard`) or marks (`soft`) the rows a run found
+/// vanished (see [`vanished_rows`]); DELETE and UPDATE take an alias for their target
+/// (<https://docs.snowflake.com/en/sql-reference/sql/delete>,
+/// <https://docs.snowflake.com/en/sql-reference/sql/update>).
+fn remove_vanished(targets: &TableTargets, spec: &MergeSpec) -> String {
+    let table = targets.staging.quoted();
+    let vanished = vanished_rows(targets, spec, ":RUN_ID");
+    match spec.deletes {
+        DeleteMode::Off => String::new(),
+        DeleteMode::Hard => format!("DELETE FROM {table} AS t WHERE {vanished};\n"),
+        DeleteMode::Soft => format!(
+            "UPDATE {table} AS t SET {deleted} = TRUE, {deleted_at} = CURRENT_TIMESTAMP(), {run_col} = :RUN_ID WHERE {vanished};\n",
+            deleted = quote(DELETED_COLUMN),
+            deleted_at = quote(DELETED_AT_COLUMN),
+            run_col = quote(RUN_ID_COLUMN),
+        ),
+    }
+}
+
 /// `CREATE TABLE IF NOT EXISTS` for the keys table of a key-set table: the key columns as the
 /// key-set files carry them (with the run id and extraction time), and COPY's file and row.
 pub fn keys_table_ddl(targets: &TableTargets, keys_schema: &Schema) -> Result<String, SqlGenError> {
@@ -576,15 +582,7 @@ pub fn reconcile_procedure_ddl(
     let log = targets.merge_log.quoted();
     let vanished = vanished_rows(targets, spec, ":RUN_ID");
     let q = |c: &str| quote(c);
-    let remove = match spec.deletes {
-        DeleteMode::Soft => format!(
-            "UPDATE {table} AS t SET {deleted} = TRUE, {deleted_at} = CURRENT_TIMESTAMP(), {run_col} = :RUN_ID WHERE {vanished};\n",
-            deleted = q(DELETED_COLUMN),
-            deleted_at = q(DELETED_AT_COLUMN),
-            run_col = q(RUN_ID_COLUMN),
-        ),
-        _ => format!("DELETE FROM {table} AS t WHERE {vanished};\n"),
-    };
+    let remove = remove_vanished(targets, spec);
     Ok(format!(
         "CREATE OR REPLACE PROCEDURE {proc}(RUN_ID VARCHAR)\n\
          RETURNS VARIANT\n\

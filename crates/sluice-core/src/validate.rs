@@ -93,10 +93,10 @@ pub enum Reading {
     /// A timestamp as microseconds since 1970-01-01 00:00:00 (UTC for zoned ones).
     Micros,
     /// A float, equal when the two sides agree to `digits` significant digits: 15 for a
-    /// double's `MIN`/`MAX` (one value, printed by two engines), 9 for its `SUM` (the order of
-    /// additions changes the last bits, more so the more rows), 6 for single precision (a
-    /// PostgreSQL `real` is a double in Snowflake, and PostgreSQL sums `real` in single
-    /// precision).
+    /// double's `MIN`/`MAX` (one value, printed by two engines), 9 for a `SUM` (the order of
+    /// additions changes the last bits, more so the more rows; PostgreSQL sums as double), 6
+    /// for a single-precision `MIN`/`MAX` (MySQL prints a `FLOAT` to its own precision, while
+    /// Snowflake holds it as a double).
     Float { digits: u8 },
 }
 
@@ -711,20 +711,22 @@ fn measures(data_type: &DataType) -> Vec<(MetricKind, Reading)> {
     };
     match data_type {
         DataType::Float64 => return float(15, 9),
-        DataType::Float32 | DataType::Float16 => return float(6, 6),
+        DataType::Float32 | DataType::Float16 => return float(6, 9),
         _ => {}
     }
     match RowColumn::of(data_type) {
         RowColumn::Number { .. } => exact(&[Nulls, Min, Max, Sum]),
         RowColumn::Boolean => exact(&[Nulls, Trues]),
         RowColumn::Text => exact(&[Nulls, Chars]),
+        // NULLs counted on the canonical integer too: PostgreSQL's `±infinity` and MySQL's
+        // zero dates are NULL there, as in the files.
         RowColumn::Date => vec![
-            (Nulls, Reading::Exact),
+            (Nulls, Reading::Days),
             (Min, Reading::Days),
             (Max, Reading::Days),
         ],
         RowColumn::Timestamp => vec![
-            (Nulls, Reading::Exact),
+            (Nulls, Reading::Micros),
             (Min, Reading::Micros),
             (Max, Reading::Micros),
         ],
@@ -792,6 +794,11 @@ impl Side {
         let c = metric.column.as_deref().map(|c| match metric.reading {
             Reading::Days => self.canonical_integer(c, RowColumn::Date),
             Reading::Micros => self.canonical_integer(c, RowColumn::Timestamp),
+            // PostgreSQL sums `real` in single precision; read as double, every engine sums
+            // the same values (a `real` is a double in Snowflake).
+            Reading::Float { .. } if self == Side::Source(Dialect::Postgres) => {
+                format!("CAST({} AS double precision)", self.quote(c))
+            }
             Reading::Exact | Reading::Float { .. } => self.quote(c),
         });
         let c = c.as_deref().unwrap_or("*");
@@ -1158,7 +1165,12 @@ mod tests {
             .clone();
         assert_eq!(chars.column.as_deref(), Some("note"));
         assert_eq!(
-            metrics_sql(Side::Source(Dialect::Mysql), "t", &[], &[chars.clone()]),
+            metrics_sql(
+                Side::Source(Dialect::Mysql),
+                "t",
+                &[],
+                std::slice::from_ref(&chars)
+            ),
             "SELECT CAST(COALESCE(SUM(CHAR_LENGTH(CAST(`note` AS CHAR))), 0) AS CHAR) FROM t"
         );
         assert_eq!(

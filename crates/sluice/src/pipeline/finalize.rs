@@ -41,6 +41,12 @@ impl Pipeline {
             message: e.to_string(),
         })?;
         let key = record.table_key.clone();
+        if plan.keyset && self.warehouse.is_none() {
+            return Err(PipelineError::Run {
+                run_id,
+                message: "a key set deletes from STAGING what the source no longer has, and this pipeline has no warehouse to reconcile".into(),
+            });
+        }
         let span = info_span!("finalize", %run_id, table = %key);
         async {
             match record.status {
@@ -108,7 +114,8 @@ impl Pipeline {
                 } else {
                     loader.merged_keys(&plan.table, run_id).await?
                 };
-                self.state
+                let merged = self
+                    .state
                     .update_run(
                         run_id,
                         Box::new(move |r| {
@@ -124,6 +131,15 @@ impl Pipeline {
                         }),
                     )
                     .await?;
+                if merged.merged_nothing() {
+                    return Err(PipelineError::Run {
+                        run_id,
+                        message: format!(
+                            "the merge merged none of the {} rows the run loaded: a run with a later id is in the table's merge log, so this run's rows would never reach STAGING (is a host's clock ahead of this one's? run ids carry their start time). The watermark was not moved; run the table again",
+                            merged.loaded_rows.unwrap_or(0)
+                        ),
+                    });
+                }
             }
             let next = plan.next_watermark().cloned();
             fail::fail_point!("finalize-before-watermark");

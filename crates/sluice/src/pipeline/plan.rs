@@ -49,7 +49,14 @@ impl Pipeline {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> Result<RunRecord> {
-        let run_id = RunId::at(now);
+        // Later than every run the table has recorded, whatever this host's clock says.
+        let table = self.state.table_state(table_key).await?;
+        let earlier = [
+            table.watermark_run_id,
+            table.keyset_run_id,
+            table.lease.map(|l| l.run_id),
+        ];
+        let run_id = RunId::after(now, earlier.into_iter().flatten());
         let taken_over = self
             .state
             .acquire_lease(table_key, run_id, now, lease_until)

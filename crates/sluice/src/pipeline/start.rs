@@ -20,8 +20,9 @@ pub struct RunStart {
     /// Read an incremental table whole, as if it had no watermark (see
     /// [`Pipeline::plan_run_with`]). A run to resume is then failed instead: it reads a window.
     pub full_reload: bool,
-    /// A key-set run (see [`RunKind::Keyset`]) instead of the table's load. Like a full
-    /// reload, it fails a run it would otherwise resume.
+    /// A key-set run (see [`RunKind::Keyset`]) instead of the table's load. A dead run is
+    /// resumed only by a request of its own kind: a key-set request fails a dead load (and a
+    /// load request a dead key set) and starts its own.
     pub keyset: bool,
     /// Take the table over from the run holding it, even one that looks alive: the operator's
     /// `sluice run --takeover`, for a holder this host cannot see (another machine) and knows
@@ -168,7 +169,7 @@ impl Pipeline {
             }
             (record, why_not) => {
                 let why_not = why_not.unwrap_or_default();
-                let run_id = RunId::at(now);
+                let run_id = RunId::after(now, [from]);
                 if !self
                     .state
                     .take_over_lease(&key, seen, run_id, until)

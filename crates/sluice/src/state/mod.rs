@@ -406,6 +406,25 @@ pub trait StateStore: LeaseStore + RunStore + ChunkStore + BatchStore + SlotStor
 
 impl<T: LeaseStore + RunStore + ChunkStore + BatchStore + SlotStore> StateStore for T {}
 
+/// The table's latest key-set run, completed or not: the later of the one its state records
+/// as completed and the newest key-set run among its latest `searched` runs. A key set comes
+/// due `every` after this, so one that failed (a delete guard's refusal) waits as long as one
+/// that completed, rather than reading every key again at every tick.
+pub async fn latest_keyset_attempt(
+    state: &dyn StateStore,
+    table_key: &str,
+    searched: usize,
+) -> Result<Option<RunId>> {
+    let completed = state.table_state(table_key).await?.keyset_run_id;
+    let attempted = state
+        .list_runs(Some(table_key), searched)
+        .await?
+        .into_iter()
+        .find(|r| r.keyset)
+        .map(|r| r.run_id);
+    Ok(completed.max(attempted))
+}
+
 /// How old a chunk-start claim must be before its own claimer may take it again (see
 /// [`ChunkStore::claim_chunk_start`]). Lambda retries a failed asynchronous event after about
 /// a minute, then two (<https://docs.aws.amazon.com/lambda/latest/dg/invocation-async-error-handling.html>),

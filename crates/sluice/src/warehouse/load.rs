@@ -110,11 +110,7 @@ impl Loader {
         let schema = manifest_schema(&manifest.schema)?;
         let spec = MergeSpec::of(table);
         let staging = staging_columns(&schema, &spec, &targets.staging.quoted())?;
-        let raw_columns: Vec<_> = schema
-            .fields()
-            .iter()
-            .map(|f| Ok((f.name().clone(), sluice_core::snowflake::column_type(f)?)))
-            .collect::<Result<_, SqlGenError>>()?;
+        let raw_columns = sluice_core::snowflake::schema_columns(&schema)?;
 
         self.run_all(table_tables_sql(&targets, &schema, &staging)?)
             .await?;
@@ -158,11 +154,7 @@ impl Loader {
     ) -> Result<Loaded, LoadError> {
         let targets = TableTargets::resolve(table, &self.target.database);
         let schema = manifest_schema(&manifest.schema)?;
-        let key_columns: Vec<_> = schema
-            .fields()
-            .iter()
-            .map(|f| Ok((f.name().clone(), sluice_core::snowflake::column_type(f)?)))
-            .collect::<Result<_, SqlGenError>>()?;
+        let key_columns = sluice_core::snowflake::schema_columns(&schema)?;
         self.run_all(vec![
             format!(
                 "CREATE SCHEMA IF NOT EXISTS {}.{}",
