@@ -63,6 +63,12 @@ impl PrivatePg {
     /// Starts a server whose pg_hba.conf is `hba` (lines such as
     /// `hostssl all all 127.0.0.1/32 scram-sha-256`).
     pub fn start(hba: &str) -> PrivatePg {
+        PrivatePg::start_with(hba, "")
+    }
+
+    /// [`PrivatePg::start`] with `settings` (`postgresql.conf` lines, e.g. `wal_level =
+    /// logical`) added: what the shared server cannot be restarted with.
+    pub fn start_with(hba: &str, settings: &str) -> PrivatePg {
         let dir = tempfile::Builder::new()
             .prefix("sluice-pg-")
             .tempdir()
@@ -132,7 +138,10 @@ impl PrivatePg {
             "\nlisten_addresses = '127.0.0.1'\nport = {}\nunix_socket_directories = '{socket_dir}'\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\nfsync = off\n",
             pg.port
         );
-        append_owned(&pg.data.join("postgresql.conf"), &conf);
+        append_owned(
+            &pg.data.join("postgresql.conf"),
+            &format!("{conf}{settings}\n"),
+        );
         write_owned(
             &pg.data.join("pg_hba.conf"),
             &format!("local all all trust\n{hba}\n"),

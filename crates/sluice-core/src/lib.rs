@@ -5,6 +5,7 @@
 //! Everything here is unit-tested in milliseconds; adapters live in the `sluice` crate.
 
 pub mod catalog;
+pub mod cdc;
 pub mod config;
 pub mod deploy;
 pub mod doctor;

@@ -88,6 +88,7 @@ impl Pipeline {
             let schema = stream.schema.clone();
             let warnings = stream.warnings.clone();
             let bound_rows = stream.bound_rows;
+            let closed = stream.closed;
             let exact = plan.table.filter.is_none();
             let mut batches = prefetch(stream.batches, self.options.prefetch_batches);
             let started_at = plan.started_at;
@@ -138,8 +139,12 @@ impl Pipeline {
             })
             .await;
             // The source is read: its connection closes with the stream, and its slot is
-            // free for the next reader while the last part uploads.
+            // free for the next reader, once it has closed, while the last part uploads.
             drop(batches);
+            if let (Some(_), Some(closed)) = (&slot, closed) {
+                // Bounded: a connection that does not close in time is the server's to end.
+                let _ = tokio::time::timeout(CONNECTION_CLOSE_WAIT, closed).await;
+            }
             release(slot).await;
             if let Err(e) = written {
                 writer.abort().await;
@@ -183,6 +188,9 @@ impl Pipeline {
         .await
     }
 }
+
+/// Longest a chunk waits for its source connection to close before it frees its slot.
+const CONNECTION_CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn manifest_columns(schema: &SchemaRef) -> Vec<ManifestColumn> {
     let parquet = parquet_types(schema);

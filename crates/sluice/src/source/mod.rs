@@ -527,6 +527,11 @@ pub struct ChunkStream {
     /// batches are read from, without the user's `where` (see
     /// [`sluice_core::plan::chunk_bound_count_sql`]): the chunk can never rightly read more.
     pub bound_rows: u64,
+    /// Resolves once the chunk's connection to the source is closed, after `batches` is
+    /// dropped: whoever counts the source's connections (`connection.max_connections`) frees
+    /// the chunk's slot only then, so the next reader never overlaps the closing one. `None`
+    /// when the source cannot tell.
+    pub closed: Option<futures::future::BoxFuture<'static, ()>>,
 }
 
 /// The `SELECT` that reads chunk `chunk` of `plan` and the query counting its bound (see

@@ -749,6 +749,7 @@ impl Source for MysqlSource {
             batches,
             warnings,
             bound_rows: bound_rows.unwrap_or(0),
+            closed: None,
         })
     }
 }

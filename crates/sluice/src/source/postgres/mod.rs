@@ -116,9 +116,18 @@ impl PostgresSource {
     /// A new connection inside a `REPEATABLE READ READ ONLY` transaction: one consistent,
     /// harmless view of the data for everything that follows on it.
     async fn begin_snapshot(&self, table: &TableName) -> Result<Client> {
-        let client = self.connect().await?;
+        Ok(self.begin_tracked_snapshot(table).await?.0)
+    }
+
+    /// [`PostgresSource::begin_snapshot`], with the task that drives the connection: it ends
+    /// once the connection is closed.
+    async fn begin_tracked_snapshot(
+        &self,
+        table: &TableName,
+    ) -> Result<(Client, tokio::task::JoinHandle<()>)> {
+        let (client, connection) = self.connect_tracked().await?;
         begin_snapshot_on(&client, table).await?;
-        Ok(client)
+        Ok((client, connection))
     }
 
     /// A chunk's transaction: in the plan's exported snapshot while the planning transaction
@@ -128,10 +137,10 @@ impl PostgresSource {
         &self,
         table: &TableName,
         snapshot: Option<&str>,
-    ) -> Result<Client> {
-        let client = self.begin_snapshot(table).await?;
+    ) -> Result<(Client, tokio::task::JoinHandle<()>)> {
+        let (client, connection) = self.begin_tracked_snapshot(table).await?;
         let Some(id) = snapshot.filter(|id| is_snapshot_id(id)) else {
-            return Ok(client);
+            return Ok((client, connection));
         };
         match client
             .batch_execute(&format!("SET TRANSACTION SNAPSHOT '{id}'"))
@@ -139,34 +148,33 @@ impl PostgresSource {
         {
             Ok(()) => {
                 debug!(table = %table, snapshot = id, "chunk reads the plan's snapshot");
-                Ok(client)
+                Ok((client, connection))
             }
             Err(e) => {
                 debug!(table = %table, snapshot = id, error = %pg_message(&e), "plan snapshot gone; chunk reads a fresh snapshot");
                 drop(client);
-                self.begin_snapshot(table).await
+                self.begin_tracked_snapshot(table).await
             }
         }
     }
 
     async fn connect(&self) -> Result<Client> {
+        Ok(self.connect_tracked().await?.0)
+    }
+
+    /// A connection, with the task that drives it (it ends when the connection closes).
+    async fn connect_tracked(&self) -> Result<(Client, tokio::task::JoinHandle<()>)> {
         let connected = match &self.tls {
             None => self
                 .config
                 .connect(NoTls)
                 .await
-                .map(|(client, connection)| {
-                    tokio::spawn(log_connection_end(connection));
-                    client
-                }),
+                .map(|(client, connection)| (client, tokio::spawn(log_connection_end(connection)))),
             Some(tls) => self
                 .config
                 .connect(tls.clone())
                 .await
-                .map(|(client, connection)| {
-                    tokio::spawn(log_connection_end(connection));
-                    client
-                }),
+                .map(|(client, connection)| (client, tokio::spawn(log_connection_end(connection)))),
         };
         connected.map_err(|e| connect_error(&self.name, &self.config, &e))
     }
@@ -533,6 +541,8 @@ impl PlanQueries for PgPlanQueries<'_> {
 /// table's columns checked against the plan: what reading or counting the chunk starts from.
 struct OpenChunk {
     client: Client,
+    /// Drives `client`'s connection; ends once it is closed.
+    connection: tokio::task::JoinHandle<()>,
     name: TableName,
     select: String,
     bound_count: String,
@@ -543,7 +553,7 @@ impl PostgresSource {
     async fn open_chunk(&self, plan: &RunPlan, chunk: u32) -> Result<OpenChunk> {
         let name = table_name(&plan.table)?;
         let (select, bound_count) = chunk_queries(plan, &name, chunk)?;
-        let client = self
+        let (client, connection) = self
             .begin_chunk_snapshot(&name, plan.snapshot.as_deref())
             .await?;
         let resolved = resolve_table(&client, &name).await?;
@@ -565,6 +575,7 @@ impl PostgresSource {
         let decoder = CopyBinaryDecoder::new(&columns, batch_rows, plan.table.invalid_dates);
         Ok(OpenChunk {
             client,
+            connection,
             name,
             select,
             bound_count,
@@ -687,6 +698,7 @@ impl Source for PostgresSource {
     async fn extract_chunk(&self, plan: &RunPlan, chunk: u32) -> Result<ChunkStream> {
         let OpenChunk {
             client,
+            connection,
             name,
             select,
             bound_count,
@@ -771,6 +783,9 @@ impl Source for PostgresSource {
             batches,
             warnings,
             bound_rows: u64::try_from(bound_rows).unwrap_or(0),
+            closed: Some(Box::pin(async move {
+                let _ = connection.await;
+            })),
         })
     }
 }
