@@ -803,6 +803,9 @@ impl Side {
         });
         let c = c.as_deref().unwrap_or("*");
         let inner = match metric.kind {
+            // Characters on every side: Snowflake's LENGTH counts "UTF-8 characters ... as a
+            // single character" (<https://docs.snowflake.com/en/sql-reference/functions/length>),
+            // as PostgreSQL's char_length and MySQL's CHAR_LENGTH do.
             MetricKind::Chars => {
                 let length = match self {
                     Side::Source(Dialect::Postgres) => format!("char_length({})", postgres_text(c)),
