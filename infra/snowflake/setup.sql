@@ -62,21 +62,21 @@ CREATE STAGE IF NOT EXISTS "SLUICE"."RAW"."SLUICE_STAGE"
   STORAGE_INTEGRATION = "SLUICE_S3"
   FILE_FORMAT = "SLUICE"."RAW"."SLUICE_PARQUET";
 
-CREATE TABLE IF NOT EXISTS "SLUICE"."STAGING"."SHOP_PUBLIC_CUSTOMERS_MERGES" ("run_id" VARCHAR, "inserted" NUMBER(19,0), "updated" NUMBER(19,0), "deleted" NUMBER(19,0));
+CREATE TABLE IF NOT EXISTS "SLUICE"."STAGING"."SHOP_PUBLIC_CUSTOMERS_MERGES" ("run_id" VARCHAR, "inserted" NUMBER(19,0), "updated" NUMBER(19,0), "deleted" NUMBER(19,0), "keys" NUMBER(19,0));
 
-CREATE TABLE IF NOT EXISTS "SLUICE"."STAGING"."SHOP_PUBLIC_PRODUCTS_MERGES" ("run_id" VARCHAR, "inserted" NUMBER(19,0), "updated" NUMBER(19,0), "deleted" NUMBER(19,0));
+CREATE TABLE IF NOT EXISTS "SLUICE"."STAGING"."SHOP_PUBLIC_PRODUCTS_MERGES" ("run_id" VARCHAR, "inserted" NUMBER(19,0), "updated" NUMBER(19,0), "deleted" NUMBER(19,0), "keys" NUMBER(19,0));
 
-CREATE TABLE IF NOT EXISTS "SLUICE"."STAGING"."SHOP_ORDERS_MERGES" ("run_id" VARCHAR, "inserted" NUMBER(19,0), "updated" NUMBER(19,0), "deleted" NUMBER(19,0));
+CREATE TABLE IF NOT EXISTS "SLUICE"."STAGING"."SHOP_ORDERS_MERGES" ("run_id" VARCHAR, "inserted" NUMBER(19,0), "updated" NUMBER(19,0), "deleted" NUMBER(19,0), "keys" NUMBER(19,0));
 
-CREATE TABLE IF NOT EXISTS "SLUICE"."STAGING"."SHOP_PUBLIC_ORDER_ITEMS_MERGES" ("run_id" VARCHAR, "inserted" NUMBER(19,0), "updated" NUMBER(19,0), "deleted" NUMBER(19,0));
+CREATE TABLE IF NOT EXISTS "SLUICE"."STAGING"."SHOP_PUBLIC_ORDER_ITEMS_MERGES" ("run_id" VARCHAR, "inserted" NUMBER(19,0), "updated" NUMBER(19,0), "deleted" NUMBER(19,0), "keys" NUMBER(19,0));
 
-CREATE TABLE IF NOT EXISTS "SLUICE"."STAGING"."SHOP_MYSQL_SLUICE_SHOP_CUSTOMERS_MERGES" ("run_id" VARCHAR, "inserted" NUMBER(19,0), "updated" NUMBER(19,0), "deleted" NUMBER(19,0));
+CREATE TABLE IF NOT EXISTS "SLUICE"."STAGING"."SHOP_MYSQL_SLUICE_SHOP_CUSTOMERS_MERGES" ("run_id" VARCHAR, "inserted" NUMBER(19,0), "updated" NUMBER(19,0), "deleted" NUMBER(19,0), "keys" NUMBER(19,0));
 
-CREATE TABLE IF NOT EXISTS "SLUICE"."STAGING"."SHOP_MYSQL_SLUICE_SHOP_PRODUCTS_MERGES" ("run_id" VARCHAR, "inserted" NUMBER(19,0), "updated" NUMBER(19,0), "deleted" NUMBER(19,0));
+CREATE TABLE IF NOT EXISTS "SLUICE"."STAGING"."SHOP_MYSQL_SLUICE_SHOP_PRODUCTS_MERGES" ("run_id" VARCHAR, "inserted" NUMBER(19,0), "updated" NUMBER(19,0), "deleted" NUMBER(19,0), "keys" NUMBER(19,0));
 
-CREATE TABLE IF NOT EXISTS "SLUICE"."STAGING"."SHOP_MYSQL_SLUICE_SHOP_ORDERS_MERGES" ("run_id" VARCHAR, "inserted" NUMBER(19,0), "updated" NUMBER(19,0), "deleted" NUMBER(19,0));
+CREATE TABLE IF NOT EXISTS "SLUICE"."STAGING"."SHOP_MYSQL_SLUICE_SHOP_ORDERS_MERGES" ("run_id" VARCHAR, "inserted" NUMBER(19,0), "updated" NUMBER(19,0), "deleted" NUMBER(19,0), "keys" NUMBER(19,0));
 
-CREATE TABLE IF NOT EXISTS "SLUICE"."STAGING"."SHOP_MYSQL_SLUICE_SHOP_ORDER_ITEMS_MERGES" ("run_id" VARCHAR, "inserted" NUMBER(19,0), "updated" NUMBER(19,0), "deleted" NUMBER(19,0));
+CREATE TABLE IF NOT EXISTS "SLUICE"."STAGING"."SHOP_MYSQL_SLUICE_SHOP_ORDER_ITEMS_MERGES" ("run_id" VARCHAR, "inserted" NUMBER(19,0), "updated" NUMBER(19,0), "deleted" NUMBER(19,0), "keys" NUMBER(19,0));
 
 -- 3. tables: shop/public.customers (run as sluice's role; `sluice snowflake apply --with-tables` runs these)
 
@@ -120,7 +120,7 @@ CREATE TABLE IF NOT EXISTS "SLUICE"."STAGING"."SHOP_PUBLIC_CUSTOMERS" (
     "_sluice_extracted_at" TIMESTAMP_TZ(6)
 );
 
-CREATE TABLE IF NOT EXISTS "SLUICE"."STAGING"."SHOP_PUBLIC_CUSTOMERS_MERGES" ("run_id" VARCHAR, "inserted" NUMBER(19,0), "updated" NUMBER(19,0), "deleted" NUMBER(19,0));
+CREATE TABLE IF NOT EXISTS "SLUICE"."STAGING"."SHOP_PUBLIC_CUSTOMERS_MERGES" ("run_id" VARCHAR, "inserted" NUMBER(19,0), "updated" NUMBER(19,0), "deleted" NUMBER(19,0), "keys" NUMBER(19,0));
 
 CREATE OR REPLACE PROCEDURE "SLUICE"."STAGING"."MERGE_SHOP_PUBLIC_CUSTOMERS"(RUN_ID VARCHAR)
 RETURNS VARIANT
@@ -129,8 +129,8 @@ EXECUTE AS OWNER
 AS $$
 BEGIN
 DELETE FROM "SLUICE"."STAGING"."SHOP_PUBLIC_CUSTOMERS_MERGES" WHERE "run_id" = :RUN_ID;
-INSERT INTO "SLUICE"."STAGING"."SHOP_PUBLIC_CUSTOMERS_MERGES" ("run_id", "inserted", "updated")
-    SELECT :RUN_ID, COALESCE(COUNT_IF(t."customer_id" IS NULL), 0), COALESCE(COUNT_IF(t."customer_id" IS NOT NULL AND (s."updated_at" > t."updated_at" OR (t."updated_at" IS NULL AND s."updated_at" IS NOT NULL))), 0)
+INSERT INTO "SLUICE"."STAGING"."SHOP_PUBLIC_CUSTOMERS_MERGES" ("run_id", "inserted", "updated", "keys")
+    SELECT :RUN_ID, COALESCE(COUNT_IF(t."customer_id" IS NULL), 0), COALESCE(COUNT_IF(t."customer_id" IS NOT NULL AND (s."updated_at" > t."updated_at" OR (t."updated_at" IS NULL AND s."updated_at" IS NOT NULL))), 0), COUNT(*)
     FROM (SELECT "customer_id", "email", "full_name", "country", "segment", "loyalty_points", "is_active", PARSE_JSON("profile") AS "profile", "external_id", "created_at", "updated_at", "notes", "_sluice_run_id", "_sluice_extracted_at" FROM "SLUICE"."RAW"."SHOP_PUBLIC_CUSTOMERS" WHERE "_sluice_run_id" = :RUN_ID QUALIFY ROW_NUMBER() OVER (PARTITION BY "customer_id" ORDER BY "updated_at" DESC NULLS LAST, "_sluice_file" DESC, "_sluice_row" DESC) = 1) AS s
     LEFT JOIN "SLUICE"."STAGING"."SHOP_PUBLIC_CUSTOMERS" AS t ON t."customer_id" = s."customer_id";
 MERGE INTO "SLUICE"."STAGING"."SHOP_PUBLIC_CUSTOMERS" AS t
@@ -180,7 +180,7 @@ CREATE TABLE IF NOT EXISTS "SLUICE"."STAGING"."SHOP_PUBLIC_PRODUCTS" (
     "_sluice_extracted_at" TIMESTAMP_TZ(6)
 );
 
-CREATE TABLE IF NOT EXISTS "SLUICE"."STAGING"."SHOP_PUBLIC_PRODUCTS_MERGES" ("run_id" VARCHAR, "inserted" NUMBER(19,0), "updated" NUMBER(19,0), "deleted" NUMBER(19,0));
+CREATE TABLE IF NOT EXISTS "SLUICE"."STAGING"."SHOP_PUBLIC_PRODUCTS_MERGES" ("run_id" VARCHAR, "inserted" NUMBER(19,0), "updated" NUMBER(19,0), "deleted" NUMBER(19,0), "keys" NUMBER(19,0));
 
 CREATE OR REPLACE PROCEDURE "SLUICE"."STAGING"."MERGE_SHOP_PUBLIC_PRODUCTS"(RUN_ID VARCHAR)
 RETURNS VARIANT
@@ -189,8 +189,8 @@ EXECUTE AS OWNER
 AS $$
 BEGIN
 DELETE FROM "SLUICE"."STAGING"."SHOP_PUBLIC_PRODUCTS_MERGES" WHERE "run_id" = :RUN_ID;
-INSERT INTO "SLUICE"."STAGING"."SHOP_PUBLIC_PRODUCTS_MERGES" ("run_id", "inserted", "updated")
-    SELECT :RUN_ID, COALESCE(COUNT_IF(t."product_id" IS NULL), 0), COALESCE(COUNT_IF(t."product_id" IS NOT NULL AND s."_sluice_run_id" > t."_sluice_run_id"), 0)
+INSERT INTO "SLUICE"."STAGING"."SHOP_PUBLIC_PRODUCTS_MERGES" ("run_id", "inserted", "updated", "keys")
+    SELECT :RUN_ID, COALESCE(COUNT_IF(t."product_id" IS NULL), 0), COALESCE(COUNT_IF(t."product_id" IS NOT NULL AND s."_sluice_run_id" > t."_sluice_run_id"), 0), COUNT(*)
     FROM (SELECT "product_id", "sku", "name", "category", "price", "weight_kg", PARSE_JSON("attributes") AS "attributes", "in_stock", "rating", "updated_at", "_sluice_run_id", "_sluice_extracted_at" FROM "SLUICE"."RAW"."SHOP_PUBLIC_PRODUCTS" WHERE "_sluice_run_id" = :RUN_ID QUALIFY ROW_NUMBER() OVER (PARTITION BY "product_id" ORDER BY "_sluice_run_id" DESC, "_sluice_file" DESC, "_sluice_row" DESC) = 1) AS s
     LEFT JOIN "SLUICE"."STAGING"."SHOP_PUBLIC_PRODUCTS" AS t ON t."product_id" = s."product_id";
 MERGE INTO "SLUICE"."STAGING"."SHOP_PUBLIC_PRODUCTS" AS t
@@ -240,7 +240,7 @@ CREATE TABLE IF NOT EXISTS "SLUICE"."STAGING"."SHOP_ORDERS" (
     "_sluice_extracted_at" TIMESTAMP_TZ(6)
 );
 
-CREATE TABLE IF NOT EXISTS "SLUICE"."STAGING"."SHOP_ORDERS_MERGES" ("run_id" VARCHAR, "inserted" NUMBER(19,0), "updated" NUMBER(19,0), "deleted" NUMBER(19,0));
+CREATE TABLE IF NOT EXISTS "SLUICE"."STAGING"."SHOP_ORDERS_MERGES" ("run_id" VARCHAR, "inserted" NUMBER(19,0), "updated" NUMBER(19,0), "deleted" NUMBER(19,0), "keys" NUMBER(19,0));
 
 CREATE OR REPLACE PROCEDURE "SLUICE"."STAGING"."MERGE_SHOP_ORDERS"(RUN_ID VARCHAR)
 RETURNS VARIANT
@@ -249,8 +249,8 @@ EXECUTE AS OWNER
 AS $$
 BEGIN
 DELETE FROM "SLUICE"."STAGING"."SHOP_ORDERS_MERGES" WHERE "run_id" = :RUN_ID;
-INSERT INTO "SLUICE"."STAGING"."SHOP_ORDERS_MERGES" ("run_id", "inserted", "updated")
-    SELECT :RUN_ID, COALESCE(COUNT_IF(t."order_id" IS NULL), 0), COALESCE(COUNT_IF(t."order_id" IS NOT NULL AND (s."updated_at" > t."updated_at" OR (t."updated_at" IS NULL AND s."updated_at" IS NOT NULL))), 0)
+INSERT INTO "SLUICE"."STAGING"."SHOP_ORDERS_MERGES" ("run_id", "inserted", "updated", "keys")
+    SELECT :RUN_ID, COALESCE(COUNT_IF(t."order_id" IS NULL), 0), COALESCE(COUNT_IF(t."order_id" IS NOT NULL AND (s."updated_at" > t."updated_at" OR (t."updated_at" IS NULL AND s."updated_at" IS NOT NULL))), 0), COUNT(*)
     FROM (SELECT "order_id", "customer_id", "status", "currency", "total", "discount_rate", "ordered_at", "shipped_on", "item_count", "updated_at", "_sluice_run_id", "_sluice_extracted_at" FROM "SLUICE"."RAW"."SHOP_ORDERS" WHERE "_sluice_run_id" = :RUN_ID QUALIFY ROW_NUMBER() OVER (PARTITION BY "order_id" ORDER BY "updated_at" DESC NULLS LAST, "_sluice_file" DESC, "_sluice_row" DESC) = 1) AS s
     LEFT JOIN "SLUICE"."STAGING"."SHOP_ORDERS" AS t ON t."order_id" = s."order_id";
 MERGE INTO "SLUICE"."STAGING"."SHOP_ORDERS" AS t
@@ -294,7 +294,7 @@ CREATE TABLE IF NOT EXISTS "SLUICE"."STAGING"."SHOP_PUBLIC_ORDER_ITEMS" (
     "_sluice_extracted_at" TIMESTAMP_TZ(6)
 );
 
-CREATE TABLE IF NOT EXISTS "SLUICE"."STAGING"."SHOP_PUBLIC_ORDER_ITEMS_MERGES" ("run_id" VARCHAR, "inserted" NUMBER(19,0), "updated" NUMBER(19,0), "deleted" NUMBER(19,0));
+CREATE TABLE IF NOT EXISTS "SLUICE"."STAGING"."SHOP_PUBLIC_ORDER_ITEMS_MERGES" ("run_id" VARCHAR, "inserted" NUMBER(19,0), "updated" NUMBER(19,0), "deleted" NUMBER(19,0), "keys" NUMBER(19,0));
 
 CREATE OR REPLACE PROCEDURE "SLUICE"."STAGING"."MERGE_SHOP_PUBLIC_ORDER_ITEMS"(RUN_ID VARCHAR)
 RETURNS VARIANT
@@ -303,8 +303,8 @@ EXECUTE AS OWNER
 AS $$
 BEGIN
 DELETE FROM "SLUICE"."STAGING"."SHOP_PUBLIC_ORDER_ITEMS_MERGES" WHERE "run_id" = :RUN_ID;
-INSERT INTO "SLUICE"."STAGING"."SHOP_PUBLIC_ORDER_ITEMS_MERGES" ("run_id", "inserted", "updated")
-    SELECT :RUN_ID, COALESCE(COUNT_IF(t."order_id" IS NULL), 0), COALESCE(COUNT_IF(t."order_id" IS NOT NULL AND (s."updated_at" > t."updated_at" OR (t."updated_at" IS NULL AND s."updated_at" IS NOT NULL))), 0)
+INSERT INTO "SLUICE"."STAGING"."SHOP_PUBLIC_ORDER_ITEMS_MERGES" ("run_id", "inserted", "updated", "keys")
+    SELECT :RUN_ID, COALESCE(COUNT_IF(t."order_id" IS NULL), 0), COALESCE(COUNT_IF(t."order_id" IS NOT NULL AND (s."updated_at" > t."updated_at" OR (t."updated_at" IS NULL AND s."updated_at" IS NOT NULL))), 0), COUNT(*)
     FROM (SELECT "order_id", "line_no", "product_id", "quantity", "unit_price", "line_total", "updated_at", "_sluice_run_id", "_sluice_extracted_at" FROM "SLUICE"."RAW"."SHOP_PUBLIC_ORDER_ITEMS" WHERE "_sluice_run_id" = :RUN_ID QUALIFY ROW_NUMBER() OVER (PARTITION BY "order_id", "line_no" ORDER BY "updated_at" DESC NULLS LAST, "_sluice_file" DESC, "_sluice_row" DESC) = 1) AS s
     LEFT JOIN "SLUICE"."STAGING"."SHOP_PUBLIC_ORDER_ITEMS" AS t ON t."order_id" = s."order_id" AND t."line_no" = s."line_no";
 MERGE INTO "SLUICE"."STAGING"."SHOP_PUBLIC_ORDER_ITEMS" AS t
@@ -358,7 +358,7 @@ CREATE TABLE IF NOT EXISTS "SLUICE"."STAGING"."SHOP_MYSQL_SLUICE_SHOP_CUSTOMERS"
     "_sluice_extracted_at" TIMESTAMP_TZ(6)
 );
 
-CREATE TABLE IF NOT EXISTS "SLUICE"."STAGING"."SHOP_MYSQL_SLUICE_SHOP_CUSTOMERS_MERGES" ("run_id" VARCHAR, "inserted" NUMBER(19,0), "updated" NUMBER(19,0), "deleted" NUMBER(19,0));
+CREATE TABLE IF NOT EXISTS "SLUICE"."STAGING"."SHOP_MYSQL_SLUICE_SHOP_CUSTOMERS_MERGES" ("run_id" VARCHAR, "inserted" NUMBER(19,0), "updated" NUMBER(19,0), "deleted" NUMBER(19,0), "keys" NUMBER(19,0));
 
 CREATE OR REPLACE PROCEDURE "SLUICE"."STAGING"."MERGE_SHOP_MYSQL_SLUICE_SHOP_CUSTOMERS"(RUN_ID VARCHAR)
 RETURNS VARIANT
@@ -367,8 +367,8 @@ EXECUTE AS OWNER
 AS $$
 BEGIN
 DELETE FROM "SLUICE"."STAGING"."SHOP_MYSQL_SLUICE_SHOP_CUSTOMERS_MERGES" WHERE "run_id" = :RUN_ID;
-INSERT INTO "SLUICE"."STAGING"."SHOP_MYSQL_SLUICE_SHOP_CUSTOMERS_MERGES" ("run_id", "inserted", "updated")
-    SELECT :RUN_ID, COALESCE(COUNT_IF(t."customer_id" IS NULL), 0), COALESCE(COUNT_IF(t."customer_id" IS NOT NULL AND (s."updated_at" > t."updated_at" OR (t."updated_at" IS NULL AND s."updated_at" IS NOT NULL))), 0)
+INSERT INTO "SLUICE"."STAGING"."SHOP_MYSQL_SLUICE_SHOP_CUSTOMERS_MERGES" ("run_id", "inserted", "updated", "keys")
+    SELECT :RUN_ID, COALESCE(COUNT_IF(t."customer_id" IS NULL), 0), COALESCE(COUNT_IF(t."customer_id" IS NOT NULL AND (s."updated_at" > t."updated_at" OR (t."updated_at" IS NULL AND s."updated_at" IS NOT NULL))), 0), COUNT(*)
     FROM (SELECT "customer_id", "email", "full_name", "country", "segment", "loyalty_points", "is_active", "profile", "external_id", "created_at", "updated_at", "notes", "_sluice_run_id", "_sluice_extracted_at" FROM "SLUICE"."RAW"."SHOP_MYSQL_SLUICE_SHOP_CUSTOMERS" WHERE "_sluice_run_id" = :RUN_ID QUALIFY ROW_NUMBER() OVER (PARTITION BY "customer_id" ORDER BY "updated_at" DESC NULLS LAST, "_sluice_file" DESC, "_sluice_row" DESC) = 1) AS s
     LEFT JOIN "SLUICE"."STAGING"."SHOP_MYSQL_SLUICE_SHOP_CUSTOMERS" AS t ON t."customer_id" = s."customer_id";
 MERGE INTO "SLUICE"."STAGING"."SHOP_MYSQL_SLUICE_SHOP_CUSTOMERS" AS t
@@ -418,7 +418,7 @@ CREATE TABLE IF NOT EXISTS "SLUICE"."STAGING"."SHOP_MYSQL_SLUICE_SHOP_PRODUCTS" 
     "_sluice_extracted_at" TIMESTAMP_TZ(6)
 );
 
-CREATE TABLE IF NOT EXISTS "SLUICE"."STAGING"."SHOP_MYSQL_SLUICE_SHOP_PRODUCTS_MERGES" ("run_id" VARCHAR, "inserted" NUMBER(19,0), "updated" NUMBER(19,0), "deleted" NUMBER(19,0));
+CREATE TABLE IF NOT EXISTS "SLUICE"."STAGING"."SHOP_MYSQL_SLUICE_SHOP_PRODUCTS_MERGES" ("run_id" VARCHAR, "inserted" NUMBER(19,0), "updated" NUMBER(19,0), "deleted" NUMBER(19,0), "keys" NUMBER(19,0));
 
 CREATE OR REPLACE PROCEDURE "SLUICE"."STAGING"."MERGE_SHOP_MYSQL_SLUICE_SHOP_PRODUCTS"(RUN_ID VARCHAR)
 RETURNS VARIANT
@@ -427,8 +427,8 @@ EXECUTE AS OWNER
 AS $$
 BEGIN
 DELETE FROM "SLUICE"."STAGING"."SHOP_MYSQL_SLUICE_SHOP_PRODUCTS_MERGES" WHERE "run_id" = :RUN_ID;
-INSERT INTO "SLUICE"."STAGING"."SHOP_MYSQL_SLUICE_SHOP_PRODUCTS_MERGES" ("run_id", "inserted", "updated")
-    SELECT :RUN_ID, COALESCE(COUNT_IF(t."product_id" IS NULL), 0), COALESCE(COUNT_IF(t."product_id" IS NOT NULL AND s."_sluice_run_id" > t."_sluice_run_id"), 0)
+INSERT INTO "SLUICE"."STAGING"."SHOP_MYSQL_SLUICE_SHOP_PRODUCTS_MERGES" ("run_id", "inserted", "updated", "keys")
+    SELECT :RUN_ID, COALESCE(COUNT_IF(t."product_id" IS NULL), 0), COALESCE(COUNT_IF(t."product_id" IS NOT NULL AND s."_sluice_run_id" > t."_sluice_run_id"), 0), COUNT(*)
     FROM (SELECT "product_id", "sku", "name", "category", "price", "weight_kg", "attributes", "in_stock", "rating", "updated_at", "_sluice_run_id", "_sluice_extracted_at" FROM "SLUICE"."RAW"."SHOP_MYSQL_SLUICE_SHOP_PRODUCTS" WHERE "_sluice_run_id" = :RUN_ID QUALIFY ROW_NUMBER() OVER (PARTITION BY "product_id" ORDER BY "_sluice_run_id" DESC, "_sluice_file" DESC, "_sluice_row" DESC) = 1) AS s
     LEFT JOIN "SLUICE"."STAGING"."SHOP_MYSQL_SLUICE_SHOP_PRODUCTS" AS t ON t."product_id" = s."product_id";
 MERGE INTO "SLUICE"."STAGING"."SHOP_MYSQL_SLUICE_SHOP_PRODUCTS" AS t
@@ -478,7 +478,7 @@ CREATE TABLE IF NOT EXISTS "SLUICE"."STAGING"."SHOP_MYSQL_SLUICE_SHOP_ORDERS" (
     "_sluice_extracted_at" TIMESTAMP_TZ(6)
 );
 
-CREATE TABLE IF NOT EXISTS "SLUICE"."STAGING"."SHOP_MYSQL_SLUICE_SHOP_ORDERS_MERGES" ("run_id" VARCHAR, "inserted" NUMBER(19,0), "updated" NUMBER(19,0), "deleted" NUMBER(19,0));
+CREATE TABLE IF NOT EXISTS "SLUICE"."STAGING"."SHOP_MYSQL_SLUICE_SHOP_ORDERS_MERGES" ("run_id" VARCHAR, "inserted" NUMBER(19,0), "updated" NUMBER(19,0), "deleted" NUMBER(19,0), "keys" NUMBER(19,0));
 
 CREATE OR REPLACE PROCEDURE "SLUICE"."STAGING"."MERGE_SHOP_MYSQL_SLUICE_SHOP_ORDERS"(RUN_ID VARCHAR)
 RETURNS VARIANT
@@ -487,8 +487,8 @@ EXECUTE AS OWNER
 AS $$
 BEGIN
 DELETE FROM "SLUICE"."STAGING"."SHOP_MYSQL_SLUICE_SHOP_ORDERS_MERGES" WHERE "run_id" = :RUN_ID;
-INSERT INTO "SLUICE"."STAGING"."SHOP_MYSQL_SLUICE_SHOP_ORDERS_MERGES" ("run_id", "inserted", "updated")
-    SELECT :RUN_ID, COALESCE(COUNT_IF(t."order_id" IS NULL), 0), COALESCE(COUNT_IF(t."order_id" IS NOT NULL AND (s."updated_at" > t."updated_at" OR (t."updated_at" IS NULL AND s."updated_at" IS NOT NULL))), 0)
+INSERT INTO "SLUICE"."STAGING"."SHOP_MYSQL_SLUICE_SHOP_ORDERS_MERGES" ("run_id", "inserted", "updated", "keys")
+    SELECT :RUN_ID, COALESCE(COUNT_IF(t."order_id" IS NULL), 0), COALESCE(COUNT_IF(t."order_id" IS NOT NULL AND (s."updated_at" > t."updated_at" OR (t."updated_at" IS NULL AND s."updated_at" IS NOT NULL))), 0), COUNT(*)
     FROM (SELECT "order_id", "customer_id", "status", "currency", "total", "discount_rate", "ordered_at", "shipped_on", "item_count", "updated_at", "_sluice_run_id", "_sluice_extracted_at" FROM "SLUICE"."RAW"."SHOP_MYSQL_SLUICE_SHOP_ORDERS" WHERE "_sluice_run_id" = :RUN_ID QUALIFY ROW_NUMBER() OVER (PARTITION BY "order_id" ORDER BY "updated_at" DESC NULLS LAST, "_sluice_file" DESC, "_sluice_row" DESC) = 1) AS s
     LEFT JOIN "SLUICE"."STAGING"."SHOP_MYSQL_SLUICE_SHOP_ORDERS" AS t ON t."order_id" = s."order_id";
 MERGE INTO "SLUICE"."STAGING"."SHOP_MYSQL_SLUICE_SHOP_ORDERS" AS t
@@ -532,7 +532,7 @@ CREATE TABLE IF NOT EXISTS "SLUICE"."STAGING"."SHOP_MYSQL_SLUICE_SHOP_ORDER_ITEM
     "_sluice_extracted_at" TIMESTAMP_TZ(6)
 );
 
-CREATE TABLE IF NOT EXISTS "SLUICE"."STAGING"."SHOP_MYSQL_SLUICE_SHOP_ORDER_ITEMS_MERGES" ("run_id" VARCHAR, "inserted" NUMBER(19,0), "updated" NUMBER(19,0), "deleted" NUMBER(19,0));
+CREATE TABLE IF NOT EXISTS "SLUICE"."STAGING"."SHOP_MYSQL_SLUICE_SHOP_ORDER_ITEMS_MERGES" ("run_id" VARCHAR, "inserted" NUMBER(19,0), "updated" NUMBER(19,0), "deleted" NUMBER(19,0), "keys" NUMBER(19,0));
 
 CREATE OR REPLACE PROCEDURE "SLUICE"."STAGING"."MERGE_SHOP_MYSQL_SLUICE_SHOP_ORDER_ITEMS"(RUN_ID VARCHAR)
 RETURNS VARIANT
@@ -541,8 +541,8 @@ EXECUTE AS OWNER
 AS $$
 BEGIN
 DELETE FROM "SLUICE"."STAGING"."SHOP_MYSQL_SLUICE_SHOP_ORDER_ITEMS_MERGES" WHERE "run_id" = :RUN_ID;
-INSERT INTO "SLUICE"."STAGING"."SHOP_MYSQL_SLUICE_SHOP_ORDER_ITEMS_MERGES" ("run_id", "inserted", "updated")
-    SELECT :RUN_ID, COALESCE(COUNT_IF(t."order_id" IS NULL), 0), COALESCE(COUNT_IF(t."order_id" IS NOT NULL AND (s."updated_at" > t."updated_at" OR (t."updated_at" IS NULL AND s."updated_at" IS NOT NULL))), 0)
+INSERT INTO "SLUICE"."STAGING"."SHOP_MYSQL_SLUICE_SHOP_ORDER_ITEMS_MERGES" ("run_id", "inserted", "updated", "keys")
+    SELECT :RUN_ID, COALESCE(COUNT_IF(t."order_id" IS NULL), 0), COALESCE(COUNT_IF(t."order_id" IS NOT NULL AND (s."updated_at" > t."updated_at" OR (t."updated_at" IS NULL AND s."updated_at" IS NOT NULL))), 0), COUNT(*)
     FROM (SELECT "order_id", "line_no", "product_id", "quantity", "unit_price", "line_total", "updated_at", "_sluice_run_id", "_sluice_extracted_at" FROM "SLUICE"."RAW"."SHOP_MYSQL_SLUICE_SHOP_ORDER_ITEMS" WHERE "_sluice_run_id" = :RUN_ID QUALIFY ROW_NUMBER() OVER (PARTITION BY "order_id", "line_no" ORDER BY "updated_at" DESC NULLS LAST, "_sluice_file" DESC, "_sluice_row" DESC) = 1) AS s
     LEFT JOIN "SLUICE"."STAGING"."SHOP_MYSQL_SLUICE_SHOP_ORDER_ITEMS" AS t ON t."order_id" = s."order_id" AND t."line_no" = s."line_no";
 MERGE INTO "SLUICE"."STAGING"."SHOP_MYSQL_SLUICE_SHOP_ORDER_ITEMS" AS t
