@@ -515,15 +515,11 @@ pub fn merge_procedure_ddl(
     } else {
         String::new()
     };
-    Ok(format!(
-        "CREATE OR REPLACE PROCEDURE {proc}(RUN_ID VARCHAR)\n\
-         RETURNS VARIANT\n\
-         LANGUAGE SQL\n\
-         EXECUTE AS OWNER\n\
-         AS $$\n\
-         BEGIN\n\
-         DELETE FROM {log} WHERE \"run_id\" = :RUN_ID;\n\
-         INSERT INTO {log} (\"run_id\", \"inserted\", \"updated\", \"keys\"{log_columns})\n\
+    Ok(logged_procedure(
+        &targets.merge_procedure,
+        &log,
+        &format!(
+            "INSERT INTO {log} (\"run_id\", \"inserted\", \"updated\", \"keys\"{log_columns})\n\
          \x20   SELECT :RUN_ID, COALESCE(COUNT_IF(t.{first_key} IS NULL), 0), COALESCE(COUNT_IF(t.{first_key} IS NOT NULL AND {newer}), 0), COUNT(*){deleted_count}\n\
          \x20   FROM {source} AS s\n\
          \x20   LEFT JOIN {table} AS t ON {on};\n\
@@ -533,10 +529,8 @@ pub fn merge_procedure_ddl(
          ON {on}\n\
          WHEN MATCHED AND {newer} THEN UPDATE SET {set}\n\
          WHEN NOT MATCHED THEN INSERT ({names}) VALUES ({values});\n\
-         RETURN (SELECT OBJECT_CONSTRUCT('inserted', \"inserted\", 'updated', \"updated\"{deleted_field}) FROM {log} WHERE \"run_id\" = :RUN_ID);\n\
-         END;\n\
-         $$",
-        proc = targets.merge_procedure.quoted(),
+         RETURN (SELECT OBJECT_CONSTRUCT('inserted', \"inserted\", 'updated', \"updated\"{deleted_field}) FROM {log} WHERE \"run_id\" = :RUN_ID);\n"
+        ),
     ))
 }
 
@@ -583,7 +577,27 @@ pub fn reconcile_procedure_ddl(
     let vanished = vanished_rows(targets, spec, ":RUN_ID");
     let q = |c: &str| quote(c);
     let remove = remove_vanished(targets, spec);
-    Ok(format!(
+    Ok(logged_procedure(
+        &targets.reconcile_procedure,
+        &log,
+        &format!(
+            "INSERT INTO {log} (\"run_id\", \"inserted\", \"updated\", \"deleted\")\n\
+             \x20   SELECT :RUN_ID, 0, 0, (SELECT COUNT(*) FROM {table} AS t WHERE {vanished});\n\
+             {remove}\
+             DELETE FROM {keys} WHERE {run_col} < :RUN_ID AND {latest};\n\
+             RETURN (SELECT OBJECT_CONSTRUCT('inserted', \"inserted\", 'updated', \"updated\", 'deleted', \"deleted\") FROM {log} WHERE \"run_id\" = :RUN_ID);\n",
+            keys = targets.keys.quoted(),
+            run_col = q(RUN_ID_COLUMN),
+            latest = latest_run(targets, ":RUN_ID"),
+        ),
+    ))
+}
+
+/// A procedure of the run id that first forgets the run's merge-log row (a replay logs
+/// afresh), then runs `body` (which logs and returns): the frame both generated procedures
+/// share, in the subset of Snowflake Scripting the stand-in runs (see the module doc).
+fn logged_procedure(name: &ObjectName, log: &str, body: &str) -> String {
+    format!(
         "CREATE OR REPLACE PROCEDURE {proc}(RUN_ID VARCHAR)\n\
          RETURNS VARIANT\n\
          LANGUAGE SQL\n\
@@ -591,18 +605,11 @@ pub fn reconcile_procedure_ddl(
          AS $$\n\
          BEGIN\n\
          DELETE FROM {log} WHERE \"run_id\" = :RUN_ID;\n\
-         INSERT INTO {log} (\"run_id\", \"inserted\", \"updated\", \"deleted\")\n\
-         \x20   SELECT :RUN_ID, 0, 0, (SELECT COUNT(*) FROM {table} AS t WHERE {vanished});\n\
-         {remove}\
-         DELETE FROM {keys} WHERE {run_col} < :RUN_ID AND {latest};\n\
-         RETURN (SELECT OBJECT_CONSTRUCT('inserted', \"inserted\", 'updated', \"updated\", 'deleted', \"deleted\") FROM {log} WHERE \"run_id\" = :RUN_ID);\n\
+         {body}\
          END;\n\
          $$",
-        proc = targets.reconcile_procedure.quoted(),
-        keys = targets.keys.quoted(),
-        run_col = q(RUN_ID_COLUMN),
-        latest = latest_run(targets, ":RUN_ID"),
-    ))
+        proc = name.quoted(),
+    )
 }
 
 /// A column as the warehouse's `INFORMATION_SCHEMA.COLUMNS` describes it.
