@@ -13,14 +13,8 @@ use sluice::state::local::LocalStateStore;
 use sluice::state::prelude::*;
 use sluice_tests::crash::{ORDERS, POINTS, Recovery, change_orders, delete_orders, print_matrix};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[cfg_attr(
-    not(feature = "failpoints"),
-    ignore = "needs the failpoints feature: cargo test --features sluice-cli/failpoints"
-)]
-async fn sluice_run_recovers_exactly_from_a_crash_at_every_boundary() {
-    let scene = SnowflakeScene::applied("cli_matrix", ORDERS).await;
-    let pg = scene.db.client().await;
+/// `sluice run` of the matrix: the scene's run into Glue, with a local state directory.
+fn matrix_run_args(scene: &SnowflakeScene) -> Vec<String> {
     let mut run = scene.run_args();
     run.extend(
         [
@@ -31,11 +25,32 @@ async fn sluice_run_recovers_exactly_from_a_crash_at_every_boundary() {
         ]
         .map(str::to_owned),
     );
-    let run: Vec<&str> = run.iter().map(String::as_str).collect();
-    let sluice = |args: &[&str], failpoints: Option<&str>| match failpoints {
+    run
+}
+
+/// `sluice` with `failpoints` armed, if any.
+fn crashing(
+    scene: &SnowflakeScene,
+    args: &[&str],
+    failpoints: Option<&str>,
+) -> std::process::Output {
+    match failpoints {
         Some(failpoints) => scene.sluice(args, &[("FAILPOINTS", failpoints)]),
         None => scene.sluice(args, &[]),
-    };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "failpoints"),
+    ignore = "needs the failpoints feature: cargo test --features sluice-cli/failpoints"
+)]
+async fn sluice_run_recovers_exactly_from_a_crash_at_every_boundary() {
+    let scene = SnowflakeScene::applied("cli_matrix", ORDERS).await;
+    let pg = scene.db.client().await;
+    let run = matrix_run_args(&scene);
+    let run: Vec<&str> = run.iter().map(String::as_str).collect();
+    let sluice = |args: &[&str], failpoints: Option<&str>| crashing(&scene, args, failpoints);
     let state = LocalStateStore::open(scene.dir.path().join("state")).unwrap();
     let warehouse = scene.warehouse();
     let recovery = Recovery {
@@ -102,23 +117,11 @@ async fn a_key_set_recovers_exactly_from_a_crash_at_every_boundary() {
     let orders = format!("{ORDERS}    deletes: {{mode: hard, max_fraction: 1, keyset: {{}}}}\n");
     let scene = SnowflakeScene::applied("cli_keys", &orders).await;
     let pg = scene.db.client().await;
-    let mut run = scene.run_args();
-    run.extend(
-        [
-            "--glue-database",
-            &scene.lake.database,
-            "--state-dir",
-            "state",
-        ]
-        .map(str::to_owned),
-    );
+    let run = matrix_run_args(&scene);
     let run: Vec<&str> = run.iter().map(String::as_str).collect();
     let mut keyset = run.clone();
     keyset.push("--keyset");
-    let sluice = |args: &[&str], failpoints: Option<&str>| match failpoints {
-        Some(failpoints) => scene.sluice(args, &[("FAILPOINTS", failpoints)]),
-        None => scene.sluice(args, &[]),
-    };
+    let sluice = |args: &[&str], failpoints: Option<&str>| crashing(&scene, args, failpoints);
     let state = LocalStateStore::open(scene.dir.path().join("state")).unwrap();
     let warehouse = scene.warehouse();
     let recovery = Recovery {

@@ -762,39 +762,51 @@ impl LeaseStore for DynamoStateStore {
         watermark: &ScalarValue,
     ) -> Result<()> {
         let json = serde_json::to_string(watermark).map_err(|e| self.error(e.to_string()))?;
-        let result = self
-            .update_table_item(table_key)
-            .update_expression("SET watermark = :w, watermark_run_id = :me")
-            .condition_expression("lease_run_id = :me")
-            .expression_attribute_values(":w", s(json))
-            .expression_attribute_values(":me", s(run_id.to_string()))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        self.lease_checked(table_key, run_id, result).await
+        self.update_while_leased(
+            table_key,
+            run_id,
+            "SET watermark = :w, watermark_run_id = :me",
+            Some((":w", s(json))),
+        )
+        .await
     }
 
     async fn commit_keyset(&self, table_key: &str, run_id: RunId) -> Result<()> {
-        let result = self
-            .update_table_item(table_key)
-            .update_expression("SET keyset_run_id = :me")
-            .condition_expression("lease_run_id = :me")
-            .expression_attribute_values(":me", s(run_id.to_string()))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        self.lease_checked(table_key, run_id, result).await
+        self.update_while_leased(table_key, run_id, "SET keyset_run_id = :me", None)
+            .await
     }
 
     async fn clear_watermark(&self, table_key: &str, run_id: RunId) -> Result<()> {
-        let result = self
+        self.update_while_leased(
+            table_key,
+            run_id,
+            "REMOVE watermark, watermark_run_id",
+            None,
+        )
+        .await
+    }
+}
+
+impl DynamoStateStore {
+    /// Applies `update` (which may name `:me`, the run id, and `value`) to the table's item,
+    /// only while `run_id` holds its lease.
+    async fn update_while_leased(
+        &self,
+        table_key: &str,
+        run_id: RunId,
+        update: &str,
+        value: Option<(&str, AttributeValue)>,
+    ) -> Result<()> {
+        let mut request = self
             .update_table_item(table_key)
-            .update_expression("REMOVE watermark, watermark_run_id")
+            .update_expression(update)
             .condition_expression("lease_run_id = :me")
             .expression_attribute_values(":me", s(run_id.to_string()))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        if let Some((name, value)) = value {
+            request = request.expression_attribute_values(name, value);
+        }
+        let result = request.send().await;
         self.lease_checked(table_key, run_id, result).await
     }
 }
