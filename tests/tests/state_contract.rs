@@ -502,6 +502,7 @@ fn plan(run_id: RunId, chunks: usize) -> RunPlan {
         casts: BTreeMap::new(),
         warnings: BTreeMap::new(),
         keyset: false,
+        cdc: None,
     }
 }
 
@@ -664,6 +665,7 @@ fn outcome(chunk: u32, rows: u64) -> ChunkOutcome {
         warnings: BTreeMap::from([("c: zero date written as NULL".to_owned(), 2)]),
         seconds: 0.5,
         source_rows: Some(rows),
+        cdc_reached: None,
     }
 }
 

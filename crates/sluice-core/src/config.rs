@@ -399,6 +399,49 @@ impl TableConfig {
         TableName::parse(&self.table)
     }
 
+    /// The replication slot of a CDC table: `load.slot`, or `sluice_<source>_<schema>_<table>`
+    /// lower-cased with every other character made `_` (PostgreSQL allows only lower-case
+    /// letters, digits and `_` in a slot name), shortened with a hash of the full name when it
+    /// would pass 63 characters so two long names stay apart.
+    pub fn cdc_slot(&self) -> String {
+        if let Some(slot) = &self.load.slot {
+            return slot.clone();
+        }
+        let raw = format!("sluice_{}_{}", self.source, self.table);
+        let name: String = raw
+            .chars()
+            .map(|c| {
+                let c = c.to_ascii_lowercase();
+                if c.is_ascii_lowercase() || c.is_ascii_digit() {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        if name.len() <= MAX_SLOT_NAME_LEN {
+            return name;
+        }
+        // FNV-1a: stable across builds and platforms, unlike std's hasher.
+        let hash = raw.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        format!("{}_{:08x}", &name[..MAX_SLOT_NAME_LEN - 9], hash as u32)
+    }
+
+    /// The publication of a CDC table: `load.publication`, or the slot's name.
+    pub fn cdc_publication(&self) -> String {
+        self.load
+            .publication
+            .clone()
+            .unwrap_or_else(|| self.cdc_slot())
+    }
+
+    /// The most messages one CDC run reads.
+    pub fn cdc_max_changes(&self) -> u32 {
+        self.load.max_changes.unwrap_or(DEFAULT_MAX_CHANGES)
+    }
+
     /// `source/schema.table`: the key a table's state (watermark, lease, runs) lives under.
     pub fn key(&self) -> String {
         format!("{}/{}", self.source, self.table)
@@ -430,6 +473,17 @@ pub struct LoadConfig {
     /// are counted as a warning instead.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub include_null_cursor: bool,
+    /// `mode: cdc`: the logical replication slot the table's changes are read from (default
+    /// [`TableConfig::cdc_slot`]); created by `sluice cdc setup`, never by a run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<String>,
+    /// `mode: cdc`: the publication naming the table (default: the slot's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publication: Option<String>,
+    /// `mode: cdc`: at most this many decoded messages per run, the rest is the next run's
+    /// (whole transactions: the server checks the count only at a commit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_changes: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -438,7 +492,16 @@ pub enum LoadMode {
     #[default]
     Full,
     Incremental,
+    /// Log-based change data capture: the first run snapshots the table, later runs read the
+    /// changes committed since (PostgreSQL logical replication, `pgoutput`).
+    Cdc,
 }
+
+/// Messages a CDC run reads at most, by default: well inside Lambda's 15 minutes at the
+/// decoding rates `scripts/bench` measures.
+pub const DEFAULT_MAX_CHANGES: u32 = 200_000;
+/// PostgreSQL's limit on slot and publication names (`NAMEDATALEN - 1`).
+pub const MAX_SLOT_NAME_LEN: usize = 63;
 
 /// Chunking of one run into independently extracted ranges of `column`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -901,6 +964,83 @@ fn is_secret_arn(arn: &str) -> bool {
 }
 
 /// `engine` is the table's source's, when that source is defined: its dialect parses `where`.
+/// The rules of `load.mode: cdc`: a primary key to apply changes by, a slot and publication
+/// PostgreSQL accepts, and nothing a change stream cannot honour.
+fn validate_cdc(table: &TableConfig, engine: Option<Engine>, path: &str, issues: &mut Issues) {
+    let mode = format!("{path}.load.mode");
+    if engine == Some(Engine::Mysql) {
+        issues.push(
+            &mode,
+            "cdc is supported for postgres sources only so far (MySQL/MariaDB binlog CDC is not built yet); use incremental",
+        );
+    }
+    if table.primary_key.is_empty() {
+        issues.push(
+            format!("{path}.primary_key"),
+            "required when load.mode = cdc: changes are applied to STAGING by key",
+        );
+    }
+    for (field, given) in [
+        ("cursor", table.load.cursor.is_some()),
+        ("lookback", table.load.lookback.is_some()),
+        ("include_null_cursor", table.load.include_null_cursor),
+    ] {
+        if given {
+            issues.push(
+                format!("{path}.load.{field}"),
+                "only applies when load.mode = incremental (a cdc table reads the log, not a cursor)",
+            );
+        }
+    }
+    if table.filter.is_some() {
+        issues.push(
+            format!("{path}.where"),
+            "a cdc table applies every change of the table; a row leaving the where would never be deleted (remove where, or use incremental)",
+        );
+    }
+    if table.deletes.keyset.is_some() {
+        issues.push(
+            format!("{path}.deletes.keyset"),
+            "a cdc table reads its deletes from the log; key sets are for incremental tables",
+        );
+    }
+    if table.target.merge_procedure.is_some() {
+        issues.push(
+            format!("{path}.target.merge_procedure"),
+            "a cdc table is merged by sluice's generated procedure, which applies inserts, updates and deletes in log order",
+        );
+    }
+    if let Some(slot) = &table.load.slot
+        && (slot.is_empty()
+            || slot.len() > MAX_SLOT_NAME_LEN
+            || !slot
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+    {
+        issues.push(
+            format!("{path}.load.slot"),
+            format!("'{slot}' is not a slot name: 1 to {MAX_SLOT_NAME_LEN} lower-case letters, digits or '_'"),
+        );
+    }
+    if let Some(publication) = &table.load.publication {
+        issues.ident(format!("{path}.load.publication"), publication);
+        if publication.len() > MAX_SLOT_NAME_LEN {
+            issues.push(
+                format!("{path}.load.publication"),
+                format!("is longer than {MAX_SLOT_NAME_LEN} characters, PostgreSQL's limit"),
+            );
+        }
+    }
+    if let Some(n) = table.load.max_changes
+        && !(1..=i32::MAX as u32).contains(&n)
+    {
+        issues.push(
+            format!("{path}.load.max_changes"),
+            format!("{n} is out of range: must be between 1 and {}", i32::MAX),
+        );
+    }
+}
+
 fn validate_table(table: &TableConfig, engine: Option<Engine>, path: &str, issues: &mut Issues) {
     if let Err(message) = TableName::parse(&table.table) {
         issues.push(format!("{path}.table"), message);
@@ -949,6 +1089,21 @@ fn validate_table(table: &TableConfig, engine: Option<Engine>, path: &str, issue
                 issues.push(
                     format!("{path}.load.lookback"),
                     "only applies when load.mode = incremental",
+                );
+            }
+        }
+        LoadMode::Cdc => validate_cdc(table, engine, path, issues),
+    }
+    if table.load.mode != LoadMode::Cdc {
+        for (field, given) in [
+            ("slot", table.load.slot.is_some()),
+            ("publication", table.load.publication.is_some()),
+            ("max_changes", table.load.max_changes.is_some()),
+        ] {
+            if given {
+                issues.push(
+                    format!("{path}.load.{field}"),
+                    "only applies when load.mode = cdc",
                 );
             }
         }
@@ -1067,6 +1222,10 @@ fn validate_deletes(table: &TableConfig, path: &str, issues: &mut Issues) {
         }
         return;
     }
+    // A cdc table's deletes come from the log; its own rules are in validate_cdc.
+    if table.load.mode == LoadMode::Cdc {
+        return;
+    }
     let mode = format!("{dpath}.mode");
     let incremental = table.load.mode == LoadMode::Incremental;
     match (&deletes.keyset, incremental) {
@@ -1183,6 +1342,90 @@ tables:
         format!(
             "sources:\n  - name: shop\n    engine: postgres\n    connection:\n      url: postgres://u@h/db\ntables:\n  - source: shop\n    table: public.orders\n{extra}"
         )
+    }
+
+    #[test]
+    fn cdc_tables_take_a_key_and_default_their_slot_and_publication() {
+        let config = Config::from_yaml(
+            &with_table("    primary_key: [id]\n    load: { mode: cdc }\n"),
+            "t",
+        )
+        .unwrap();
+        let table = &config.tables[0];
+        assert_eq!(table.load.mode, LoadMode::Cdc);
+        assert_eq!(table.cdc_slot(), "sluice_shop_public_orders");
+        assert_eq!(table.cdc_publication(), "sluice_shop_public_orders");
+        assert_eq!(table.cdc_max_changes(), DEFAULT_MAX_CHANGES);
+        let mut long = table.clone();
+        long.table = format!("public.{}", "Orders_".repeat(12));
+        let slot = long.cdc_slot();
+        assert_eq!(slot.len(), MAX_SLOT_NAME_LEN);
+        assert!(
+            slot.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        );
+        long.table.push('x');
+        assert_ne!(
+            long.cdc_slot(),
+            slot,
+            "two long names must not share a slot"
+        );
+    }
+
+    #[test]
+    fn cdc_config_mistakes_name_their_field() {
+        for (extra, expected) in [
+            (
+                "    load: { mode: cdc }\n",
+                "tables[0].primary_key: required when load.mode = cdc",
+            ),
+            (
+                "    primary_key: [id]\n    load: { mode: cdc, cursor: updated_at }\n",
+                "tables[0].load.cursor: only applies when load.mode = incremental",
+            ),
+            (
+                "    primary_key: [id]\n    load: { mode: cdc, slot: My-Slot }\n",
+                "tables[0].load.slot: 'My-Slot' is not a slot name",
+            ),
+            (
+                "    primary_key: [id]\n    load: { mode: cdc, max_changes: 0 }\n",
+                "tables[0].load.max_changes: 0 is out of range",
+            ),
+            (
+                "    primary_key: [id]\n    load: { mode: cdc }\n    where: \"id > 3\"\n",
+                "tables[0].where: a cdc table applies every change",
+            ),
+            (
+                "    primary_key: [id]\n    load: { mode: cdc }\n    deletes: { mode: hard, keyset: { every: 24h } }\n",
+                "tables[0].deletes.keyset: a cdc table reads its deletes from the log",
+            ),
+            (
+                "    primary_key: [id]\n    load: { mode: full, slot: s }\n",
+                "tables[0].load.slot: only applies when load.mode = cdc",
+            ),
+        ] {
+            let issues = issues_of(&with_table(extra));
+            assert!(
+                issues.iter().any(|i| i.starts_with(expected)),
+                "{extra}: expected '{expected}' in {issues:?}"
+            );
+        }
+        let mysql = with_table("    primary_key: [id]\n    load: { mode: cdc }\n")
+            .replace("engine: postgres", "engine: mysql")
+            .replace("postgres://", "mysql://");
+        assert!(
+            issues_of(&mysql).iter().any(|i| i
+                .starts_with("tables[0].load.mode: cdc is supported for postgres sources only")),
+            "{:?}",
+            issues_of(&mysql)
+        );
+        // Deletes of a cdc table come from the log: no key set, no partition rule.
+        assert_eq!(
+            issues_of(&with_table(
+                "    primary_key: [id]\n    load: { mode: cdc, max_changes: 1000 }\n    deletes: { mode: soft }\n    partition: { column: created_at, chunks: 4 }\n"
+            )),
+            Vec::<String>::new()
+        );
     }
 
     #[test]

@@ -133,6 +133,7 @@ mod tests {
             casts: BTreeMap::new(),
             warnings: BTreeMap::new(),
             keyset: false,
+            cdc: None,
         }
     }
 
@@ -163,6 +164,7 @@ mod tests {
             warnings: BTreeMap::new(),
             seconds: 1.0,
             source_rows: None,
+            cdc_reached: None,
         }
     }
 

@@ -246,9 +246,48 @@ pub struct RunPlan {
     /// from every row, and the files go under `_keysets/`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub keyset: bool,
+    /// A CDC table's run: where in the log it starts and ends (see [`CdcWindow`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cdc: Option<CdcWindow>,
+}
+
+/// The log positions of one CDC run, fixed at plan time so every retry of it reads the same
+/// changes. Positions are PostgreSQL LSNs as integers; the table's watermark is one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CdcWindow {
+    pub slot: String,
+    pub publication: String,
+    /// Where the slot stands (its `confirmed_flush_lsn`, which the plan moved up to the
+    /// table's watermark): transactions committing at or after it are not yet in STAGING.
+    pub from: u64,
+    /// The log flushed at plan time: the run reads transactions whose commit record starts
+    /// before it, and no others.
+    pub upto: u64,
+    /// The most messages the run reads; reaching it ends the run at the last whole
+    /// transaction, and the next run goes on from there.
+    pub max_changes: u32,
+    /// The table's first run (or a re-snapshot): its chunks read the whole table in one
+    /// snapshot taken after `from`, and its watermark is `from`, so the changes committed
+    /// around the snapshot are applied again by the next run (the merge makes that harmless).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub snapshot: bool,
+}
+
+/// Facts a CDC plan is built on, read from the source's slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CdcFacts {
+    /// The slot's `confirmed_flush_lsn` after the plan moved it up to the watermark.
+    pub confirmed: u64,
+    /// `pg_current_wal_flush_lsn()`.
+    pub flushed: u64,
 }
 
 impl RunPlan {
+    /// Whether the run reads the table's change log (rather than its rows).
+    pub fn reads_changes(&self) -> bool {
+        self.cdc.as_ref().is_some_and(|c| !c.snapshot)
+    }
+
     /// Chunks of this run that may extract at once: the table's `partition.max_concurrency`
     /// as it was when the run was planned (the default when it was not set), never more than
     /// the run has chunks and never less than one. The same number bounds a local run and a
@@ -533,7 +572,74 @@ pub fn build_plan(
         casts: facts.casts,
         warnings,
         keyset: false,
+        cdc: None,
     })
+}
+
+/// The plan of a run of a CDC table. Without a watermark (the first run, or a reload) it is a
+/// snapshot of the whole table, like a full load, whose watermark is the slot's position
+/// read before the snapshot; with one, a single chunk reading the log from the slot's
+/// position to the position flushed at plan time.
+pub fn build_cdc_plan(
+    run_id: RunId,
+    engine: Engine,
+    started_at: DateTime<Utc>,
+    table: &TableConfig,
+    watermark: Option<&ScalarValue>,
+    cdc: CdcFacts,
+    facts: CatalogFacts,
+) -> Result<RunPlan, PlanError> {
+    let invalid = |message: String| PlanError::Invalid {
+        table: table.table.clone(),
+        message,
+    };
+    if let Some((column, _)) = facts.casts.iter().next() {
+        return Err(invalid(format!(
+            "column '{column}' is read through a text cast (its type has no exact binary reading), which the change log cannot give; leave it out of columns to use cdc"
+        )));
+    }
+    let snapshot = match watermark {
+        None => true,
+        Some(ScalarValue::Int(position)) => {
+            let position = u64::try_from(*position)
+                .map_err(|_| invalid(format!("the stored cdc position {position} is negative")))?;
+            if cdc.confirmed > position {
+                return Err(invalid(format!(
+                    "slot '{slot}' stands at {at}, past sluice's position {ours}: something else consumed or advanced the slot, so the changes between are lost to sluice. Take a new snapshot: sluice watermark reset --table {key} --yes, then run the table (or trigger it with full_reload)",
+                    slot = table.cdc_slot(),
+                    at = crate::cdc::pgoutput::Lsn(cdc.confirmed),
+                    ours = crate::cdc::pgoutput::Lsn(position),
+                    key = table.key(),
+                )));
+            }
+            false
+        }
+        Some(other) => {
+            return Err(PlanError::WatermarkKindChanged {
+                table: table.table.clone(),
+                cursor: "(cdc position)".into(),
+                stored: other.kind(),
+                kind: ScalarKind::Int,
+            });
+        }
+    };
+    let mut read = table.clone();
+    read.load.mode = LoadMode::Full;
+    let mut plan = build_plan(run_id, engine, started_at, &read, None, facts)?;
+    plan.table = table.clone();
+    if !snapshot {
+        plan.partition_column = None;
+        plan.chunks = vec![ChunkRange::All];
+    }
+    plan.cdc = Some(CdcWindow {
+        slot: table.cdc_slot(),
+        publication: table.cdc_publication(),
+        from: cdc.confirmed,
+        upto: cdc.flushed.max(cdc.confirmed),
+        max_changes: table.cdc_max_changes(),
+        snapshot,
+    });
+    Ok(plan)
 }
 
 /// The plan of a key-set run of `table`, from facts gathered for
@@ -563,6 +669,8 @@ impl RunPlan {
     }
 
     /// The window's new watermark once the run completes: the upper bound fixed at plan time.
+    /// A CDC run's is where its read ended, known only once it has read
+    /// ([`crate::run::RunRecord::next_watermark`]).
     pub fn next_watermark(&self) -> Option<&ScalarValue> {
         self.cursor.as_ref().and_then(|c| c.upper.as_ref())
     }
@@ -842,6 +950,7 @@ mod tests {
                 cursor: Some("updated_at".into()),
                 lookback,
                 include_null_cursor: false,
+                ..LoadConfig::default()
             },
             partition: None,
             filter: Some("status <> 'x'".into()),

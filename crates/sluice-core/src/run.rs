@@ -163,6 +163,10 @@ pub struct ChunkOutcome {
     /// without a `where`, at most these with one. `None` in records from before the count.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_rows: Option<u64>,
+    /// A CDC chunk's end in the log: the plan's `upto`, or where the read stopped at
+    /// `max_changes` (the end of the last whole transaction it read). The run's watermark.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cdc_reached: Option<u64>,
 }
 
 /// What a run reads: what [`RunRecord::full_reload`] and [`RunRecord::keyset`] record.
@@ -463,6 +467,19 @@ impl RunRecord {
     /// Whether the merge merged no key of the rows the run loaded: what a merge guarded by a
     /// later run in the merge log does (a run id from a clock behind another host's). Such a
     /// run must not complete, or its watermark would move past rows STAGING never got.
+    /// The watermark the run commits once complete: the plan's upper bound; for a CDC
+    /// table's snapshot the slot position it started from, for a CDC run where its read
+    /// ended. `None` when there is none to commit.
+    pub fn next_watermark(&self) -> Option<ScalarValue> {
+        let plan = self.plan.as_ref()?;
+        let position = match &plan.cdc {
+            None => return plan.next_watermark().cloned(),
+            Some(cdc) if cdc.snapshot => cdc.from,
+            Some(_) => self.chunks.get(&0)?.cdc_reached?,
+        };
+        i64::try_from(position).ok().map(ScalarValue::Int)
+    }
+
     pub fn merged_nothing(&self) -> bool {
         self.merged_keys == Some(0) && self.loaded_rows.is_some_and(|rows| rows > 0)
     }

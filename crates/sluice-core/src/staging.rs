@@ -28,9 +28,13 @@
 use arrow_schema::Schema;
 
 use crate::catalog::catalog_table_name;
+use crate::cdc::changes::{
+    CHANGE_COLUMNS, OP_COLUMN, SEQ_COLUMN, UNCHANGED_COLUMN, unchanged_marker,
+};
 use crate::config::{DeleteMode, TableConfig};
 use crate::snowflake::{
     FILE_COLUMN, ObjectName, ROW_COLUMN, SnowflakeType, SqlGenError, column_type, quote,
+    string_literal,
 };
 
 /// The run id column the files carry.
@@ -132,6 +136,8 @@ pub struct MergeSpec {
     pub deletes: DeleteMode,
     /// Deletes come from key-set runs (incremental tables), not from each run's rows.
     pub by_keyset: bool,
+    /// A CDC table: RAW rows are changes applied in log order (see [`cdc_merge_body`]).
+    pub cdc: bool,
 }
 
 impl MergeSpec {
@@ -142,6 +148,7 @@ impl MergeSpec {
             json_columns: table.target.json_columns.clone(),
             deletes: table.deletes.mode,
             by_keyset: table.deletes_by_keyset(),
+            cdc: table.load.mode == crate::config::LoadMode::Cdc,
         }
     }
 }
@@ -201,6 +208,7 @@ pub fn staging_columns(
         .fields()
         .iter()
         .filter(|f| f.name() != FILE_COLUMN && f.name() != ROW_COLUMN)
+        .filter(|f| !(spec.cdc && CHANGE_COLUMNS.contains(&f.name().as_str())))
         .map(|f| {
             let data_type = if spec.json_columns.contains(f.name()) {
                 SnowflakeType::Variant
@@ -489,6 +497,13 @@ pub fn merge_procedure_ddl(
         values.push("FALSE".into());
         values.push("NULL".into());
     }
+    if spec.cdc {
+        return Ok(logged_procedure(
+            &targets.merge_procedure,
+            &log,
+            &cdc_merge_body(targets, spec, &columns),
+        ));
+    }
     let (set, names, values) = (set.join(", "), names.join(", "), values.join(", "));
     // COUNT_IF of no rows is documented as NULL ("or NULL if no records satisfy the
     // condition", <https://docs.snowflake.com/en/sql-reference/functions/count_if>), and an
@@ -532,6 +547,193 @@ pub fn merge_procedure_ddl(
          RETURN (SELECT OBJECT_CONSTRUCT('inserted', \"inserted\", 'updated', \"updated\"{deleted_field}) FROM {log} WHERE \"run_id\" = :RUN_ID);\n"
         ),
     ))
+}
+
+/// The merge of a CDC table's run. Its RAW rows are the table's changes
+/// ([`crate::cdc::changes`]), or, for a snapshot run, plain rows (no `_sluice_op`, read as
+/// upserts). Only the changes after the run's last truncate count; a truncate first removes
+/// (or marks) every STAGING row. Of each key's changes the last (`_sluice_seq`) wins: a
+/// delete deletes (`hard`), marks (`soft`) or is ignored (`off`); an insert or update writes
+/// the row, each column from the key's latest change that sent it (FIRST_VALUE over the
+/// changes that sent it first, latest first), or, when none of the run's did (a TOASTed value
+/// left alone), as STAGING has it. Like every merge with deletes it acts only while no later
+/// run has been merged, so replaying the run changes nothing.
+fn cdc_merge_body(
+    targets: &TableTargets,
+    spec: &MergeSpec,
+    columns: &[(String, SnowflakeType)],
+) -> String {
+    let q = |c: &str| quote(c);
+    let table = targets.staging.quoted();
+    let raw = targets.raw.quoted();
+    let log = targets.merge_log.quoted();
+    let run = q(RUN_ID_COLUMN);
+    let (op, seq, unchanged) = (q(OP_COLUMN), q(SEQ_COLUMN), q(UNCHANGED_COLUMN));
+    let pk = spec
+        .primary_key
+        .iter()
+        .map(|c| q(c))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let latest = latest_run(targets, ":RUN_ID");
+    let order = format!(
+        "{seq} DESC NULLS LAST, {} DESC, {} DESC",
+        q(FILE_COLUMN),
+        q(ROW_COLUMN)
+    );
+    // A column was sent by a change unless the change names it unchanged.
+    let sent = |c: &str| {
+        format!(
+            "CASE WHEN CONTAINS(COALESCE({unchanged}, ''), {}) THEN 0 ELSE 1 END",
+            string_literal(&unchanged_marker(c))
+        )
+    };
+    let mut select = Vec::new();
+    for (name, _) in columns {
+        let value = if spec.json_columns.contains(name) {
+            format!("PARSE_JSON({})", q(name))
+        } else {
+            q(name)
+        };
+        if spec.primary_key.contains(name) || name == RUN_ID_COLUMN {
+            select.push(format!("{value} AS {}", q(name)));
+        } else {
+            select.push(format!(
+                "FIRST_VALUE({value}) OVER (PARTITION BY {pk} ORDER BY {sent} DESC, {order}) AS {name}",
+                sent = sent(name),
+                name = q(name),
+            ));
+            select.push(format!(
+                "MAX({sent}) OVER (PARTITION BY {pk}) AS {sent_name}",
+                sent = sent(name),
+                sent_name = q(&format!("_sluice_sent_{name}")),
+            ));
+        }
+    }
+    select.push(format!("COALESCE({op}, 'S') AS {op}"));
+    let last_truncate =
+        format!("(SELECT MAX(r.{seq}) FROM {raw} AS r WHERE r.{run} = :RUN_ID AND r.{op} = 'T')");
+    let changes = format!(
+        "SELECT {select} FROM {raw} WHERE {run} = :RUN_ID AND {latest} \
+         AND COALESCE({op}, 'S') <> 'T' AND ({seq} IS NULL OR {seq} > COALESCE({last_truncate}, -1)) \
+         QUALIFY ROW_NUMBER() OVER (PARTITION BY {pk} ORDER BY {order}) = 1",
+        select = select.join(", "),
+    );
+    // Each column's value is settled here, against STAGING, so the MERGE only copies.
+    let settled = columns
+        .iter()
+        .map(|(name, _)| {
+            if spec.primary_key.contains(name) || name == RUN_ID_COLUMN {
+                format!("c.{c} AS {c}", c = q(name))
+            } else {
+                format!(
+                    "CASE WHEN c.{sent} = 1 THEN c.{c} ELSE st.{c} END AS {c}",
+                    c = q(name),
+                    sent = q(&format!("_sluice_sent_{name}"))
+                )
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let joined = spec
+        .primary_key
+        .iter()
+        .map(|c| format!("st.{c} = c.{c}", c = q(c)))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let source = format!(
+        "(SELECT {settled}, c.{op} AS {op} FROM ({changes}) AS c LEFT JOIN {table} AS st ON {joined})"
+    );
+    let on = spec
+        .primary_key
+        .iter()
+        .map(|c| format!("t.{c} = s.{c}", c = q(c)))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let first_key = q(&spec.primary_key[0]);
+    let soft = spec.deletes == DeleteMode::Soft;
+    let (deleted, deleted_at) = (q(DELETED_COLUMN), q(DELETED_AT_COLUMN));
+    let live = if soft {
+        format!(" AND COALESCE(t.{deleted}, FALSE) = FALSE")
+    } else {
+        String::new()
+    };
+    let truncated = format!(
+        "EXISTS (SELECT 1 FROM {raw} AS r WHERE r.{run} = :RUN_ID AND r.{op} = 'T') AND {latest}"
+    );
+    let (truncate, truncated_count) = match spec.deletes {
+        DeleteMode::Off => (String::new(), "0".to_owned()),
+        DeleteMode::Hard => (
+            format!("DELETE FROM {table} AS t WHERE {truncated};\n"),
+            format!("(SELECT COUNT(*) FROM {table} AS t WHERE {truncated})"),
+        ),
+        DeleteMode::Soft => (
+            format!(
+                "UPDATE {table} AS t SET {deleted} = TRUE, {deleted_at} = CURRENT_TIMESTAMP(), {run} = :RUN_ID WHERE {truncated}{live};\n"
+            ),
+            format!("(SELECT COUNT(*) FROM {table} AS t WHERE {truncated}{live})"),
+        ),
+    };
+    // After a truncate the table is empty: every change after it inserts.
+    let existing = format!(
+        "t.{first_key} IS NOT NULL AND NOT ({truncated_flag})",
+        truncated_flag = if spec.deletes == DeleteMode::Off {
+            "FALSE".to_owned()
+        } else {
+            truncated.clone()
+        }
+    );
+    let on_delete = match spec.deletes {
+        DeleteMode::Off => String::new(),
+        DeleteMode::Hard => format!("WHEN MATCHED AND s.{op} = 'D' THEN DELETE\n"),
+        DeleteMode::Soft => format!(
+            "WHEN MATCHED AND s.{op} = 'D' AND COALESCE(t.{deleted}, FALSE) = FALSE THEN UPDATE SET t.{deleted} = TRUE, t.{deleted_at} = CURRENT_TIMESTAMP(), t.{run} = s.{run}\n"
+        ),
+    };
+    let mut set: Vec<String> = columns
+        .iter()
+        .filter(|(name, _)| !spec.primary_key.contains(name))
+        .map(|(name, _)| format!("t.{c} = s.{c}", c = q(name)))
+        .collect();
+    let mut names: Vec<String> = columns.iter().map(|(name, _)| q(name)).collect();
+    let mut values: Vec<String> = columns
+        .iter()
+        .map(|(name, _)| format!("s.{}", q(name)))
+        .collect();
+    if soft {
+        set.push(format!("t.{deleted} = FALSE"));
+        set.push(format!("t.{deleted_at} = NULL"));
+        names.push(deleted.clone());
+        names.push(deleted_at.clone());
+        values.push("FALSE".into());
+        values.push("NULL".into());
+    }
+    let deleted_rows = if spec.deletes == DeleteMode::Off {
+        "0".to_owned()
+    } else {
+        format!("COUNT_IF({existing}{live} AND s.{op} = 'D')")
+    };
+    format!(
+        "INSERT INTO {log} (\"run_id\", \"inserted\", \"updated\", \"deleted\", \"keys\")\n\
+         \x20   SELECT :RUN_ID, COALESCE(COUNT_IF(NOT ({existing}) AND s.{op} <> 'D'), 0), COALESCE(COUNT_IF({existing} AND s.{op} <> 'D'), 0), COALESCE({deleted_rows}, 0) + {truncated_count}, COUNT(*) + {truncates}\n\
+         \x20   FROM {source} AS s\n\
+         \x20   LEFT JOIN {table} AS t ON {on};\n\
+         {truncate}\
+         MERGE INTO {table} AS t\n\
+         USING {source} AS s\n\
+         ON {on}\n\
+         {on_delete}\
+         WHEN MATCHED AND s.{op} <> 'D' THEN UPDATE SET {set}\n\
+         WHEN NOT MATCHED AND s.{op} <> 'D' THEN INSERT ({names}) VALUES ({values});\n\
+         RETURN (SELECT OBJECT_CONSTRUCT('inserted', \"inserted\", 'updated', \"updated\", 'deleted', \"deleted\") FROM {log} WHERE \"run_id\" = :RUN_ID);\n",
+        set = set.join(", "),
+        names = names.join(", "),
+        values = values.join(", "),
+        // A truncate merges no key but is merged: the log counts it with the keys.
+        truncates = format!(
+            "(SELECT COUNT(*) FROM {raw} AS r WHERE r.{run} = :RUN_ID AND r.{op} = 'T' AND {latest})"
+        ),
+    )
 }
 
 /// The procedure statement that deletes (`hard`) or marks (`soft`) the rows a run found
@@ -966,6 +1168,7 @@ mod tests {
         // A full load reads no keys table and no key set guards it.
         let full = MergeSpec {
             by_keyset: false,
+            cdc: false,
             ..spec
         };
         assert!(!deletes_guard_query(&targets, &full).0.contains("_KEYS"));

@@ -4,4 +4,5 @@
 //! one [`pgoutput`] message; decoding them is here, with no I/O, so every message shape is
 //! unit-tested in milliseconds.
 
+pub mod changes;
 pub mod pgoutput;

@@ -89,7 +89,14 @@ impl Pipeline {
             let warnings = stream.warnings.clone();
             let bound_rows = stream.bound_rows;
             let closed = stream.closed;
-            let exact = plan.table.filter.is_none();
+            let cdc_reached = stream.cdc_reached;
+            // A read of the change log is counted by nothing but itself.
+            let exact = plan.table.filter.is_none() && cdc_reached.is_none();
+            let bound_rows = if cdc_reached.is_some() {
+                u64::MAX
+            } else {
+                bound_rows
+            };
             let mut batches = prefetch(stream.batches, self.options.prefetch_batches);
             let started_at = plan.started_at;
             let mut writer = ChunkFileWriter::new(
@@ -158,7 +165,19 @@ impl Pipeline {
                 schema: manifest_columns(&file_schema(&schema)),
                 warnings: warnings.snapshot(),
                 seconds: started.elapsed().as_secs_f64(),
-                source_rows: Some(bound_rows),
+                source_rows: (!plan.reads_changes()).then_some(bound_rows),
+                cdc_reached: match &cdc_reached {
+                    Some(reached) => {
+                        let reached = *reached.lock().unwrap_or_else(|e| e.into_inner());
+                        Some(reached.ok_or_else(|| PipelineError::Run {
+                            run_id,
+                            message: format!(
+                                "chunk {chunk} read the change log but did not say where it ended; nothing was recorded"
+                            ),
+                        })?)
+                    }
+                    None => None,
+                },
             };
             tracing::Span::current()
                 .record("rows", outcome.rows)

@@ -141,7 +141,7 @@ impl Pipeline {
                     });
                 }
             }
-            let next = plan.next_watermark().cloned();
+            let next = record.next_watermark();
             fail::fail_point!("finalize-before-watermark");
             if let Some(watermark) = &next {
                 self.state.commit_watermark(&key, run_id, watermark).await?;

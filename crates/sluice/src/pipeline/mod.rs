@@ -17,7 +17,9 @@ use futures::stream::BoxStream;
 use sluice_core::catalog::{catalog_table_name, partition_values};
 use sluice_core::layout::TableLayout;
 use sluice_core::manifest::{Manifest, ManifestColumn};
-use sluice_core::plan::{PlanError, build_keyset_plan, build_plan, window_lower_bound};
+use sluice_core::plan::{
+    PlanError, build_cdc_plan, build_keyset_plan, build_plan, window_lower_bound,
+};
 use sluice_core::run::{ChunkOutcome, RunKind};
 use sluice_core::{RunId, RunRecord, RunStatus, TableConfig};
 use thiserror::Error;

@@ -144,9 +144,18 @@ impl Pipeline {
                         table_key: table.key(),
                     });
                 }
-                // A key-set run reads the key of every row, with no cursor window.
+                // A key-set run reads the key of every row, with no cursor window; a CDC
+                // table's facts are its columns (and, for a snapshot, its chunks).
+                let cdc = table.load.mode == sluice_core::LoadMode::Cdc && !record.keyset;
                 let read = if record.keyset {
                     table.keyset_read()
+                } else if cdc {
+                    let mut read = table.clone();
+                    read.load.mode = sluice_core::LoadMode::Full;
+                    if watermark.is_some() {
+                        read.partition = None;
+                    }
+                    read
                 } else {
                     table.clone()
                 };
@@ -161,7 +170,18 @@ impl Pipeline {
                     .source_slot(&table.source, SlotHolder::plan(run_id))
                     .await?;
                 let gathered = held(slot.as_ref(), async {
-                    Ok(source.gather_facts(&read, lower.as_ref()).await?)
+                    // The log's positions first: a snapshot taken after them sees every
+                    // change before them, and the log holds every change after.
+                    let positions = if cdc {
+                        let at = match watermark {
+                            Some(sluice_core::ScalarValue::Int(at)) => u64::try_from(*at).ok(),
+                            _ => None,
+                        };
+                        Some(source.cdc_facts(table, at).await?)
+                    } else {
+                        None
+                    };
+                    Ok((positions, source.gather_facts(&read, lower.as_ref()).await?))
                 })
                 .await;
                 let gathered = match gathered {
@@ -171,6 +191,7 @@ impl Pipeline {
                         return Err(e);
                     }
                 };
+                let (positions, gathered) = gathered;
                 let facts = gathered.facts;
                 // The plan's snapshot keeps its connection open: it keeps the slot too, and
                 // whoever drops the snapshot gives both back.
@@ -187,6 +208,16 @@ impl Pipeline {
                 // The run's start time places its files, whenever it is planned.
                 let plan = if record.keyset {
                     build_keyset_plan(run_id, source.engine(), record.created_at, table, facts)?
+                } else if let Some(positions) = positions {
+                    build_cdc_plan(
+                        run_id,
+                        source.engine(),
+                        record.created_at,
+                        table,
+                        watermark,
+                        positions,
+                        facts,
+                    )?
                 } else {
                     build_plan(
                         run_id,

@@ -532,7 +532,13 @@ pub struct ChunkStream {
     /// the chunk's slot only then, so the next reader never overlaps the closing one. `None`
     /// when the source cannot tell.
     pub closed: Option<futures::future::BoxFuture<'static, ()>>,
+    /// A CDC chunk's end in the log, set once `batches` has ended (see
+    /// [`sluice_core::run::ChunkOutcome::cdc_reached`]); `None` for reads of rows.
+    pub cdc_reached: Option<CdcReached>,
 }
+
+/// Where a CDC read ended, filled in by the stream when it ends.
+pub type CdcReached = std::sync::Arc<std::sync::Mutex<Option<u64>>>;
 
 /// The `SELECT` that reads chunk `chunk` of `plan` and the query counting its bound (see
 /// [`ChunkStream::bound_rows`]), or the error saying the plan has no such chunk.
@@ -570,6 +576,21 @@ pub trait Source: Send + Sync {
         table: &TableConfig,
         window_lower: Option<&ScalarValue>,
     ) -> Result<GatheredFacts>;
+
+    /// A CDC table's log positions (see [`sluice_core::plan::CdcFacts`]), after moving its
+    /// slot up to `watermark`; read before the snapshot of the table's first run is taken.
+    /// The default refuses: only engines that read a change log have them.
+    async fn cdc_facts(
+        &self,
+        table: &TableConfig,
+        watermark: Option<u64>,
+    ) -> Result<sluice_core::plan::CdcFacts> {
+        let _ = watermark;
+        Err(SourceError::Query {
+            table: table.table.clone(),
+            message: "this source cannot read a change log (load.mode: cdc)".into(),
+        })
+    }
 
     /// Streams one chunk of a planned run. Batches follow the plan's column order.
     async fn extract_chunk(&self, plan: &RunPlan, chunk: u32) -> Result<ChunkStream>;

@@ -109,6 +109,11 @@ impl Loader {
         let targets = TableTargets::resolve(table, &self.target.database);
         let schema = manifest_schema(&manifest.schema)?;
         let spec = MergeSpec::of(table);
+        let schema = if spec.cdc {
+            sluice_core::cdc::changes::with_change_columns(&schema)
+        } else {
+            schema
+        };
         let staging = staging_columns(&schema, &spec, &targets.staging.quoted())?;
         let raw_columns = sluice_core::snowflake::schema_columns(&schema)?;
 
@@ -295,8 +300,12 @@ impl Loader {
         run_id: RunId,
     ) -> Result<serde_json::Value, LoadError> {
         let targets = TableTargets::resolve(table, &self.target.database);
-        // A key-set table's deletes are made by its key-set runs (see [`Loader::reconcile`]).
-        if table.deletes.mode != DeleteMode::Off && !table.deletes_by_keyset() {
+        // A key-set table's deletes are made by its key-set runs (see [`Loader::reconcile`]);
+        // a CDC table's are the log's own, not inferred from absence.
+        if table.deletes.mode != DeleteMode::Off
+            && !table.deletes_by_keyset()
+            && table.load.mode != sluice_core::LoadMode::Cdc
+        {
             self.check_deletes(table, &targets, run_id).await?;
         }
         let outcome = self

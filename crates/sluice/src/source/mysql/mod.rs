@@ -750,6 +750,7 @@ impl Source for MysqlSource {
             warnings,
             bound_rows: bound_rows.unwrap_or(0),
             closed: None,
+            cdc_reached: None,
         })
     }
 }

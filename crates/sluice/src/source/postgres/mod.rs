@@ -1,6 +1,7 @@
 //! PostgreSQL source: catalog lookups with `tokio-postgres`, data through
 //! `COPY (SELECT …) TO STDOUT (FORMAT binary)` decoded straight into Arrow.
 
+mod cdc;
 pub mod copy_binary;
 pub mod tls;
 pub mod types;
@@ -695,7 +696,18 @@ impl Source for PostgresSource {
         Ok(self.open_chunk(plan, 0).await?.decoder.schema())
     }
 
+    async fn cdc_facts(
+        &self,
+        table: &TableConfig,
+        watermark: Option<u64>,
+    ) -> Result<sluice_core::plan::CdcFacts> {
+        self.read_cdc_facts(table, watermark).await
+    }
+
     async fn extract_chunk(&self, plan: &RunPlan, chunk: u32) -> Result<ChunkStream> {
+        if plan.reads_changes() {
+            return self.extract_changes(plan).await;
+        }
         let OpenChunk {
             client,
             connection,
@@ -786,6 +798,7 @@ impl Source for PostgresSource {
             closed: Some(Box::pin(async move {
                 let _ = connection.await;
             })),
+            cdc_reached: None,
         })
     }
 }

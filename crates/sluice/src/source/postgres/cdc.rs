@@ -1,0 +1,447 @@
+//! A CDC table's reads of the PostgreSQL change log, through the replication slot's SQL
+//! interface (<https://www.postgresql.org/docs/current/functions-admin.html>, "Replication
+//! Management Functions"):
+//!
+//! - planning checks the slot and publication, moves the slot up to the table's watermark
+//!   with `pg_replication_slot_advance` (only after the run that set the watermark merged, so
+//!   a crash anywhere replays and never loses), and fixes the run's upper bound at the flushed
+//!   end of the log (`pg_current_wal_flush_lsn`: everything before it can be decoded);
+//! - the run's one chunk peeks (never consumes) the changes with
+//!   `pg_logical_slot_peek_binary_changes(slot, upto_lsn, upto_nchanges, …)`: "decoding will
+//!   include only those transactions which commit prior to the specified LSN", and stops
+//!   after the transaction in which `upto_nchanges` was reached. Peeking is repeatable until
+//!   the slot advances, so a retried chunk reads the same changes.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use sluice_core::cdc::changes::{
+    CHANGE_COLUMN_KINDS, CHANGE_COLUMNS, COPY_HEADER, COPY_TRAILER, ChangeColumnKind, ChangeRows,
+};
+use sluice_core::cdc::pgoutput::{Lsn, decode};
+use sluice_core::plan::CdcFacts;
+use sluice_core::{RunPlan, TableConfig, TableName};
+use tokio_postgres::Client;
+use tracing::{debug, info};
+
+use super::copy_binary::{CopyBinaryDecoder, DecodeColumn};
+use super::types::PgType;
+use super::{PostgresSource, pg_message, resolve_table, table_name};
+use crate::source::estimated_row_bytes;
+use crate::source::{CatalogTable, CdcReached, ChunkStream, Result, SourceError, Warnings};
+
+/// The slot's facts, as `pg_replication_slots` shows them.
+const SLOT_QUERY: &str = "SELECT confirmed_flush_lsn::text, plugin, database = current_database(), wal_status \
+     FROM pg_catalog.pg_replication_slots WHERE slot_name = $1 AND slot_type = 'logical'";
+
+/// Whether the publication exists, publishes every kind of change, and includes the table.
+const PUBLICATION_QUERY: &str = "SELECT p.pubinsert, p.pubupdate, p.pubdelete, p.pubtruncate, \
+     EXISTS (SELECT 1 FROM pg_catalog.pg_publication_tables t \
+             WHERE t.pubname = p.pubname AND t.schemaname = $2 AND t.tablename = $3) \
+     FROM pg_catalog.pg_publication p WHERE p.pubname = $1";
+
+/// The run's changes, in commit order. The options are `pgoutput`'s
+/// (<https://www.postgresql.org/docs/current/protocol-logical-replication.html>, "Logical
+/// Streaming Replication Parameters"): protocol version 1 and values in binary form.
+const PEEK_QUERY: &str = "SELECT data FROM pg_catalog.pg_logical_slot_peek_binary_changes(\
+     $1::text::name, $2::text::pg_lsn, $3::int4, \
+     'proto_version', '1', 'publication_names', $4::text, 'binary', 'true')";
+
+/// The schema and name of the table `oid` (a table named without its schema is found on the
+/// search path; the log names it by both).
+async fn qualified_name(client: &Client, name: &TableName, oid: u32) -> Result<(String, String)> {
+    let row = client
+        .query_one(
+            "SELECT n.nspname::text, c.relname::text FROM pg_catalog.pg_class c \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| SourceError::Query {
+            table: name.to_string(),
+            message: pg_message(&e),
+        })?;
+    Ok((row.get(0), row.get(1)))
+}
+
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn parse_lsn(table: &TableName, what: &str, text: &str) -> Result<u64> {
+    text.parse::<Lsn>()
+        .map(|l| l.0)
+        .map_err(|e| SourceError::Query {
+            table: table.to_string(),
+            message: format!("{what}: {e}"),
+        })
+}
+
+impl PostgresSource {
+    /// Creates what a CDC table reads through, where missing: the publication (naming the
+    /// table) and the logical replication slot (`pgoutput`). Run by an operator whose role
+    /// owns the table and has `REPLICATION` (`sluice cdc setup`), never by a run. Returns
+    /// what it did, one line each; nothing when all was in place.
+    pub async fn setup_cdc(&self, table: &TableConfig) -> Result<Vec<String>> {
+        let name = table_name(table)?;
+        let client = self.connect().await?;
+        let refuse = |message: String| SourceError::Query {
+            table: name.to_string(),
+            message,
+        };
+        let query_error = |e: tokio_postgres::Error| refuse(pg_message(&e));
+        // <https://www.postgresql.org/docs/current/runtime-config-wal.html>: "logical adds
+        // information necessary to support logical decoding"; it takes a restart.
+        let wal_level: String = client
+            .query_one("SELECT current_setting('wal_level')", &[])
+            .await
+            .map_err(query_error)?
+            .get(0);
+        if wal_level != "logical" {
+            return Err(refuse(format!(
+                "wal_level is '{wal_level}'; logical decoding needs wal_level = logical (Amazon RDS and Aurora: rds.logical_replication = 1 in the parameter group), then a restart"
+            )));
+        }
+        let resolved = resolve_table(&client, &name).await?;
+        let (schema, relname) = qualified_name(&client, &name, resolved.oid).await?;
+        let qualified = format!("{}.{}", quote_ident(&schema), quote_ident(&relname));
+        let slot = table.cdc_slot();
+        let publication = table.cdc_publication();
+        let mut done = Vec::new();
+        let published = client
+            .query_opt(PUBLICATION_QUERY, &[&publication, &schema, &relname])
+            .await
+            .map_err(query_error)?;
+        let statement = match published {
+            None => Some(format!(
+                "CREATE PUBLICATION {} FOR TABLE {qualified}",
+                quote_ident(&publication)
+            )),
+            Some(row) if !row.get::<_, bool>(4) => Some(format!(
+                "ALTER PUBLICATION {} ADD TABLE {qualified}",
+                quote_ident(&publication)
+            )),
+            Some(_) => None,
+        };
+        if let Some(statement) = statement {
+            client
+                .batch_execute(&statement)
+                .await
+                .map_err(|e| refuse(format!("{statement}: {}", pg_message(&e))))?;
+            done.push(statement);
+        }
+        if client
+            .query_opt(SLOT_QUERY, &[&slot])
+            .await
+            .map_err(query_error)?
+            .is_none()
+        {
+            // A statement of its own: a slot cannot be created in a transaction that wrote.
+            client
+                .query_one(
+                    "SELECT pg_catalog.pg_create_logical_replication_slot($1::text::name, 'pgoutput')",
+                    &[&slot],
+                )
+                .await
+                .map_err(|e| {
+                    refuse(format!(
+                        "creating replication slot '{slot}': {}",
+                        pg_message(&e)
+                    ))
+                })?;
+            done.push(format!(
+                "SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput')"
+            ));
+        }
+        Ok(done)
+    }
+
+    /// Checks the table's slot and publication, moves the slot up to `watermark` (the
+    /// position the table's last completed run reached), and reads where the slot and the
+    /// flushed log stand. Called before a snapshot is taken, so a snapshot plan's start is a
+    /// position from which every change after the snapshot is still to come.
+    pub(super) async fn read_cdc_facts(
+        &self,
+        table: &TableConfig,
+        watermark: Option<u64>,
+    ) -> Result<CdcFacts> {
+        let name = table_name(table)?;
+        let client = self.connect().await?;
+        let slot = table.cdc_slot();
+        let publication = table.cdc_publication();
+        let query_error = |e: tokio_postgres::Error| SourceError::Query {
+            table: name.to_string(),
+            message: pg_message(&e),
+        };
+        let refuse = |message: String| SourceError::Query {
+            table: name.to_string(),
+            message,
+        };
+        let setup_hint = format!("create it with: sluice cdc setup --table {}", table.key());
+        let found = client
+            .query_opt(SLOT_QUERY, &[&slot])
+            .await
+            .map_err(query_error)?
+            .ok_or_else(|| {
+                refuse(format!(
+                    "replication slot '{slot}' does not exist (or is not a logical slot); {setup_hint}"
+                ))
+            })?;
+        let plugin: String = found.get(1);
+        let same_database: bool = found.get(2);
+        let wal_status: Option<String> = found.get(3);
+        if plugin != "pgoutput" {
+            return Err(refuse(format!(
+                "replication slot '{slot}' decodes with '{plugin}'; sluice reads pgoutput (drop the slot and {setup_hint})"
+            )));
+        }
+        if !same_database {
+            return Err(refuse(format!(
+                "replication slot '{slot}' belongs to another database than the source's"
+            )));
+        }
+        // `lost`: the server removed WAL the slot still needed (max_slot_wal_keep_size), so
+        // changes are gone for good.
+        if wal_status.as_deref() == Some("lost") {
+            return Err(refuse(format!(
+                "replication slot '{slot}' has lost WAL it needed (wal_status = lost, see max_slot_wal_keep_size): changes are missing. Drop and recreate the slot (sluice cdc setup), then take a new snapshot: sluice watermark reset --table {} --yes",
+                table.key()
+            )));
+        }
+        let resolved = resolve_table(&client, &name).await?;
+        let (schema, relname) = qualified_name(&client, &name, resolved.oid).await?;
+        let published = client
+            .query_opt(PUBLICATION_QUERY, &[&publication, &schema, &relname])
+            .await
+            .map_err(query_error)?
+            .ok_or_else(|| {
+                refuse(format!(
+                    "publication '{publication}' does not exist; {setup_hint}"
+                ))
+            })?;
+        for (i, kind) in ["insert", "update", "delete", "truncate"]
+            .iter()
+            .enumerate()
+        {
+            if !published.get::<_, bool>(i) {
+                return Err(refuse(format!(
+                    "publication '{publication}' does not publish {kind}s, so the log would miss them (ALTER PUBLICATION … SET (publish = 'insert, update, delete, truncate'))"
+                )));
+            }
+        }
+        if !published.get::<_, bool>(4) {
+            return Err(refuse(format!(
+                "publication '{publication}' does not include {name} (ALTER PUBLICATION {} ADD TABLE {})",
+                quote_ident(&publication),
+                name.quoted(sluice_core::Dialect::Postgres),
+            )));
+        }
+        let confirmed_text: Option<String> = found.get(0);
+        let mut confirmed = parse_lsn(
+            &name,
+            "the slot's confirmed_flush_lsn",
+            confirmed_text.as_deref().unwrap_or("0/0"),
+        )?;
+        if let Some(watermark) = watermark
+            && watermark > confirmed
+        {
+            // The run that reached `watermark` has merged: what is before it may go.
+            let advanced: String = client
+                .query_one(
+                    "SELECT end_lsn::text FROM pg_catalog.pg_replication_slot_advance($1::text::name, $2::text::pg_lsn)",
+                    &[&slot, &Lsn(watermark).to_string()],
+                )
+                .await
+                .map_err(|e| {
+                    refuse(format!(
+                        "advancing replication slot '{slot}' to {}: {}",
+                        Lsn(watermark),
+                        pg_message(&e)
+                    ))
+                })?
+                .get(0);
+            info!(table = %name, %slot, from = %Lsn(confirmed), to = %advanced, "advanced the replication slot to the watermark");
+            confirmed = parse_lsn(&name, "pg_replication_slot_advance", &advanced)?;
+        }
+        let flushed: String = client
+            .query_one("SELECT pg_catalog.pg_current_wal_flush_lsn()::text", &[])
+            .await
+            .map_err(query_error)?
+            .get(0);
+        let flushed = parse_lsn(&name, "pg_current_wal_flush_lsn", &flushed)?;
+        debug!(table = %name, %slot, confirmed = %Lsn(confirmed), flushed = %Lsn(flushed), "cdc positions");
+        Ok(CdcFacts { confirmed, flushed })
+    }
+
+    /// Streams the changes of a CDC run's window as batches of the table's columns and the
+    /// change metadata ([`CHANGE_COLUMNS`]).
+    pub(super) async fn extract_changes(&self, plan: &RunPlan) -> Result<ChunkStream> {
+        let name = table_name(&plan.table)?;
+        let Some(window) = plan.cdc.clone() else {
+            return Err(SourceError::Query {
+                table: name.to_string(),
+                message: "the plan reads no change log".into(),
+            });
+        };
+        let (client, connection) = self.connect_tracked().await?;
+        let resolved = resolve_table(&client, &name).await?;
+        let (schema_name, relname) = qualified_name(&client, &name, resolved.oid).await?;
+        let reads = resolved.plan_reads(&name, plan)?;
+        let type_oids: Vec<u32> = reads.iter().map(|(c, _)| c.type_oid).collect();
+        // Every column may be NULL in a change row: a delete carries only the key.
+        let mut columns: Vec<DecodeColumn> = reads
+            .into_iter()
+            .map(|(c, r)| DecodeColumn {
+                nullable: true,
+                name: c.name,
+                pg_type: r.pg_type,
+            })
+            .collect();
+        for (column, kind) in CHANGE_COLUMNS.iter().zip(CHANGE_COLUMN_KINDS) {
+            columns.push(DecodeColumn {
+                name: (*column).to_owned(),
+                pg_type: match kind {
+                    ChangeColumnKind::Text => PgType::Text,
+                    ChangeColumnKind::Int8 => PgType::Int8,
+                    ChangeColumnKind::TimestampTz => PgType::TimestampTz,
+                },
+                nullable: true,
+            });
+        }
+        let row_bytes = estimated_row_bytes(columns.iter().map(|c| c.pg_type.arrow_type()));
+        let mut decoder = CopyBinaryDecoder::new(
+            &columns,
+            plan.table.batch_rows(row_bytes),
+            plan.table.invalid_dates,
+        );
+        let schema = decoder.schema();
+        let changes = ChangeRows::new(
+            &schema_name,
+            &relname,
+            plan.columns.clone(),
+            type_oids,
+            plan.table.primary_key.clone(),
+            plan.table.columns.is_none(),
+        );
+        let mut ready = std::collections::VecDeque::new();
+        decoder
+            .feed(COPY_HEADER, &mut ready)
+            .map_err(|e| stream_error(&name, e.to_string()))?;
+        let publication = quote_ident(&window.publication);
+        let max_changes = i32::try_from(window.max_changes).unwrap_or(i32::MAX);
+        let upto = Lsn(window.upto).to_string();
+        debug!(table = %name, slot = %window.slot, from = %Lsn(window.from), upto = %upto, max_changes, "peeking the change log");
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+            [&window.slot, &upto, &max_changes, &publication];
+        let rows = client
+            .query_raw(PEEK_QUERY, params)
+            .await
+            .map_err(|e| SourceError::Query {
+                table: name.to_string(),
+                message: format!(
+                    "reading replication slot '{}': {}",
+                    window.slot,
+                    pg_message(&e)
+                ),
+            })?;
+        let reached: CdcReached = Arc::new(std::sync::Mutex::new(None));
+        let state = PeekState {
+            _client: client,
+            rows: Box::pin(rows),
+            ready,
+            changes,
+            decoder,
+            buffer: Vec::new(),
+            finished: false,
+            name: name.clone(),
+            upto: window.upto,
+            max_changes: window.max_changes,
+            reached: reached.clone(),
+        };
+        let batches = futures::stream::try_unfold(state, |mut st| async move {
+            loop {
+                if let Some(batch) = st.ready.pop_front() {
+                    return Ok(Some((batch, st)));
+                }
+                if st.finished {
+                    return Ok(None);
+                }
+                match st.rows.next().await {
+                    Some(Ok(row)) => {
+                        let data: &[u8] = row
+                            .try_get(0)
+                            .map_err(|e| stream_error(&st.name, pg_message(&e)))?;
+                        let message =
+                            decode(data).map_err(|e| stream_error(&st.name, e.to_string()))?;
+                        st.buffer.clear();
+                        st.changes
+                            .push(&message, &mut st.buffer)
+                            .map_err(|e| stream_error(&st.name, e.to_string()))?;
+                        if !st.buffer.is_empty() {
+                            st.decoder
+                                .feed(&st.buffer, &mut st.ready)
+                                .map_err(|e| stream_error(&st.name, e.to_string()))?;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        return Err(stream_error(
+                            &st.name,
+                            format!("reading the change log: {}", pg_message(&e)),
+                        ));
+                    }
+                    None => {
+                        st.finished = true;
+                        let end = st
+                            .changes
+                            .finish(st.upto, st.max_changes)
+                            .map_err(|e| stream_error(&st.name, e.to_string()))?;
+                        st.decoder
+                            .feed(COPY_TRAILER, &mut st.ready)
+                            .map_err(|e| stream_error(&st.name, e.to_string()))?;
+                        let last = st
+                            .decoder
+                            .finish()
+                            .map_err(|e| stream_error(&st.name, e.to_string()))?;
+                        st.ready.extend(last);
+                        info!(table = %st.name, messages = end.messages, rows = end.rows, reached = %Lsn(end.reached), "read the change log");
+                        *st.reached.lock().unwrap_or_else(|e| e.into_inner()) = Some(end.reached);
+                    }
+                }
+            }
+        })
+        .boxed();
+        Ok(ChunkStream {
+            schema,
+            batches,
+            warnings: Warnings::default(),
+            bound_rows: u64::MAX,
+            closed: Some(Box::pin(async move {
+                let _ = connection.await;
+            })),
+            cdc_reached: Some(reached),
+        })
+    }
+}
+
+fn stream_error(name: &TableName, message: String) -> SourceError {
+    SourceError::Stream {
+        table: name.to_string(),
+        chunk: 0,
+        message,
+    }
+}
+
+struct PeekState {
+    /// Kept open until the stream ends: the rows are read through it.
+    _client: Client,
+    rows: std::pin::Pin<Box<tokio_postgres::RowStream>>,
+    ready: std::collections::VecDeque<arrow::record_batch::RecordBatch>,
+    changes: ChangeRows,
+    decoder: CopyBinaryDecoder,
+    buffer: Vec<u8>,
+    finished: bool,
+    name: TableName,
+    upto: u64,
+    max_changes: u32,
+    reached: CdcReached,
+}
