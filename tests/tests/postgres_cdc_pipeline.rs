@@ -210,13 +210,12 @@ async fn staging_follows_the_log_through_every_kind_of_change() {
     assert_eq!(w.setup().await.len(), 2, "publication and slot created");
     assert!(w.setup().await.is_empty(), "set-up is idempotent");
 
-    // Written after the slot and before the snapshot: the snapshot sees them, and the first
-    // change run applies them again, harmlessly.
-    w.write(&format!(
+    // Written after the slot was created and before the snapshot: the snapshot holds them.
+    w.write(
         "INSERT INTO public.docs SELECT g, 'n' || g, g * 1.25, repeat('a', 5000) FROM generate_series(1, 50) g;
          UPDATE public.docs SET note = 'before snapshot' WHERE id = 7;
-         DELETE FROM public.docs WHERE id = 8;"
-    ))
+         DELETE FROM public.docs WHERE id = 8;",
+    )
     .await;
     let snapshot = w.run().await;
     let plan = snapshot.plan.clone().unwrap();
@@ -394,4 +393,93 @@ async fn a_slot_moved_by_someone_else_fails_loudly_instead_of_skipping_changes()
         1,
         "nothing was merged from the gap: {staged:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_added_mid_stream_evolves_and_a_retyped_one_fails_until_a_new_snapshot() {
+    let w = world("cdc_schema", "").await;
+    w.setup().await;
+    w.write("INSERT INTO public.docs SELECT g, 'n', g, 'b' FROM generate_series(1, 5) g")
+        .await;
+    w.run().await;
+    w.write("UPDATE public.docs SET note = 'before the column' WHERE id = 1")
+        .await;
+    w.write(
+        "ALTER TABLE public.docs ADD COLUMN extra int; GRANT SELECT ON public.docs TO sluice_cdc",
+    )
+    .await;
+    w.write("UPDATE public.docs SET extra = 42 WHERE id = 2")
+        .await;
+    w.write("INSERT INTO public.docs VALUES (6, 'new', 6, 'b', 7)")
+        .await;
+    w.run().await;
+    w.assert_staging_is_source("a column added").await;
+    let extras = w
+        .client
+        .execute(&Statement::new(
+            "SELECT \"id\", \"extra\" FROM STAGING.DOCS WHERE \"extra\" IS NOT NULL ORDER BY 1",
+        ))
+        .await
+        .unwrap();
+    let extras: Vec<(i64, i64)> = extras
+        .rows
+        .iter()
+        .map(|r| (r[0].as_i64().unwrap(), r[1].as_i64().unwrap()))
+        .collect();
+    assert_eq!(extras, [(2, 42), (6, 7)], "the new column's values arrived");
+
+    w.write("UPDATE public.docs SET note = 'before the retype' WHERE id = 3")
+        .await;
+    w.write("ALTER TABLE public.docs ALTER COLUMN note TYPE varchar(40)")
+        .await;
+    w.write("UPDATE public.docs SET note = 'after the retype' WHERE id = 4")
+        .await;
+    let before = w.staging_rows().await;
+    let refused = w.h.pipeline.run_table(w.table(), &Quiet).await.unwrap();
+    assert_eq!(refused.status, RunStatus::Failed);
+    let message = refused.error.unwrap().message;
+    assert!(
+        message.contains("column 'note'") && message.contains("retyped"),
+        "{message}"
+    );
+    assert_eq!(
+        w.staging_rows().await,
+        before,
+        "a failed run changes nothing"
+    );
+    // A new snapshot (a full reload) takes the table as it is now and goes on from there,
+    // after the transactions running when it read its position: this one commits a second
+    // later, and its row is in STAGING after the snapshot and the next run.
+    let open = connect(&w.pg.url("postgres")).await;
+    open.batch_execute(
+        "BEGIN; INSERT INTO public.docs VALUES (7, 'open during the snapshot', 7, 'b', NULL)",
+    )
+    .await
+    .unwrap();
+    let committer = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        open.batch_execute("COMMIT").await.unwrap();
+    });
+    let reload =
+        w.h.pipeline
+            .run_table_with(
+                w.table(),
+                &Quiet,
+                sluice::pipeline::RunStart {
+                    full_reload: true,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+    assert_eq!(reload.status, RunStatus::Completed, "{:?}", reload.error);
+    committer.await.unwrap();
+    w.run().await;
+    w.assert_staging_is_source("a new snapshot after the retype")
+        .await;
+    w.write("UPDATE public.docs SET note = 'later' WHERE id = 5")
+        .await;
+    w.run().await;
+    w.assert_staging_is_source("changes after the new snapshot")
+        .await;
 }

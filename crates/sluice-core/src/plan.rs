@@ -266,9 +266,10 @@ pub struct CdcWindow {
     /// The most messages the run reads; reaching it ends the run at the last whole
     /// transaction, and the next run goes on from there.
     pub max_changes: u32,
-    /// The table's first run (or a re-snapshot): its chunks read the whole table in one
-    /// snapshot taken after `from`, and its watermark is `from`, so the changes committed
-    /// around the snapshot are applied again by the next run (the merge makes that harmless).
+    /// The table's first run (or a re-snapshot): the plan moved the slot to the flushed log
+    /// (`from`), waited for the transactions running then, and only then took the snapshot
+    /// its chunks read; every change the snapshot does not hold commits at or after `from`,
+    /// which is its watermark.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub snapshot: bool,
 }
@@ -276,7 +277,8 @@ pub struct CdcWindow {
 /// Facts a CDC plan is built on, read from the source's slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CdcFacts {
-    /// The slot's `confirmed_flush_lsn` after the plan moved it up to the watermark.
+    /// The slot's `confirmed_flush_lsn` after the plan moved it: up to the watermark, or, for a
+    /// snapshot, to the flushed log.
     pub confirmed: u64,
     /// `pg_current_wal_flush_lsn()`.
     pub flushed: u64,

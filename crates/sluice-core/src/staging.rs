@@ -713,6 +713,10 @@ fn cdc_merge_body(
     } else {
         format!("COUNT_IF({existing}{live} AND s.{op} = 'D')")
     };
+    // A truncate merges no key but is merged: the log counts it with the keys.
+    let truncates = format!(
+        "(SELECT COUNT(*) FROM {raw} AS r WHERE r.{run} = :RUN_ID AND r.{op} = 'T' AND {latest})"
+    );
     format!(
         "INSERT INTO {log} (\"run_id\", \"inserted\", \"updated\", \"deleted\", \"keys\")\n\
          \x20   SELECT :RUN_ID, COALESCE(COUNT_IF(NOT ({existing}) AND s.{op} <> 'D'), 0), COALESCE(COUNT_IF({existing} AND s.{op} <> 'D'), 0), COALESCE({deleted_rows}, 0) + {truncated_count}, COUNT(*) + {truncates}\n\
@@ -729,10 +733,6 @@ fn cdc_merge_body(
         set = set.join(", "),
         names = names.join(", "),
         values = values.join(", "),
-        // A truncate merges no key but is merged: the log counts it with the keys.
-        truncates = format!(
-            "(SELECT COUNT(*) FROM {raw} AS r WHERE r.{run} = :RUN_ID AND r.{op} = 'T' AND {latest})"
-        ),
     )
 }
 

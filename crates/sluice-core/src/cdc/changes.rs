@@ -149,6 +149,19 @@ pub struct ChangeRows {
     last_commit_end: Option<Lsn>,
 }
 
+/// Values an update left unsent that must be read from the table: the update moved the row to
+/// a new key, so STAGING has nothing under that key to keep them from, and the log sent only
+/// the old key. The engine reads them from the table as it is now, by the new key: a value
+/// changed since is changed again by a later change in the log, and a row gone since is
+/// deleted by one, so STAGING converges on the source either way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyLookup {
+    /// The new key's columns and values (binary send form).
+    pub key: Vec<(String, Vec<u8>)>,
+    /// The planned columns to read.
+    pub columns: Vec<String>,
+}
+
 /// What a finished read covered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadEnd {
@@ -185,6 +198,78 @@ impl ChangeRows {
             seq: 0,
             last_commit_end: None,
         }
+    }
+
+    /// The values `message` needs read from the table before it is pushed (see
+    /// [`KeyLookup`]), if any.
+    pub fn key_update_lookup(&self, message: &Message) -> Option<KeyLookup> {
+        let Message::Update {
+            relation,
+            old: Some(OldTuple::Key(old)),
+            new,
+        } = message
+        else {
+            return None;
+        };
+        let map = self.relation.as_ref().filter(|r| r.id == *relation)?;
+        if !map.keys.iter().any(|&k| old.get(k) != new.get(k)) {
+            return None;
+        }
+        let columns: Vec<String> = self
+            .columns
+            .iter()
+            .zip(&map.positions)
+            .filter(|(_, p)| p.is_some_and(|i| new.get(i) == Some(&Datum::Unchanged)))
+            .map(|(c, _)| c.clone())
+            .collect();
+        if columns.is_empty() {
+            return None;
+        }
+        let key = self
+            .primary_key
+            .iter()
+            .zip(&map.keys)
+            .map(|(name, &i)| match new.get(i) {
+                Some(Datum::Binary(bytes)) => Some((name.clone(), bytes.clone())),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(KeyLookup { key, columns })
+    }
+
+    /// [`ChangeRows::push`] of an update whose [`KeyLookup`] the engine answered: `found`
+    /// holds the looked-up columns' values (`None`: the row is gone, they are NULL).
+    pub fn push_looked_up(
+        &mut self,
+        message: &Message,
+        found: Option<BTreeMap<String, Datum>>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), ChangeError> {
+        let (Message::Update { new, .. }, Some(map)) = (message, self.relation.clone()) else {
+            return self.push(message, out);
+        };
+        let mut whole = new.clone();
+        for (column, position) in self.columns.iter().zip(&map.positions) {
+            if let Some(i) = position
+                && whole.get(*i) == Some(&Datum::Unchanged)
+            {
+                whole[*i] = found
+                    .as_ref()
+                    .and_then(|f| f.get(column).cloned())
+                    .unwrap_or(Datum::Null);
+            }
+        }
+        let Message::Update { relation, old, .. } = message else {
+            return self.push(message, out);
+        };
+        self.push(
+            &Message::Update {
+                relation: *relation,
+                old: old.clone(),
+                new: whole,
+            },
+            out,
+        )
     }
 
     fn table(&self) -> String {
@@ -659,6 +744,54 @@ mod tests {
             )
             .unwrap();
         assert_eq!(rows_of_ops(&out), ["U"]);
+    }
+
+    #[test]
+    fn a_key_update_with_only_the_old_key_asks_for_the_unsent_values() {
+        let mut changes = docs();
+        let mut out = Vec::new();
+        changes.push(&begin(100), &mut out).unwrap();
+        changes
+            .push(&relation(1, &[("id", INT8), ("body", TEXT)]), &mut out)
+            .unwrap();
+        let moved = Message::Update {
+            relation: 1,
+            old: Some(OldTuple::Key(vec![int(1), Datum::Null])),
+            new: vec![int(2), Datum::Unchanged],
+        };
+        let lookup = changes.key_update_lookup(&moved).unwrap();
+        assert_eq!(
+            lookup,
+            KeyLookup {
+                key: vec![("id".into(), 2i64.to_be_bytes().to_vec())],
+                columns: vec!["body".into()],
+            }
+        );
+        let found = BTreeMap::from([("body".to_owned(), text("read now"))]);
+        changes
+            .push_looked_up(&moved, Some(found), &mut out)
+            .unwrap();
+        let moved_rows = rows(&out);
+        assert_eq!((op(&moved_rows[0]), op(&moved_rows[1])), ("D", "U"));
+        assert_eq!(moved_rows[1][1].as_deref(), Some(&b"read now"[..]));
+        assert_eq!(moved_rows[1][6], None, "nothing left unsent");
+        // Gone since: NULL, and a later delete in the log removes the row.
+        let mut out = Vec::new();
+        changes.push_looked_up(&moved, None, &mut out).unwrap();
+        assert_eq!(rows(&out)[1][1], None);
+        // Nothing to ask for: the same key, or every value sent.
+        let same = Message::Update {
+            relation: 1,
+            old: Some(OldTuple::Key(vec![int(2), Datum::Null])),
+            new: vec![int(2), Datum::Unchanged],
+        };
+        assert_eq!(changes.key_update_lookup(&same), None);
+        let sent = Message::Update {
+            relation: 1,
+            old: Some(OldTuple::Key(vec![int(2), Datum::Null])),
+            new: vec![int(3), text("x")],
+        };
+        assert_eq!(changes.key_update_lookup(&sent), None);
     }
 
     fn rows_of_ops(out: &[u8]) -> Vec<String> {

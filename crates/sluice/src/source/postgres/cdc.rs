@@ -12,13 +12,15 @@
 //!   after the transaction in which `upto_nchanges` was reached. Peeking is repeatable until
 //!   the slot advances, so a retried chunk reads the same changes.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures::StreamExt;
 use sluice_core::cdc::changes::{
     CHANGE_COLUMN_KINDS, CHANGE_COLUMNS, COPY_HEADER, COPY_TRAILER, ChangeColumnKind, ChangeRows,
+    KeyLookup,
 };
-use sluice_core::cdc::pgoutput::{Lsn, decode};
+use sluice_core::cdc::pgoutput::{Datum, Lsn, decode};
 use sluice_core::plan::CdcFacts;
 use sluice_core::{RunPlan, TableConfig, TableName};
 use tokio_postgres::Client;
@@ -62,6 +64,46 @@ async fn qualified_name(client: &Client, name: &TableName, oid: u32) -> Result<(
             message: pg_message(&e),
         })?;
     Ok((row.get(0), row.get(1)))
+}
+
+/// How long a new snapshot waits for transactions that were running when its log position
+/// was read.
+const SNAPSHOT_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Waits until none of `xids` is in progress, or fails naming them after [`SNAPSHOT_WAIT`].
+async fn wait_for_transactions(client: &Client, name: &TableName, xids: &[String]) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + SNAPSHOT_WAIT;
+    loop {
+        let mut still = Vec::new();
+        for xid in xids {
+            let status: Option<String> = client
+                .query_one("SELECT pg_catalog.pg_xact_status($1::text::xid8)", &[xid])
+                .await
+                .map_err(|e| SourceError::Query {
+                    table: name.to_string(),
+                    message: pg_message(&e),
+                })?
+                .get(0);
+            if status.as_deref() == Some("in progress") {
+                still.push(xid.clone());
+            }
+        }
+        if still.is_empty() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(SourceError::Query {
+                table: name.to_string(),
+                message: format!(
+                    "a new snapshot waits for transactions running when it started, and {} are still open after {}s (xids {}); end them or run again later",
+                    still.len(),
+                    SNAPSHOT_WAIT.as_secs(),
+                    still.join(", ")
+                ),
+            });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 fn quote_ident(name: &str) -> String {
@@ -269,6 +311,41 @@ impl PostgresSource {
             .map_err(query_error)?
             .get(0);
         let flushed = parse_lsn(&name, "pg_current_wal_flush_lsn", &flushed)?;
+        if watermark.is_none() && flushed > confirmed {
+            // A snapshot starts the table afresh: the log before now is not needed once the
+            // snapshot holds its effect (changes sent before, of a type since altered, would
+            // otherwise fail every run). A transaction whose commit is in the log before
+            // `flushed` but which a snapshot taken now would not yet see (it commits in the
+            // log before it leaves the running set) is among those running right after
+            // reading `flushed`: the snapshot waits for them, as slot creation waits for
+            // running transactions to reach its consistent point.
+            let running: Vec<String> = client
+                .query(
+                    "SELECT x::text FROM pg_catalog.pg_snapshot_xip(pg_catalog.pg_current_snapshot()) AS x",
+                    &[],
+                )
+                .await
+                .map_err(query_error)?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            client
+                .query_one(
+                    "SELECT end_lsn::text FROM pg_catalog.pg_replication_slot_advance($1::text::name, $2::text::pg_lsn)",
+                    &[&slot, &Lsn(flushed).to_string()],
+                )
+                .await
+                .map_err(|e| {
+                    refuse(format!(
+                        "advancing replication slot '{slot}' to {} for a new snapshot: {}",
+                        Lsn(flushed),
+                        pg_message(&e)
+                    ))
+                })?;
+            wait_for_transactions(&client, &name, &running).await?;
+            info!(table = %name, %slot, from = %Lsn(confirmed), to = %Lsn(flushed), "a new snapshot: the slot starts at the flushed log");
+            confirmed = flushed;
+        }
         debug!(table = %name, %slot, confirmed = %Lsn(confirmed), flushed = %Lsn(flushed), "cdc positions");
         Ok(CdcFacts { confirmed, flushed })
     }
@@ -357,6 +434,9 @@ impl PostgresSource {
             upto: window.upto,
             max_changes: window.max_changes,
             reached: reached.clone(),
+            source: self.clone(),
+            qualified: format!("{}.{}", quote_ident(&schema_name), quote_ident(&relname)),
+            lookups: None,
         };
         let batches = futures::stream::try_unfold(state, |mut st| async move {
             loop {
@@ -374,9 +454,14 @@ impl PostgresSource {
                         let message =
                             decode(data).map_err(|e| stream_error(&st.name, e.to_string()))?;
                         st.buffer.clear();
-                        st.changes
-                            .push(&message, &mut st.buffer)
-                            .map_err(|e| stream_error(&st.name, e.to_string()))?;
+                        let pushed = match st.changes.key_update_lookup(&message) {
+                            Some(lookup) => {
+                                let found = st.look_up(&lookup).await?;
+                                st.changes.push_looked_up(&message, found, &mut st.buffer)
+                            }
+                            None => st.changes.push(&message, &mut st.buffer),
+                        };
+                        pushed.map_err(|e| stream_error(&st.name, e.to_string()))?;
                         if !st.buffer.is_empty() {
                             st.decoder
                                 .feed(&st.buffer, &mut st.ready)
@@ -444,4 +529,107 @@ struct PeekState {
     upto: u64,
     max_changes: u32,
     reached: CdcReached,
+    /// For [`KeyLookup`]s: the source, the table's quoted name, and a second connection
+    /// (the first is busy streaming the log), opened at the first lookup.
+    source: PostgresSource,
+    qualified: String,
+    lookups: Option<Client>,
+}
+
+impl PeekState {
+    /// Reads `lookup`'s columns of the row under its key from the table as it is now;
+    /// `None` when no row has the key.
+    async fn look_up(&mut self, lookup: &KeyLookup) -> Result<Option<BTreeMap<String, Datum>>> {
+        let query_error = |e: tokio_postgres::Error| {
+            stream_error(
+                &self.name,
+                format!(
+                    "reading the values a key update left unsent: {}",
+                    pg_message(&e)
+                ),
+            )
+        };
+        if self.lookups.is_none() {
+            self.lookups = Some(self.source.connect().await?);
+        }
+        let Some(client) = &self.lookups else {
+            return Ok(None);
+        };
+        let columns = lookup
+            .columns
+            .iter()
+            .map(|c| quote_ident(c))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let conditions = lookup
+            .key
+            .iter()
+            .enumerate()
+            .map(|(i, (c, _))| format!("{} = ${}", quote_ident(c), i + 1))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let sql = format!(
+            "SELECT {columns} FROM {} WHERE {conditions}",
+            self.qualified
+        );
+        let statement = client.prepare(&sql).await.map_err(query_error)?;
+        let values: Vec<SentValue> = lookup.key.iter().map(|(_, v)| SentValue(v)).collect();
+        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = values
+            .iter()
+            .map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync))
+            .collect();
+        let row = client
+            .query_opt(&statement, &params)
+            .await
+            .map_err(query_error)?;
+        Ok(row.map(|row| {
+            lookup
+                .columns
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let value: Option<ReceivedValue> = row.get(i);
+                    (c.clone(), value.map_or(Datum::Null, |v| Datum::Binary(v.0)))
+                })
+                .collect()
+        }))
+    }
+}
+
+/// A value already in its type's binary send form (from the log), bound as it is.
+#[derive(Debug)]
+struct SentValue<'a>(&'a [u8]);
+
+impl tokio_postgres::types::ToSql for SentValue<'_> {
+    fn to_sql(
+        &self,
+        _ty: &tokio_postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> std::result::Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>>
+    {
+        out.extend_from_slice(self.0);
+        Ok(tokio_postgres::types::IsNull::No)
+    }
+
+    fn accepts(_ty: &tokio_postgres::types::Type) -> bool {
+        true
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
+/// A value as the server sent it (binary form), whatever its type.
+struct ReceivedValue(Vec<u8>);
+
+impl<'a> tokio_postgres::types::FromSql<'a> for ReceivedValue {
+    fn from_sql(
+        _ty: &tokio_postgres::types::Type,
+        raw: &'a [u8],
+    ) -> std::result::Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(ReceivedValue(raw.to_vec()))
+    }
+
+    fn accepts(_ty: &tokio_postgres::types::Type) -> bool {
+        true
+    }
 }

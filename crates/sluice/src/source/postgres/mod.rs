@@ -35,6 +35,7 @@ use super::{
 use super::{estimated_row_bytes, file_nullable};
 
 /// Reads tables from one PostgreSQL database.
+#[derive(Clone)]
 pub struct PostgresSource {
     name: String,
     config: tokio_postgres::Config,
