@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use sluice::Quiet;
 use sluice::sink::parquet::ParquetSettings;
+use sluice::source::Source;
 use sluice::source::postgres::PostgresSource;
 use sluice::warehouse::load::Loader;
 use sluice::warehouse::snowflake::SnowflakeClient;

@@ -4,6 +4,7 @@
 
 mod aws_args;
 mod backend;
+mod cdc;
 mod output_args;
 mod render;
 mod snowflake;
@@ -83,6 +84,9 @@ enum Command {
     Snowflake(snowflake::SnowflakeCommand),
     /// Start tables through the deployed trigger function (or a local stack's).
     Trigger(trigger::TriggerArgs),
+    /// Log-based change data capture: set up what cdc tables read (publication, slot).
+    #[command(subcommand)]
+    Cdc(cdc::CdcCommand),
 }
 
 #[derive(Subcommand)]
@@ -322,6 +326,7 @@ async fn run_command(cli: Cli) {
         Command::Snowflake(command) => snowflake::run(command, aws).await,
         Command::Validate(args) => validate(args, aws).await,
         Command::Trigger(args) => trigger::run(args, aws).await,
+        Command::Cdc(command) => cdc::run(command, aws).await,
         Command::Dev(DevCommand::CreateTables {
             state_table,
             config_table,
@@ -533,7 +538,7 @@ async fn build_sources(
 
 /// The tables `selectors` name (all without any), and the sources they read, built. Only
 /// those sources are built, so one broken source does not block the others.
-async fn selected_tables<'c>(
+pub(crate) async fn selected_tables<'c>(
     config: &'c Config,
     origin: &str,
     selectors: &[String],

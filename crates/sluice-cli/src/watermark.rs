@@ -28,7 +28,8 @@ pub enum WatermarkCommand {
         #[arg(long, value_enum)]
         kind: Option<KindArg>,
     },
-    /// Remove a table's watermark: its next incremental run reads everything.
+    /// Remove a table's watermark: its next incremental run reads everything (a cdc table's
+    /// next run takes a new snapshot).
     Reset {
         #[command(flatten)]
         target: Target,
@@ -118,6 +119,9 @@ fn find_table<'a>(config: &'a Config, selector: &str, origin: &str) -> Result<&'
             found.iter().map(|t| t.key()).collect::<Vec<_>>().join(", ")
         ),
     };
+    if table.load.mode == LoadMode::Cdc {
+        return Ok(table);
+    }
     if table.load.mode != LoadMode::Incremental || table.load.cursor.is_none() {
         bail!(
             "table {} is not an incremental load (load.mode: full): it has no watermark",
@@ -154,6 +158,11 @@ pub async fn run(command: WatermarkCommand, aws: &AwsArgs) -> Result<bool> {
     let (config, origin) = target.config.load(aws).await?;
     let table = find_table(&config, &target.table, &origin)?;
     let key = table.key();
+    if table.load.mode == LoadMode::Cdc && new_value.is_some() {
+        bail!(
+            "table {key} is a cdc table: its watermark is a position in the change log, which only its runs set. Reset it (sluice watermark reset) to take a new snapshot"
+        );
+    }
     let (state, location) = target.state.open(aws).await?;
     let new = match new_value {
         None => None,

@@ -592,6 +592,15 @@ pub trait Source: Send + Sync {
         })
     }
 
+    /// Creates what a CDC table reads its changes through, where missing (`sluice cdc
+    /// setup`); returns what it did. The default refuses.
+    async fn setup_cdc(&self, table: &TableConfig) -> Result<Vec<String>> {
+        Err(SourceError::Query {
+            table: table.table.clone(),
+            message: "this source cannot read a change log (load.mode: cdc)".into(),
+        })
+    }
+
     /// Streams one chunk of a planned run. Batches follow the plan's column order.
     async fn extract_chunk(&self, plan: &RunPlan, chunk: u32) -> Result<ChunkStream>;
 

@@ -124,7 +124,10 @@ impl PostgresSource {
     /// table) and the logical replication slot (`pgoutput`). Run by an operator whose role
     /// owns the table and has `REPLICATION` (`sluice cdc setup`), never by a run. Returns
     /// what it did, one line each; nothing when all was in place.
-    pub async fn setup_cdc(&self, table: &TableConfig) -> Result<Vec<String>> {
+    pub(super) async fn create_publication_and_slot(
+        &self,
+        table: &TableConfig,
+    ) -> Result<Vec<String>> {
         let name = table_name(table)?;
         let client = self.connect().await?;
         let refuse = |message: String| SourceError::Query {

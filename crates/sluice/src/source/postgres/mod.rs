@@ -705,6 +705,10 @@ impl Source for PostgresSource {
         self.read_cdc_facts(table, watermark).await
     }
 
+    async fn setup_cdc(&self, table: &TableConfig) -> Result<Vec<String>> {
+        self.create_publication_and_slot(table).await
+    }
+
     async fn extract_chunk(&self, plan: &RunPlan, chunk: u32) -> Result<ChunkStream> {
         if plan.reads_changes() {
             return self.extract_changes(plan).await;
