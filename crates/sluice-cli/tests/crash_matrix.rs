@@ -175,3 +175,148 @@ async fn a_key_set_recovers_exactly_from_a_crash_at_every_boundary() {
     }
     print_matrix("cli key set", &matrix);
 }
+
+/// The same matrix for a cdc table (`load.mode: cdc`, issue 18): the binary crashes at every
+/// boundary of a run reading the change log, then runs again. After each recovery STAGING
+/// equals the source, no lease is left, and the replication slot is never ahead of the
+/// table's watermark (what a later run still needs is never gone). Every round changes the
+/// table (inserts, updates including a TOASTed column left alone, deletes) first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "failpoints"),
+    ignore = "needs the failpoints feature: cargo test --features sluice-cli/failpoints"
+)]
+async fn a_cdc_table_recovers_exactly_from_a_crash_at_every_boundary() {
+    use sluice_tests::private_pg::PrivatePg;
+    let pg = PrivatePg::start_with(
+        "host all all 127.0.0.1/32 trust",
+        "wal_level = logical\nmax_replication_slots = 4\nmax_wal_senders = 4",
+    );
+    pg.psql(
+        "CREATE TABLE public.docs (id bigint PRIMARY KEY, note text, amount numeric(12,2), body text);
+         ALTER TABLE public.docs ALTER COLUMN body SET STORAGE EXTERNAL;
+         INSERT INTO public.docs SELECT g, 'n', g, repeat('a', 3000) FROM generate_series(1, 40) g;
+         CREATE ROLE sluice_cdc LOGIN REPLICATION;
+         GRANT SELECT ON public.docs TO sluice_cdc;",
+    );
+    let url = pg.url("sluice_cdc");
+    let scene = SnowflakeScene::applied_with("cli_cdc", |_| {
+        format!(
+            "sources:
+  - name: shop
+    engine: postgres
+    connection: {{ url: \"{url}\", sslmode: disable }}
+tables:
+  - source: shop
+    table: public.docs
+    primary_key: [id]
+    load: {{ mode: cdc }}
+    deletes: {{ mode: hard }}
+"
+        )
+    })
+    .await;
+    let (client, connection) = tokio_postgres::connect(&pg.url("postgres"), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let config = scene.config.to_str().unwrap().to_owned();
+    let setup = scene.sluice(
+        &[
+            "cdc",
+            "setup",
+            "--config",
+            &config,
+            "--url",
+            &pg.url("postgres"),
+        ],
+        &[],
+    );
+    assert!(setup.status.success(), "{}", both(&setup));
+    let run = matrix_run_args(&scene);
+    let run: Vec<&str> = run.iter().map(String::as_str).collect();
+    let sluice = |args: &[&str], failpoints: Option<&str>| crashing(&scene, args, failpoints);
+    let state = LocalStateStore::open(scene.dir.path().join("state")).unwrap();
+    let warehouse = scene.warehouse();
+    let staging = format!("\"{}\".STAGING.SHOP_PUBLIC_DOCS", scene.database);
+    let exact = || async {
+        sluice_tests::snowflake::assert_staging_equals_source(
+            &warehouse,
+            &client,
+            &staging,
+            "public.docs",
+        )
+        .await;
+        let table = state.table_state("shop/public.docs").await.unwrap();
+        assert!(table.lease.is_none(), "a lease was left: {table:?}");
+        let Some(sluice_core::ScalarValue::Int(watermark)) = table.watermark else {
+            panic!("no cdc position: {table:?}");
+        };
+        let slot: String = client
+            .query_one(
+                "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'sluice_shop_public_docs'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let slot = slot.parse::<sluice_core::cdc::pgoutput::Lsn>().unwrap().0;
+        assert!(
+            slot <= watermark as u64,
+            "the slot ({slot}) is ahead of the watermark ({watermark})"
+        );
+    };
+
+    let first = sluice(&run, None);
+    assert!(first.status.success(), "{}", both(&first));
+    exact().await;
+
+    let mut matrix = Vec::new();
+    for (round, (point, _)) in POINTS.iter().enumerate() {
+        let round = round as i64 + 1;
+        client
+            .batch_execute(&format!(
+                "INSERT INTO public.docs VALUES ({id}, 'new', {round}, repeat('b', 3000));
+                 UPDATE public.docs SET note = 'round {round}' WHERE id % 7 = {r7};
+                 UPDATE public.docs SET body = repeat('c', 3100) WHERE id % 11 = {r11};
+                 DELETE FROM public.docs WHERE id = (SELECT min(id) FROM public.docs WHERE id % 5 = {r5});",
+                id = 1000 + round,
+                r7 = round % 7,
+                r11 = round % 11,
+                r5 = round % 5,
+            ))
+            .await
+            .unwrap();
+        // A change run writes one batch and one file: its first hit of each point crashes.
+        let crashed = sluice(&run, Some(&format!("{point}=panic")));
+        let said = text(&crashed.stderr);
+        assert!(
+            !crashed.status.success() && said.contains("crashed:") && said.contains(point),
+            "{point}: the run did not crash there:\n{}",
+            both(&crashed)
+        );
+        let crashed_run = state.list_runs(None, 1).await.unwrap().remove(0);
+        let rerun = sluice(&run, None);
+        assert!(
+            rerun.status.success(),
+            "{point}: the rerun failed:\n{}",
+            both(&rerun)
+        );
+        exact().await;
+        let latest = state.list_runs(None, 1).await.unwrap().remove(0);
+        matrix.push((
+            point.to_string(),
+            format!(
+                "crashed in {}; rerun {} → {}; exact",
+                crashed_run.status,
+                if latest.run_id == crashed_run.run_id {
+                    "resumed it"
+                } else {
+                    "started a new run"
+                },
+                latest.status
+            ),
+        ));
+    }
+    print_matrix("cdc", &matrix);
+}

@@ -174,6 +174,15 @@ pub struct SnowflakeScene {
 
 impl SnowflakeScene {
     pub async fn applied(label: &str, tables_yaml: &str) -> SnowflakeScene {
+        SnowflakeScene::applied_with(label, |db| sluice_tests::shop_config(db, tables_yaml)).await
+    }
+
+    /// [`SnowflakeScene::applied`] with the config `config` writes (given the scene's shop
+    /// database), e.g. one reading another server.
+    pub async fn applied_with(
+        label: &str,
+        config_text: impl FnOnce(&sluice_tests::TestDb) -> String,
+    ) -> SnowflakeScene {
         let moto = MotoServer::shared();
         let lake = sluice_tests::s3::Lake::create(moto).await;
         let standin = sluice_tests::snowflake::StandIn::start(&sluice_tests::snowflake::Options {
@@ -183,7 +192,7 @@ impl SnowflakeScene {
         let db = sluice_tests::shop_db(label).await;
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("shop.yaml");
-        std::fs::write(&config, sluice_tests::shop_config(&db, tables_yaml)).unwrap();
+        std::fs::write(&config, config_text(&db)).unwrap();
         let key = dir.path().join("rsa_key.p8");
         std::fs::write(
             &key,

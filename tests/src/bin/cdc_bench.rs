@@ -1,0 +1,757 @@
+//! `scripts/bench --cdc`: log-based CDC throughput (issue 18). How many changes per second
+//! sluice takes from PostgreSQL's log to STAGING-ready Parquet, and what reading them costs
+//! the source, beside a cursor-based (`updated_at`) run over the same changes and the key-set
+//! run the cursor way needs to find deletes.
+//!
+//! It starts a private PostgreSQL with `wal_level = logical` on 127.0.0.1 (initdb in a
+//! temporary directory; `fsync = off` as every private test server; autovacuum off so that
+//! no background vacuum lands inside a measurement), creates `public.bench_orders` with
+//! `BASE_ROWS` rows, a role with `REPLICATION` and `SELECT` only, and the table's publication
+//! and slot (`setup_cdc`). Then:
+//!
+//! 1. the CDC table's first run (the snapshot) and the cursor table's first run (its
+//!    watermark), untimed;
+//! 2. `CHANGES` changes in transactions of 100 (50 inserts, 40 updates, 10 deletes, each
+//!    transaction one loop turn of a server-side `DO` block with `generate_series`), every
+//!    insert and update stamping `updated_at = now()`; then `VACUUM ANALYZE` and a
+//!    `CHECKPOINT`, so that neither falls inside a measurement;
+//! 3. the CDC run(s) until the log is caught up (`max_changes` is set above the changes, so
+//!    it is one run), timed;
+//! 4. the same window of the log decoded by the server alone
+//!    (`pg_logical_slot_peek_binary_changes` with only a count sent back): the source's share
+//!    of the CDC run;
+//! 5. the incremental run (`cursor: updated_at`, watermark from step 1), then a key-set run
+//!    (every key of the table, how an incremental table finds deletes), each timed.
+//!
+//! The pipeline is a local one: a local directory sink, local state, no warehouse, so the
+//! figure is "log → Parquet" (planning, peeking the slot, decoding `pgoutput`, Parquet
+//! encoding, the files, the manifest and the run's state). S3 and the STAGING merge are not
+//! in it.
+//!
+//! Source-side cost, per run: the CPU time of the PostgreSQL server's processes (the
+//! postmaster's reaped children plus the live ones, from `/proc`, so backends that exit at
+//! the end of a run are counted), `pg_stat_database` deltas (shared blocks hit/read, tuples
+//! returned/fetched, temp bytes) and `pg_stat_replication_slots` deltas (bytes decoded and
+//! spilled to disk). `pg_stat_statements` is not loaded. Backends flush their counters when
+//! they exit: each snapshot waits until no other client session is left.
+//!
+//! Debezium: no throughput figure for its PostgreSQL connector published by the Debezium
+//! project itself could be found (its docs describe metrics, not figures; its one
+//! performance post, "Measuring Debezium Server performance when streaming MySQL to Kafka",
+//! 2026-02-02, is about MySQL). The figures found are Sequin's, a competitor, who publish
+//! their benchmark (https://github.com/sequinstream/sequin-vs-debezium-benchmark):
+//! - https://sequinstream.com/docs/performance: "The highest throughput we were able to
+//!   consistently achieve with Debezium deployed on AWS MSK Connect was 6k ops/sec. At 10k
+//!   ops/sec, Debezium's latency grew unbounded." Conditions: changes to a single table
+//!   (mixed INSERT/UPDATE/DELETE) on AWS RDS PostgreSQL (17.2, db.r6g.2xlarge in the
+//!   benchmark's terraform), Debezium's PostgreSQL connector with pgoutput on MSK Connect (1
+//!   worker, 8 MCU, tasks.max 1) into AWS MSK; throughput = records delivered to Kafka per
+//!   second, sustained with bounded latency (258 ms average, 499 ms p99).
+//! - https://github.com/sequinstream/sequin (README, "Performance"): "Debezium · Server
+//!   23 k ops / s", 210 ms average and 440 ms p99 latency, same methodology.
+//!
+//! Those are sustained streaming rates to Kafka across a network with a latency bound; this
+//! bench drains a backlog into local Parquet on one machine. They are context, not a
+//! like-for-like comparison.
+//!
+//! Usage: cdc_bench   (env: CHANGES, default 200000; BASE_ROWS, default 10000)
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use sluice::source::Source;
+use sluice::source::postgres::PostgresSource;
+use sluice::{Quiet, RunStart};
+use sluice_core::{RunRecord, RunStatus, TableConfig};
+use sluice_tests::Harness;
+use sluice_tests::private_pg::PrivatePg;
+
+const SETTINGS: &str =
+    "wal_level = logical\nmax_replication_slots = 4\nmax_wal_senders = 4\nautovacuum = off";
+
+/// Changes per transaction, and how they split.
+const PER_TXN: u64 = 100;
+const INSERTS: u64 = 50;
+const UPDATES: u64 = 40;
+const DELETES: u64 = 10;
+
+const DEBEZIUM: &str = "\
+Debezium, for context (not like for like: those are sustained streaming rates into Kafka
+across a network, with a latency bound; this is a backlog drained into local Parquet):
+  No throughput figure for Debezium's PostgreSQL connector published by the Debezium project
+  itself was found (its docs list metrics, not figures; its performance post of 2026-02-02 is
+  about MySQL). The published figures found are Sequin's, a competitor's, with an open
+  benchmark (github.com/sequinstream/sequin-vs-debezium-benchmark):
+  - https://sequinstream.com/docs/performance: Debezium on AWS MSK Connect sustained 6k ops/s
+    at most (\"At 10k ops/sec, Debezium's latency grew unbounded\"); avg latency 258 ms, p99
+    499 ms. One table, mixed INSERT/UPDATE/DELETE, AWS RDS PostgreSQL 17 (db.r6g.2xlarge),
+    pgoutput, MSK Connect 1 worker / 8 MCU / tasks.max 1, into AWS MSK; ops/s = records
+    delivered to Kafka per second.
+  - https://github.com/sequinstream/sequin (README, Performance): Debezium Server 23k ops/s,
+    avg latency 210 ms, p99 440 ms, same methodology.";
+
+fn env_number(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(text) if !text.trim().is_empty() => text
+            .trim()
+            .replace('_', "")
+            .parse()
+            .unwrap_or_else(|_| panic!("{name} must be a whole number, got '{text}'")),
+        _ => default,
+    }
+}
+
+fn progress(message: &str) {
+    eprintln!("cdc bench: {message}");
+}
+
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"));
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
+
+/// Runs `sql` on a connection of its own, closed afterwards: its backend exits and flushes
+/// its statistics before the next snapshot, instead of inside a measurement.
+async fn run_apart(pg: &PrivatePg, sql: &str) {
+    let client = connect(&pg.url("postgres")).await;
+    client.batch_execute(sql).await.unwrap();
+}
+
+/// `/proc/<pid>/stat` fields after the command (field 3, the state, is index 0).
+fn proc_stat(pid: u32) -> Option<Vec<u64>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 2..];
+    Some(
+        rest.split_whitespace()
+            .map(|f| f.parse::<i64>().map_or(0, |v| v.max(0) as u64))
+            .collect(),
+    )
+}
+
+fn clock_ticks_per_second() -> f64 {
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 { ticks as f64 } else { 100.0 }
+}
+
+/// CPU seconds used so far by the server: the postmaster's own and its reaped children's
+/// (utime, stime, cutime, cstime), plus every live child's (utime, stime).
+fn server_cpu_seconds(postmaster: u32) -> f64 {
+    let mut ticks = proc_stat(postmaster).map_or(0, |f| f[11] + f[12] + f[13] + f[14]);
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if let Some(f) = proc_stat(pid)
+                && f.get(1) == Some(&u64::from(postmaster))
+            {
+                ticks += f[11] + f[12];
+            }
+        }
+    }
+    ticks as f64 / clock_ticks_per_second()
+}
+
+/// This process's peak resident set (VmHWM), in bytes.
+fn peak_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Resets VmHWM to the current resident set (Linux 4.0+), so the next reading is the peak
+/// of what runs in between. Says whether it could.
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// What the server has done so far, as far as it counts.
+#[derive(Debug, Clone, Copy, Default)]
+struct Counters {
+    cpu: f64,
+    blks_hit: i64,
+    blks_read: i64,
+    tup_returned: i64,
+    tup_fetched: i64,
+    temp_bytes: i64,
+    decoded_bytes: i64,
+    spill_bytes: i64,
+}
+
+impl Counters {
+    fn since(self, before: Counters) -> Counters {
+        Counters {
+            cpu: self.cpu - before.cpu,
+            blks_hit: self.blks_hit - before.blks_hit,
+            blks_read: self.blks_read - before.blks_read,
+            tup_returned: self.tup_returned - before.tup_returned,
+            tup_fetched: self.tup_fetched - before.tup_fetched,
+            temp_bytes: self.temp_bytes - before.temp_bytes,
+            decoded_bytes: self.decoded_bytes - before.decoded_bytes,
+            spill_bytes: self.spill_bytes - before.spill_bytes,
+        }
+    }
+}
+
+struct Server {
+    pg: PrivatePg,
+    /// The monitoring session: reads counters, runs nothing that is measured.
+    admin: tokio_postgres::Client,
+    postmaster: u32,
+}
+
+impl Server {
+    /// Waits until no client session but this one is left (their counters are flushed when
+    /// they exit), then reads the counters.
+    async fn counters(&self) -> Counters {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let others: i64 = self
+                .admin
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if others == 0 || Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let db = self
+            .admin
+            .query_one(
+                "SELECT blks_hit, blks_read, tup_returned, tup_fetched, temp_bytes FROM pg_stat_database WHERE datname = current_database()",
+                &[],
+            )
+            .await
+            .unwrap();
+        let slots = self
+            .admin
+            .query_one(
+                "SELECT coalesce(sum(total_bytes), 0)::bigint, coalesce(sum(spill_bytes), 0)::bigint FROM pg_stat_replication_slots",
+                &[],
+            )
+            .await
+            .unwrap();
+        Counters {
+            cpu: server_cpu_seconds(self.postmaster),
+            blks_hit: db.get(0),
+            blks_read: db.get(1),
+            tup_returned: db.get(2),
+            tup_fetched: db.get(3),
+            temp_bytes: db.get(4),
+            decoded_bytes: slots.get(0),
+            spill_bytes: slots.get(1),
+        }
+    }
+
+    async fn lsn(&self) -> String {
+        self.admin
+            .query_one("SELECT pg_current_wal_flush_lsn()::text", &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    async fn lsn_bytes(&self, from: &str, to: &str) -> i64 {
+        self.admin
+            .query_one(
+                "SELECT pg_wal_lsn_diff($2::text::pg_lsn, $1::text::pg_lsn)::bigint",
+                &[&from, &to],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    }
+}
+
+/// One measured column of the report.
+struct Measured {
+    rows: u64,
+    seconds: f64,
+    extract_seconds: f64,
+    runs: usize,
+    parquet_bytes: u64,
+    peak_rss: Option<u64>,
+    cost: Counters,
+}
+
+fn config(pg: &PrivatePg, load: &str, deletes: &str) -> String {
+    format!(
+        "sources:
+  - name: bench
+    engine: postgres
+    connection:
+      url: {url}
+      sslmode: disable
+tables:
+  - source: bench
+    table: public.bench_orders
+    primary_key: [id]
+    load: {load}
+    deletes: {deletes}
+",
+        url = pg.url("sluice_cdc")
+    )
+}
+
+fn completed(record: RunRecord, what: &str) -> RunRecord {
+    assert_eq!(
+        record.status,
+        RunStatus::Completed,
+        "{what} failed: {:?}",
+        record.error
+    );
+    record
+}
+
+fn extract_seconds(record: &RunRecord) -> f64 {
+    record.chunks.values().map(|c| c.seconds).sum()
+}
+
+/// Runs `table` (as `start` asks) with the server's counters and this process's peak RSS
+/// around it, until `done` says the run caught up (at most 20 runs).
+async fn measure(
+    server: &Server,
+    h: &Harness,
+    table: &TableConfig,
+    start: RunStart,
+    done: impl Fn(&RunRecord) -> bool,
+) -> Measured {
+    let before = server.counters().await;
+    let rss_reset = reset_peak_rss();
+    let mut m = Measured {
+        rows: 0,
+        seconds: 0.0,
+        extract_seconds: 0.0,
+        runs: 0,
+        parquet_bytes: 0,
+        peak_rss: None,
+        cost: Counters::default(),
+    };
+    loop {
+        let timer = Instant::now();
+        let record = h
+            .pipeline
+            .run_table_with(table, &Quiet, start)
+            .await
+            .unwrap();
+        m.seconds += timer.elapsed().as_secs_f64();
+        let record = completed(record, "a measured run");
+        m.runs += 1;
+        m.rows += record.rows();
+        m.parquet_bytes += record.bytes();
+        m.extract_seconds += extract_seconds(&record);
+        if done(&record) || m.runs >= 20 {
+            break;
+        }
+    }
+    m.peak_rss = rss_reset.then(peak_rss);
+    m.cost = server.counters().await.since(before);
+    m
+}
+
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn signed(n: i64) -> String {
+    if n < 0 {
+        format!("-{}", thousands(n.unsigned_abs()))
+    } else {
+        thousands(n as u64)
+    }
+}
+
+fn mb(bytes: f64) -> String {
+    format!("{:.1} MB", bytes / 1e6)
+}
+
+fn row(label: &str, cells: &[String]) {
+    let mut line = format!("  {label:<34}");
+    for cell in cells {
+        line.push_str(&format!("{cell:>22}"));
+    }
+    println!("{}", line.trim_end());
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let changes_wanted = env_number("CHANGES", 200_000).max(PER_TXN);
+    let base_rows = env_number("BASE_ROWS", 10_000);
+    let txns = changes_wanted.div_ceil(PER_TXN);
+    let changes = txns * PER_TXN;
+
+    progress("starting a private PostgreSQL (wal_level = logical) on 127.0.0.1");
+    let pg = PrivatePg::start_with("host all all 127.0.0.1/32 trust", SETTINGS);
+    let admin = connect(&pg.url("postgres")).await;
+    let backend: i32 = admin
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let postmaster = proc_stat(u32::try_from(backend).unwrap())
+        .and_then(|f| f.get(1).copied())
+        .and_then(|p| u32::try_from(p).ok())
+        .expect("the server's postmaster, from /proc/<backend>/stat");
+    let version: String = admin
+        .query_one("SHOW server_version", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let server = Server {
+        pg,
+        admin,
+        postmaster,
+    };
+
+    progress(&format!(
+        "creating public.bench_orders with {base_rows} rows"
+    ));
+    run_apart(
+        &server.pg,
+        &format!(
+            "CREATE TABLE public.bench_orders (id bigint PRIMARY KEY, customer_id int, status text, amount numeric(12,2), note text, updated_at timestamptz);
+             CREATE INDEX bench_orders_updated_at ON public.bench_orders (updated_at);
+             INSERT INTO public.bench_orders
+               SELECT g, (g % 5000)::int, 'new', round((g % 100000) / 100.0, 2), 'order ' || g || ' ' || md5(g::text), now()
+               FROM generate_series(1, {base_rows}) g;
+             CREATE ROLE sluice_cdc LOGIN REPLICATION;
+             GRANT SELECT ON public.bench_orders TO sluice_cdc;
+             GRANT pg_read_all_stats TO sluice_cdc;
+             VACUUM ANALYZE public.bench_orders;"
+        ),
+    )
+    .await;
+
+    // Enough for every message of the changes (BEGIN, COMMIT and the relation come on top of
+    // the rows) in one run.
+    let max_changes = (changes + changes / 5 + 10_000)
+        .max(1_000_000)
+        .min(i32::MAX as u64);
+    let cdc = Harness::new(&config(
+        &server.pg,
+        &format!("{{mode: cdc, max_changes: {max_changes}}}"),
+        "{mode: hard}",
+    ));
+    let cursor = Harness::new(&config(
+        &server.pg,
+        "{mode: incremental, cursor: updated_at}",
+        "{mode: hard, keyset: {}}",
+    ));
+    let cdc_table = cdc.table("public.bench_orders").clone();
+    let cursor_table = cursor.table("public.bench_orders").clone();
+
+    progress("sluice cdc setup (publication and slot, as the table's owner)");
+    let mut owner = cdc.config.sources[0].clone();
+    owner.connection.url = Some(server.pg.url("postgres"));
+    let done = PostgresSource::from_config(&owner, None)
+        .unwrap()
+        .setup_cdc(&cdc_table)
+        .await
+        .unwrap();
+    assert_eq!(done.len(), 2, "publication and slot created: {done:?}");
+
+    progress("the CDC snapshot and the cursor table's first run (untimed)");
+    let snapshot = completed(
+        cdc.pipeline.run_table(&cdc_table, &Quiet).await.unwrap(),
+        "the CDC snapshot",
+    );
+    assert!(
+        snapshot
+            .plan
+            .as_ref()
+            .and_then(|p| p.cdc.as_ref())
+            .is_some_and(|c| c.snapshot),
+        "the first CDC run is a snapshot"
+    );
+    completed(
+        cursor
+            .pipeline
+            .run_table(&cursor_table, &Quiet)
+            .await
+            .unwrap(),
+        "the cursor table's first run",
+    );
+
+    progress(&format!(
+        "generating {changes} changes in {txns} transactions of {PER_TXN}"
+    ));
+    let wal_before = server.lsn().await;
+    let generating = Instant::now();
+    run_apart(
+        &server.pg,
+        &format!(
+            "DO $$
+             DECLARE
+               base bigint := {base_rows};
+             BEGIN
+               FOR t IN 0..{last} LOOP
+                 INSERT INTO public.bench_orders
+                   SELECT g, (g % 5000)::int, 'new', round((g % 100000) / 100.0, 2), 'order ' || g || ' ' || md5(g::text), now()
+                   FROM generate_series(base + t * {INSERTS} + 1, base + t * {INSERTS} + {INSERTS}) g;
+                 UPDATE public.bench_orders SET status = 'shipped', amount = amount + 1, updated_at = now()
+                   WHERE id BETWEEN t::bigint * {INSERTS} + 1 AND t::bigint * {INSERTS} + {UPDATES};
+                 DELETE FROM public.bench_orders
+                   WHERE id BETWEEN t::bigint * {INSERTS} + {UPDATES} + 1 AND t::bigint * {INSERTS} + {UPDATES} + {DELETES};
+                 COMMIT;
+               END LOOP;
+             END $$",
+            last = txns - 1
+        ),
+    )
+    .await;
+    let generated_in = generating.elapsed().as_secs_f64();
+    let wal_after = server.lsn().await;
+    let wal_bytes = server.lsn_bytes(&wal_before, &wal_after).await;
+    let live: i64 = server
+        .admin
+        .query_one("SELECT count(*) FROM public.bench_orders", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        live as u64,
+        base_rows + txns * (INSERTS - DELETES),
+        "every update and delete of the workload found its row"
+    );
+    progress("VACUUM ANALYZE and CHECKPOINT (outside the measurements)");
+    run_apart(
+        &server.pg,
+        "VACUUM ANALYZE public.bench_orders; CHECKPOINT;",
+    )
+    .await;
+    let target = server.lsn().await;
+
+    progress("the CDC run(s), until caught up");
+    let target_lsn: u64 = target.parse::<sluice_core::cdc::pgoutput::Lsn>().unwrap().0;
+    let log = measure(&server, &cdc, &cdc_table, RunStart::default(), |r| {
+        r.chunks
+            .values()
+            .filter_map(|c| c.cdc_reached)
+            .max()
+            .is_some_and(|reached| reached >= target_lsn)
+            || r.rows() == 0
+    })
+    .await;
+
+    progress("the same window of the log, decoded by the server alone");
+    let before = server.counters().await;
+    let timer = Instant::now();
+    let peeked = {
+        let client = connect(&server.pg.url("sluice_cdc")).await;
+        client
+            .query_one(
+                "SELECT count(*), coalesce(sum(octet_length(data)), 0)::bigint \
+                 FROM pg_logical_slot_peek_binary_changes($1::text::name, NULL, NULL, \
+                 'proto_version', '1', 'publication_names', $2::text, 'binary', 'true')",
+                &[
+                    &cdc_table.cdc_slot(),
+                    &format!("\"{}\"", cdc_table.cdc_publication()),
+                ],
+            )
+            .await
+            .unwrap()
+    };
+    let peek_seconds = timer.elapsed().as_secs_f64();
+    let peek_messages: i64 = peeked.get(0);
+    let peek_bytes: i64 = peeked.get(1);
+    let peek_cost = server.counters().await.since(before);
+
+    progress("the cursor (updated_at) run");
+    let by_cursor = measure(&server, &cursor, &cursor_table, RunStart::default(), |_| {
+        true
+    })
+    .await;
+    progress("the key-set run (every key: how the cursor way finds deletes)");
+    let keyset = measure(
+        &server,
+        &cursor,
+        &cursor_table,
+        RunStart {
+            keyset: true,
+            ..RunStart::default()
+        },
+        |_| true,
+    )
+    .await;
+
+    // --- report -------------------------------------------------------------------------
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1_048_576.0);
+    println!(
+        "sluice CDC bench (scripts/bench --cdc), {}, {cores} cores, {mem_gib:.0} GiB RAM, {} build",
+        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
+        if cfg!(debug_assertions) {
+            "debug (figures not representative)"
+        } else {
+            "release"
+        }
+    );
+    println!(
+        "PostgreSQL {version}, private on 127.0.0.1 (wal_level = logical, fsync = off, autovacuum = off), same machine as sluice"
+    );
+    println!(
+        "Workload: {} changes in {} transactions of {PER_TXN} ({INSERTS} inserts, {UPDATES} updates, {DELETES} deletes), every insert/update sets updated_at = now();",
+        thousands(changes),
+        thousands(txns)
+    );
+    println!(
+        "  public.bench_orders(id bigint pk, customer_id int, status text, amount numeric(12,2), note text, updated_at timestamptz, index on updated_at),"
+    );
+    println!(
+        "  {} rows before, {} after; generated in {generated_in:.1} s; WAL written by the changes: {}",
+        thousands(base_rows),
+        thousands(live as u64),
+        mb(wal_bytes as f64)
+    );
+    println!(
+        "Each column: sluice runs through a local pipeline (local directory sink and state, no S3, no warehouse); wall time of the run(s)."
+    );
+    println!();
+    let cols = [&log, &by_cursor, &keyset];
+    row(
+        "",
+        &[
+            "log (load: cdc)".into(),
+            "cursor (updated_at)".into(),
+            "key set (all keys)".into(),
+        ],
+    );
+    row("rows written", &cols.map(|m| thousands(m.rows)));
+    row(
+        "deletes seen",
+        &[
+            thousands(txns * DELETES),
+            "0 (cannot see them)".into(),
+            "by absence".into(),
+        ],
+    );
+    row("runs", &cols.map(|m| m.runs.to_string()));
+    row("wall seconds", &cols.map(|m| format!("{:.2}", m.seconds)));
+    row(
+        "  of which chunk extraction",
+        &cols.map(|m| format!("{:.2}", m.extract_seconds)),
+    );
+    row(
+        "rows/s (changes/s for the log)",
+        &cols.map(|m| thousands((m.rows as f64 / m.seconds.max(1e-9)).round() as u64)),
+    );
+    row(
+        "workload changes/s covered",
+        &[
+            thousands((changes as f64 / log.seconds.max(1e-9)).round() as u64),
+            "- (misses deletes)".into(),
+            "-".into(),
+        ],
+    );
+    row("Parquet", &cols.map(|m| mb(m.parquet_bytes as f64)));
+    row(
+        "peak RSS (this process)",
+        &cols.map(|m| m.peak_rss.map_or("n/a".into(), |b| mb(b as f64))),
+    );
+    println!("  source side:");
+    row(
+        "server CPU seconds",
+        &cols.map(|m| format!("{:.2}", m.cost.cpu)),
+    );
+    row(
+        "shared blocks hit / read",
+        &cols.map(|m| format!("{} / {}", signed(m.cost.blks_hit), signed(m.cost.blks_read))),
+    );
+    row(
+        "tuples returned / fetched",
+        &cols.map(|m| {
+            format!(
+                "{} / {}",
+                signed(m.cost.tup_returned),
+                signed(m.cost.tup_fetched)
+            )
+        }),
+    );
+    row("temp bytes", &cols.map(|m| mb(m.cost.temp_bytes as f64)));
+    row(
+        "decoded by the slot / spilled",
+        &cols.map(|m| {
+            format!(
+                "{} / {}",
+                mb(m.cost.decoded_bytes as f64),
+                mb(m.cost.spill_bytes as f64)
+            )
+        }),
+    );
+    println!();
+    println!(
+        "Server-side decoding alone (pg_logical_slot_peek_binary_changes over the same window, only a count sent back):"
+    );
+    println!(
+        "  {:.2} s wall, {:.2} server CPU s, {} pgoutput messages, {} of pgoutput, {} decoded / {} spilled by the slot",
+        peek_seconds,
+        peek_cost.cpu,
+        thousands(u64::try_from(peek_messages).unwrap_or(0)),
+        mb(peek_bytes as f64),
+        mb(peek_cost.decoded_bytes as f64),
+        mb(peek_cost.spill_bytes as f64)
+    );
+    println!(
+        "  i.e. {:.0}% of the CDC run's wall time is the server decoding the log; the rest is sluice (decode, Parquet, files, state).",
+        100.0 * peek_seconds / log.seconds.max(1e-9)
+    );
+    println!();
+    println!("Notes:");
+    println!(
+        "  - The cursor run reads each changed row's latest version once ({} rows for {} changes) and cannot see deletes at all:",
+        thousands(by_cursor.rows),
+        thousands(changes)
+    );
+    println!(
+        "    an incremental table finds them only by a key-set run, which reads every key of the table (third column)."
+    );
+    println!(
+        "  - The log run writes every change (inserts, each update, deletes with their key) in commit order: STAGING's merge applies them."
+    );
+    if log.rows != changes {
+        println!(
+            "  - The log run wrote {} rows for {} changes: look into it.",
+            thousands(log.rows),
+            thousands(changes)
+        );
+    }
+    println!(
+        "  - Server CPU is every server process's (backends, walwriter, checkpointer) over the measurement; counters are pg_stat_database's and pg_stat_replication_slots'."
+    );
+    println!("{DEBEZIUM}");
+}
