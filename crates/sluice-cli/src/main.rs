@@ -914,7 +914,10 @@ async fn status(args: StatusArgs, aws: &AwsArgs) -> Result<bool> {
                 println!("no runs recorded in {location}");
             } else {
                 println!("{}", render::run_list(&runs));
-                for warning in render::hold_warnings(&runs, args.hold_warn_after) {
+                for warning in render::hold_warnings(&runs, args.hold_warn_after)
+                    .into_iter()
+                    .chain(render::slot_warnings(&runs))
+                {
                     println!("{warning}");
                 }
             }

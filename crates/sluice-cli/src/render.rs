@@ -90,6 +90,37 @@ pub fn hold_warnings(runs: &[RunRecord], hold_warn_after: std::time::Duration) -
         .collect()
 }
 
+/// Warnings under the run list: the newest listed run of each cdc table whose slot held more
+/// WAL than the table allows (`load.max_slot_lag_mb`) when it was planned.
+pub fn slot_warnings(runs: &[RunRecord]) -> Vec<String> {
+    let mut newest: std::collections::BTreeMap<&str, &RunRecord> = Default::default();
+    for r in runs
+        .iter()
+        .filter(|r| r.plan.as_ref().is_some_and(|p| p.cdc.is_some()))
+    {
+        let entry = newest.entry(r.table_key.as_str()).or_insert(r);
+        if r.created_at > entry.created_at {
+            *entry = r;
+        }
+    }
+    newest
+        .into_values()
+        .filter_map(|r| {
+            let plan = r.plan.as_ref()?;
+            let limit = plan
+                .table
+                .load
+                .max_slot_lag_mb
+                .unwrap_or(sluice_core::config::DEFAULT_MAX_SLOT_LAG_MB);
+            let warning = plan.cdc.as_ref()?.lag_warning(limit)?;
+            Some(format!(
+                "warning: {} (run {}): {warning}",
+                r.table_key, r.run_id
+            ))
+        })
+        .collect()
+}
+
 pub fn run_list(runs: &[RunRecord]) -> String {
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED);

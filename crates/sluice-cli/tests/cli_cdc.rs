@@ -24,7 +24,7 @@ tables:
   - source: shop
     table: public.docs
     primary_key: [id]
-    load: {{ mode: cdc }}
+    load: {{ mode: cdc, max_slot_lag_mb: 1 }}
     deletes: {{ mode: hard }}
   - source: shop
     table: public.other
@@ -146,6 +146,15 @@ fn a_cdc_table_runs_its_snapshot_then_its_changes_and_resets_to_a_new_snapshot()
     );
     // Only the three changes are read.
     assert_eq!(rows_run(&ok(&run())), 3);
+    let status = ok(&sluice(&["status"], dir.path()));
+    assert!(!status.contains("warning:"), "{status}");
+    // Writes elsewhere fill the log the slot holds: status warns once it holds more than
+    // load.max_slot_lag_mb, and the next run moves the slot on.
+    pg.psql("INSERT INTO public.other SELECT g FROM generate_series(1, 100000) g;");
+    assert_eq!(rows_run(&ok(&run())), 0);
+    let status = ok(&sluice(&["status"], dir.path()));
+    assert_contains(&status, "warning: shop/public.docs (run ");
+    assert_contains(&status, "replication slot 'sluice_shop_public_docs' held ");
 
     let set = sluice(
         &[

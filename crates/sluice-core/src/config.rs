@@ -484,6 +484,10 @@ pub struct LoadConfig {
     /// (whole transactions: the server checks the count only at a commit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_changes: Option<u32>,
+    /// `mode: cdc`: warn (in the run and `sluice status`) when the slot holds more WAL than
+    /// this many MiB when a run is planned (default [`DEFAULT_MAX_SLOT_LAG_MB`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_slot_lag_mb: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -500,6 +504,8 @@ pub enum LoadMode {
 /// Messages a CDC run reads at most, by default: well inside Lambda's 15 minutes at the
 /// decoding rates `scripts/bench` measures.
 pub const DEFAULT_MAX_CHANGES: u32 = 200_000;
+/// WAL a CDC table's slot may hold before its runs warn, in MiB.
+pub const DEFAULT_MAX_SLOT_LAG_MB: u32 = 1024;
 /// PostgreSQL's limit on slot and publication names (`NAMEDATALEN - 1`).
 pub const MAX_SLOT_NAME_LEN: usize = 63;
 
@@ -1031,6 +1037,9 @@ fn validate_cdc(table: &TableConfig, engine: Option<Engine>, path: &str, issues:
             );
         }
     }
+    if table.load.max_slot_lag_mb == Some(0) {
+        issues.push(format!("{path}.load.max_slot_lag_mb"), "must be at least 1");
+    }
     if let Some(n) = table.load.max_changes
         && !(1..=i32::MAX as u32).contains(&n)
     {
@@ -1099,6 +1108,7 @@ fn validate_table(table: &TableConfig, engine: Option<Engine>, path: &str, issue
             ("slot", table.load.slot.is_some()),
             ("publication", table.load.publication.is_some()),
             ("max_changes", table.load.max_changes.is_some()),
+            ("max_slot_lag_mb", table.load.max_slot_lag_mb.is_some()),
         ] {
             if given {
                 issues.push(

@@ -272,6 +272,23 @@ pub struct CdcWindow {
     /// which is its watermark.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub snapshot: bool,
+    /// The WAL the slot held when the run was planned (bytes from its `restart_lsn` to the
+    /// log's end): the server keeps it until the slot moves.
+    #[serde(default)]
+    pub retained_wal: u64,
+}
+
+impl CdcWindow {
+    /// The warning a slot holding more WAL than `max_mb` MiB deserves, if it does.
+    pub fn lag_warning(&self, max_mb: u32) -> Option<String> {
+        let mib = self.retained_wal / (1024 * 1024);
+        (mib > u64::from(max_mb)).then(|| {
+            format!(
+                "replication slot '{}' held {mib} MiB of WAL when the run was planned (load.max_slot_lag_mb is {max_mb}): the server keeps it until runs move the slot; run the table more often or with a higher load.max_changes",
+                self.slot
+            )
+        })
+    }
 }
 
 /// Facts a CDC plan is built on, read from the source's slot.
@@ -282,6 +299,8 @@ pub struct CdcFacts {
     pub confirmed: u64,
     /// `pg_current_wal_flush_lsn()`.
     pub flushed: u64,
+    /// Bytes of WAL the slot holds (`restart_lsn` to the log's end).
+    pub retained: u64,
 }
 
 impl RunPlan {
@@ -640,7 +659,15 @@ pub fn build_cdc_plan(
         upto: cdc.flushed.max(cdc.confirmed),
         max_changes: table.cdc_max_changes(),
         snapshot,
+        retained_wal: cdc.retained,
     });
+    let limit = table
+        .load
+        .max_slot_lag_mb
+        .unwrap_or(crate::config::DEFAULT_MAX_SLOT_LAG_MB);
+    if let Some(warning) = plan.cdc.as_ref().and_then(|c| c.lag_warning(limit)) {
+        plan.warnings.insert(warning, 1);
+    }
     Ok(plan)
 }
 
@@ -1254,6 +1281,107 @@ mod tests {
             plan.chunk_select(0).unwrap(),
             "SELECT CAST(\"id\" AS text) AS \"id\", \"updated_at\" FROM \"public\".\"orders\" WHERE (status <> 'x') AND (\"updated_at\" > TIMESTAMP '2024-01-01 00:00:00.000000' AND \"updated_at\" <= TIMESTAMP '2024-01-02 00:00:00.000000' OR \"updated_at\" IS NULL)"
         );
+    }
+
+    fn cdc_table() -> TableConfig {
+        let mut t = table(LoadMode::Full, None);
+        t.load = LoadConfig {
+            mode: LoadMode::Cdc,
+            max_slot_lag_mb: Some(1),
+            ..LoadConfig::default()
+        };
+        t.filter = None;
+        t
+    }
+
+    fn cdc_facts() -> CatalogFacts {
+        CatalogFacts {
+            columns: vec!["id".into()],
+            cursor_kind: None,
+            cursor_max: None,
+            partition: None,
+            snapshot: None,
+            casts: BTreeMap::new(),
+            warnings: BTreeMap::new(),
+            late_writers: None,
+        }
+    }
+
+    #[test]
+    fn cdc_plans_snapshot_without_a_position_read_the_log_with_one_and_refuse_a_gap() {
+        let t = cdc_table();
+        let at = Utc::now();
+        let facts = CdcFacts {
+            confirmed: 100,
+            flushed: 500,
+            retained: 3 * 1024 * 1024,
+        };
+        let first = build_cdc_plan(
+            RunId::new(),
+            Engine::Postgres,
+            at,
+            &t,
+            None,
+            facts,
+            cdc_facts(),
+        )
+        .unwrap();
+        let window = first.cdc.clone().unwrap();
+        assert!(window.snapshot && !first.reads_changes());
+        assert_eq!((window.from, window.upto), (100, 500));
+        assert!(
+            first
+                .warnings
+                .keys()
+                .any(|w| w.contains("held 3 MiB of WAL")),
+            "{:?}",
+            first.warnings
+        );
+        let next = build_cdc_plan(
+            RunId::new(),
+            Engine::Postgres,
+            at,
+            &t,
+            Some(&ScalarValue::Int(100)),
+            facts,
+            cdc_facts(),
+        )
+        .unwrap();
+        assert!(next.reads_changes());
+        assert_eq!(next.chunks, vec![ChunkRange::All]);
+        // The slot moved past what STAGING has: changes are lost to sluice, say so.
+        let gap = build_cdc_plan(
+            RunId::new(),
+            Engine::Postgres,
+            at,
+            &t,
+            Some(&ScalarValue::Int(99)),
+            facts,
+            cdc_facts(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(gap.contains("past sluice's position"), "{gap}");
+        // A cursor's watermark left from another mode is not a position.
+        let stale = build_cdc_plan(
+            RunId::new(),
+            Engine::Postgres,
+            at,
+            &t,
+            Some(&ScalarValue::Date(
+                NaiveDate::from_ymd_opt(2024, 1, 1).unwrap(),
+            )),
+            facts,
+            cdc_facts(),
+        );
+        assert!(matches!(stale, Err(PlanError::WatermarkKindChanged { .. })));
+        // A text-cast column has no binary form in the log.
+        let mut cast = cdc_facts();
+        cast.casts.insert("id".into(), ReadCast::Text);
+        let err = build_cdc_plan(RunId::new(), Engine::Postgres, at, &t, None, facts, cast)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("read through a text cast"), "{err}");
     }
 
     #[test]

@@ -349,8 +349,21 @@ impl PostgresSource {
             info!(table = %name, %slot, from = %Lsn(confirmed), to = %Lsn(flushed), "a new snapshot: the slot starts at the flushed log");
             confirmed = flushed;
         }
-        debug!(table = %name, %slot, confirmed = %Lsn(confirmed), flushed = %Lsn(flushed), "cdc positions");
-        Ok(CdcFacts { confirmed, flushed })
+        let retained: i64 = client
+            .query_one(
+                "SELECT COALESCE(pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), restart_lsn), 0)::int8 \
+                 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await
+            .map_err(query_error)?
+            .get(0);
+        debug!(table = %name, %slot, confirmed = %Lsn(confirmed), flushed = %Lsn(flushed), retained, "cdc positions");
+        Ok(CdcFacts {
+            confirmed,
+            flushed,
+            retained: u64::try_from(retained).unwrap_or(0),
+        })
     }
 
     /// Streams the changes of a CDC run's window as batches of the table's columns and the
