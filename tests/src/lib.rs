@@ -505,6 +505,14 @@ impl Source for Meddler {
         }
         self.inner.extract_chunk(plan, chunk).await
     }
+
+    async fn cdc_facts(
+        &self,
+        table: &sluice_core::TableConfig,
+        watermark: Option<u64>,
+    ) -> sluice::source::Result<sluice_core::plan::CdcFacts> {
+        self.inner.cdc_facts(table, watermark).await
+    }
 }
 
 /// `(order_id, updated_at in µs)` of every row a run of the shop's orders wrote.

@@ -30,15 +30,28 @@ pub enum CdcCommand {
         #[arg(long, env = "SLUICE_CDC_SETUP_URL")]
         url: Option<String>,
     },
+    /// Check what cdc tables need at the source, as the role sluice reads with: wal_level,
+    /// REPLICATION, SELECT, a replica identity, the slot and the publication. Names every
+    /// problem; exits non-zero if there is one. Changes nothing.
+    Check {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The tables (repeatable; all cdc tables without it).
+        #[arg(long, short)]
+        table: Vec<String>,
+    },
 }
 
 pub async fn run(command: CdcCommand, aws: &AwsArgs) -> Result<bool> {
-    let CdcCommand::Setup {
-        config,
-        table,
-        print,
-        url,
-    } = command;
+    let (config, table, print, url, check) = match command {
+        CdcCommand::Setup {
+            config,
+            table,
+            print,
+            url,
+        } => (config, table, print, url, false),
+        CdcCommand::Check { config, table } => (config, table, false, None, true),
+    };
     let (mut config, origin) = config.load(aws).await?;
     let selected: Vec<sluice_core::TableConfig> = if table.is_empty() {
         config
@@ -89,10 +102,22 @@ pub async fn run(command: CdcCommand, aws: &AwsArgs) -> Result<bool> {
     }
     let keys: Vec<String> = selected.iter().map(|t| t.key()).collect();
     let (tables, sources) = crate::selected_tables(&config, &origin, &keys, aws).await?;
+    let mut ready = true;
     for table in tables {
         let Some(source) = sources.get(&table.source) else {
             bail!("table {}: no source '{}'", table.key(), table.source);
         };
+        if check {
+            let problems = source.check_cdc(table).await?;
+            if problems.is_empty() {
+                println!("{}: ready", table.key());
+            }
+            for problem in &problems {
+                println!("{}: {problem}", table.key());
+            }
+            ready &= problems.is_empty();
+            continue;
+        }
         let done = source.setup_cdc(table).await?;
         if done.is_empty() {
             println!(
@@ -106,5 +131,5 @@ pub async fn run(command: CdcCommand, aws: &AwsArgs) -> Result<bool> {
             println!("{}: {statement}", table.key());
         }
     }
-    Ok(true)
+    Ok(ready)
 }

@@ -115,6 +115,22 @@ fn a_cdc_table_runs_its_snapshot_then_its_changes_and_resets_to_a_new_snapshot()
         &both(&out),
         "replication slot 'sluice_shop_public_docs' does not exist",
     );
+    // `cdc check` names what is missing, as the reading role sees it, and changes nothing.
+    let check = sluice(&["cdc", "check", "--config", &config], dir.path());
+    assert_eq!(check.status.code(), Some(1), "{}", both(&check));
+    assert_contains(
+        &text(&check.stdout),
+        "shop/public.docs: replication slot 'sluice_shop_public_docs' does not exist",
+    );
+    let plain = write_config(dir.path(), &pg.url("plain"));
+    pg.psql("CREATE ROLE plain LOGIN;");
+    let check = text(&sluice(&["cdc", "check", "--config", &plain], dir.path()).stdout);
+    assert_contains(&check, "role plain lacks REPLICATION");
+    assert_contains(
+        &check,
+        "role plain may not SELECT public.docs: GRANT SELECT ON \"public\".\"docs\" TO \"plain\"",
+    );
+    let config = write_config(dir.path(), &pg.url("sluice_cdc"));
     // The reading role may not create a publication on a table it does not own.
     let out = sluice(&["cdc", "setup", "--config", &config], dir.path());
     assert_ne!(out.status.code(), Some(0), "{}", both(&out));
@@ -137,6 +153,10 @@ fn a_cdc_table_runs_its_snapshot_then_its_changes_and_resets_to_a_new_snapshot()
         dir.path(),
     ));
     assert_contains(&again, "are in place");
+    assert_contains(
+        &ok(&sluice(&["cdc", "check", "--config", &config], dir.path())),
+        "shop/public.docs: ready",
+    );
 
     assert_eq!(rows_run(&ok(&run())), 10, "the snapshot reads every row");
     pg.psql(

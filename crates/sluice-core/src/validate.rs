@@ -578,7 +578,8 @@ impl TableValidation {
     }
 }
 
-/// Columns sluice adds to every file; they have no source counterpart.
+/// Columns sluice adds to every file (and a cdc run's change columns); they have no source
+/// counterpart.
 fn is_metadata(name: &str) -> bool {
     [
         RUN_ID_COLUMN,
@@ -589,6 +590,7 @@ fn is_metadata(name: &str) -> bool {
         DELETED_AT_COLUMN,
     ]
     .contains(&name)
+        || crate::cdc::changes::CHANGE_COLUMNS.contains(&name)
 }
 
 /// The schema level. `source` is the file schema a run would write now, `files` that of the

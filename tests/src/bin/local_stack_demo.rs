@@ -22,6 +22,124 @@ fn text(value: &Value) -> String {
     }
 }
 
+/// The demo's cdc table: `shop_cdc/public.events` on a private PostgreSQL with
+/// `wal_level = logical`, read by a role with `REPLICATION` and `SELECT` only.
+struct CdcDemo {
+    pg: sluice_tests::private_pg::PrivatePg,
+    admin: tokio_postgres::Client,
+}
+
+const CDC_TABLE: &str = "  - source: shop_cdc
+    table: public.events
+    primary_key: [id]
+    load: {mode: cdc}
+    deletes: {mode: hard}
+";
+
+impl CdcDemo {
+    async fn start() -> CdcDemo {
+        let pg = sluice_tests::private_pg::PrivatePg::start_with(
+            "host all all 127.0.0.1/32 trust",
+            "wal_level = logical\nmax_replication_slots = 4\nmax_wal_senders = 4",
+        );
+        let (admin, connection) =
+            tokio_postgres::connect(&pg.url("postgres"), tokio_postgres::NoTls)
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        admin
+            .batch_execute(
+                "CREATE TABLE public.events (id bigint PRIMARY KEY, kind text NOT NULL, amount numeric(10,2), noted_at timestamptz);
+                 INSERT INTO public.events SELECT g, 'signup', g * 10.5, timestamptz '2026-01-01 09:00:00+01' + g * interval '1 hour' FROM generate_series(1, 5) g;
+                 CREATE ROLE sluice_cdc LOGIN REPLICATION;
+                 GRANT SELECT ON public.events TO sluice_cdc;",
+            )
+            .await
+            .unwrap();
+        let demo = CdcDemo { pg, admin };
+        // `sluice cdc setup --print`'s SQL, run as the table's owner.
+        let table = &demo.cdc_config().tables[0];
+        for statement in sluice_core::cdc::setup_sql(table).unwrap() {
+            demo.admin.batch_execute(&statement).await.unwrap();
+        }
+        demo
+    }
+
+    fn cdc_config(&self) -> sluice_core::Config {
+        sluice_core::Config::from_yaml(
+            &format!(
+                "sources:\n  - name: shop_cdc\n    engine: postgres\n    connection: {{url: \"{}\", sslmode: disable}}\ntables:\n{CDC_TABLE}",
+                self.pg.url("sluice_cdc")
+            ),
+            "the demo's cdc table",
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The config at `path` with the cdc source and table added.
+    fn config_with(&self, path: &str) -> String {
+        let yaml = std::fs::read_to_string(path).expect("cannot read the config");
+        let mut config =
+            sluice_core::Config::from_yaml(&yaml, path).unwrap_or_else(|e| panic!("{e}"));
+        let extra = self.cdc_config();
+        config.sources.extend(extra.sources);
+        config.tables.extend(extra.tables);
+        config.to_yaml().unwrap()
+    }
+
+    async fn staging(&self, stack: &sluice_tests::stack::LocalStack) -> Vec<String> {
+        let rows = stack
+            .query(&format!(
+                "SELECT TO_VARCHAR(\"id\"), \"kind\", TO_VARCHAR(\"amount\"), TO_VARCHAR(\"noted_at\") FROM \"{}\".STAGING.SHOP_CDC_PUBLIC_EVENTS ORDER BY \"id\"",
+                stack.database
+            ))
+            .await;
+        rows.rows
+            .iter()
+            .map(|r| r.iter().map(text).collect::<Vec<_>>().join("  "))
+            .collect()
+    }
+
+    /// Inserts, updates and a delete at the source, one more `sluice.ingest`, and STAGING
+    /// before and after.
+    async fn show_changes_arriving(&self, stack: &sluice_tests::stack::LocalStack) {
+        println!(
+            "\nLog-based CDC (shop_cdc/public.events, load.mode: cdc): STAGING after its snapshot:"
+        );
+        for row in self.staging(stack).await {
+            println!("  {row}");
+        }
+        let changes = "INSERT INTO public.events VALUES (6, 'signup', 99.99, now()), (7, 'signup', 0.01, now());
+             UPDATE public.events SET kind = 'upgrade', amount = 1234.56 WHERE id = 2;
+             DELETE FROM public.events WHERE id = 4;";
+        println!(
+            "\nat the source: {}",
+            changes.split_whitespace().collect::<Vec<_>>().join(" ")
+        );
+        self.admin.batch_execute(changes).await.unwrap();
+        let results = stack.ingest(&[("shop_cdc", "public.events")]).await;
+        let result = &results[0];
+        println!(
+            "SELECT sluice.ingest('shop_cdc', 'public.events'): {} {} change rows, merge {}",
+            result["status"].as_str().unwrap_or("-"),
+            result["rows"],
+            result
+                .get("merge")
+                .or_else(|| result.get("error"))
+                .cloned()
+                .unwrap_or_default()
+        );
+        println!("STAGING now (rows 6 and 7 in, 2 updated, 4 gone):");
+        for row in self.staging(stack).await {
+            println!("  {row}");
+        }
+        if result["status"].as_str() != Some("COMPLETED") {
+            eprintln!("the cdc run did not complete");
+            std::process::exit(1);
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -29,6 +147,12 @@ async fn main() {
         eprintln!("usage: local_stack_demo CONFIG.yaml BIN_DIR LOG_DIR");
         std::process::exit(2);
     };
+    // A cdc table beside the shop: its source is a server with logical decoding, which the
+    // shared one has not, so the demo starts its own.
+    let cdc = CdcDemo::start().await;
+    let with_cdc = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(with_cdc.path(), cdc.config_with(config_path)).unwrap();
+    let config_path = with_cdc.path().to_str().unwrap();
     let (config, stack) = start_and_print("demo", config_path, bin_dir, log_dir).await;
 
     let tables: Vec<(String, String)> = config
@@ -104,6 +228,7 @@ async fn main() {
             text(&row[3])
         );
     }
+    cdc.show_changes_arriving(&stack).await;
     println!(
         "\nEach run's story: SELECT sluice.run_status('<run_id>'), here POST {}",
         stack.trigger_url("status")

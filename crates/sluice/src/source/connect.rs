@@ -137,6 +137,22 @@ fn after_reread(e: SourceError) -> SourceError {
     }
 }
 
+/// One step of `$self`'s adapter, `$call` (naming the adapter `$adapter`), retried once with
+/// an adapter built from a fresh read of the secret when the database refused the
+/// credentials.
+macro_rules! with_reread {
+    ($self:ident, $adapter:ident => $call:expr) => {{
+        let (generation, $adapter) = $self.current().await;
+        match $call.await {
+            Err(e) if e.is_auth() => {
+                let $adapter = $self.rebuilt(generation, e).await?;
+                $call.await.map_err(after_reread)
+            }
+            done => done,
+        }
+    }};
+}
+
 #[async_trait]
 impl Source for RotatingSource {
     fn engine(&self) -> Engine {
@@ -148,29 +164,11 @@ impl Source for RotatingSource {
         table: &TableConfig,
         window_lower: Option<&ScalarValue>,
     ) -> Result<GatheredFacts, SourceError> {
-        let (generation, adapter) = self.current().await;
-        match adapter.gather_facts(table, window_lower).await {
-            Err(e) if e.is_auth() => self
-                .rebuilt(generation, e)
-                .await?
-                .gather_facts(table, window_lower)
-                .await
-                .map_err(after_reread),
-            done => done,
-        }
+        with_reread!(self, adapter => adapter.gather_facts(table, window_lower))
     }
 
     async fn extract_chunk(&self, plan: &RunPlan, chunk: u32) -> Result<ChunkStream, SourceError> {
-        let (generation, adapter) = self.current().await;
-        match adapter.extract_chunk(plan, chunk).await {
-            Err(e) if e.is_auth() => self
-                .rebuilt(generation, e)
-                .await?
-                .extract_chunk(plan, chunk)
-                .await
-                .map_err(after_reread),
-            done => done,
-        }
+        with_reread!(self, adapter => adapter.extract_chunk(plan, chunk))
     }
 
     async fn query_text(
@@ -178,29 +176,27 @@ impl Source for RotatingSource {
         table: &TableConfig,
         queries: &[String],
     ) -> Result<Vec<Vec<Vec<Option<String>>>>, SourceError> {
-        let (generation, adapter) = self.current().await;
-        match adapter.query_text(table, queries).await {
-            Err(e) if e.is_auth() => self
-                .rebuilt(generation, e)
-                .await?
-                .query_text(table, queries)
-                .await
-                .map_err(after_reread),
-            done => done,
-        }
+        with_reread!(self, adapter => adapter.query_text(table, queries))
     }
 
     async fn chunk_schema(&self, plan: &RunPlan) -> Result<SchemaRef, SourceError> {
-        let (generation, adapter) = self.current().await;
-        match adapter.chunk_schema(plan).await {
-            Err(e) if e.is_auth() => self
-                .rebuilt(generation, e)
-                .await?
-                .chunk_schema(plan)
-                .await
-                .map_err(after_reread),
-            done => done,
-        }
+        with_reread!(self, adapter => adapter.chunk_schema(plan))
+    }
+
+    async fn cdc_facts(
+        &self,
+        table: &TableConfig,
+        watermark: Option<u64>,
+    ) -> Result<sluice_core::plan::CdcFacts, SourceError> {
+        with_reread!(self, adapter => adapter.cdc_facts(table, watermark))
+    }
+
+    async fn setup_cdc(&self, table: &TableConfig) -> Result<Vec<String>, SourceError> {
+        with_reread!(self, adapter => adapter.setup_cdc(table))
+    }
+
+    async fn check_cdc(&self, table: &TableConfig) -> Result<Vec<String>, SourceError> {
+        with_reread!(self, adapter => adapter.check_cdc(table))
     }
 }
 

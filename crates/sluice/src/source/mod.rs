@@ -601,6 +601,15 @@ pub trait Source: Send + Sync {
         })
     }
 
+    /// What keeps a CDC table from running, one line each; empty when it is ready (`sluice
+    /// cdc check`). Changes nothing. The default refuses.
+    async fn check_cdc(&self, table: &TableConfig) -> Result<Vec<String>> {
+        Err(SourceError::Query {
+            table: table.table.clone(),
+            message: "this source cannot read a change log (load.mode: cdc)".into(),
+        })
+    }
+
     /// Streams one chunk of a planned run. Batches follow the plan's column order.
     async fn extract_chunk(&self, plan: &RunPlan, chunk: u32) -> Result<ChunkStream>;
 

@@ -201,17 +201,93 @@ impl PostgresSource {
         Ok(done)
     }
 
+    /// What keeps `table` from running as a cdc table, one line each (empty: ready): the
+    /// server's `wal_level`, the reading role's `REPLICATION` and `SELECT`, the table's
+    /// replica identity, the slot and the publication. Changes nothing.
+    pub(super) async fn check_cdc_prerequisites(&self, table: &TableConfig) -> Result<Vec<String>> {
+        let name = table_name(table)?;
+        let client = self.connect().await?;
+        let query_error = |e: tokio_postgres::Error| SourceError::Query {
+            table: name.to_string(),
+            message: pg_message(&e),
+        };
+        let mut problems = Vec::new();
+        let row = client
+            .query_one(
+                "SELECT current_setting('wal_level'), current_user::text, \
+                 (SELECT rolreplication OR rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user)",
+                &[],
+            )
+            .await
+            .map_err(query_error)?;
+        let (wal_level, user, replication): (String, String, Option<bool>) =
+            (row.get(0), row.get(1), row.get(2));
+        if wal_level != "logical" {
+            problems.push(format!(
+                "wal_level is '{wal_level}': set wal_level = logical (Amazon RDS/Aurora: rds.logical_replication = 1) and restart"
+            ));
+        }
+        if replication != Some(true) {
+            problems.push(format!(
+                "role {user} lacks REPLICATION, which reading a slot takes: ALTER ROLE {} REPLICATION",
+                quote_ident(&user)
+            ));
+        }
+        let resolved = match resolve_table(&client, &name).await {
+            Ok(resolved) => resolved,
+            Err(e) => {
+                problems.push(e.to_string());
+                return Ok(problems);
+            }
+        };
+        let row = client
+            .query_one(
+                "SELECT pg_catalog.has_table_privilege(c.oid, 'SELECT'), c.relreplident::text, \
+                 EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND i.indisprimary) \
+                 FROM pg_catalog.pg_class c WHERE c.oid = $1",
+                &[&resolved.oid],
+            )
+            .await
+            .map_err(query_error)?;
+        let (select, identity, has_primary_key): (bool, String, bool) =
+            (row.get(0), row.get(1), row.get(2));
+        if !select {
+            problems.push(format!(
+                "role {user} may not SELECT {name}: GRANT SELECT ON {} TO {}",
+                name.quoted(sluice_core::Dialect::Postgres),
+                quote_ident(&user)
+            ));
+        }
+        // <https://www.postgresql.org/docs/current/sql-altertable.html#SQL-ALTERTABLE-REPLICA-IDENTITY>:
+        // without an identity a published table refuses updates and deletes.
+        if identity == "n" || (identity == "d" && !has_primary_key) {
+            problems.push(format!(
+                "{name} has no replica identity (no primary key, REPLICA IDENTITY {}): once published, the server refuses its updates and deletes. Add a primary key, or ALTER TABLE … REPLICA IDENTITY FULL",
+                if identity == "n" { "NOTHING" } else { "DEFAULT" }
+            ));
+        }
+        if let Err(e) = self.read_slot_and_publication(&client, table, &name).await {
+            problems.push(match e {
+                SourceError::Query { message, .. } => message,
+                other => other.to_string(),
+            });
+        }
+        Ok(problems)
+    }
+
     /// Checks the table's slot and publication, moves the slot up to `watermark` (the
     /// position the table's last completed run reached), and reads where the slot and the
     /// flushed log stand. Called before a snapshot is taken, so a snapshot plan's start is a
     /// position from which every change after the snapshot is still to come.
-    pub(super) async fn read_cdc_facts(
+    /// Checks the table's slot (exists, logical, `pgoutput`, this database, WAL not lost) and
+    /// publication (exists, includes the table, publishes every kind of change); returns the
+    /// slot's `confirmed_flush_lsn`.
+    async fn read_slot_and_publication(
         &self,
+        client: &Client,
         table: &TableConfig,
-        watermark: Option<u64>,
-    ) -> Result<CdcFacts> {
-        let name = table_name(table)?;
-        let client = self.connect().await?;
+        name: &TableName,
+    ) -> Result<u64> {
         let slot = table.cdc_slot();
         let publication = table.cdc_publication();
         let query_error = |e: tokio_postgres::Error| SourceError::Query {
@@ -253,8 +329,8 @@ impl PostgresSource {
                 table.key()
             )));
         }
-        let resolved = resolve_table(&client, &name).await?;
-        let (schema, relname) = qualified_name(&client, &name, resolved.oid).await?;
+        let resolved = resolve_table(client, name).await?;
+        let (schema, relname) = qualified_name(client, name, resolved.oid).await?;
         let published = client
             .query_opt(PUBLICATION_QUERY, &[&publication, &schema, &relname])
             .await
@@ -282,11 +358,33 @@ impl PostgresSource {
             )));
         }
         let confirmed_text: Option<String> = found.get(0);
-        let mut confirmed = parse_lsn(
-            &name,
+        let confirmed = parse_lsn(
+            name,
             "the slot's confirmed_flush_lsn",
             confirmed_text.as_deref().unwrap_or("0/0"),
         )?;
+        Ok(confirmed)
+    }
+
+    pub(super) async fn read_cdc_facts(
+        &self,
+        table: &TableConfig,
+        watermark: Option<u64>,
+    ) -> Result<CdcFacts> {
+        let name = table_name(table)?;
+        let client = self.connect().await?;
+        let slot = table.cdc_slot();
+        let query_error = |e: tokio_postgres::Error| SourceError::Query {
+            table: name.to_string(),
+            message: pg_message(&e),
+        };
+        let refuse = |message: String| SourceError::Query {
+            table: name.to_string(),
+            message,
+        };
+        let mut confirmed = self
+            .read_slot_and_publication(&client, table, &name)
+            .await?;
         if let Some(watermark) = watermark
             && watermark > confirmed
         {

@@ -709,6 +709,10 @@ impl Source for PostgresSource {
         self.create_publication_and_slot(table).await
     }
 
+    async fn check_cdc(&self, table: &TableConfig) -> Result<Vec<String>> {
+        self.check_cdc_prerequisites(table).await
+    }
+
     async fn extract_chunk(&self, plan: &RunPlan, chunk: u32) -> Result<ChunkStream> {
         if plan.reads_changes() {
             return self.extract_changes(plan).await;
