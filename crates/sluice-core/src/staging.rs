@@ -479,24 +479,7 @@ pub fn merge_procedure_ddl(
         .join(" AND ");
     let first_key = q(&spec.primary_key[0]);
     let log = targets.merge_log.quoted();
-    let mut set: Vec<String> = columns
-        .iter()
-        .filter(|(name, _)| !spec.primary_key.contains(name))
-        .map(|(name, _)| format!("t.{c} = s.{c}", c = q(name)))
-        .collect();
-    let mut names: Vec<String> = columns.iter().map(|(name, _)| q(name)).collect();
-    let mut values: Vec<String> = columns
-        .iter()
-        .map(|(name, _)| format!("s.{}", q(name)))
-        .collect();
-    if spec.deletes == DeleteMode::Soft {
-        set.push(format!("t.{} = FALSE", q(DELETED_COLUMN)));
-        set.push(format!("t.{} = NULL", q(DELETED_AT_COLUMN)));
-        names.push(q(DELETED_COLUMN));
-        names.push(q(DELETED_AT_COLUMN));
-        values.push("FALSE".into());
-        values.push("NULL".into());
-    }
+    let (set, names, values) = upsert_lists(&columns, spec);
     if spec.cdc {
         return Ok(logged_procedure(
             &targets.merge_procedure,
@@ -547,6 +530,35 @@ pub fn merge_procedure_ddl(
          RETURN (SELECT OBJECT_CONSTRUCT('inserted', \"inserted\", 'updated', \"updated\"{deleted_field}) FROM {log} WHERE \"run_id\" = :RUN_ID);\n"
         ),
     ))
+}
+
+/// What a merge's `UPDATE SET` and `INSERT (names) VALUES (values)` write from the source row
+/// `s`: every column but the key (all of them on insert), and for soft deletes the row live
+/// again.
+fn upsert_lists(
+    columns: &[(String, SnowflakeType)],
+    spec: &MergeSpec,
+) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let q = |c: &str| quote(c);
+    let mut set: Vec<String> = columns
+        .iter()
+        .filter(|(name, _)| !spec.primary_key.contains(name))
+        .map(|(name, _)| format!("t.{c} = s.{c}", c = q(name)))
+        .collect();
+    let mut names: Vec<String> = columns.iter().map(|(name, _)| q(name)).collect();
+    let mut values: Vec<String> = columns
+        .iter()
+        .map(|(name, _)| format!("s.{}", q(name)))
+        .collect();
+    if spec.deletes == DeleteMode::Soft {
+        set.push(format!("t.{} = FALSE", q(DELETED_COLUMN)));
+        set.push(format!("t.{} = NULL", q(DELETED_AT_COLUMN)));
+        names.push(q(DELETED_COLUMN));
+        names.push(q(DELETED_AT_COLUMN));
+        values.push("FALSE".into());
+        values.push("NULL".into());
+    }
+    (set, names, values)
 }
 
 /// The merge of a CDC table's run. Its RAW rows are the table's changes
@@ -690,24 +702,7 @@ fn cdc_merge_body(
             "WHEN MATCHED AND s.{op} = 'D' AND COALESCE(t.{deleted}, FALSE) = FALSE THEN UPDATE SET t.{deleted} = TRUE, t.{deleted_at} = CURRENT_TIMESTAMP(), t.{run} = s.{run}\n"
         ),
     };
-    let mut set: Vec<String> = columns
-        .iter()
-        .filter(|(name, _)| !spec.primary_key.contains(name))
-        .map(|(name, _)| format!("t.{c} = s.{c}", c = q(name)))
-        .collect();
-    let mut names: Vec<String> = columns.iter().map(|(name, _)| q(name)).collect();
-    let mut values: Vec<String> = columns
-        .iter()
-        .map(|(name, _)| format!("s.{}", q(name)))
-        .collect();
-    if soft {
-        set.push(format!("t.{deleted} = FALSE"));
-        set.push(format!("t.{deleted_at} = NULL"));
-        names.push(deleted.clone());
-        names.push(deleted_at.clone());
-        values.push("FALSE".into());
-        values.push("NULL".into());
-    }
+    let (set, names, values) = upsert_lists(columns, spec);
     let deleted_rows = if spec.deletes == DeleteMode::Off {
         "0".to_owned()
     } else {

@@ -66,6 +66,26 @@ async fn qualified_name(client: &Client, name: &TableName, oid: u32) -> Result<(
     Ok((row.get(0), row.get(1)))
 }
 
+/// Moves `slot`'s confirmed position up to `to` (never back); returns where it stands.
+async fn advance_slot(client: &Client, name: &TableName, slot: &str, to: u64) -> Result<u64> {
+    let advanced: String = client
+        .query_one(
+            "SELECT end_lsn::text FROM pg_catalog.pg_replication_slot_advance($1::text::name, $2::text::pg_lsn)",
+            &[&slot, &Lsn(to).to_string()],
+        )
+        .await
+        .map_err(|e| SourceError::Query {
+            table: name.to_string(),
+            message: format!(
+                "advancing replication slot '{slot}' to {}: {}",
+                Lsn(to),
+                pg_message(&e)
+            ),
+        })?
+        .get(0);
+    parse_lsn(name, "pg_replication_slot_advance", &advanced)
+}
+
 /// How long a new snapshot waits for transactions that were running when its log position
 /// was read.
 const SNAPSHOT_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
@@ -389,22 +409,9 @@ impl PostgresSource {
             && watermark > confirmed
         {
             // The run that reached `watermark` has merged: what is before it may go.
-            let advanced: String = client
-                .query_one(
-                    "SELECT end_lsn::text FROM pg_catalog.pg_replication_slot_advance($1::text::name, $2::text::pg_lsn)",
-                    &[&slot, &Lsn(watermark).to_string()],
-                )
-                .await
-                .map_err(|e| {
-                    refuse(format!(
-                        "advancing replication slot '{slot}' to {}: {}",
-                        Lsn(watermark),
-                        pg_message(&e)
-                    ))
-                })?
-                .get(0);
-            info!(table = %name, %slot, from = %Lsn(confirmed), to = %advanced, "advanced the replication slot to the watermark");
-            confirmed = parse_lsn(&name, "pg_replication_slot_advance", &advanced)?;
+            let advanced = advance_slot(&client, &name, &slot, watermark).await?;
+            info!(table = %name, %slot, from = %Lsn(confirmed), to = %Lsn(advanced), "advanced the replication slot to the watermark");
+            confirmed = advanced;
         }
         let flushed: String = client
             .query_one("SELECT pg_catalog.pg_current_wal_flush_lsn()::text", &[])
@@ -430,19 +437,7 @@ impl PostgresSource {
                 .iter()
                 .map(|r| r.get(0))
                 .collect();
-            client
-                .query_one(
-                    "SELECT end_lsn::text FROM pg_catalog.pg_replication_slot_advance($1::text::name, $2::text::pg_lsn)",
-                    &[&slot, &Lsn(flushed).to_string()],
-                )
-                .await
-                .map_err(|e| {
-                    refuse(format!(
-                        "advancing replication slot '{slot}' to {} for a new snapshot: {}",
-                        Lsn(flushed),
-                        pg_message(&e)
-                    ))
-                })?;
+            advance_slot(&client, &name, &slot, flushed).await?;
             wait_for_transactions(&client, &name, &running).await?;
             info!(table = %name, %slot, from = %Lsn(confirmed), to = %Lsn(flushed), "a new snapshot: the slot starts at the flushed log");
             confirmed = flushed;
