@@ -228,7 +228,16 @@ impl Pipeline {
                         facts,
                     )?
                 };
-                info!(chunks = plan.chunks.len(), "planned");
+                match &plan.cdc {
+                    // A field a log metric filter can alarm on: WAL a slot keeps from removal.
+                    Some(cdc) => info!(
+                        chunks = plan.chunks.len(),
+                        retained_wal_bytes = cdc.retained_wal,
+                        snapshot = cdc.snapshot,
+                        "planned"
+                    ),
+                    None => info!(chunks = plan.chunks.len(), "planned"),
+                }
                 let record = self
                     .state
                     .update_run(
