@@ -398,10 +398,6 @@ impl PostgresSource {
             table: name.to_string(),
             message: pg_message(&e),
         };
-        let refuse = |message: String| SourceError::Query {
-            table: name.to_string(),
-            message,
-        };
         let mut confirmed = self
             .read_slot_and_publication(&client, table, &name)
             .await?;
