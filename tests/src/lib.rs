@@ -10,6 +10,7 @@
 pub mod crash;
 pub mod moto;
 pub mod mysql;
+pub mod private_mariadb;
 pub mod private_pg;
 pub mod process;
 pub mod s3;

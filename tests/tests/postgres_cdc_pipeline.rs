@@ -448,6 +448,8 @@ async fn a_column_added_mid_stream_evolves_and_a_retyped_one_fails_until_a_new_s
         before,
         "a failed run changes nothing"
     );
+    // Deleted while the log cannot be read: only the new snapshot can tell STAGING.
+    w.write("DELETE FROM public.docs WHERE id = 6").await;
     // A new snapshot (a full reload) takes the table as it is now and goes on from there,
     // after the transactions running when it read its position: this one commits a second
     // later, and its row is in STAGING after the snapshot and the next run.
@@ -482,5 +484,63 @@ async fn a_column_added_mid_stream_evolves_and_a_retyped_one_fails_until_a_new_s
         .await;
     w.run().await;
     w.assert_staging_is_source("changes after the new snapshot")
+        .await;
+}
+
+/// A transaction whose commit is already in the log but not yet visible to new snapshots (here
+/// held there by synchronous replication to a standby that does not exist) while a snapshot
+/// is planned: neither the snapshot nor the log after the slot's position would hold it, so
+/// the plan must wait for it to end before it takes the snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_waits_for_a_commit_in_the_log_that_is_not_yet_visible() {
+    let w = world("cdc_handoff", "").await;
+    w.setup().await;
+    w.write("INSERT INTO public.docs VALUES (1, 'before', 1, 'b')")
+        .await;
+    w.write("ALTER SYSTEM SET synchronous_standby_names = 'nobody'")
+        .await;
+    w.write("SELECT pg_reload_conf()").await;
+    // Its commit record is written and flushed, then it waits for the standby, still running.
+    let committer = connect(&w.pg.url("postgres")).await;
+    let held = tokio::spawn(async move {
+        committer
+            .batch_execute("INSERT INTO public.docs VALUES (2, 'held at commit', 2, 'b')")
+            .await
+            .unwrap();
+    });
+    // Bounded: until the commit is waiting for the standby.
+    for _ in 0..100 {
+        let waiting: i64 = w
+            .admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The standby "answers" two seconds into the snapshot's plan.
+    let admin = connect(&w.pg.url("postgres")).await;
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        admin
+            .batch_execute("ALTER SYSTEM RESET synchronous_standby_names")
+            .await
+            .unwrap();
+        admin
+            .batch_execute("SELECT pg_reload_conf()")
+            .await
+            .unwrap();
+    });
+    w.run().await;
+    release.await.unwrap();
+    held.await.unwrap();
+    w.run().await;
+    w.assert_staging_is_source("a commit held during the snapshot's plan")
         .await;
 }

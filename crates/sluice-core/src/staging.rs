@@ -360,6 +360,35 @@ pub fn deletes_guard_query(targets: &TableTargets, spec: &MergeSpec) -> (String,
     (sql, bindings)
 }
 
+/// A cdc table's new snapshot (a reset, a full reload, or the first run over a STAGING that
+/// has rows): the statement deleting (`hard`) or marking (`soft`) the STAGING rows whose key
+/// the snapshot's rows (the run's RAW rows) do not hold, while no later run has been merged
+/// (the log would have sent their deletes, but the log before the snapshot is not read). With
+/// the number of bindings it takes, each the run id. `None` with `deletes: off`.
+pub fn snapshot_vanished_sql(targets: &TableTargets, spec: &MergeSpec) -> Option<(String, usize)> {
+    let table = targets.staging.quoted();
+    // Full-load semantics: the run's own rows are the key set.
+    let spec = MergeSpec {
+        by_keyset: false,
+        ..spec.clone()
+    };
+    // `?` twice in the vanished rows (the run's rows, and no later run merged).
+    let vanished = vanished_rows(targets, &spec, "?");
+    match spec.deletes {
+        DeleteMode::Off => None,
+        DeleteMode::Hard => Some((format!("DELETE FROM {table} AS t WHERE {vanished}"), 2)),
+        DeleteMode::Soft => Some((
+            format!(
+                "UPDATE {table} AS t SET {} = TRUE, {} = CURRENT_TIMESTAMP(), {} = ? WHERE {vanished}",
+                quote(DELETED_COLUMN),
+                quote(DELETED_AT_COLUMN),
+                quote(RUN_ID_COLUMN),
+            ),
+            3,
+        )),
+    }
+}
+
 /// Every object one table needs in the warehouse, for the one-time set-up: its schemas, RAW
 /// and STAGING tables, merge log and (when sluice generates it) merge procedure, from the
 /// files' schema. Each run creates and evolves the same objects, so this is the same text a

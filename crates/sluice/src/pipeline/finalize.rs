@@ -105,6 +105,8 @@ impl Pipeline {
                 fail::fail_point!("finalize-before-merge");
                 let merged = if plan.keyset {
                     loader.reconcile(&plan.table, run_id).await?
+                } else if plan.cdc.as_ref().is_some_and(|c| c.snapshot) {
+                    loader.merge_cdc_snapshot(&plan.table, run_id).await?
                 } else {
                     loader.merge(&plan.table, run_id).await?
                 };

@@ -16,7 +16,8 @@ use sluice_core::staging::{
     ExistingColumn, MergeSpec, StagingError, TableTargets, call_with_run_id, columns_query,
     count_run_rows, delete_run_rows, deletes_guard_query, evolve_table, keys_table_ddl,
     merge_log_columns, merge_log_ddl, merge_procedure_ddl, merged_keys_query,
-    reconcile_procedure_ddl, soft_delete_columns, staging_columns, table_tables_sql,
+    reconcile_procedure_ddl, snapshot_vanished_sql, soft_delete_columns, staging_columns,
+    table_tables_sql,
 };
 use sluice_core::{DeleteMode, RunId, TableConfig};
 use thiserror::Error;
@@ -313,6 +314,25 @@ impl Loader {
             .await?;
         info!(procedure = %targets.merge_procedure.quoted(), %outcome, "merged into STAGING");
         Ok(outcome)
+    }
+
+    /// [`Loader::merge`] of a cdc table's snapshot run: first the STAGING rows the snapshot
+    /// does not hold are deleted or marked (behind the delete guard), as a full load's are;
+    /// the log that would have said so is not read before a snapshot. Safe to repeat.
+    pub async fn merge_cdc_snapshot(
+        &self,
+        table: &TableConfig,
+        run_id: RunId,
+    ) -> Result<serde_json::Value, LoadError> {
+        let targets = TableTargets::resolve(table, &self.target.database);
+        if let Some((sql, bindings)) = snapshot_vanished_sql(&targets, &MergeSpec::of(table)) {
+            self.check_deletes(table, &targets, run_id).await?;
+            let run = run_id.to_string();
+            let statement = (0..bindings).fold(Statement::new(sql), |q, _| q.bind(run.as_str()));
+            self.warehouse.execute(&statement).await?;
+            info!("removed the STAGING rows the new snapshot does not hold");
+        }
+        self.merge(table, run_id).await
     }
 
     /// The distinct keys the generated merge procedure merged for `run_id` (its merge log's

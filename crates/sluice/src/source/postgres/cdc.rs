@@ -90,24 +90,26 @@ async fn advance_slot(client: &Client, name: &TableName, slot: &str, to: u64) ->
 /// was read.
 const SNAPSHOT_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
 
-/// Waits until none of `xids` is in progress, or fails naming them after [`SNAPSHOT_WAIT`].
+/// Waits until no transaction of `xids` holds the lock on its id (it has ended and left the
+/// running set), or fails naming them after [`SNAPSHOT_WAIT`].
 async fn wait_for_transactions(client: &Client, name: &TableName, xids: &[String]) -> Result<()> {
     let deadline = tokio::time::Instant::now() + SNAPSHOT_WAIT;
     loop {
-        let mut still = Vec::new();
-        for xid in xids {
-            let status: Option<String> = client
-                .query_one("SELECT pg_catalog.pg_xact_status($1::text::xid8)", &[xid])
-                .await
-                .map_err(|e| SourceError::Query {
-                    table: name.to_string(),
-                    message: pg_message(&e),
-                })?
-                .get(0);
-            if status.as_deref() == Some("in progress") {
-                still.push(xid.clone());
-            }
-        }
+        let still: Vec<String> = client
+            .query(
+                "SELECT DISTINCT transactionid::text FROM pg_catalog.pg_locks \
+                 WHERE locktype = 'transactionid' AND granted AND mode = 'ExclusiveLock' \
+                 AND transactionid::text = ANY($1)",
+                &[&xids],
+            )
+            .await
+            .map_err(|e| SourceError::Query {
+                table: name.to_string(),
+                message: pg_message(&e),
+            })?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
         if still.is_empty() {
             return Ok(());
         }
@@ -115,7 +117,7 @@ async fn wait_for_transactions(client: &Client, name: &TableName, xids: &[String
             return Err(SourceError::Query {
                 table: name.to_string(),
                 message: format!(
-                    "a new snapshot waits for transactions running when it started, and {} are still open after {}s (xids {}); end them or run again later",
+                    "a new snapshot waits for the transactions running when it read the log's position, and {} are still open after {}s (xids {}; pg_stat_activity.backend_xid shows whose, pg_prepared_xacts a prepared one); end them or run again later",
                     still.len(),
                     SNAPSHOT_WAIT.as_secs(),
                     still.join(", ")
@@ -415,17 +417,20 @@ impl PostgresSource {
             .map_err(query_error)?
             .get(0);
         let flushed = parse_lsn(&name, "pg_current_wal_flush_lsn", &flushed)?;
-        if watermark.is_none() && flushed > confirmed {
+        if watermark.is_none() {
             // A snapshot starts the table afresh: the log before now is not needed once the
             // snapshot holds its effect (changes sent before, of a type since altered, would
-            // otherwise fail every run). A transaction whose commit is in the log before
-            // `flushed` but which a snapshot taken now would not yet see (it commits in the
-            // log before it leaves the running set) is among those running right after
-            // reading `flushed`: the snapshot waits for them, as slot creation waits for
-            // running transactions to reach its consistent point.
-            let running: Vec<String> = client
+            // otherwise fail every run). But a transaction can be in the log before `flushed`
+            // and still invisible to a snapshot taken now: it writes its commit record, then
+            // (after a synchronous standby's answer, say) leaves the running set. Every such
+            // transaction holds the lock on its own transaction id until it has left, so the
+            // plan waits for the holders of those locks as they are right after reading
+            // `flushed` (what slot creation does to reach its consistent point), and only
+            // then moves the slot, so a plan that gives up has moved nothing.
+            let holders: Vec<String> = client
                 .query(
-                    "SELECT x::text FROM pg_catalog.pg_snapshot_xip(pg_catalog.pg_current_snapshot()) AS x",
+                    "SELECT DISTINCT transactionid::text FROM pg_catalog.pg_locks \
+                     WHERE locktype = 'transactionid' AND granted AND mode = 'ExclusiveLock'",
                     &[],
                 )
                 .await
@@ -433,10 +438,12 @@ impl PostgresSource {
                 .iter()
                 .map(|r| r.get(0))
                 .collect();
-            advance_slot(&client, &name, &slot, flushed).await?;
-            wait_for_transactions(&client, &name, &running).await?;
-            info!(table = %name, %slot, from = %Lsn(confirmed), to = %Lsn(flushed), "a new snapshot: the slot starts at the flushed log");
-            confirmed = flushed;
+            wait_for_transactions(&client, &name, &holders).await?;
+            if flushed > confirmed {
+                advance_slot(&client, &name, &slot, flushed).await?;
+                info!(table = %name, %slot, from = %Lsn(confirmed), to = %Lsn(flushed), "a new snapshot: the slot starts at the flushed log");
+                confirmed = flushed;
+            }
         }
         let retained: i64 = client
             .query_one(
