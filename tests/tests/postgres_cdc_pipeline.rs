@@ -119,14 +119,25 @@ impl World {
 
     /// `sluice cdc setup`'s work, as the table's owner.
     async fn setup(&self) -> Vec<String> {
+        self.setup_table(self.table()).await
+    }
+
+    async fn setup_table(&self, table: &TableConfig) -> Vec<String> {
         let source = self.h.config.sources[0].clone();
         let mut owner = source.clone();
         owner.connection.url = Some(self.pg.url("postgres"));
         PostgresSource::from_config(&owner, None)
             .unwrap()
-            .setup_cdc(self.table())
+            .setup_cdc(table)
             .await
             .unwrap()
+    }
+
+    /// A run of `table` that fails, and its message.
+    async fn refused(&self, table: &TableConfig) -> String {
+        let record = self.h.pipeline.run_table(table, &Quiet).await.unwrap();
+        assert_eq!(record.status, RunStatus::Failed, "{:?}", record.merge);
+        record.error.unwrap().message
     }
 
     async fn run(&self) -> RunRecord {
@@ -543,4 +554,79 @@ async fn a_snapshot_waits_for_a_commit_in_the_log_that_is_not_yet_visible() {
     w.run().await;
     w.assert_staging_is_source("a commit held during the snapshot's plan")
         .await;
+}
+
+/// What the log cannot give is refused by name, before anything is read: generated columns
+/// (pgoutput leaves them out), a partitioned table (logged under its partitions), a
+/// publication filtering rows, and a replica identity other than the configured key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_log_cannot_give_is_refused_by_name() {
+    let w = world("cdc_refused", "").await;
+    w.write(
+        "CREATE TABLE public.gen (id bigint PRIMARY KEY, x int, y int GENERATED ALWAYS AS (x * 2) STORED);
+         CREATE TABLE public.part (id bigint PRIMARY KEY) PARTITION BY RANGE (id);
+         CREATE TABLE public.part_1 PARTITION OF public.part FOR VALUES FROM (0) TO (100);
+         CREATE TABLE public.filtered (id bigint PRIMARY KEY);
+         CREATE TABLE public.other_key (id bigint PRIMARY KEY, code text NOT NULL UNIQUE);
+         GRANT SELECT ON ALL TABLES IN SCHEMA public TO sluice_cdc;",
+    )
+    .await;
+    let of = |name: &str, key: &str| {
+        let mut table = w.table().clone();
+        table.table = format!("public.{name}");
+        table.primary_key = vec![key.to_owned()];
+        table.target = Default::default();
+        table
+    };
+    let gen_table = of("gen", "id");
+    w.setup_table(&gen_table).await;
+    let message = w.refused(&gen_table).await;
+    assert!(message.contains("column 'y' is generated"), "{message}");
+    let mut without = gen_table.clone();
+    without.columns = Some(vec!["id".into(), "x".into()]);
+    assert_eq!(
+        w.h.pipeline
+            .run_table(&without, &Quiet)
+            .await
+            .unwrap()
+            .status,
+        RunStatus::Completed
+    );
+
+    let part = of("part", "id");
+    w.write("CREATE PUBLICATION sluice_shop_public_part FOR TABLE public.part")
+        .await;
+    w.write("SELECT pg_create_logical_replication_slot('sluice_shop_public_part', 'pgoutput')")
+        .await;
+    let message = w.refused(&part).await;
+    assert!(
+        message.contains("public.part is a partitioned table"),
+        "{message}"
+    );
+
+    let filtered = of("filtered", "id");
+    w.write(
+        "CREATE PUBLICATION sluice_shop_public_filtered FOR TABLE public.filtered WHERE (id > 10)",
+    )
+    .await;
+    w.write("SELECT pg_create_logical_replication_slot('sluice_shop_public_filtered', 'pgoutput')")
+        .await;
+    let message = w.refused(&filtered).await;
+    assert!(
+        message.contains("publication 'sluice_shop_public_filtered' filters the rows"),
+        "{message}"
+    );
+
+    let other_key = of("other_key", "code");
+    w.setup_table(&other_key).await;
+    w.h.pipeline.run_table(&other_key, &Quiet).await.unwrap();
+    w.write("INSERT INTO public.other_key VALUES (1, 'a')")
+        .await;
+    let message = w.refused(&other_key).await;
+    assert!(
+        message.contains(
+            "the log identifies rows by (id) (the replica identity), but primary_key is (code)"
+        ),
+        "{message}"
+    );
 }

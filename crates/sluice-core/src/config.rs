@@ -969,7 +969,6 @@ fn is_secret_arn(arn: &str) -> bool {
                 && name.chars().all(|c| c.is_ascii_alphanumeric() || "/_+=.@-".contains(c)))
 }
 
-/// `engine` is the table's source's, when that source is defined: its dialect parses `where`.
 /// The rules of `load.mode: cdc`: a primary key to apply changes by, a slot and publication
 /// PostgreSQL accepts, and nothing a change stream cannot honour.
 fn validate_cdc(table: &TableConfig, engine: Option<Engine>, path: &str, issues: &mut Issues) {
@@ -1050,6 +1049,7 @@ fn validate_cdc(table: &TableConfig, engine: Option<Engine>, path: &str, issues:
     }
 }
 
+/// `engine` is the table's source's, when that source is defined: its dialect parses `where`.
 fn validate_table(table: &TableConfig, engine: Option<Engine>, path: &str, issues: &mut Issues) {
     if let Err(message) = TableName::parse(&table.table) {
         issues.push(format!("{path}.table"), message);

@@ -464,9 +464,6 @@ impl RunRecord {
         Some(self.loaded_rows?.saturating_sub(keys))
     }
 
-    /// Whether the merge merged no key of the rows the run loaded: what a merge guarded by a
-    /// later run in the merge log does (a run id from a clock behind another host's). Such a
-    /// run must not complete, or its watermark would move past rows STAGING never got.
     /// The watermark the run commits once complete: the plan's upper bound; for a CDC
     /// table's snapshot the slot position it started from, for a CDC run where its read
     /// ended. `None` when there is none to commit.
@@ -480,6 +477,9 @@ impl RunRecord {
         i64::try_from(position).ok().map(ScalarValue::Int)
     }
 
+    /// Whether the merge merged no key of the rows the run loaded: what a merge guarded by a
+    /// later run in the merge log does (a run id from a clock behind another host's). Such a
+    /// run must not complete, or its watermark would move past rows STAGING never got.
     pub fn merged_nothing(&self) -> bool {
         self.merged_keys == Some(0) && self.loaded_rows.is_some_and(|rows| rows > 0)
     }

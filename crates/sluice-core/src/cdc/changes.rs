@@ -104,6 +104,14 @@ pub enum ChangeError {
     )]
     KeyUpdateUnchanged { table: String, column: String },
     #[error(
+        "{table}: the log identifies rows by ({identity}) (the replica identity), but primary_key is ({primary_key}); deletes and key changes would miss their rows. Make primary_key the table's replica identity, or ALTER TABLE … REPLICA IDENTITY FULL"
+    )]
+    Identity {
+        table: String,
+        identity: String,
+        primary_key: String,
+    },
+    #[error(
         "{table}: column '{column}' arrived in text form; cdc reads values in binary form only (is the column of a type without a binary send function?)"
     )]
     TextValue { table: String, column: String },
@@ -378,6 +386,25 @@ impl ChangeRows {
                 table: self.table(),
                 column: dropped.name.clone(),
             });
+        }
+        // A key the log identifies rows by other than the one STAGING is merged on would send
+        // deletes and key changes under the wrong columns. `f` (FULL) sends the whole old row.
+        if relation.replica_identity != b'f' {
+            let identity: std::collections::BTreeSet<&str> = relation
+                .columns
+                .iter()
+                .filter(|c| c.key)
+                .map(|c| c.name.as_str())
+                .collect();
+            let configured: std::collections::BTreeSet<&str> =
+                self.primary_key.iter().map(String::as_str).collect();
+            if identity != configured {
+                return Err(ChangeError::Identity {
+                    table: self.table(),
+                    identity: identity.into_iter().collect::<Vec<_>>().join(", "),
+                    primary_key: self.primary_key.join(", "),
+                });
+            }
         }
         let mut positions = Vec::with_capacity(self.columns.len());
         for (column, planned_oid) in self.columns.iter().zip(&self.type_oids) {
@@ -900,6 +927,37 @@ mod tests {
         let rows = rows(&out);
         assert_eq!(rows[0][1], None);
         assert_eq!(rows[0][6].as_deref(), Some(&b",\"body\","[..]));
+    }
+
+    #[test]
+    fn a_replica_identity_other_than_the_primary_key_is_refused_unless_full() {
+        let mut changes = ChangeRows::new(
+            "public",
+            "docs",
+            vec!["id".into(), "body".into()],
+            vec![INT8, TEXT],
+            vec!["body".into()],
+            true,
+        );
+        let err = changes
+            .push(
+                &relation(1, &[("id", INT8), ("body", TEXT)]),
+                &mut Vec::new(),
+            )
+            .unwrap_err();
+        assert!(
+            err.to_string().contains(
+                "identifies rows by (id) (the replica identity), but primary_key is (body)"
+            ),
+            "{err}"
+        );
+        let Message::Relation(mut full) = relation(1, &[("id", INT8), ("body", TEXT)]) else {
+            unreachable!()
+        };
+        full.replica_identity = b'f';
+        changes
+            .push(&Message::Relation(full), &mut Vec::new())
+            .unwrap();
     }
 
     #[test]

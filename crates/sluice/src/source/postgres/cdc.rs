@@ -66,6 +66,123 @@ async fn qualified_name(client: &Client, name: &TableName, oid: u32) -> Result<(
     Ok((row.get(0), row.get(1)))
 }
 
+/// What the log cannot give of a table, refused with the way out: a partitioned table (its
+/// changes are logged under its partitions), generated columns the run would read (pgoutput
+/// leaves them out), and a publication that filters the table's rows or columns (PostgreSQL
+/// 15 and later).
+async fn check_table_shape(
+    client: &Client,
+    table: &TableConfig,
+    name: &TableName,
+    oid: u32,
+    publication: &str,
+) -> Result<()> {
+    let refuse = |message: String| SourceError::Query {
+        table: name.to_string(),
+        message,
+    };
+    let query_error = |e: tokio_postgres::Error| refuse(pg_message(&e));
+    let row = client
+        .query_one(
+            "SELECT c.relkind::text, current_setting('server_version_num')::int, \
+             ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a \
+                   WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated <> '' ORDER BY a.attnum) \
+             FROM pg_catalog.pg_class c WHERE c.oid = $1",
+            &[&oid],
+        )
+        .await
+        .map_err(query_error)?;
+    let (kind, version, generated): (String, i32, Vec<String>) =
+        (row.get(0), row.get(1), row.get(2));
+    if kind == "p" {
+        return Err(refuse(format!(
+            "{name} is a partitioned table, whose changes the log records under its partitions; cdc reads plain tables (load it incrementally, or make each partition a cdc table)"
+        )));
+    }
+    let read = |column: &String| table.columns.as_ref().is_none_or(|c| c.contains(column));
+    if let Some(column) = generated.iter().find(|c| read(c)) {
+        return Err(refuse(format!(
+            "column '{column}' is generated, and the log does not carry generated columns; leave it out of columns (STAGING can compute it)"
+        )));
+    }
+    if version >= 150_000 {
+        // Row filters and column lists came with PostgreSQL 15
+        // (<https://www.postgresql.org/docs/15/view-pg-publication-tables.html>).
+        let (schema, relname) = qualified_name(client, name, oid).await?;
+        let row = client
+            .query_opt(
+                "SELECT rowfilter IS NOT NULL, attnames::text[] FROM pg_catalog.pg_publication_tables \
+                 WHERE pubname = $1 AND schemaname = $2 AND tablename = $3",
+                &[&publication, &schema, &relname],
+            )
+            .await
+            .map_err(query_error)?;
+        if let Some(row) = row {
+            let (filtered, published): (bool, Vec<String>) = (row.get(0), row.get(1));
+            if filtered {
+                return Err(refuse(format!(
+                    "publication '{publication}' filters the rows of {name} (a WHERE on the table), so the log would leave changes out; publish the table whole"
+                )));
+            }
+            let all: Vec<String> = client
+                .query_one(
+                    "SELECT ARRAY(SELECT attname::text FROM pg_catalog.pg_attribute WHERE attrelid = $1 \
+                     AND attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum)",
+                    &[&oid],
+                )
+                .await
+                .map_err(query_error)?
+                .get(0);
+            if let Some(missing) = all.iter().find(|c| read(c) && !published.contains(c)) {
+                return Err(refuse(format!(
+                    "publication '{publication}' leaves column '{missing}' of {name} out (a column list); publish every column the table is read with"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Fails unless the slot still stands where the plan found it (or before): a slot that
+/// something else consumed or advanced since starts the peek past the window's start, and the
+/// changes between would be skipped without a word.
+async fn check_slot_at(
+    client: &Client,
+    name: &TableName,
+    window: &sluice_core::plan::CdcWindow,
+) -> Result<()> {
+    let confirmed: Option<String> = client
+        .query_opt(SLOT_QUERY, &[&window.slot])
+        .await
+        .map_err(|e| SourceError::Query {
+            table: name.to_string(),
+            message: pg_message(&e),
+        })?
+        .and_then(|row| row.get(0));
+    let Some(confirmed) = confirmed else {
+        return Err(SourceError::Query {
+            table: name.to_string(),
+            message: format!(
+                "replication slot '{}' is gone since the run was planned",
+                window.slot
+            ),
+        });
+    };
+    let confirmed = parse_lsn(name, "the slot's confirmed_flush_lsn", &confirmed)?;
+    if confirmed > window.from {
+        return Err(SourceError::Query {
+            table: name.to_string(),
+            message: format!(
+                "replication slot '{}' moved from {} to {} since the run was planned (something else consumed or advanced it): the changes between are lost to this run, which fails and merges nothing; take a new snapshot (sluice watermark reset)",
+                window.slot,
+                Lsn(window.from),
+                Lsn(confirmed)
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Moves `slot`'s confirmed position up to `to` (never back); returns where it stands.
 async fn advance_slot(client: &Client, name: &TableName, slot: &str, to: u64) -> Result<u64> {
     let advanced: String = client
@@ -297,10 +414,6 @@ impl PostgresSource {
         Ok(problems)
     }
 
-    /// Checks the table's slot and publication, moves the slot up to `watermark` (the
-    /// position the table's last completed run reached), and reads where the slot and the
-    /// flushed log stand. Called before a snapshot is taken, so a snapshot plan's start is a
-    /// position from which every change after the snapshot is still to come.
     /// Checks the table's slot (exists, logical, `pgoutput`, this database, WAL not lost) and
     /// publication (exists, includes the table, publishes every kind of change); returns the
     /// slot's `confirmed_flush_lsn`.
@@ -352,6 +465,7 @@ impl PostgresSource {
             )));
         }
         let resolved = resolve_table(client, name).await?;
+        check_table_shape(client, table, name, resolved.oid, &publication).await?;
         let (schema, relname) = qualified_name(client, name, resolved.oid).await?;
         let published = client
             .query_opt(PUBLICATION_QUERY, &[&publication, &schema, &relname])
@@ -388,6 +502,10 @@ impl PostgresSource {
         Ok(confirmed)
     }
 
+    /// Checks the table's slot and publication, moves the slot up to `watermark` (the
+    /// position the table's last completed run reached), and reads where the slot and the
+    /// flushed log stand. Called before a snapshot is taken, so a snapshot plan's start is a
+    /// position from which every change after the snapshot is still to come.
     pub(super) async fn read_cdc_facts(
         &self,
         table: &TableConfig,
@@ -403,20 +521,45 @@ impl PostgresSource {
         let mut confirmed = self
             .read_slot_and_publication(&client, table, &name)
             .await?;
-        if let Some(watermark) = watermark
-            && watermark > confirmed
-        {
-            // The run that reached `watermark` has merged: what is before it may go.
-            let advanced = advance_slot(&client, &name, &slot, watermark).await?;
-            info!(table = %name, %slot, from = %Lsn(confirmed), to = %Lsn(advanced), "advanced the replication slot to the watermark");
-            confirmed = advanced;
-        }
         let flushed: String = client
             .query_one("SELECT pg_catalog.pg_current_wal_flush_lsn()::text", &[])
             .await
             .map_err(query_error)?
             .get(0);
         let flushed = parse_lsn(&name, "pg_current_wal_flush_lsn", &flushed)?;
+        if let Some(watermark) = watermark
+            && watermark > flushed
+        {
+            // Not a position this server has reached: a watermark of another load mode (a
+            // cursor's), or a server restored or failed over to one behind the old.
+            return Err(SourceError::Query {
+                table: name.to_string(),
+                message: format!(
+                    "the stored position {} is past this server's log ({}): it is not a position of this server's log (a watermark left from another load mode, or a restore or failover?). Take a new snapshot: sluice watermark reset --table {} --yes",
+                    Lsn(watermark),
+                    Lsn(flushed),
+                    table.key()
+                ),
+            });
+        }
+        if let Some(watermark) = watermark
+            && watermark > confirmed
+        {
+            // The run that reached `watermark` has merged: what is before it may go.
+            let advanced = advance_slot(&client, &name, &slot, watermark).await?;
+            if advanced < watermark {
+                return Err(SourceError::Query {
+                    table: name.to_string(),
+                    message: format!(
+                        "replication slot '{slot}' moved only to {} of {}",
+                        Lsn(advanced),
+                        Lsn(watermark)
+                    ),
+                });
+            }
+            info!(table = %name, %slot, from = %Lsn(confirmed), to = %Lsn(advanced), "advanced the replication slot to the watermark");
+            confirmed = advanced;
+        }
         if watermark.is_none() {
             // A snapshot starts the table afresh: the log before now is not needed once the
             // snapshot holds its effect (changes sent before, of a type since altered, would
@@ -522,6 +665,7 @@ impl PostgresSource {
         debug!(table = %name, slot = %window.slot, from = %Lsn(window.from), upto = %upto, max_changes, "peeking the change log");
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
             [&window.slot, &upto, &max_changes, &publication];
+        check_slot_at(&client, &name, &window).await?;
         let rows = client
             .query_raw(PEEK_QUERY, params)
             .await
@@ -545,6 +689,7 @@ impl PostgresSource {
             name: name.clone(),
             upto: window.upto,
             max_changes: window.max_changes,
+            window: window.clone(),
             reached: reached.clone(),
             source: self.clone(),
             qualified: format!("{}.{}", quote_ident(&schema_name), quote_ident(&relname)),
@@ -588,6 +733,8 @@ impl PostgresSource {
                     }
                     None => {
                         st.finished = true;
+                        // Nobody may have consumed the slot while the window was read either.
+                        check_slot_at(&st._client, &st.name, &st.window).await?;
                         let end = st
                             .changes
                             .finish(st.upto, st.max_changes)
@@ -640,6 +787,7 @@ struct PeekState {
     name: TableName,
     upto: u64,
     max_changes: u32,
+    window: sluice_core::plan::CdcWindow,
     reached: CdcReached,
     /// For [`KeyLookup`]s: the source, the table's quoted name, and a second connection
     /// (the first is busy streaming the log), opened at the first lookup.
