@@ -630,3 +630,92 @@ async fn what_the_log_cannot_give_is_refused_by_name() {
         "{message}"
     );
 }
+
+impl World {
+    async fn run_table(&self, table: &TableConfig) {
+        let record = self.h.pipeline.run_table(table, &Quiet).await.unwrap();
+        assert_eq!(record.status, RunStatus::Completed, "{:?}", record.error);
+    }
+
+    /// The keys of STAGING rows marked deleted.
+    async fn marked(&self) -> Vec<i64> {
+        let result = self
+            .client
+            .execute(&Statement::new(
+                "SELECT \"id\" FROM STAGING.DOCS WHERE \"_sluice_deleted\" = TRUE ORDER BY 1",
+            ))
+            .await
+            .unwrap();
+        result.rows.iter().map(|r| r[0].as_i64().unwrap()).collect()
+    }
+
+    /// STAGING's live rows (not marked deleted) equal the source's.
+    async fn assert_live_is_source(&self, step: &str) {
+        let mut source = self.source_rows().await;
+        source.sort();
+        let result = self
+            .client
+            .execute(&Statement::new(format!(
+                "{STAGING_ROWS} WHERE COALESCE(\"_sluice_deleted\", FALSE) = FALSE"
+            )))
+            .await
+            .unwrap();
+        let mut staged: Vec<String> = result
+            .rows
+            .iter()
+            .map(|r| r[0].as_str().unwrap().to_owned())
+            .collect();
+        staged.sort();
+        assert_eq!(staged, source, "live rows after {step}");
+    }
+}
+
+/// `deletes: soft` marks what the log deletes or truncates and brings back what returns;
+/// `deletes: off` keeps deleted rows. Live STAGING rows equal the source after every step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soft_deletes_mark_and_revive_rows_and_off_keeps_them() {
+    let w = world("cdc_soft", "").await;
+    w.setup().await;
+    let mut soft = w.table().clone();
+    soft.deletes.mode = sluice_core::DeleteMode::Soft;
+    w.write(
+        "INSERT INTO public.docs SELECT g, 'n', g, repeat('a', 3000) FROM generate_series(1, 5) g",
+    )
+    .await;
+    w.run_table(&soft).await;
+    w.write("DELETE FROM public.docs WHERE id = 2").await;
+    w.write("UPDATE public.docs SET note = 'kept body' WHERE id = 3")
+        .await;
+    w.run_table(&soft).await;
+    w.assert_live_is_source("a soft delete").await;
+    assert_eq!(w.marked().await, [2]);
+    w.write("INSERT INTO public.docs VALUES (2, 'back', 2, 'b')")
+        .await;
+    w.run_table(&soft).await;
+    w.assert_live_is_source("a row back").await;
+    assert!(w.marked().await.is_empty());
+    w.write("TRUNCATE public.docs").await;
+    w.write("INSERT INTO public.docs VALUES (9, 'after', 9, 'b')")
+        .await;
+    w.run_table(&soft).await;
+    w.assert_live_is_source("a truncate, soft").await;
+    assert_eq!(w.marked().await, [1, 2, 3, 4, 5]);
+
+    // Off: the log's deletes leave STAGING alone.
+    let mut off = w.table().clone();
+    off.deletes.mode = sluice_core::DeleteMode::Off;
+    w.write("DELETE FROM public.docs WHERE id = 9").await;
+    w.run_table(&off).await;
+    let result = w
+        .client
+        .execute(&Statement::new(
+            "SELECT COUNT(*) FROM STAGING.DOCS WHERE \"id\" = 9",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        result.rows[0][0].as_i64(),
+        Some(1),
+        "deletes: off keeps the row"
+    );
+}

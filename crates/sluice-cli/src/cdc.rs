@@ -92,12 +92,28 @@ pub async fn run(command: CdcCommand, aws: &AwsArgs) -> Result<bool> {
         return Ok(true);
     }
     if let Some(url) = url {
-        for source in &mut config.sources {
+        let mut named: Vec<&str> = selected.iter().map(|t| t.source.as_str()).collect();
+        named.sort_unstable();
+        named.dedup();
+        if named.len() > 1 {
+            bail!(
+                "--url connects to one database, and the tables are of sources {}: give --table of one source",
+                named.join(", ")
+            );
+        }
+        // The URL alone says who connects: no secret or password of the source's own role.
+        for source in config
+            .sources
+            .iter_mut()
+            .filter(|s| named.contains(&s.name.as_str()))
+        {
             source.connection.url = Some(url.clone());
             source.connection.host = None;
             source.connection.port = None;
             source.connection.user = None;
             source.connection.database = None;
+            source.connection.secret_arn = None;
+            source.connection.password_env = None;
         }
     }
     let keys: Vec<String> = selected.iter().map(|t| t.key()).collect();

@@ -291,6 +291,9 @@ impl CdcWindow {
     }
 }
 
+/// The most WAL one CDC run decodes: the rest is the next run's.
+pub const MAX_RUN_WAL: u64 = 1 << 30;
+
 /// Facts a CDC plan is built on, read from the source's slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CdcFacts {
@@ -626,7 +629,7 @@ pub fn build_cdc_plan(
                 .map_err(|_| invalid(format!("the stored cdc position {position} is negative")))?;
             if cdc.confirmed > position {
                 return Err(invalid(format!(
-                    "slot '{slot}' stands at {at}, past sluice's position {ours}: something else consumed or advanced the slot, so the changes between are lost to sluice. Take a new snapshot: sluice watermark reset --table {key} --yes, then run the table (or trigger it with full_reload)",
+                    "slot '{slot}' stands at {at}, past sluice's position {ours}: something else consumed or advanced the slot (or a new snapshot moved it and then failed), so the changes between are lost to sluice. Take a new snapshot: sluice watermark reset --table {key} --yes, then run the table (or trigger it with full_reload)",
                     slot = table.cdc_slot(),
                     at = crate::cdc::pgoutput::Lsn(cdc.confirmed),
                     ours = crate::cdc::pgoutput::Lsn(position),
@@ -652,11 +655,18 @@ pub fn build_cdc_plan(
         plan.partition_column = None;
         plan.chunks = vec![ChunkRange::All];
     }
+    // Decoding costs the server its whole log, not only the table's changes: a window of at
+    // most MAX_RUN_WAL bytes keeps a run inside Lambda's time however quiet the table is
+    // (any position is a safe bound: the read and the next slot move agree on it).
+    let upto = cdc
+        .flushed
+        .min(cdc.confirmed.saturating_add(MAX_RUN_WAL))
+        .max(cdc.confirmed);
     plan.cdc = Some(CdcWindow {
         slot: table.cdc_slot(),
         publication: table.cdc_publication(),
         from: cdc.confirmed,
-        upto: cdc.flushed.max(cdc.confirmed),
+        upto,
         max_changes: table.cdc_max_changes(),
         snapshot,
         retained_wal: cdc.retained,
@@ -1349,6 +1359,22 @@ mod tests {
         .unwrap();
         assert!(next.reads_changes());
         assert_eq!(next.chunks, vec![ChunkRange::All]);
+        // A backlog past MAX_RUN_WAL is read over several runs.
+        let far = CdcFacts {
+            flushed: 100 + 3 * MAX_RUN_WAL,
+            ..facts
+        };
+        let capped = build_cdc_plan(
+            RunId::new(),
+            Engine::Postgres,
+            at,
+            &t,
+            Some(&ScalarValue::Int(100)),
+            far,
+            cdc_facts(),
+        )
+        .unwrap();
+        assert_eq!(capped.cdc.unwrap().upto, 100 + MAX_RUN_WAL);
         // The slot moved past what STAGING has: changes are lost to sluice, say so.
         let gap = build_cdc_plan(
             RunId::new(),

@@ -630,7 +630,9 @@ fn cdc_merge_body(
         )
     };
     let mut select = Vec::new();
-    for (name, _) in columns {
+    // By position, so no column of the table can collide with it, whatever its name.
+    let sent_name = |i: usize| q(&format!("_sluice_sent_{i}"));
+    for (i, (name, _)) in columns.iter().enumerate() {
         let value = if spec.json_columns.contains(name) {
             format!("PARSE_JSON({})", q(name))
         } else {
@@ -647,7 +649,7 @@ fn cdc_merge_body(
             select.push(format!(
                 "MAX({sent}) OVER (PARTITION BY {pk}) AS {sent_name}",
                 sent = sent(name),
-                sent_name = q(&format!("_sluice_sent_{name}")),
+                sent_name = sent_name(i),
             ));
         }
     }
@@ -663,14 +665,15 @@ fn cdc_merge_body(
     // Each column's value is settled here, against STAGING, so the MERGE only copies.
     let settled = columns
         .iter()
-        .map(|(name, _)| {
+        .enumerate()
+        .map(|(i, (name, _))| {
             if spec.primary_key.contains(name) || name == RUN_ID_COLUMN {
                 format!("c.{c} AS {c}", c = q(name))
             } else {
                 format!(
                     "CASE WHEN c.{sent} = 1 THEN c.{c} ELSE st.{c} END AS {c}",
                     c = q(name),
-                    sent = q(&format!("_sluice_sent_{name}"))
+                    sent = sent_name(i)
                 )
             }
         })

@@ -354,7 +354,9 @@ impl PostgresSource {
         let row = client
             .query_one(
                 "SELECT current_setting('wal_level'), current_user::text, \
-                 (SELECT rolreplication OR rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user)",
+                 (SELECT rolreplication OR rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) \
+                 OR CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'rds_replication') \
+                    THEN pg_catalog.pg_has_role('rds_replication', 'MEMBER') ELSE FALSE END",
                 &[],
             )
             .await
@@ -368,7 +370,7 @@ impl PostgresSource {
         }
         if replication != Some(true) {
             problems.push(format!(
-                "role {user} lacks REPLICATION, which reading a slot takes: ALTER ROLE {} REPLICATION",
+                "role {user} lacks REPLICATION, which reading a slot takes: ALTER ROLE {} REPLICATION (Amazon RDS/Aurora: GRANT rds_replication TO it)",
                 quote_ident(&user)
             ));
         }
