@@ -1,7 +1,7 @@
 //! `scripts/bench --cdc`: log-based CDC throughput (issue 18). How many changes per second
 //! sluice takes from PostgreSQL's log to STAGING-ready Parquet, and what reading them costs
-//! the source, beside a cursor-based (`updated_at`) run over the same changes and the key-set
-//! run the cursor way needs to find deletes.
+//! the source, beside a cursor-based (`updated_at`) run over the same changes and what the
+//! key-set run the cursor way needs to find deletes reads.
 //!
 //! It starts a private PostgreSQL with `wal_level = logical` on 127.0.0.1 (initdb in a
 //! temporary directory; `fsync = off` as every private test server; autovacuum off so that
@@ -20,8 +20,10 @@
 //! 4. the same window of the log decoded by the server alone
 //!    (`pg_logical_slot_peek_binary_changes` with only a count sent back): the source's share
 //!    of the CDC run;
-//! 5. the incremental run (`cursor: updated_at`, watermark from step 1), then a key-set run
-//!    (every key of the table, how an incremental table finds deletes), each timed.
+//! 5. the incremental run (`cursor: updated_at`, watermark from step 1), then what a key-set
+//!    run reads (every key of the table, how an incremental table finds deletes), read as a
+//!    load of the primary key alone (`TableConfig::keyset_read`: a real key-set run needs the
+//!    warehouse, to delete what is missing), each timed.
 //!
 //! The pipeline is a local one: a local directory sink, local state, no warehouse, so the
 //! figure is "log → Parquet" (planning, peeking the slot, decoding `pgoutput`, Parquet
@@ -59,9 +61,9 @@
 
 use std::time::{Duration, Instant};
 
+use sluice::Quiet;
 use sluice::source::Source;
 use sluice::source::postgres::PostgresSource;
-use sluice::{Quiet, RunStart};
 use sluice_core::{RunRecord, RunStatus, TableConfig};
 use sluice_tests::Harness;
 use sluice_tests::private_pg::PrivatePg;
@@ -115,11 +117,17 @@ async fn connect(url: &str) -> tokio_postgres::Client {
     client
 }
 
-/// Runs `sql` on a connection of its own, closed afterwards: its backend exits and flushes
-/// its statistics before the next snapshot, instead of inside a measurement.
-async fn run_apart(pg: &PrivatePg, sql: &str) {
+/// Runs `statements`, each on its own (`VACUUM` refuses a multi-statement query), on a
+/// connection of its own, closed afterwards: its backend exits and flushes its statistics
+/// before the next snapshot, instead of inside a measurement.
+async fn run_apart(pg: &PrivatePg, statements: &[&str]) {
     let client = connect(&pg.url("postgres")).await;
-    client.batch_execute(sql).await.unwrap();
+    for sql in statements {
+        client
+            .batch_execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
 }
 
 /// `/proc/<pid>/stat` fields after the command (field 3, the state, is index 0).
@@ -327,13 +335,12 @@ fn extract_seconds(record: &RunRecord) -> f64 {
     record.chunks.values().map(|c| c.seconds).sum()
 }
 
-/// Runs `table` (as `start` asks) with the server's counters and this process's peak RSS
-/// around it, until `done` says the run caught up (at most 20 runs).
+/// Runs `table` with the server's counters and this process's peak RSS around it, until
+/// `done` says the run caught up (at most 20 runs).
 async fn measure(
     server: &Server,
     h: &Harness,
     table: &TableConfig,
-    start: RunStart,
     done: impl Fn(&RunRecord) -> bool,
 ) -> Measured {
     let before = server.counters().await;
@@ -349,11 +356,7 @@ async fn measure(
     };
     loop {
         let timer = Instant::now();
-        let record = h
-            .pipeline
-            .run_table_with(table, &Quiet, start)
-            .await
-            .unwrap();
+        let record = h.pipeline.run_table(table, &Quiet).await.unwrap();
         m.seconds += timer.elapsed().as_secs_f64();
         let record = completed(record, "a measured run");
         m.runs += 1;
@@ -373,7 +376,7 @@ fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -390,7 +393,12 @@ fn signed(n: i64) -> String {
 }
 
 fn mb(bytes: f64) -> String {
-    format!("{:.1} MB", bytes / 1e6)
+    let mb = bytes / 1e6;
+    if mb.abs() < 1.0 && mb != 0.0 {
+        format!("{mb:.2} MB")
+    } else {
+        format!("{mb:.1} MB")
+    }
 }
 
 fn row(label: &str, cells: &[String]) {
@@ -436,7 +444,7 @@ async fn main() {
     ));
     run_apart(
         &server.pg,
-        &format!(
+        &[&format!(
             "CREATE TABLE public.bench_orders (id bigint PRIMARY KEY, customer_id int, status text, amount numeric(12,2), note text, updated_at timestamptz);
              CREATE INDEX bench_orders_updated_at ON public.bench_orders (updated_at);
              INSERT INTO public.bench_orders
@@ -444,9 +452,10 @@ async fn main() {
                FROM generate_series(1, {base_rows}) g;
              CREATE ROLE sluice_cdc LOGIN REPLICATION;
              GRANT SELECT ON public.bench_orders TO sluice_cdc;
-             GRANT pg_read_all_stats TO sluice_cdc;
-             VACUUM ANALYZE public.bench_orders;"
+             GRANT pg_read_all_stats TO sluice_cdc;"
         ),
+        "VACUUM ANALYZE public.bench_orders",
+        ]
     )
     .await;
 
@@ -465,8 +474,12 @@ async fn main() {
         "{mode: incremental, cursor: updated_at}",
         "{mode: hard, keyset: {}}",
     ));
+    // What a key-set run of the cursor table reads (the primary key of every row), read as a
+    // load: a real key-set run needs the warehouse, to delete from STAGING what is missing.
+    let keys = Harness::new(&config(&server.pg, "{mode: full}", "{mode: off}"));
     let cdc_table = cdc.table("public.bench_orders").clone();
     let cursor_table = cursor.table("public.bench_orders").clone();
+    let keys_table = cursor_table.keyset_read();
 
     progress("sluice cdc setup (publication and slot, as the table's owner)");
     let mut owner = cdc.config.sources[0].clone();
@@ -507,7 +520,7 @@ async fn main() {
     let generating = Instant::now();
     run_apart(
         &server.pg,
-        &format!(
+        &[&format!(
             "DO $$
              DECLARE
                base bigint := {base_rows};
@@ -524,7 +537,7 @@ async fn main() {
                END LOOP;
              END $$",
             last = txns - 1
-        ),
+        )],
     )
     .await;
     let generated_in = generating.elapsed().as_secs_f64();
@@ -544,14 +557,14 @@ async fn main() {
     progress("VACUUM ANALYZE and CHECKPOINT (outside the measurements)");
     run_apart(
         &server.pg,
-        "VACUUM ANALYZE public.bench_orders; CHECKPOINT;",
+        &["VACUUM ANALYZE public.bench_orders", "CHECKPOINT"],
     )
     .await;
     let target = server.lsn().await;
 
     progress("the CDC run(s), until caught up");
     let target_lsn: u64 = target.parse::<sluice_core::cdc::pgoutput::Lsn>().unwrap().0;
-    let log = measure(&server, &cdc, &cdc_table, RunStart::default(), |r| {
+    let log = measure(&server, &cdc, &cdc_table, |r| {
         r.chunks
             .values()
             .filter_map(|c| c.cdc_reached)
@@ -585,22 +598,9 @@ async fn main() {
     let peek_cost = server.counters().await.since(before);
 
     progress("the cursor (updated_at) run");
-    let by_cursor = measure(&server, &cursor, &cursor_table, RunStart::default(), |_| {
-        true
-    })
-    .await;
-    progress("the key-set run (every key: how the cursor way finds deletes)");
-    let keyset = measure(
-        &server,
-        &cursor,
-        &cursor_table,
-        RunStart {
-            keyset: true,
-            ..RunStart::default()
-        },
-        |_| true,
-    )
-    .await;
+    let by_cursor = measure(&server, &cursor, &cursor_table, |_| true).await;
+    progress("what a key-set run reads (every key: how the cursor way finds deletes)");
+    let keyset = measure(&server, &keys, &keys_table, |_| true).await;
 
     // --- report -------------------------------------------------------------------------
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
@@ -670,14 +670,6 @@ async fn main() {
         "rows/s (changes/s for the log)",
         &cols.map(|m| thousands((m.rows as f64 / m.seconds.max(1e-9)).round() as u64)),
     );
-    row(
-        "workload changes/s covered",
-        &[
-            thousands((changes as f64 / log.seconds.max(1e-9)).round() as u64),
-            "- (misses deletes)".into(),
-            "-".into(),
-        ],
-    );
     row("Parquet", &cols.map(|m| mb(m.parquet_bytes as f64)));
     row(
         "peak RSS (this process)",
@@ -718,17 +710,24 @@ async fn main() {
         "Server-side decoding alone (pg_logical_slot_peek_binary_changes over the same window, only a count sent back):"
     );
     println!(
-        "  {:.2} s wall, {:.2} server CPU s, {} pgoutput messages, {} of pgoutput, {} decoded / {} spilled by the slot",
+        "  {:.2} s wall, {:.2} server CPU s, {} pgoutput messages, {} of pgoutput, {} decoded / {} spilled by the slot, {} temp",
         peek_seconds,
         peek_cost.cpu,
         thousands(u64::try_from(peek_messages).unwrap_or(0)),
         mb(peek_bytes as f64),
         mb(peek_cost.decoded_bytes as f64),
-        mb(peek_cost.spill_bytes as f64)
+        mb(peek_cost.spill_bytes as f64),
+        mb(peek_cost.temp_bytes as f64)
     );
     println!(
         "  i.e. {:.0}% of the CDC run's wall time is the server decoding the log; the rest is sluice (decode, Parquet, files, state).",
         100.0 * peek_seconds / log.seconds.max(1e-9)
+    );
+    println!(
+        "  (the function returns its rows only once all are decoded, kept in a tuplestore that goes to a temp file past work_mem:"
+    );
+    println!(
+        "  the \"temp bytes\" of the log run; server decoding and sluice's work do not overlap)"
     );
     println!();
     println!("Notes:");
@@ -739,6 +738,9 @@ async fn main() {
     );
     println!(
         "    an incremental table finds them only by a key-set run, which reads every key of the table (third column)."
+    );
+    println!(
+        "    It is read here as a load of the primary key alone (TableConfig::keyset_read): a real key-set run also needs the warehouse."
     );
     println!(
         "  - The log run writes every change (inserts, each update, deletes with their key) in commit order: STAGING's merge applies them."
