@@ -745,8 +745,23 @@ impl Config {
             }
         }
         let mut keys = BTreeSet::new();
+        // A slot's position is one table's watermark: two tables reading one slot would each
+        // move it past changes the other has not merged.
+        let mut slots: BTreeMap<(String, String), String> = BTreeMap::new();
         for (i, table) in self.tables.iter().enumerate() {
             let path = format!("tables[{i}]");
+            if table.load.mode == LoadMode::Cdc {
+                let slot = table.cdc_slot();
+                if let Some(first) = slots.insert((table.source.clone(), slot.clone()), table.key())
+                {
+                    issues.push(
+                        format!("{path}.load.slot"),
+                        format!(
+                            "'{slot}' is also the slot of {first}; every cdc table needs a slot of its own (set load.slot)"
+                        ),
+                    );
+                }
+            }
             if self.source(&table.source).is_none() {
                 issues.push(
                     format!("{path}.source"),
@@ -1379,6 +1394,21 @@ tables:
             long.cdc_slot(),
             slot,
             "two long names must not share a slot"
+        );
+    }
+
+    #[test]
+    fn two_cdc_tables_may_not_share_a_slot() {
+        let yaml = format!(
+            "{}  - source: shop\n    table: public.Orders\n    primary_key: [id]\n    load: {{ mode: cdc }}\n",
+            with_table("    primary_key: [id]\n    load: { mode: cdc }\n")
+        );
+        let issues = issues_of(&yaml);
+        assert!(
+            issues.iter().any(|i| i.starts_with(
+                "tables[1].load.slot: 'sluice_shop_public_orders' is also the slot of shop/public.orders"
+            )),
+            "{issues:?}"
         );
     }
 
