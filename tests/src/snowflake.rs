@@ -717,6 +717,41 @@ pub fn assert_raw_types(
     }
 }
 
+/// A lake harness loading into a fresh stand-in database of its own.
+pub struct Warehoused {
+    /// The harness, its pipeline loading through `loader`.
+    pub h: crate::s3::S3Harness,
+    pub client: Arc<SnowflakeClient>,
+    pub loader: Arc<sluice::warehouse::load::Loader>,
+    pub standin: StandIn,
+}
+
+/// Starts a stand-in reading the shared moto's S3, creates database `label` in it with its
+/// stage over `h`'s lake, and attaches a loader into it to `h`'s pipeline.
+pub async fn warehoused(label: &str, h: crate::s3::S3Harness) -> Warehoused {
+    let standin = StandIn::start(&Options {
+        s3_endpoint: Some(crate::moto::MotoServer::shared().endpoint()),
+        ..Options::default()
+    });
+    let sf = standin.config(label);
+    let database = sf.database.clone().unwrap_or_default();
+    let client = Arc::new(SnowflakeClient::new(sf, KeyPair::shared().private_key()).unwrap());
+    let loader = stage_and_loader(
+        &client,
+        client.clone() as Arc<dyn sluice::warehouse::Warehouse>,
+        &database,
+        &h.bucket,
+        &h.prefix,
+    )
+    .await;
+    Warehoused {
+        h: h.with_warehouse(loader.clone()),
+        client,
+        loader,
+        standin,
+    }
+}
+
 /// The admin's one-time set-up in a stand-in database (the RAW schema and the stage over
 /// `s3://bucket/prefix/`), and a loader into it through `warehouse`.
 pub async fn stage_and_loader(

@@ -15,15 +15,14 @@ use sluice::Quiet;
 use sluice::sink::parquet::ParquetSettings;
 use sluice::source::Source;
 use sluice::source::postgres::PostgresSource;
+use sluice::warehouse::Statement;
 use sluice::warehouse::load::Loader;
 use sluice::warehouse::snowflake::SnowflakeClient;
-use sluice::warehouse::{Statement, Warehouse};
 use sluice_core::cdc::pgoutput::Lsn;
 use sluice_core::{RunRecord, RunStatus, ScalarValue, TableConfig};
-use sluice_tests::moto::MotoServer;
 use sluice_tests::private_pg::PrivatePg;
 use sluice_tests::s3::S3Harness;
-use sluice_tests::snowflake::{KeyPair, Options, StandIn, stage_and_loader};
+use sluice_tests::snowflake::StandIn;
 
 const SETTINGS: &str = "wal_level = logical\nmax_replication_slots = 4\nmax_wal_senders = 4";
 
@@ -85,27 +84,17 @@ async fn world(label: &str, table_extra: &str) -> World {
         )
         .await
         .unwrap();
-    let moto = MotoServer::shared();
-    let standin = StandIn::start(&Options {
-        s3_endpoint: Some(moto.endpoint()),
-        ..Options::default()
-    });
-    let sf = standin.config(label);
-    let database = sf.database.clone().unwrap();
-    let client = Arc::new(SnowflakeClient::new(sf, KeyPair::shared().private_key()).unwrap());
     let h = S3Harness::new(&config(&pg, table_extra), ParquetSettings::default()).await;
-    let loader = stage_and_loader(
-        &client,
-        client.clone() as Arc<dyn Warehouse>,
-        &database,
-        &h.bucket,
-        &h.prefix,
-    )
-    .await;
+    let sluice_tests::snowflake::Warehoused {
+        h,
+        client,
+        loader,
+        standin,
+    } = sluice_tests::snowflake::warehoused(label, h).await;
     World {
         pg,
         admin,
-        h: h.with_warehouse(loader.clone()),
+        h,
         client,
         loader,
         _standin: standin,

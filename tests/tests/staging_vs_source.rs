@@ -16,13 +16,12 @@ use sluice::sink::parquet::ParquetSettings;
 use sluice::source::mysql::MysqlSource;
 use sluice::warehouse::load::Loader;
 use sluice::warehouse::snowflake::SnowflakeClient;
-use sluice::warehouse::{Statement, Value, Warehouse};
+use sluice::warehouse::{Statement, Value};
 use sluice_core::validate::{Level, MetricKind, RowProblem, TableValidation, Verdict};
 use sluice_core::{DeleteMode, RunRecord, RunStatus, TableConfig};
-use sluice_tests::moto::MotoServer;
 use sluice_tests::mysql::{MyTestDb, mysql_config};
 use sluice_tests::s3::S3Harness;
-use sluice_tests::snowflake::{KeyPair, Options, StandIn, stage_and_loader};
+use sluice_tests::snowflake::StandIn;
 use sluice_tests::{TestDb, shop_config};
 
 const PRODUCTS: &str = "  - source: shop
@@ -41,14 +40,6 @@ struct World {
 }
 
 async fn world(label: &str, config: &str, mysql: bool) -> World {
-    let moto = MotoServer::shared();
-    let standin = StandIn::start(&Options {
-        s3_endpoint: Some(moto.endpoint()),
-        ..Options::default()
-    });
-    let sf = standin.config(label);
-    let database = sf.database.clone().unwrap();
-    let client = Arc::new(SnowflakeClient::new(sf, KeyPair::shared().private_key()).unwrap());
     let h = if mysql {
         S3Harness::with_sources(config, ParquetSettings::default(), |source| {
             Arc::new(MysqlSource::from_config(source, None).unwrap())
@@ -57,16 +48,14 @@ async fn world(label: &str, config: &str, mysql: bool) -> World {
     } else {
         S3Harness::new(config, ParquetSettings::default()).await
     };
-    let loader = stage_and_loader(
-        &client,
-        client.clone() as Arc<dyn Warehouse>,
-        &database,
-        &h.bucket,
-        &h.prefix,
-    )
-    .await;
+    let sluice_tests::snowflake::Warehoused {
+        h,
+        client,
+        loader,
+        standin,
+    } = sluice_tests::snowflake::warehoused(label, h).await;
     World {
-        h: h.with_warehouse(loader.clone()),
+        h,
         client,
         loader,
         _standin: standin,

@@ -6,19 +6,14 @@
 //! Usage: validate_cost [SCALE]   (default 200: 1,000,000 orders)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use sluice::Quiet;
 use sluice::sample::create_shop_postgres;
 use sluice::sink::parquet::ParquetSettings;
 use sluice::validate::{ValidateOptions, validate_table};
-use sluice::warehouse::Warehouse;
-use sluice::warehouse::snowflake::SnowflakeClient;
 use sluice_core::validate::Level;
-use sluice_tests::moto::MotoServer;
 use sluice_tests::s3::S3Harness;
-use sluice_tests::snowflake::{KeyPair, Options, StandIn, stage_and_loader};
 use sluice_tests::{TestDb, shop_config};
 
 const ORDERS: &str = "  - source: shop
@@ -47,24 +42,14 @@ async fn main() {
         started.elapsed().as_secs_f64()
     );
 
-    let moto = MotoServer::shared();
-    let standin = StandIn::start(&Options {
-        s3_endpoint: Some(moto.endpoint()),
-        ..Options::default()
-    });
-    let sf = standin.config("vcost");
-    let database = sf.database.clone().unwrap();
-    let client = Arc::new(SnowflakeClient::new(sf, KeyPair::shared().private_key()).unwrap());
     let h = S3Harness::new(&shop_config(&db, ORDERS), ParquetSettings::default()).await;
-    let loader = stage_and_loader(
-        &client,
-        client.clone() as Arc<dyn Warehouse>,
-        &database,
-        &h.bucket,
-        &h.prefix,
-    )
-    .await;
-    let h = h.with_warehouse(loader);
+    let sluice_tests::snowflake::Warehoused {
+        h,
+        client,
+        loader,
+        standin: _standin,
+    } = sluice_tests::snowflake::warehoused("vcost", h).await;
+    let database = loader.warehouse().1.to_owned();
     let table = h.table("public.orders").clone();
     let loading = Instant::now();
     let record = h.pipeline.run_table(&table, &Quiet).await.unwrap();
