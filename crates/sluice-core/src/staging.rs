@@ -291,12 +291,7 @@ fn vanished_rows(targets: &TableTargets, spec: &MergeSpec, run: &str) -> String 
     } else {
         &targets.raw
     };
-    let key_match = spec
-        .primary_key
-        .iter()
-        .map(|c| format!("r.{c} = t.{c}", c = quote(c)))
-        .collect::<Vec<_>>()
-        .join(" AND ");
+    let key_match = key_match(spec, "r", "t");
     let live = match spec.deletes {
         DeleteMode::Soft => format!("COALESCE(t.{}, FALSE) = FALSE AND ", quote(DELETED_COLUMN)),
         _ => String::new(),
@@ -500,12 +495,7 @@ pub fn merge_procedure_ddl(
         file = q(FILE_COLUMN),
         row = q(ROW_COLUMN),
     );
-    let on = spec
-        .primary_key
-        .iter()
-        .map(|c| format!("t.{c} = s.{c}", c = q(c)))
-        .collect::<Vec<_>>()
-        .join(" AND ");
+    let on = key_match(spec, "t", "s");
     let first_key = q(&spec.primary_key[0]);
     let log = targets.merge_log.quoted();
     let (set, names, values) = upsert_lists(&columns, spec);
@@ -559,6 +549,15 @@ pub fn merge_procedure_ddl(
          RETURN (SELECT OBJECT_CONSTRUCT('inserted', \"inserted\", 'updated', \"updated\"{deleted_field}) FROM {log} WHERE \"run_id\" = :RUN_ID);\n"
         ),
     ))
+}
+
+/// `a.k1 = b.k1 AND a.k2 = b.k2 …` over the primary key.
+fn key_match(spec: &MergeSpec, a: &str, b: &str) -> String {
+    spec.primary_key
+        .iter()
+        .map(|c| format!("{a}.{c} = {b}.{c}", c = quote(c)))
+        .collect::<Vec<_>>()
+        .join(" AND ")
 }
 
 /// What a merge's `UPDATE SET` and `INSERT (names) VALUES (values)` write from the source row
@@ -679,21 +678,11 @@ fn cdc_merge_body(
         })
         .collect::<Vec<_>>()
         .join(", ");
-    let joined = spec
-        .primary_key
-        .iter()
-        .map(|c| format!("st.{c} = c.{c}", c = q(c)))
-        .collect::<Vec<_>>()
-        .join(" AND ");
+    let joined = key_match(spec, "st", "c");
     let source = format!(
         "(SELECT {settled}, c.{op} AS {op} FROM ({changes}) AS c LEFT JOIN {table} AS st ON {joined})"
     );
-    let on = spec
-        .primary_key
-        .iter()
-        .map(|c| format!("t.{c} = s.{c}", c = q(c)))
-        .collect::<Vec<_>>()
-        .join(" AND ");
+    let on = key_match(spec, "t", "s");
     let first_key = q(&spec.primary_key[0]);
     let soft = spec.deletes == DeleteMode::Soft;
     let (deleted, deleted_at) = (q(DELETED_COLUMN), q(DELETED_AT_COLUMN));
