@@ -696,6 +696,7 @@ impl PostgresSource {
             source: self.clone(),
             qualified: format!("{}.{}", quote_ident(&schema_name), quote_ident(&relname)),
             lookups: None,
+            prepared: BTreeMap::new(),
         };
         let batches = futures::stream::try_unfold(state, |mut st| async move {
             loop {
@@ -796,6 +797,7 @@ struct PeekState {
     source: PostgresSource,
     qualified: String,
     lookups: Option<Client>,
+    prepared: BTreeMap<String, tokio_postgres::Statement>,
 }
 
 impl PeekState {
@@ -834,7 +836,15 @@ impl PeekState {
             "SELECT {columns} FROM {} WHERE {conditions}",
             self.qualified
         );
-        let statement = client.prepare(&sql).await.map_err(query_error)?;
+        // Bulk key updates ask the same question row after row: prepared once per column set.
+        let statement = match self.prepared.get(&sql) {
+            Some(statement) => statement.clone(),
+            None => {
+                let statement = client.prepare(&sql).await.map_err(query_error)?;
+                self.prepared.insert(sql, statement.clone());
+                statement
+            }
+        };
         let values: Vec<SentValue> = lookup.key.iter().map(|(_, v)| SentValue(v)).collect();
         let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = values
             .iter()
