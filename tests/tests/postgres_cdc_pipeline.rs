@@ -708,3 +708,32 @@ async fn soft_deletes_mark_and_revive_rows_and_off_keeps_them() {
         "deletes: off keeps the row"
     );
 }
+
+/// A slot consumed by another reader after the run was planned and before its chunk reads:
+/// the chunk would start past the window and the run would complete without the changes
+/// between. It fails instead, and merges nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_moved_between_plan_and_read_fails_the_run() {
+    let w = world("cdc_moved", "").await;
+    w.setup().await;
+    w.run().await;
+    w.write("INSERT INTO public.docs VALUES (1, 'in the window', 1, 'b')")
+        .await;
+    let planned = w.h.pipeline.plan_run(w.table()).await.unwrap();
+    let run_id = planned.record.run_id;
+    drop(planned);
+    w.write(&format!(
+        "SELECT count(*) FROM pg_logical_slot_get_binary_changes('{}', NULL, NULL, 'proto_version', '1', 'publication_names', '{}')",
+        w.table().cdc_slot(),
+        w.table().cdc_publication()
+    ))
+    .await;
+    let record = w.h.pipeline.execute_run(run_id, &Quiet).await.unwrap();
+    assert_eq!(record.status, RunStatus::Failed, "{:?}", record.merge);
+    let message = record.error.unwrap().message;
+    assert!(
+        message.contains("replication slot 'sluice_shop_public_docs' moved from"),
+        "{message}"
+    );
+    assert!(w.staging_rows().await.is_empty(), "nothing was merged");
+}

@@ -65,9 +65,8 @@ pub fn summary(records: &[(String, Result<RunRecord, String>)]) -> String {
     table.to_string()
 }
 
-/// Warnings under the run list: the newest listed run of each table whose upper bound one
-/// transaction had held back longer than `hold_warn_after`.
-pub fn hold_warnings(runs: &[RunRecord], hold_warn_after: std::time::Duration) -> Vec<String> {
+/// The newest of `runs` of each table, in table order.
+fn newest_per_table<'a>(runs: impl Iterator<Item = &'a RunRecord>) -> Vec<&'a RunRecord> {
     let mut newest: std::collections::BTreeMap<&str, &RunRecord> = Default::default();
     for r in runs {
         let entry = newest.entry(r.table_key.as_str()).or_insert(r);
@@ -75,8 +74,14 @@ pub fn hold_warnings(runs: &[RunRecord], hold_warn_after: std::time::Duration) -
             *entry = r;
         }
     }
-    newest
-        .into_values()
+    newest.into_values().collect()
+}
+
+/// Warnings under the run list: the newest listed run of each table whose upper bound one
+/// transaction had held back longer than `hold_warn_after`.
+pub fn hold_warnings(runs: &[RunRecord], hold_warn_after: std::time::Duration) -> Vec<String> {
+    newest_per_table(runs.iter())
+        .into_iter()
         .filter_map(|r| {
             let plan = r.plan.as_ref()?;
             let warning = plan
@@ -93,32 +98,25 @@ pub fn hold_warnings(runs: &[RunRecord], hold_warn_after: std::time::Duration) -
 /// Warnings under the run list: the newest listed run of each cdc table whose slot held more
 /// WAL than the table allows (`load.max_slot_lag_mb`) when it was planned.
 pub fn slot_warnings(runs: &[RunRecord]) -> Vec<String> {
-    let mut newest: std::collections::BTreeMap<&str, &RunRecord> = Default::default();
-    for r in runs
-        .iter()
-        .filter(|r| r.plan.as_ref().is_some_and(|p| p.cdc.is_some()))
-    {
-        let entry = newest.entry(r.table_key.as_str()).or_insert(r);
-        if r.created_at > entry.created_at {
-            *entry = r;
-        }
-    }
-    newest
-        .into_values()
-        .filter_map(|r| {
-            let plan = r.plan.as_ref()?;
-            let limit = plan
-                .table
-                .load
-                .max_slot_lag_mb
-                .unwrap_or(sluice_core::config::DEFAULT_MAX_SLOT_LAG_MB);
-            let warning = plan.cdc.as_ref()?.lag_warning(limit)?;
-            Some(format!(
-                "warning: {} (run {}): {warning}",
-                r.table_key, r.run_id
-            ))
-        })
-        .collect()
+    newest_per_table(
+        runs.iter()
+            .filter(|r| r.plan.as_ref().is_some_and(|p| p.cdc.is_some())),
+    )
+    .into_iter()
+    .filter_map(|r| {
+        let plan = r.plan.as_ref()?;
+        let limit = plan
+            .table
+            .load
+            .max_slot_lag_mb
+            .unwrap_or(sluice_core::config::DEFAULT_MAX_SLOT_LAG_MB);
+        let warning = plan.cdc.as_ref()?.lag_warning(limit)?;
+        Some(format!(
+            "warning: {} (run {}): {warning}",
+            r.table_key, r.run_id
+        ))
+    })
+    .collect()
 }
 
 pub fn run_list(runs: &[RunRecord]) -> String {

@@ -13,24 +13,10 @@ use sluice_tests::private_pg::PrivatePg;
 
 fn write_config(dir: &Path, url: &str) -> String {
     let path = dir.join("cdc.yaml");
+    let other = "  - source: shop\n    table: public.other\n    load: { mode: full }\n";
     std::fs::write(
         &path,
-        format!(
-            "sources:
-  - name: shop
-    engine: postgres
-    connection: {{ url: \"{url}\", sslmode: disable }}
-tables:
-  - source: shop
-    table: public.docs
-    primary_key: [id]
-    load: {{ mode: cdc, max_slot_lag_mb: 1 }}
-    deletes: {{ mode: hard }}
-  - source: shop
-    table: public.other
-    load: {{ mode: full }}
-"
-        ),
+        common::cdc_docs_config(url, ", max_slot_lag_mb: 1", other),
     )
     .unwrap();
     path.to_str().unwrap().to_owned()

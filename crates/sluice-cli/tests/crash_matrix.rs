@@ -200,22 +200,8 @@ async fn a_cdc_table_recovers_exactly_from_a_crash_at_every_boundary() {
          GRANT SELECT ON public.docs TO sluice_cdc;",
     );
     let url = pg.url("sluice_cdc");
-    let scene = SnowflakeScene::applied_with("cli_cdc", |_| {
-        format!(
-            "sources:
-  - name: shop
-    engine: postgres
-    connection: {{ url: \"{url}\", sslmode: disable }}
-tables:
-  - source: shop
-    table: public.docs
-    primary_key: [id]
-    load: {{ mode: cdc }}
-    deletes: {{ mode: hard }}
-"
-        )
-    })
-    .await;
+    let scene =
+        SnowflakeScene::applied_with("cli_cdc", |_| common::cdc_docs_config(&url, "", "")).await;
     let (client, connection) = tokio_postgres::connect(&pg.url("postgres"), tokio_postgres::NoTls)
         .await
         .unwrap();

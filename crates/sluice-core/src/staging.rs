@@ -598,6 +598,13 @@ fn upsert_lists(
 /// changes that sent it first, latest first), or, when none of the run's did (a TOASTed value
 /// left alone), as STAGING has it. Like every merge with deletes it acts only while no later
 /// run has been merged, so replaying the run changes nothing.
+///
+/// Snowflake's rules leaned on: FIRST_VALUE respects NULLs by default and is deterministic
+/// only when its ORDER BY makes rows unique, which file and row do
+/// (<https://docs.snowflake.com/en/sql-reference/functions/first_value>); CONTAINS is a plain
+/// substring test (<https://docs.snowflake.com/en/sql-reference/functions/contains>), and the
+/// marker it looks for is a string literal with `\` doubled (see
+/// [`crate::snowflake::string_literal`]).
 fn cdc_merge_body(
     targets: &TableTargets,
     spec: &MergeSpec,

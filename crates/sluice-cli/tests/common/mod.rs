@@ -267,3 +267,21 @@ impl SnowflakeScene {
         .unwrap()
     }
 }
+
+/// A config reading `public.docs` as a cdc table (hard deletes) from the PostgreSQL at `url`,
+/// with `load_extra` inside its `load` (e.g. `, max_slot_lag_mb: 1`) and `more_tables` after.
+pub fn cdc_docs_config(url: &str, load_extra: &str, more_tables: &str) -> String {
+    format!(
+        "sources:
+  - name: shop
+    engine: postgres
+    connection: {{ url: \"{url}\", sslmode: disable }}
+tables:
+  - source: shop
+    table: public.docs
+    primary_key: [id]
+    load: {{ mode: cdc{load_extra} }}
+    deletes: {{ mode: hard }}
+{more_tables}"
+    )
+}
