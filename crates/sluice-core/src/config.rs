@@ -750,7 +750,9 @@ impl Config {
         let mut slots: BTreeMap<(String, String), String> = BTreeMap::new();
         for (i, table) in self.tables.iter().enumerate() {
             let path = format!("tables[{i}]");
-            if table.load.mode == LoadMode::Cdc {
+            if table.load.mode == LoadMode::Cdc
+                && self.source(&table.source).map(|s| s.engine) != Some(Engine::Mysql)
+            {
                 let slot = table.cdc_slot();
                 if let Some(first) = slots.insert((table.source.clone(), slot.clone()), table.key())
                 {
@@ -987,12 +989,19 @@ fn is_secret_arn(arn: &str) -> bool {
 /// The rules of `load.mode: cdc`: a primary key to apply changes by, a slot and publication
 /// PostgreSQL accepts, and nothing a change stream cannot honour.
 fn validate_cdc(table: &TableConfig, engine: Option<Engine>, path: &str, issues: &mut Issues) {
-    let mode = format!("{path}.load.mode");
     if engine == Some(Engine::Mysql) {
-        issues.push(
-            &mode,
-            "cdc is supported for postgres sources only so far (MySQL/MariaDB binlog CDC is not built yet); use incremental",
-        );
+        // A binlog reader has no slot or publication: it reads the server's whole log.
+        for (field, given) in [
+            ("slot", table.load.slot.is_some()),
+            ("publication", table.load.publication.is_some()),
+        ] {
+            if given {
+                issues.push(
+                    format!("{path}.load.{field}"),
+                    "applies to postgres sources only (a MySQL/MariaDB cdc table reads the binary log, which has no slots or publications)",
+                );
+            }
+        }
     }
     if table.primary_key.is_empty() {
         issues.push(
@@ -1453,12 +1462,17 @@ tables:
         let mysql = with_table("    primary_key: [id]\n    load: { mode: cdc }\n")
             .replace("engine: postgres", "engine: mysql")
             .replace("postgres://", "mysql://");
-        assert!(
-            issues_of(&mysql).iter().any(|i| i
-                .starts_with("tables[0].load.mode: cdc is supported for postgres sources only")),
-            "{:?}",
-            issues_of(&mysql)
-        );
+        assert_eq!(issues_of(&mysql), Vec::<String>::new(), "binlog cdc");
+        let slotted = mysql.replace("mode: cdc }", "mode: cdc, slot: s, publication: p }");
+        let issues = issues_of(&slotted);
+        for field in ["slot", "publication"] {
+            assert!(
+                issues.iter().any(|i| i.starts_with(&format!(
+                    "tables[0].load.{field}: applies to postgres sources only"
+                ))),
+                "{issues:?}"
+            );
+        }
         // Deletes of a cdc table come from the log: no key set, no partition rule.
         assert_eq!(
             issues_of(&with_table(

@@ -252,9 +252,11 @@ pub struct RunPlan {
 }
 
 /// The log positions of one CDC run, fixed at plan time so every retry of it reads the same
-/// changes. Positions are PostgreSQL LSNs as integers; the table's watermark is one.
+/// changes. Positions are PostgreSQL LSNs, or MariaDB binlog positions
+/// ([`crate::cdc::binlog::BinlogPosition`]), as integers; the table's watermark is one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CdcWindow {
+    /// The replication slot (PostgreSQL); empty for a binlog reader, which has none.
     pub slot: String,
     pub publication: String,
     /// Where the slot stands (its `confirmed_flush_lsn`, which the plan moved up to the
@@ -282,6 +284,15 @@ impl CdcWindow {
     /// The warning a slot holding more WAL than `max_mb` MiB deserves, if it does.
     pub fn lag_warning(&self, max_mb: u32) -> Option<String> {
         let mib = self.retained_wal / (1024 * 1024);
+        if self.slot.is_empty() {
+            // A binlog reader holds nothing on the server: the danger is the other way round,
+            // the server purging what the table has not read yet.
+            return (mib > u64::from(max_mb)).then(|| {
+                format!(
+                    "the binary log held {mib} MiB after the table's position when the run was planned (load.max_slot_lag_mb is {max_mb}): the server purges old files (binlog_expire_logs_seconds) whether or not they were read, and a purged position needs a new snapshot; run the table more often or with a higher load.max_changes"
+                )
+            });
+        }
         (mib > u64::from(max_mb)).then(|| {
             format!(
                 "replication slot '{}' held {mib} MiB of WAL when the run was planned (load.max_slot_lag_mb is {max_mb}): the server keeps it until runs move the slot; run the table more often or with a higher load.max_changes",
@@ -658,13 +669,22 @@ pub fn build_cdc_plan(
     // Decoding costs the server its whole log, not only the table's changes: a window of at
     // most MAX_RUN_WAL bytes keeps a run inside Lambda's time however quiet the table is
     // (any position is a safe bound: the read and the next slot move agree on it).
-    let upto = cdc
-        .flushed
-        .min(cdc.confirmed.saturating_add(MAX_RUN_WAL))
-        .max(cdc.confirmed);
+    let (upto, slot, publication) = match engine {
+        // MariaDB's positions are (file, offset) pairs, and only a position where an event
+        // starts can be read from: the binlog read caps its own bytes at MAX_RUN_WAL and
+        // ends at a transaction boundary, which it reports as the run's end.
+        Engine::Mysql => (cdc.flushed.max(cdc.confirmed), String::new(), String::new()),
+        Engine::Postgres => (
+            cdc.flushed
+                .min(cdc.confirmed.saturating_add(MAX_RUN_WAL))
+                .max(cdc.confirmed),
+            table.cdc_slot(),
+            table.cdc_publication(),
+        ),
+    };
     plan.cdc = Some(CdcWindow {
-        slot: table.cdc_slot(),
-        publication: table.cdc_publication(),
+        slot,
+        publication,
         from: cdc.confirmed,
         upto,
         max_changes: table.cdc_max_changes(),

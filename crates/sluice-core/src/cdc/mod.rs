@@ -4,6 +4,7 @@
 //! one [`pgoutput`] message; decoding them is here, with no I/O, so every message shape is
 //! unit-tested in milliseconds.
 
+pub mod binlog;
 pub mod changes;
 pub mod pgoutput;
 

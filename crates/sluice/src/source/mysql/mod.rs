@@ -9,6 +9,7 @@
 //! and the cursor window's upper bound fixed at plan time keeps incremental runs
 //! consistent: a row changed after planning moves past the bound and is read by the next run.
 
+mod cdc;
 pub mod decode;
 pub mod types;
 
@@ -707,7 +708,26 @@ impl Source for MysqlSource {
         Ok(decoder.schema())
     }
 
+    async fn cdc_facts(
+        &self,
+        table: &TableConfig,
+        watermark: Option<u64>,
+    ) -> Result<sluice_core::plan::CdcFacts> {
+        self.read_cdc_facts(table, watermark).await
+    }
+
+    async fn setup_cdc(&self, table: &TableConfig) -> Result<Vec<String>> {
+        self.binlog_setup(table).await
+    }
+
+    async fn check_cdc(&self, table: &TableConfig) -> Result<Vec<String>> {
+        self.check_binlog_prerequisites(table).await
+    }
+
     async fn extract_chunk(&self, plan: &RunPlan, chunk: u32) -> Result<ChunkStream> {
+        if plan.reads_changes() {
+            return self.extract_binlog_changes(plan).await;
+        }
         let name = table_name(&plan.table)?;
         let (select, bound_count) = chunk_queries(plan, &name, chunk)?;
         let mut conn = match self.held_plan(plan.snapshot.as_deref()) {
