@@ -451,8 +451,36 @@ pub async fn assert_staging_equals_source(
         .await
         .unwrap_or_else(|e| panic!("{staging}: {e}"));
     let (pg_rows, pg) = crate::pg_fingerprints(pg, source, None).await;
-    assert_eq!(result.rows.len() as i64, pg_rows, "{staging}: row count");
-    let ours = warehouse_fingerprints(&result);
+    assert_result_matches(&result, staging, pg_rows, &pg);
+}
+
+/// [`assert_staging_equals_source`] for a MySQL/MariaDB source table: `conn` is connected to
+/// the table's database.
+pub async fn assert_staging_equals_mysql(
+    client: &SnowflakeClient,
+    conn: &mut mysql_async::Conn,
+    staging: &str,
+    source: &str,
+) {
+    let result = client
+        .execute(&sluice::warehouse::Statement::new(format!(
+            "SELECT * FROM {staging}"
+        )))
+        .await
+        .unwrap_or_else(|e| panic!("{staging}: {e}"));
+    let (rows, expected) = crate::mysql::my_fingerprints(conn, source, None).await;
+    assert_result_matches(&result, staging, rows, &expected);
+}
+
+/// A warehouse result holds `rows` rows whose columns have exactly the `source` fingerprints.
+fn assert_result_matches(
+    result: &sluice::warehouse::QueryResult,
+    staging: &str,
+    rows: i64,
+    pg: &std::collections::BTreeMap<String, crate::Fingerprint>,
+) {
+    assert_eq!(result.rows.len() as i64, rows, "{staging}: row count");
+    let ours = warehouse_fingerprints(result);
     let variant: Vec<String> = result
         .columns
         .iter()

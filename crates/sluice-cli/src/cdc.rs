@@ -1,11 +1,13 @@
 //! `sluice cdc setup`: creating what a `load.mode: cdc` table reads its changes through (a
 //! publication naming the table and a logical replication slot), once, by an operator. Runs
 //! never create them: that takes the table's owner and the `REPLICATION` attribute, which
-//! the role sluice reads with need not have beyond `REPLICATION`.
+//! the role sluice reads with need not have beyond `REPLICATION`. A MariaDB binlog reader
+//! keeps nothing on the server: setup only checks the server's settings, and `--print`
+//! shows the settings and grants to give.
 
 use anyhow::{Result, bail};
 use clap::Subcommand;
-use sluice_core::LoadMode;
+use sluice_core::{Engine, LoadMode};
 
 use crate::aws_args::AwsArgs;
 use crate::backend::ConfigArgs;
@@ -84,8 +86,18 @@ pub async fn run(command: CdcCommand, aws: &AwsArgs) -> Result<bool> {
     }
     if print {
         for table in &selected {
-            println!("-- {}: as the table's owner, with REPLICATION", table.key());
-            for statement in sluice_core::cdc::setup_sql(table).map_err(anyhow::Error::msg)? {
+            let binlog = config.source(&table.source).map(|s| s.engine) == Some(Engine::Mysql);
+            let statements = if binlog {
+                println!(
+                    "-- {}: as an administrator; <user> is the user sluice reads as",
+                    table.key()
+                );
+                sluice_core::cdc::binlog::setup_sql(table)
+            } else {
+                println!("-- {}: as the table's owner, with REPLICATION", table.key());
+                sluice_core::cdc::setup_sql(table)
+            };
+            for statement in statements.map_err(anyhow::Error::msg)? {
                 println!("{statement};");
             }
         }
@@ -135,7 +147,7 @@ pub async fn run(command: CdcCommand, aws: &AwsArgs) -> Result<bool> {
             continue;
         }
         let done = source.setup_cdc(table).await?;
-        if done.is_empty() {
+        if done.is_empty() && source.engine() == Engine::Postgres {
             println!(
                 "{}: publication '{}' and slot '{}' are in place",
                 table.key(),

@@ -306,3 +306,104 @@ async fn a_cdc_table_recovers_exactly_from_a_crash_at_every_boundary() {
     }
     print_matrix("cdc", &matrix);
 }
+
+/// The cdc matrix for a MariaDB table read from the binary log: the binary crashes at every
+/// boundary of a run reading the log, then runs again. After each recovery STAGING equals the
+/// source (every column's checksum), no lease is left, and the watermark never goes back.
+/// Every round changes the table first (inserts, updates, deletes, a key update).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "failpoints"),
+    ignore = "needs the failpoints feature: cargo test --features sluice-cli/failpoints"
+)]
+async fn a_binlog_cdc_table_recovers_exactly_from_a_crash_at_every_boundary() {
+    use mysql_async::prelude::Queryable;
+    use sluice_tests::private_mariadb::PrivateMariadb;
+    let my = PrivateMariadb::start_with(&["--binlog-row-metadata=FULL"]);
+    my.sql(
+        "CREATE DATABASE shop CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;
+         CREATE TABLE shop.docs (id bigint PRIMARY KEY, note varchar(100), amount decimal(12,2),
+             body longtext, at datetime(6), flag enum('on','off'));
+         INSERT INTO shop.docs SELECT seq, 'n', seq, REPEAT('a', 3000), '2024-02-29 01:02:03.456789', 'on'
+             FROM shop.seq_1_to_40;
+         CREATE USER 'sluice_cdc'@'127.0.0.1';
+         GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO 'sluice_cdc'@'127.0.0.1';
+         GRANT SELECT ON shop.* TO 'sluice_cdc'@'127.0.0.1';",
+    );
+    // No password: a config never holds one, and this server is the test's own.
+    let url = format!("{}/shop", my.url("sluice_cdc"));
+    let scene = SnowflakeScene::applied_with("cli_binlog", |_| {
+        common::cdc_docs_config(&url, "", "")
+            .replace("engine: postgres", "engine: mysql")
+            .replace("table: public.docs", "table: shop.docs")
+    })
+    .await;
+    let mut conn = mysql_async::Conn::from_url(format!("{}/shop", my.url("root")))
+        .await
+        .unwrap();
+    let run = matrix_run_args(&scene);
+    let run: Vec<&str> = run.iter().map(String::as_str).collect();
+    let sluice = |args: &[&str], failpoints: Option<&str>| crashing(&scene, args, failpoints);
+    let state = LocalStateStore::open(scene.dir.path().join("state")).unwrap();
+    let warehouse = scene.warehouse();
+    let staging = format!("\"{}\".STAGING.SHOP_SHOP_DOCS", scene.database);
+    let mut last = 0;
+    let mut exact = async |conn: &mut mysql_async::Conn| {
+        sluice_tests::snowflake::assert_staging_equals_mysql(&warehouse, conn, &staging, "docs")
+            .await;
+        let table = state.table_state("shop/shop.docs").await.unwrap();
+        assert!(table.lease.is_none(), "a lease was left: {table:?}");
+        let Some(sluice_core::ScalarValue::Int(watermark)) = table.watermark else {
+            panic!("no cdc position: {table:?}");
+        };
+        assert!(watermark >= last, "the watermark went back");
+        last = watermark;
+    };
+
+    let first = sluice(&run, None);
+    assert!(first.status.success(), "{}", both(&first));
+    exact(&mut conn).await;
+
+    let mut matrix = Vec::new();
+    for (round, (point, _)) in POINTS.iter().enumerate() {
+        let round = round as i64 + 1;
+        conn.query_drop(format!(
+            "INSERT INTO docs VALUES ({id}, 'new', {round}, REPEAT('b', 3000), NULL, 'off');
+             UPDATE docs SET note = 'round {round}', flag = 'off' WHERE id % 7 = {r7};
+             UPDATE docs SET body = REPEAT('c', 3100) WHERE id % 11 = {r11};
+             DELETE FROM docs WHERE id = (SELECT min(id) FROM (SELECT id FROM docs WHERE id % 5 = {r5}) k);
+             UPDATE docs SET id = id + 5000 WHERE id = (SELECT max(id) FROM (SELECT id FROM docs WHERE id < 1000) k);",
+            id = 1000 + round,
+            r7 = round % 7,
+            r11 = round % 11,
+            r5 = round % 5,
+        ))
+        .await
+        .unwrap();
+        let crashed = sluice(&run, Some(&format!("{point}=panic")));
+        let said = text(&crashed.stderr);
+        assert!(
+            !crashed.status.success() && said.contains("crashed:") && said.contains(point),
+            "{point}: the run did not crash there:\n{}",
+            both(&crashed)
+        );
+        let rerun = sluice(&run, None);
+        assert!(
+            rerun.status.success(),
+            "{point}: the rerun failed:\n{}",
+            both(&rerun)
+        );
+        exact(&mut conn).await;
+        let latest = state.list_runs(None, 1).await.unwrap().remove(0);
+        assert!(
+            latest.plan.as_ref().is_some_and(|p| p.reads_changes()),
+            "{point}: the rerun did not read the binary log: {:?}",
+            latest.plan
+        );
+        matrix.push((
+            point.to_string(),
+            format!("crashed; rerun {} from the log; exact", latest.status),
+        ));
+    }
+    print_matrix("binlog cdc", &matrix);
+}

@@ -7,6 +7,9 @@
 
 use std::fmt;
 
+use crate::config::TableConfig;
+use crate::ident::{Dialect, TableName};
+
 /// A position in the binary log: where an event starts (or the log ends).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct BinlogPosition {
@@ -58,6 +61,20 @@ impl fmt::Display for BinlogPosition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "file {:06} offset {}", self.file, self.offset)
     }
+}
+
+/// What a MariaDB server and the reading user need for binlog CDC of `table`, as SQL for an
+/// administrator (`sluice cdc setup --print`): the settings (also to be kept in the server's
+/// configuration, where `log_bin` and `server_id` are set), and the grants, for `<user>`.
+pub fn setup_sql(table: &TableConfig) -> Result<Vec<String>, String> {
+    let name = TableName::parse(&table.table)?;
+    Ok(vec![
+        "SET GLOBAL binlog_format = 'ROW'".into(),
+        "SET GLOBAL binlog_row_image = 'FULL'".into(),
+        "SET GLOBAL binlog_row_metadata = 'FULL'".into(),
+        "GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO <user>".into(),
+        format!("GRANT SELECT ON {} TO <user>", name.quoted(Dialect::Mysql)),
+    ])
 }
 
 #[cfg(test)]

@@ -63,7 +63,7 @@ const ER_SPECIFIC_ACCESS_DENIED: u16 = 1227;
 const REQUIRED_SETTINGS: [(&str, &str, &str); 4] = [
     (
         "log_bin",
-        "1",
+        "ON",
         "the binary log is off: start the server with log_bin (and a server_id)",
     ),
     (
@@ -111,6 +111,12 @@ async fn missing_settings(conn: &mut Conn, name: &TableName) -> Result<Vec<Strin
             Err(e) => return Err(query_error(name)(e)),
         };
         let value = value.flatten().unwrap_or_else(|| "(not available)".into());
+        // Booleans read as text are ON or 1, depending on the server.
+        let value = if value == "1" && wanted == "ON" {
+            "ON".to_owned()
+        } else {
+            value
+        };
         if !value.eq_ignore_ascii_case(wanted) {
             missing.push(format!("{setting} is {value}, must be {wanted}: {fix}"));
         }
