@@ -24,17 +24,7 @@ fn write_config(dir: &Path, url: &str) -> String {
 
 /// The rows column of the run table `sluice run` prints for `public.docs`.
 fn rows_run(out: &str) -> u64 {
-    let line = out
-        .lines()
-        .find(|l| l.contains("shop/public.docs") && l.contains("COMPLETED"))
-        .unwrap_or_else(|| panic!("no completed run in:\n{out}"));
-    line.split(['│', '┆'])
-        .map(str::trim)
-        .filter(|c| !c.is_empty())
-        .nth(2)
-        .unwrap()
-        .parse()
-        .unwrap()
+    rows_of(out, "shop/public.docs")
 }
 
 #[test]
@@ -192,4 +182,91 @@ fn a_cdc_table_runs_its_snapshot_then_its_changes_and_resets_to_a_new_snapshot()
     ));
     // A new snapshot: the table as it is now.
     assert_eq!(rows_run(&ok(&run())), 10);
+}
+
+/// A MariaDB binlog table: `cdc check` names each missing setting and grant as the reading
+/// user sees them (exit 1), and says ready once they are given; `setup --print` prints the
+/// settings and grants; `setup` creates nothing and says so; then `sluice run` takes the
+/// snapshot and then only the changes.
+#[test]
+fn a_binlog_table_is_checked_printed_and_run() {
+    use sluice_tests::private_mariadb::PrivateMariadb;
+    let my = PrivateMariadb::start();
+    my.sql(
+        "CREATE DATABASE shop CHARACTER SET utf8mb4;
+         CREATE TABLE shop.docs (id bigint PRIMARY KEY, note text, legacy varchar(10) CHARACTER SET latin1);
+         INSERT INTO shop.docs VALUES (1, 'a', NULL), (2, 'b', NULL);
+         CREATE USER 'sluice_cdc'@'127.0.0.1';
+         GRANT SELECT ON shop.* TO 'sluice_cdc'@'127.0.0.1';",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cdc.yaml");
+    let yaml = common::cdc_docs_config(&format!("{}/shop", my.url("sluice_cdc")), "", "")
+        .replace("engine: postgres", "engine: mysql")
+        .replace("table: public.docs", "table: shop.docs");
+    std::fs::write(&path, yaml).unwrap();
+    let config = path.to_str().unwrap();
+
+    let printed = ok(&sluice(
+        &["cdc", "setup", "--config", config, "--print"],
+        dir.path(),
+    ));
+    assert_contains(&printed, "SET GLOBAL binlog_row_metadata = 'FULL';");
+    assert_contains(
+        &printed,
+        "GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO <user>;",
+    );
+    assert_contains(&printed, "GRANT SELECT ON `shop`.`docs` TO <user>;");
+
+    let check = sluice(&["cdc", "check", "--config", config], dir.path());
+    assert_eq!(check.status.code(), Some(1), "{}", both(&check));
+    let said = text(&check.stdout);
+    assert_contains(&said, "binlog_row_metadata is NO_LOG, must be FULL");
+    assert_contains(&said, "needs BINLOG MONITOR (REPLICATION CLIENT)");
+    assert_contains(&said, "lacks REPLICATION SLAVE");
+    assert_contains(&said, "column 'legacy' has character set latin1");
+    let setup = sluice(&["cdc", "setup", "--config", config], dir.path());
+    assert_ne!(setup.status.code(), Some(0));
+    assert_contains(&text(&setup.stderr), "the server is not ready");
+    // A run refuses before it reads anything.
+    let refused = sluice(&["run", "--config", config], dir.path());
+    assert_ne!(refused.status.code(), Some(0));
+    assert_contains(
+        &both(&refused),
+        "binlog_row_metadata is NO_LOG, must be FULL",
+    );
+
+    my.sql(
+        "SET GLOBAL binlog_row_metadata = 'FULL';
+         GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO 'sluice_cdc'@'127.0.0.1';
+         ALTER TABLE shop.docs DROP COLUMN legacy;",
+    );
+    let ready = ok(&sluice(&["cdc", "check", "--config", config], dir.path()));
+    assert_contains(&ready, "shop/shop.docs: ready");
+    let setup = ok(&sluice(&["cdc", "setup", "--config", config], dir.path()));
+    assert_contains(&setup, "nothing to create");
+
+    let run = ["run", "--config", config];
+    assert_eq!(rows_of(&ok(&sluice(&run, dir.path())), "shop/shop.docs"), 2);
+    my.sql("INSERT INTO shop.docs VALUES (3, 'c'); UPDATE shop.docs SET note = 'z' WHERE id = 1;");
+    assert_eq!(
+        rows_of(&ok(&sluice(&run, dir.path())), "shop/shop.docs"),
+        2,
+        "the second run reads only the two changes"
+    );
+}
+
+/// The rows column of the run table `sluice run` prints for `key`.
+fn rows_of(out: &str, key: &str) -> u64 {
+    let line = out
+        .lines()
+        .find(|l| l.contains(key) && l.contains("COMPLETED"))
+        .unwrap_or_else(|| panic!("no completed run in:\n{out}"));
+    line.split(['│', '┆'])
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .nth(2)
+        .unwrap()
+        .parse()
+        .unwrap()
 }

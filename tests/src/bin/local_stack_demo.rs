@@ -22,15 +22,23 @@ fn text(value: &Value) -> String {
     }
 }
 
-/// The demo's cdc table: `shop_cdc/public.events` on a private PostgreSQL with
-/// `wal_level = logical`, read by a role with `REPLICATION` and `SELECT` only.
+/// The demo's cdc tables: `shop_cdc/public.events` on a private PostgreSQL with
+/// `wal_level = logical`, read by a role with `REPLICATION` and `SELECT` only, and
+/// `shop_binlog/shop.events` on a private MariaDB with the binary log on, read by a user with
+/// `REPLICATION SLAVE`, `REPLICATION CLIENT` and `SELECT` only.
 struct CdcDemo {
     pg: sluice_tests::private_pg::PrivatePg,
     admin: tokio_postgres::Client,
+    my: sluice_tests::private_mariadb::PrivateMariadb,
 }
 
-const CDC_TABLE: &str = "  - source: shop_cdc
+const CDC_TABLES: &str = "  - source: shop_cdc
     table: public.events
+    primary_key: [id]
+    load: {mode: cdc}
+    deletes: {mode: hard}
+  - source: shop_binlog
+    table: shop.events
     primary_key: [id]
     load: {mode: cdc}
     deletes: {mode: hard}
@@ -56,8 +64,21 @@ impl CdcDemo {
             )
             .await
             .unwrap();
-        let demo = CdcDemo { pg, admin };
-        // `sluice cdc setup --print`'s SQL, run as the table's owner.
+        let my = sluice_tests::private_mariadb::PrivateMariadb::start_with(&[
+            "--binlog-row-metadata=FULL",
+        ]);
+        my.sql(
+            "CREATE DATABASE shop CHARACTER SET utf8mb4;
+             CREATE TABLE shop.events (id bigint PRIMARY KEY, kind varchar(20) NOT NULL, amount decimal(10,2), noted_at timestamp(6) NULL);
+             SET time_zone = '+00:00';
+             INSERT INTO shop.events SELECT seq, 'signup', seq * 10.5, TIMESTAMP '2026-01-01 08:00:00' + INTERVAL seq HOUR FROM shop.seq_1_to_5;
+             CREATE USER 'sluice_cdc'@'127.0.0.1';
+             GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO 'sluice_cdc'@'127.0.0.1';
+             GRANT SELECT ON shop.* TO 'sluice_cdc'@'127.0.0.1';",
+        );
+        let demo = CdcDemo { pg, admin, my };
+        // `sluice cdc setup --print`'s SQL, run as the table's owner (MariaDB keeps nothing
+        // for a binlog reader: the server above has the settings it prints already).
         let table = &demo.cdc_config().tables[0];
         for statement in sluice_core::cdc::setup_sql(table).unwrap() {
             demo.admin.batch_execute(&statement).await.unwrap();
@@ -68,15 +89,16 @@ impl CdcDemo {
     fn cdc_config(&self) -> sluice_core::Config {
         sluice_core::Config::from_yaml(
             &format!(
-                "sources:\n  - name: shop_cdc\n    engine: postgres\n    connection: {{url: \"{}\", sslmode: disable}}\ntables:\n{CDC_TABLE}",
-                self.pg.url("sluice_cdc")
+                "sources:\n  - name: shop_cdc\n    engine: postgres\n    connection: {{url: \"{}\", sslmode: disable}}\n  - name: shop_binlog\n    engine: mysql\n    connection: {{url: \"{}/shop\", sslmode: disable}}\ntables:\n{CDC_TABLES}",
+                self.pg.url("sluice_cdc"),
+                self.my.url("sluice_cdc"),
             ),
-            "the demo's cdc table",
+            "the demo's cdc tables",
         )
         .unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// The config at `path` with the cdc source and table added.
+    /// The config at `path` with the cdc sources and tables added.
     fn config_with(&self, path: &str) -> String {
         let yaml = std::fs::read_to_string(path).expect("cannot read the config");
         let mut config =
@@ -87,10 +109,10 @@ impl CdcDemo {
         config.to_yaml().unwrap()
     }
 
-    async fn staging(&self, stack: &sluice_tests::stack::LocalStack) -> Vec<String> {
+    async fn staging(&self, stack: &sluice_tests::stack::LocalStack, table: &str) -> Vec<String> {
         let rows = stack
             .query(&format!(
-                "SELECT TO_VARCHAR(\"id\"), \"kind\", TO_VARCHAR(\"amount\"), TO_VARCHAR(\"noted_at\") FROM \"{}\".STAGING.SHOP_CDC_PUBLIC_EVENTS ORDER BY \"id\"",
+                "SELECT TO_VARCHAR(\"id\"), \"kind\", TO_VARCHAR(\"amount\"), TO_VARCHAR(\"noted_at\") FROM \"{}\".STAGING.{table} ORDER BY \"id\"",
                 stack.database
             ))
             .await;
@@ -100,41 +122,65 @@ impl CdcDemo {
             .collect()
     }
 
-    /// Inserts, updates and a delete at the source, one more `sluice.ingest`, and STAGING
-    /// before and after.
+    /// For each cdc table: inserts, updates and a delete at the source, one more
+    /// `sluice.ingest`, and STAGING before and after.
     async fn show_changes_arriving(&self, stack: &sluice_tests::stack::LocalStack) {
-        println!(
-            "\nLog-based CDC (shop_cdc/public.events, load.mode: cdc): STAGING after its snapshot:"
-        );
-        for row in self.staging(stack).await {
-            println!("  {row}");
+        let mut completed = true;
+        for (source, table, staging, log) in [
+            (
+                "shop_cdc",
+                "public.events",
+                "SHOP_CDC_PUBLIC_EVENTS",
+                "PostgreSQL logical replication",
+            ),
+            (
+                "shop_binlog",
+                "shop.events",
+                "SHOP_BINLOG_SHOP_EVENTS",
+                "the MariaDB binary log",
+            ),
+        ] {
+            println!(
+                "\nLog-based CDC from {log} ({source}/{table}, load.mode: cdc): STAGING after its snapshot:"
+            );
+            for row in self.staging(stack, staging).await {
+                println!("  {row}");
+            }
+            let changes = format!(
+                "INSERT INTO {table} VALUES (6, 'signup', 99.99, {now}), (7, 'signup', 0.01, {now});
+                 UPDATE {table} SET kind = 'upgrade', amount = 1234.56 WHERE id = 2;
+                 DELETE FROM {table} WHERE id = 4;",
+                now = if source == "shop_cdc" { "now()" } else { "NOW(6)" }
+            );
+            println!(
+                "\nat the source: {}",
+                changes.split_whitespace().collect::<Vec<_>>().join(" ")
+            );
+            if source == "shop_cdc" {
+                self.admin.batch_execute(&changes).await.unwrap();
+            } else {
+                self.my.sql(&changes);
+            }
+            let results = stack.ingest(&[(source, table)]).await;
+            let result = &results[0];
+            println!(
+                "SELECT sluice.ingest('{source}', '{table}'): {} {} change rows, merge {}",
+                result["status"].as_str().unwrap_or("-"),
+                result["rows"],
+                result
+                    .get("merge")
+                    .or_else(|| result.get("error"))
+                    .cloned()
+                    .unwrap_or_default()
+            );
+            println!("STAGING now (rows 6 and 7 in, 2 updated, 4 gone):");
+            for row in self.staging(stack, staging).await {
+                println!("  {row}");
+            }
+            completed &= result["status"].as_str() == Some("COMPLETED");
         }
-        let changes = "INSERT INTO public.events VALUES (6, 'signup', 99.99, now()), (7, 'signup', 0.01, now());
-             UPDATE public.events SET kind = 'upgrade', amount = 1234.56 WHERE id = 2;
-             DELETE FROM public.events WHERE id = 4;";
-        println!(
-            "\nat the source: {}",
-            changes.split_whitespace().collect::<Vec<_>>().join(" ")
-        );
-        self.admin.batch_execute(changes).await.unwrap();
-        let results = stack.ingest(&[("shop_cdc", "public.events")]).await;
-        let result = &results[0];
-        println!(
-            "SELECT sluice.ingest('shop_cdc', 'public.events'): {} {} change rows, merge {}",
-            result["status"].as_str().unwrap_or("-"),
-            result["rows"],
-            result
-                .get("merge")
-                .or_else(|| result.get("error"))
-                .cloned()
-                .unwrap_or_default()
-        );
-        println!("STAGING now (rows 6 and 7 in, 2 updated, 4 gone):");
-        for row in self.staging(stack).await {
-            println!("  {row}");
-        }
-        if result["status"].as_str() != Some("COMPLETED") {
-            eprintln!("the cdc run did not complete");
+        if !completed {
+            eprintln!("a cdc run did not complete");
             std::process::exit(1);
         }
     }
@@ -147,8 +193,8 @@ async fn main() {
         eprintln!("usage: local_stack_demo CONFIG.yaml BIN_DIR LOG_DIR");
         std::process::exit(2);
     };
-    // A cdc table beside the shop: its source is a server with logical decoding, which the
-    // shared one has not, so the demo starts its own.
+    // Cdc tables beside the shop: their sources are servers with logical decoding and a
+    // binary log, which the shared ones have not, so the demo starts its own.
     let cdc = CdcDemo::start().await;
     let with_cdc = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(with_cdc.path(), cdc.config_with(config_path)).unwrap();

@@ -2,7 +2,8 @@
 //! changes committed since its position through the replication slot's SQL interface
 //! (`pg_logical_slot_peek_binary_changes` with the `pgoutput` plugin), in which every row is
 //! one [`pgoutput`] message; decoding them is here, with no I/O, so every message shape is
-//! unit-tested in milliseconds.
+//! unit-tested in milliseconds. A MariaDB table's run reads the binary log instead; its
+//! positions are [`binlog`]'s, and the engine turns its events into the same change rows.
 
 pub mod binlog;
 pub mod changes;

@@ -195,6 +195,7 @@ impl MysqlSource {
                 format!("the server cannot serve binlog cdc: {}", missing.join("; ")),
             ));
         }
+        check_readable(&mut conn, table, &name).await?;
         let (end_file, end_offset) = log_end(&mut conn, &name).await?;
         let end = BinlogPosition::from_file(&end_file, end_offset)
             .map_err(|message| refused(&name, message))?;
@@ -299,6 +300,12 @@ impl MysqlSource {
                 "the reading user lacks REPLICATION SLAVE (reading the binary log): GRANT REPLICATION SLAVE ON *.* TO it".into(),
             );
         }
+        if let Err(e) = check_readable(&mut conn, table, &name).await {
+            problems.push(match e {
+                SourceError::Query { message, .. } => message,
+                other => other.to_string(),
+            });
+        }
         match resolve_table(&mut conn, &name).await {
             Ok(resolved) => {
                 for key in &table.primary_key {
@@ -334,48 +341,8 @@ impl MysqlSource {
         let mut conn = self.connect().await?;
         let resolved = resolve_table(&mut conn, &name).await?;
         let reads = resolved.plan_reads(&name, plan)?;
-        let database: String = match &name.schema {
-            Some(schema) => schema.clone(),
-            None => conn
-                .query_first::<Option<String>, _>("SELECT DATABASE()")
-                .await
-                .map_err(query_error(&name))?
-                .flatten()
-                .unwrap_or_default(),
-        };
-        let details: Vec<(String, Option<String>, Option<u64>)> = conn
-            .exec(
-                "SELECT COLUMN_NAME, CHARACTER_SET_NAME, CHARACTER_OCTET_LENGTH FROM information_schema.COLUMNS \
-                 WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
-                (&database, &name.name),
-            )
-            .await
-            .map_err(query_error(&name))?;
-        let details: HashMap<String, (Option<String>, Option<u64>)> = details
-            .into_iter()
-            .map(|(c, charset, octets)| (c, (charset, octets)))
-            .collect();
-        let mut planned = Vec::with_capacity(reads.len());
-        for (column, read) in &reads {
-            let (charset, octets) = details.get(&column.name).cloned().unwrap_or_default();
-            if let Some(charset) = &charset
-                && !UTF8_CHARSETS.contains(&charset.to_ascii_lowercase().as_str())
-            {
-                return Err(refused(
-                    &name,
-                    format!(
-                        "column '{}' has character set {charset}: the binary log holds text in the column's own character set, and binlog cdc reads utf8mb4, utf8mb3 and ascii only; convert the column or leave it out of columns",
-                        column.name
-                    ),
-                ));
-            }
-            planned.push(PlannedColumn {
-                name: column.name.clone(),
-                my_type: read.my_type.clone(),
-                data_type: column.data_type.clone(),
-                binary_length: (column.data_type == "binary").then_some(octets).flatten(),
-            });
-        }
+        let database = database_of(&mut conn, &name).await?;
+        let planned = planned_columns(&mut conn, &name, &database, &reads).await?;
         // Every column may be NULL in a change row: a truncate carries no values.
         let mut columns: Vec<DecodeColumn> = planned
             .iter()
@@ -463,6 +430,77 @@ impl MysqlSource {
             cdc_reached: Some(reached),
         })
     }
+}
+
+/// The database a table is in: its qualifier, or the connection's.
+async fn database_of(conn: &mut Conn, name: &TableName) -> Result<String> {
+    Ok(match &name.schema {
+        Some(schema) => schema.clone(),
+        None => conn
+            .query_first::<Option<String>, _>("SELECT DATABASE()")
+            .await
+            .map_err(query_error(name))?
+            .flatten()
+            .unwrap_or_default(),
+    })
+}
+
+/// The planned columns as the binlog reader needs them, refused when a text column's bytes
+/// are not UTF-8 (the log holds text in the column's own character set).
+async fn planned_columns(
+    conn: &mut Conn,
+    name: &TableName,
+    database: &str,
+    reads: &[(super::types::MyColumn, super::types::ColumnRead)],
+) -> Result<Vec<PlannedColumn>> {
+    let details: Vec<(String, Option<String>, Option<u64>)> = conn
+        .exec(
+            "SELECT COLUMN_NAME, CHARACTER_SET_NAME, CHARACTER_OCTET_LENGTH FROM information_schema.COLUMNS \
+             WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+            (database, &name.name),
+        )
+        .await
+        .map_err(query_error(name))?;
+    let details: HashMap<String, (Option<String>, Option<u64>)> = details
+        .into_iter()
+        .map(|(c, charset, octets)| (c, (charset, octets)))
+        .collect();
+    let mut planned = Vec::with_capacity(reads.len());
+    for (column, read) in reads {
+        let (charset, octets) = details.get(&column.name).cloned().unwrap_or_default();
+        if let Some(charset) = &charset
+            && !UTF8_CHARSETS.contains(&charset.to_ascii_lowercase().as_str())
+        {
+            return Err(refused(
+                name,
+                format!(
+                    "column '{}' has character set {charset}: the binary log holds text in the column's own character set, and binlog cdc reads utf8mb4, utf8mb3 and ascii only; convert the column (ALTER TABLE … CONVERT TO CHARACTER SET utf8mb4) or leave it out of columns",
+                    column.name
+                ),
+            ));
+        }
+        planned.push(PlannedColumn {
+            name: column.name.clone(),
+            my_type: read.my_type.clone(),
+            data_type: column.data_type.clone(),
+            binary_length: (column.data_type == "binary").then_some(octets).flatten(),
+        });
+    }
+    Ok(planned)
+}
+
+/// Refuses a table the binlog reader cannot read (see [`planned_columns`]), for the plan and
+/// `sluice cdc check`, before a snapshot is taken for nothing.
+async fn check_readable(conn: &mut Conn, table: &TableConfig, name: &TableName) -> Result<()> {
+    let resolved = resolve_table(conn, name).await?;
+    let columns: Vec<String> = match &table.columns {
+        Some(columns) => columns.clone(),
+        None => resolved.columns.iter().map(|c| c.name.clone()).collect(),
+    };
+    let reads = resolved.reads(name, &columns, table)?;
+    let database = database_of(conn, name).await?;
+    planned_columns(conn, name, &database, &reads).await?;
+    Ok(())
 }
 
 /// Character sets whose bytes are UTF-8 (the decoder's text), and `binary` (bytes as such).
