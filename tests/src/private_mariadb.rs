@@ -75,9 +75,16 @@ impl PrivateMariadb {
             .tempdir()
             .unwrap();
         let data = dir.path().join("data");
+        // A server of its own for temporary files too: a starting server removes the
+        // `#sql*` files it finds in its tmpdir, which in a shared /tmp are another starting
+        // server's system tables (seen: "Installation of system tables failed" when two
+        // tests started servers at once).
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir(&tmp).unwrap();
         let user = current_user();
         run(Command::new(&install_db)
             .arg("--no-defaults")
+            .arg(format!("--tmpdir={}", tmp.display()))
             .arg("--auth-root-authentication-method=normal")
             .arg(format!("--datadir={}", data.display()))
             .arg(format!("--user={user}"))
@@ -89,6 +96,7 @@ impl PrivateMariadb {
             .arg("--no-defaults")
             .arg(format!("--user={user}"))
             .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .arg(format!("--socket={}", socket(dir.path()).display()))
             .arg(format!(
                 "--pid-file={}",
@@ -149,6 +157,12 @@ impl PrivateMariadb {
     /// `mysql://{user}@127.0.0.1:{port}`, without database (append `/name`) or password.
     pub fn url(&self, user: &str) -> String {
         format!("mysql://{user}@127.0.0.1:{}", self.port)
+    }
+
+    /// The server process's id (`mariadbd` is one process: its threads' CPU time is in
+    /// `/proc/<pid>/stat`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Where the binary log files are (`binlog.000001`, …, and `binlog.index`).

@@ -939,9 +939,10 @@ impl BinlogChanges {
                 let (found, meta) = &types[i];
                 if !logged_type_fits(&column.my_type, *found, meta) {
                     return Err(format!(
-                        "column '{}' of {} is {found:?} in the change log, which the run cannot read as it planned the column ({:?}): the column was retyped. Take a new snapshot of the table (sluice watermark reset, then run it)",
+                        "column '{}' of {} is {} in the change log, which the run cannot read as it planned the column ({:?}): the column was retyped. Take a new snapshot of the table (sluice watermark reset, then run it)",
                         column.name,
                         self.qualified(),
+                        logged_type_text(*found, meta),
                         column.my_type
                     ));
                 }
@@ -1149,6 +1150,19 @@ fn logged_type_fits(planned: &MyType, found: ColumnType, meta: &[u8]) -> bool {
             C::MYSQL_TYPE_TIME => *fsp == 0,
             _ => false,
         },
+    }
+}
+
+/// A logged column type as a reader would name it: decimals with their precision and scale.
+fn logged_type_text(found: ColumnType, meta: &[u8]) -> String {
+    match (found, meta) {
+        (ColumnType::MYSQL_TYPE_NEWDECIMAL, [precision, scale, ..]) => {
+            format!("decimal({precision},{scale})")
+        }
+        (ColumnType::MYSQL_TYPE_TIME2, [fsp, ..]) => format!("time({fsp})"),
+        (other, _) => format!("{other:?}")
+            .trim_start_matches("MYSQL_TYPE_")
+            .to_ascii_lowercase(),
     }
 }
 
