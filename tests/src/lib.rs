@@ -7,6 +7,7 @@
 //! only if every value survived exactly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod cdc;
 pub mod crash;
 pub mod moto;
 pub mod mysql;

@@ -444,12 +444,7 @@ pub async fn assert_staging_equals_source(
     staging: &str,
     source: &str,
 ) {
-    let result = client
-        .execute(&sluice::warehouse::Statement::new(format!(
-            "SELECT * FROM {staging}"
-        )))
-        .await
-        .unwrap_or_else(|e| panic!("{staging}: {e}"));
+    let result = select_all(client, staging).await;
     let (pg_rows, pg) = crate::pg_fingerprints(pg, source, None).await;
     assert_result_matches(&result, staging, pg_rows, &pg);
 }
@@ -462,14 +457,18 @@ pub async fn assert_staging_equals_mysql(
     staging: &str,
     source: &str,
 ) {
-    let result = client
+    let result = select_all(client, staging).await;
+    let (rows, expected) = crate::mysql::my_fingerprints(conn, source, None).await;
+    assert_result_matches(&result, staging, rows, &expected);
+}
+
+async fn select_all(client: &SnowflakeClient, staging: &str) -> sluice::warehouse::QueryResult {
+    client
         .execute(&sluice::warehouse::Statement::new(format!(
             "SELECT * FROM {staging}"
         )))
         .await
-        .unwrap_or_else(|e| panic!("{staging}: {e}"));
-    let (rows, expected) = crate::mysql::my_fingerprints(conn, source, None).await;
-    assert_result_matches(&result, staging, rows, &expected);
+        .unwrap_or_else(|e| panic!("{staging}: {e}"))
 }
 
 /// A warehouse result holds `rows` rows whose columns have exactly the `source` fingerprints.

@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Row};
-use sluice::Quiet;
 use sluice::sink::parquet::ParquetSettings;
 use sluice::source::Credentials;
 use sluice::source::Source;
@@ -25,8 +24,9 @@ use sluice::source::mysql::MysqlSource;
 use sluice::warehouse::Statement;
 use sluice::warehouse::load::Loader;
 use sluice::warehouse::snowflake::SnowflakeClient;
-use sluice_core::{RunRecord, RunStatus, ScalarValue, TableConfig};
+use sluice_core::{RunRecord, ScalarValue, TableConfig};
 use sluice_tests::Meddler;
+use sluice_tests::cdc;
 use sluice_tests::private_mariadb::PrivateMariadb;
 use sluice_tests::s3::S3Harness;
 use sluice_tests::snowflake::StandIn;
@@ -35,8 +35,6 @@ use sluice_tests::snowflake::StandIn;
 const PASSWORD: &str = "sluice-test-only";
 /// The user the pipeline reads as: replication privileges and SELECT, nothing else.
 const USER: &str = "sluice_cdc";
-/// The table's key in sluice's state.
-const TABLE_KEY: &str = "shop/shop.docs";
 
 /// One row of the source, as text both sides can spell the same way: the key, the note, the
 /// exact amount in cents, and the body's length and first character (bodies are long runs of
@@ -177,9 +175,7 @@ impl World {
 
     /// A run of `table` that fails, and its message.
     async fn refused(&self, table: &TableConfig) -> String {
-        let record = self.h.pipeline.run_table(table, &Quiet).await.unwrap();
-        assert_eq!(record.status, RunStatus::Failed, "{:?}", record.merge);
-        record.error.unwrap().message
+        cdc::refused(&self.h, table).await
     }
 
     async fn run(&self) -> RunRecord {
@@ -187,31 +183,11 @@ impl World {
     }
 
     async fn run_table(&self, table: &TableConfig) -> RunRecord {
-        let record = self.h.pipeline.run_table(table, &Quiet).await.unwrap();
-        assert_eq!(record.status, RunStatus::Completed, "{:?}", record.error);
-        record
+        cdc::completed(&self.h, table).await
     }
 
     async fn full_reload(&self) -> RunRecord {
-        let record = self
-            .h
-            .pipeline
-            .run_table_with(
-                self.table(),
-                &Quiet,
-                sluice::pipeline::RunStart {
-                    full_reload: true,
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
-        assert_eq!(record.status, RunStatus::Completed, "{:?}", record.error);
-        assert!(
-            record.plan.as_ref().unwrap().cdc.as_ref().unwrap().snapshot,
-            "a full reload is a new snapshot"
-        );
-        record
+        cdc::full_reload(&self.h, self.table()).await
     }
 
     /// Runs SQL as root (one or more `;`-separated statements, on the one admin connection).
@@ -234,18 +210,7 @@ impl World {
     }
 
     async fn staging_rows(&self) -> Vec<String> {
-        let result = self
-            .client
-            .execute(&Statement::new(STAGING_ROWS))
-            .await
-            .unwrap();
-        let mut rows: Vec<String> = result
-            .rows
-            .iter()
-            .map(|r| r[0].as_str().unwrap().to_owned())
-            .collect();
-        rows.sort();
-        rows
+        cdc::text_rows(&self.client, STAGING_ROWS).await
     }
 
     async fn assert_staging_is_source(&self, step: &str) {
@@ -267,17 +232,11 @@ impl World {
     }
 
     async fn watermark(&self) -> u64 {
-        match self.h.watermark(TABLE_KEY).await {
-            Some(ScalarValue::Int(at)) => u64::try_from(at).unwrap(),
-            other => panic!("a cdc watermark is a binlog position, found {other:?}"),
-        }
+        cdc::watermark(&self.h, self.table()).await
     }
 
     fn watermark_of(&self, record: &RunRecord) -> u64 {
-        match record.watermark_committed {
-            Some(ScalarValue::Int(at)) => u64::try_from(at).unwrap(),
-            ref other => panic!("no cdc watermark: {other:?}"),
-        }
+        cdc::position(record.watermark_committed.as_ref())
     }
 
     /// `SHOW BINARY LOGS`: the files the server still has.
@@ -806,35 +765,15 @@ async fn a_column_added_mid_stream_evolves_and_a_retyped_one_fails_loudly() {
 }
 
 impl World {
-    /// The keys of STAGING rows marked deleted.
     async fn marked(&self) -> Vec<i64> {
-        let result = self
-            .client
-            .execute(&Statement::new(
-                "SELECT \"id\" FROM STAGING.DOCS WHERE \"_sluice_deleted\" = TRUE ORDER BY 1",
-            ))
-            .await
-            .unwrap();
-        result.rows.iter().map(|r| r[0].as_i64().unwrap()).collect()
+        cdc::marked(&self.client, "STAGING.DOCS").await
     }
 
     /// STAGING's live rows (not marked deleted) equal the source's.
     async fn assert_live_is_source(&self, step: &str) {
         let mut source = self.source_rows().await;
         source.sort();
-        let result = self
-            .client
-            .execute(&Statement::new(format!(
-                "{STAGING_ROWS} WHERE COALESCE(\"_sluice_deleted\", FALSE) = FALSE"
-            )))
-            .await
-            .unwrap();
-        let mut staged: Vec<String> = result
-            .rows
-            .iter()
-            .map(|r| r[0].as_str().unwrap().to_owned())
-            .collect();
-        staged.sort();
+        let staged = cdc::live_rows(&self.client, STAGING_ROWS).await;
         assert_eq!(staged, source, "live rows after {step}");
     }
 }

@@ -20,6 +20,7 @@ use sluice::warehouse::load::Loader;
 use sluice::warehouse::snowflake::SnowflakeClient;
 use sluice_core::cdc::pgoutput::Lsn;
 use sluice_core::{RunRecord, RunStatus, ScalarValue, TableConfig};
+use sluice_tests::cdc;
 use sluice_tests::private_pg::PrivatePg;
 use sluice_tests::s3::S3Harness;
 use sluice_tests::snowflake::StandIn;
@@ -124,20 +125,11 @@ impl World {
 
     /// A run of `table` that fails, and its message.
     async fn refused(&self, table: &TableConfig) -> String {
-        let record = self.h.pipeline.run_table(table, &Quiet).await.unwrap();
-        assert_eq!(record.status, RunStatus::Failed, "{:?}", record.merge);
-        record.error.unwrap().message
+        cdc::refused(&self.h, table).await
     }
 
     async fn run(&self) -> RunRecord {
-        let record = self
-            .h
-            .pipeline
-            .run_table(self.table(), &Quiet)
-            .await
-            .unwrap();
-        assert_eq!(record.status, RunStatus::Completed, "{:?}", record.error);
-        record
+        cdc::completed(&self.h, self.table()).await
     }
 
     async fn write(&self, sql: &str) {
@@ -155,18 +147,7 @@ impl World {
     }
 
     async fn staging_rows(&self) -> Vec<String> {
-        let result = self
-            .client
-            .execute(&Statement::new(STAGING_ROWS))
-            .await
-            .unwrap();
-        let mut rows: Vec<String> = result
-            .rows
-            .iter()
-            .map(|r| r[0].as_str().unwrap().to_owned())
-            .collect();
-        rows.sort();
-        rows
+        cdc::text_rows(&self.client, STAGING_ROWS).await
     }
 
     async fn assert_staging_is_source(&self, step: &str) {
@@ -189,10 +170,7 @@ impl World {
     }
 
     async fn watermark(&self) -> u64 {
-        match self.h.watermark(&self.table().key()).await {
-            Some(ScalarValue::Int(at)) => u64::try_from(at).unwrap(),
-            other => panic!("a cdc watermark is a position, found {other:?}"),
-        }
+        cdc::watermark(&self.h, self.table()).await
     }
 }
 
@@ -317,10 +295,7 @@ async fn staging_follows_the_log_through_every_kind_of_change() {
 
 impl World {
     fn watermark_of(&self, record: &RunRecord) -> u64 {
-        match record.watermark_committed {
-            Some(ScalarValue::Int(at)) => u64::try_from(at).unwrap(),
-            ref other => panic!("no cdc watermark: {other:?}"),
-        }
+        cdc::position(record.watermark_committed.as_ref())
     }
 }
 
@@ -622,39 +597,18 @@ async fn what_the_log_cannot_give_is_refused_by_name() {
 
 impl World {
     async fn run_table(&self, table: &TableConfig) {
-        let record = self.h.pipeline.run_table(table, &Quiet).await.unwrap();
-        assert_eq!(record.status, RunStatus::Completed, "{:?}", record.error);
+        cdc::completed(&self.h, table).await;
     }
 
-    /// The keys of STAGING rows marked deleted.
     async fn marked(&self) -> Vec<i64> {
-        let result = self
-            .client
-            .execute(&Statement::new(
-                "SELECT \"id\" FROM STAGING.DOCS WHERE \"_sluice_deleted\" = TRUE ORDER BY 1",
-            ))
-            .await
-            .unwrap();
-        result.rows.iter().map(|r| r[0].as_i64().unwrap()).collect()
+        cdc::marked(&self.client, "STAGING.DOCS").await
     }
 
     /// STAGING's live rows (not marked deleted) equal the source's.
     async fn assert_live_is_source(&self, step: &str) {
         let mut source = self.source_rows().await;
         source.sort();
-        let result = self
-            .client
-            .execute(&Statement::new(format!(
-                "{STAGING_ROWS} WHERE COALESCE(\"_sluice_deleted\", FALSE) = FALSE"
-            )))
-            .await
-            .unwrap();
-        let mut staged: Vec<String> = result
-            .rows
-            .iter()
-            .map(|r| r[0].as_str().unwrap().to_owned())
-            .collect();
-        staged.sort();
+        let staged = cdc::live_rows(&self.client, STAGING_ROWS).await;
         assert_eq!(staged, source, "live rows after {step}");
     }
 }
