@@ -23,6 +23,9 @@ pub struct PrivateMariadb {
     dir: tempfile::TempDir,
     child: Child,
     pub port: u16,
+    /// The server's program and arguments, to start it again ([`PrivateMariadb::restart`]).
+    program: PathBuf,
+    args: Vec<std::ffi::OsString>,
 }
 
 fn free_port() -> u16 {
@@ -115,17 +118,32 @@ impl PrivateMariadb {
             .arg("--innodb-buffer-pool-size=32M")
             .arg("--innodb-flush-log-at-trx-commit=2")
             .arg("--sync-binlog=0")
-            .args(options)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        crate::process::die_with_parent(&mut command);
-        let child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("{}: {e}", mariadbd.display()));
-        let mut my = PrivateMariadb { dir, child, port };
+            .args(options);
+        let args: Vec<std::ffi::OsString> = command.get_args().map(Into::into).collect();
+        let child = spawn(&mariadbd, &args);
+        let mut my = PrivateMariadb {
+            dir,
+            child,
+            port,
+            program: mariadbd,
+            args,
+        };
         my.wait_ready();
         my
+    }
+
+    /// Shuts the server down cleanly (`mariadb-admin shutdown`: the binary log's file ends
+    /// with a STOP event and the next start opens a new one), waits for it to exit, and starts
+    /// it again with the same data, port and options.
+    pub fn restart(&mut self) {
+        run(Command::new(program("mariadb-admin"))
+            .arg("--no-defaults")
+            .arg(format!("--socket={}", socket(self.dir.path()).display()))
+            .args(["-uroot", "shutdown"]));
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "the private MariaDB's shutdown: {status}");
+        self.child = spawn(&self.program, &self.args);
+        self.wait_ready();
     }
 
     fn wait_ready(&mut self) {
@@ -191,6 +209,19 @@ impl Drop for PrivateMariadb {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn spawn(program: &Path, args: &[std::ffi::OsString]) -> Child {
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    crate::process::die_with_parent(&mut command);
+    command
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e}", program.display()))
 }
 
 fn socket(dir: &Path) -> PathBuf {

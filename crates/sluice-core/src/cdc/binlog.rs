@@ -38,10 +38,11 @@ impl BinlogPosition {
     }
 
     /// The file's name, given any file of the same log (`SHOW MASTER STATUS`'s): the same
-    /// base name and at least as many digits, zero-padded as the server pads them.
+    /// base name, and the number zero-padded to six digits as the server pads it (past
+    /// 999999 the number simply grows).
     pub fn file_name(self, sibling: &str) -> String {
-        let (base, digits) = sibling.rsplit_once('.').unwrap_or((sibling, "000000"));
-        format!("{base}.{:0width$}", self.file, width = digits.len())
+        let base = sibling.rsplit_once('.').map_or(sibling, |(base, _)| base);
+        format!("{base}.{:06}", self.file)
     }
 }
 
@@ -89,6 +90,15 @@ mod tests {
         assert_eq!(BinlogPosition::decode(a.encode()), a);
         assert_eq!(BinlogPosition::decode(b.encode()), b);
         assert_eq!(b.file_name("mysql-bin.000001"), "mysql-bin.000010");
+        // Past 999999 the number grows: an earlier file keeps its six digits.
+        assert_eq!(
+            BinlogPosition {
+                file: 999_999,
+                offset: 4
+            }
+            .file_name("binlog.1000000"),
+            "binlog.999999"
+        );
         assert_eq!(
             BinlogPosition {
                 file: 1_234_567,

@@ -41,7 +41,7 @@ use sluice_core::{RunPlan, TableConfig, TableName};
 use tracing::{debug, info};
 
 use super::decode::{DecodeColumn, RowDecoder};
-use super::types::{MyType, decimal_type};
+use super::types::MyType;
 use super::{MysqlSource, my_message, resolve_table, table_name};
 use crate::source::{
     CatalogTable, CdcReached, ChunkStream, Result, SourceError, Warnings, estimated_row_bytes,
@@ -59,8 +59,14 @@ const ER_MASTER_FATAL_ERROR_READING_BINLOG: u16 = 1236;
 /// `ER_SPECIFIC_ACCESS_DENIED_ERROR`: a statement needing a privilege the user lacks.
 const ER_SPECIFIC_ACCESS_DENIED: u16 = 1227;
 
-/// The server settings a binlog reader needs, and the value each must have.
-const REQUIRED_SETTINGS: [(&str, &str, &str); 4] = [
+/// The server settings a binlog reader needs, and the value each must have. A setting the
+/// server does not know counts as missing, except `log_bin_compress` (MariaDB's alone).
+const REQUIRED_SETTINGS: [(&str, &str, &str); 5] = [
+    (
+        "log_bin_compress",
+        "OFF",
+        "compressed rows events cannot be decoded: SET GLOBAL log_bin_compress = OFF (and in the server's configuration)",
+    ),
     (
         "log_bin",
         "ON",
@@ -110,7 +116,12 @@ async fn missing_settings(conn: &mut Conn, name: &TableName) -> Result<Vec<Strin
             Err(mysql_async::Error::Server(e)) if e.code == 1193 => Some(None),
             Err(e) => return Err(query_error(name)(e)),
         };
-        let value = value.flatten().unwrap_or_else(|| "(not available)".into());
+        let Some(value) = value
+            .flatten()
+            .or_else(|| (setting != "log_bin_compress").then(|| "(not available)".to_owned()))
+        else {
+            continue;
+        };
         // Booleans read as text are ON or 1, depending on the server.
         let value = if value == "1" && wanted == "ON" {
             "ON".to_owned()
@@ -479,11 +490,24 @@ async fn planned_columns(
                 ),
             ));
         }
+        let _ = octets;
+        let lowered = column.column_type.to_ascii_lowercase();
+        // A negative TIME with one or two fractional digits underflows in mysql_common's
+        // decoding (0.37: `frac -= 0x100` on an unsigned value), and would be written wrong.
+        if column.data_type == "time" && matches!(column.datetime_precision, Some(1 | 2)) {
+            return Err(refused(
+                name,
+                format!(
+                    "column '{}' is {}: the binlog reader cannot decode negative values of time(1) or time(2) exactly; make it time, time(3) or time(6), or leave it out of columns",
+                    column.name, column.column_type
+                ),
+            ));
+        }
         planned.push(PlannedColumn {
             name: column.name.clone(),
             my_type: read.my_type.clone(),
-            data_type: column.data_type.clone(),
-            binary_length: (column.data_type == "binary").then_some(octets).flatten(),
+            column_type: column.column_type.clone(),
+            signed_mediumint: column.data_type == "mediumint" && !lowered.contains("unsigned"),
         });
     }
     Ok(planned)
@@ -493,14 +517,132 @@ async fn planned_columns(
 /// `sluice cdc check`, before a snapshot is taken for nothing.
 async fn check_readable(conn: &mut Conn, table: &TableConfig, name: &TableName) -> Result<()> {
     let resolved = resolve_table(conn, name).await?;
+    let database = database_of(conn, name).await?;
+    let kind: Option<String> = conn
+        .exec_first(
+            "SELECT TABLE_TYPE FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+            (&database, &name.name),
+        )
+        .await
+        .map_err(query_error(name))?;
+    if kind.is_some_and(|k| k.eq_ignore_ascii_case("SYSTEM VERSIONED")) {
+        // Its log holds history rows as inserts and a delete as an update of row_end.
+        return Err(refused(
+            name,
+            "the table is system-versioned: its binary log records history rows as inserts and deletes as updates, which binlog cdc would apply as changes; use incremental or full".into(),
+        ));
+    }
     let columns: Vec<String> = match &table.columns {
         Some(columns) => columns.clone(),
         None => resolved.columns.iter().map(|c| c.name.clone()).collect(),
     };
     let reads = resolved.reads(name, &columns, table)?;
-    let database = database_of(conn, name).await?;
     planned_columns(conn, name, &database, &reads).await?;
     Ok(())
+}
+
+/// `INCIDENT_EVENT`: the server could not log some events (the log has a gap).
+const INCIDENT_EVENT: u8 = 26;
+
+/// Event types whose meaning the reader knows (mysql_common's `EventType` numbering): what a
+/// row-based log of a MariaDB server holds for a reader with [`SLAVE_CAPABILITY`], and the
+/// statement-based companions of a query (whose query the reader judges). MariaDB's own
+/// bookkeeping (binlog checkpoint 161, GTID list 163) and the statements' text (annotations
+/// 160, MySQL's rows query 29) say nothing about rows.
+const KNOWN_EVENTS: [u8; 20] = [
+    2,   // QUERY_EVENT
+    3,   // STOP_EVENT
+    4,   // ROTATE_EVENT
+    5,   // INTVAR_EVENT
+    13,  // RAND_EVENT
+    14,  // USER_VAR_EVENT
+    15,  // FORMAT_DESCRIPTION_EVENT
+    16,  // XID_EVENT
+    19,  // TABLE_MAP_EVENT
+    23,  // WRITE_ROWS_EVENTv1
+    24,  // UPDATE_ROWS_EVENTv1
+    25,  // DELETE_ROWS_EVENTv1
+    27,  // HEARTBEAT_EVENT
+    29,  // ROWS_QUERY_EVENT
+    30,  // WRITE_ROWS_EVENT
+    31,  // UPDATE_ROWS_EVENT
+    32,  // DELETE_ROWS_EVENT
+    160, // ANNOTATE_ROWS_EVENT
+    161, // BINLOG_CHECKPOINT_EVENT
+    163, // GTID_LIST_EVENT
+];
+
+/// A statement's words, lower-cased: identifiers (backquotes removed), keywords, and `.` as a
+/// word of its own; string literals and comments are left out.
+fn sql_words(sql: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut chars = sql.chars().peekable();
+    let skip_line = |chars: &mut std::iter::Peekable<std::str::Chars<'_>>| {
+        for c in chars.by_ref() {
+            if c == '\n' {
+                break;
+            }
+        }
+    };
+    while let Some(c) = chars.next() {
+        match c {
+            '`' => {
+                let mut word = String::new();
+                while let Some(c) = chars.next() {
+                    if c != '`' {
+                        word.push(c);
+                    } else if chars.peek() == Some(&'`') {
+                        chars.next();
+                        word.push('`');
+                    } else {
+                        break;
+                    }
+                }
+                words.push(word.to_lowercase());
+            }
+            '\'' | '"' => {
+                let quote = c;
+                while let Some(c) = chars.next() {
+                    if c == '\\' {
+                        chars.next();
+                    } else if c == quote {
+                        if chars.peek() == Some(&quote) {
+                            chars.next();
+                        } else {
+                            break;
+                        }
+                    }
+                }
+            }
+            '/' if chars.peek() == Some(&'*') => {
+                chars.next();
+                let mut last = ' ';
+                for c in chars.by_ref() {
+                    if last == '*' && c == '/' {
+                        break;
+                    }
+                    last = c;
+                }
+            }
+            '#' => skip_line(&mut chars),
+            '-' if chars.peek() == Some(&'-') => skip_line(&mut chars),
+            '.' => words.push(".".into()),
+            c if c.is_alphanumeric() || c == '_' || c == '$' => {
+                let mut word = String::from(c);
+                while let Some(&n) = chars.peek() {
+                    if n.is_alphanumeric() || n == '_' || n == '$' {
+                        word.push(n);
+                        chars.next();
+                    } else {
+                        break;
+                    }
+                }
+                words.push(word.to_lowercase());
+            }
+            _ => {}
+        }
+    }
+    words
 }
 
 /// Character sets whose bytes are UTF-8 (the decoder's text), and `binary` (bytes as such).
@@ -571,6 +713,21 @@ fn read_error(
                 purged_message(table, at, file, "(see SHOW BINARY LOGS)"),
             )
         }
+        // MariaDB cannot hand an XA transaction's GTID event to a reader that does not take
+        // GTID events (the capability sluice announces), wherever in the log it is.
+        mysql_async::Error::Server(s)
+            if s.code == ER_MASTER_FATAL_ERROR_READING_BINLOG
+                && s.message.contains("backwards-compatible event") =>
+        {
+            refused(
+                name,
+                format!(
+                    "the binary log after sluice's position ({file}, {at}) holds an XA transaction (XA PREPARE), which the binlog reader cannot read ({}): binlog cdc does not support XA transactions on the server. Take a new snapshot once the XA transactions are behind the log's end: sluice watermark reset --table {} --yes, then run the table",
+                    s.message,
+                    table.key()
+                ),
+            )
+        }
         mysql_async::Error::Server(s) if s.code == ER_MASTER_FATAL_ERROR_READING_BINLOG => refused(
             name,
             format!(
@@ -601,10 +758,12 @@ fn read_error(
 struct PlannedColumn {
     name: String,
     my_type: MyType,
-    /// `information_schema.COLUMNS.DATA_TYPE`, lowercase (`enum`, `set`, `binary`, …).
-    data_type: String,
-    /// `BINARY(n)`'s length: the binlog drops its trailing zero bytes, a snapshot has them.
-    binary_length: Option<u64>,
+    /// `information_schema.COLUMNS.COLUMN_TYPE` (`decimal(12,2)`, `mediumint(9) unsigned`),
+    /// for messages.
+    column_type: String,
+    /// A signed `MEDIUMINT`: mysql_common (0.37) reads its 3 bytes without extending the sign,
+    /// so -1 arrives as 16777215.
+    signed_mediumint: bool,
 }
 
 /// How one table-map event lays out the table's columns.
@@ -616,6 +775,9 @@ struct TableShape {
     keys: Vec<usize>,
     /// Labels of `ENUM` and `SET` columns, by index in the logged row.
     labels: HashMap<usize, Vec<Vec<u8>>>,
+    /// Each logged column's type and table-map metadata, by index in the logged row: a value
+    /// is converted as it was logged, whatever the column is now.
+    logged: Vec<(ColumnType, Vec<u8>)>,
     columns: usize,
 }
 
@@ -645,8 +807,11 @@ struct BinlogChanges {
     /// Shapes of this table by table id (a table's id changes when the server reopens it).
     shapes: HashMap<u64, TableShape>,
     /// Table ids of other tables, whose rows are skipped.
-    others: Vec<u64>,
+    others: std::collections::HashSet<u64>,
     transaction: Option<Transaction>,
+    /// Whether the dump's format description has arrived (see the rotate handling in
+    /// [`BinlogChanges::push`]).
+    seen_format: bool,
     /// The end of the last event read: a position the log can be read from once no
     /// transaction is open.
     at: BinlogPosition,
@@ -678,8 +843,9 @@ impl BinlogChanges {
             primary_key,
             all_columns,
             shapes: HashMap::new(),
-            others: Vec::new(),
+            others: std::collections::HashSet::new(),
             transaction: None,
+            seen_format: false,
             at: from,
             upto: BinlogPosition::decode(window.upto),
             max_changes: u64::from(window.max_changes),
@@ -712,35 +878,44 @@ impl BinlogChanges {
         let data = event
             .read_data()
             .map_err(|e| self.error(format!("decoding a binlog event: {e}")))?;
+        let kind = header.event_type_raw();
         if let Some(EventData::RotateEvent(rotate)) = &data {
-            // The artificial rotate a dump starts with (log_pos 0) names the file being read;
-            // a real one, at a file's end, moves the read to the next file.
-            if end != 0 {
-                let next =
-                    self.at.file.checked_add(1).ok_or_else(|| {
-                        self.error("the binary log's file numbers ran out".into())
-                    })?;
-                // The name can arrive with the event's checksum after it: only its number's
-                // leading digits are trusted, and they must be the next file's.
-                let named = String::from_utf8_lossy(rotate.name_raw()).into_owned();
-                let digits: String = named
-                    .rsplit_once('.')
-                    .map(|(_, d)| d.chars().take_while(char::is_ascii_digit).collect())
-                    .unwrap_or_default();
-                if digits.parse::<u64>().ok() != Some(u64::from(next))
-                    && !digits.starts_with(&format!("{next:06}"))
-                {
-                    return Err(self.error(format!(
-                        "the binary log rotated from file {:06} to '{named}', not to the next file",
-                        self.at.file
-                    )));
-                }
+            // A dump starts with an artificial rotate naming the file asked for, sent before
+            // the format description says whether events carry checksums (its name can end in
+            // one): it says nothing new. Any later rotate, real (a file's end) or artificial
+            // (the file after a server restart, which ends the old file with a STOP event and
+            // no rotate), moves the read to the file it names.
+            if !self.seen_format {
+                return Ok(());
+            }
+            let named = String::from_utf8_lossy(rotate.name_raw()).into_owned();
+            let file =
+                file_number(&named).map_err(|e| self.error(format!("a rotate event: {e}")))?;
+            if file < self.at.file {
+                return Err(self.error(format!(
+                    "the binary log rotated back from file {:06} to '{named}'",
+                    self.at.file
+                )));
+            }
+            if file > self.at.file {
                 self.at = BinlogPosition {
-                    file: next,
+                    file,
                     offset: u32::try_from(rotate.position()).unwrap_or(4),
                 };
             }
             return Ok(());
+        }
+        if matches!(data, Some(EventData::FormatDescriptionEvent(_))) {
+            self.seen_format = true;
+        }
+        // Only events whose meaning is known pass: one the reader does not know (a compressed
+        // rows event, an incident) could be a change, and skipping it would lose it.
+        if !KNOWN_EVENTS.contains(&kind) {
+            return Err(self.error(match kind {
+                INCIDENT_EVENT => "the server logged an incident (events it could not log are missing from the binary log): take a new snapshot (sluice watermark reset, then run the table)".into(),
+                166..=171 => "a compressed rows event (log_bin_compress = ON): the reader cannot decode it; SET GLOBAL log_bin_compress = OFF, then take a new snapshot".into(),
+                other => format!("an event of type {other} that the binlog reader does not know; it could hold changes, so the read stops here"),
+            }));
         }
         // Events before the read's position (the format description a dump resends) say
         // nothing about where the read is.
@@ -770,6 +945,12 @@ impl BinlogChanges {
             Some(EventData::QueryEvent(query)) => {
                 let sql = query.query();
                 let text = sql.trim();
+                let truncate = truncated_table(text, &query.schema());
+                if truncate.is_none()
+                    && let Some(problem) = self.statement_problem(text, &query.schema())
+                {
+                    return Err(self.error(problem));
+                }
                 if text.eq_ignore_ascii_case("BEGIN") {
                     self.transaction = Some(Transaction {
                         start,
@@ -779,7 +960,7 @@ impl BinlogChanges {
                     self.commit();
                 } else if self.transaction.is_none() {
                     // A statement of its own (DDL): a truncate of this table empties it.
-                    if let Some((db, table)) = truncated_table(text, &query.schema())
+                    if let Some((db, table)) = truncate
                         && db == self.database
                         && table == self.table
                     {
@@ -801,8 +982,8 @@ impl BinlogChanges {
                 if ours {
                     let shape = self.shape(&map)?;
                     self.shapes.insert(map.table_id(), shape);
-                } else if !self.others.contains(&map.table_id()) {
-                    self.others.push(map.table_id());
+                } else {
+                    self.others.insert(map.table_id());
                 }
             }
             Some(EventData::RowsEvent(rows)) => {
@@ -843,6 +1024,80 @@ impl BinlogChanges {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Why a statement logged as text cannot be read past, if it changes this table: a
+    /// statement-logged DML (a session with `binlog_format` STATEMENT or MIXED), or DDL that
+    /// replaces or renames the table's rows (`DROP`, `RENAME`, `CREATE … SELECT`, partition
+    /// maintenance), none of which the log carries as rows. Other DDL is read past: a column
+    /// added, dropped or retyped shows in the next table map event, where it is checked.
+    fn statement_problem(&self, sql: &str, default_db: &str) -> Option<String> {
+        let words = sql_words(sql);
+        let first = words.first().map(String::as_str).unwrap_or("");
+        if matches!(
+            first,
+            "begin" | "commit" | "rollback" | "xa" | "savepoint" | "release"
+        ) {
+            return None;
+        }
+        if !self.names_table(&words, default_db) {
+            return None;
+        }
+        let harmless = match first {
+            "grant" | "revoke" | "analyze" | "optimize" | "repair" | "check" | "flush" => true,
+            // `CREATE TABLE other LIKE t` or `… SELECT … FROM t` reads this table; only a
+            // table created under this one's name replaces it.
+            "create" => match words.iter().position(|w| w == "table") {
+                Some(at) => {
+                    let mut rest = &words[at + 1..];
+                    while rest
+                        .first()
+                        .is_some_and(|w| matches!(w.as_str(), "if" | "not" | "exists"))
+                    {
+                        rest = &rest[1..];
+                    }
+                    let target = match rest {
+                        [db, dot, name, ..] if dot == "." => (db.as_str(), name.as_str()),
+                        [name, ..] => (default_db, name.as_str()),
+                        [] => ("", ""),
+                    };
+                    !(target.0.eq_ignore_ascii_case(&self.database)
+                        && target.1 == self.table.to_lowercase())
+                }
+                None => true,
+            },
+            "drop" => words.get(1).is_some_and(|w| {
+                matches!(w.as_str(), "index" | "user" | "role" | "view" | "trigger")
+            }),
+            "alter" => !words.iter().any(|w| {
+                matches!(
+                    w.as_str(),
+                    "rename" | "partition" | "exchange" | "truncate" | "remove"
+                )
+            }),
+            _ => false,
+        };
+        (!harmless).then(|| {
+            format!(
+                "a statement logged as text changes the table, which the binary log does not carry as rows: {:?}. Only rows events can be applied (was it a session with binlog_format STATEMENT or MIXED, a DROP, RENAME or CREATE of the table, or partition maintenance?). Take a new snapshot (sluice watermark reset, then run the table)",
+                sql.chars().take(200).collect::<String>()
+            )
+        })
+    }
+
+    /// Whether `words` (lower-cased identifiers and keywords) name this table: `db`.`table`,
+    /// or the bare table name in a statement whose default database is this table's.
+    fn names_table(&self, words: &[String], default_db: &str) -> bool {
+        let table = self.table.to_lowercase();
+        let database = self.database.to_lowercase();
+        words.iter().enumerate().any(|(i, w)| {
+            *w == table
+                && if i >= 2 && words[i - 1] == "." {
+                    words[i - 2] == database
+                } else {
+                    default_db.eq_ignore_ascii_case(&self.database)
+                }
+        })
     }
 
     fn commit(&mut self) {
@@ -939,11 +1194,11 @@ impl BinlogChanges {
                 let (found, meta) = &types[i];
                 if !logged_type_fits(&column.my_type, *found, meta) {
                     return Err(format!(
-                        "column '{}' of {} is {} in the change log, which the run cannot read as it planned the column ({:?}): the column was retyped. Take a new snapshot of the table (sluice watermark reset, then run it)",
+                        "column '{}' of {} is {} in the change log, which does not fit the column as the run planned it ({}): the column was retyped. Take a new snapshot of the table (sluice watermark reset, then run it)",
                         column.name,
                         self.qualified(),
                         logged_type_text(*found, meta),
-                        column.my_type
+                        column.column_type
                     ));
                 }
             }
@@ -965,6 +1220,7 @@ impl BinlogChanges {
             positions,
             keys,
             labels,
+            logged: types,
             columns: count,
         })
     }
@@ -1030,8 +1286,12 @@ impl BinlogChanges {
             match position {
                 Some(i) => {
                     let value = values.get(*i).cloned().unwrap_or(Value::NULL);
-                    let labels = shape.labels.get(i).map(Vec::as_slice);
-                    row.push(Some(snapshot_form(column, value, labels).map_err(
+                    let logged = Logged {
+                        column_type: shape.logged[*i].0,
+                        meta: &shape.logged[*i].1,
+                        labels: shape.labels.get(i).map(Vec::as_slice),
+                    };
+                    row.push(Some(snapshot_form(column, &logged, value).map_err(
                         |message| self.error(format!("column '{}': {message}", column.name)),
                     )?));
                 }
@@ -1061,7 +1321,9 @@ impl BinlogChanges {
         row.push(Some(Value::Int(
             i64::try_from(transaction.start.encode()).unwrap_or(i64::MAX),
         )));
-        row.push(Some(epoch_value(i64::from(transaction.time), 0)));
+        row.push(Some(
+            epoch_value(i64::from(transaction.time), 0).unwrap_or(Value::NULL),
+        ));
         row.push(Some(Value::Int(self.seq)));
         row.push(if unchanged.is_empty() {
             None
@@ -1098,8 +1360,11 @@ fn rows_count_hint(_rows: &RowsEventData<'_>) -> u64 {
     1
 }
 
-/// Whether a column logged as `found` (with its table-map metadata) is still the column the
-/// run planned as `planned`.
+/// Whether a column logged as `found` (with its table-map metadata) can still be read as the
+/// run planned it (`planned`): the same kind of value, and one that always fits (an integer no
+/// wider, a decimal of the same scale: a value too long for its precision fails the decoder
+/// naming the column, as in a snapshot, which is also what a `column_types` override of a
+/// wider decimal does).
 fn logged_type_fits(planned: &MyType, found: ColumnType, meta: &[u8]) -> bool {
     use ColumnType as C;
     let stringy = matches!(
@@ -1114,29 +1379,32 @@ fn logged_type_fits(planned: &MyType, found: ColumnType, meta: &[u8]) -> bool {
             | C::MYSQL_TYPE_ENUM
             | C::MYSQL_TYPE_SET
     );
+    // Integer widths in bytes; a planned type holds any logged integer no wider than its own.
+    let width = |t: ColumnType| match t {
+        C::MYSQL_TYPE_TINY => Some(1),
+        C::MYSQL_TYPE_SHORT => Some(2),
+        C::MYSQL_TYPE_INT24 => Some(3),
+        C::MYSQL_TYPE_LONG => Some(4),
+        C::MYSQL_TYPE_LONGLONG => Some(8),
+        _ => None,
+    };
+    let integer_within = |max: u8| width(found).is_some_and(|w| w <= max);
     match planned {
         MyType::Bool => matches!(found, C::MYSQL_TYPE_TINY | C::MYSQL_TYPE_BIT),
-        MyType::Int8 => found == C::MYSQL_TYPE_TINY,
-        MyType::Int16 => matches!(found, C::MYSQL_TYPE_SHORT | C::MYSQL_TYPE_TINY),
-        MyType::Int32 => matches!(
-            found,
-            C::MYSQL_TYPE_LONG | C::MYSQL_TYPE_INT24 | C::MYSQL_TYPE_SHORT
-        ),
-        MyType::Int64 => matches!(found, C::MYSQL_TYPE_LONGLONG | C::MYSQL_TYPE_LONG),
-        MyType::UnsignedBigint => found == C::MYSQL_TYPE_LONGLONG,
+        // Int16 is smallint (or tinyint unsigned), Int32 up to int (or smallint and mediumint
+        // unsigned), Int64 up to bigint (or int unsigned); the decoder refuses a value that
+        // does not fit, naming the column.
+        MyType::Int8 => integer_within(1),
+        MyType::Int16 => integer_within(2),
+        MyType::Int32 => integer_within(4),
+        MyType::Int64 | MyType::UnsignedBigint => integer_within(8),
         MyType::Float32 => found == C::MYSQL_TYPE_FLOAT,
-        MyType::Float64 => found == C::MYSQL_TYPE_DOUBLE,
-        MyType::Decimal { .. } => {
+        MyType::Float64 => matches!(found, C::MYSQL_TYPE_DOUBLE | C::MYSQL_TYPE_FLOAT),
+        MyType::Decimal { scale, .. } => {
             found == C::MYSQL_TYPE_NEWDECIMAL
-                && match meta {
-                    [precision, scale, ..] => {
-                        decimal_type(u64::from(*precision), u64::from(*scale))
-                            .ok()
-                            .as_ref()
-                            == Some(planned)
-                    }
-                    _ => false,
-                }
+                && meta
+                    .get(1)
+                    .is_some_and(|s| i16::from(*s) == i16::from(*scale))
         }
         MyType::Bit => found == C::MYSQL_TYPE_BIT,
         MyType::Year => found == C::MYSQL_TYPE_YEAR,
@@ -1166,20 +1434,30 @@ fn logged_type_text(found: ColumnType, meta: &[u8]) -> String {
     }
 }
 
+/// How a value was logged: its column's type in the table map event, that type's metadata,
+/// and the labels of an `ENUM` or `SET`.
+struct Logged<'a> {
+    column_type: ColumnType,
+    meta: &'a [u8],
+    labels: Option<&'a [Vec<u8>]>,
+}
+
 /// A binlog value in the form the binary protocol gives a snapshot of the column, so the
-/// snapshot's decoder reads both alike.
+/// snapshot's decoder reads both alike. Converted by the type the value was logged with, so a
+/// change logged before a column was retyped still reads as what it was.
 fn snapshot_form(
     column: &PlannedColumn,
+    logged: &Logged<'_>,
     value: Value,
-    labels: Option<&[Vec<u8>]>,
 ) -> std::result::Result<Value, String> {
+    use ColumnType as C;
     if value == Value::NULL {
         return Ok(value);
     }
-    match (&column.my_type, column.data_type.as_str(), value) {
+    match (logged.column_type, value) {
         // Seconds since the epoch as text, with six digits of fraction if any
         // (`TIMESTAMP(n)`), or a number (the old `TIMESTAMP`); 0 is the zero timestamp.
-        (MyType::Timestamp, _, Value::Bytes(text)) => {
+        (C::MYSQL_TYPE_TIMESTAMP2, Value::Bytes(text)) => {
             let text = String::from_utf8_lossy(&text);
             let (seconds, fraction) = text.split_once('.').unwrap_or((&text, "0"));
             let seconds: i64 = seconds
@@ -1188,20 +1466,23 @@ fn snapshot_form(
             let micros: u32 = format!("{fraction:0<6}")[..6]
                 .parse()
                 .map_err(|e| format!("timestamp '{text}': {e}"))?;
-            Ok(epoch_or_zero(seconds, micros))
+            epoch_or_zero(seconds, micros)
         }
-        (MyType::Timestamp, _, Value::Int(seconds)) => Ok(epoch_or_zero(seconds, 0)),
+        (C::MYSQL_TYPE_TIMESTAMP, Value::Int(seconds)) => epoch_or_zero(seconds, 0),
         // mysql_common writes the stored byte as 1900 + n, so the zero year (byte 0) arrives
         // as 1900, which is not a year MySQL can store.
-        (MyType::Year, _, Value::Bytes(text)) => {
+        (C::MYSQL_TYPE_YEAR, Value::Bytes(text)) => {
             let year: i64 = String::from_utf8_lossy(&text)
                 .parse()
                 .map_err(|e| format!("year: {e}"))?;
             Ok(Value::Int(if year == 1900 { 0 } else { year }))
         }
+        (C::MYSQL_TYPE_INT24, Value::Int(n)) if column.signed_mediumint && n >= 1 << 23 => {
+            Ok(Value::Int(n - (1 << 24)))
+        }
         // The label's 1-based index; 0 is the empty string MySQL stores for an invalid value.
-        (MyType::Text, "enum", Value::Int(index)) => {
-            let labels = labels.unwrap_or_default();
+        (C::MYSQL_TYPE_ENUM, Value::Int(index)) => {
+            let labels = logged.labels.unwrap_or_default();
             match usize::try_from(index) {
                 Ok(0) => Ok(Value::Bytes(Vec::new())),
                 Ok(i) if i <= labels.len() => Ok(Value::Bytes(labels[i - 1].clone())),
@@ -1212,8 +1493,8 @@ fn snapshot_form(
             }
         }
         // A little-endian bit mask of the labels, joined with commas in declaration order.
-        (MyType::Text, "set", Value::Bytes(mask)) => {
-            let labels = labels.unwrap_or_default();
+        (C::MYSQL_TYPE_SET, Value::Bytes(mask)) => {
+            let labels = logged.labels.unwrap_or_default();
             let mut text = Vec::new();
             for (i, label) in labels.iter().enumerate() {
                 if mask
@@ -1228,39 +1509,56 @@ fn snapshot_form(
             }
             Ok(Value::Bytes(text))
         }
-        (MyType::Binary, "binary", Value::Bytes(mut bytes)) => {
-            if let Some(length) = column.binary_length.and_then(|l| usize::try_from(l).ok())
-                && bytes.len() < length
-            {
+        // `BINARY(n)`: the log drops trailing zero bytes, a snapshot has all n.
+        (C::MYSQL_TYPE_STRING, Value::Bytes(mut bytes)) if column.my_type == MyType::Binary => {
+            let length = string_length(logged.meta);
+            if bytes.len() < length {
                 bytes.resize(length, 0);
             }
             Ok(Value::Bytes(bytes))
         }
-        (_, _, value) => Ok(value),
+        (_, value) => Ok(value),
+    }
+}
+
+/// A `CHAR`/`BINARY` column's length in bytes from its table-map metadata (two bytes: the
+/// real type, with the length's high bits folded in for lengths over 255, and the length's
+/// low byte), as MySQL's `Field_string` writes it.
+fn string_length(meta: &[u8]) -> usize {
+    match meta {
+        [byte0, byte1, ..] => {
+            let (byte0, byte1) = (usize::from(*byte0), usize::from(*byte1));
+            if byte0 & 0x30 != 0x30 {
+                byte1 | (((byte0 & 0x30) ^ 0x30) << 4)
+            } else {
+                byte1
+            }
+        }
+        _ => 0,
     }
 }
 
 /// A `Value::Date` of an instant in UTC, or the zero date-time for second 0.
-fn epoch_or_zero(seconds: i64, micros: u32) -> Value {
+fn epoch_or_zero(seconds: i64, micros: u32) -> std::result::Result<Value, String> {
     if seconds == 0 && micros == 0 {
-        return Value::Date(0, 0, 0, 0, 0, 0, 0);
+        return Ok(Value::Date(0, 0, 0, 0, 0, 0, 0));
     }
     epoch_value(seconds, micros)
 }
 
-fn epoch_value(seconds: i64, micros: u32) -> Value {
-    match chrono::DateTime::from_timestamp(seconds, micros * 1000) {
-        Some(t) => Value::Date(
-            u16::try_from(t.year()).unwrap_or(0),
-            t.month() as u8,
-            t.day() as u8,
-            t.hour() as u8,
-            t.minute() as u8,
-            t.second() as u8,
-            micros,
-        ),
-        None => Value::NULL,
-    }
+fn epoch_value(seconds: i64, micros: u32) -> std::result::Result<Value, String> {
+    let t = chrono::DateTime::from_timestamp(seconds, micros * 1000)
+        .filter(|t| (0..=9999).contains(&t.year()))
+        .ok_or_else(|| format!("{seconds}.{micros:06} seconds since the epoch is not a date"))?;
+    Ok(Value::Date(
+        t.year() as u16,
+        t.month() as u8,
+        t.day() as u8,
+        t.hour() as u8,
+        t.minute() as u8,
+        t.second() as u8,
+        micros,
+    ))
 }
 
 /// The table a `TRUNCATE [TABLE] [db.]name` statement empties, with `default_db` where it
@@ -1390,67 +1688,185 @@ impl BinlogRead {
 mod tests {
     use super::*;
 
-    fn column(my_type: MyType, data_type: &str) -> PlannedColumn {
+    fn column(my_type: MyType, signed_mediumint: bool) -> PlannedColumn {
         PlannedColumn {
             name: "c".into(),
             my_type,
-            data_type: data_type.into(),
-            binary_length: Some(4),
+            column_type: "t".into(),
+            signed_mediumint,
         }
+    }
+
+    fn form(
+        column: &PlannedColumn,
+        logged: ColumnType,
+        meta: &[u8],
+        labels: Option<&[Vec<u8>]>,
+        value: Value,
+    ) -> std::result::Result<Value, String> {
+        let logged = Logged {
+            column_type: logged,
+            meta,
+            labels,
+        };
+        snapshot_form(column, &logged, value)
     }
 
     #[test]
     fn binlog_values_take_the_snapshot_form() {
-        let ts = column(MyType::Timestamp, "timestamp");
+        use ColumnType as C;
+        let bytes = |b: &[u8]| Value::Bytes(b.to_vec());
+        let ts = column(MyType::Timestamp, false);
+        let t2 = C::MYSQL_TYPE_TIMESTAMP2;
         assert_eq!(
-            snapshot_form(&ts, Value::Bytes(b"1704164645.678".to_vec()), None).unwrap(),
+            form(&ts, t2, &[3], None, bytes(b"1704164645.678")).unwrap(),
             Value::Date(2024, 1, 2, 3, 4, 5, 678_000)
         );
         assert_eq!(
-            snapshot_form(&ts, Value::Bytes(b"0".to_vec()), None).unwrap(),
+            form(&ts, t2, &[0], None, bytes(b"0")).unwrap(),
             Value::Date(0, 0, 0, 0, 0, 0, 0),
             "the zero timestamp stays a zero date, for invalid_dates to judge"
         );
-        let year = column(MyType::Year, "year");
+        let year = column(MyType::Year, false);
+        let y = C::MYSQL_TYPE_YEAR;
         assert_eq!(
-            snapshot_form(&year, Value::Bytes(b"2024".to_vec()), None).unwrap(),
+            form(&year, y, &[], None, bytes(b"2024")).unwrap(),
             Value::Int(2024)
         );
         assert_eq!(
-            snapshot_form(&year, Value::Bytes(b"1900".to_vec()), None).unwrap(),
+            form(&year, y, &[], None, bytes(b"1900")).unwrap(),
             Value::Int(0)
         );
+        // mysql_common reads a signed mediumint's 3 bytes without the sign.
+        let medium = column(MyType::Int32, true);
+        let m = C::MYSQL_TYPE_INT24;
+        assert_eq!(
+            form(&medium, m, &[], None, Value::Int(16_777_215)).unwrap(),
+            Value::Int(-1)
+        );
+        assert_eq!(
+            form(&medium, m, &[], None, Value::Int(8_388_608)).unwrap(),
+            Value::Int(-8_388_608)
+        );
+        assert_eq!(
+            form(&medium, m, &[], None, Value::Int(8_388_607)).unwrap(),
+            Value::Int(8_388_607)
+        );
+        let unsigned = column(MyType::Int32, false);
+        assert_eq!(
+            form(&unsigned, m, &[], None, Value::Int(16_777_215)).unwrap(),
+            Value::Int(16_777_215)
+        );
+        // Enum and set values convert by how they were logged, whatever the column is now.
         let labels = vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()];
-        let e = column(MyType::Text, "enum");
+        let text = column(MyType::Text, false);
+        let e = C::MYSQL_TYPE_ENUM;
         assert_eq!(
-            snapshot_form(&e, Value::Int(2), Some(&labels)).unwrap(),
-            Value::Bytes(b"b".to_vec())
+            form(&text, e, &[], Some(&labels), Value::Int(2)).unwrap(),
+            bytes(b"b")
         );
         assert_eq!(
-            snapshot_form(&e, Value::Int(0), Some(&labels)).unwrap(),
-            Value::Bytes(Vec::new())
+            form(&text, e, &[], Some(&labels), Value::Int(0)).unwrap(),
+            bytes(b"")
         );
-        assert!(snapshot_form(&e, Value::Int(4), Some(&labels)).is_err());
-        let s = column(MyType::Text, "set");
+        assert!(form(&text, e, &[], Some(&labels), Value::Int(4)).is_err());
+        let set = C::MYSQL_TYPE_SET;
         assert_eq!(
-            snapshot_form(&s, Value::Bytes(vec![0b101]), Some(&labels)).unwrap(),
-            Value::Bytes(b"a,c".to_vec())
+            form(&text, set, &[], Some(&labels), Value::Bytes(vec![0b101])).unwrap(),
+            bytes(b"a,c")
         );
         assert_eq!(
-            snapshot_form(&s, Value::Bytes(vec![0]), Some(&labels)).unwrap(),
-            Value::Bytes(Vec::new())
+            form(&text, set, &[], Some(&labels), Value::Bytes(vec![0])).unwrap(),
+            bytes(b"")
         );
-        let b = column(MyType::Binary, "binary");
+        // binary(4): real type 0xfe, length 4; and binary(300), whose length's high bits are
+        // folded into the first byte.
+        let binary = column(MyType::Binary, false);
+        let string = C::MYSQL_TYPE_STRING;
         assert_eq!(
-            snapshot_form(&b, Value::Bytes(vec![1]), None).unwrap(),
+            form(&binary, string, &[0xfe, 4], None, Value::Bytes(vec![1])).unwrap(),
             Value::Bytes(vec![1, 0, 0, 0])
         );
-        let vb = column(MyType::Binary, "varbinary");
+        assert_eq!(string_length(&[0xfe ^ 0x10, 0x2c]), 300);
         assert_eq!(
-            snapshot_form(&vb, Value::Bytes(vec![1]), None).unwrap(),
+            form(
+                &binary,
+                C::MYSQL_TYPE_VARCHAR,
+                &[4, 0],
+                None,
+                Value::Bytes(vec![1])
+            )
+            .unwrap(),
             Value::Bytes(vec![1])
         );
-        assert_eq!(snapshot_form(&ts, Value::NULL, None).unwrap(), Value::NULL);
+        assert_eq!(form(&ts, t2, &[0], None, Value::NULL).unwrap(), Value::NULL);
+        assert!(
+            epoch_value(i64::MAX, 0).is_err(),
+            "not a date: an error, not NULL"
+        );
+    }
+
+    fn changes() -> BinlogChanges {
+        let window = CdcWindow {
+            slot: String::new(),
+            publication: String::new(),
+            from: 0,
+            upto: 0,
+            max_changes: 1,
+            snapshot: false,
+            retained_wal: 0,
+        };
+        BinlogChanges::new(
+            "shop",
+            "docs",
+            Vec::new(),
+            vec!["id".into()],
+            true,
+            BinlogPosition { file: 1, offset: 4 },
+            &window,
+        )
+    }
+
+    #[test]
+    fn statements_that_change_the_table_without_rows_are_refused() {
+        let c = changes();
+        for sql in [
+            "DROP TABLE docs",
+            "DROP TABLE IF EXISTS `shop`.`docs`, other",
+            "RENAME TABLE docs TO docs_old, docs_new TO docs",
+            "CREATE OR REPLACE TABLE docs (id int)",
+            "CREATE TABLE IF NOT EXISTS shop.docs (id int)",
+            "ALTER TABLE docs TRUNCATE PARTITION p1",
+            "ALTER TABLE docs EXCHANGE PARTITION p1 WITH TABLE other",
+            "UPDATE docs SET note = 'x'",
+            "insert into `Docs` values (1)",
+            "DELETE FROM shop.docs WHERE id = 1",
+        ] {
+            assert!(c.statement_problem(sql, "shop").is_some(), "{sql}");
+        }
+        for sql in [
+            "BEGIN",
+            "COMMIT",
+            "XA COMMIT 'x'",
+            "ALTER TABLE docs ADD COLUMN extra int",
+            "ALTER TABLE docs MODIFY amount decimal(10,2)",
+            "CREATE INDEX i ON docs (note)",
+            "CREATE TABLE docs_copy LIKE docs",
+            "CREATE TABLE other.docs (id int)",
+            "GRANT SELECT ON shop.docs TO u",
+            "UPDATE other.docs SET x = 1",
+            "UPDATE docs_old SET note = 'docs'",
+            "INSERT INTO audit VALUES ('docs') /* docs */ -- docs",
+            "ANALYZE TABLE docs",
+        ] {
+            assert_eq!(c.statement_problem(sql, "shop"), None, "{sql}");
+        }
+        // Another database's statement names this table only when qualified.
+        assert!(c.statement_problem("DELETE FROM docs", "other").is_none());
+        assert!(
+            c.statement_problem("DELETE FROM shop.docs", "other")
+                .is_some()
+        );
     }
 
     #[test]
@@ -1490,12 +1906,24 @@ mod tests {
             C::MYSQL_TYPE_NEWDECIMAL,
             &[14, 4]
         ));
+        // A wider precision of the same scale: a column_types override of decimal(65,2), or
+        // a narrowed column with old changes unread; values too long fail the decoder.
+        assert!(logged_type_fits(
+            &decimal,
+            C::MYSQL_TYPE_NEWDECIMAL,
+            &[65, 2]
+        ));
         assert!(logged_type_fits(&MyType::Int32, C::MYSQL_TYPE_LONG, &[]));
+        assert!(
+            logged_type_fits(&MyType::Int32, C::MYSQL_TYPE_SHORT, &[]),
+            "widened since"
+        );
         assert!(!logged_type_fits(
             &MyType::Int32,
             C::MYSQL_TYPE_LONGLONG,
             &[]
         ));
+        assert!(!logged_type_fits(&MyType::Int16, C::MYSQL_TYPE_LONG, &[]));
         assert!(logged_type_fits(&MyType::Text, C::MYSQL_TYPE_VARCHAR, &[]));
         assert!(!logged_type_fits(&MyType::Text, C::MYSQL_TYPE_LONG, &[]));
         assert!(logged_type_fits(
@@ -1508,5 +1936,10 @@ mod tests {
             C::MYSQL_TYPE_TIME2,
             &[6]
         ));
+        assert_eq!(
+            logged_type_text(C::MYSQL_TYPE_NEWDECIMAL, &[10, 2]),
+            "decimal(10,2)"
+        );
+        assert_eq!(logged_type_text(C::MYSQL_TYPE_LONGLONG, &[]), "longlong");
     }
 }
