@@ -40,6 +40,28 @@ fn crashing(
     }
 }
 
+/// `args` run with a failpoint armed at `point` (`action`, e.g. `panic`): the process must
+/// die there.
+fn crash_at(scene: &SnowflakeScene, args: &[&str], point: &str, action: &str) {
+    let crashed = crashing(scene, args, Some(&format!("{point}={action}")));
+    let said = text(&crashed.stderr);
+    assert!(
+        !crashed.status.success() && said.contains("crashed:") && said.contains(point),
+        "{point}: the run did not crash there:\n{}",
+        both(&crashed)
+    );
+}
+
+/// `args` run again after a crash at `point`, as an operator would: it must succeed.
+fn rerun(scene: &SnowflakeScene, args: &[&str], point: &str) {
+    let rerun = crashing(scene, args, None);
+    assert!(
+        rerun.status.success(),
+        "{point}: the rerun failed:\n{}",
+        both(&rerun)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(
     not(feature = "failpoints"),
@@ -72,20 +94,9 @@ async fn sluice_run_recovers_exactly_from_a_crash_at_every_boundary() {
     let mut matrix = Vec::new();
     for (round, (point, action)) in POINTS.iter().enumerate() {
         change_orders(&pg, round as i64 + 1).await;
-        let crashed = sluice(&run, Some(&format!("{point}={action}")));
-        let said = text(&crashed.stderr);
-        assert!(
-            !crashed.status.success() && said.contains("crashed:") && said.contains(point),
-            "{point}: the run did not crash there:\n{}",
-            both(&crashed)
-        );
+        crash_at(&scene, &run, point, action);
         let crashed_run = state.list_runs(None, 1).await.unwrap().remove(0);
-        let rerun = sluice(&run, None);
-        assert!(
-            rerun.status.success(),
-            "{point}: the rerun failed:\n{}",
-            both(&rerun)
-        );
+        rerun(&scene, &run, point);
         let completed = recovery.assert_exact().await;
         let latest = state.list_runs(None, 1).await.unwrap().remove(0);
         let outcome = if latest.run_id == crashed_run.run_id {
@@ -142,21 +153,10 @@ async fn a_key_set_recovers_exactly_from_a_crash_at_every_boundary() {
     for (round, (point, action)) in POINTS.iter().enumerate() {
         let deleted = delete_orders(&pg, round as i64 + 1).await;
         assert!(deleted > 0, "round {round} deletes orders");
-        let crashed = sluice(&keyset, Some(&format!("{point}={action}")));
-        let said = text(&crashed.stderr);
-        assert!(
-            !crashed.status.success() && said.contains("crashed:") && said.contains(point),
-            "{point}: the key set did not crash there:\n{}",
-            both(&crashed)
-        );
+        crash_at(&scene, &keyset, point, action);
         let crashed_run = state.list_runs(None, 1).await.unwrap().remove(0);
         assert!(crashed_run.keyset);
-        let rerun = sluice(&keyset, None);
-        assert!(
-            rerun.status.success(),
-            "{point}: the rerun failed:\n{}",
-            both(&rerun)
-        );
+        rerun(&scene, &keyset, point);
         let completed = recovery.assert_exact().await;
         let latest = state.list_runs(None, 1).await.unwrap().remove(0);
         assert!(latest.keyset && latest.status == sluice_core::RunStatus::Completed);
@@ -274,20 +274,9 @@ async fn a_cdc_table_recovers_exactly_from_a_crash_at_every_boundary() {
             .await
             .unwrap();
         // A change run writes one batch and one file: its first hit of each point crashes.
-        let crashed = sluice(&run, Some(&format!("{point}=panic")));
-        let said = text(&crashed.stderr);
-        assert!(
-            !crashed.status.success() && said.contains("crashed:") && said.contains(point),
-            "{point}: the run did not crash there:\n{}",
-            both(&crashed)
-        );
+        crash_at(&scene, &run, point, "panic");
         let crashed_run = state.list_runs(None, 1).await.unwrap().remove(0);
-        let rerun = sluice(&run, None);
-        assert!(
-            rerun.status.success(),
-            "{point}: the rerun failed:\n{}",
-            both(&rerun)
-        );
+        rerun(&scene, &run, point);
         exact().await;
         let latest = state.list_runs(None, 1).await.unwrap().remove(0);
         matrix.push((
@@ -380,19 +369,8 @@ async fn a_binlog_cdc_table_recovers_exactly_from_a_crash_at_every_boundary() {
         ))
         .await
         .unwrap();
-        let crashed = sluice(&run, Some(&format!("{point}=panic")));
-        let said = text(&crashed.stderr);
-        assert!(
-            !crashed.status.success() && said.contains("crashed:") && said.contains(point),
-            "{point}: the run did not crash there:\n{}",
-            both(&crashed)
-        );
-        let rerun = sluice(&run, None);
-        assert!(
-            rerun.status.success(),
-            "{point}: the rerun failed:\n{}",
-            both(&rerun)
-        );
+        crash_at(&scene, &run, point, "panic");
+        rerun(&scene, &run, point);
         exact(&mut conn).await;
         let latest = state.list_runs(None, 1).await.unwrap().remove(0);
         assert!(
