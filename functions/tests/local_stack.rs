@@ -558,8 +558,23 @@ async fn a_chunk_that_fails_every_attempt_fails_its_run_through_the_destination(
     let s3 = sluice_tests::s3::s3_client(&s.moto.sdk_config().await);
     let keys = sluice_tests::s3::list_keys(&s3, &s.bucket).await;
     assert!(
-        keys.iter().all(|k| !k.contains(run_id)),
+        keys.iter()
+            .all(|k| !k.contains(run_id) || k.contains("/_runs/")),
         "files of the failed run remain: {keys:?}"
+    );
+    // Only its story, which says how it ended.
+    let story = keys
+        .iter()
+        .find(|k| k.contains(&format!("/_runs/{run_id}.json")))
+        .unwrap_or_else(|| panic!("no story of the failed run: {keys:?}"));
+    let body = sluice_tests::s3::get_object(&s3, &s.bucket, story).await;
+    let told: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(told["status"], "FAILED");
+    assert!(
+        told["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("failpoint extract-after-batch panic")),
+        "{told}"
     );
 }
 

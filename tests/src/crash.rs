@@ -2,7 +2,7 @@
 //! between rounds, and the exact state a recovered run must leave, checked against
 //! PostgreSQL, S3, the warehouse and the state store, never against what sluice reported.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 
 use sluice::state::StateStore;
@@ -130,12 +130,58 @@ impl Recovery<'_> {
         }
         let mut found_manifests = BTreeSet::new();
         let mut found_data = BTreeSet::new();
+        let mut found_stories = BTreeSet::new();
         for key in self.keys().await {
             if key.contains("/_manifests/") {
                 found_manifests.insert(key);
+            } else if key.contains("/_runs/") {
+                found_stories.insert(key);
             } else {
                 found_data.insert(key);
             }
+        }
+        // Every completed run told its story, and every story is an ended run's, saying how
+        // it ended.
+        let ended: BTreeMap<String, RunStatus> = runs
+            .iter()
+            .filter(|r| r.status.is_terminal() && r.keyset == self.keysets)
+            .map(|r| {
+                (
+                    format!("{}/_runs/{}.json", self.table_dir, r.run_id),
+                    r.status,
+                )
+            })
+            .collect();
+        for run in runs
+            .iter()
+            .filter(|r| r.status == RunStatus::Completed && r.keyset == self.keysets)
+        {
+            let key = format!("{}/_runs/{}.json", self.table_dir, run.run_id);
+            assert!(
+                found_stories.contains(&key),
+                "no story of run {}",
+                run.run_id
+            );
+        }
+        for key in &found_stories {
+            let status = ended
+                .get(key)
+                .unwrap_or_else(|| panic!("{key}: a story of no ended run"));
+            let body = self
+                .s3
+                .get_object()
+                .bucket(self.bucket)
+                .key(key)
+                .send()
+                .await
+                .unwrap()
+                .body
+                .collect()
+                .await
+                .unwrap()
+                .into_bytes();
+            let story: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(story["status"], status.to_string(), "{key}");
         }
         assert_eq!(found_data, data, "data files under {}", self.table_dir);
         assert_eq!(

@@ -579,7 +579,7 @@ pub fn data_files_under(out: &Path) -> Vec<String> {
             p.strip_prefix(&format!("{}/", out.display()))
                 .map(str::to_owned)
         })
-        .filter(|k| !k.contains("/_manifests/"))
+        .filter(|k| !k.contains("/_manifests/") && !k.contains("/_runs/"))
         .collect();
     files.sort();
     files

@@ -77,6 +77,12 @@ impl TableLayout {
     pub fn manifest(&self, run_id: RunId) -> String {
         format!("{}/_manifests/{run_id}.json", self.base)
     }
+
+    /// Where an ended run's story goes (see [`crate::run::run_story`]): beside the manifests,
+    /// so the lake keeps each table's run history after the state store's retention.
+    pub fn run_story(&self, run_id: RunId) -> String {
+        format!("{}/_runs/{run_id}.json", self.base)
+    }
 }
 
 #[cfg(test)]

@@ -525,6 +525,40 @@ impl RunRecord {
     }
 }
 
+/// An ended run's story, as sluice writes it to `_runs/<run_id>.json` beside the table's
+/// manifests: one line of JSON (JSON Lines, which Athena's and Glue's JSON readers take),
+/// a flat summary a query can filter on without knowing the record's shape, then the whole
+/// record (plan, chunks, files, phase timings, warnings, merge counts, the first error) under
+/// `record`. The README documents the fields.
+pub fn run_story(record: &RunRecord) -> Result<Vec<u8>, serde_json::Error> {
+    let phase_seconds: BTreeMap<String, f64> = record
+        .phases
+        .iter()
+        .filter_map(|(status, timing)| Some((status.to_string(), timing.seconds()?)))
+        .collect();
+    let story = serde_json::json!({
+        "run_id": record.run_id.to_string(),
+        "table_key": record.table_key,
+        "status": record.status.to_string(),
+        "created_at": record.created_at,
+        "ended_at": record.updated_at,
+        "seconds": (record.updated_at - record.created_at).num_milliseconds() as f64 / 1000.0,
+        "rows": record.rows(),
+        "bytes": record.bytes(),
+        "files": record.files(),
+        "loaded_rows": record.loaded_rows,
+        "merge": record.merge,
+        "watermark_before": record.watermark_before.as_ref().map(ToString::to_string),
+        "watermark_committed": record.watermark_committed.as_ref().map(ToString::to_string),
+        "error": record.error.as_ref().map(|e| e.message.clone()),
+        "phase_seconds": phase_seconds,
+        "record": record,
+    });
+    let mut line = serde_json::to_vec(&story)?;
+    line.push(b'\n');
+    Ok(line)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

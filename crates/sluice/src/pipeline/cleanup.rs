@@ -28,6 +28,9 @@ impl Pipeline {
             self.remove_run_files(crashed, plan, &BTreeSet::new(), true)
                 .await;
         }
+        if let Ok(Some(whole)) = self.state.get_run(crashed).await {
+            self.write_run_story(&whole).await;
+        }
     }
 
     /// Marks a run FAILED with its first error and releases the table's lease. The watermark
@@ -77,7 +80,54 @@ impl Pipeline {
                 .await;
         }
         // The whole record, with the chunks it got through, once per failure.
-        Ok(self.state.get_run(run_id).await?.unwrap_or(record))
+        let record = self.state.get_run(run_id).await?.unwrap_or(record);
+        self.write_run_story(&record).await;
+        Ok(record)
+    }
+
+    /// Writes an ended run's story (`_runs/<run_id>.json`, see
+    /// [`sluice_core::run::run_story`]) beside the table's manifests, again each time the run
+    /// is seen ending (a retried finalize or failure rewrites the same run's file with what it
+    /// knows now). Best effort: the run's outcome stands if the write fails, and is logged.
+    pub(super) async fn write_run_story(&self, record: &RunRecord) {
+        let Some(layout) = self.story_layout(record) else {
+            return;
+        };
+        let key = layout.run_story(record.run_id);
+        let body = match sluice_core::run::run_story(record) {
+            Ok(body) => body,
+            Err(e) => {
+                warn!(run_id = %record.run_id, error = %e, "serialising the run's story failed");
+                return;
+            }
+        };
+        match put_bytes(self.sink.as_ref(), &key, Bytes::from(body)).await {
+            Ok(bytes) => info!(run_id = %record.run_id, %key, bytes, "run story written"),
+            Err(e) => {
+                warn!(run_id = %record.run_id, %key, error = %e, "writing the run's story failed")
+            }
+        }
+    }
+
+    /// The layout a run's story goes under: its plan's, or, for a run that failed before it
+    /// had one, the one its table key and source say.
+    fn story_layout(&self, record: &RunRecord) -> Option<TableLayout> {
+        if let Some(plan) = &record.plan {
+            return self.layout_of(record.run_id, plan).ok();
+        }
+        let (source, table) = record.table_key.split_once('/')?;
+        let engine = self.sources.get(source)?.engine();
+        let layout = if record.keyset {
+            TableLayout::keysets
+        } else {
+            TableLayout::new
+        };
+        Some(layout(
+            self.options.prefix.as_deref(),
+            engine,
+            source,
+            table,
+        ))
     }
 
     /// Deletes what no loader should see of a run: its data files in its date/hour partition

@@ -29,6 +29,7 @@ impl Pipeline {
         if record.status == RunStatus::Completed {
             // A finalize that died between completing the run and giving the lease back is
             // retried here: without this the table would stay leased until the lease lapses.
+            self.write_run_story(&record).await;
             self.state.release_lease(&record.table_key, run_id).await?;
             return Ok(record);
         }
@@ -166,6 +167,7 @@ impl Pipeline {
             // The update answers with the header; the chunks read at the start are the run's.
             completed.chunks = record.chunks.clone();
             let record = completed;
+            self.write_run_story(&record).await;
             fail::fail_point!("finalize-before-lease-release");
             self.state.release_lease(&key, run_id).await?;
             info!(
