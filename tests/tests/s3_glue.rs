@@ -196,14 +196,21 @@ async fn a_multi_file_run_lands_under_its_keys_with_the_manifest_last_and_is_cat
     }
     let mut expected: Vec<String> = manifest.files.iter().map(|f| f.key.clone()).collect();
     expected.push(manifest_key.clone());
+    expected.push(format!(
+        "{}/postgres/shop/public.blob/_runs/{}.json",
+        h.prefix, record.run_id
+    ));
     expected.sort();
     assert_eq!(h.keys().await, expected);
 
-    // The manifest became visible after every data file; files above 5 MiB went multipart
-    // and no upload was left open.
+    // The manifest became visible after every data file (and only the run's story, written
+    // once the run completed, after it); files above 5 MiB went multipart and no upload was
+    // left open.
     let completed = h.log.completed.lock().unwrap().clone();
-    assert_eq!(completed.last(), Some(&manifest_key), "{completed:?}");
-    assert_eq!(completed.len(), manifest.files.len() + 1);
+    let (story, written) = completed.split_last().unwrap();
+    assert!(story.ends_with(&format!("/_runs/{}.json", record.run_id)));
+    assert_eq!(written.last(), Some(&manifest_key), "{completed:?}");
+    assert_eq!(written.len(), manifest.files.len() + 1);
     assert!(h.log.parts_sent.load(Ordering::SeqCst) >= 2);
     assert!(h.pending_uploads().await.is_empty());
 
@@ -457,6 +464,10 @@ async fn a_broken_upload_leaves_nothing_and_a_retried_chunk_overwrites_its_own_f
     let manifest = h.manifest(&done).await;
     let mut expected: Vec<String> = manifest.files.iter().map(|f| f.key.clone()).collect();
     expected.push(done.manifest_key.clone().unwrap());
+    expected.push(format!(
+        "{}/postgres/shop/public.blob/_runs/{run_id}.json",
+        h.prefix
+    ));
     expected.push(other_run.clone());
     expected.sort();
     assert_eq!(
@@ -632,7 +643,20 @@ async fn a_bad_prefix_a_missing_bucket_or_glue_database_fails_the_run_and_keeps_
     let mut expected: Vec<String> = good.files.iter().map(|f| f.key.clone()).collect();
     expected.push(first.manifest_key.clone().unwrap());
     expected.sort();
-    assert_eq!(list_keys(&s3, &bucket).await, expected);
+    let (stories, data): (Vec<String>, Vec<String>) = list_keys(&s3, &bucket)
+        .await
+        .into_iter()
+        .partition(|k| k.contains("/_runs/"));
+    assert_eq!(data, expected);
+    // Beside them only the runs' stories: the good run's and the one failed at the catalog
+    // (the runs failed by a bad prefix or a missing bucket could write none).
+    assert_eq!(stories.len(), 2, "{stories:?}");
+    assert!(
+        stories
+            .iter()
+            .any(|k| k.ends_with(&format!("/_runs/{}.json", first.run_id))),
+        "{stories:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

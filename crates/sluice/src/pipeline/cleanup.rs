@@ -112,6 +112,12 @@ impl Pipeline {
     /// The layout a run's story goes under: its plan's, or, for a run that failed before it
     /// had one, the one its table key and source say.
     fn story_layout(&self, record: &RunRecord) -> Option<TableLayout> {
+        // A prefix that failed the run (see planning) gets no keys either.
+        if let Some(prefix) = &self.options.prefix
+            && sluice_core::output::check_prefix(prefix).is_err()
+        {
+            return None;
+        }
         if let Some(plan) = &record.plan {
             return self.layout_of(record.run_id, plan).ok();
         }
