@@ -438,19 +438,7 @@ async fn a_column_added_mid_stream_evolves_and_a_retyped_one_fails_until_a_new_s
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         open.batch_execute("COMMIT").await.unwrap();
     });
-    let reload =
-        w.h.pipeline
-            .run_table_with(
-                w.table(),
-                &Quiet,
-                sluice::pipeline::RunStart {
-                    full_reload: true,
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
-    assert_eq!(reload.status, RunStatus::Completed, "{:?}", reload.error);
+    cdc::full_reload(&w.h, w.table()).await;
     committer.await.unwrap();
     w.run().await;
     w.assert_staging_is_source("a new snapshot after the retype")
