@@ -464,21 +464,18 @@ async fn planned_columns(
     database: &str,
     reads: &[(super::types::MyColumn, super::types::ColumnRead)],
 ) -> Result<Vec<PlannedColumn>> {
-    let details: Vec<(String, Option<String>, Option<u64>)> = conn
+    let charsets: Vec<(String, Option<String>)> = conn
         .exec(
-            "SELECT COLUMN_NAME, CHARACTER_SET_NAME, CHARACTER_OCTET_LENGTH FROM information_schema.COLUMNS \
+            "SELECT COLUMN_NAME, CHARACTER_SET_NAME FROM information_schema.COLUMNS \
              WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
             (database, &name.name),
         )
         .await
         .map_err(query_error(name))?;
-    let details: HashMap<String, (Option<String>, Option<u64>)> = details
-        .into_iter()
-        .map(|(c, charset, octets)| (c, (charset, octets)))
-        .collect();
+    let charsets: HashMap<String, Option<String>> = charsets.into_iter().collect();
     let mut planned = Vec::with_capacity(reads.len());
     for (column, read) in reads {
-        let (charset, octets) = details.get(&column.name).cloned().unwrap_or_default();
+        let charset = charsets.get(&column.name).cloned().flatten();
         if let Some(charset) = &charset
             && !UTF8_CHARSETS.contains(&charset.to_ascii_lowercase().as_str())
         {
@@ -490,7 +487,6 @@ async fn planned_columns(
                 ),
             ));
         }
-        let _ = octets;
         let lowered = column.column_type.to_ascii_lowercase();
         // A negative TIME with one or two fractional digits underflows in mysql_common's
         // decoding (0.37: `frac -= 0x100` on an unsigned value), and would be written wrong.
@@ -990,7 +986,8 @@ impl BinlogChanges {
                 let id = rows.table_id();
                 let Some(shape) = self.shapes.get(&id).cloned() else {
                     if self.others.contains(&id) {
-                        self.changes += rows_count_hint(&rows);
+                        // Not decoded: each event of another table counts as one change.
+                        self.changes += 1;
                         return Ok(());
                     }
                     return Err(self.error(format!(
@@ -1352,12 +1349,6 @@ impl BinlogChanges {
         }
         Ok(self.at)
     }
-}
-
-/// How many rows a rows event of another table holds, for `max_changes`: its rows are not
-/// decoded, so each event counts as one.
-fn rows_count_hint(_rows: &RowsEventData<'_>) -> u64 {
-    1
 }
 
 /// Whether a column logged as `found` (with its table-map metadata) can still be read as the
