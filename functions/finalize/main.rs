@@ -1,6 +1,7 @@
 //! The finalize function: loads a run whose chunks are all done (manifest, Glue, COPY, merge,
-//! gold, watermark) and completes it, or marks it FAILED. It is also the on-failure
-//! destination of `extract` and of itself: an event that failed every attempt fails its run.
+//! watermark) and completes it, or marks it FAILED; once every run of a batch has ended, it
+//! runs the batch's gold. It is also the on-failure destination of `extract` and of itself:
+//! an event that failed every attempt fails its run (or its batch's gold).
 
 use lambda_runtime::LambdaEvent;
 use serde_json::Value;
@@ -21,6 +22,15 @@ async fn handle(functions: &Functions, event: LambdaEvent<Value>) -> Result<Valu
                 }
             }
         }
+        FinalizeFunctionEvent::Gold(request) => match functions.run_gold(&request).await {
+            Ok(gold) => answer(serde_json::json!({"gold_batch": request.gold_batch, "gold": gold})),
+            // Lambda retries the event: the retry holds the same claim and carries on.
+            Err(e) if e.is_retryable() => Err(e.into()),
+            Err(e) => {
+                tracing::error!(error = %e, "the batch's gold cannot run");
+                answer(serde_json::json!({"gold_batch": request.gold_batch, "error": e.to_string()}))
+            }
+        },
         FinalizeFunctionEvent::Finalize(request) => {
             let done = functions
                 .finalize(request)

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use sluice_core::run::RunKind;
 
-use crate::invoke::{ExtractFunctionEvent, FinalizeEvent};
+use crate::invoke::{ExtractFunctionEvent, FinalizeEvent, GoldEvent};
 
 /// Direct invocation of the trigger by an operator (`sluice trigger`).
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -158,6 +158,8 @@ impl DestinationRecord {
 #[derive(Debug)]
 pub enum FinalizeFunctionEvent {
     Finalize(FinalizeEvent),
+    /// Every run of a batch ended: run its gold.
+    Gold(GoldEvent),
     Exhausted(Box<DestinationRecord>),
 }
 
@@ -168,9 +170,20 @@ impl FinalizeFunctionEvent {
                 .map(|r| FinalizeFunctionEvent::Exhausted(Box::new(r)))
                 .map_err(|e| format!("not a Lambda destination record: {e}"));
         }
+        if payload.get("gold_batch").is_some() {
+            return serde_json::from_value(payload)
+                .map(FinalizeFunctionEvent::Gold)
+                .map_err(|e| {
+                    format!("expected {{\"gold_batch\": \"…\", \"holder\": \"…\"}}: {e}")
+                });
+        }
         serde_json::from_value(payload)
             .map(FinalizeFunctionEvent::Finalize)
-            .map_err(|e| format!("expected {{\"run_id\": \"…\"}} or a destination record: {e}"))
+            .map_err(|e| {
+                format!(
+                    "expected {{\"run_id\": \"…\"}}, {{\"gold_batch\": \"…\", \"holder\": \"…\"}} or a destination record: {e}"
+                )
+            })
     }
 }
 

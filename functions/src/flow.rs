@@ -15,11 +15,14 @@ use serde::Serialize;
 use sluice_core::external_function::answer::{
     AlreadyRunning, ResponseBody, RowError, RowResult, RunSummary,
 };
-use sluice_core::external_function::batch::{BatchAnswer, BatchRecord, BatchRow, batch_answer};
+use sluice_core::external_function::batch::{
+    ANSWER_WITHIN, BatchAnswer, BatchRecord, BatchRow, batch_answer,
+};
 use sluice_core::external_function::{IngestRequest, Row, StatusRequest};
 use sluice_core::plan::ChunkChains;
 use sluice_core::run::RunKind;
 use sluice_core::schedule::{Schedule, keyset_due};
+use sluice_core::gold::GoldRecord;
 use sluice_core::{Config, RunId, RunRecord, RunStatus};
 use thiserror::Error;
 use tracing::{Instrument, info, info_span, warn};
@@ -30,8 +33,8 @@ use sluice::{PipelineError, Quiet, RunStart, Started as RunStarted};
 use crate::deployment::{Deployment, DeploymentError};
 use crate::events::{DestinationRecord, ExhaustedEvent, TriggerTables};
 use crate::invoke::{
-    ExtractEvent, ExtractFunctionEvent, FinalizeEvent, InvokeError, PlanEvent, ResumeEvent,
-    event_bytes,
+    ExtractEvent, ExtractFunctionEvent, FinalizeEvent, GoldEvent, InvokeError, PlanEvent,
+    ResumeEvent, event_bytes,
 };
 
 /// Rows of one batch started at once: each is a few state writes and one invoke.
@@ -195,6 +198,36 @@ pub struct Functions {
     pub deployment: Deployment,
 }
 
+/// What a batch's answer says of its gold.
+enum BatchGold {
+    /// No gold reads its tables (or Snowflake's patience ran out): answer now.
+    None,
+    /// Gold is due and has not finished: ask again.
+    Pending,
+    /// It ran: each row says what of it read its table.
+    Ran(GoldRecord),
+}
+
+/// `body` with each run's gold said (see [`RunSummary::gold`]).
+fn with_gold(mut body: ResponseBody, gold: &GoldRecord) -> ResponseBody {
+    for (_, result) in &mut body.data {
+        if let RowResult::Run(summary) = result {
+            summary.gold = gold.summary_for(&summary.table);
+        }
+    }
+    body
+}
+
+/// Snowflake's rows as `(source/table, kind)` selections.
+fn ingest_rows(rows: Vec<Row<IngestRequest>>) -> Vec<Row<(String, RunKind)>> {
+    rows.into_iter()
+        .map(|Row { row, request }| Row {
+            row,
+            request: request.map(|r| (format!("{}/{}", r.source, r.table), r.kind)),
+        })
+        .collect()
+}
+
 /// Names the event's run in its span, and answers for an event whose run already ended
 /// (a late or duplicated delivery): nothing is done for it.
 fn skipped_if_ended(record: &RunRecord, chunk: Option<u32>) -> Option<StepOutcome> {
@@ -260,29 +293,9 @@ impl Functions {
             }
             Err(e) => return Reply::Failed(format!("recording the batch: {e}")),
         }
-        let started = self.start_rows(rows).await;
         // Snowflake's 10 minutes run from its POST: the claim's time stays.
-        let record = BatchRecord {
-            started: true,
-            rows: started
-                .into_iter()
-                .map(|(row, started)| match started {
-                    Started::Run(record) => BatchRow {
-                        row,
-                        run_id: Some(record.run_id),
-                        answer: None,
-                    },
-                    Started::Answer(answer) => BatchRow {
-                        row,
-                        run_id: None,
-                        answer: Some(answer),
-                    },
-                })
-                .collect(),
-            ..claim
-        };
-        if let Err(e) = state.save_batch(&record).await {
-            return Reply::Failed(format!("recording the batch: {e}"));
+        if let Err(e) = self.start_in_batch(claim, ingest_rows(rows)).await {
+            return Reply::Failed(e);
         }
         self.poll_batch(batch_id).await
     }
@@ -290,7 +303,7 @@ impl Functions {
     /// `POST /ingest_async` (and `/ingest` without a batch id): starts the runs and answers
     /// each row with its run id at once.
     pub async fn ingest_now(&self, rows: Vec<Row<IngestRequest>>) -> Reply {
-        let started = self.start_rows(rows).await;
+        let started = self.start_new_batch("ingest", ingest_rows(rows)).await;
         Reply::Rows(ResponseBody::new(
             started.into_iter().map(|(row, s)| (row, s.result())),
         ))
@@ -329,11 +342,43 @@ impl Functions {
         }
         match batch_answer(&batch, &runs, Utc::now()) {
             BatchAnswer::Pending => Reply::Pending,
-            BatchAnswer::Done(body) => Reply::Rows(body),
+            BatchAnswer::Done(body) => match self.batch_gold(&batch, &runs).await {
+                Ok(BatchGold::Pending) => Reply::Pending,
+                Ok(BatchGold::Ran(gold)) => Reply::Rows(with_gold(body, &gold)),
+                Ok(BatchGold::None) => Reply::Rows(body),
+                Err(e) => Reply::Failed(format!("reading the batch's gold: {e}")),
+            },
             BatchAnswer::Abandoned => Reply::Failed(format!(
                 "batch '{batch_id}' was never started: the request that began it failed; run the query again"
             )),
         }
+    }
+
+    /// Whether the answer to a batch whose runs all ended waits for its gold: while gold that
+    /// reads its tables has not finished, and Snowflake's patience lasts.
+    async fn batch_gold(
+        &self,
+        batch: &BatchRecord,
+        runs: &BTreeMap<RunId, RunRecord>,
+    ) -> Result<BatchGold> {
+        if let Some(gold) = self.deployment.state.get_gold(&batch.batch_id).await? {
+            return Ok(match gold.finished {
+                true => BatchGold::Ran(gold),
+                false if Utc::now() - batch.created_at < ANSWER_WITHIN => BatchGold::Pending,
+                false => BatchGold::None,
+            });
+        }
+        let config = self.deployment.config().await?;
+        if config.gold.is_empty() || Utc::now() - batch.created_at >= ANSWER_WITHIN {
+            return Ok(BatchGold::None);
+        }
+        let steps = config
+            .gold_graph()
+            .batch_steps(&sluice_core::gold::table_outcomes(runs.values()));
+        Ok(match steps.is_empty() {
+            true => BatchGold::None,
+            false => BatchGold::Pending,
+        })
     }
 
     /// A run still waiting for its plan after its planning lease lapsed lost its planner (it
@@ -352,16 +397,15 @@ impl Functions {
             return Ok(record);
         }
         let pipeline = self.deployment.pipeline(&Config::default(), &[]).await?;
-        Ok(pipeline
-            .fail_run(
-                record.run_id,
-                format!(
-                    "its planner did not finish within SLUICE_PLAN_TIMEOUT ({}s): it stopped or never started; nothing was extracted and the table is free again",
-                    self.deployment.settings.plan_timeout.as_secs()
-                ),
-                None,
-            )
-            .await?)
+        Ok(crate::metrics::counted(pipeline.fail_run(
+            record.run_id,
+            format!(
+                "its planner did not finish within SLUICE_PLAN_TIMEOUT ({}s): it stopped or never started; nothing was extracted and the table is free again",
+                self.deployment.settings.plan_timeout.as_secs()
+            ),
+            None,
+        ))
+        .await?)
     }
 
     /// `POST /status`: each row's run story.
@@ -384,8 +428,13 @@ impl Functions {
         Reply::Rows(ResponseBody::new(results))
     }
 
-    /// An operator's direct invocation: starts the named tables.
+    /// An operator's direct invocation: starts the named tables, as one batch.
     pub async fn trigger_tables(&self, request: TriggerTables) -> TablesAnswer {
+        self.start_tables(request, "operator").await
+    }
+
+    /// Starts the tables of `request` as one batch whose id begins with `origin`.
+    async fn start_tables(&self, request: TriggerTables, origin: &str) -> TablesAnswer {
         let kind = request.kind();
         let rows = request
             .tables
@@ -396,7 +445,7 @@ impl Functions {
                 request: kind.clone().map(|kind| (selector.clone(), kind)),
             })
             .collect();
-        let started = self.start_selected(rows).await;
+        let started = self.start_new_batch(origin, rows).await;
         TablesAnswer {
             runs: started
                 .into_iter()
@@ -466,31 +515,87 @@ impl Functions {
                 continue;
             }
             let started = self
-                .trigger_tables(TriggerTables {
-                    tables,
-                    full_reload: false,
-                    keyset,
-                })
+                .start_tables(
+                    TriggerTables {
+                        tables,
+                        full_reload: false,
+                        keyset,
+                    },
+                    "schedule",
+                )
                 .await;
             runs.extend(started.runs);
         }
         Ok(TablesAnswer { runs })
     }
 
-    async fn start_rows(&self, rows: Vec<Row<IngestRequest>>) -> Vec<(u64, Started)> {
-        let rows = rows
-            .into_iter()
-            .map(|Row { row, request }| Row {
-                row,
-                request: request.map(|r| (format!("{}/{}", r.source, r.table), r.kind)),
-            })
-            .collect();
-        self.start_selected(rows).await
+    /// Starts the rows of a new batch (an operator's or a schedule's tables, rows without
+    /// Snowflake's batch id) under an id of its own, `<origin>-<ULID>`. The runs start even if
+    /// the batch cannot be recorded; its gold then does not run (said in the log).
+    async fn start_new_batch(
+        &self,
+        origin: &str,
+        rows: Vec<Row<(String, RunKind)>>,
+    ) -> Vec<(u64, Started)> {
+        let claim = BatchRecord::claim(&format!("{origin}-{}", RunId::new()), Utc::now());
+        if let Err(e) = self.deployment.state.create_batch(&claim).await {
+            warn!(batch_id = %claim.batch_id, error = %e, "recording the batch failed; its runs start without gold");
+            return self.start_selected(rows, None).await;
+        }
+        match self.start_in_batch(claim, rows).await {
+            Ok(started) => started,
+            Err(e) => {
+                warn!(error = %e, "its runs started, but their batch's gold will not run");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Starts `rows` as the batch `claim` claimed, records which run each row started, and
+    /// hands the batch's gold on at once if every run already ended (they all failed to start,
+    /// say). `Err` when the batch could not be recorded.
+    async fn start_in_batch(
+        &self,
+        claim: BatchRecord,
+        rows: Vec<Row<(String, RunKind)>>,
+    ) -> Result<Vec<(u64, Started)>, String> {
+        let started = self.start_selected(rows, Some(&claim.batch_id)).await;
+        let record = BatchRecord {
+            started: true,
+            rows: started
+                .iter()
+                .map(|(row, started)| match started {
+                    Started::Run(record) => BatchRow {
+                        row: *row,
+                        run_id: Some(record.run_id),
+                        answer: None,
+                    },
+                    Started::Answer(answer) => BatchRow {
+                        row: *row,
+                        run_id: None,
+                        answer: Some(answer.clone()),
+                    },
+                })
+                .collect(),
+            ..claim
+        };
+        if let Err(e) = self.deployment.state.save_batch(&record).await {
+            return Err(format!("recording the batch: {e}"));
+        }
+        if let Err(e) = self.hand_on_gold(&record.batch_id, "trigger").await {
+            warn!(batch_id = %record.batch_id, error = %e, "handing the batch's gold on failed; the end of its last run does it");
+        }
+        Ok(started)
     }
 
     /// Starts a run of each `(selector, kind)` row, a few at once, answering in the rows'
-    /// order. The config is read once for the whole batch.
-    async fn start_selected(&self, rows: Vec<Row<(String, RunKind)>>) -> Vec<(u64, Started)> {
+    /// order, each run recorded as part of `batch_id`. The config is read once for the whole
+    /// batch.
+    async fn start_selected(
+        &self,
+        rows: Vec<Row<(String, RunKind)>>,
+        batch_id: Option<&str>,
+    ) -> Vec<(u64, Started)> {
         let config = match self.deployment.config().await {
             Ok(config) => config,
             Err(e) => {
@@ -511,7 +616,9 @@ impl Functions {
             .map(|Row { row, request }| async move {
                 let started = match request {
                     Err(message) => Started::Answer(RowError::new(message).into()),
-                    Ok((selector, kind)) => self.start_run(config, &selector, kind).await,
+                    Ok((selector, kind)) => {
+                        self.start_run(config, &selector, kind, batch_id).await
+                    }
                 };
                 (row, started)
             })
@@ -528,7 +635,13 @@ impl Functions {
     /// integration timeout") however slow the source: connecting, reading the catalog and the
     /// bounds happen behind the answer. A planner that never runs or dies leaves the table
     /// leased no longer than the plan timeout.
-    async fn start_run(&self, config: &Config, selector: &str, kind: RunKind) -> Started {
+    async fn start_run(
+        &self,
+        config: &Config,
+        selector: &str,
+        kind: RunKind,
+        batch_id: Option<&str>,
+    ) -> Started {
         let table = match config.find_table(selector) {
             Ok(table) => table,
             Err(message) => return Started::Answer(RowError::new(message).into()),
@@ -574,6 +687,20 @@ impl Functions {
         };
         let run_id = record.run_id;
         let handed = async {
+            // Before anyone else works on the run, so its end finds its batch.
+            if let Some(batch_id) = batch_id {
+                let batch_id = batch_id.to_owned();
+                self.deployment
+                    .state
+                    .update_run(
+                        run_id,
+                        Box::new(move |r| {
+                            r.batch_id = Some(batch_id);
+                            Ok(())
+                        }),
+                    )
+                    .await?;
+            }
             let function = self.extract_function()?;
             self.deployment
                 .invoker
@@ -587,13 +714,12 @@ impl Functions {
                 info!(%run_id, table = %key, "{what}");
                 Started::Run(Box::new(record))
             }
-            Err(e) => match pipeline
-                .fail_run(
-                    run_id,
-                    format!("handing the run to its planner failed: {e}"),
-                    None,
-                )
-                .await
+            Err(e) => match crate::metrics::counted(pipeline.fail_run(
+                run_id,
+                format!("handing the run to its planner failed: {e}"),
+                None,
+            ))
+            .await
             {
                 Ok(record) => Started::Run(Box::new(record)),
                 Err(fail) => Started::Answer(
@@ -655,28 +781,31 @@ impl Functions {
                         + chrono::Duration::from_std(budget).unwrap_or(chrono::Duration::zero());
                     let sourceless = self.deployment.pipeline(&config, &[]).await?;
                     if !state.renew_lease(&key, run_id, until).await? {
-                        let record = sourceless
-                            .fail_run(
-                                run_id,
-                                format!(
-                                    "planning did not start before the table's planning lease lapsed (SLUICE_PLAN_TIMEOUT, {}s)",
-                                    self.deployment.settings.plan_timeout.as_secs()
-                                ),
-                                None,
-                            )
-                            .await?;
+                        let record = crate::metrics::counted(sourceless.fail_run(
+                            run_id,
+                            format!(
+                                "planning did not start before the table's planning lease lapsed (SLUICE_PLAN_TIMEOUT, {}s)",
+                                self.deployment.settings.plan_timeout.as_secs()
+                            ),
+                            None,
+                        ))
+                        .await?;
                         return Ok(StepOutcome::run(&record));
                     }
                     let table = match config.find_table(&key) {
                         Ok(table) => table,
                         Err(message) => {
-                            let record = sourceless
-                                .fail_run(run_id, format!("cannot plan: {message}"), None)
-                                .await?;
+                            let record = crate::metrics::counted(sourceless.fail_run(
+                                run_id,
+                                format!("cannot plan: {message}"),
+                                None,
+                            ))
+                            .await?;
                             return Ok(StepOutcome::run(&record));
                         }
                     };
                     let pipeline = self.deployment.pipeline(&config, &[&table.source]).await?;
+                    let since = Utc::now();
                     match tokio::time::timeout(budget, pipeline.plan_opened_run(table, run_id))
                         .await
                     {
@@ -690,6 +819,7 @@ impl Functions {
                                 .get_run_header(run_id)
                                 .await?
                                 .ok_or(StateError::RunNotFound(run_id))?;
+                            crate::metrics::run_ended(&record, since);
                             return Ok(StepOutcome::run(&record));
                         }
                         Err(_) => {
@@ -706,16 +836,15 @@ impl Functions {
                                     skipped: current.status,
                                 });
                             }
-                            let record = pipeline
-                                .fail_run(
-                                    run_id,
-                                    format!(
-                                        "planning did not finish within {}s (SLUICE_PLAN_TIMEOUT, or the function's time left): is the source reachable and answering?",
-                                        budget.as_secs()
-                                    ),
-                                    None,
-                                )
-                                .await?;
+                            let record = crate::metrics::counted(pipeline.fail_run(
+                                run_id,
+                                format!(
+                                    "planning did not finish within {}s (SLUICE_PLAN_TIMEOUT, or the function's time left): is the source reachable and answering?",
+                                    budget.as_secs()
+                                ),
+                                None,
+                            ))
+                            .await?;
                             return Ok(StepOutcome::run(&record));
                         }
                     }
@@ -726,13 +855,12 @@ impl Functions {
                     .unwrap_or(chrono::Duration::hours(2));
             if !state.renew_lease(&key, run_id, lease_until).await? {
                 let pipeline = self.deployment.pipeline(&config, &[]).await?;
-                let record = pipeline
-                    .fail_run(
-                        run_id,
-                        "the table's lease lapsed while the run was planned (SLUICE_PLAN_TIMEOUT); no chunk was started".into(),
-                        None,
-                    )
-                    .await?;
+                let record = crate::metrics::counted(pipeline.fail_run(
+                    run_id,
+                    "the table's lease lapsed while the run was planned (SLUICE_PLAN_TIMEOUT); no chunk was started".into(),
+                    None,
+                ))
+                .await?;
                 return Ok(StepOutcome::run(&record));
             }
             self.fan_out(&config, &record).await
@@ -793,9 +921,12 @@ impl Functions {
             Err(e) => {
                 // Chunks already sent find the run FAILED and stop.
                 let pipeline = self.deployment.pipeline(config, &[]).await?;
-                let record = pipeline
-                    .fail_run(run_id, format!("fanning out the chunks failed: {e}"), None)
-                    .await?;
+                let record = crate::metrics::counted(pipeline.fail_run(
+                    run_id,
+                    format!("fanning out the chunks failed: {e}"),
+                    None,
+                ))
+                .await?;
                 Ok(StepOutcome::run(&record))
             }
         }
@@ -850,9 +981,12 @@ impl Functions {
             }
             let Some(plan) = record.plan.as_ref() else {
                 let pipeline = self.deployment.pipeline(&Config::default(), &[]).await?;
-                let record = pipeline
-                    .fail_run(run_id, "cannot resume a run without a plan".into(), None)
-                    .await?;
+                let record = crate::metrics::counted(pipeline.fail_run(
+                    run_id,
+                    "cannot resume a run without a plan".into(),
+                    None,
+                ))
+                .await?;
                 return Ok(StepOutcome::run(&record));
             };
             // One delivery carries the takeover out; a duplicate would remove the files the
@@ -948,7 +1082,8 @@ impl Functions {
                         let message = format!(
                             "chunk {chunk} did not finish within {why}: make chunks smaller (partition.chunk_rows, or more partition.chunks) or raise the limit"
                         );
-                        let record = pipeline.fail_run(run_id, message, Some(chunk)).await?;
+                        let record =
+                            crate::metrics::counted(pipeline.fail_run(run_id, message, Some(chunk))).await?;
                         return Ok(StepOutcome::run(&record));
                     }
                 },
@@ -1038,10 +1173,14 @@ impl Functions {
                 Some(header) => Some(pipeline.keep_lease(header.table_key, run_id)),
                 None => None,
             };
-            match pipeline.finalize_run(run_id).await {
-                Ok(record) => Ok(record),
-                Err(e) => Ok(pipeline.fail_run(run_id, e.to_string(), None).await?),
-            }
+            crate::metrics::counted(async {
+                match pipeline.finalize_run(run_id).await {
+                    Ok(record) => Ok(record),
+                    Err(e) => pipeline.fail_run(run_id, e.to_string(), None).await,
+                }
+            })
+            .await
+            .map_err(Into::into)
         }
         .instrument(info_span!("finalize", %run_id))
         .await
@@ -1050,7 +1189,32 @@ impl Functions {
     /// The end of an asynchronous step whose error trying again cannot cure: the run, if it
     /// is still going, fails with the error (its lease released, the watermark unmoved), and
     /// the handler answers instead of asking Lambda to retry. Retryable errors are passed on.
+    ///
+    /// A step after which the run has ended (or finds it ended: a late duplicate, a retry
+    /// after a crash) hands its batch's gold on when it was the batch's last run.
     pub async fn settle(
+        &self,
+        run_id: RunId,
+        chunk: Option<u32>,
+        result: Result<StepOutcome>,
+    ) -> Result<StepOutcome> {
+        let outcome = self.settle_step(run_id, chunk, result).await?;
+        let ended = match &outcome {
+            StepOutcome::Run(summary) => summary.status.is_terminal(),
+            StepOutcome::Skipped { .. } => true,
+            StepOutcome::Chunk { .. } | StepOutcome::Ignored { .. } => false,
+        };
+        if ended && let Err(e) = self.after_run_ended(run_id).await {
+            // Retried, the event finds its run ended and hands the gold on again.
+            if e.is_retryable() {
+                return Err(e);
+            }
+            warn!(%run_id, error = %e, "handing the batch's gold on failed");
+        }
+        Ok(outcome)
+    }
+
+    async fn settle_step(
         &self,
         run_id: RunId,
         chunk: Option<u32>,
@@ -1075,7 +1239,7 @@ impl Functions {
         }
         warn!(%run_id, chunk, error = %error, "a step failed for good; its run fails, the event is not retried");
         let pipeline = self.deployment.pipeline(&Config::default(), &[]).await?;
-        let record = pipeline.fail_run(run_id, error.to_string(), chunk).await?;
+        let record = crate::metrics::counted(pipeline.fail_run(run_id, error.to_string(), chunk)).await?;
         Ok(StepOutcome::run(&record))
     }
 
@@ -1095,6 +1259,9 @@ impl Functions {
                 (r.resume_run, None, Step::Resuming)
             }
             Some(ExhaustedEvent::Finalize(f)) => (f.run_id, None, Step::Finalizing),
+            None if record.request_payload.get("gold_batch").is_some() => {
+                return self.record_gold_exhausted(record).await;
+            }
             None => {
                 warn!(payload = %record.request_payload, "on-failure record for an event that is not sluice's; ignored");
                 return Ok(StepOutcome::Ignored {
@@ -1127,8 +1294,148 @@ impl Functions {
         };
         let message = format!("{what} failed after {attempts} attempts: {error}");
         let pipeline = self.deployment.pipeline(&Config::default(), &[]).await?;
-        let failed = pipeline.fail_run(run_id, message, chunk).await?;
+        let failed = crate::metrics::counted(pipeline.fail_run(run_id, message, chunk)).await?;
+        if let Err(e) = self.after_run_ended(run_id).await {
+            warn!(%run_id, error = %e, "handing the batch's gold on failed");
+        }
         Ok(StepOutcome::run(&failed))
+    }
+
+    // ---- gold (in finalize) ----------------------------------------------------------------
+
+    /// A gold event that failed every attempt: the steps it left undecided are recorded
+    /// FAILED with the last error, so the batch's record says what never ran.
+    async fn record_gold_exhausted(&self, record: &DestinationRecord) -> Result<StepOutcome> {
+        let Ok(event) = serde_json::from_value::<GoldEvent>(record.request_payload.clone())
+        else {
+            warn!(payload = %record.request_payload, "on-failure record of a malformed gold event; ignored");
+            return Ok(StepOutcome::Ignored {
+                ignored: true,
+                run_id: None,
+            });
+        };
+        let state = &self.deployment.state;
+        let now = Utc::now();
+        let error = record
+            .response_payload
+            .error_message
+            .as_deref()
+            .unwrap_or("no error message");
+        if let Some(existing) = state.get_gold(&event.gold_batch).await? {
+            let claim = GoldRecord {
+                holder: event.holder.clone(),
+                claimed_until: now + sluice::pipeline::GOLD_CLAIM,
+                ..existing
+            };
+            if let sluice::state::GoldClaim::Claimed(mut gold) = state.claim_gold(&claim, now).await? {
+                for step in gold
+                    .steps
+                    .iter_mut()
+                    .filter(|s| s.status == sluice_core::gold::GoldStatus::Pending)
+                {
+                    step.status = sluice_core::gold::GoldStatus::Failed;
+                    step.detail = Some(format!(
+                        "the gold event failed after {} attempts: {error}",
+                        record.request_context.approximate_invoke_count
+                    ));
+                    step.ended_at = Some(now);
+                }
+                gold.finished = true;
+                gold.updated_at = now;
+                state.save_gold(&gold).await?;
+            }
+        }
+        warn!(batch_id = %event.gold_batch, error, "the batch's gold failed every attempt");
+        Ok(StepOutcome::Ignored {
+            ignored: true,
+            run_id: None,
+        })
+    }
+
+    /// After run `run_id` ended: hands its batch's gold on if it was the batch's last run.
+    async fn after_run_ended(&self, run_id: RunId) -> Result<()> {
+        let Some(header) = self.deployment.state.get_run_header(run_id).await? else {
+            return Ok(());
+        };
+        match (&header.batch_id, header.status.is_terminal()) {
+            (Some(batch_id), true) => self.hand_on_gold(batch_id, &run_id.to_string()).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// Once every run of batch `batch_id` has ended, asks finalize (the function that talks
+    /// to the warehouse) to run the batch's gold, as `holder`. Whoever sees the batch end
+    /// asks: each run writes its end before it looks, so the last to end sees them all, and
+    /// the gold record in the state store lets only one of several askers run the steps.
+    async fn hand_on_gold(&self, batch_id: &str, holder: &str) -> Result<()> {
+        let config = self.deployment.config().await?;
+        if config.gold.is_empty() {
+            return Ok(());
+        }
+        let state = &self.deployment.state;
+        let Some(batch) = state.get_batch(batch_id).await? else {
+            return Ok(());
+        };
+        let Some(runs) = self.ended_runs(&batch).await? else {
+            return Ok(());
+        };
+        let steps = config
+            .gold_graph()
+            .batch_steps(&sluice_core::gold::table_outcomes(&runs));
+        if steps.is_empty() || state.get_gold(batch_id).await?.is_some_and(|g| g.finished) {
+            return Ok(());
+        }
+        let event = event_bytes(&GoldEvent {
+            gold_batch: batch_id.to_owned(),
+            holder: holder.to_owned(),
+        });
+        self.deployment
+            .invoker
+            .invoke_async(self.finalize_function()?, event)
+            .await?;
+        info!(batch_id, holder, "every run of the batch ended; finalize runs its gold");
+        Ok(())
+    }
+
+    /// The runs of a started batch when every one has ended; `None` while one goes on.
+    async fn ended_runs(&self, batch: &BatchRecord) -> Result<Option<Vec<RunRecord>>> {
+        if !batch.started {
+            return Ok(None);
+        }
+        let mut runs = Vec::new();
+        for run_id in batch.run_ids() {
+            match self.deployment.state.get_run_header(run_id).await? {
+                Some(run) if run.status.is_terminal() => runs.push(run),
+                Some(_) => return Ok(None),
+                // Expired with the run history: long over.
+                None => {}
+            }
+        }
+        Ok(Some(runs))
+    }
+
+    /// Finalize's part: runs the gold of a batch whose runs have all ended (see
+    /// [`sluice::Pipeline::run_batch_gold`]). An `Err` (the state store failed) asks Lambda
+    /// to retry: the retry holds the same claim and carries on.
+    pub async fn run_gold(&self, event: &GoldEvent) -> Result<Option<GoldRecord>> {
+        let batch_id = event.gold_batch.as_str();
+        async {
+            let config = self.deployment.config().await?;
+            let Some(batch) = self.deployment.state.get_batch(batch_id).await? else {
+                warn!("no such batch (expired?); no gold to run");
+                return Ok(None);
+            };
+            let Some(runs) = self.ended_runs(&batch).await? else {
+                warn!("a run of the batch goes on; its end hands the gold on");
+                return Ok(None);
+            };
+            let pipeline = self.deployment.finalizing_pipeline().await?;
+            Ok(pipeline
+                .run_batch_gold(&config, batch_id, &event.holder, &runs)
+                .await?)
+        }
+        .instrument(info_span!("gold", batch_id))
+        .await
     }
 }
 

@@ -63,6 +63,16 @@ pub struct FinalizeEvent {
     pub run_id: RunId,
 }
 
+/// The event `finalize` receives when every run of a batch has ended: run the batch's gold.
+/// `holder` names who asked (the run whose end it was), so that Lambda's retries of this
+/// event carry on under the same claim (see [`sluice_core::gold::GoldRecord::holder`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GoldEvent {
+    pub gold_batch: String,
+    pub holder: String,
+}
+
 /// Starts another function without waiting for it.
 #[async_trait]
 pub trait Invoker: Send + Sync {

@@ -12,6 +12,7 @@ pub mod flow;
 pub mod http;
 pub mod invoke;
 pub mod logging;
+pub mod metrics;
 
 use std::future::Future;
 use std::pin::Pin;

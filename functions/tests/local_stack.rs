@@ -632,7 +632,8 @@ async fn a_run_of_many_chunks_never_has_more_than_max_concurrency_extracting() {
     target:
       raw_table: RAW.SHOP_ORDERS
       staging_table: STAGING.SHOP_ORDERS
-      gold_procedures: [GOLD.REFRESH_DAILY_REVENUE]
+gold:
+  - {procedure: GOLD.REFRESH_DAILY_REVENUE, inputs: [shop/public.orders]}
 ";
     let config = Config::from_yaml(&sluice_tests::shop_config(&db, tables), "test").unwrap();
     let s = wide_stack("lstackcap", &config, true).await;
@@ -873,4 +874,189 @@ async fn runs_of_one_source_never_open_more_than_its_max_connections() {
             "{answer:?}"
         );
     }
+}
+
+/// The EMF documents the functions wrote to their stdout (the stack's log files), by run id.
+fn emf_documents(s: &LocalStack) -> Vec<Value> {
+    ["trigger", "extract", "finalize"]
+        .into_iter()
+        .flat_map(|name| s.log_lines(name))
+        .filter_map(|line| serde_json::from_str::<Value>(&line).ok())
+        .filter(|doc| doc.get("_aws").is_some())
+        .collect()
+}
+
+/// The one document of `run_id`: a run is counted once, whichever function ended it.
+fn emf_of<'a>(docs: &'a [Value], run_id: &str) -> &'a Value {
+    let mine: Vec<&Value> = docs.iter().filter(|d| d["run_id"] == run_id).collect();
+    assert_eq!(mine.len(), 1, "run {run_id}: {mine:?}");
+    mine[0]
+}
+
+/// A document CloudWatch would extract: in `namespace`, per Table and Source and for the
+/// stack, each metric a number at the root, with `_aws.Timestamp` in milliseconds.
+fn assert_emf_shape(doc: &Value, namespace: &str, table: &str) {
+    use sluice_core::metrics;
+    let directives = doc["_aws"]["CloudWatchMetrics"].as_array().unwrap();
+    assert_eq!(directives.len(), 2, "{doc}");
+    assert_eq!(directives[0]["Dimensions"], json!([["Table"], ["Source"]]));
+    assert_eq!(directives[1]["Dimensions"], json!([[]]));
+    for directive in directives {
+        assert_eq!(directive["Namespace"], namespace);
+        for metric in directive["Metrics"].as_array().unwrap() {
+            let name = metric["Name"].as_str().unwrap();
+            assert!(doc[name].is_number(), "{name}: {doc}");
+            assert_eq!(metric["Unit"], metrics::Unit::of(name).as_str(), "{name}");
+        }
+    }
+    assert_eq!(doc[metrics::TABLE], table);
+    assert_eq!(doc[metrics::SOURCE], "shop");
+    assert!(doc["_aws"]["Timestamp"].is_i64(), "{doc}");
+    assert_eq!(doc["level"], "INFO");
+}
+
+fn close(a: &Value, b: f64, what: &str) {
+    let a = a.as_f64().unwrap_or_else(|| panic!("{what}: {a}"));
+    assert!((a - b).abs() < 0.01, "{what}: {a} is not {b}");
+}
+
+/// Issue 19: every run that ends writes its metrics as one CloudWatch embedded metric format
+/// line on the function's stdout, read back here from the functions' logs and checked against
+/// PostgreSQL (rows, the cursor's lag) and the run records: a completed incremental load and a
+/// full load, then a failed run (a broken merge procedure), which counts as failed, keeps the
+/// watermark's lag and counts the rows it extracted.
+#[tokio::test]
+async fn each_run_that_ends_writes_its_metrics_as_an_emf_line() {
+    use sluice_core::metrics;
+    let db = shop_db("lstackemf").await;
+    let pg = db.client().await;
+    let tables = "  - source: shop
+    table: public.orders
+    primary_key: [order_id]
+    load: {mode: incremental, cursor: updated_at, lookback: 15m}
+    max_lag: 1h
+    target:
+      raw_table: RAW.SHOP_ORDERS
+      staging_table: STAGING.SHOP_ORDERS
+  - source: shop
+    table: public.products
+    primary_key: [product_id]
+    load: {mode: full}
+    max_lag: 30d
+    target: {json_columns: [attributes]}
+";
+    let namespace = "sluice/lstackemf";
+    let s = stack_with(
+        "lstackemf",
+        &db,
+        None,
+        tables,
+        vec![(metrics::NAMESPACE_ENV.into(), namespace.into())],
+    )
+    .await;
+    let results = s
+        .ingest(&[("shop", "public.orders"), ("shop", "public.products")])
+        .await;
+    for result in &results {
+        assert_eq!(status(result), "COMPLETED", "{result}");
+    }
+    let newest: f64 = pg
+        .query_one(
+            "SELECT EXTRACT(EPOCH FROM max(updated_at))::float8 FROM public.orders",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    // The poll answers once the runs are recorded ended; their lines follow at once, in the
+    // invocations the shim waits for.
+    s.settle().await;
+    let docs = emf_documents(&s);
+    for (result, table) in results.iter().zip(["public.orders", "public.products"]) {
+        let run_id = result["run_id"].as_str().unwrap();
+        let doc = emf_of(&docs, run_id);
+        assert_emf_shape(doc, namespace, &format!("shop/{table}"));
+        let record = s.run(run_id).await;
+        // The first run reads the whole table.
+        assert_eq!(doc[metrics::ROWS], pg_count(&pg, table).await, "{table}");
+        assert_eq!(doc[metrics::ROWS], record.rows(), "{table}");
+        assert_eq!(doc[metrics::BYTES], record.bytes(), "{table}");
+        assert_eq!(doc[metrics::FILES], record.files() as u64, "{table}");
+        assert_eq!(doc[metrics::RUNS], 1);
+        assert_eq!(doc[metrics::RUNS_FAILED], 0);
+        assert_eq!(doc[metrics::RETRIES], 0);
+        assert_eq!(doc["status"], "COMPLETED");
+        close(&doc[metrics::RUN_SECONDS], record.seconds(), "run seconds");
+        for (phase, metric) in [
+            (RunStatus::Planned, metrics::PLAN_SECONDS),
+            (RunStatus::Extracting, metrics::EXTRACT_SECONDS),
+            (RunStatus::Loading, metrics::LOAD_SECONDS),
+            (RunStatus::Merging, metrics::MERGE_SECONDS),
+        ] {
+            let seconds = record.phases[&phase].seconds().unwrap();
+            close(&doc[metric], seconds, metric);
+        }
+        let at = doc["_aws"]["Timestamp"].as_i64().unwrap() as f64 / 1000.0;
+        let (lag, max_lag) = if table == "public.orders" {
+            // Now minus the watermark, which is the source's newest updated_at.
+            (at - newest, 3600.0)
+        } else {
+            // A full load is as fresh as its plan.
+            let planned = record.plan.as_ref().unwrap().started_at;
+            (at - planned.timestamp_micros() as f64 / 1e6, 30.0 * 86400.0)
+        };
+        close(&doc[metrics::LAG_SECONDS], lag.max(0.0), "lag");
+        assert_eq!(
+            doc[metrics::LAG_OVER_THRESHOLD],
+            u64::from(lag > max_lag),
+            "{table}: lag {lag}"
+        );
+    }
+
+    // The merge procedure is broken: finalize fails the run, whose metrics say so.
+    let config = Config::from_yaml(&sluice_tests::shop_config(&db, tables), "test").unwrap();
+    let mut broken = config.tables.clone();
+    broken[0].target.merge_procedure = Some("STAGING.NO_SUCH_MERGE".into());
+    s.push_tables(broken).await;
+    let failed = s.ingest(&[("shop", "public.orders")]).await;
+    assert_eq!(status(&failed[0]), "FAILED", "{}", failed[0]);
+    let run_id = failed[0]["run_id"].as_str().unwrap();
+    s.settle().await;
+    let docs = emf_documents(&s);
+    let doc = emf_of(&docs, run_id);
+    assert_emf_shape(doc, namespace, "shop/public.orders");
+    let record = s.run(run_id).await;
+    assert_eq!(doc[metrics::RUNS_FAILED], 1);
+    assert_eq!(doc["status"], "FAILED");
+    // The rows it extracted: the source's rows in its window (the lookback before the
+    // watermark), as PostgreSQL counts them.
+    let window = record.plan.as_ref().unwrap().cursor.clone().unwrap();
+    let literal = |v: &Option<sluice_core::ScalarValue>| {
+        v.as_ref()
+            .unwrap()
+            .sql_literal(sluice_core::Dialect::Postgres)
+    };
+    let in_window: i64 = pg
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM public.orders WHERE updated_at > {} AND updated_at <= {}",
+                literal(&window.lower),
+                literal(&window.upper)
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(in_window > 0);
+    assert_eq!(doc[metrics::ROWS], in_window);
+    assert_eq!(doc[metrics::ROWS], record.rows());
+    // A failed run leaves the watermark: the lag still runs from the source's newest row.
+    let at = doc["_aws"]["Timestamp"].as_i64().unwrap() as f64 / 1000.0;
+    close(&doc[metrics::LAG_SECONDS], (at - newest).max(0.0), "lag");
+    assert!(
+        doc.get(metrics::MERGE_SECONDS).is_some(),
+        "it failed merging: {doc}"
+    );
+    assert!(doc.get(metrics::LOAD_SECONDS).is_some());
 }

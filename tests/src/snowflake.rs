@@ -23,7 +23,8 @@ pub const USER: &str = "SLUICE_LOADER";
 /// SQL containing this is executed by the shared stand-in and then answered 503, as if the
 /// answer were lost on the way.
 /// The shop tables as the warehouse tests load them: incremental orders in two chunks with
-/// named targets and the gold example, products reloaded whole with a JSON column.
+/// named targets, products reloaded whole with a JSON column, and the gold example reading
+/// orders (last, at the top level: the configuration's `gold:`).
 pub const SHOP_WAREHOUSE_TABLES: &str = "  - source: shop
     table: public.orders
     primary_key: [order_id]
@@ -32,12 +33,13 @@ pub const SHOP_WAREHOUSE_TABLES: &str = "  - source: shop
     target:
       raw_table: RAW.SHOP_ORDERS
       staging_table: STAGING.SHOP_ORDERS
-      gold_procedures: [GOLD.REFRESH_DAILY_REVENUE]
   - source: shop
     table: public.products
     primary_key: [product_id]
     load: {mode: full}
     target: {json_columns: [attributes]}
+gold:
+  - {procedure: GOLD.REFRESH_DAILY_REVENUE, inputs: [shop/public.orders]}
 ";
 
 pub const LOSE_ANSWER: &str = "sluice-test:lose-answer";

@@ -15,7 +15,7 @@ use sluice::warehouse::load::{Loader, WarehouseTarget};
 use sluice::warehouse::snowflake::SnowflakeClient;
 use sluice::warehouse::{QueryResult, Statement, Value, Warehouse, WarehouseError};
 use sluice_core::snowflake::ObjectName;
-use sluice_core::{RunRecord, RunStatus, TableConfig};
+use sluice_core::{RunId, RunRecord, RunStatus, TableConfig};
 use sluice_tests::moto::MotoServer;
 use sluice_tests::parquet_bytes;
 use sluice_tests::s3::{S3Harness, parquet_batches};
@@ -101,10 +101,22 @@ impl World {
         self.client.execute(&Statement::new(sql)).await.unwrap()
     }
 
+    /// Runs `table` as a batch of its own, then the batch's gold.
     async fn run(&self, table: &TableConfig) -> RunRecord {
         let record = self.h.pipeline.run_table(table, &Quiet).await.unwrap();
         assert_eq!(record.status, RunStatus::Completed, "{:?}", record.error);
+        self.batch_gold(std::slice::from_ref(&record)).await;
         record
+    }
+
+    /// The gold of a batch whose runs were `runs`, under a new batch id.
+    async fn batch_gold(&self, runs: &[RunRecord]) -> Option<sluice_core::gold::GoldRecord> {
+        let batch_id = format!("test-{}", RunId::new());
+        self.h
+            .pipeline
+            .run_batch_gold(&self.h.config, &batch_id, "test", runs)
+            .await
+            .unwrap()
     }
 
     /// Loads and merges an earlier run again from its manifest, as a retried finalize would.
@@ -612,21 +624,26 @@ async fn of_two_versions_of_a_key_in_one_run_the_latest_cursor_is_merged() {
     );
 }
 
+/// Gold is its own object: each procedure runs once per batch, after every input of the batch
+/// merged, in dependency order (gold reading gold after it), with the batch id; not at all
+/// when an input failed, and what reads a skipped gold is skipped too.
 #[tokio::test]
-async fn gold_procedures_are_called_in_config_order_with_the_run_id() {
-    // Two logging procedures around the shipped example, in an order that is neither sorted
-    // nor reverse-sorted by name.
-    let listed = "gold_procedures: [GOLD.REFRESH_DAILY_REVENUE]";
+async fn gold_runs_once_per_batch_after_all_its_inputs_in_dependency_order() {
+    // LOG_B reads orders and products; the shipped REFRESH reads orders; LOG_A reads both
+    // gold procedures (level 2), and is configured first, so config order is not run order.
+    let listed = "gold:\n  - {procedure: GOLD.REFRESH_DAILY_REVENUE, inputs: [shop/public.orders]}\n";
     assert!(TABLES.contains(listed));
     let tables = TABLES.replace(
         listed,
-        "gold_procedures: [GOLD.LOG_B, GOLD.REFRESH_DAILY_REVENUE, GOLD.LOG_A]",
+        "gold:\n  - {procedure: GOLD.LOG_A, inputs: [GOLD.REFRESH_DAILY_REVENUE, LOG_B]}\n  \
+         - {procedure: GOLD.LOG_B, inputs: [shop/public.orders, shop/public.products]}\n  \
+         - {procedure: GOLD.REFRESH_DAILY_REVENUE, inputs: [shop/public.orders]}\n",
     );
     let w = world_with("sfgold", &tables, |client| client).await;
-    // Each call logs its name, the run id it got, its place in the sequence of calls, and how
-    // many fact rows the run's refresh had written by then (0 before it, all after it).
+    // Each call logs its name, the id it got, its place in the sequence of calls, the fact
+    // rows the refresh had written under that id by then, and STAGING's rows of both tables.
     w.query(
-        "CREATE TABLE GOLD.CALL_LOG (NAME VARCHAR, RUN_ID VARCHAR, SEQ NUMBER(19,0), FACT_ROWS NUMBER(19,0))",
+        "CREATE TABLE GOLD.CALL_LOG (NAME VARCHAR, BATCH_ID VARCHAR, SEQ NUMBER(19,0), FACT_ROWS NUMBER(19,0), ORDERS NUMBER(19,0), PRODUCTS NUMBER(19,0))",
     )
     .await;
     for name in ["LOG_A", "LOG_B"] {
@@ -636,9 +653,11 @@ async fn gold_procedures_are_called_in_config_order_with_the_run_id() {
              LANGUAGE SQL
              AS $$
              BEGIN
-             INSERT INTO GOLD.CALL_LOG (NAME, RUN_ID, SEQ, FACT_ROWS)
+             INSERT INTO GOLD.CALL_LOG (NAME, BATCH_ID, SEQ, FACT_ROWS, ORDERS, PRODUCTS)
                  SELECT '{name}', :RUN_ID, (SELECT COUNT(*) FROM GOLD.CALL_LOG) + 1,
-                        (SELECT COUNT(*) FROM GOLD.DAILY_ORDER_REVENUE WHERE REFRESHED_BY_RUN = :RUN_ID);
+                        (SELECT COUNT(*) FROM GOLD.DAILY_ORDER_REVENUE WHERE REFRESHED_BY_RUN = :RUN_ID),
+                        (SELECT COUNT(*) FROM STAGING.SHOP_ORDERS),
+                        (SELECT COUNT(*) FROM STAGING.SHOP_PUBLIC_PRODUCTS);
              RETURN 'logged';
              END;
              $$"
@@ -646,29 +665,10 @@ async fn gold_procedures_are_called_in_config_order_with_the_run_id() {
         .await;
     }
     let orders = w.h.table("public.orders").clone();
-
-    let mut expected = Vec::new();
-    for round in 0..2 {
-        if round == 1 {
-            w.pg.batch_execute(
-                "UPDATE public.orders SET status = 'cancelled', \
-                 updated_at = timestamp '2030-01-01' WHERE order_id % 100 = 1",
-            )
+    let products = w.h.table("public.products").clone();
+    let log = || async {
+        w.query("SELECT NAME, BATCH_ID, SEQ, FACT_ROWS, ORDERS, PRODUCTS FROM GOLD.CALL_LOG ORDER BY SEQ")
             .await
-            .unwrap();
-        }
-        let record = w.run(&orders).await;
-        let run = record.run_id.to_string();
-        let pg_gold = w.pg_gold().await;
-        assert_eq!(w.gold().await, pg_gold);
-        let facts = pg_gold.len() as i64;
-        let seq = 2 * round as i64;
-        expected.push(("LOG_B".to_owned(), run.clone(), seq + 1, 0));
-        expected.push(("LOG_A".to_owned(), run.clone(), seq + 2, facts));
-        let log = w
-            .query("SELECT NAME, RUN_ID, SEQ, FACT_ROWS FROM GOLD.CALL_LOG ORDER BY SEQ")
-            .await;
-        let log: Vec<(String, String, i64, i64)> = log
             .rows
             .iter()
             .map(|r| {
@@ -677,14 +677,129 @@ async fn gold_procedures_are_called_in_config_order_with_the_run_id() {
                     r[1].as_str().unwrap().to_owned(),
                     r[2].as_i64().unwrap(),
                     r[3].as_i64().unwrap(),
+                    r[4].as_i64().unwrap(),
+                    r[5].as_i64().unwrap(),
                 )
             })
-            .collect();
-        assert_eq!(log, expected);
-        // The shipped example records the run that refreshed every row of the fact.
-        let refreshed = w
-            .query("SELECT DISTINCT REFRESHED_BY_RUN FROM GOLD.DAILY_ORDER_REVENUE")
-            .await;
-        assert_eq!(refreshed.rows, vec![vec![Value::Text(run)]]);
-    }
+            .collect::<Vec<_>>()
+    };
+    let statuses = |gold: &sluice_core::gold::GoldRecord| {
+        gold.steps
+            .iter()
+            .map(|s| (s.procedure.clone(), s.level, s.status.as_str()))
+            .collect::<Vec<_>>()
+    };
+    let run = |table: TableConfig| {
+        let w = &w;
+        async move { w.h.pipeline.run_table(&table, &Quiet).await.unwrap() }
+    };
+
+    // Batch 1: both tables. Level 1 (LOG_B, REFRESH, in config order) after both merged,
+    // then LOG_A; each once, with the batch's id.
+    let batch = [run(orders.clone()).await, run(products.clone()).await];
+    assert!(batch.iter().all(|r| r.status == RunStatus::Completed));
+    let gold = w.batch_gold(&batch).await.unwrap();
+    assert_eq!(
+        statuses(&gold),
+        [
+            ("GOLD.LOG_B".to_owned(), 1, "DONE"),
+            ("GOLD.REFRESH_DAILY_REVENUE".to_owned(), 1, "DONE"),
+            ("GOLD.LOG_A".to_owned(), 2, "DONE"),
+        ]
+    );
+    assert!(gold.finished);
+    let facts = w.pg_gold().await.len() as i64;
+    assert_eq!(w.gold().await, w.pg_gold().await);
+    let (orders_n, products_n) = (
+        w.pg_count("public.orders").await,
+        w.pg_count("public.products").await,
+    );
+    let id = gold.batch_id.clone();
+    let mut expected = vec![
+        ("LOG_B".to_owned(), id.clone(), 1, 0, orders_n, products_n),
+        ("LOG_A".to_owned(), id.clone(), 2, facts, orders_n, products_n),
+    ];
+    assert_eq!(log().await, expected);
+    let refreshed = w
+        .query("SELECT DISTINCT REFRESHED_BY_RUN FROM GOLD.DAILY_ORDER_REVENUE")
+        .await;
+    assert_eq!(refreshed.rows, vec![vec![Value::Text(id.clone())]]);
+
+    // The same batch's gold asked again (a duplicated event): it already ran; nothing is called.
+    let again = w
+        .h
+        .pipeline
+        .run_batch_gold(&w.h.config, &id, "another", &batch)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again, gold);
+    assert_eq!(log().await, expected);
+
+    // Batch 2: products fails (its table is gone from the source), orders merges. REFRESH
+    // (orders only) runs; LOG_B (reads products) is skipped with the reason, LOG_A (reads
+    // LOG_B) too.
+    w.pg.batch_execute("ALTER TABLE public.products RENAME TO products_away")
+        .await
+        .unwrap();
+    let batch = [run(orders.clone()).await, run(products.clone()).await];
+    w.pg.batch_execute("ALTER TABLE public.products_away RENAME TO products")
+        .await
+        .unwrap();
+    assert_eq!(batch[0].status, RunStatus::Completed);
+    assert_eq!(batch[1].status, RunStatus::Failed);
+    let gold = w.batch_gold(&batch).await.unwrap();
+    assert_eq!(
+        statuses(&gold),
+        [
+            ("GOLD.LOG_B".to_owned(), 1, "SKIPPED"),
+            ("GOLD.REFRESH_DAILY_REVENUE".to_owned(), 1, "DONE"),
+            ("GOLD.LOG_A".to_owned(), 2, "SKIPPED"),
+        ]
+    );
+    let reason = gold.steps[0].detail.as_deref().unwrap();
+    assert!(
+        reason.starts_with(&format!(
+            "input shop/public.products failed in this batch (run {}",
+            batch[1].run_id
+        )),
+        "{reason}"
+    );
+    assert_eq!(gold.steps[2].detail.as_deref(), Some("input GOLD.LOG_B was skipped"));
+    assert_eq!(log().await, expected, "no logging procedure was called");
+    let refreshed = w
+        .query("SELECT DISTINCT REFRESHED_BY_RUN FROM GOLD.DAILY_ORDER_REVENUE")
+        .await;
+    assert_eq!(refreshed.rows, vec![vec![Value::Text(gold.batch_id.clone())]]);
+
+    // Batch 3: products alone. LOG_B runs, REFRESH (orders not in the batch) does not, and
+    // LOG_A runs after LOG_B: its other input is not part of this batch.
+    let batch = [run(products.clone()).await];
+    let gold = w.batch_gold(&batch).await.unwrap();
+    assert_eq!(
+        statuses(&gold),
+        [
+            ("GOLD.LOG_B".to_owned(), 1, "DONE"),
+            ("GOLD.LOG_A".to_owned(), 2, "DONE"),
+        ]
+    );
+    let id = gold.batch_id.clone();
+    expected.push(("LOG_B".to_owned(), id.clone(), 3, 0, orders_n, products_n));
+    expected.push(("LOG_A".to_owned(), id, 4, 0, orders_n, products_n));
+    assert_eq!(log().await, expected);
+
+    // A gold procedure that fails: what reads it is skipped, the rest runs.
+    w.query("DROP PROCEDURE GOLD.LOG_B(VARCHAR)").await;
+    let batch = [run(orders.clone()).await, run(products.clone()).await];
+    let gold = w.batch_gold(&batch).await.unwrap();
+    assert_eq!(
+        statuses(&gold),
+        [
+            ("GOLD.LOG_B".to_owned(), 1, "FAILED"),
+            ("GOLD.REFRESH_DAILY_REVENUE".to_owned(), 1, "DONE"),
+            ("GOLD.LOG_A".to_owned(), 2, "SKIPPED"),
+        ]
+    );
+    assert_eq!(gold.steps[2].detail.as_deref(), Some("input GOLD.LOG_B failed"));
+    assert_eq!(log().await, expected);
 }

@@ -78,6 +78,7 @@ contract!(
     concurrent_slot_acquirers_never_exceed_the_slots,
     a_lease_is_taken_over_only_from_its_holder_and_by_one_taker,
     a_header_holds_no_chunks_and_one_chunk_reads_alone,
+    a_batch_gold_has_one_holder_at_a_time_and_is_carried_on_by_a_retry,
 );
 
 /// Snowflake's retried POST of one batch must find it claimed, however many race. The id has
@@ -120,6 +121,110 @@ async fn a_batch_is_claimed_once_and_round_trips(store: Store) {
             .unwrap()
     );
     assert_eq!(store.get_batch(&id).await.unwrap(), Some(started));
+}
+
+/// A batch's gold is run by one holder at a time: of several racing claims one wins; the
+/// winner's retry (same holder) carries on with the steps recorded; another holder gets it
+/// only once the claim lapsed; a save by a holder that lost it is refused; a finished record
+/// is never claimed again.
+async fn a_batch_gold_has_one_holder_at_a_time_and_is_carried_on_by_a_retry(store: Store) {
+    use sluice::state::GoldClaim;
+    use sluice_core::gold::{GoldRecord, GoldStatus, GoldStep};
+    let id = sluice_tests::stack::real_shape_batch_id();
+    let now = Utc::now();
+    let step = |procedure: &str| GoldStep {
+        procedure: procedure.into(),
+        level: 1,
+        inputs: vec!["shop/public.orders".into()],
+        status: GoldStatus::Pending,
+        detail: None,
+        ended_at: None,
+    };
+    let claim = |holder: &str, until: DateTime<Utc>| GoldRecord {
+        batch_id: id.clone(),
+        holder: holder.into(),
+        claimed_until: until,
+        steps: vec![step("GOLD.A"), step("GOLD.B")],
+        finished: false,
+        updated_at: now,
+    };
+    assert_eq!(store.get_gold(&id).await.unwrap(), None);
+    let holders = ["run-1", "run-2", "run-3", "run-4"];
+    let racing: Vec<GoldRecord> = holders
+        .iter()
+        .map(|h| claim(h, now + Duration::minutes(5)))
+        .collect();
+    let claims = futures::future::join_all(racing.iter().map(|c| store.claim_gold(c, now))).await;
+    let won: Vec<&GoldRecord> = claims
+        .iter()
+        .filter_map(|c| match c {
+            Ok(GoldClaim::Claimed(r)) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(won.len(), 1, "{claims:?}");
+    assert!(
+        claims
+            .iter()
+            .all(|c| matches!(c, Ok(GoldClaim::Claimed(_) | GoldClaim::Held(_)))),
+        "{claims:?}"
+    );
+    let mut held = won[0].clone();
+    let winner = held.holder.clone();
+    let loser = holders.iter().find(|h| **h != winner).unwrap().to_string();
+
+    // The holder records a step; a retry of its event carries on from there.
+    held.steps[0].status = GoldStatus::Done;
+    store.save_gold(&held).await.unwrap();
+    let retried = store
+        .claim_gold(&claim(&winner, now + Duration::minutes(5)), now)
+        .await
+        .unwrap();
+    let GoldClaim::Claimed(retried) = retried else {
+        panic!("the holder's retry was refused: {retried:?}");
+    };
+    assert_eq!(retried.steps[0].status, GoldStatus::Done, "the retry starts over");
+
+    // Another holder waits while the claim holds, and cannot write.
+    let other = store
+        .claim_gold(&claim(&loser, now + Duration::minutes(5)), now)
+        .await
+        .unwrap();
+    assert!(matches!(other, GoldClaim::Held(ref r) if r.holder == winner), "{other:?}");
+    let refused = store.save_gold(&claim(&loser, now)).await;
+    assert!(
+        matches!(refused, Err(StateError::GoldTakenOver { ref holder, .. }) if *holder == winner),
+        "{refused:?}"
+    );
+
+    // Once the claim lapsed, the other takes it over with the steps done so far, and the
+    // first holder's late save is refused.
+    let later = now + Duration::minutes(6);
+    let taken = store
+        .claim_gold(&claim(&loser, later + Duration::minutes(5)), later)
+        .await
+        .unwrap();
+    let GoldClaim::Claimed(mut taken) = taken else {
+        panic!("a lapsed claim was not taken over: {taken:?}");
+    };
+    assert_eq!(taken.holder, loser);
+    assert_eq!(taken.steps[0].status, GoldStatus::Done);
+    assert!(matches!(
+        store.save_gold(&held).await,
+        Err(StateError::GoldTakenOver { .. })
+    ));
+
+    // Finished, it is never claimed again, not even after its claim lapsed.
+    taken.steps[1].status = GoldStatus::Done;
+    taken.finished = true;
+    store.save_gold(&taken).await.unwrap();
+    let much_later = later + Duration::hours(1);
+    let again = store
+        .claim_gold(&claim("run-9", much_later + Duration::minutes(5)), much_later)
+        .await
+        .unwrap();
+    assert!(matches!(again, GoldClaim::Finished(ref r) if r.finished), "{again:?}");
+    assert_eq!(store.get_gold(&id).await.unwrap(), Some(taken));
 }
 
 /// A source name no other test uses.

@@ -379,6 +379,7 @@ impl Stack {
             "AWS::S3::Bucket" => format!("arn:aws:s3:::{name}"),
             "AWS::IAM::Role" => format!("arn:aws:iam::{ACCOUNT}:role/{name}"),
             "AWS::Logs::LogGroup" => format!("arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{name}:*"),
+            "AWS::CloudWatch::Alarm" => format!("arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:{name}"),
             other => panic!("the Arn of a {other} is not evaluated here"),
         }
     }
@@ -1551,5 +1552,177 @@ fn extract_reserved_concurrency_is_set_only_when_given() {
                 "{name}"
             );
         }
+    }
+}
+
+/// cfn-lint (the linter `sam validate --lint` runs) finds nothing in the template, the alarms
+/// and the dashboard included.
+#[test]
+fn the_template_lints_clean() {
+    let path = std::env::var_os("SLUICE_TEMPLATE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("template.yaml"));
+    let lint = workspace().join("target/tools/cfn-lint/bin/cfn-lint");
+    let out = Command::new(&lint).arg(&path).output().unwrap_or_else(|e| {
+        panic!(
+            "cannot run {} ({e}); run scripts/setup to install cfn-lint",
+            lint.display()
+        )
+    });
+    assert!(
+        out.status.success(),
+        "cfn-lint {}:\n{}{}",
+        path.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The metric names a dashboard widget reads: each SEARCH expression's `MetricName="…"` and
+/// each plain metric's second member, with the namespace and dimension the search names.
+fn dashboard_metrics(body: &Value) -> Vec<(String, String, Option<String>)> {
+    let mut found = Vec::new();
+    for widget in body["widgets"].as_array().unwrap() {
+        for line in widget["properties"]["metrics"].as_array().into_iter().flatten() {
+            let line = line.as_array().unwrap();
+            if let Some(expression) = line[0].get("expression").and_then(Value::as_str) {
+                // SEARCH('{"NAMESPACE",DIMENSION} MetricName="NAME"', …)
+                let schema = &expression[expression.find('{').unwrap() + 1..];
+                let schema = &schema[..schema.find('}').unwrap()];
+                let (namespace, dimension) = schema.split_once(',').unwrap();
+                let name = expression.split("MetricName=\"").nth(1).unwrap();
+                let name = &name[..name.find('"').unwrap()];
+                found.push((
+                    namespace.trim_matches('"').to_owned(),
+                    name.to_owned(),
+                    Some(dimension.to_owned()),
+                ));
+            } else {
+                found.push((scalar(&line[0]), scalar(&line[1]), None));
+            }
+        }
+    }
+    found
+}
+
+/// The functions' metrics and what reads them agree, with names taken from
+/// `sluice_core::metrics`: the namespace the functions are given is the alarms', the
+/// dashboard's and the failed-runs filters'; the lag alarm watches the dimensionless
+/// LagOverThreshold the code writes for every table; the failed-runs alarm watches the
+/// dimensionless RunsFailed only the log filters make (the code writes RunsFailed per Table and
+/// Source only, so no failure is counted twice); the dashboard graphs only metrics the code
+/// writes, per the dimension the code writes them with, and shows both alarms.
+#[test]
+fn the_alarms_and_dashboard_read_the_metrics_the_functions_write() {
+    use sluice_core::metrics;
+    let stack = Stack::new(&[]);
+    let namespace = format!("sluice/{STACK}");
+    metrics::check_namespace(&namespace).unwrap();
+    for (name, function) in functions() {
+        assert_eq!(
+            stack.environment(function).get(metrics::NAMESPACE_ENV),
+            Some(&namespace),
+            "{name}: {}",
+            metrics::NAMESPACE_ENV
+        );
+    }
+    let alarm = |logical: &str| stack.eval(&resource(logical)["Properties"]).unwrap();
+
+    let lag = alarm("LagOverThresholdAlarm");
+    assert_eq!(scalar(&lag["Namespace"]), namespace);
+    assert_eq!(lag["MetricName"], metrics::LAG_OVER_THRESHOLD);
+    assert!(
+        lag.get("Dimensions").is_none() && metrics::stack_wide(metrics::LAG_OVER_THRESHOLD),
+        "the lag alarm covers every table through the metric the code writes without dimensions"
+    );
+    // 0 or 1 per run: the maximum is 1 when any table is over, however often it is written.
+    assert_eq!(lag["Statistic"], "Maximum");
+    assert_eq!(scalar(&lag["Threshold"]), "1");
+    assert_eq!(lag["ComparisonOperator"], "GreaterThanOrEqualToThreshold");
+
+    let failed = alarm("RunsFailedAlarm");
+    assert_eq!(scalar(&failed["Namespace"]), namespace);
+    assert_eq!(failed["MetricName"], metrics::RUNS_FAILED);
+    assert!(failed.get("Dimensions").is_none());
+    assert!(
+        !metrics::stack_wide(metrics::RUNS_FAILED),
+        "the functions would write the dimensionless RunsFailed the log filters count"
+    );
+    for (name, filter) in resources("AWS::Logs::MetricFilter") {
+        let transform = &stack.eval(&filter["Properties"]["MetricTransformations"]).unwrap()[0];
+        assert_eq!(scalar(&transform["MetricNamespace"]), namespace, "{name}");
+        assert_eq!(transform["MetricName"], metrics::RUNS_FAILED, "{name}");
+        assert!(transform.get("Dimensions").is_none(), "{name}");
+    }
+    // A document the code writes puts its dimensionless metrics in the alarms' namespace.
+    let now = chrono::Utc::now();
+    let mut record = sluice_core::RunRecord::new(
+        sluice_core::RunId::at(now),
+        "shop/public.orders".into(),
+        now,
+    );
+    record.fail("boom".into(), None, now);
+    let doc = metrics::run_metrics(&record, now, None)
+        .document(&namespace, now, "INFO")
+        .unwrap();
+    let directives = doc["_aws"]["CloudWatchMetrics"].as_array().unwrap();
+    let dimensionless: Vec<&Value> = directives
+        .iter()
+        .filter(|d| d["Dimensions"] == serde_json::json!([[]]))
+        .collect();
+    assert_eq!(dimensionless.len(), 1);
+    assert_eq!(dimensionless[0]["Namespace"], namespace.as_str());
+    assert!(
+        dimensionless[0]["Metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["Name"] != metrics::RUNS_FAILED)
+    );
+
+    let dashboard = &resource("Dashboard")["Properties"];
+    let body: Value = serde_json::from_str(&stack.text(&dashboard["DashboardBody"]))
+        .expect("the dashboard body is JSON");
+    let graphed = dashboard_metrics(&body);
+    for (ns, name, dimension) in &graphed {
+        assert_eq!(ns, &namespace, "{name}");
+        assert!(
+            metrics::METRICS.contains(&name.as_str()),
+            "the dashboard graphs {name}, which the code does not write"
+        );
+        if let Some(dimension) = dimension {
+            assert_eq!(dimension, metrics::TABLE, "{name}");
+        }
+    }
+    for wanted in [
+        metrics::ROWS,
+        metrics::BYTES,
+        metrics::RUN_SECONDS,
+        metrics::LAG_SECONDS,
+        metrics::RUNS_FAILED,
+    ] {
+        assert!(
+            graphed
+                .iter()
+                .any(|(_, name, dimension)| name == wanted && dimension.is_some()),
+            "no per-table graph of {wanted}"
+        );
+    }
+    assert!(
+        graphed
+            .iter()
+            .any(|(_, name, dimension)| name == metrics::RUNS_FAILED && dimension.is_none()),
+        "no graph of every failed run"
+    );
+    let shown: Vec<Value> = body["widgets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["type"] == "alarm")
+        .flat_map(|w| w["properties"]["alarms"].as_array().unwrap().clone())
+        .collect();
+    for logical in ["RunsFailedAlarm", "LagOverThresholdAlarm"] {
+        let arn = stack.attribute(logical, "Arn");
+        assert!(shown.contains(&Value::String(arn.clone())), "{arn}");
     }
 }

@@ -5,9 +5,11 @@
 mod aws_args;
 mod backend;
 mod cdc;
+mod check;
 mod output_args;
 mod render;
 mod snowflake;
+mod status_tables;
 mod trigger;
 mod watermark;
 
@@ -87,6 +89,11 @@ enum Command {
     /// Log-based change data capture: set up what cdc tables read (publication, slot).
     #[command(subcommand)]
     Cdc(cdc::CdcCommand),
+    /// Pre-flight: check, read-only and in parallel, everything a run needs (each source's
+    /// connection, TLS, tables, columns, keys, cursor index, privileges, timeouts; the AWS
+    /// resources named). Prints a table (check, target, result, fix), or JSON with --json.
+    /// Exits 0 when nothing failed (warnings pass), 1 when a check failed.
+    Check(check::CheckArgs),
 }
 
 #[derive(Subcommand)]
@@ -218,6 +225,17 @@ struct StatusArgs {
     /// How many recent runs to list.
     #[arg(long, default_value_t = 20)]
     limit: usize,
+    /// Per table instead of per run: its last run, its lag, and the trend of its latest loads
+    /// (rows, seconds, failures, retries). The tables are --table's, else the configuration's
+    /// (--config / --config-table), else those with a recent run.
+    #[arg(long, conflicts_with = "run_id")]
+    tables: bool,
+    /// With --tables: how many of each table's latest loads the trend covers [default: 10].
+    #[arg(long, value_name = "N", requires = "tables", value_parser = status_tables::parse_last)]
+    last: Option<usize>,
+    /// With --tables: the configuration whose tables to show, those never run included.
+    #[command(flatten)]
+    config: ConfigArgs,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -269,7 +287,7 @@ fn main() {
     // `run` talks to sources, some over Unix sockets: a write to a server that went away must
     // stay an error there (with SIGPIPE's default it would kill the run mid-way, lease held).
     // It prints its summary at the end, without panicking on a closed pipe.
-    if !matches!(cli.command, Command::Run(_)) {
+    if !matches!(cli.command, Command::Run(_) | Command::Check(_)) {
         end_quietly_on_a_closed_pipe();
     }
     #[cfg(feature = "failpoints")]
@@ -327,6 +345,7 @@ async fn run_command(cli: Cli) {
         Command::Validate(args) => validate(args, aws).await,
         Command::Trigger(args) => trigger::run(args, aws).await,
         Command::Cdc(command) => cdc::run(command, aws).await,
+        Command::Check(args) => check::run(args, aws).await,
         Command::Dev(DevCommand::CreateTables {
             state_table,
             config_table,
@@ -414,6 +433,12 @@ async fn config_check(
             table.key(),
             format!("{:?}", table.load.mode).to_lowercase(),
             notes.join(", ")
+        );
+    }
+    if !config.gold.is_empty() {
+        println!(
+            "gold, by level (a batch calls each once, after its inputs in the batch merged; not if one failed):\n{}",
+            render::gold_levels(&config)
         );
     }
     // Sources whose incremental runs check for open writers need a grant to see them all.
@@ -567,7 +592,7 @@ pub(crate) async fn selected_tables<'c>(
     let sources = build_sources(
         &Config {
             sources: needed,
-            tables: Vec::new(),
+            ..Config::default()
         },
         aws,
     )
@@ -660,11 +685,13 @@ async fn run(args: RunArgs, aws: &AwsArgs) -> Result<bool> {
     if args.takeover && !args.yes {
         confirm_takeover(&tables)?;
     }
+    let batch_id = format!("run-{}", sluice_core::RunId::new());
     let options = PipelineOptions {
         prefix: output.prefix.clone(),
         parquet: output.parquet,
         lease_ttl: chrono::Duration::from_std(args.lease_ttl)?,
         record_holder: true,
+        batch_id: Some(batch_id.clone()),
         ..PipelineOptions::default()
     };
     // Sources with connection.max_connections count their connections in the state store,
@@ -723,18 +750,39 @@ async fn run(args: RunArgs, aws: &AwsArgs) -> Result<bool> {
             }
         }
     }
+    // One `sluice run` is one batch: its gold runs once, after every run of it ended, and
+    // only where the warehouse is (there is nothing to call without it).
+    let gold = if has_warehouse && !config.gold.is_empty() {
+        let runs: Vec<RunRecord> = records
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().ok().cloned())
+            .collect();
+        let holder = format!("sluice run, pid {}", std::process::id());
+        pipeline
+            .run_batch_gold(&config, &batch_id, &holder, &runs)
+            .await?
+    } else {
+        None
+    };
     // A reader that went away (`sluice run | head`) misses the summary; the runs are done
     // and recorded, so a failed print is no failure of the command.
     let summary = format!(
-        "{}\nParquet files and manifests are under {}\nRun history: {}\n",
+        "{}{}\nParquet files and manifests are under {}\nRun history: {}\n",
         render::summary(&records),
+        gold.as_ref().map(render::gold_steps).unwrap_or_default(),
         output.location,
         args.state.status_hint()
     );
     let _ = std::io::Write::write_all(&mut std::io::stdout(), summary.as_bytes());
-    Ok(records
-        .iter()
-        .all(|(_, r)| matches!(r, Ok(rec) if rec.status == RunStatus::Completed)))
+    let gold_ok = gold.is_none_or(|g| {
+        g.steps
+            .iter()
+            .all(|s| s.status != sluice_core::gold::GoldStatus::Failed)
+    });
+    Ok(gold_ok
+        && records
+            .iter()
+            .all(|(_, r)| matches!(r, Ok(rec) if rec.status == RunStatus::Completed)))
 }
 
 /// `--takeover` may take a table from a run that is alive, whose work would then be done twice:
@@ -886,6 +934,9 @@ impl RunObserver for Progress {
 
 async fn status(args: StatusArgs, aws: &AwsArgs) -> Result<bool> {
     let (store, location) = args.state.open_existing(aws).await?;
+    if args.tables {
+        return status_tables(&args, store.as_ref(), &location, aws).await;
+    }
     let history = args
         .state
         .history_limit()
@@ -904,6 +955,12 @@ async fn status(args: StatusArgs, aws: &AwsArgs) -> Result<bool> {
             } else {
                 let state = store.table_state(&record.table_key).await?;
                 println!("{}", render::story(&record, &state, args.hold_warn_after));
+                // Gold runs per batch: the story of a run ends with its batch's.
+                if let Some(batch_id) = &record.batch_id
+                    && let Some(gold) = store.get_gold(batch_id).await?
+                {
+                    println!("{}", render::gold_steps(&gold));
+                }
             }
         }
         None => {
@@ -925,6 +982,48 @@ async fn status(args: StatusArgs, aws: &AwsArgs) -> Result<bool> {
     }
     // Not under --json, whose output is one JSON document.
     if let (Some(history), false) = (history, args.json) {
+        println!("{history}");
+    }
+    Ok(true)
+}
+
+/// `sluice status --tables` (see [`status_tables`]).
+async fn status_tables(
+    args: &StatusArgs,
+    store: &dyn sluice::state::StateStore,
+    location: &str,
+    aws: &AwsArgs,
+) -> Result<bool> {
+    use status_tables::TableSource;
+    let config = match (&args.table, &args.config.config, &args.config.config_table) {
+        (None, Some(_), _) | (None, None, Some(_)) => Some(args.config.load(aws).await?.0),
+        _ => None,
+    };
+    let tables = match (&args.table, &config) {
+        (Some(key), _) => TableSource::One(key),
+        (None, Some(config)) => TableSource::Config(config),
+        (None, None) => TableSource::Recent,
+    };
+    let last = args.last.unwrap_or(sluice_core::trend::DEFAULT_LAST_RUNS);
+    let (trends, note) = status_tables::trends(store, tables, last).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&trends)?);
+        return Ok(true);
+    }
+    if trends.is_empty() {
+        println!("no runs recorded in {location}");
+    } else {
+        println!("{}", render::table_trends(&trends));
+        println!("trend: each table's latest {last} loads, oldest first (✗ failed, · not ended)");
+    }
+    if let Some(note) = note {
+        println!("{note}");
+    }
+    if let Some(history) = args
+        .state
+        .history_limit()
+        .map(|retention| render::history_line(retention, chrono::Utc::now()))
+    {
         println!("{history}");
     }
     Ok(true)

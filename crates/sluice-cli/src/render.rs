@@ -65,6 +65,43 @@ pub fn summary(records: &[(String, Result<RunRecord, String>)]) -> String {
     table.to_string()
 }
 
+/// A batch's gold steps, in the order they ran: level, procedure, outcome, why.
+pub fn gold_steps(gold: &sluice_core::gold::GoldRecord) -> String {
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED);
+    table.set_header(vec!["level", "gold procedure", "after", "status"]);
+    for step in &gold.steps {
+        let status = match &step.detail {
+            Some(detail) => format!("{}: {detail}", step.status.as_str()),
+            None => step.status.as_str().to_owned(),
+        };
+        table.add_row(vec![
+            right(step.level),
+            Cell::new(&step.procedure),
+            Cell::new(step.inputs.join(", ")),
+            Cell::new(status),
+        ]);
+    }
+    format!("\nGold of batch {}:\n{table}", gold.batch_id)
+}
+
+/// The configuration's gold in dependency levels: level 1 reads only tables, level n reads
+/// gold of lower levels; within a batch they run in this order.
+pub fn gold_levels(config: &sluice_core::Config) -> String {
+    let graph = config.gold_graph();
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED);
+    table.set_header(vec!["level", "gold procedure", "inputs"]);
+    for node in &graph.nodes {
+        table.add_row(vec![
+            right(node.level),
+            Cell::new(&node.procedure),
+            Cell::new(config.gold[node.index].inputs.join(", ")),
+        ]);
+    }
+    table.to_string()
+}
+
 /// The newest of `runs` of each table, in table order.
 fn newest_per_table<'a>(runs: impl Iterator<Item = &'a RunRecord>) -> Vec<&'a RunRecord> {
     let mut newest: std::collections::BTreeMap<&str, &RunRecord> = Default::default();
@@ -457,6 +494,117 @@ pub fn doctor_table(outcomes: &[sluice_core::doctor::Outcome]) -> String {
         ]);
     }
     table.to_string()
+}
+
+/// `sluice status --tables`: one row per table with its last load, its lag, and the trend of
+/// the loads covered (min / median / max over the completed ones, and a sparkline of their
+/// rows, oldest first: `✗` a failed load, `·` one still going).
+pub fn table_trends(trends: &[sluice_core::trend::TableTrend]) -> String {
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED);
+    table.set_header(vec![
+        "table",
+        "last run",
+        "status",
+        "ended (UTC)",
+        "lag",
+        "runs ok/failed",
+        "retries",
+        "rows min/median/max",
+        "seconds min/median/max",
+        "trend (rows)",
+    ]);
+    for t in trends {
+        let (run, status, ended) = match &t.last_run {
+            Some(last) => (
+                last.run_id.to_string(),
+                match (&last.status, &last.error) {
+                    (RunStatus::Failed, Some(e)) => format!("FAILED: {}", first_line(e, 60)),
+                    (status, _) => status.to_string(),
+                },
+                last.ended_at.map_or("-".to_owned(), |at| {
+                    at.format("%Y-%m-%d %H:%M:%S").to_string()
+                }),
+            ),
+            None => ("-".to_owned(), "no runs".to_owned(), "-".to_owned()),
+        };
+        let rows = t.rows.map_or("-".to_owned(), |s| {
+            format!("{} / {} / {}", s.min, s.median, s.max)
+        });
+        let seconds = t.seconds.map_or("-".to_owned(), |s| {
+            format!("{:.1} / {:.1} / {:.1}", s.min, s.median, s.max)
+        });
+        table.add_row(vec![
+            Cell::new(&t.table_key),
+            Cell::new(run),
+            Cell::new(status),
+            Cell::new(ended),
+            right(t.lag.as_ref().map_or("-".to_owned(), lag_text)),
+            right(format!("{}/{}", t.completed, t.failed)),
+            right(t.retries),
+            right(rows),
+            right(seconds),
+            Cell::new(sparkline(&t.history)),
+        ]);
+    }
+    table.to_string()
+}
+
+fn first_line(text: &str, max: usize) -> String {
+    let line = text.lines().next().unwrap_or_default();
+    match line.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &line[..cut]),
+        None => line.to_owned(),
+    }
+}
+
+/// `2h 03m`, `4m 10s`, `12s`, `3d 4h`: a lag to read at a glance.
+fn lag_duration(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3_600 => format!("{}m {:02}s", s / 60, s % 60),
+        3_600..86_400 => format!("{}h {:02}m", s / 3_600, s % 3_600 / 60),
+        _ => format!("{}d {}h", s / 86_400, s % 86_400 / 3_600),
+    }
+}
+
+fn lag_text(lag: &sluice_core::trend::CurrentLag) -> String {
+    let mut parts = Vec::new();
+    if let Some(seconds) = lag.seconds {
+        parts.push(lag_duration(seconds));
+    }
+    if let Some(bytes) = lag.slot_bytes {
+        parts.push(format!("{} of log", human_bytes(bytes)));
+    }
+    let mut text = parts.join(", ");
+    if lag.over == Some(true) {
+        text.push_str(" (over its limit)");
+    }
+    text
+}
+
+/// The rows of each load, oldest first, as bars scaled between the smallest and the largest
+/// completed load's; `✗` a failed load, `·` one not ended.
+fn sparkline(history: &[sluice_core::trend::RunPoint]) -> String {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let completed = history
+        .iter()
+        .filter(|p| p.status == RunStatus::Completed)
+        .map(|p| p.rows);
+    let (low, high) = completed.fold((u64::MAX, 0), |(lo, hi), r| (lo.min(r), hi.max(r)));
+    history
+        .iter()
+        .map(|p| match p.status {
+            RunStatus::Completed if high > low => {
+                let step = (p.rows - low) as f64 / (high - low) as f64 * 7.0;
+                BARS[(step.round() as usize).min(7)]
+            }
+            RunStatus::Completed => BARS[3],
+            RunStatus::Failed => '✗',
+            _ => '·',
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -851,3 +851,280 @@ async fn status_says_where_dynamodb_history_ends_and_hides_runs_past_their_expir
     ));
     assert!(!local.contains("history kept"), "{local}");
 }
+
+/// Runs of three tables through the binary, then `sluice status --tables` against the state
+/// they were recorded in (`state_args`): `items` (a full load of 100 rows, then 150), `events`
+/// (an incremental timestamptz cursor whose newest value is known) and `broken` (a view whose
+/// extraction fails). The figures must be the source's row counts and the recorded runs'.
+async fn status_tables_against(
+    db: &TestDb,
+    cwd: &Path,
+    state_args: &[&str],
+    store: &dyn sluice::state::StateStore,
+) {
+    let config = cwd.join("trend.yaml");
+    std::fs::write(
+        &config,
+        shop_config(
+            db,
+            "  - source: shop\n    table: public.items\n    primary_key: [id]\n\
+             \x20 - source: shop\n    table: public.events\n    primary_key: [id]\n\
+             \x20   load: { mode: incremental, cursor: updated_at }\n\
+             \x20 - source: shop\n    table: public.broken\n    partition: { column: id, chunks: 2 }\n",
+        ),
+    )
+    .unwrap();
+    let run = || {
+        let mut args = vec![
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--output",
+            "out",
+        ];
+        args.extend_from_slice(state_args);
+        let out = sluice(&args, cwd);
+        // `broken` fails: exit 1, the others completed.
+        assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    };
+    let status = |extra: &[&str]| {
+        let mut args = vec!["status", "--tables"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(state_args);
+        sluice(&args, cwd)
+    };
+    let json = |extra: &[&str]| -> BTreeMap<String, serde_json::Value> {
+        let mut with_json = extra.to_vec();
+        with_json.push("--json");
+        let out = ok(&status(&with_json));
+        let trends: Vec<serde_json::Value> =
+            serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+        trends
+            .into_iter()
+            .map(|t| (t.get("table_key").unwrap().as_str().unwrap().to_owned(), t))
+            .collect()
+    };
+
+    let first_rows = count(db, "SELECT count(*) FROM public.items").await;
+    run();
+    db.client()
+        .await
+        .batch_execute("INSERT INTO items SELECT g, g FROM generate_series(101, 150) g")
+        .await
+        .unwrap();
+    let second_rows = count(db, "SELECT count(*) FROM public.items").await;
+    assert_eq!((first_rows, second_rows), (100, 150));
+    run();
+
+    let newest = |key: &'static str| async move {
+        let runs = store.list_runs(Some(key), 10).await.unwrap();
+        assert_eq!(runs.len(), 2, "{key}: {runs:?}");
+        runs.into_iter().next().unwrap()
+    };
+    let before = chrono::Utc::now();
+    let trends = json(&[]);
+    assert_eq!(
+        trends.keys().collect::<Vec<_>>(),
+        [
+            "shop/public.broken",
+            "shop/public.events",
+            "shop/public.items"
+        ]
+    );
+
+    // items: two completed loads, rows as the source counted them each time.
+    let items = &trends["shop/public.items"];
+    let last = newest("shop/public.items").await;
+    assert_eq!(items["last_run"]["run_id"], last.run_id.to_string());
+    assert_eq!(items["last_run"]["status"], "COMPLETED");
+    assert_eq!(
+        (&items["runs"], &items["completed"], &items["failed"]),
+        (
+            &serde_json::json!(2),
+            &serde_json::json!(2),
+            &serde_json::json!(0)
+        )
+    );
+    assert_eq!(
+        items["rows"],
+        serde_json::json!({"min": first_rows, "median": (first_rows + second_rows) / 2, "max": second_rows, "last": second_rows})
+    );
+    assert_eq!(items["bytes"]["last"], last.bytes());
+    assert_eq!(items["files"]["last"], last.files());
+    assert_eq!(items["retries"], 0);
+    let history: Vec<u64> = items["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["rows"].as_u64().unwrap())
+        .collect();
+    assert_eq!(history, [first_rows, second_rows], "oldest first");
+    // A full load is as fresh as its plan: seconds since the newest one started.
+    let planned = last.plan.as_ref().unwrap().started_at;
+    let seconds = items["lag"]["seconds"].as_f64().unwrap();
+    let expected = (before - planned).num_milliseconds() as f64 / 1000.0;
+    assert!(
+        (expected - 1.0..expected + 30.0).contains(&seconds),
+        "items lag {seconds}, expected about {expected}"
+    );
+
+    // events: now minus its watermark, the newest cursor value in the source.
+    let events = &trends["shop/public.events"];
+    let newest_event: chrono::DateTime<chrono::Utc> = db
+        .client()
+        .await
+        .query_one("SELECT max(updated_at) FROM public.events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let expected = (before - newest_event).num_milliseconds() as f64 / 1000.0;
+    let seconds = events["lag"]["seconds"].as_f64().unwrap();
+    assert!(
+        (expected - 1.0..expected + 30.0).contains(&seconds),
+        "events lag {seconds}, expected about {expected}"
+    );
+    assert!(
+        events["lag"]["watermark"]
+            .as_str()
+            .unwrap()
+            .starts_with(&newest_event.format("%Y-%m-%d %H:%M:%S").to_string()),
+        "{}",
+        events["lag"]
+    );
+
+    // broken: two failures, no figures, the first error of the last one.
+    let broken = &trends["shop/public.broken"];
+    assert_eq!(
+        (&broken["runs"], &broken["completed"], &broken["failed"]),
+        (
+            &serde_json::json!(2),
+            &serde_json::json!(0),
+            &serde_json::json!(2)
+        )
+    );
+    assert!(broken["rows"].is_null(), "{}", broken["rows"]);
+    assert_eq!(broken["last_run"]["status"], "FAILED");
+    assert_eq!(
+        broken["last_run"]["run_id"],
+        newest("shop/public.broken").await.run_id.to_string()
+    );
+    let error = broken["last_run"]["error"].as_str().unwrap();
+    assert!(error.contains("division by zero"), "{error}");
+
+    // --last 1: only the newest load of each.
+    let one = json(&["--last", "1"]);
+    assert_eq!(one["shop/public.items"]["runs"], 1);
+    assert_eq!(one["shop/public.items"]["rows"]["min"], second_rows);
+    assert_eq!(one["shop/public.broken"]["failed"], 1);
+
+    // --table: that table only.
+    let only = json(&["--table", "shop/public.items"]);
+    assert_eq!(only.keys().collect::<Vec<_>>(), ["shop/public.items"]);
+
+    // A configuration lists its tables, a table never run too.
+    let other = cwd.join("other.yaml");
+    std::fs::write(
+        &other,
+        shop_config(
+            db,
+            "  - source: shop\n    table: public.items\n    primary_key: [id]\n\
+             \x20 - source: shop\n    table: public.never\n    primary_key: [id]\n",
+        ),
+    )
+    .unwrap();
+    let configured = json(&["--config", other.to_str().unwrap()]);
+    assert_eq!(
+        configured.keys().collect::<Vec<_>>(),
+        ["shop/public.items", "shop/public.never"]
+    );
+    assert_eq!(configured["shop/public.never"]["runs"], 0);
+    assert!(configured["shop/public.never"]["last_run"].is_null());
+
+    // For people: the same figures, a row per table.
+    let text_out = ok(&status(&[]));
+    let rows = table_rows(&text_out);
+    let row = |key: &str| {
+        rows.iter()
+            .find(|r| r.first().map(String::as_str) == Some(key))
+            .unwrap_or_else(|| panic!("no row for {key} in:\n{text_out}"))
+            .clone()
+    };
+    let items_row = row("shop/public.items");
+    assert_eq!(items_row[1], last.run_id.to_string(), "{text_out}");
+    assert_eq!(items_row[2], "COMPLETED");
+    assert_eq!(items_row[5], "2/0");
+    assert_eq!(
+        items_row[7],
+        format!(
+            "{first_rows} / {} / {second_rows}",
+            (first_rows + second_rows) / 2
+        )
+    );
+    assert_eq!(items_row[9], "▁█", "rows grew: {text_out}");
+    let broken_row = row("shop/public.broken");
+    assert!(broken_row[2].starts_with("FAILED: "), "{text_out}");
+    assert_eq!(
+        (broken_row[5].as_str(), broken_row[9].as_str()),
+        ("0/2", "✗✗")
+    );
+
+    // Bad arguments name themselves.
+    let out = status(&["--last", "0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", both(&out));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("--last") && err.contains("at least 1"),
+        "{err}"
+    );
+    let mut args = vec!["status", "--last", "3"];
+    args.extend_from_slice(state_args);
+    let out = sluice(&args, cwd);
+    assert_eq!(out.status.code(), Some(2), "{}", both(&out));
+    assert!(text(&out.stderr).contains("--tables"), "{}", both(&out));
+}
+
+async fn trend_db() -> TestDb {
+    let db = TestDb::create("trend").await;
+    db.client()
+        .await
+        .batch_execute(
+            "CREATE TABLE items (id bigint PRIMARY KEY, v int);
+             INSERT INTO items SELECT g, g FROM generate_series(1, 100) g;
+             CREATE TABLE events (id bigint PRIMARY KEY, updated_at timestamptz NOT NULL);
+             INSERT INTO events SELECT g, now() - interval '2 hours' + g * interval '1 minute'
+               FROM generate_series(1, 30) g;
+             CREATE TABLE base (id bigint PRIMARY KEY, d int NOT NULL);
+             INSERT INTO base SELECT g, g - 80 FROM generate_series(1, 100) g;
+             CREATE VIEW broken AS SELECT id, 100 / d AS q FROM base;",
+        )
+        .await
+        .unwrap();
+    db
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_tables_shows_each_tables_last_run_lag_and_trend_from_dynamodb() {
+    let db = trend_db().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    let state_table = unique_name("state");
+    ok(&sluice(
+        &["dev", "create-tables", "--state-table", &state_table],
+        cwd,
+    ));
+    let store = DynamoStateStore::new(&moto().sdk_config().await, &state_table);
+    status_tables_against(&db, cwd, &["--state-table", &state_table], &store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_tables_shows_each_tables_last_run_lag_and_trend_from_a_local_state_dir() {
+    let db = trend_db().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    let state_dir = cwd.join("state");
+    let state_dir_arg = state_dir.to_str().unwrap().to_owned();
+    // The directory the first run creates; opened after it.
+    std::fs::create_dir_all(&state_dir).unwrap();
+    let store = sluice::state::local::LocalStateStore::open(&state_dir).unwrap();
+    status_tables_against(&db, cwd, &["--state-dir", &state_dir_arg], &store).await;
+}

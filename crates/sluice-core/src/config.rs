@@ -39,6 +39,10 @@ pub struct Config {
     pub sources: Vec<SourceConfig>,
     #[serde(default)]
     pub tables: Vec<TableConfig>,
+    /// Gold procedures, each run once per batch after every input of the batch merged (see
+    /// [`crate::gold`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gold: Vec<crate::gold::GoldConfig>,
 }
 
 /// A database sluice reads from.
@@ -217,6 +221,10 @@ pub struct TableConfig {
     /// What happens in STAGING to rows gone from the source (default: nothing).
     #[serde(default, skip_serializing_if = "DeletesConfig::is_default")]
     pub deletes: DeletesConfig,
+    /// How stale the table may get before the deployed lag alarm fires: a duration such as
+    /// `6h` (see [`crate::metrics`] for how the lag is measured). Absent: no time threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_lag: Option<String>,
 }
 
 /// Rows deleted at the source, in STAGING. A full load reads the whole table, so a key
@@ -255,6 +263,9 @@ pub struct KeysetConfig {
 /// The shortest `deletes.keyset.every`: a key set reads every key of the table, and the
 /// schedule tick that starts them runs once a minute.
 pub const MIN_KEYSET_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The shortest `max_lag` (see [`TableConfig::max_lag`]).
+pub const MIN_MAX_LAG: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl KeysetConfig {
     /// `every` as a duration; `None` when absent or not a duration (which validation refuses).
@@ -392,6 +403,12 @@ impl TableConfig {
             .retain(|column, _| self.primary_key.contains(column));
         read.target.json_columns.clear();
         read
+    }
+
+    /// `max_lag` as a duration; `None` when absent or not a duration (which validation
+    /// refuses).
+    pub fn max_lag(&self) -> Option<std::time::Duration> {
+        self.max_lag.as_deref().and_then(parse_duration)
     }
 
     /// The parsed table name; only valid after [`Config::validate`] succeeded.
@@ -535,7 +552,8 @@ pub struct TargetConfig {
     pub staging_table: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merge_procedure: Option<String>,
-    /// Procedures to `CALL` after the merge, in order, each with the run id.
+    /// Refused (kept so that an old file or item parses and is told what to write instead):
+    /// gold is declared at the top level (`gold:`, see [`crate::gold`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gold_procedures: Vec<String>,
     /// Source columns holding JSON text (PostgreSQL `json`/`jsonb`, MySQL `json`): RAW keeps
@@ -786,7 +804,20 @@ impl Config {
                 );
             }
         }
+        for (i, gold) in self.gold.iter().enumerate() {
+            check_qualified(&format!("gold[{i}].procedure"), &gold.procedure, &mut issues);
+        }
+        if let Err(gold_issues) = crate::gold::GoldGraph::of(self) {
+            for issue in gold_issues {
+                issues.push(issue.path, issue.message);
+            }
+        }
         issues.finish()
+    }
+
+    /// The gold graph; only valid after [`Config::validate`] succeeded (empty otherwise).
+    pub fn gold_graph(&self) -> crate::gold::GoldGraph {
+        crate::gold::GoldGraph::of(self).unwrap_or_default()
     }
 }
 
@@ -1209,6 +1240,7 @@ fn validate_table(table: &TableConfig, engine: Option<Engine>, path: &str, issue
         issues.push(format!("{path}.schedule"), message);
     }
     validate_deletes(table, path, issues);
+    validate_max_lag(table, path, issues);
     let t = &table.target;
     for (field, value) in [
         ("raw_table", &t.raw_table),
@@ -1219,8 +1251,20 @@ fn validate_table(table: &TableConfig, engine: Option<Engine>, path: &str, issue
             check_qualified(&format!("{path}.target.{field}"), value, issues);
         }
     }
-    for (j, proc) in t.gold_procedures.iter().enumerate() {
-        check_qualified(&format!("{path}.target.gold_procedures[{j}]"), proc, issues);
+    // Called after this table's own merge, a gold reading two tables ran between their two
+    // merges on half-new data; gold is now its own object, run after all its inputs.
+    if !t.gold_procedures.is_empty() {
+        issues.push(
+            format!("{path}.target.gold_procedures"),
+            format!(
+                "gold is no longer part of a table: declare it at the top level, run once per batch after all its inputs merged: gold: [{}]",
+                t.gold_procedures
+                    .iter()
+                    .map(|p| format!("{{procedure: {p}, inputs: [{}]}}", table.key()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
     }
     for (j, column) in t.json_columns.iter().enumerate() {
         let jpath = format!("{path}.target.json_columns[{j}]");
@@ -1234,6 +1278,25 @@ fn validate_table(table: &TableConfig, engine: Option<Engine>, path: &str, issue
                 format!("'{column}' is part of the primary key, which cannot be VARIANT"),
             );
         }
+    }
+}
+
+/// `max_lag` is a duration of at least a minute: the lag is measured when a run ends and
+/// CloudWatch's alarms evaluate periods of a minute or more, so a shorter one cannot be kept.
+fn validate_max_lag(table: &TableConfig, path: &str, issues: &mut Issues) {
+    let Some(text) = &table.max_lag else {
+        return;
+    };
+    match parse_duration(text) {
+        None => issues.push(
+            format!("{path}.max_lag"),
+            format!("'{text}' is not a duration (a whole number and a unit: s, m, h, d; e.g. 6h)"),
+        ),
+        Some(d) if d < MIN_MAX_LAG => issues.push(
+            format!("{path}.max_lag"),
+            format!("'{text}' is shorter than a minute, the shortest lag an alarm can watch"),
+        ),
+        Some(_) => {}
     }
 }
 
@@ -1595,6 +1658,46 @@ tables:
         );
     }
 
+    /// `max_lag` is the per-table threshold of the lag alarm: a duration the table keeps as
+    /// written (a round trip does not respell it), refused by name when it is not one.
+    #[test]
+    fn max_lag_is_a_duration_of_at_least_a_minute() {
+        let config = Config::from_yaml(&with_table("    max_lag: 6h\n"), "t").unwrap();
+        let table = &config.tables[0];
+        assert_eq!(table.max_lag.as_deref(), Some("6h"));
+        assert_eq!(
+            table.max_lag(),
+            Some(std::time::Duration::from_secs(6 * 3600))
+        );
+        let again = Config::from_yaml(&config.to_yaml().unwrap(), "again").unwrap();
+        assert_eq!(config, again);
+        // Absent: no threshold, and nothing written back.
+        let config = Config::from_yaml(&with_table(""), "t").unwrap();
+        assert_eq!(config.tables[0].max_lag(), None);
+        assert!(!config.to_yaml().unwrap().contains("max_lag"));
+        assert_eq!(issues_of(&with_table("    max_lag: 1m\n")), Vec::<String>::new());
+        for (extra, expected) in [
+            (
+                "    max_lag: daily\n",
+                "tables[0].max_lag: 'daily' is not a duration",
+            ),
+            (
+                "    max_lag: 6 hours\n",
+                "tables[0].max_lag: '6 hours' is not a duration",
+            ),
+            (
+                "    max_lag: 30s\n",
+                "tables[0].max_lag: '30s' is shorter than a minute",
+            ),
+        ] {
+            let issues = issues_of(&with_table(extra));
+            assert!(
+                issues.len() == 1 && issues[0].starts_with(expected),
+                "{extra}: {issues:?}"
+            );
+        }
+    }
+
     #[test]
     fn incremental_without_key_is_a_warning_naming_the_field() {
         let yaml = with_table("    load:\n      mode: incremental\n      cursor: updated_at\n");
@@ -1733,8 +1836,8 @@ tables:
                 "tables[0].target.json_columns[0]: 'doc' is not in columns",
             ),
             (
-                "    target:\n      gold_procedures: [a.b.c.d]\n",
-                "tables[0].target.gold_procedures[0]: 'a.b.c.d' has more than three parts",
+                "    target:\n      gold_procedures: [GOLD.A, B]\n",
+                "tables[0].target.gold_procedures: gold is no longer part of a table: declare it at the top level, run once per batch after all its inputs merged: gold: [{procedure: GOLD.A, inputs: [shop/public.orders]}, {procedure: B, inputs: [shop/public.orders]}]",
             ),
         ];
         for (extra, expected) in cases {

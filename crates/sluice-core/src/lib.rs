@@ -6,15 +6,18 @@
 
 pub mod catalog;
 pub mod cdc;
+pub mod check;
 pub mod config;
 pub mod deploy;
 pub mod doctor;
 pub mod external_function;
 pub mod filter;
+pub mod gold;
 pub mod ident;
 pub mod late_writers;
 pub mod layout;
 pub mod manifest;
+pub mod metrics;
 pub mod output;
 pub mod plan;
 pub mod run;
@@ -22,6 +25,7 @@ pub mod schedule;
 pub mod setup;
 pub mod snowflake;
 pub mod staging;
+pub mod trend;
 pub mod validate;
 
 pub use config::{

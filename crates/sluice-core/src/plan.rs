@@ -1019,6 +1019,7 @@ mod tests {
             invalid_dates: Default::default(),
             schedule: None,
             deletes: Default::default(),
+            max_lag: None,
         }
     }
 

@@ -263,6 +263,10 @@ pub struct RunRecord {
     /// manifest lists them (a failed run's, a crashed chunk's, surplus parts of a retry).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub removed_files: Vec<String>,
+    /// The batch that started the run (an external-function call, a schedule tick, one
+    /// `sluice run`): its gold runs once all of the batch's runs ended (see [`crate::gold`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_id: Option<String>,
 }
 
 /// A process that drives a run: which host, which process, since when.
@@ -374,6 +378,7 @@ impl RunRecord {
             holder: None,
             resumptions: Vec::new(),
             removed_files: Vec::new(),
+            batch_id: None,
             validation: None,
         }
     }
@@ -559,6 +564,63 @@ pub fn run_story(record: &RunRecord) -> Result<Vec<u8>, serde_json::Error> {
     Ok(line)
 }
 
+/// The Glue table over every table's run stories, in the deployment's Glue database.
+pub const RUNS_TABLE: &str = "sluice_runs";
+
+/// The columns of [`RUNS_TABLE`]: one per field of [`run_story`], with the Hive type Athena
+/// reads it as through the OpenX JSON SerDe (a test checks that every field of a story is a
+/// column, of a type its JSON value can be read as). Times stay strings: Athena's timestamp
+/// type wants `YYYY-MM-DD HH:MM:SS.fff`, and RFC 3339 is read with `from_iso8601_timestamp`
+/// (<https://aws.amazon.com/premiumsupport/knowledge-center/query-table-athena-timestamp-empty/>).
+/// `merge` and `record` are objects of open shape kept as their JSON text (the SerDe's string
+/// inspector reads any value as its text,
+/// <https://github.com/rcongiu/Hive-JSON-Serde/blob/develop/json-serde/src/main/java/org/openx/data/jsonserde/objectinspector/primitive/JsonStringJavaObjectInspector.java>),
+/// for `json_extract`. `phase_seconds` is a struct of the phases a run goes through: the
+/// SerDe matches keys case-insensitively by default, so `PLANNED` is `planned`
+/// (<https://docs.aws.amazon.com/athena/latest/ug/openx-json-serde.html>, `case.insensitive`).
+pub const RUN_STORY_COLUMNS: [(&str, &str); 16] = [
+    ("run_id", "string"),
+    ("table_key", "string"),
+    ("status", "string"),
+    ("created_at", "string"),
+    ("ended_at", "string"),
+    ("seconds", "double"),
+    ("rows", "bigint"),
+    ("bytes", "bigint"),
+    ("files", "bigint"),
+    ("loaded_rows", "bigint"),
+    ("merge", "string"),
+    ("watermark_before", "string"),
+    ("watermark_committed", "string"),
+    ("error", "string"),
+    (
+        "phase_seconds",
+        "struct<planned:double,extracting:double,loading:double,merging:double>",
+    ),
+    ("record", "string"),
+];
+
+/// The partition keys of [`RUNS_TABLE`], in order: one partition per table and tree, located
+/// at that table's `_runs/` directory (see [`run_story_partition_values`]).
+pub const RUN_STORY_PARTITION_KEYS: [&str; 4] = ["engine", "source_db", "table_name", "kind"];
+
+/// The [`RUNS_TABLE`] partition of a table's stories: its engine, source, configured table
+/// name, and `keyset` for key-set runs (their stories sit under `_keysets/`, another
+/// directory) or `load` for every other run, full reloads included.
+pub fn run_story_partition_values(
+    engine: crate::config::Engine,
+    source: &str,
+    table: &str,
+    keyset: bool,
+) -> [String; 4] {
+    [
+        engine.as_str().to_owned(),
+        source.to_owned(),
+        table.to_owned(),
+        if keyset { "keyset" } else { "load" }.to_owned(),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -625,6 +687,152 @@ mod tests {
                 .parse::<RunId>()
                 .unwrap_err()
                 .contains("not a run id")
+        );
+    }
+
+    /// Whether a story's JSON value can be read as `hive_type` by the OpenX JSON SerDe.
+    fn readable_as(value: &serde_json::Value, hive_type: &str) -> bool {
+        use serde_json::Value;
+        if value.is_null() {
+            return true;
+        }
+        match hive_type {
+            "bigint" => value.is_u64() || value.is_i64(),
+            "double" => value.is_number(),
+            // Any value's text, objects included (see RUN_STORY_COLUMNS).
+            "string" => !value.is_array(),
+            _ => {
+                let Some(fields) = hive_type
+                    .strip_prefix("struct<")
+                    .and_then(|t| t.strip_suffix('>'))
+                else {
+                    return false;
+                };
+                let fields: Vec<(&str, &str)> = fields
+                    .split(',')
+                    .filter_map(|f| f.split_once(':'))
+                    .collect();
+                let Value::Object(map) = value else {
+                    return false;
+                };
+                map.iter().all(|(key, v)| {
+                    fields
+                        .iter()
+                        .any(|(name, ty)| *name == key.to_ascii_lowercase() && readable_as(v, ty))
+                })
+            }
+        }
+    }
+
+    /// A record with every optional part of a story set, as a completed and merged run has.
+    fn storied_record() -> RunRecord {
+        let t0 = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let mut r = RunRecord::new(RunId::at(t0), "shop/public.orders".into(), t0);
+        let mut at = t0;
+        for next in [
+            RunStatus::Extracting,
+            RunStatus::Loading,
+            RunStatus::Merging,
+            RunStatus::Completed,
+        ] {
+            at += chrono::Duration::seconds(2);
+            r.transition(next, at).unwrap();
+        }
+        r.chunks.insert(
+            0,
+            ChunkOutcome {
+                rows: 5,
+                bytes: 900,
+                files: vec![FileEntry {
+                    key: "k".into(),
+                    chunk: 0,
+                    part: 0,
+                    rows: 5,
+                    bytes: 900,
+                }],
+                ..ChunkOutcome::default()
+            },
+        );
+        r.loaded_rows = Some(5);
+        r.merge = Some(serde_json::json!({"inserted": 4, "updated": 1}));
+        r.watermark_before = Some(ScalarValue::Int(1));
+        r.watermark_committed = Some(ScalarValue::Int(9));
+        r.error = Some(RunError {
+            phase: RunStatus::Loading,
+            chunk: None,
+            message: "an error, to have one".into(),
+        });
+        r
+    }
+
+    #[test]
+    fn every_field_of_a_story_is_a_column_of_the_runs_table_and_back() {
+        let record = storied_record();
+        let story: serde_json::Value =
+            serde_json::from_slice(&run_story(&record).unwrap()).unwrap();
+        let serde_json::Value::Object(fields) = &story else {
+            panic!("a story is a JSON object: {story}");
+        };
+        let columns: BTreeMap<&str, &str> = RUN_STORY_COLUMNS.into_iter().collect();
+        assert_eq!(columns.len(), RUN_STORY_COLUMNS.len(), "no column twice");
+        let story_keys: std::collections::BTreeSet<&str> =
+            fields.keys().map(String::as_str).collect();
+        let column_names: std::collections::BTreeSet<&str> = columns.keys().copied().collect();
+        assert_eq!(story_keys, column_names, "story fields vs columns");
+        for (name, value) in fields {
+            assert!(!value.is_null(), "{name} is set in this story");
+            let hive_type = columns[name.as_str()];
+            assert!(
+                readable_as(value, hive_type),
+                "{name}: {value} cannot be read as {hive_type}"
+            );
+        }
+        // Every phase a run can be timed in has its field, not only this run's.
+        let phase_type = columns["phase_seconds"];
+        for phase in [
+            RunStatus::Planned,
+            RunStatus::Extracting,
+            RunStatus::Loading,
+            RunStatus::Merging,
+            RunStatus::Completed,
+            RunStatus::Failed,
+        ]
+        .into_iter()
+        .filter(|p| !p.is_terminal())
+        {
+            let probe = serde_json::json!({ phase.to_string(): 1.5 });
+            assert!(readable_as(&probe, phase_type), "{phase} in {phase_type}");
+        }
+        // Partition keys name the directory, never a field of the file (Athena refuses a
+        // partition column named as a column of the data:
+        // <https://docs.aws.amazon.com/athena/latest/ug/alter-table-add-partition.html>).
+        for key in RUN_STORY_PARTITION_KEYS {
+            assert!(!columns.contains_key(key), "{key} is a partition key");
+        }
+        // A failed run's story (nulls where it got no further) reads the same way.
+        let mut failed = RunRecord::new(RunId::new(), "shop/public.c".into(), Utc::now());
+        failed.fail("boom".into(), None, Utc::now());
+        let story: serde_json::Value =
+            serde_json::from_slice(&run_story(&failed).unwrap()).unwrap();
+        for (name, hive_type) in RUN_STORY_COLUMNS {
+            assert!(
+                readable_as(&story[name], hive_type),
+                "{name}: {}",
+                story[name]
+            );
+        }
+    }
+
+    #[test]
+    fn a_story_partition_names_its_table_and_tree() {
+        use crate::config::Engine;
+        assert_eq!(
+            run_story_partition_values(Engine::Postgres, "shop", "public.orders", false),
+            ["postgres", "shop", "public.orders", "load"]
+        );
+        assert_eq!(
+            run_story_partition_values(Engine::Mysql, "crm", "contacts", true)[3],
+            "keyset"
         );
     }
 }

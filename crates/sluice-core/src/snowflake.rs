@@ -194,7 +194,7 @@ pub fn string_literal(text: &str) -> String {
 }
 
 /// A schema-level object: `"DATABASE"."SCHEMA"."name"`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ObjectName {
     pub database: String,
     pub schema: String,

@@ -64,7 +64,6 @@ pub struct TableTargets {
     pub keys: ObjectName,
     /// Deletes (or marks) the STAGING rows a key-set run did not find (next to STAGING).
     pub reconcile_procedure: ObjectName,
-    pub gold_procedures: Vec<ObjectName>,
 }
 
 impl TableTargets {
@@ -106,17 +105,18 @@ impl TableTargets {
             generated_merge: t.merge_procedure.is_none(),
             merge_procedure,
             staging,
-            gold_procedures: t
-                .gold_procedures
-                .iter()
-                .map(|g| qualify(g, database, GOLD_SCHEMA))
-                .collect(),
         }
     }
 }
 
+/// A gold procedure of the configuration (`gold[].procedure`), in schema `GOLD` of `database`
+/// unless it says otherwise.
+pub fn gold_procedure(name: &str, database: &str) -> ObjectName {
+    qualify(name, database, GOLD_SCHEMA)
+}
+
 /// `NAME`, `SCHEMA.NAME` or `DATABASE.SCHEMA.NAME`, the missing parts from the defaults.
-fn qualify(name: &str, database: &str, schema: &str) -> ObjectName {
+pub(crate) fn qualify(name: &str, database: &str, schema: &str) -> ObjectName {
     match name.split('.').collect::<Vec<_>>().as_slice() {
         [d, s, n] => ObjectName::new(d, s, n),
         [s, n] => ObjectName::new(database, s, n),
@@ -915,7 +915,8 @@ pub(crate) fn compatible_type(existing: &ExistingColumn, wanted: &SnowflakeType)
     }
 }
 
-/// `CALL proc(?)`: the merge and every gold procedure take the run id as their one binding.
+/// `CALL proc(?)`: the merge procedure takes the run id as its one binding, a gold procedure
+/// the batch id.
 pub fn call_with_run_id(procedure: &ObjectName) -> String {
     format!("CALL {}(?)", procedure.quoted())
 }
@@ -995,7 +996,7 @@ mod tests {
         let t = TableTargets::resolve(
             &config(
                 "    target:\n      raw_table: SHOP_ORDERS\n      staging_table: OTHER.STG.ORDERS\n      \
-                 merge_procedure: MY_MERGE\n      gold_procedures: [G1, REPORTS.G2]\n",
+                 merge_procedure: MY_MERGE\n",
             ),
             "DB",
         );
@@ -1003,11 +1004,10 @@ mod tests {
         assert_eq!(t.staging.quoted(), "\"OTHER\".\"STG\".\"ORDERS\"");
         assert_eq!(t.merge_procedure.quoted(), "\"DB\".\"STG\".\"MY_MERGE\"");
         assert!(!t.generated_merge);
-        let gold: Vec<String> = t.gold_procedures.iter().map(ObjectName::quoted).collect();
-        assert_eq!(
-            gold,
-            ["\"DB\".\"GOLD\".\"G1\"", "\"DB\".\"REPORTS\".\"G2\""]
-        );
+        let gold = |name| gold_procedure(name, "DB").quoted();
+        assert_eq!(gold("G1"), "\"DB\".\"GOLD\".\"G1\"");
+        assert_eq!(gold("REPORTS.G2"), "\"DB\".\"REPORTS\".\"G2\"");
+        assert_eq!(gold("D.R.G3"), "\"D\".\"R\".\"G3\"");
     }
 
     #[test]

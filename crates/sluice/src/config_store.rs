@@ -3,8 +3,9 @@
 //! reviewed; `sluice config push` writes it, `sluice config pull` reads back an equal
 //! configuration in canonical YAML, which pushes back as a no-op).
 //!
-//! Items (partition `pk`, sort `sk`): `pk = SOURCE`, `sk = <name>` for a source and
-//! `pk = TABLE`, `sk = <source>/<table>` for a table; `ordinal` keeps the order of the file;
+//! Items (partition `pk`, sort `sk`): `pk = SOURCE`, `sk = <name>` for a source,
+//! `pk = TABLE`, `sk = <source>/<table>` for a table and `pk = GOLD`, `sk = <procedure>` for a
+//! gold procedure; `ordinal` keeps the order of the file;
 //! every other attribute is a field of the model, as a native DynamoDB value (maps, lists,
 //! strings, numbers, booleans), so an item reads in the console like its YAML. An item that
 //! does not parse or validate is reported with the item and the field's path, e.g.
@@ -62,10 +63,19 @@ impl ItemKey {
         }
     }
 
-    /// `sources[shop]` / `tables[shop/public.orders]`: the path prefix of the item's fields.
+    fn gold(procedure: &str) -> ItemKey {
+        ItemKey {
+            kind: "GOLD",
+            name: procedure.to_owned(),
+        }
+    }
+
+    /// `sources[shop]` / `tables[shop/public.orders]` / `gold[GOLD.X]`: the path prefix of the
+    /// item's fields.
     fn path(&self) -> String {
         match self.kind {
             "SOURCE" => format!("sources[{}]", self.name),
+            "GOLD" => format!("gold[{}]", self.name),
             _ => format!("tables[{}]", self.name),
         }
     }
@@ -206,32 +216,35 @@ impl ConfigStore {
             .map_err(|message| self.error(message))
     }
 
-    /// The items of both partitions as stored: sources, then tables.
-    async fn raw_items(&self) -> Result<(Vec<Item>, Vec<Item>)> {
+    /// The items of the three partitions as stored: sources, tables, gold.
+    async fn raw_items(&self) -> Result<ConfigItems> {
         let mut found = Vec::new();
-        for kind in ["SOURCE", "TABLE"] {
+        for kind in ["SOURCE", "TABLE", "GOLD"] {
             found.push(
                 ddb::query_partition(&self.client, &self.table, s(kind))
                     .await
                     .map_err(|message| self.error(message))?,
             );
         }
+        let gold = found.pop().unwrap_or_default();
         let tables = found.pop().unwrap_or_default();
         let sources = found.pop().unwrap_or_default();
-        Ok((sources, tables))
+        Ok(ConfigItems {
+            sources,
+            tables,
+            gold,
+        })
     }
 
     /// Every stored item, sources first, each in file order.
     async fn items(&self) -> Result<Vec<StoredItem>> {
-        let (sources, tables) = self.raw_items().await?;
-        stored_items(&self.table, &sources, &tables)
+        stored_items(&self.table, &self.raw_items().await?)
     }
 
     /// The stored configuration, parsed and validated like a file: any problem names the item
     /// and the field.
     pub async fn load(&self) -> Result<Config> {
-        let (sources, tables) = self.raw_items().await?;
-        config_from_items(&self.table, &sources, &tables)
+        config_from_items(&self.table, &self.raw_items().await?)
     }
 
     /// What writing `config` would change.
@@ -280,6 +293,12 @@ impl ConfigStore {
             wanted.push((
                 ItemKey::table(table.key()),
                 to_json(serde_json::to_value(table))?,
+            ));
+        }
+        for gold in &config.gold {
+            wanted.push((
+                ItemKey::gold(&gold.procedure),
+                to_json(serde_json::to_value(gold))?,
             ));
         }
         let mut diff = ConfigDiff::default();
@@ -341,12 +360,21 @@ impl ConfigStore {
     }
 }
 
+/// The items of a config table, by partition.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigItems {
+    pub sources: Vec<Item>,
+    pub tables: Vec<Item>,
+    pub gold: Vec<Item>,
+}
+
 /// The configuration that a config table's items hold (`sources` from partition `SOURCE`,
-/// `tables` from `TABLE`, in any order), parsed and validated like a file: any problem names
-/// the item and the field. What [`ConfigStore::load`] does once it has read the items; pure,
-/// so it is tested and fuzzed without DynamoDB. `table` names the config table in errors.
-pub fn config_from_items(table: &str, sources: &[Item], tables: &[Item]) -> Result<Config> {
-    let items = stored_items(table, sources, tables)?;
+/// `tables` from `TABLE`, `gold` from `GOLD`, in any order), parsed and validated like a file:
+/// any problem names the item and the field. What [`ConfigStore::load`] does once it has read
+/// the items; pure, so it is tested and fuzzed without DynamoDB. `table` names the config
+/// table in errors.
+pub fn config_from_items(table: &str, found: &ConfigItems) -> Result<Config> {
+    let items = stored_items(table, found)?;
     if items.is_empty() {
         return Err(ConfigStoreError::Empty {
             table: table.to_owned(),
@@ -374,6 +402,13 @@ pub fn config_from_items(table: &str, sources: &[Item], tables: &[Item]) -> Resu
                 return Err(mismatch(table, &item.key, "name", &source.name).into());
             }
             config.sources.push(source);
+        } else if item.key.kind == "GOLD" {
+            let gold: sluice_core::gold::GoldConfig =
+                serde_path_to_error::deserialize(&item.fields).map_err(parse_error)?;
+            if gold.procedure != item.key.name {
+                return Err(mismatch(table, &item.key, "procedure", &gold.procedure).into());
+            }
+            config.gold.push(gold);
         } else {
             let table_config: TableConfig =
                 serde_path_to_error::deserialize(&item.fields).map_err(parse_error)?;
@@ -393,10 +428,15 @@ pub fn config_from_items(table: &str, sources: &[Item], tables: &[Item]) -> Resu
     Ok(config)
 }
 
-/// Both partitions' items with their fields as JSON: sources first, each in file order.
-fn stored_items(table: &str, sources: &[Item], tables: &[Item]) -> Result<Vec<StoredItem>> {
+/// Every partition's items with their fields as JSON: sources first, then tables, then gold,
+/// each in file order.
+fn stored_items(table: &str, found: &ConfigItems) -> Result<Vec<StoredItem>> {
     let mut items = Vec::new();
-    for (kind, found) in [("SOURCE", sources), ("TABLE", tables)] {
+    for (kind, found) in [
+        ("SOURCE", &found.sources),
+        ("TABLE", &found.tables),
+        ("GOLD", &found.gold),
+    ] {
         let mut of_kind = found
             .iter()
             .map(|item| stored_item(table, kind, item))
@@ -411,10 +451,10 @@ fn stored_items(table: &str, sources: &[Item], tables: &[Item]) -> Result<Vec<St
 
 fn stored_item(table: &str, kind: &str, item: &Item) -> Result<StoredItem> {
     let name = get_s(item, SK).unwrap_or_default().to_owned();
-    let key = if kind == "SOURCE" {
-        ItemKey::source(&name)
-    } else {
-        ItemKey::table(name)
+    let key = match kind {
+        "SOURCE" => ItemKey::source(&name),
+        "GOLD" => ItemKey::gold(&name),
+        _ => ItemKey::table(name),
     };
     let mut fields = serde_json::Map::new();
     for (attr, value) in item {
@@ -474,6 +514,11 @@ fn name_item_in_path(issue: ConfigIssue, config: &Config) -> ConfigIssue {
     .or_else(|| {
         rename(&issue.path, "sources", &|i| {
             config.sources.get(i).map(|s| s.name.clone())
+        })
+    })
+    .or_else(|| {
+        rename(&issue.path, "gold", &|i| {
+            config.gold.get(i).map(|g| g.procedure.clone())
         })
     })
     .unwrap_or(issue.path);
@@ -551,16 +596,31 @@ mod tests {
                 "source": "shop", "table": name,
             }))
         };
+        let items = |sources: &[Item], tables: &[Item], gold: &[Item]| ConfigItems {
+            sources: sources.to_vec(),
+            tables: tables.to_vec(),
+            gold: gold.to_vec(),
+        };
+        let gold = |procedure: &str, inputs: serde_json::Value| {
+            item(serde_json::json!({
+                "pk": "GOLD", "sk": procedure, "ordinal": 0, "procedure": procedure,
+                "inputs": inputs,
+            }))
+        };
         let config = config_from_items(
             "cfg",
-            std::slice::from_ref(&source),
-            &[table("public.b", 1), table("public.a", 0)],
+            &items(
+                std::slice::from_ref(&source),
+                &[table("public.b", 1), table("public.a", 0)],
+                &[gold("GOLD.G", serde_json::json!(["shop/public.a"]))],
+            ),
         )
         .unwrap();
         let tables: Vec<_> = config.tables.iter().map(|t| t.table.as_str()).collect();
         assert_eq!(tables, ["public.a", "public.b"]);
+        assert_eq!(config.gold[0].inputs, ["shop/public.a"]);
         assert!(matches!(
-            config_from_items("cfg", &[], &[]),
+            config_from_items("cfg", &ConfigItems::default()),
             Err(ConfigStoreError::Empty { .. })
         ));
         let mut bad = table("public.a", 0);
@@ -568,9 +628,21 @@ mod tests {
             "load".into(),
             ddb::from_json(&serde_json::json!({"mode": 3})),
         );
-        let e = config_from_items("cfg", std::slice::from_ref(&source), &[bad])
+        let e = config_from_items("cfg", &items(std::slice::from_ref(&source), &[bad], &[]))
             .unwrap_err()
             .to_string();
         assert!(e.contains("tables[shop/public.a].load.mode"), "{e}");
+        // A gold item is named by its procedure, and checked against the tables.
+        let e = config_from_items(
+            "cfg",
+            &items(
+                std::slice::from_ref(&source),
+                &[table("public.a", 0)],
+                &[gold("GOLD.G", serde_json::json!(["shop/public.gone"]))],
+            ),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("gold[GOLD.G].inputs[0]: 'shop/public.gone' is neither"), "{e}");
     }
 }

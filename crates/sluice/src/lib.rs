@@ -9,6 +9,7 @@
 
 pub mod aws;
 pub mod catalog;
+pub mod check;
 pub mod config_store;
 pub mod ddb;
 pub mod holder;

@@ -1,7 +1,8 @@
 -- Gold example: daily order revenue per currency from the shop sample's orders.
 --
--- Called by sluice after each merge of public.orders (infra/config/shop.yaml lists it under
--- target.gold_procedures) as CALL GOLD.REFRESH_DAILY_REVENUE('<run id>'). It rebuilds the
+-- Called by sluice once per batch that merged public.orders (infra/config/shop.yaml lists it
+-- under gold:, with orders as its input) as CALL GOLD.REFRESH_DAILY_REVENUE('<batch id>'),
+-- after every input of the batch merged. The argument keeps its old name, RUN_ID. It rebuilds the
 -- whole fact from STAGING, so it is idempotent and an order that moved from one day to
 -- another is counted once, on its current day. Cancelled orders earn nothing. Days are UTC
 -- (sluice lands timestamptz values as UTC instants).

@@ -59,6 +59,10 @@ pub struct RunSummary {
     /// The run's first error, cut (see [`answer_error`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The batch's gold that read this table, once it ran: `GOLD.A done, GOLD.B skipped
+    /// (input … failed …)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gold: Option<String>,
     /// A note for a run that goes on after the batch had to answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -79,6 +83,7 @@ impl RunSummary {
             },
             merge: record.merge.clone(),
             error: record.error.as_ref().map(|e| answer_error(&e.message)),
+            gold: None,
             message: None,
         }
     }

@@ -59,6 +59,20 @@ pub struct CatalogOutcome {
     pub partition_created: bool,
 }
 
+/// What an ended run's story asks of the catalog: the `sluice_runs` table over every table's
+/// stories (its columns are [`sluice_core::run::RUN_STORY_COLUMNS`]), and the partition of
+/// the run's table, located at that table's `_runs/` directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoryRegistration {
+    /// The table's nominal root (the output prefix), ending in `/`: queries read partitions,
+    /// each at its own location.
+    pub location: String,
+    /// [`sluice_core::run::run_story_partition_values`].
+    pub partition_values: [String; 4],
+    /// The table's `_runs/` directory, ending in `/`.
+    pub partition_location: String,
+}
+
 #[async_trait]
 pub trait Catalog: Send + Sync {
     /// Creates or evolves the table, then registers the partition. Safe to repeat.
@@ -66,6 +80,15 @@ pub trait Catalog: Send + Sync {
         &self,
         registration: &TableRegistration,
     ) -> Result<CatalogOutcome, CatalogError>;
+
+    /// Creates the runs table (or brings its definition up to date), then registers the
+    /// partition of the story's table. Safe to repeat. Nothing where there is no catalog.
+    async fn register_story(
+        &self,
+        _registration: &StoryRegistration,
+    ) -> Result<CatalogOutcome, CatalogError> {
+        Ok(CatalogOutcome::default())
+    }
 }
 
 /// No catalog: local runs, or deployments that turned registration off.

@@ -88,9 +88,11 @@ impl Pipeline {
     /// Writes an ended run's story (`_runs/<run_id>.json`, see
     /// [`sluice_core::run::run_story`]) beside the table's manifests, again each time the run
     /// is seen ending (a retried finalize or failure rewrites the same run's file with what it
-    /// knows now). Best effort: the run's outcome stands if the write fails, and is logged.
+    /// knows now), then registers the table's stories as its partition of the catalog's
+    /// `sluice_runs` table. Best effort: the run's outcome stands if the write or the
+    /// registration fails, and is logged.
     pub(super) async fn write_run_story(&self, record: &RunRecord) {
-        let Some(layout) = self.story_layout(record) else {
+        let Some((layout, partition_values)) = self.story_layout(record) else {
             return;
         };
         let key = layout.run_story(record.run_id);
@@ -104,14 +106,28 @@ impl Pipeline {
         match put_bytes(self.sink.as_ref(), &key, Bytes::from(body)).await {
             Ok(bytes) => info!(run_id = %record.run_id, %key, bytes, "run story written"),
             Err(e) => {
-                warn!(run_id = %record.run_id, %key, error = %e, "writing the run's story failed")
+                warn!(run_id = %record.run_id, %key, error = %e, "writing the run's story failed");
+                return;
             }
+        }
+        let root = match self.options.prefix.as_deref().map(|p| p.trim_matches('/')) {
+            Some(prefix) if !prefix.is_empty() => format!("{prefix}/"),
+            _ => String::new(),
+        };
+        let registration = crate::catalog::StoryRegistration {
+            location: self.sink.url_for(&root),
+            partition_values,
+            partition_location: self.sink.url_for(&format!("{}/_runs/", layout.table_dir())),
+        };
+        if let Err(e) = self.catalog.register_story(&registration).await {
+            warn!(run_id = %record.run_id, table = sluice_core::run::RUNS_TABLE, error = %e, "registering the run's story in the catalog failed");
         }
     }
 
     /// The layout a run's story goes under: its plan's, or, for a run that failed before it
-    /// had one, the one its table key and source say.
-    fn story_layout(&self, record: &RunRecord) -> Option<TableLayout> {
+    /// had one, the one its table key and source say; with the story's partition of the
+    /// catalog's runs table.
+    fn story_layout(&self, record: &RunRecord) -> Option<(TableLayout, [String; 4])> {
         // A prefix that failed the run (see planning) gets no keys either.
         if let Some(prefix) = &self.options.prefix
             && sluice_core::output::check_prefix(prefix).is_err()
@@ -119,7 +135,15 @@ impl Pipeline {
             return None;
         }
         if let Some(plan) = &record.plan {
-            return self.layout_of(record.run_id, plan).ok();
+            let layout = self.layout_of(record.run_id, plan).ok()?;
+            let table = plan.table.table_name().ok()?.to_string();
+            let values = sluice_core::run::run_story_partition_values(
+                plan.engine,
+                &plan.table.source,
+                &table,
+                plan.keyset,
+            );
+            return Some((layout, values));
         }
         let (source, table) = record.table_key.split_once('/')?;
         let engine = self.sources.get(source)?.engine();
@@ -128,11 +152,11 @@ impl Pipeline {
         } else {
             TableLayout::new
         };
-        Some(layout(
-            self.options.prefix.as_deref(),
-            engine,
-            source,
-            table,
+        let values =
+            sluice_core::run::run_story_partition_values(engine, source, table, record.keyset);
+        Some((
+            layout(self.options.prefix.as_deref(), engine, source, table),
+            values,
         ))
     }
 

@@ -36,10 +36,12 @@ use crate::warehouse::load::{LoadError, Loader};
 mod cleanup;
 mod extract;
 mod finalize;
+mod gold;
 mod plan;
 mod start;
 
 use extract::AbortOnDrop;
+pub use gold::GOLD_CLAIM;
 pub use plan::file_schema_of;
 pub use start::{LeaseKeeper, RunStart, Started};
 
@@ -107,6 +109,9 @@ pub struct PipelineOptions {
     /// (so a queue of runs drains instead of failing), yet ends a wait behind runs that are
     /// stuck well within Lambda's 15 minutes.
     pub source_wait: std::time::Duration,
+    /// The batch every run this pipeline opens belongs to (one `sluice run`): its gold runs
+    /// once they all ended (see [`Pipeline::run_batch_gold`]).
+    pub batch_id: Option<String>,
 }
 
 impl Default for PipelineOptions {
@@ -119,6 +124,7 @@ impl Default for PipelineOptions {
             prefetch_batches: 1,
             source_slot_ttl: std::time::Duration::from_secs(120),
             source_wait: std::time::Duration::from_secs(600),
+            batch_id: None,
         }
     }
 }

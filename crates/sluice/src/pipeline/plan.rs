@@ -82,6 +82,7 @@ impl Pipeline {
             record.watermark_before = table_state.watermark;
             record.set_kind(kind);
             record.holder = self.local_holder(now);
+            record.batch_id = self.options.batch_id.clone();
             self.state.create_run(&record).await?;
             Ok::<_, PipelineError>(record)
         }

@@ -10,6 +10,7 @@
 //! | `RUN#<run_id>` | `RUN` | `record` (the run record as JSON, without chunks), `status`, `version`, `table_key`, `run_id`, `run_kind` = `RUN`, `chunk_total`, `chunks_done`, `done_chunks` (number set), `chunk_attempts` (map: chunk → the attempt that counted), `chunks_updated_at`, `chunk_starts` (map: chunk → the chunk that claimed its start), `chunk_claimed_at` (map: chunk → when, ns), `started_chunks` (number set: chunks whose start was recorded), `expires_at` (epoch seconds, DynamoDB TTL), and while an update runs `lock_token`, `lock_expires` |
 //! | `RUN#<run_id>` | `CHUNK#<n:010>#<attempt>` | `outcome`: one chunk's rows, bytes, files, schema and warnings as JSON; `expires_at`, the run item's |
 //! | `BATCH#<sha256 of batch_id>` | `BATCH` | `record`: an external-function batch (rows → runs) as JSON, `expires_at` (epoch seconds, DynamoDB TTL) |
+//! | `BATCH#<sha256 of batch_id>` | `GOLD` | `record`: the batch's gold steps as JSON, `holder` (who runs them: every write is conditional on it), `finished`, `expires_at` |
 //! | `SOURCE#<source>` | `SLOT#<n:010>` | one held connection slot of a source (`connection.max_connections`): `slot_run_id`, `slot_chunk` (absent while planning), `slot_token` (one acquisition), `slot_expires` (ns since the epoch), `expires_at` (epoch seconds, DynamoDB TTL: a day after `slot_expires`); deleted when released |
 //!
 //! Chunk outcomes live in items of their own because a run of 1,024 chunks with their file
@@ -67,12 +68,14 @@ use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use chrono::{DateTime, Utc};
 use sluice_core::external_function::batch::BatchRecord;
+use sluice_core::gold::GoldRecord;
 use sluice_core::run::ChunkOutcome;
 use sluice_core::{RunId, RunRecord, RunStatus, ScalarValue};
 use tracing::warn;
 
 use super::{
-    BatchStore, ChunkDone, ChunkStart, ChunkStore, HeldSlot, Lease, LeaseStore, RECLAIM_AFTER,
+    BatchStore, ChunkDone, ChunkStart, ChunkStore, GoldClaim, HeldSlot, Lease, LeaseStore,
+    RECLAIM_AFTER, gold_claimable,
     Result, RunStore, RunUpdate, SlotAcquire, SlotHolder, SlotStore, StateError, TableState,
     check_chunks_unchanged, check_new_run,
 };
@@ -268,6 +271,28 @@ impl DynamoStateStore {
             .item(
                 "expires_at",
                 n((batch.created_at + super::BATCH_TTL).timestamp()),
+            ))
+    }
+
+    /// The put of a batch's gold record, beside its batch and expiring with it.
+    fn gold_put(
+        &self,
+        gold: &GoldRecord,
+    ) -> Result<aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder> {
+        let record = serde_json::to_string(gold)
+            .map_err(|e| self.error(format!("gold of batch {}: {e}", gold.batch_id)))?;
+        Ok(self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item(PK, batch_pk(&gold.batch_id))
+            .item(SK, s("GOLD"))
+            .item("record", s(record))
+            .item("holder", s(&gold.holder))
+            .item("finished", AttributeValue::Bool(gold.finished))
+            .item(
+                "expires_at",
+                n((gold.updated_at + super::BATCH_TTL).timestamp()),
             ))
     }
 
@@ -1229,6 +1254,68 @@ impl BatchStore for DynamoStateStore {
         self.get_item(batch_pk(batch_id), "BATCH")
             .await?
             .map(|item| self.decode(&item, "record", &format!("batch {batch_id}")))
+            .transpose()
+    }
+
+    /// The gold item's `holder` attribute is the claim: every write is conditional on it
+    /// (absent for a new record, the holder read for a takeover or a save), so two holders
+    /// never both write.
+    async fn claim_gold(&self, claim: &GoldRecord, now: DateTime<Utc>) -> Result<GoldClaim> {
+        let existing = self.get_gold(&claim.batch_id).await?;
+        let found = match &existing {
+            None => GoldClaim::Claimed(claim.clone()),
+            Some(existing) => gold_claimable(existing, claim, now),
+        };
+        let GoldClaim::Claimed(record) = &found else {
+            return Ok(found);
+        };
+        let put = self.gold_put(record)?;
+        let put = match existing {
+            None => put
+                .condition_expression("attribute_not_exists(#pk)")
+                .expression_attribute_names("#pk", PK),
+            Some(existing) => put
+                .condition_expression("holder = :holder AND finished = :false")
+                .expression_attribute_values(":holder", s(&existing.holder))
+                .expression_attribute_values(":false", AttributeValue::Bool(false)),
+        };
+        match put.send().await {
+            Ok(_) => Ok(found),
+            // Another claim won between the read and the write: what it wrote decides.
+            Err(e) if is_condition_failed(&e) => match self.get_gold(&claim.batch_id).await? {
+                Some(existing) if existing.finished => Ok(GoldClaim::Finished(existing)),
+                Some(existing) => Ok(GoldClaim::Held(existing)),
+                None => Err(self.error(format!(
+                    "the gold record of batch {} vanished while it was claimed",
+                    claim.batch_id
+                ))),
+            },
+            Err(e) => Err(self.error(sdk_message(&e))),
+        }
+    }
+
+    async fn save_gold(&self, record: &GoldRecord) -> Result<()> {
+        let put = self
+            .gold_put(record)?
+            .condition_expression("holder = :holder")
+            .expression_attribute_values(":holder", s(&record.holder));
+        match put.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failed(&e) => Err(StateError::GoldTakenOver {
+                batch_id: record.batch_id.clone(),
+                holder: self
+                    .get_gold(&record.batch_id)
+                    .await?
+                    .map_or_else(|| "nobody".to_owned(), |g| g.holder),
+            }),
+            Err(e) => Err(self.error(sdk_message(&e))),
+        }
+    }
+
+    async fn get_gold(&self, batch_id: &str) -> Result<Option<GoldRecord>> {
+        self.get_item(batch_pk(batch_id), "GOLD")
+            .await?
+            .map(|item| self.decode(&item, "record", &format!("gold of batch {batch_id}")))
             .transpose()
     }
 }

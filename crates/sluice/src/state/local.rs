@@ -24,11 +24,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sluice_core::external_function::batch::BatchRecord;
+use sluice_core::gold::GoldRecord;
 use sluice_core::run::ChunkOutcome;
 use sluice_core::{RunId, RunRecord, RunStatus, ScalarValue};
 
 use super::{
-    BatchStore, ChunkDone, ChunkStart, ChunkStore, HeldSlot, Lease, LeaseStore, RECLAIM_AFTER,
+    BatchStore, ChunkDone, ChunkStart, ChunkStore, GoldClaim, HeldSlot, Lease, LeaseStore,
+    RECLAIM_AFTER, gold_claimable,
     Result, RunStore, RunUpdate, SlotAcquire, SlotHolder, SlotStore, StateError, TableState,
     check_chunks_unchanged, check_new_run,
 };
@@ -182,6 +184,11 @@ impl Files {
             "{}.json",
             sluice_core::external_function::batch_storage_key(batch_id)
         )))
+    }
+
+    /// `batches/<sha256 of the id>.gold.json`, beside the batch.
+    fn gold_path(&self, batch_id: &str) -> Result<PathBuf> {
+        Ok(self.batch_path(batch_id)?.with_extension("gold.json"))
     }
 
     fn tables(&self) -> Result<BTreeMap<String, TableState>> {
@@ -626,6 +633,48 @@ impl BatchStore for LocalStateStore {
         let id = batch_id.to_owned();
         self.locked(move |f| {
             let path = f.batch_path(&id)?;
+            f.read_json(&path)
+        })
+        .await
+    }
+
+    async fn claim_gold(&self, claim: &GoldRecord, now: DateTime<Utc>) -> Result<GoldClaim> {
+        let claim = claim.clone();
+        self.locked(move |f| {
+            let path = f.gold_path(&claim.batch_id)?;
+            let existing: Option<GoldRecord> = f.read_json(&path)?;
+            let found = match existing {
+                None => GoldClaim::Claimed(claim),
+                Some(existing) => gold_claimable(&existing, &claim, now),
+            };
+            if let GoldClaim::Claimed(record) = &found {
+                f.write_json(&path, record)?;
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn save_gold(&self, record: &GoldRecord) -> Result<()> {
+        let record = record.clone();
+        self.locked(move |f| {
+            let path = f.gold_path(&record.batch_id)?;
+            let existing: Option<GoldRecord> = f.read_json(&path)?;
+            match existing {
+                Some(e) if e.holder != record.holder => Err(StateError::GoldTakenOver {
+                    batch_id: record.batch_id.clone(),
+                    holder: e.holder,
+                }),
+                _ => f.write_json(&path, &record),
+            }
+        })
+        .await
+    }
+
+    async fn get_gold(&self, batch_id: &str) -> Result<Option<GoldRecord>> {
+        let id = batch_id.to_owned();
+        self.locked(move |f| {
+            let path = f.gold_path(&id)?;
             f.read_json(&path)
         })
         .await

@@ -29,6 +29,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sluice_core::external_function::batch::BatchRecord;
+use sluice_core::gold::GoldRecord;
 use sluice_core::run::ChunkOutcome;
 use sluice_core::{RunId, RunRecord, ScalarValue};
 use thiserror::Error;
@@ -51,6 +52,8 @@ pub enum StateError {
     Refused { run_id: RunId, message: String },
     #[error("state store at {location}: {message}")]
     Storage { location: String, message: String },
+    #[error("the gold of batch {batch_id} was taken over by {holder}")]
+    GoldTakenOver { batch_id: String, holder: String },
 }
 
 pub type Result<T, E = StateError> = std::result::Result<T, E>;
@@ -363,6 +366,43 @@ pub trait BatchStore: Send + Sync {
     async fn save_batch(&self, batch: &BatchRecord) -> Result<()>;
 
     async fn get_batch(&self, batch_id: &str) -> Result<Option<BatchRecord>>;
+
+    /// Claims the running of a batch's gold for `claim.holder` until `claim.claimed_until`:
+    /// records `claim` when the batch has no gold record yet; takes an unfinished record over
+    /// when it is the same holder's (a retry of the same event) or its claim lapsed before
+    /// `now`, keeping its steps. Never two holders at once.
+    async fn claim_gold(&self, claim: &GoldRecord, now: DateTime<Utc>) -> Result<GoldClaim>;
+
+    /// Saves the steps of a gold record its holder still holds; `GoldTakenOver` otherwise.
+    async fn save_gold(&self, record: &GoldRecord) -> Result<()>;
+
+    async fn get_gold(&self, batch_id: &str) -> Result<Option<GoldRecord>>;
+}
+
+/// What [`BatchStore::claim_gold`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GoldClaim {
+    /// The caller holds it now: these are the steps to carry on with.
+    Claimed(GoldRecord),
+    /// Another holder has it until its claim lapses.
+    Held(GoldRecord),
+    /// Every step was decided already.
+    Finished(GoldRecord),
+}
+
+/// Whether `existing` may be claimed by `claim.holder` at `now`.
+pub fn gold_claimable(existing: &GoldRecord, claim: &GoldRecord, now: DateTime<Utc>) -> GoldClaim {
+    if existing.finished {
+        GoldClaim::Finished(existing.clone())
+    } else if existing.holder == claim.holder || existing.claimed_until <= now {
+        GoldClaim::Claimed(GoldRecord {
+            holder: claim.holder.clone(),
+            claimed_until: claim.claimed_until,
+            ..existing.clone()
+        })
+    } else {
+        GoldClaim::Held(existing.clone())
+    }
 }
 
 /// The connection slots of sources with `connection.max_connections`.

@@ -253,8 +253,8 @@ impl Loader {
     }
 
     /// A key-set run's reconciliation: deletes (or marks) the STAGING rows whose key the run
-    /// did not read, through the reconcile procedure, after the delete guard; then every gold
-    /// procedure. A table whose STAGING does not exist yet has nothing to reconcile.
+    /// did not read, through the reconcile procedure, after the delete guard. A table whose
+    /// STAGING does not exist yet has nothing to reconcile.
     #[instrument(skip_all, fields(%run_id, table = %table.key()))]
     pub async fn reconcile(
         &self,
@@ -286,14 +286,14 @@ impl Loader {
         self.run_all(statements).await?;
         self.check_deletes(table, &targets, run_id).await?;
         let outcome = self
-            .call_procedures(&targets.reconcile_procedure, &targets, run_id)
+            .call_procedure(&targets.reconcile_procedure, run_id)
             .await?;
         info!(procedure = %targets.reconcile_procedure.quoted(), %outcome, "key set reconciled with STAGING");
         Ok(outcome)
     }
 
-    /// CALLs the merge procedure, then every gold procedure in order, each with the run id;
-    /// returns what the merge procedure returned.
+    /// CALLs the merge procedure with the run id; returns what it returned. Gold runs per
+    /// batch, after all its inputs (see `crate::gold`).
     #[instrument(skip_all, fields(%run_id, table = %table.key()))]
     pub async fn merge(
         &self,
@@ -310,7 +310,7 @@ impl Loader {
             self.check_deletes(table, &targets, run_id).await?;
         }
         let outcome = self
-            .call_procedures(&targets.merge_procedure, &targets, run_id)
+            .call_procedure(&targets.merge_procedure, run_id)
             .await?;
         info!(procedure = %targets.merge_procedure.quoted(), %outcome, "merged into STAGING");
         Ok(outcome)
@@ -356,27 +356,33 @@ impl Loader {
             .and_then(|n| u64::try_from(n).ok()))
     }
 
-    /// CALLs `first`, then every gold procedure in order, each with the run id; returns what
-    /// `first` returned.
-    async fn call_procedures(
+    /// CALLs `procedure` (the merge or the reconcile procedure) with the run id; returns what
+    /// it returned.
+    async fn call_procedure(
         &self,
-        first: &ObjectName,
-        targets: &TableTargets,
+        procedure: &ObjectName,
         run_id: RunId,
     ) -> Result<serde_json::Value, LoadError> {
-        let call = |procedure: &ObjectName| {
-            Statement::new(call_with_run_id(procedure)).bind(run_id.to_string())
-        };
-        let returned = self.warehouse.execute(&call(first)).await?;
-        let outcome = returned
+        let returned = self
+            .warehouse
+            .execute(&Statement::new(call_with_run_id(procedure)).bind(run_id.to_string()))
+            .await?;
+        Ok(returned
             .scalar()
             .map(json_of)
-            .unwrap_or(serde_json::Value::Null);
-        for gold in &targets.gold_procedures {
-            self.warehouse.execute(&call(gold)).await?;
-            info!(procedure = %gold.quoted(), "gold procedure done");
-        }
-        Ok(outcome)
+            .unwrap_or(serde_json::Value::Null))
+    }
+
+    /// CALLs gold procedure `procedure` (as configured: `gold[].procedure`) with the batch's
+    /// id, its one argument.
+    #[instrument(skip_all, fields(batch_id, procedure))]
+    pub async fn call_gold(&self, procedure: &str, batch_id: &str) -> Result<(), LoadError> {
+        let name = sluice_core::staging::gold_procedure(procedure, &self.target.database);
+        self.warehouse
+            .execute(&Statement::new(call_with_run_id(&name)).bind(batch_id))
+            .await?;
+        info!(procedure = %name.quoted(), batch_id, "gold procedure done");
+        Ok(())
     }
 
     /// Refuses a merge that would delete (or mark) more of STAGING than
