@@ -1060,3 +1060,145 @@ async fn each_run_that_ends_writes_its_metrics_as_an_emf_line() {
     );
     assert!(doc.get(metrics::LOAD_SECONDS).is_some());
 }
+
+/// Gold through the serverless flow: one external-function call of two tables is one batch;
+/// its gold runs once, in finalize, after both merged (the procedure sees both tables' rows
+/// in STAGING), in dependency order; the answer waits for it and tells each row what gold
+/// read its table. In a batch where one input fails, the gold reading it is skipped with the
+/// reason, and the gold reading only the other input still runs.
+#[tokio::test]
+async fn a_batch_runs_its_gold_once_after_every_input_and_skips_what_a_failed_input_feeds() {
+    let db = shop_db("lstackgold").await;
+    let pg = db.client().await;
+    let listed = "gold:\n  - {procedure: GOLD.REFRESH_DAILY_REVENUE, inputs: [shop/public.orders]}\n";
+    assert!(TABLES.contains(listed));
+    let tables = TABLES.replace(
+        listed,
+        "gold:\n  - {procedure: GOLD.LOG_BATCH, inputs: [GOLD.REFRESH_DAILY_REVENUE, shop/public.products]}\n  \
+         - {procedure: GOLD.REFRESH_DAILY_REVENUE, inputs: [shop/public.orders]}\n",
+    );
+    let s = stack_with("lstackgold", &db, None, &tables, Vec::new()).await;
+    s.query(
+        "CREATE TABLE GOLD.CALL_LOG (BATCH_ID VARCHAR, FACT_ROWS NUMBER(19,0), ORDERS NUMBER(19,0), PRODUCTS NUMBER(19,0))",
+    )
+    .await;
+    s.query(
+        "CREATE OR REPLACE PROCEDURE GOLD.LOG_BATCH(RUN_ID VARCHAR)
+         RETURNS VARCHAR
+         LANGUAGE SQL
+         AS $$
+         BEGIN
+         INSERT INTO GOLD.CALL_LOG (BATCH_ID, FACT_ROWS, ORDERS, PRODUCTS)
+             SELECT :RUN_ID,
+                    (SELECT COUNT(*) FROM GOLD.DAILY_ORDER_REVENUE WHERE REFRESHED_BY_RUN = :RUN_ID),
+                    (SELECT COUNT(*) FROM STAGING.SHOP_ORDERS),
+                    (SELECT COUNT(*) FROM STAGING.SHOP_PUBLIC_PRODUCTS);
+         RETURN 'logged';
+         END;
+         $$",
+    )
+    .await;
+    let state = s.state().await;
+    let ingest = |batch: String| {
+        let s = &s;
+        async move {
+            let (code, body) = s
+                .call(
+                    reqwest::Method::POST,
+                    "ingest",
+                    Some(&batch),
+                    Some(json!([[0, "shop", "public.orders"], [1, "shop", "public.products"]])),
+                )
+                .await;
+            let body = match code {
+                200 => body,
+                202 => s.poll(&batch).await,
+                other => panic!("POST /ingest answered {other}: {body}"),
+            };
+            let mut rows: Vec<Value> = body["data"].as_array().unwrap().clone();
+            rows.sort_by_key(|r| r[0].as_u64());
+            rows.into_iter().map(|r| r[1].clone()).collect::<Vec<Value>>()
+        }
+    };
+    let call_log = || async {
+        s.query("SELECT BATCH_ID, FACT_ROWS, ORDERS, PRODUCTS FROM GOLD.CALL_LOG ORDER BY BATCH_ID")
+            .await
+            .rows
+            .iter()
+            .map(|r| {
+                (
+                    r[0].as_str().unwrap().to_owned(),
+                    r[1].as_i64().unwrap(),
+                    r[2].as_i64().unwrap(),
+                    r[3].as_i64().unwrap(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+
+    // Both inputs merge: REFRESH, then LOG_BATCH, each once, after both merges.
+    let batch = sluice_tests::stack::real_shape_batch_id();
+    let results = ingest(batch.clone()).await;
+    for result in &results {
+        assert_eq!(status(result), "COMPLETED", "{result}");
+    }
+    assert_eq!(
+        results[0]["gold"],
+        "GOLD.REFRESH_DAILY_REVENUE done, GOLD.LOG_BATCH done"
+    );
+    assert_eq!(results[1]["gold"], "GOLD.LOG_BATCH done");
+    let facts = s
+        .query("SELECT COUNT(*) FROM GOLD.DAILY_ORDER_REVENUE")
+        .await
+        .rows[0][0]
+        .as_i64()
+        .unwrap();
+    assert!(facts > 10);
+    let orders = pg_count(&pg, "public.orders").await;
+    let products = pg_count(&pg, "public.products").await;
+    assert_eq!(call_log().await, [(batch.clone(), facts, orders, products)]);
+    let gold = state.get_gold(&batch).await.unwrap().expect("gold record");
+    assert!(gold.finished);
+    let levels: Vec<(&str, u32)> = gold
+        .steps
+        .iter()
+        .map(|s| (s.procedure.as_str(), s.level))
+        .collect();
+    assert_eq!(
+        levels,
+        [("GOLD.REFRESH_DAILY_REVENUE", 1), ("GOLD.LOG_BATCH", 2)]
+    );
+    let stats = s.settle().await;
+    assert_eq!(stats["destinations_sent"], 0, "{stats}");
+
+    // products fails at its plan (the table is gone from the source): REFRESH still runs for
+    // orders, LOG_BATCH is skipped with the reason; nothing is logged.
+    pg.batch_execute("ALTER TABLE public.products RENAME TO products_away")
+        .await
+        .unwrap();
+    let failed_batch = sluice_tests::stack::real_shape_batch_id();
+    let results = ingest(failed_batch.clone()).await;
+    pg.batch_execute("ALTER TABLE public.products_away RENAME TO products")
+        .await
+        .unwrap();
+    assert_eq!(status(&results[0]), "COMPLETED", "{}", results[0]);
+    assert_eq!(status(&results[1]), "FAILED", "{}", results[1]);
+    let products_run = results[1]["run_id"].as_str().unwrap();
+    let expected = format!(
+        "GOLD.REFRESH_DAILY_REVENUE done, GOLD.LOG_BATCH skipped (input shop/public.products failed in this batch (run {products_run}: "
+    );
+    let told = results[0]["gold"].as_str().unwrap();
+    assert!(told.starts_with(&expected), "{told}");
+    assert_eq!(call_log().await, [(batch, facts, orders, products)]);
+    let refreshed = s
+        .query("SELECT DISTINCT REFRESHED_BY_RUN FROM GOLD.DAILY_ORDER_REVENUE")
+        .await;
+    assert_eq!(refreshed.rows[0][0].as_str(), Some(failed_batch.as_str()));
+    // Finalize ran the gold once for each batch.
+    let finalize = s.log_lines("finalize");
+    let done = finalize
+        .iter()
+        .filter(|l| l.contains("gold of the batch done"))
+        .count();
+    assert_eq!(done, 2, "{finalize:?}");
+}
