@@ -28,7 +28,9 @@ async fn handle(functions: &Functions, event: LambdaEvent<Value>) -> Result<Valu
             Err(e) if e.is_retryable() => Err(e.into()),
             Err(e) => {
                 tracing::error!(error = %e, "the batch's gold cannot run");
-                answer(serde_json::json!({"gold_batch": request.gold_batch, "error": e.to_string()}))
+                answer(
+                    serde_json::json!({"gold_batch": request.gold_batch, "error": e.to_string()}),
+                )
             }
         },
         FinalizeFunctionEvent::Finalize(request) => {

@@ -397,7 +397,7 @@ impl Functions {
             return Ok(record);
         }
         let pipeline = self.deployment.pipeline(&Config::default(), &[]).await?;
-        Ok(crate::metrics::counted(pipeline.fail_run(
+        let failed = crate::metrics::counted(pipeline.fail_run(
             record.run_id,
             format!(
                 "its planner did not finish within SLUICE_PLAN_TIMEOUT ({}s): it stopped or never started; nothing was extracted and the table is free again",
@@ -405,7 +405,12 @@ impl Functions {
             ),
             None,
         ))
-        .await?)
+        .await?;
+        // No step of the run will end it now: this may have been its batch's last run.
+        if let Err(e) = self.after_run_ended(failed.run_id).await {
+            warn!(run_id = %failed.run_id, error = %e, "handing the batch's gold on failed");
+        }
+        Ok(failed)
     }
 
     /// `POST /status`: each row's run story.

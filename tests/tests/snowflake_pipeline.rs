@@ -631,7 +631,8 @@ async fn of_two_versions_of_a_key_in_one_run_the_latest_cursor_is_merged() {
 async fn gold_runs_once_per_batch_after_all_its_inputs_in_dependency_order() {
     // LOG_B reads orders and products; the shipped REFRESH reads orders; LOG_A reads both
     // gold procedures (level 2), and is configured first, so config order is not run order.
-    let listed = "gold:\n  - {procedure: GOLD.REFRESH_DAILY_REVENUE, inputs: [shop/public.orders]}\n";
+    let listed =
+        "gold:\n  - {procedure: GOLD.REFRESH_DAILY_REVENUE, inputs: [shop/public.orders]}\n";
     assert!(TABLES.contains(listed));
     let tables = TABLES.replace(
         listed,
@@ -717,7 +718,14 @@ async fn gold_runs_once_per_batch_after_all_its_inputs_in_dependency_order() {
     let id = gold.batch_id.clone();
     let mut expected = vec![
         ("LOG_B".to_owned(), id.clone(), 1, 0, orders_n, products_n),
-        ("LOG_A".to_owned(), id.clone(), 2, facts, orders_n, products_n),
+        (
+            "LOG_A".to_owned(),
+            id.clone(),
+            2,
+            facts,
+            orders_n,
+            products_n,
+        ),
     ];
     assert_eq!(log().await, expected);
     let refreshed = w
@@ -726,13 +734,12 @@ async fn gold_runs_once_per_batch_after_all_its_inputs_in_dependency_order() {
     assert_eq!(refreshed.rows, vec![vec![Value::Text(id.clone())]]);
 
     // The same batch's gold asked again (a duplicated event): it already ran; nothing is called.
-    let again = w
-        .h
-        .pipeline
-        .run_batch_gold(&w.h.config, &id, "another", &batch)
-        .await
-        .unwrap()
-        .unwrap();
+    let again =
+        w.h.pipeline
+            .run_batch_gold(&w.h.config, &id, "another", &batch)
+            .await
+            .unwrap()
+            .unwrap();
     assert_eq!(again, gold);
     assert_eq!(log().await, expected);
 
@@ -765,12 +772,18 @@ async fn gold_runs_once_per_batch_after_all_its_inputs_in_dependency_order() {
         )),
         "{reason}"
     );
-    assert_eq!(gold.steps[2].detail.as_deref(), Some("input GOLD.LOG_B was skipped"));
+    assert_eq!(
+        gold.steps[2].detail.as_deref(),
+        Some("input GOLD.LOG_B was skipped")
+    );
     assert_eq!(log().await, expected, "no logging procedure was called");
     let refreshed = w
         .query("SELECT DISTINCT REFRESHED_BY_RUN FROM GOLD.DAILY_ORDER_REVENUE")
         .await;
-    assert_eq!(refreshed.rows, vec![vec![Value::Text(gold.batch_id.clone())]]);
+    assert_eq!(
+        refreshed.rows,
+        vec![vec![Value::Text(gold.batch_id.clone())]]
+    );
 
     // Batch 3: products alone. LOG_B runs, REFRESH (orders not in the batch) does not, and
     // LOG_A runs after LOG_B: its other input is not part of this batch.
@@ -800,6 +813,9 @@ async fn gold_runs_once_per_batch_after_all_its_inputs_in_dependency_order() {
             ("GOLD.LOG_A".to_owned(), 2, "SKIPPED"),
         ]
     );
-    assert_eq!(gold.steps[2].detail.as_deref(), Some("input GOLD.LOG_B failed"));
+    assert_eq!(
+        gold.steps[2].detail.as_deref(),
+        Some("input GOLD.LOG_B failed")
+    );
     assert_eq!(log().await, expected);
 }

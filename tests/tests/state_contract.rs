@@ -183,14 +183,21 @@ async fn a_batch_gold_has_one_holder_at_a_time_and_is_carried_on_by_a_retry(stor
     let GoldClaim::Claimed(retried) = retried else {
         panic!("the holder's retry was refused: {retried:?}");
     };
-    assert_eq!(retried.steps[0].status, GoldStatus::Done, "the retry starts over");
+    assert_eq!(
+        retried.steps[0].status,
+        GoldStatus::Done,
+        "the retry starts over"
+    );
 
     // Another holder waits while the claim holds, and cannot write.
     let other = store
         .claim_gold(&claim(&loser, now + Duration::minutes(5)), now)
         .await
         .unwrap();
-    assert!(matches!(other, GoldClaim::Held(ref r) if r.holder == winner), "{other:?}");
+    assert!(
+        matches!(other, GoldClaim::Held(ref r) if r.holder == winner),
+        "{other:?}"
+    );
     let refused = store.save_gold(&claim(&loser, now)).await;
     assert!(
         matches!(refused, Err(StateError::GoldTakenOver { ref holder, .. }) if *holder == winner),
@@ -220,10 +227,16 @@ async fn a_batch_gold_has_one_holder_at_a_time_and_is_carried_on_by_a_retry(stor
     store.save_gold(&taken).await.unwrap();
     let much_later = later + Duration::hours(1);
     let again = store
-        .claim_gold(&claim("run-9", much_later + Duration::minutes(5)), much_later)
+        .claim_gold(
+            &claim("run-9", much_later + Duration::minutes(5)),
+            much_later,
+        )
         .await
         .unwrap();
-    assert!(matches!(again, GoldClaim::Finished(ref r) if r.finished), "{again:?}");
+    assert!(
+        matches!(again, GoldClaim::Finished(ref r) if r.finished),
+        "{again:?}"
+    );
     assert_eq!(store.get_gold(&id).await.unwrap(), Some(taken));
 }
 

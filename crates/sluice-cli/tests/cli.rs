@@ -572,3 +572,82 @@ fn a_closed_pipe_ends_the_command_quietly() {
         out.status
     );
 }
+
+/// `config check` shows gold in the levels a batch runs it in, and refuses gold procedures
+/// that read each other in a cycle (naming it) or a table the configuration lacks, and gold
+/// still listed under a table, with what to write instead.
+#[test]
+fn config_check_shows_gold_levels_and_refuses_cycles() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = "sources:\n  - name: shop\n    engine: postgres\n    connection:\n      url: postgres://app@db/shop\n\
+                tables:\n  - {source: shop, table: public.orders, primary_key: [id]}\n  \
+                - {source: shop, table: public.customers, primary_key: [id]}\n";
+    let write = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let good = write(
+        "good.yaml",
+        format!(
+            "{base}gold:\n  - {{procedure: MART.TOP, inputs: [REVENUE]}}\n  \
+             - {{procedure: REVENUE, inputs: [shop/public.orders, shop/public.customers]}}\n"
+        ),
+    );
+    let out = ok(&sluice(
+        &["config", "check", good.to_str().unwrap()],
+        dir.path(),
+    ));
+    let revenue = out
+        .find("│     1 ┆ REVENUE")
+        .unwrap_or_else(|| panic!("{out}"));
+    let top = out
+        .find("│     2 ┆ MART.TOP")
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(revenue < top, "level 1 first: {out}");
+
+    let cycle = write(
+        "cycle.yaml",
+        format!(
+            "{base}gold:\n  - {{procedure: A, inputs: [shop/public.orders, B]}}\n  \
+             - {{procedure: B, inputs: [A]}}\n  - {{procedure: C, inputs: [shop/public.nope]}}\n"
+        ),
+    );
+    let out = sluice(&["config", "check", cycle.to_str().unwrap()], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert_contains(
+        &err,
+        "gold[2].inputs[0]: 'shop/public.nope' is neither a configured table",
+    );
+    let cycle_only = write(
+        "cycle_only.yaml",
+        format!(
+            "{base}gold:\n  - {{procedure: A, inputs: [shop/public.orders, B]}}\n  \
+             - {{procedure: B, inputs: [A]}}\n"
+        ),
+    );
+    let out = sluice(
+        &["config", "check", cycle_only.to_str().unwrap()],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert_contains(
+        &text(&out.stderr),
+        "gold[0].inputs: gold procedures read each other in a cycle (each reads the next): A -> B -> A",
+    );
+
+    let old = write(
+        "old.yaml",
+        base.replace(
+            "primary_key: [id]}\n  -",
+            "primary_key: [id], target: {gold_procedures: [GOLD.X]}}\n  -",
+        ),
+    );
+    let out = sluice(&["config", "check", old.to_str().unwrap()], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert_contains(
+        &text(&out.stderr),
+        "tables[0].target.gold_procedures: gold is no longer part of a table: declare it at the top level, run once per batch after all its inputs merged: gold: [{procedure: GOLD.X, inputs: [shop/public.orders]}]",
+    );
+}

@@ -687,3 +687,115 @@ async fn run_takes_a_key_set_when_it_is_due_and_when_asked() {
         both(&out)
     );
 }
+
+/// One `sluice run` is one batch: its gold procedure, reading two tables, is called once,
+/// after both merged (it sees both tables' rows in STAGING), with the batch's id; the summary
+/// and the story of each run show it. When one of its inputs fails, it is not called, the
+/// summary says why, and the command exits 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_calls_its_batchs_gold_once_after_every_input_and_not_after_a_failed_one() {
+    let scene = SnowflakeScene::applied(
+        "cli_sf_gold",
+        "  - source: shop\n    table: public.products\n    primary_key: [product_id]\n    target: {json_columns: [attributes]}\n\
+         \x20 - source: shop\n    table: public.customers\n    primary_key: [customer_id]\n\
+         gold:\n  - {procedure: GOLD.COUNT_BOTH, inputs: [shop/public.products, shop/public.customers]}\n",
+    )
+    .await;
+    let pg = scene.db.client().await;
+    let client = scene.warehouse();
+    for sql in [
+        "CREATE SCHEMA IF NOT EXISTS GOLD".to_owned(),
+        "CREATE TABLE GOLD.CALL_LOG (BATCH_ID VARCHAR, PRODUCTS NUMBER(19,0), CUSTOMERS NUMBER(19,0))".to_owned(),
+        "CREATE OR REPLACE PROCEDURE GOLD.COUNT_BOTH(RUN_ID VARCHAR)
+         RETURNS VARCHAR
+         LANGUAGE SQL
+         AS $$
+         BEGIN
+         INSERT INTO GOLD.CALL_LOG (BATCH_ID, PRODUCTS, CUSTOMERS)
+             SELECT :RUN_ID, (SELECT COUNT(*) FROM STAGING.SHOP_PUBLIC_PRODUCTS),
+                    (SELECT COUNT(*) FROM STAGING.SHOP_PUBLIC_CUSTOMERS);
+         RETURN 'counted';
+         END;
+         $$"
+        .to_owned(),
+    ] {
+        client.execute(&Statement::new(sql)).await.unwrap();
+    }
+    let run: Vec<String> = scene.run_args();
+    let run: Vec<&str> = run.iter().map(String::as_str).collect();
+    let out = scene.sluice(&run, &[]);
+    let summary = ok(&out);
+    assert!(summary.contains("Gold of batch run-"), "{summary}");
+    assert!(summary.contains("GOLD.COUNT_BOTH"), "{summary}");
+    assert!(summary.contains("DONE"), "{summary}");
+    let count = |table: &'static str| {
+        let pg = &pg;
+        async move {
+            pg.query_one(&format!("SELECT count(*) FROM {table}"), &[])
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    };
+    let logged = call_log(&client).await;
+    assert_eq!(logged.len(), 1, "called once: {logged:?}");
+    assert_eq!(
+        (logged[0].1, logged[0].2),
+        (
+            count("public.products").await,
+            count("public.customers").await
+        ),
+        "called after both merged"
+    );
+    assert!(summary.contains(&logged[0].0), "the batch id: {summary}");
+
+    // The story of either run ends with its batch's gold.
+    let status = ok(&scene.sluice(&["status"], &[]));
+    let run_id = status
+        .split_whitespace()
+        .find(|w| w.len() == 26 && w.parse::<sluice_core::RunId>().is_ok())
+        .unwrap_or_else(|| panic!("no run id in {status}"));
+    let story = ok(&scene.sluice(&["status", run_id], &[]));
+    assert!(
+        story.contains(&format!("Gold of batch {}", logged[0].0)),
+        "{story}"
+    );
+
+    // customers fails: COUNT_BOTH is not called, the summary says why, the exit code is 1.
+    pg.batch_execute("ALTER TABLE public.customers RENAME TO customers_away")
+        .await
+        .unwrap();
+    let out = scene.sluice(&run, &[]);
+    pg.batch_execute("ALTER TABLE public.customers_away RENAME TO customers")
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let summary = text(&out.stdout);
+    assert!(
+        summary.contains("SKIPPED: input shop/public.customers failed in this batch"),
+        "{summary}"
+    );
+    assert_eq!(call_log(&client).await, logged, "not called again");
+}
+
+/// `GOLD.CALL_LOG` of the gold test: batch id, STAGING rows of products and of customers.
+async fn call_log(
+    client: &sluice::warehouse::snowflake::SnowflakeClient,
+) -> Vec<(String, i64, i64)> {
+    client
+        .execute(&Statement::new(
+            "SELECT BATCH_ID, PRODUCTS, CUSTOMERS FROM GOLD.CALL_LOG ORDER BY BATCH_ID",
+        ))
+        .await
+        .unwrap()
+        .rows
+        .iter()
+        .map(|r| {
+            (
+                r[0].as_str().unwrap().to_owned(),
+                r[1].as_i64().unwrap(),
+                r[2].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}

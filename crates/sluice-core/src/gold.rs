@@ -504,13 +504,30 @@ mod tests {
             .iter()
             .map(|i| format!("{}: {}", i.path, i.message))
             .collect();
-        assert!(text[0].starts_with("gold[1].procedure: 'GOLD.A' is also gold[0]'s procedure"), "{text:?}");
+        assert!(
+            text[0].starts_with("gold[1].procedure: 'GOLD.A' is also gold[0]'s procedure"),
+            "{text:?}"
+        );
         assert!(text.iter().any(|t| t.starts_with("gold[0].inputs[0]: 'shop/public.nope' is neither a configured table (source/schema.table: shop/public.customers, shop/public.items, shop/public.orders)")), "{text:?}");
         // A table must be named by its key, as `sluice status` shows it.
-        assert!(text.iter().any(|t| t.starts_with("gold[0].inputs[1]: 'public.orders' is neither")), "{text:?}");
-        assert!(text.iter().any(|t| t.starts_with("gold[2].inputs: at least one input is required")), "{text:?}");
-        assert!(text.contains(&"gold[3].inputs[1]: 'shop/public.orders' is listed twice".to_owned()), "{text:?}");
-        assert!(text.contains(&"gold[3].inputs[2]: 'C' is this entry's own procedure".to_owned()), "{text:?}");
+        assert!(
+            text.iter()
+                .any(|t| t.starts_with("gold[0].inputs[1]: 'public.orders' is neither")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter()
+                .any(|t| t.starts_with("gold[2].inputs: at least one input is required")),
+            "{text:?}"
+        );
+        assert!(
+            text.contains(&"gold[3].inputs[1]: 'shop/public.orders' is listed twice".to_owned()),
+            "{text:?}"
+        );
+        assert!(
+            text.contains(&"gold[3].inputs[2]: 'C' is this entry's own procedure".to_owned()),
+            "{text:?}"
+        );
     }
 
     #[test]
@@ -556,7 +573,10 @@ mod tests {
         let steps = g.batch_steps(&only_items);
         assert_eq!(
             statuses(&steps),
-            [("DAILY", GoldStatus::Pending), ("REPORTS.TOP", GoldStatus::Pending)]
+            [
+                ("DAILY", GoldStatus::Pending),
+                ("REPORTS.TOP", GoldStatus::Pending)
+            ]
         );
         assert_eq!(steps[0].inputs, ["shop/public.items"]);
         assert_eq!(steps[1].inputs, ["DAILY"]);
@@ -584,7 +604,10 @@ mod tests {
                 && reason.ends_with(": boom)"),
             "{reason}"
         );
-        assert_eq!(steps[2].detail.as_deref(), Some("input GOLD.REVENUE was skipped"));
+        assert_eq!(
+            steps[2].detail.as_deref(),
+            Some("input GOLD.REVENUE was skipped")
+        );
     }
 
     #[test]
@@ -616,9 +639,15 @@ mod tests {
                 ("REPORTS.TOP", GoldStatus::Skipped)
             ]
         );
-        assert_eq!(steps[2].detail.as_deref(), Some("input GOLD.REVENUE failed"));
+        assert_eq!(
+            steps[2].detail.as_deref(),
+            Some("input GOLD.REVENUE failed")
+        );
         // TOP reads REVENUE itself, ahead of DAILY.
-        assert_eq!(steps[3].detail.as_deref(), Some("input GOLD.REVENUE failed"));
+        assert_eq!(
+            steps[3].detail.as_deref(),
+            Some("input GOLD.REVENUE failed")
+        );
     }
 
     #[test]
@@ -638,18 +667,24 @@ mod tests {
 
     #[test]
     fn config_validation_names_each_gold_problem() {
-        let text = format!(
-            "sources:\n  - name: shop\n    engine: postgres\n    connection: {{url: 'postgres://u@h/d'}}\n\
-             tables:\n  - {{source: shop, table: public.orders, primary_key: [id]}}\n\
-             gold:\n  - {{procedure: 'GOLD.A;DROP', inputs: [shop/public.orders]}}\n  \
-             - {{procedure: B, inputs: [A_missing]}}\n"
+        let text = text_with_gold(
+            "gold:\n  - {procedure: 'GOLD.A;DROP', inputs: [shop/public.orders]}\n  \
+             - {procedure: B, inputs: [A_missing]}\n",
         );
         let Err(crate::ConfigError::Invalid { issues, .. }) = Config::from_yaml(&text, "t") else {
             panic!("accepted");
         };
         let text: Vec<String> = issues.iter().map(ToString::to_string).collect();
-        assert!(text.iter().any(|t| t.starts_with("gold[0].procedure: 'A;DROP'")), "{text:?}");
-        assert!(text.iter().any(|t| t.starts_with("gold[1].inputs[0]: 'A_missing' is neither")), "{text:?}");
+        assert!(
+            text.iter()
+                .any(|t| t.starts_with("gold[0].procedure: 'A;DROP'")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter()
+                .any(|t| t.starts_with("gold[1].inputs[0]: 'A_missing' is neither")),
+            "{text:?}"
+        );
         // A good one parses, and keeps its order through YAML.
         let good = Config::from_yaml(
             &text_with_gold("gold:\n  - {procedure: GOLD.A, inputs: [shop/public.orders]}\n"),

@@ -643,6 +643,9 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("gold[GOLD.G].inputs[0]: 'shop/public.gone' is neither"), "{e}");
+        assert!(
+            e.contains("gold[GOLD.G].inputs[0]: 'shop/public.gone' is neither"),
+            "{e}"
+        );
     }
 }

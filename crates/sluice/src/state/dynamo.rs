@@ -75,9 +75,8 @@ use tracing::warn;
 
 use super::{
     BatchStore, ChunkDone, ChunkStart, ChunkStore, GoldClaim, HeldSlot, Lease, LeaseStore,
-    RECLAIM_AFTER, gold_claimable,
-    Result, RunStore, RunUpdate, SlotAcquire, SlotHolder, SlotStore, StateError, TableState,
-    check_chunks_unchanged, check_new_run,
+    RECLAIM_AFTER, Result, RunStore, RunUpdate, SlotAcquire, SlotHolder, SlotStore, StateError,
+    TableState, check_chunks_unchanged, check_new_run, gold_claimable,
 };
 use crate::ddb::{
     self, Item, PK, RUNS_BY_TABLE, RUNS_BY_TIME, SK, get_n, get_s, is_condition_failed, n, s,

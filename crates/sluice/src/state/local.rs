@@ -30,9 +30,8 @@ use sluice_core::{RunId, RunRecord, RunStatus, ScalarValue};
 
 use super::{
     BatchStore, ChunkDone, ChunkStart, ChunkStore, GoldClaim, HeldSlot, Lease, LeaseStore,
-    RECLAIM_AFTER, gold_claimable,
-    Result, RunStore, RunUpdate, SlotAcquire, SlotHolder, SlotStore, StateError, TableState,
-    check_chunks_unchanged, check_new_run,
+    RECLAIM_AFTER, Result, RunStore, RunUpdate, SlotAcquire, SlotHolder, SlotStore, StateError,
+    TableState, check_chunks_unchanged, check_new_run, gold_claimable,
 };
 
 pub struct LocalStateStore {
