@@ -1244,7 +1244,8 @@ impl Functions {
         }
         warn!(%run_id, chunk, error = %error, "a step failed for good; its run fails, the event is not retried");
         let pipeline = self.deployment.pipeline(&Config::default(), &[]).await?;
-        let record = crate::metrics::counted(pipeline.fail_run(run_id, error.to_string(), chunk)).await?;
+        let record =
+            crate::metrics::counted(pipeline.fail_run(run_id, error.to_string(), chunk)).await?;
         Ok(StepOutcome::run(&record))
     }
 

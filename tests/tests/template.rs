@@ -379,7 +379,9 @@ impl Stack {
             "AWS::S3::Bucket" => format!("arn:aws:s3:::{name}"),
             "AWS::IAM::Role" => format!("arn:aws:iam::{ACCOUNT}:role/{name}"),
             "AWS::Logs::LogGroup" => format!("arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{name}:*"),
-            "AWS::CloudWatch::Alarm" => format!("arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:{name}"),
+            "AWS::CloudWatch::Alarm" => {
+                format!("arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:{name}")
+            }
             other => panic!("the Arn of a {other} is not evaluated here"),
         }
     }
@@ -1583,7 +1585,11 @@ fn the_template_lints_clean() {
 fn dashboard_metrics(body: &Value) -> Vec<(String, String, Option<String>)> {
     let mut found = Vec::new();
     for widget in body["widgets"].as_array().unwrap() {
-        for line in widget["properties"]["metrics"].as_array().into_iter().flatten() {
+        for line in widget["properties"]["metrics"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
             let line = line.as_array().unwrap();
             if let Some(expression) = line[0].get("expression").and_then(Value::as_str) {
                 // SEARCH('{"NAMESPACE",DIMENSION} MetricName="NAME"', …)
@@ -1649,7 +1655,9 @@ fn the_alarms_and_dashboard_read_the_metrics_the_functions_write() {
         "the functions would write the dimensionless RunsFailed the log filters count"
     );
     for (name, filter) in resources("AWS::Logs::MetricFilter") {
-        let transform = &stack.eval(&filter["Properties"]["MetricTransformations"]).unwrap()[0];
+        let transform = &stack
+            .eval(&filter["Properties"]["MetricTransformations"])
+            .unwrap()[0];
         assert_eq!(scalar(&transform["MetricNamespace"]), namespace, "{name}");
         assert_eq!(transform["MetricName"], metrics::RUNS_FAILED, "{name}");
         assert!(transform.get("Dimensions").is_none(), "{name}");

@@ -1675,7 +1675,10 @@ tables:
         let config = Config::from_yaml(&with_table(""), "t").unwrap();
         assert_eq!(config.tables[0].max_lag(), None);
         assert!(!config.to_yaml().unwrap().contains("max_lag"));
-        assert_eq!(issues_of(&with_table("    max_lag: 1m\n")), Vec::<String>::new());
+        assert_eq!(
+            issues_of(&with_table("    max_lag: 1m\n")),
+            Vec::<String>::new()
+        );
         for (extra, expected) in [
             (
                 "    max_lag: daily\n",
