@@ -198,6 +198,10 @@ pub struct Functions {
     pub deployment: Deployment,
 }
 
+/// How long after a batch's last run ended its answer waits for the gold record before
+/// handing the gold on again itself.
+const GOLD_HAND_ON_GRACE: chrono::Duration = chrono::Duration::seconds(30);
+
 /// What a batch's answer says of its gold.
 enum BatchGold {
     /// No gold reads its tables (or Snowflake's patience ran out): answer now.
@@ -294,7 +298,7 @@ impl Functions {
             Err(e) => return Reply::Failed(format!("recording the batch: {e}")),
         }
         // Snowflake's 10 minutes run from its POST: the claim's time stays.
-        if let Err(e) = self.start_in_batch(claim, ingest_rows(rows)).await {
+        if let (_, Err(e)) = self.start_in_batch(claim, ingest_rows(rows)).await {
             return Reply::Failed(e);
         }
         self.poll_batch(batch_id).await
@@ -375,10 +379,18 @@ impl Functions {
         let steps = config
             .gold_graph()
             .batch_steps(&sluice_core::gold::table_outcomes(runs.values()));
-        Ok(match steps.is_empty() {
-            true => BatchGold::None,
-            false => BatchGold::Pending,
-        })
+        if steps.is_empty() {
+            return Ok(BatchGold::None);
+        }
+        // Every run ended a while ago and still no gold record: the hand-on was lost (its
+        // invoke failed, say). Asking again is safe: the gold record admits one runner.
+        let last_end = runs.values().map(|r| r.updated_at).max();
+        if last_end.is_some_and(|t| Utc::now() - t > GOLD_HAND_ON_GRACE)
+            && let Err(e) = self.hand_on_gold(&batch.batch_id, "poll").await
+        {
+            warn!(batch_id = %batch.batch_id, error = %e, "handing the batch's gold on again failed");
+        }
+        Ok(BatchGold::Pending)
     }
 
     /// A run still waiting for its plan after its planning lease lapsed lost its planner (it
@@ -514,24 +526,34 @@ impl Functions {
             keysets_due = keysets_due.len(),
             "schedule tick"
         );
-        let mut runs = Vec::new();
-        for (tables, keyset) in [(due, false), (keysets_due, true)] {
-            if tables.is_empty() {
-                continue;
-            }
-            let started = self
-                .start_tables(
-                    TriggerTables {
-                        tables,
-                        full_reload: false,
-                        keyset,
-                    },
-                    "schedule",
-                )
-                .await;
-            runs.extend(started.runs);
+        // One tick is one batch: its gold runs once, after every run it started.
+        let selected: Vec<(String, RunKind)> = due
+            .into_iter()
+            .map(|key| (key, RunKind::Load))
+            .chain(keysets_due.into_iter().map(|key| (key, RunKind::Keyset)))
+            .collect();
+        if selected.is_empty() {
+            return Ok(TablesAnswer { runs: Vec::new() });
         }
-        Ok(TablesAnswer { runs })
+        let rows = selected
+            .iter()
+            .enumerate()
+            .map(|(i, selection)| Row {
+                row: i as u64,
+                request: Ok(selection.clone()),
+            })
+            .collect();
+        let started = self.start_new_batch("schedule", rows).await;
+        Ok(TablesAnswer {
+            runs: started
+                .into_iter()
+                .zip(selected)
+                .map(|((_, s), (selector, _))| SelectedRun {
+                    selector,
+                    result: s.result(),
+                })
+                .collect(),
+        })
     }
 
     /// Starts the rows of a new batch (an operator's or a schedule's tables, rows without
@@ -547,23 +569,21 @@ impl Functions {
             warn!(batch_id = %claim.batch_id, error = %e, "recording the batch failed; its runs start without gold");
             return self.start_selected(rows, None).await;
         }
-        match self.start_in_batch(claim, rows).await {
-            Ok(started) => started,
-            Err(e) => {
-                warn!(error = %e, "its runs started, but their batch's gold will not run");
-                Vec::new()
-            }
+        let (started, recorded) = self.start_in_batch(claim, rows).await;
+        if let Err(e) = recorded {
+            warn!(error = %e, "its runs started, but their batch's gold will not run");
         }
+        started
     }
 
     /// Starts `rows` as the batch `claim` claimed, records which run each row started, and
     /// hands the batch's gold on at once if every run already ended (they all failed to start,
-    /// say). `Err` when the batch could not be recorded.
+    /// say). What each row started, and `Err` when the batch could not be recorded.
     async fn start_in_batch(
         &self,
         claim: BatchRecord,
         rows: Vec<Row<(String, RunKind)>>,
-    ) -> Result<Vec<(u64, Started)>, String> {
+    ) -> (Vec<(u64, Started)>, Result<(), String>) {
         let started = self.start_selected(rows, Some(&claim.batch_id)).await;
         let record = BatchRecord {
             started: true,
@@ -585,12 +605,12 @@ impl Functions {
             ..claim
         };
         if let Err(e) = self.deployment.state.save_batch(&record).await {
-            return Err(format!("recording the batch: {e}"));
+            return (started, Err(format!("recording the batch: {e}")));
         }
         if let Err(e) = self.hand_on_gold(&record.batch_id, "trigger").await {
             warn!(batch_id = %record.batch_id, error = %e, "handing the batch's gold on failed; the end of its last run does it");
         }
-        Ok(started)
+        (started, Ok(()))
     }
 
     /// Starts a run of each `(selector, kind)` row, a few at once, answering in the rows'
@@ -664,6 +684,12 @@ impl Functions {
             keyset: kind == RunKind::Keyset,
             take_over: false,
         };
+        // The run holding the table, if any: starting may fail it (a dead holder whose run
+        // cannot be resumed), and then no step of it will hand its batch's gold on.
+        let holder = match self.deployment.state.table_state(&key).await {
+            Ok(state) => state.lease.map(|l| l.run_id),
+            Err(_) => None,
+        };
         let started = match pipeline
             .start_run_until(table, start, now, lease_until)
             .await
@@ -691,6 +717,11 @@ impl Functions {
             }
         };
         let run_id = record.run_id;
+        if let Some(previous) = holder.filter(|&h| h != run_id)
+            && let Err(e) = self.after_run_ended(previous).await
+        {
+            warn!(run_id = %previous, error = %e, "handing the batch's gold on failed");
+        }
         let handed = async {
             // Before anyone else works on the run, so its end finds its batch.
             if let Some(batch_id) = batch_id {
@@ -700,7 +731,12 @@ impl Functions {
                     .update_run(
                         run_id,
                         Box::new(move |r| {
-                            r.batch_id = Some(batch_id);
+                            // A run resumed for a new batch still ends its first one.
+                            if let Some(earlier) = r.batch_id.replace(batch_id.clone())
+                                && earlier != batch_id
+                            {
+                                r.earlier_batch_ids.push(earlier);
+                            }
                             Ok(())
                         }),
                     )
@@ -1283,6 +1319,10 @@ impl Functions {
             });
         };
         if current.status.is_terminal() {
+            // Its end may have been recorded by the attempt whose hand-on then failed.
+            if let Err(e) = self.after_run_ended(run_id).await {
+                warn!(%run_id, error = %e, "handing the batch's gold on failed");
+            }
             return Ok(StepOutcome::run(&current));
         }
         let attempts = record.request_context.approximate_invoke_count;
@@ -1363,10 +1403,13 @@ impl Functions {
         let Some(header) = self.deployment.state.get_run_header(run_id).await? else {
             return Ok(());
         };
-        match (&header.batch_id, header.status.is_terminal()) {
-            (Some(batch_id), true) => self.hand_on_gold(batch_id, &run_id.to_string()).await,
-            _ => Ok(()),
+        if !header.status.is_terminal() {
+            return Ok(());
         }
+        for batch_id in header.batch_id.iter().chain(&header.earlier_batch_ids) {
+            self.hand_on_gold(batch_id, &run_id.to_string()).await?;
+        }
+        Ok(())
     }
 
     /// Once every run of batch `batch_id` has ended, asks finalize (the function that talks

@@ -801,6 +801,27 @@ async fn gold_runs_once_per_batch_after_all_its_inputs_in_dependency_order() {
     expected.push(("LOG_A".to_owned(), id, 4, 0, orders_n, products_n));
     assert_eq!(log().await, expected);
 
+    // The same batch's gold run twice at once by one holder (a gold event delivered twice, or
+    // retried while its first CALL still runs): each procedure is executed once, the second
+    // CALL answered with the first's outcome (same request id).
+    let batch = [run(orders.clone()).await, run(products.clone()).await];
+    let id = format!("test-{}", RunId::new());
+    let (first, second) = tokio::join!(
+        w.h.pipeline.run_batch_gold(&w.h.config, &id, "same", &batch),
+        w.h.pipeline.run_batch_gold(&w.h.config, &id, "same", &batch),
+    );
+    for gold in [first.unwrap().unwrap(), second.unwrap().unwrap()] {
+        assert!(gold.steps.iter().all(|s| s.status.as_str() == "DONE"), "{gold:?}");
+    }
+    let logged: Vec<String> = log()
+        .await
+        .into_iter()
+        .filter(|row| row.1 == id)
+        .map(|row| row.0)
+        .collect();
+    assert_eq!(logged, ["LOG_B", "LOG_A"], "each called once");
+    expected = log().await;
+
     // A gold procedure that fails: what reads it is skipped, the rest runs.
     w.query("DROP PROCEDURE GOLD.LOG_B(VARCHAR)").await;
     let batch = [run(orders.clone()).await, run(products.clone()).await];

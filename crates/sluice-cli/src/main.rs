@@ -758,9 +758,17 @@ async fn run(args: RunArgs, aws: &AwsArgs) -> Result<bool> {
             .filter_map(|(_, r)| r.as_ref().ok().cloned())
             .collect();
         let holder = format!("sluice run, pid {}", std::process::id());
-        pipeline
+        // The runs' summary is printed even when the gold could not be run.
+        match pipeline
             .run_batch_gold(&config, &batch_id, &holder, &runs)
-            .await?
+            .await
+        {
+            Ok(gold) => gold,
+            Err(e) => {
+                println!("{}", render::summary(&records));
+                bail!("the batch's gold could not run: {e}");
+            }
+        }
     } else {
         None
     };

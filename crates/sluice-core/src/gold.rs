@@ -18,8 +18,27 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::run::RunId;
-use crate::snowflake::ObjectName;
 use crate::staging::{GOLD_SCHEMA, qualify};
+
+/// The SQL API request id of `CALL procedure(batch_id)`: a UUID (version 5 layout) from a
+/// SHA-256 of both, so every attempt at that CALL for that batch carries the same id.
+pub fn gold_request_id(batch_id: &str, procedure: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("sluice gold\0{batch_id}\0{procedure}").as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    bytes[6] = (bytes[6] & 0x0f) | 0x50;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
 
 /// One gold procedure as configured (`gold:` at the top level of the configuration).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,10 +84,13 @@ pub struct GoldIssue {
     pub message: String,
 }
 
-/// The name a procedure is known by when comparing: schema `GOLD` when not given, the
-/// database left as written (empty when not given, i.e. the target database).
-fn identity(procedure: &str) -> ObjectName {
-    qualify(procedure, "", GOLD_SCHEMA)
+/// The name a procedure is known by when comparing: schema and name, schema `GOLD` when not
+/// given. The database is left out: unwritten it is the target database, which the
+/// configuration does not name, so `DB.GOLD.A` and `GOLD.A` may be one procedure, and are
+/// taken as one (listing both is refused rather than calling it twice).
+fn identity(procedure: &str) -> (String, String) {
+    let name = qualify(procedure, "", GOLD_SCHEMA);
+    (name.schema, name.name)
 }
 
 impl GoldGraph {
@@ -78,7 +100,7 @@ impl GoldGraph {
     pub fn of(config: &Config) -> Result<GoldGraph, Vec<GoldIssue>> {
         let mut issues = Vec::new();
         let tables: BTreeSet<String> = config.tables.iter().map(|t| t.key()).collect();
-        let mut by_name: BTreeMap<ObjectName, usize> = BTreeMap::new();
+        let mut by_name: BTreeMap<(String, String), usize> = BTreeMap::new();
         for (i, gold) in config.gold.iter().enumerate() {
             if let Some(first) = by_name.insert(identity(&gold.procedure), i) {
                 issues.push(GoldIssue {
@@ -528,6 +550,34 @@ mod tests {
             text.contains(&"gold[3].inputs[2]: 'C' is this entry's own procedure".to_owned()),
             "{text:?}"
         );
+    }
+
+    #[test]
+    fn a_procedure_is_one_whether_or_not_its_database_is_written() {
+        let issues = graph(
+            "gold:\n  - {procedure: GOLD.A, inputs: [shop/public.orders]}\n  \
+             - {procedure: DB.GOLD.A, inputs: [shop/public.orders]}\n",
+        )
+        .unwrap_err();
+        assert_eq!(issues[0].path, "gold[1].procedure");
+        let g = graph(
+            "gold:\n  - {procedure: GOLD.A, inputs: [shop/public.orders]}\n  \
+             - {procedure: B, inputs: [DB.GOLD.A]}\n",
+        )
+        .unwrap();
+        assert_eq!(order(&g), [("GOLD.A".to_owned(), 1), ("B".to_owned(), 2)]);
+    }
+
+    #[test]
+    fn each_calls_request_id_is_a_uuid_fixed_by_batch_and_procedure() {
+        let id = gold_request_id("b1", "\"DB\".\"GOLD\".\"A\"");
+        assert_eq!(id, gold_request_id("b1", "\"DB\".\"GOLD\".\"A\""));
+        assert_ne!(id, gold_request_id("b2", "\"DB\".\"GOLD\".\"A\""));
+        assert_ne!(id, gold_request_id("b1", "\"DB\".\"GOLD\".\"B\""));
+        let groups: Vec<usize> = id.split('-').map(str::len).collect();
+        assert_eq!(groups, [8, 4, 4, 4, 12]);
+        assert!(id.chars().all(|c| c == '-' || c.is_ascii_hexdigit()));
+        assert_eq!(&id[14..15], "5");
     }
 
     #[test]

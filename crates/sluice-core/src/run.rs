@@ -267,6 +267,9 @@ pub struct RunRecord {
     /// `sluice run`): its gold runs once all of the batch's runs ended (see [`crate::gold`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_id: Option<String>,
+    /// Batches that started the run before it was resumed for `batch_id`: its end ends them too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier_batch_ids: Vec<String>,
 }
 
 /// A process that drives a run: which host, which process, since when.
@@ -379,6 +382,7 @@ impl RunRecord {
             resumptions: Vec::new(),
             removed_files: Vec::new(),
             batch_id: None,
+            earlier_batch_ids: Vec::new(),
             validation: None,
         }
     }

@@ -374,12 +374,21 @@ impl Loader {
     }
 
     /// CALLs gold procedure `procedure` (as configured: `gold[].procedure`) with the batch's
-    /// id, its one argument.
+    /// id, its one argument, under a request id derived from both: a second CALL of it for the
+    /// batch (a duplicated gold event, or a retry while the first CALL still runs in Snowflake
+    /// after its Lambda was cut off) gets the first one's outcome instead of running it again.
+    /// The SQL API's resubmission rule: a request with an id Snowflake has seen and
+    /// `retry=true` is not executed twice
+    /// (<https://docs.snowflake.com/en/developer-guide/sql-api/submitting-requests>,
+    /// "Resubmitting a request to execute SQL statements").
     #[instrument(skip_all, fields(batch_id, procedure))]
     pub async fn call_gold(&self, procedure: &str, batch_id: &str) -> Result<(), LoadError> {
         let name = sluice_core::staging::gold_procedure(procedure, &self.target.database);
         self.warehouse
-            .execute(&Statement::new(call_with_run_id(&name)).bind(batch_id))
+            .execute_once(
+                &sluice_core::gold::gold_request_id(batch_id, &name.quoted()),
+                &Statement::new(call_with_run_id(&name)).bind(batch_id),
+            )
             .await?;
         info!(procedure = %name.quoted(), batch_id, "gold procedure done");
         Ok(())

@@ -183,4 +183,16 @@ pub trait Warehouse: Send + Sync {
     /// per statement. Plain SQL text only: Snowflake takes no bindings in a multi-statement
     /// request.
     async fn execute_all(&self, statements: &[String]) -> Result<Vec<QueryResult>, WarehouseError>;
+
+    /// Runs one statement under `request_id` (a UUID the caller derives from what the statement
+    /// is for), at most once: a warehouse that has seen the id answers with the first
+    /// execution's outcome, even while it still runs. Without such a memory, like `execute`.
+    async fn execute_once(
+        &self,
+        request_id: &str,
+        statement: &Statement,
+    ) -> Result<QueryResult, WarehouseError> {
+        let _ = request_id;
+        self.execute(statement).await
+    }
 }

@@ -383,6 +383,14 @@ impl Warehouse for SnowflakeClient {
     async fn execute_all(&self, statements: &[String]) -> Result<Vec<QueryResult>, WarehouseError> {
         Ok(SnowflakeClient::execute_all(self, statements).await?)
     }
+
+    async fn execute_once(
+        &self,
+        request_id: &str,
+        statement: &Statement,
+    ) -> Result<QueryResult, WarehouseError> {
+        Ok(SnowflakeClient::execute_once(self, request_id, statement).await?)
+    }
 }
 
 /// What one submission carries: a single statement with its bindings, or several statements
