@@ -173,6 +173,8 @@ class State:
         self.file_formats: dict[tuple[str, str, str], FileFormatMeta] = {}
         self.stage_meta: dict[tuple[str, str, str], StageMeta] = {}
         self.database_owners: dict[str, tuple[str, datetime.datetime]] = {}
+        # (database, schema) -> (owner role, created): the role that creates a schema owns it.
+        self.schema_owners: dict[tuple[str, str], tuple[str, datetime.datetime]] = {}
         self.tokens_seen: set[str] = set()
         self.executions = 0
         self.canceled = 0
@@ -1444,6 +1446,17 @@ CREATE_DATABASE_RE = re.compile(
     rf"^CREATE\s+(?P<replace>OR\s+REPLACE\s+)?(?:TRANSIENT\s+)?DATABASE\s+(?P<exists>IF\s+NOT\s+EXISTS\s+)?(?P<name>{NAME_PART})\s*$",
     re.I,
 )
+# "Each securable object is owned by a single role, which by default is the role used to
+# create the object" (https://docs.snowflake.com/en/user-guide/security-access-control-overview,
+# "Securable objects"): SHOW GRANTS ON SCHEMA lists the creating role's OWNERSHIP.
+CREATE_SCHEMA_RE = re.compile(
+    rf"^CREATE\s+(?P<replace>OR\s+REPLACE\s+)?(?:TRANSIENT\s+)?SCHEMA\s+(?:IF\s+NOT\s+EXISTS\s+)?(?P<name>{NAME_PART}(?:\.{NAME_PART})?)\s*(?:;\s*)?$",
+    re.I,
+)
+DROP_SCHEMA_RE = re.compile(
+    rf"^DROP\s+SCHEMA\s+(?:IF\s+EXISTS\s+)?(?P<name>{NAME_PART}(?:\.{NAME_PART})?)(?:\s+(?:CASCADE|RESTRICT))?\s*(?:;\s*)?$",
+    re.I,
+)
 LIST_RE = re.compile(
     r"^(?:LIST|LS)\s+(?:'@(?P<quoted>(?:[^'\\]|\\.|'')*)'|@(?P<plain>[^\s']+))"
     r"(?:\s+PATTERN\s*=\s*(?P<pattern>'(?:[^'\\]|\\.|'')*'))?\s*$",
@@ -2168,6 +2181,10 @@ class AccountStatements:
             registry[name].owner = role
         elif on == "DATABASE":
             STATE.database_owners[name] = (role, STATE.database_owners.get(name, (role, now_utc()))[1])
+        elif on == "SCHEMA":
+            for key, (_, created) in list(STATE.schema_owners.items()):
+                if display_name(list(key)) == name:
+                    STATE.schema_owners[key] = (role, created)
 
     def owned(self) -> list[tuple[str, str, str, datetime.datetime]]:
         """(granted_on, name, owner, created_on) of every object whose owner the stand-in knows."""
@@ -2176,6 +2193,10 @@ class AccountStatements:
             for on, registry in (("ROLE", STATE.roles), ("WAREHOUSE", STATE.warehouses), ("USER", STATE.users), ("INTEGRATION", STATE.integrations)):
                 out += [(on, o.name, o.owner, o.created_on) for o in registry.values()]
             out += [("DATABASE", d, owner, created) for d, (owner, created) in STATE.database_owners.items()]
+            out += [
+                ("SCHEMA", display_name([d, s]), owner, created)
+                for (d, s), (owner, created) in STATE.schema_owners.items()
+            ]
             for f in STATE.external_functions.values():
                 signature = ", ".join(f"{n} {t}" for n, t in f.args)
                 name = display_name([f.database, f.schema]) + "." + quote(f"{f.name}({signature}):{f.returns}")
@@ -2878,8 +2899,21 @@ class Session(AccountStatements):
                     # database has a schema of the same name ("SLUICE"."SLUICE", sluice's).
                     return status_result(f"{database_name} already exists, statement succeeded.")
                 database_name = None
+        created_schema = None
+        if schema := CREATE_SCHEMA_RE.match(sql.strip()):
+            database_of, schema_name, _ = self.table_parts(f"{schema['name']}.X")
+            if schema["replace"] or not self.schema_exists(database_of, schema_name):
+                created_schema = (database_of, schema_name)
+        dropped = DROP_SCHEMA_RE.match(sql.strip())
         sql = STAGE_URL_RE.sub(lambda m: f"{m[1]}'file://{mirror_path(m[2])}'", sql)
         result = self.fakesnow(sql, params)
+        if created_schema is not None:
+            with STATE.objects_lock:
+                STATE.schema_owners[created_schema] = (self.current_role(), now_utc())
+        if dropped:
+            database_of, schema_name, _ = self.table_parts(f"{dropped['name']}.X")
+            with STATE.objects_lock:
+                STATE.schema_owners.pop((database_of, schema_name), None)
         if stage and (stage["replace"] or not existed):
             self.remember_stage_format(stage, sql)
         if stage_plan is not None and stage_plan[1]:

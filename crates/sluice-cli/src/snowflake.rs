@@ -189,7 +189,7 @@ async fn doctor(
         let answer = client
             .execute(&Statement::new(check.sql.as_str()))
             .await
-            .map(|result| answer_of(&result))
+            .map(|result| sluice::check::snowflake::answer_of(&result))
             .map_err(|e| e.to_string());
         outcomes.push(judge(
             &check,
@@ -264,35 +264,6 @@ async fn doctor(
         }
     }
     Ok(failed == 0)
-}
-
-/// A result as text, the way `doctor` judges it.
-fn answer_of(result: &sluice::warehouse::QueryResult) -> sluice_core::doctor::Answer {
-    use sluice::warehouse::Value;
-    let text = |value: &Value| match value {
-        Value::Null => None,
-        Value::Text(t) => Some(t.clone()),
-        Value::Boolean(b) => Some(b.to_string()),
-        Value::Number { .. } => Some(
-            value
-                .as_i64()
-                .map_or_else(|| format!("{value:?}"), |n| n.to_string()),
-        ),
-        Value::Variant(v) => Some(v.to_string()),
-        other => Some(format!("{other:?}")),
-    };
-    sluice_core::doctor::Answer {
-        columns: result
-            .columns
-            .iter()
-            .map(|c| c.name.to_ascii_lowercase())
-            .collect(),
-        rows: result
-            .rows
-            .iter()
-            .map(|r| r.iter().map(text).collect())
-            .collect(),
-    }
 }
 
 fn setup_options(args: &SetupArgs) -> SetupOptions {
@@ -446,6 +417,21 @@ pub struct WarehouseArgs {
 }
 
 impl WarehouseArgs {
+    /// Whether --snowflake-account was given (the Snowflake options are in use).
+    pub fn given(&self) -> bool {
+        self.snowflake_account.is_some()
+    }
+
+    /// The user, role and warehouse the options name (role and warehouse may be the user's
+    /// defaults, so absent).
+    pub fn session_names(&self) -> (Option<&str>, Option<&str>, Option<&str>) {
+        (
+            self.snowflake_user.as_deref(),
+            self.snowflake_role.as_deref(),
+            self.snowflake_warehouse.as_deref(),
+        )
+    }
+
     /// The loader, when --snowflake-account is given; the stage is the set-up's
     /// (`<database>.RAW.SLUICE_STAGE`, over the --output prefix).
     pub async fn loader(

@@ -476,3 +476,355 @@ async fn aws_bucket_probe_lifecycle_tables_glue_and_functions_are_checked_on_mot
     assert_eq!(reach["result"], "fail", "{reach}");
     assert_eq!(reach["detail"], "the bucket does not exist");
 }
+
+/// The template's lifecycle rule on `bucket`, so the AWS checks of `--output` pass.
+async fn with_lifecycle_rule(s3: &aws_sdk_s3::Client, bucket: &str) {
+    use aws_sdk_s3::types::*;
+    s3.put_bucket_lifecycle_configuration()
+        .bucket(bucket)
+        .lifecycle_configuration(
+            BucketLifecycleConfiguration::builder()
+                .rules(
+                    LifecycleRule::builder()
+                        .id("abort-incomplete-multipart-uploads")
+                        .status(ExpirationStatus::Enabled)
+                        .filter(LifecycleRuleFilter::builder().prefix("").build())
+                        .abort_incomplete_multipart_upload(
+                            AbortIncompleteMultipartUpload::builder()
+                                .days_after_initiation(2)
+                                .build(),
+                        )
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
+/// Every row of `family`.
+fn family<'a>(report: &'a Value, family: &str) -> Vec<&'a Value> {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["family"] == family)
+        .collect()
+}
+
+/// A Snowflake account set up by `sluice snowflake sql`, one part at a time, and `sluice
+/// check` of one source's table against it.
+struct SnowflakeCheck {
+    standin: sluice_tests::snowflake::StandIn,
+    database: String,
+    dir: tempfile::TempDir,
+    config: String,
+    key: String,
+    bucket: String,
+    /// The script's statements by part: account, objects, tables, functions.
+    script: String,
+}
+
+const API_URL: &str = "https://abc.execute-api.eu-west-1.amazonaws.com/prod/";
+
+impl SnowflakeCheck {
+    async fn new(label: &str, config_yaml: &str) -> SnowflakeCheck {
+        let moto = MotoServer::shared();
+        let s3 = sluice_tests::s3::s3_client(&moto.sdk_config().await);
+        let bucket = moto.bucket_with(label, Vec::new()).await;
+        with_lifecycle_rule(&s3, &bucket).await;
+        let standin = sluice_tests::snowflake::StandIn::start(&sluice_tests::snowflake::Options {
+            s3_endpoint: Some(moto.endpoint()),
+            ..Default::default()
+        });
+        let database = standin.config(label).database.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let config = write(dir.path(), config_yaml);
+        let key = dir.path().join("rsa_key.p8");
+        std::fs::write(&key, &sluice_tests::snowflake::KeyPair::shared().private_pem).unwrap();
+        let key = key.to_str().unwrap().to_owned();
+        let mut check = SnowflakeCheck {
+            standin,
+            database,
+            dir,
+            config,
+            key,
+            bucket,
+            script: String::new(),
+        };
+        // The whole set-up script, tables included (from the source's catalog).
+        let out = check.sluice(&[
+            "snowflake",
+            "sql",
+            "--no-write",
+            "--with-tables",
+            "--config",
+            &check.config.clone(),
+            "--database",
+            &check.database.clone(),
+            "--role",
+            "SLUICE_LOADER",
+            "--user",
+            sluice_tests::snowflake::USER,
+            "--bucket",
+            &check.bucket.clone(),
+            "--prefix",
+            "raw",
+            "--storage-role-arn",
+            "arn:aws:iam::123456789012:role/snowflake-s3",
+            "--api-role-arn",
+            "arn:aws:iam::123456789012:role/snowflake-api",
+            "--api-url",
+            API_URL,
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", both(&out));
+        check.script = text(&out.stdout);
+        check
+    }
+
+    fn sluice(&self, args: &[&str]) -> Output {
+        common::sluice_on(MotoServer::shared(), args, self.dir.path(), &[])
+    }
+
+    /// The statements of the script's parts whose heading starts with one of `parts`
+    /// (`-- 1. account`, `-- 2. objects`, `-- 3. tables`, `-- 4. functions`).
+    fn part(&self, parts: &[&str]) -> Vec<String> {
+        let mut chosen = String::new();
+        let mut keep = false;
+        for line in self.script.lines() {
+            if let Some(heading) = line.strip_prefix("-- ")
+                && heading.chars().next().is_some_and(|c| c.is_ascii_digit())
+            {
+                keep = parts.iter().any(|p| heading.starts_with(p));
+            }
+            if keep {
+                chosen.push_str(line);
+                chosen.push('\n');
+            }
+        }
+        sluice_tests::snowflake::split_script(&chosen)
+    }
+
+    /// Runs `statements` as sluice's role (the set-up's objects are the role's own).
+    async fn run(&self, statements: &[String]) {
+        let mut config = self.standin.config("check_admin");
+        config.database = Some(self.database.clone());
+        config.role = Some("SLUICE_LOADER".into());
+        let client = sluice::warehouse::snowflake::SnowflakeClient::new(
+            config,
+            sluice_tests::snowflake::KeyPair::shared().private_key(),
+        )
+        .unwrap();
+        for statement in statements {
+            client
+                .execute(&sluice::warehouse::Statement::new(statement.as_str()))
+                .await
+                .unwrap_or_else(|e| panic!("{e}\n{statement}"));
+        }
+    }
+
+    fn check(&self) -> (Output, Value) {
+        let output = format!("s3://{}/raw", self.bucket);
+        let base_url = self.standin.base_url();
+        check_json(
+            &self.config,
+            self.dir.path(),
+            &[
+                "--output",
+                &output,
+                "--snowflake-account",
+                sluice_tests::snowflake::ACCOUNT,
+                "--snowflake-user",
+                sluice_tests::snowflake::USER,
+                "--snowflake-private-key-file",
+                &self.key,
+                "--snowflake-url",
+                &base_url,
+                "--snowflake-database",
+                &self.database,
+                "--snowflake-role",
+                "SLUICE_LOADER",
+                "--snowflake-warehouse",
+                "SLUICE_WH",
+                "--snowflake-storage-role-arn",
+                "arn:aws:iam::123456789012:role/snowflake-s3",
+                "--snowflake-api-role-arn",
+                "arn:aws:iam::123456789012:role/snowflake-api",
+                "--snowflake-api-url",
+                API_URL,
+            ],
+        )
+    }
+}
+
+/// The Snowflake family against the stand-in, on PostgreSQL: an account with only the
+/// account part of the set-up fails the doctor's file format and stage with the set-up's
+/// statements as the fix (RAW and STAGING do not exist yet, and the role may create them);
+/// once the printed fixes and the rest of the script ran, every Snowflake check passes and
+/// the command exits 0; a STAGING column retyped incompatibly fails naming the column, both
+/// types and the fix, and the printed fix mends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snowflake_setup_tables_and_column_types_are_checked_against_the_standin() {
+    let db = TestDb::create("check_sf").await;
+    db.client()
+        .await
+        .batch_execute(
+            "CREATE TABLE public.items (id bigint PRIMARY KEY, in_stock boolean, note text, updated_at timestamptz);
+             CREATE INDEX items_updated ON public.items (updated_at);",
+        )
+        .await
+        .unwrap();
+    let sf = SnowflakeCheck::new(
+        "check_sf",
+        &format!(
+            "sources:\n  - name: shop\n    engine: postgres\n    connection: {{ url: '{}', statement_timeout: 5m }}\n\
+             tables:\n  - source: shop\n    table: public.items\n    primary_key: [id]\n    load: {{ mode: incremental, cursor: updated_at }}\n",
+            db.url
+        ),
+    )
+    .await;
+    let database = sf.database.clone();
+    let staging = format!("\"{database}\".\"STAGING\".\"SHOP_PUBLIC_ITEMS\"");
+
+    // Only the account part: the objects part (file format, stage, schemas) is missing.
+    sf.run(&sf.part(&["1."])).await;
+    let (out, json) = sf.check();
+    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    let format = row(&json, "file format", &format!("\"{database}\".\"RAW\".\"SLUICE_PARQUET\""));
+    assert_eq!(format["result"], "fail", "{format}");
+    let format_fix = format["fix"].as_str().unwrap().to_owned();
+    assert!(format_fix.starts_with("CREATE FILE FORMAT IF NOT EXISTS"), "{format_fix}");
+    let stage = row(&json, "stage", &format!("\"{database}\".\"RAW\".\"SLUICE_STAGE\""));
+    assert_eq!(stage["result"], "fail", "{stage}");
+    let stage_fix = stage["fix"].as_str().unwrap().to_owned();
+    assert!(stage_fix.starts_with("CREATE STAGE IF NOT EXISTS"), "{stage_fix}");
+    let raw = row(&json, "raw table", "shop/public.items");
+    assert_eq!(raw["result"], "pass", "{raw}");
+    assert!(
+        raw["detail"].as_str().unwrap().contains("does not exist yet: the first run creates it")
+            && raw["detail"].as_str().unwrap().contains("may create schemas"),
+        "{raw}"
+    );
+    // The source side ran too, and nothing there failed.
+    assert!(family(&json, "source").iter().all(|r| r["result"] != "fail"), "{json:#}");
+
+    // The printed fixes (schemas first, as the script orders them), then the rest.
+    let mut objects = sf.part(&["2."]);
+    objects.retain(|s| s.starts_with("CREATE SCHEMA"));
+    sf.run(&objects).await;
+    sf.run(&[format_fix, stage_fix]).await;
+    sf.run(&sf.part(&["2.", "3.", "4."])).await;
+    let (out, json) = sf.check();
+    let not_passed: Vec<&&Value> = family(&json, "snowflake")
+        .iter()
+        .filter(|r| r["result"] != "pass")
+        .collect::<Vec<_>>()
+        .into_iter()
+        .collect();
+    assert!(not_passed.is_empty(), "{not_passed:#?}");
+    assert_eq!(out.status.code(), Some(0), "{json:#}");
+    for check in ["session", "storage integration", "API integration", "stage lists the bucket", "external function"] {
+        assert!(
+            family(&json, "snowflake").iter().any(|r| r["check"] == check),
+            "no {check} row: {json:#}"
+        );
+    }
+    let staging_row = row(&json, "staging table", "shop/public.items");
+    assert!(
+        staging_row["detail"].as_str().unwrap().contains("exists and its column types fit"),
+        "{staging_row}"
+    );
+
+    // STAGING's in_stock retyped to text: the next run would fail; the check says so first.
+    let ddl = sf
+        .part(&["3."])
+        .into_iter()
+        .find(|s| s.starts_with(&format!("CREATE TABLE IF NOT EXISTS {staging}")))
+        .unwrap();
+    assert!(ddl.contains("\"in_stock\" BOOLEAN"), "{ddl}");
+    sf.run(&[
+        format!("DROP TABLE {staging}"),
+        ddl.replace("\"in_stock\" BOOLEAN", "\"in_stock\" VARCHAR"),
+    ])
+    .await;
+    let (out, json) = sf.check();
+    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    let retyped = row(&json, "staging column type", "shop/public.items");
+    assert_eq!(retyped["result"], "fail", "{retyped}");
+    assert!(
+        retyped["detail"].as_str().unwrap().starts_with(&format!(
+            "column in_stock is TEXT in {staging} but the source now gives BOOLEAN"
+        )),
+        "{retyped}"
+    );
+    let fix = retyped["fix"].as_str().unwrap();
+    let rename = fix.split(" (").next().unwrap().to_owned();
+    assert_eq!(
+        rename,
+        format!("ALTER TABLE {staging} RENAME COLUMN \"in_stock\" TO \"in_stock_old\"")
+    );
+    // RAW is untouched and still fits.
+    assert_eq!(result(&json, "raw table", "shop/public.items"), "pass");
+    sf.run(&[rename]).await;
+    let (out, json) = sf.check();
+    assert_eq!(out.status.code(), Some(0), "{json:#}");
+    assert!(
+        row(&json, "staging table", "shop/public.items")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("the next run adds in_stock"),
+        "{json:#}"
+    );
+}
+
+/// The same comparison on MariaDB: a STAGING column another type than the source's fails,
+/// naming it and both types.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snowflake_column_types_are_compared_with_a_mariadb_source() {
+    let db = MyTestDb::create("check_sfmy").await;
+    db.conn()
+        .await
+        .query_drop(
+            "CREATE TABLE items (id BIGINT PRIMARY KEY, price DECIMAL(12,2), note VARCHAR(40));",
+        )
+        .await
+        .unwrap();
+    let sf = SnowflakeCheck::new(
+        "check_sfmy",
+        &format!(
+            "sources:\n  - name: shop\n    engine: mysql\n    connection: {{ url: '{}', sslmode: disable }}\n\
+             tables:\n  - source: shop\n    table: {}.items\n    primary_key: [id]\n",
+            db.url, db.name
+        ),
+    )
+    .await;
+    sf.run(&sf.part(&["1.", "2.", "3.", "4."])).await;
+    let database = sf.database.clone();
+    let key = format!("shop/{}.items", db.name);
+    let staging_name = format!("SHOP_{}_ITEMS", db.name.to_uppercase());
+    let staging = format!("\"{database}\".\"STAGING\".\"{staging_name}\"");
+    let ddl = sf
+        .part(&["3."])
+        .into_iter()
+        .find(|s| s.starts_with(&format!("CREATE TABLE IF NOT EXISTS {staging}")))
+        .unwrap_or_else(|| panic!("no STAGING DDL for {staging} in {}", sf.script));
+    assert!(ddl.contains("\"price\" NUMBER(12,2)"), "{ddl}");
+    sf.run(&[
+        format!("DROP TABLE {staging}"),
+        ddl.replace("\"price\" NUMBER(12,2)", "\"price\" FLOAT"),
+    ])
+    .await;
+    let (out, json) = sf.check();
+    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    let retyped = row(&json, "staging column type", &key);
+    assert!(
+        retyped["detail"].as_str().unwrap().starts_with(&format!(
+            "column price is FLOAT in {staging} but the source now gives NUMBER(12,2)"
+        )),
+        "{retyped}"
+    );
+    assert_eq!(result(&json, "raw table", &key), "pass");
+}

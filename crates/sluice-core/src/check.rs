@@ -7,6 +7,8 @@
 //! A warning never fails the report (a cursor without an index costs time, not data); a
 //! failure does. Every failure names its fix: the grant, the config field or the setting.
 
+pub mod snowflake;
+
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};

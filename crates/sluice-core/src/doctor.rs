@@ -106,6 +106,26 @@ pub struct Probe {
     expect: Expect,
 }
 
+impl Probe {
+    /// Whether judging this probe needs the integrations' IAM roles or the API's URL (the
+    /// storage and API integrations, the external functions): `sluice check` leaves it out
+    /// when it was not told them.
+    pub fn needs_integrations(&self) -> bool {
+        matches!(
+            self.expect,
+            Expect::StorageIntegration | Expect::ApiIntegration | Expect::Function { .. }
+        )
+    }
+
+    /// Whether judging it needs the bucket and prefix the stage reads (`--output s3://…`).
+    pub fn needs_location(&self) -> bool {
+        matches!(
+            self.expect,
+            Expect::StorageIntegration | Expect::Stage | Expect::StageLists
+        )
+    }
+}
+
 /// The doctor's statements for a deployment's set-up (the same options `sluice snowflake sql`
 /// takes), in the order a person would read the report.
 pub fn probes(config: &Config, options: &SetupOptions) -> Vec<Probe> {
@@ -677,6 +697,8 @@ mod tests {
                 "DESC FUNCTION \"SLUICE\".\"SLUICE\".\"INGEST\"(VARCHAR, VARCHAR, OBJECT)",
                 "DESC FUNCTION \"SLUICE\".\"SLUICE\".\"INGEST_ASYNC\"(VARCHAR, VARCHAR)",
                 "DESC FUNCTION \"SLUICE\".\"SLUICE\".\"RUN_STATUS\"(VARCHAR)",
+                "DESC FUNCTION \"SLUICE\".\"SLUICE\".\"CHECK_SOURCE\"(VARCHAR)",
+                "DESC FUNCTION \"SLUICE\".\"SLUICE\".\"CHECK_SOURCE\"(VARCHAR, VARCHAR)",
             ]
         );
         let answer = |rows: &str| Answer {

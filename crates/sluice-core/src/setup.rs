@@ -11,8 +11,8 @@
 //! 2. **objects** (sluice's role; `sluice snowflake apply` runs this part): the RAW, STAGING,
 //!    GOLD and SLUICE schemas, the Parquet file format, the stage, each table's merge log;
 //! 3. **functions** (sluice's role, with USAGE on the API integration): the external functions
-//!    `sluice.ingest(source, table [, options])`, `sluice.ingest_async(source, table)` and
-//!    `sluice.run_status(run_id)`.
+//!    `sluice.ingest(source, table [, options])`, `sluice.ingest_async(source, table)`,
+//!    `sluice.run_status(run_id)` and `sluice.check_source(source [, table])`.
 //!
 //! RAW and STAGING tables and the generated merge procedures are not here: their columns are
 //! the source's, known for certain only from a run's files, so every run creates them if
@@ -267,9 +267,10 @@ pub struct ExternalFunction {
     pub route: &'static str,
 }
 
-/// The external functions, as the trigger's routes serve them (functions/src/lib.rs):
+/// The external functions, as the trigger's routes serve them (functions/src/http.rs):
 /// `sluice.ingest` follows Snowflake's async protocol on /ingest, and its three-argument
-/// overload takes options such as `{'mode': 'full'}`.
+/// overload takes options such as `{'mode': 'full'}`; `sluice.check_source` runs `sluice
+/// check`'s source and Snowflake checks on /check.
 pub fn external_functions(options: &SetupOptions) -> Vec<ExternalFunction> {
     let function =
         |name: &str, arguments: Vec<(&'static str, &'static str)>, route| ExternalFunction {
@@ -287,6 +288,14 @@ pub fn external_functions(options: &SetupOptions) -> Vec<ExternalFunction> {
         ),
         function("INGEST_ASYNC", ingest, "ingest_async"),
         function("RUN_STATUS", vec![("RUN_ID", "VARCHAR")], "status"),
+        // `sluice.check_source(source [, table])`: not `CHECK`, a reserved word in Snowflake
+        // (<https://docs.snowflake.com/en/sql-reference/reserved-keywords>).
+        function("CHECK_SOURCE", vec![("SOURCE_NAME", "VARCHAR")], "check"),
+        function(
+            "CHECK_SOURCE",
+            vec![("SOURCE_NAME", "VARCHAR"), ("TABLE_NAME", "VARCHAR")],
+            "check",
+        ),
     ]
 }
 
@@ -462,6 +471,12 @@ mod tests {
         assert!(sql.functions[2].ends_with("/prod/ingest_async'"));
         assert!(sql.functions[3].contains("\"RUN_STATUS\"(RUN_ID VARCHAR)"));
         assert!(sql.functions[3].ends_with("/prod/status'"));
+        assert!(sql.functions[4].contains("\"CHECK_SOURCE\"(SOURCE_NAME VARCHAR)\n"));
+        assert!(
+            sql.functions[5]
+                .contains("\"CHECK_SOURCE\"(SOURCE_NAME VARCHAR, TABLE_NAME VARCHAR)")
+        );
+        assert!(sql.functions[5].ends_with("/prod/check'"));
         let all = sql.account.iter().chain(&sql.objects).chain(&sql.functions);
         for statement in all {
             assert!(
@@ -550,7 +565,7 @@ mod tests {
                 },
             )
             .unwrap();
-            assert_eq!(sql.functions.len(), 4);
+            assert_eq!(sql.functions.len(), 6);
             for function in &sql.functions {
                 let line = format!("\n  MAX_BATCH_ROWS = {rows}\n  AS '");
                 assert!(function.contains(&line), "{function}");

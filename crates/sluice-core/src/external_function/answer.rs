@@ -252,6 +252,8 @@ pub enum RowResult {
     Run(RunSummary),
     Story(Box<RunStory>),
     Unknown(UnknownRun),
+    /// `sluice.check_source`'s answer (see [`super::check::CheckAnswer`]).
+    Check(Box<super::check::CheckAnswer>),
 }
 
 impl From<RowError> for RowResult {

@@ -1,7 +1,7 @@
 //! Snowflake's external-function protocol, as the trigger function speaks it: the batch
 //! Snowflake POSTs (`{"data": [[row, arg, …], …]}` with `sf-external-function-*` headers), the
-//! per-row requests of `sluice.ingest(source, table [, options])` and
-//! `sluice.run_status(run_id)`, and the answer (`{"data": [[row, result], …]}`, the same rows).
+//! per-row requests of `sluice.ingest(source, table [, options])`,
+//! `sluice.run_status(run_id)` and `sluice.check_source(source [, table])` ([`check`]), and the answer (`{"data": [[row, result], …]}`, the same rows).
 //!
 //! A malformed batch is refused as a whole (HTTP 400 with a message); a bad row only gets an
 //! error result of its own, so one wrong table name never fails the other rows of a query.
@@ -11,6 +11,7 @@
 
 pub mod answer;
 pub mod batch;
+pub mod check;
 
 use serde_json::Value;
 use thiserror::Error;

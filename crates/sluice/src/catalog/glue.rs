@@ -39,6 +39,49 @@ pub struct GlueCatalog {
 }
 
 impl GlueCatalog {
+    /// Adds one partition to `table`: `true` when created, `false` when it existed already
+    /// (BatchCreatePartition reports that per partition, not as a failed call).
+    async fn create_partition(
+        &self,
+        table: &str,
+        partition: PartitionInput,
+    ) -> Result<bool, CatalogError> {
+        let out = self
+            .client
+            .batch_create_partition()
+            .database_name(&self.database)
+            .table_name(table)
+            .partition_input_list(partition)
+            .send()
+            .await
+            .map_err(|e| self.service_error("BatchCreatePartition", table, &e))?;
+        let mut created = true;
+        for error in out.errors() {
+            let detail = error.error_detail();
+            match detail.and_then(|d| d.error_code()) {
+                Some("AlreadyExistsException") => created = false,
+                code => {
+                    return Err(CatalogError::Service {
+                        action: "BatchCreatePartition",
+                        target: format!(
+                            "{} partition {:?}",
+                            self.target(table),
+                            error.partition_values()
+                        ),
+                        message: format!(
+                            "{}: {}",
+                            code.unwrap_or("error"),
+                            detail
+                                .and_then(|d| d.error_message())
+                                .unwrap_or("no message")
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(created)
+    }
+
     pub fn new(client: Client, database: impl Into<String>) -> GlueCatalog {
         GlueCatalog {
             client,
@@ -260,39 +303,7 @@ impl Catalog for GlueCatalog {
                 &registration.partition_location,
             )?)
             .build();
-        let out = self
-            .client
-            .batch_create_partition()
-            .database_name(&self.database)
-            .table_name(name)
-            .partition_input_list(partition)
-            .send()
-            .await
-            .map_err(|e| self.service_error("BatchCreatePartition", name, &e))?;
-        outcome.partition_created = true;
-        for error in out.errors() {
-            let detail = error.error_detail();
-            match detail.and_then(|d| d.error_code()) {
-                Some("AlreadyExistsException") => outcome.partition_created = false,
-                code => {
-                    return Err(CatalogError::Service {
-                        action: "BatchCreatePartition",
-                        target: format!(
-                            "{} partition {:?}",
-                            self.target(name),
-                            error.partition_values()
-                        ),
-                        message: format!(
-                            "{}: {}",
-                            code.unwrap_or("error"),
-                            detail
-                                .and_then(|d| d.error_message())
-                                .unwrap_or("no message")
-                        ),
-                    });
-                }
-            }
-        }
+        outcome.partition_created = self.create_partition(name, partition).await?;
         info!(
             table = %self.target(name),
             partition = ?registration.partition_values,
@@ -334,37 +345,9 @@ impl Catalog for GlueCatalog {
                 &registration.partition_location,
             )?)
             .build();
-        let out = self
-            .client
-            .batch_create_partition()
-            .database_name(&self.database)
-            .table_name(RUNS_TABLE)
-            .partition_input_list(partition)
-            .send()
-            .await
-            .map_err(|e| self.service_error("BatchCreatePartition", RUNS_TABLE, &e))?;
-        outcome.partition_created = true;
-        for error in out.errors() {
-            let detail = error.error_detail();
-            match detail.and_then(|d| d.error_code()) {
-                // Registered by an earlier story of the table (another process's, or before
-                // this process started).
-                Some("AlreadyExistsException") => outcome.partition_created = false,
-                code => {
-                    return Err(CatalogError::Service {
-                        action: "BatchCreatePartition",
-                        target: format!("{} partition {values:?}", self.target(RUNS_TABLE)),
-                        message: format!(
-                            "{}: {}",
-                            code.unwrap_or("error"),
-                            detail
-                                .and_then(|d| d.error_message())
-                                .unwrap_or("no message")
-                        ),
-                    });
-                }
-            }
-        }
+        // An existing partition was registered by an earlier story of the table (another
+        // process's, or before this process started).
+        outcome.partition_created = self.create_partition(RUNS_TABLE, partition).await?;
         if let Ok(mut known) = self.story_partitions.lock() {
             known.insert(values.clone());
         }

@@ -3,12 +3,14 @@
 //! run through the engine's own adapters, so a check passes exactly when a run's own
 //! connection, catalog reads and snapshot would: the [`Source`] port (`query_text` in a
 //! read-only snapshot, `gather_facts` as planning does it, `check_cdc` as `sluice cdc check`
-//! does it) and the AWS SDK clients for the lake, the state, the catalog and the functions.
+//! does it), the AWS SDK clients for the lake, the state, the catalog and the functions, and
+//! the [`crate::warehouse::Warehouse`] port for Snowflake ([`snowflake`]).
 //!
 //! Nothing here writes, except the AWS check's zero-byte probe object under `_sluice_check/`,
 //! which it removes. A check never fails the process: its failure is a row of the report.
 
 pub mod aws;
+pub mod snowflake;
 
 use std::sync::Arc;
 
