@@ -203,8 +203,18 @@ impl Deployment {
     /// The pipeline that finalizes runs: no sources, and the Snowflake loader when the
     /// deployment has one (its key is read from Secrets Manager on first use).
     pub async fn finalizing_pipeline(&self) -> Result<Pipeline> {
-        let loader = self
-            .loader
+        let loader = self.loader().await?;
+        let pipeline = self.pipeline(&Config::default(), &[]).await?;
+        Ok(match loader {
+            Some(loader) => pipeline.with_warehouse(loader.clone()),
+            None => pipeline,
+        })
+    }
+
+    /// The Snowflake loader, when the deployment has one: built on first use (its key is read
+    /// from Secrets Manager then), kept for the process's life.
+    async fn loader(&self) -> Result<&Option<Arc<Loader>>> {
+        self.loader
             .get_or_try_init(|| async {
                 match &self.settings.snowflake {
                     Some(snowflake) => Ok::<_, DeploymentError>(Some(Arc::new(
@@ -213,11 +223,51 @@ impl Deployment {
                     None => Ok(None),
                 }
             })
-            .await?;
-        let pipeline = self.pipeline(&Config::default(), &[]).await?;
-        Ok(match loader {
-            Some(loader) => pipeline.with_warehouse(loader.clone()),
-            None => pipeline,
+            .await
+    }
+
+    /// The Snowflake client and its settings, when the deployment loads into Snowflake (the
+    /// loader's: `sluice.check_source` checks what runs will use).
+    pub async fn warehouse(
+        &self,
+    ) -> Result<Option<(Arc<dyn sluice::warehouse::Warehouse>, &SnowflakeSettings)>> {
+        let loader = self.loader().await?;
+        Ok(match (loader, &self.settings.snowflake) {
+            (Some(loader), Some(settings)) => Some((loader.warehouse().0.clone(), settings)),
+            _ => None,
+        })
+    }
+
+    /// The adapter of `source`, reused as [`Deployment::pipeline`] reuses it (a new one reads
+    /// the source's secret).
+    pub async fn source_adapter(&self, source: &SourceConfig) -> Result<Arc<dyn Source>> {
+        let mut cache = self.sources.lock().await;
+        self.cached_source(&mut cache, source).await
+    }
+
+    async fn cached_source(
+        &self,
+        cache: &mut BTreeMap<String, CachedSource>,
+        source: &SourceConfig,
+    ) -> Result<Arc<dyn Source>> {
+        Ok(match cache.get(&source.name) {
+            Some(cached)
+                if cached.config == *source && cached.built.elapsed() < self.source_max_age =>
+            {
+                cached.adapter.clone()
+            }
+            _ => {
+                let adapter = self.source(source).await?;
+                cache.insert(
+                    source.name.clone(),
+                    CachedSource {
+                        config: source.clone(),
+                        adapter: adapter.clone(),
+                        built: Instant::now(),
+                    },
+                );
+                adapter
+            }
         })
     }
 
@@ -233,25 +283,7 @@ impl Deployment {
             .iter()
             .filter(|s| source_names.contains(&s.name.as_str()))
         {
-            let adapter = match cache.get(&source.name) {
-                Some(cached)
-                    if cached.config == *source && cached.built.elapsed() < self.source_max_age =>
-                {
-                    cached.adapter.clone()
-                }
-                _ => {
-                    let adapter = self.source(source).await?;
-                    cache.insert(
-                        source.name.clone(),
-                        CachedSource {
-                            config: source.clone(),
-                            adapter: adapter.clone(),
-                            built: Instant::now(),
-                        },
-                    );
-                    adapter
-                }
-            };
+            let adapter = self.cached_source(&mut cache, source).await?;
             sources.insert(source.name.clone(), adapter);
         }
         let options = PipelineOptions {

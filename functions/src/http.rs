@@ -6,6 +6,7 @@
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Serialize;
 use sluice_core::external_function::answer::ResponseBody;
+use sluice_core::external_function::check::{CheckRequest, parse_check_batch};
 use sluice_core::external_function::{
     BATCH_ID_HEADER, BatchError, IngestRequest, Row, StatusRequest, batch_id_header, check_headers,
     parse_ingest_batch, parse_status_batch,
@@ -80,6 +81,7 @@ pub async fn route(functions: &Functions, request: Request) -> Response<Body> {
 
 async fn route_answer(functions: &Functions, request: Request) -> Answer {
     let max_rows = functions.deployment.settings.max_batch_rows;
+    let time_left = request.lambda_context_ref().and_then(crate::time_left);
     match parse_request(&request, max_rows) {
         Err(refusal) => refusal,
         Ok(Routed::Poll { batch_id }) => functions.poll_batch(&batch_id).await.into(),
@@ -88,6 +90,13 @@ async fn route_answer(functions: &Functions, request: Request) -> Answer {
         }
         Ok(Routed::IngestNow { rows }) => functions.ingest_now(rows).await.into(),
         Ok(Routed::Status { rows }) => functions.status(rows).await.into(),
+        Ok(Routed::Check { rows }) => crate::check::check(
+            &functions.deployment,
+            rows,
+            crate::check::budget(time_left),
+        )
+        .await
+        .into(),
     }
 }
 
@@ -105,6 +114,8 @@ pub enum Routed {
     IngestNow { rows: Vec<Row<IngestRequest>> },
     /// `POST /status`: the runs' stories.
     Status { rows: Vec<Row<StatusRequest>> },
+    /// `POST /check`: `sluice.check_source`, each row's source checked.
+    Check { rows: Vec<Row<CheckRequest>> },
 }
 
 /// Reads a request as API Gateway hands it over (method, path, headers, body) into what it
@@ -157,13 +168,16 @@ pub fn parse_request(request: &Request, max_rows: usize) -> Result<Routed, Answe
         ("POST", "status") => Ok(Routed::Status {
             rows: parse_status_batch(body, max_rows).map_err(refused)?,
         }),
-        (_, "ingest" | "ingest_async" | "status") => Err(Answer::error(
+        ("POST", "check") => Ok(Routed::Check {
+            rows: parse_check_batch(body, max_rows).map_err(refused)?,
+        }),
+        (_, "ingest" | "ingest_async" | "status" | "check") => Err(Answer::error(
             405,
             format!("{method} is not allowed on /{endpoint}"),
         )),
         _ => Err(Answer::error(
             404,
-            format!("no route {path}: use /ingest, /ingest_async or /status"),
+            format!("no route {path}: use /ingest, /ingest_async, /status or /check"),
         )),
     }
 }
@@ -224,5 +238,47 @@ mod tests {
         assert_eq!(status(&request("GET", "/prod/ingest")), 400);
         assert_eq!(status(&request("PUT", "/status")), 405);
         assert_eq!(status(&request("GET", "/other")), 404);
+        assert_eq!(status(&request("GET", "/check")), 405);
+    }
+
+    /// `sluice.check_source('shop', t)` over two rows as Snowflake sends it through API
+    /// Gateway (`tests/fixtures/external_function/check_post.json`): routed to the checks
+    /// with its rows; a row of the wrong shape is that row's error, a malformed body a 400.
+    #[test]
+    fn a_check_call_is_routed_with_its_rows() {
+        let event = include_str!("../../tests/fixtures/external_function/check_post.json");
+        let request = lambda_http::request::from_str(event).unwrap();
+        match parse_request(&request, 100) {
+            Ok(Routed::Check { rows }) => {
+                assert_eq!(rows.len(), 2);
+                assert_eq!(
+                    rows[0].request,
+                    Ok(CheckRequest {
+                        source: "shop".into(),
+                        table: Some("public.orders".into())
+                    })
+                );
+                assert_eq!(
+                    rows[1].request.as_ref().unwrap().table.as_deref(),
+                    Some("public.customers")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let bad = lambda_http::http::Request::builder()
+            .method("POST")
+            .uri("/prod/check")
+            .header("sf-external-function-format", "json")
+            .header("sf-external-function-format-version", "1.0")
+            .header("content-type", "application/json")
+            .body(Body::Text("{\"data\": [[\"zero\", \"shop\"]]}".into()))
+            .unwrap()
+            .with_raw_http_path("/prod/check");
+        let refused = parse_request(&bad, 100).unwrap_err();
+        assert_eq!(refused.status, 400);
+        assert!(
+            matches!(&refused.body, AnswerBody::Error { error } if error.contains("data[0][0] must be the row number")),
+            "{refused:?}"
+        );
     }
 }

@@ -6,6 +6,7 @@
 //! the trigger's HTTP routes and errors as Lambda diagnostics. The engine (`sluice`) knows
 //! nothing of HTTP or Lambda.
 
+pub mod check;
 pub mod deployment;
 pub mod events;
 pub mod flow;

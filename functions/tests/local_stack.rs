@@ -1202,3 +1202,171 @@ async fn a_batch_runs_its_gold_once_after_every_input_and_skips_what_a_failed_in
         .count();
     assert_eq!(done, 2, "{finalize:?}");
 }
+
+/// `SELECT sluice.check_source('shop')` and `sluice.check_source('shop', table)` as Snowflake
+/// sends them: each row gets its source's checks, table by table, run by the trigger against
+/// the real PostgreSQL (through the source's secret) and the Snowflake stand-in. A column the
+/// source lacks fails with the config fix, a cursor without an index warns with the CREATE
+/// INDEX, the stack's missing file format fails with the set-up's statement; an unknown
+/// table or source is that row's error; a malformed call is a 400.
+#[tokio::test]
+async fn check_source_answers_each_rows_checks_with_their_fixes() {
+    let db = shop_db("lstackchk").await;
+    let tables = "  - source: shop
+    table: public.customers
+    primary_key: [customer_id]
+    load: {mode: incremental, cursor: updated_at}
+  - source: shop
+    table: public.products
+    primary_key: [product_id]
+    columns: [product_id, nope]
+";
+    let s = stack_with("lstackchk", &db, None, tables, Vec::new()).await;
+    let problem = |answer: &Value, check: &str, target: &str| -> Value {
+        answer["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["check"] == check && p["target"] == target)
+            .cloned()
+            .unwrap_or_else(|| panic!("no '{check}' problem for {target} in {answer:#}"))
+    };
+
+    // The whole source.
+    let (code, body) = s
+        .call(
+            reqwest::Method::POST,
+            "check",
+            Some(&sluice_tests::stack::real_shape_batch_id()),
+            Some(json!([[0, "shop"]])),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["data"][0][0], 0, "{body}");
+    let answer = &body["data"][0][1];
+    assert_eq!(answer["source"], "shop", "{answer:#}");
+    assert_eq!(answer["ok"], false, "{answer:#}");
+    assert!(answer.get("cut_short").is_none(), "{answer:#}");
+    let tables = answer["tables"].as_object().unwrap();
+    assert_eq!(
+        tables.keys().collect::<Vec<_>>(),
+        ["public.customers", "public.products"],
+        "{answer:#}"
+    );
+    assert_eq!(tables["public.products"]["ok"], false, "{answer:#}");
+    assert!(
+        tables["public.customers"]["passed"].as_u64().unwrap() >= 3,
+        "{answer:#}"
+    );
+    let columns = problem(answer, "columns", "shop/public.products");
+    assert_eq!(columns["result"], "fail");
+    assert_eq!(columns["family"], "source");
+    assert!(
+        columns["detail"].as_str().unwrap().contains("nope"),
+        "{columns}"
+    );
+    let fix = columns["fix"].as_str().unwrap();
+    assert!(
+        fix.starts_with("columns: columns of the table (") && fix.contains("product_id"),
+        "{columns}"
+    );
+    let index = problem(answer, "cursor index", "shop/public.customers");
+    assert_eq!(index["result"], "warn");
+    assert_eq!(
+        index["fix"],
+        "CREATE INDEX \"customers_updated_at_idx\" ON \"public\".\"customers\" (\"updated_at\")"
+    );
+    // The Snowflake side: the stack's account has a stage but no file format.
+    let format = problem(
+        answer,
+        "file format",
+        &format!("\"{}\".\"RAW\".\"SLUICE_PARQUET\"", s.database),
+    );
+    assert_eq!(format["family"], "snowflake");
+    assert!(
+        format["fix"]
+            .as_str()
+            .unwrap()
+            .starts_with("CREATE FILE FORMAT IF NOT EXISTS"),
+        "{format}"
+    );
+    // Failures come before warnings, and no connection string leaks.
+    let results: Vec<&str> = answer["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["result"].as_str().unwrap())
+        .collect();
+    let first_warn = results.iter().position(|r| *r == "warn").unwrap();
+    assert!(
+        results[first_warn..].iter().all(|r| *r == "warn"),
+        "{results:?}"
+    );
+    assert!(!body.to_string().contains("postgres://"), "{body}");
+
+    // One table per row; a table or source that is not configured is its row's error.
+    let (code, body) = s
+        .call(
+            reqwest::Method::POST,
+            "check",
+            Some(&sluice_tests::stack::real_shape_batch_id()),
+            Some(json!([
+                [0, "shop", "public.customers"],
+                [1, "shop", "public.nope"],
+                [2, "nosuch", "public.customers"]
+            ])),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let rows = body["data"].as_array().unwrap();
+    let only: Vec<&String> = rows[0][1]["tables"].as_object().unwrap().keys().collect();
+    assert_eq!(only, ["public.customers"], "{body:#}");
+    // The stack's database grants sluice's role nothing, so STAGING (whose schema no run
+    // has made yet) cannot be created: the fix is the set-up's grant.
+    let staging = problem(&rows[0][1], "staging table", "shop/public.customers");
+    assert_eq!(staging["result"], "fail", "{staging}");
+    assert_eq!(
+        staging["fix"],
+        format!(
+            "GRANT USAGE, CREATE SCHEMA ON DATABASE \"{}\" TO ROLE \"SLUICE\"",
+            s.database
+        ),
+        "{staging}"
+    );
+    assert_eq!(
+        rows[0][1]["tables"]["public.customers"]["failed"], 1,
+        "{body:#}"
+    );
+    assert!(
+        rows[1][1]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("table: source shop has no table 'public.nope' (configured: public.customers, public.products)"),
+        "{body:#}"
+    );
+    assert!(
+        rows[2][1]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("source: no source 'nosuch' is configured (known: shop)"),
+        "{body:#}"
+    );
+
+    // A malformed call: refused whole, naming what is wrong.
+    let (code, body) = s
+        .call(
+            reqwest::Method::POST,
+            "check",
+            None,
+            Some(json!([["zero", "shop"]])),
+        )
+        .await;
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("data[0][0] must be the row number"),
+        "{body}"
+    );
+}

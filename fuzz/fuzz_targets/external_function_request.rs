@@ -42,6 +42,7 @@ fn check(request: &Request, max_rows: usize) {
             assert!(rows.len() <= max_rows)
         }
         Ok(Routed::Status { rows }) => assert!(rows.len() <= max_rows),
+        Ok(Routed::Check { rows }) => assert!(rows.len() <= max_rows),
         Ok(Routed::Poll { batch_id }) => assert!(!batch_id.is_empty()),
         Err(answer) => assert!(matches!(answer.status, 400 | 404 | 405)),
     }

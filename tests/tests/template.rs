@@ -821,9 +821,10 @@ fn async_invocations_retry_twice_then_reach_finalize_and_roles_may_invoke_what_t
     }
 }
 
-/// Who reads which secret (functions/src/flow.rs): only extract connects to the
-/// sources (it plans and extracts; the trigger never does); only finalize loads into
-/// Snowflake, so only it reads the Snowflake key.
+/// Who reads which secret (functions/src/flow.rs): extract connects to the sources (it
+/// plans and extracts), finalize loads into Snowflake, and the trigger reads both for
+/// `sluice.check_source` (functions/src/check.rs), which checks a source's catalog and
+/// Snowflake's; nobody else reads either.
 #[test]
 fn each_role_reads_exactly_the_secrets_its_function_needs() {
     let key = "arn:aws:secretsmanager:us-east-1:123456789012:secret:sluice/snowflake-AbCdEf";
@@ -833,7 +834,7 @@ fn each_role_reads_exactly_the_secrets_its_function_needs() {
         ("SnowflakePrivateKeySecretArn", key),
     ]);
     for (binary, reads_sources, reads_key) in [
-        ("trigger", false, false),
+        ("trigger", true, true),
         ("extract", true, false),
         ("finalize", false, true),
     ] {

@@ -229,10 +229,12 @@ async fn check_snowflake(
         role,
         warehouse: warehouse_name,
         max_batch_rows: args.max_batch_rows,
-        location: targets
-            .output
-            .as_ref()
-            .map(|(bucket, prefix)| (bucket.clone(), Some(prefix.clone()).filter(|p| !p.is_empty()))),
+        location: targets.output.as_ref().map(|(bucket, prefix)| {
+            (
+                bucket.clone(),
+                Some(prefix.clone()).filter(|p| !p.is_empty()),
+            )
+        }),
         integrations,
     };
     let mut schemas = Vec::with_capacity(tables.len());
@@ -242,7 +244,10 @@ async fn check_snowflake(
                 .await
                 .map_err(|e| format!("the source's schema could not be read: {e}")),
             None if args.no_sources => Err("--no-sources: the source was not read".to_owned()),
-            None => Err(format!("source {} could not be connected (see its checks)", table.source)),
+            None => Err(format!(
+                "source {} could not be connected (see its checks)",
+                table.source
+            )),
         };
         schemas.push(TableSchema { table, schema });
     }

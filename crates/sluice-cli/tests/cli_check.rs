@@ -534,7 +534,7 @@ impl SnowflakeCheck {
     async fn new(label: &str, config_yaml: &str) -> SnowflakeCheck {
         let moto = MotoServer::shared();
         let s3 = sluice_tests::s3::s3_client(&moto.sdk_config().await);
-        let bucket = moto.bucket_with(label, Vec::new()).await;
+        let bucket = moto.bucket_with(&label.replace('_', "-"), Vec::new()).await;
         with_lifecycle_rule(&s3, &bucket).await;
         let standin = sluice_tests::snowflake::StandIn::start(&sluice_tests::snowflake::Options {
             s3_endpoint: Some(moto.endpoint()),
@@ -544,7 +544,11 @@ impl SnowflakeCheck {
         let dir = tempfile::tempdir().unwrap();
         let config = write(dir.path(), config_yaml);
         let key = dir.path().join("rsa_key.p8");
-        std::fs::write(&key, &sluice_tests::snowflake::KeyPair::shared().private_pem).unwrap();
+        std::fs::write(
+            &key,
+            &sluice_tests::snowflake::KeyPair::shared().private_pem,
+        )
+        .unwrap();
         let key = key.to_str().unwrap().to_owned();
         let mut check = SnowflakeCheck {
             standin,
@@ -629,34 +633,36 @@ impl SnowflakeCheck {
     fn check(&self) -> (Output, Value) {
         let output = format!("s3://{}/raw", self.bucket);
         let base_url = self.standin.base_url();
-        check_json(
-            &self.config,
-            self.dir.path(),
-            &[
-                "--output",
-                &output,
-                "--snowflake-account",
-                sluice_tests::snowflake::ACCOUNT,
-                "--snowflake-user",
-                sluice_tests::snowflake::USER,
-                "--snowflake-private-key-file",
-                &self.key,
-                "--snowflake-url",
-                &base_url,
-                "--snowflake-database",
-                &self.database,
-                "--snowflake-role",
-                "SLUICE_LOADER",
-                "--snowflake-warehouse",
-                "SLUICE_WH",
-                "--snowflake-storage-role-arn",
-                "arn:aws:iam::123456789012:role/snowflake-s3",
-                "--snowflake-api-role-arn",
-                "arn:aws:iam::123456789012:role/snowflake-api",
-                "--snowflake-api-url",
-                API_URL,
-            ],
-        )
+        let config = self.config.clone();
+        let mut args = vec!["check", "--config", config.as_str(), "--json"];
+        args.extend([
+            "--output",
+            &output,
+            "--snowflake-account",
+            sluice_tests::snowflake::ACCOUNT,
+            "--snowflake-user",
+            sluice_tests::snowflake::USER,
+            "--snowflake-private-key-file",
+            &self.key,
+            "--snowflake-url",
+            &base_url,
+            "--snowflake-database",
+            &self.database,
+            "--snowflake-role",
+            "SLUICE_LOADER",
+            "--snowflake-warehouse",
+            "SLUICE_WH",
+            "--snowflake-storage-role-arn",
+            "arn:aws:iam::123456789012:role/snowflake-s3",
+            "--snowflake-api-role-arn",
+            "arn:aws:iam::123456789012:role/snowflake-api",
+            "--snowflake-api-url",
+            API_URL,
+        ]);
+        // Pointed at moto, as the bucket checks of --output need.
+        let out = self.sluice(&args);
+        let json = report(&out);
+        (out, json)
     }
 }
 
@@ -693,23 +699,48 @@ async fn snowflake_setup_tables_and_column_types_are_checked_against_the_standin
     sf.run(&sf.part(&["1."])).await;
     let (out, json) = sf.check();
     assert_eq!(out.status.code(), Some(1), "{}", both(&out));
-    let format = row(&json, "file format", &format!("\"{database}\".\"RAW\".\"SLUICE_PARQUET\""));
+    let format = row(
+        &json,
+        "file format",
+        &format!("\"{database}\".\"RAW\".\"SLUICE_PARQUET\""),
+    );
     assert_eq!(format["result"], "fail", "{format}");
     let format_fix = format["fix"].as_str().unwrap().to_owned();
-    assert!(format_fix.starts_with("CREATE FILE FORMAT IF NOT EXISTS"), "{format_fix}");
-    let stage = row(&json, "stage", &format!("\"{database}\".\"RAW\".\"SLUICE_STAGE\""));
+    assert!(
+        format_fix.starts_with("CREATE FILE FORMAT IF NOT EXISTS"),
+        "{format_fix}"
+    );
+    let stage = row(
+        &json,
+        "stage",
+        &format!("\"{database}\".\"RAW\".\"SLUICE_STAGE\""),
+    );
     assert_eq!(stage["result"], "fail", "{stage}");
     let stage_fix = stage["fix"].as_str().unwrap().to_owned();
-    assert!(stage_fix.starts_with("CREATE STAGE IF NOT EXISTS"), "{stage_fix}");
+    assert!(
+        stage_fix.starts_with("CREATE STAGE IF NOT EXISTS"),
+        "{stage_fix}"
+    );
     let raw = row(&json, "raw table", "shop/public.items");
     assert_eq!(raw["result"], "pass", "{raw}");
     assert!(
-        raw["detail"].as_str().unwrap().contains("does not exist yet: the first run creates it")
-            && raw["detail"].as_str().unwrap().contains("may create schemas"),
+        raw["detail"]
+            .as_str()
+            .unwrap()
+            .contains("does not exist yet: the first run creates it")
+            && raw["detail"]
+                .as_str()
+                .unwrap()
+                .contains("may create schemas"),
         "{raw}"
     );
     // The source side ran too, and nothing there failed.
-    assert!(family(&json, "source").iter().all(|r| r["result"] != "fail"), "{json:#}");
+    assert!(
+        family(&json, "source")
+            .iter()
+            .all(|r| r["result"] != "fail"),
+        "{json:#}"
+    );
 
     // The printed fixes (schemas first, as the script orders them), then the rest.
     let mut objects = sf.part(&["2."]);
@@ -718,23 +749,32 @@ async fn snowflake_setup_tables_and_column_types_are_checked_against_the_standin
     sf.run(&[format_fix, stage_fix]).await;
     sf.run(&sf.part(&["2.", "3.", "4."])).await;
     let (out, json) = sf.check();
-    let not_passed: Vec<&&Value> = family(&json, "snowflake")
-        .iter()
-        .filter(|r| r["result"] != "pass")
-        .collect::<Vec<_>>()
+    let not_passed: Vec<&Value> = family(&json, "snowflake")
         .into_iter()
+        .filter(|r| r["result"] != "pass")
         .collect();
     assert!(not_passed.is_empty(), "{not_passed:#?}");
     assert_eq!(out.status.code(), Some(0), "{json:#}");
-    for check in ["session", "storage integration", "API integration", "stage lists the bucket", "external function"] {
+    for check in [
+        "session",
+        "storage integration",
+        "API integration",
+        "stage lists the bucket",
+        "external function",
+    ] {
         assert!(
-            family(&json, "snowflake").iter().any(|r| r["check"] == check),
+            family(&json, "snowflake")
+                .iter()
+                .any(|r| r["check"] == check),
             "no {check} row: {json:#}"
         );
     }
     let staging_row = row(&json, "staging table", "shop/public.items");
     assert!(
-        staging_row["detail"].as_str().unwrap().contains("exists and its column types fit"),
+        staging_row["detail"]
+            .as_str()
+            .unwrap()
+            .contains("exists and its column types fit"),
         "{staging_row}"
     );
 

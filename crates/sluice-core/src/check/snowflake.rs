@@ -124,15 +124,19 @@ pub fn doctor_plan(config: &Config, scope: &SnowflakeScope) -> Result<DoctorPlan
 pub fn doctor_result(outcome: &Outcome) -> CheckResult {
     let fix: Vec<String> = outcome.fix.iter().map(|f| unknown(f)).collect();
     let result = match &outcome.verdict {
-        Verdict::Pass => {
-            CheckResult::pass(Family::Snowflake, &outcome.check, &outcome.target, "")
-        }
-        Verdict::Skip(why) => {
-            CheckResult::pass(Family::Snowflake, &outcome.check, &outcome.target, unknown(why))
-        }
-        Verdict::Fail(why) => {
-            CheckResult::fail(Family::Snowflake, &outcome.check, &outcome.target, unknown(why))
-        }
+        Verdict::Pass => CheckResult::pass(Family::Snowflake, &outcome.check, &outcome.target, ""),
+        Verdict::Skip(why) => CheckResult::pass(
+            Family::Snowflake,
+            &outcome.check,
+            &outcome.target,
+            unknown(why),
+        ),
+        Verdict::Fail(why) => CheckResult::fail(
+            Family::Snowflake,
+            &outcome.check,
+            &outcome.target,
+            unknown(why),
+        ),
     };
     if fix.is_empty() {
         result
@@ -153,7 +157,11 @@ pub fn grants_to_role_sql(role: &str) -> String {
 }
 
 pub fn grants_on_schema_sql(database: &str, schema: &str) -> String {
-    format!("SHOW GRANTS ON SCHEMA {}.{}", quote(database), quote(schema))
+    format!(
+        "SHOW GRANTS ON SCHEMA {}.{}",
+        quote(database),
+        quote(schema)
+    )
 }
 
 pub fn grants_on_database_sql(database: &str) -> String {
@@ -167,7 +175,8 @@ pub fn is_missing(error: &str) -> bool {
 }
 
 fn same_role(a: &str, b: &str) -> bool {
-    a.trim_matches('"').eq_ignore_ascii_case(b.trim_matches('"'))
+    a.trim_matches('"')
+        .eq_ignore_ascii_case(b.trim_matches('"'))
 }
 
 /// The roles a `SHOW GRANTS TO ROLE` answer says the role was granted (`USAGE` on a `ROLE`).
@@ -535,7 +544,12 @@ mod tests {
         ] {
             assert!(!checks.contains(&gone), "{gone} in {checks:?}");
         }
-        for kept in ["session", "session parameter", "file format", "merge procedures"] {
+        for kept in [
+            "session",
+            "session parameter",
+            "file format",
+            "merge procedures",
+        ] {
             assert!(checks.contains(&kept), "{kept} not in {checks:?}");
         }
         assert_eq!(some.left_out.len(), 2);
@@ -554,7 +568,10 @@ mod tests {
         });
         assert_eq!(failed.status, Status::Fail);
         assert_eq!(failed.family, Family::Snowflake);
-        assert_eq!(failed.fix.as_deref(), Some("CREATE FILE FORMAT x;\nGRANT y"));
+        assert_eq!(
+            failed.fix.as_deref(),
+            Some("CREATE FILE FORMAT x;\nGRANT y")
+        );
         let skipped = doctor_result(&Outcome {
             check: "merge procedures".into(),
             target: "s".into(),
@@ -562,7 +579,11 @@ mod tests {
             fix: Vec::new(),
         });
         assert_eq!(skipped.status, Status::Pass);
-        assert!(!skipped.detail.contains("000000000000"), "{}", skipped.detail);
+        assert!(
+            !skipped.detail.contains("000000000000"),
+            "{}",
+            skipped.detail
+        );
     }
 
     #[test]
@@ -571,13 +592,13 @@ mod tests {
             grants_on_schema_sql("SLUICE", "RAW"),
             "SHOW GRANTS ON SCHEMA \"SLUICE\".\"RAW\""
         );
-        assert_eq!(
-            grants_to_role_sql("a\"b"),
-            "SHOW GRANTS TO ROLE \"a\"\"b\""
-        );
+        assert_eq!(grants_to_role_sql("a\"b"), "SHOW GRANTS TO ROLE \"a\"\"b\"");
         let to_role = answer(
             &["privilege", "granted_on", "name"],
-            &[&["USAGE", "ROLE", "LOADER_BASE"], &["USAGE", "WAREHOUSE", "WH"]],
+            &[
+                &["USAGE", "ROLE", "LOADER_BASE"],
+                &["USAGE", "WAREHOUSE", "WH"],
+            ],
         );
         assert_eq!(granted_roles(&to_role), ["LOADER_BASE"]);
     }
@@ -615,7 +636,10 @@ mod tests {
         let none = grants(&[&["USAGE", "ROLE", "SLUICE_LOADER"]]);
         let (_, fix) =
             judge_schema(&needs[0], "SLUICE_LOADER", &roles, missing, Some(Ok(&none))).unwrap_err();
-        assert!(fix.contains("CREATE SCHEMA ON DATABASE \"SLUICE\""), "{fix}");
+        assert!(
+            fix.contains("CREATE SCHEMA ON DATABASE \"SLUICE\""),
+            "{fix}"
+        );
     }
 
     #[test]
@@ -663,7 +687,11 @@ mod tests {
         let fine = vec![column("id", "NUMBER", Some(19), Some(0))];
         let rows = judge_layer(table, "staging", &object, &ok, Ok(&fine), Ok(&staging));
         assert_eq!(rows[0].status, Status::Pass);
-        assert!(rows[0].detail.contains("the next run adds in_stock, note"), "{}", rows[0].detail);
+        assert!(
+            rows[0].detail.contains("the next run adds in_stock, note"),
+            "{}",
+            rows[0].detail
+        );
         // Missing: created by the first run, or not creatable.
         let rows = judge_layer(table, "raw", &object, &ok, Ok(&[]), Ok(&staging));
         assert!(rows[0].detail.contains("the first run creates it"));

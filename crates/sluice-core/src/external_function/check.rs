@@ -229,7 +229,12 @@ mod tests {
             CheckResult::fail(Family::Source, "columns", "shop/public.items", "no nope")
                 .with_fix("columns: [a]"),
             CheckResult::pass(Family::Snowflake, "raw table", "shop/public.items", ""),
-            CheckResult::fail(Family::Snowflake, "file format", "\"DB\".\"RAW\".\"F\"", "x".repeat(900)),
+            CheckResult::fail(
+                Family::Snowflake,
+                "file format",
+                "\"DB\".\"RAW\".\"F\"",
+                "x".repeat(900),
+            ),
         ]);
         let answer = CheckAnswer::of("shop", &["public.orders", "public.items"], &report, None);
         assert!(!answer.ok);

@@ -117,12 +117,18 @@ pub async fn check_source(
         .map_or(SOURCE_CONCURRENCY, |m| {
             (m as usize).clamp(1, SOURCE_CONCURRENCY)
         });
-    let per_table: Vec<(Vec<CheckResult>, Option<CheckResult>)> =
-        futures::stream::iter(tables.iter().map(|table| {
+    // The futures are made up front, not in a closure inside the stream: a stream over a
+    // closure that returns an async block is too general for the compiler to prove `Send`
+    // where a Lambda handler awaits it (`sluice.check_source` in the trigger).
+    let checks: Vec<_> = tables
+        .iter()
+        .map(|table| {
             let adapter = adapter.clone();
             let session = &session;
             async move { check_table(source, table, adapter.as_ref(), session).await }
-        }))
+        })
+        .collect();
+    let per_table: Vec<(Vec<CheckResult>, Option<CheckResult>)> = futures::stream::iter(checks)
         .buffered(limit)
         .collect()
         .await;

@@ -72,7 +72,14 @@ async fn ask(warehouse: &dyn Warehouse, sql: &str) -> Result<Answer, String> {
 /// The session's role and warehouse, for a scope that was not told them.
 pub async fn session_role(warehouse: &dyn Warehouse) -> Result<(String, Option<String>), String> {
     let answer = ask(warehouse, SESSION_SQL).await?;
-    let cell = |i: usize| answer.rows.first().and_then(|r| r.get(i)).cloned().flatten();
+    let cell = |i: usize| {
+        answer
+            .rows
+            .first()
+            .and_then(|r| r.get(i))
+            .cloned()
+            .flatten()
+    };
     match cell(0) {
         Some(role) => Ok((role, cell(1))),
         None => Err("the session has no role".into()),
@@ -140,13 +147,20 @@ pub async fn check_snowflake(
     let mut verdicts: Vec<(String, String, SchemaVerdict)> = Vec::new();
     let mut on_database: Option<Result<Answer, String>> = None;
     for need in schema_needs(&configs, &scope.database) {
-        let on_schema = ask(warehouse, &grants_on_schema_sql(&need.database, &need.schema)).await;
+        let on_schema = ask(
+            warehouse,
+            &grants_on_schema_sql(&need.database, &need.schema),
+        )
+        .await;
         let database = match &on_schema {
             Err(e) if is_missing(e) => {
                 if on_database.is_none() {
-                    on_database = Some(ask(warehouse, &grants_on_database_sql(&need.database)).await);
+                    on_database =
+                        Some(ask(warehouse, &grants_on_database_sql(&need.database)).await);
                 }
-                on_database.as_ref().map(|a| a.as_ref().map_err(String::as_str))
+                on_database
+                    .as_ref()
+                    .map(|a| a.as_ref().map_err(String::as_str))
             }
             _ => None,
         };
