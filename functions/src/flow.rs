@@ -19,10 +19,10 @@ use sluice_core::external_function::batch::{
     ANSWER_WITHIN, BatchAnswer, BatchRecord, BatchRow, batch_answer,
 };
 use sluice_core::external_function::{IngestRequest, Row, StatusRequest};
+use sluice_core::gold::GoldRecord;
 use sluice_core::plan::ChunkChains;
 use sluice_core::run::RunKind;
 use sluice_core::schedule::{Schedule, keyset_due};
-use sluice_core::gold::GoldRecord;
 use sluice_core::{Config, RunId, RunRecord, RunStatus};
 use thiserror::Error;
 use tracing::{Instrument, info, info_span, warn};
@@ -641,9 +641,7 @@ impl Functions {
             .map(|Row { row, request }| async move {
                 let started = match request {
                     Err(message) => Started::Answer(RowError::new(message).into()),
-                    Ok((selector, kind)) => {
-                        self.start_run(config, &selector, kind, batch_id).await
-                    }
+                    Ok((selector, kind)) => self.start_run(config, &selector, kind, batch_id).await,
                 };
                 (row, started)
             })
@@ -1352,8 +1350,7 @@ impl Functions {
     /// A gold event that failed every attempt: the steps it left undecided are recorded
     /// FAILED with the last error, so the batch's record says what never ran.
     async fn record_gold_exhausted(&self, record: &DestinationRecord) -> Result<StepOutcome> {
-        let Ok(event) = serde_json::from_value::<GoldEvent>(record.request_payload.clone())
-        else {
+        let Ok(event) = serde_json::from_value::<GoldEvent>(record.request_payload.clone()) else {
             warn!(payload = %record.request_payload, "on-failure record of a malformed gold event; ignored");
             return Ok(StepOutcome::Ignored {
                 ignored: true,
@@ -1373,7 +1370,9 @@ impl Functions {
                 claimed_until: now + sluice::pipeline::GOLD_CLAIM,
                 ..existing
             };
-            if let sluice::state::GoldClaim::Claimed(mut gold) = state.claim_gold(&claim, now).await? {
+            if let sluice::state::GoldClaim::Claimed(mut gold) =
+                state.claim_gold(&claim, now).await?
+            {
                 for step in gold
                     .steps
                     .iter_mut()
@@ -1442,7 +1441,10 @@ impl Functions {
             .invoker
             .invoke_async(self.finalize_function()?, event)
             .await?;
-        info!(batch_id, holder, "every run of the batch ended; finalize runs its gold");
+        info!(
+            batch_id,
+            holder, "every run of the batch ended; finalize runs its gold"
+        );
         Ok(())
     }
 

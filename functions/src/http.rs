@@ -90,13 +90,11 @@ async fn route_answer(functions: &Functions, request: Request) -> Answer {
         }
         Ok(Routed::IngestNow { rows }) => functions.ingest_now(rows).await.into(),
         Ok(Routed::Status { rows }) => functions.status(rows).await.into(),
-        Ok(Routed::Check { rows }) => crate::check::check(
-            &functions.deployment,
-            rows,
-            crate::check::budget(time_left),
-        )
-        .await
-        .into(),
+        Ok(Routed::Check { rows }) => {
+            crate::check::check(&functions.deployment, rows, crate::check::budget(time_left))
+                .await
+                .into()
+        }
     }
 }
 

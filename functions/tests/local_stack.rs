@@ -1070,7 +1070,8 @@ async fn each_run_that_ends_writes_its_metrics_as_an_emf_line() {
 async fn a_batch_runs_its_gold_once_after_every_input_and_skips_what_a_failed_input_feeds() {
     let db = shop_db("lstackgold").await;
     let pg = db.client().await;
-    let listed = "gold:\n  - {procedure: GOLD.REFRESH_DAILY_REVENUE, inputs: [shop/public.orders]}\n";
+    let listed =
+        "gold:\n  - {procedure: GOLD.REFRESH_DAILY_REVENUE, inputs: [shop/public.orders]}\n";
     assert!(TABLES.contains(listed));
     let tables = TABLES.replace(
         listed,
@@ -1107,7 +1108,10 @@ async fn a_batch_runs_its_gold_once_after_every_input_and_skips_what_a_failed_in
                     reqwest::Method::POST,
                     "ingest",
                     Some(&batch),
-                    Some(json!([[0, "shop", "public.orders"], [1, "shop", "public.products"]])),
+                    Some(json!([
+                        [0, "shop", "public.orders"],
+                        [1, "shop", "public.products"]
+                    ])),
                 )
                 .await;
             let body = match code {
@@ -1117,7 +1121,9 @@ async fn a_batch_runs_its_gold_once_after_every_input_and_skips_what_a_failed_in
             };
             let mut rows: Vec<Value> = body["data"].as_array().unwrap().clone();
             rows.sort_by_key(|r| r[0].as_u64());
-            rows.into_iter().map(|r| r[1].clone()).collect::<Vec<Value>>()
+            rows.into_iter()
+                .map(|r| r[1].clone())
+                .collect::<Vec<Value>>()
         }
     };
     let call_log = || async {

@@ -807,11 +807,16 @@ async fn gold_runs_once_per_batch_after_all_its_inputs_in_dependency_order() {
     let batch = [run(orders.clone()).await, run(products.clone()).await];
     let id = format!("test-{}", RunId::new());
     let (first, second) = tokio::join!(
-        w.h.pipeline.run_batch_gold(&w.h.config, &id, "same", &batch),
-        w.h.pipeline.run_batch_gold(&w.h.config, &id, "same", &batch),
+        w.h.pipeline
+            .run_batch_gold(&w.h.config, &id, "same", &batch),
+        w.h.pipeline
+            .run_batch_gold(&w.h.config, &id, "same", &batch),
     );
     for gold in [first.unwrap().unwrap(), second.unwrap().unwrap()] {
-        assert!(gold.steps.iter().all(|s| s.status.as_str() == "DONE"), "{gold:?}");
+        assert!(
+            gold.steps.iter().all(|s| s.status.as_str() == "DONE"),
+            "{gold:?}"
+        );
     }
     let logged: Vec<String> = log()
         .await

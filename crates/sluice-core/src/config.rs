@@ -805,7 +805,11 @@ impl Config {
             }
         }
         for (i, gold) in self.gold.iter().enumerate() {
-            check_qualified(&format!("gold[{i}].procedure"), &gold.procedure, &mut issues);
+            check_qualified(
+                &format!("gold[{i}].procedure"),
+                &gold.procedure,
+                &mut issues,
+            );
         }
         if let Err(gold_issues) = crate::gold::GoldGraph::of(self) {
             for issue in gold_issues {

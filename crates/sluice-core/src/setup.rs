@@ -473,8 +473,7 @@ mod tests {
         assert!(sql.functions[3].ends_with("/prod/status'"));
         assert!(sql.functions[4].contains("\"CHECK_SOURCE\"(SOURCE_NAME VARCHAR)\n"));
         assert!(
-            sql.functions[5]
-                .contains("\"CHECK_SOURCE\"(SOURCE_NAME VARCHAR, TABLE_NAME VARCHAR)")
+            sql.functions[5].contains("\"CHECK_SOURCE\"(SOURCE_NAME VARCHAR, TABLE_NAME VARCHAR)")
         );
         assert!(sql.functions[5].ends_with("/prod/check'"));
         let all = sql.account.iter().chain(&sql.objects).chain(&sql.functions);
