@@ -389,6 +389,23 @@ fn json_storage_descriptor(
     columns: &[HiveColumn],
     location: &str,
 ) -> Result<StorageDescriptor, CatalogError> {
+    descriptor(
+        columns,
+        location,
+        (TEXT_INPUT_FORMAT, TEXT_OUTPUT_FORMAT),
+        SerDeInfo::builder()
+            .serialization_library(JSON_SERDE)
+            .build(),
+    )
+}
+
+/// Columns and location with the given input/output formats and SerDe.
+fn descriptor(
+    columns: &[HiveColumn],
+    location: &str,
+    (input, output): (&str, &str),
+    serde: SerDeInfo,
+) -> Result<StorageDescriptor, CatalogError> {
     let columns = columns
         .iter()
         .map(|c| glue_column(&c.name, &c.hive_type))
@@ -396,13 +413,9 @@ fn json_storage_descriptor(
     Ok(StorageDescriptor::builder()
         .set_columns(Some(columns))
         .location(location)
-        .input_format(TEXT_INPUT_FORMAT)
-        .output_format(TEXT_OUTPUT_FORMAT)
-        .serde_info(
-            SerDeInfo::builder()
-                .serialization_library(JSON_SERDE)
-                .build(),
-        )
+        .input_format(input)
+        .output_format(output)
+        .serde_info(serde)
         .build())
 }
 
@@ -429,22 +442,15 @@ fn storage_descriptor(
     columns: &[HiveColumn],
     location: &str,
 ) -> Result<StorageDescriptor, CatalogError> {
-    let columns = columns
-        .iter()
-        .map(|c| glue_column(&c.name, &c.hive_type))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(StorageDescriptor::builder()
-        .set_columns(Some(columns))
-        .location(location)
-        .input_format(INPUT_FORMAT)
-        .output_format(OUTPUT_FORMAT)
-        .serde_info(
-            SerDeInfo::builder()
-                .serialization_library(SERDE)
-                .parameters("serialization.format", "1")
-                .build(),
-        )
-        .build())
+    descriptor(
+        columns,
+        location,
+        (INPUT_FORMAT, OUTPUT_FORMAT),
+        SerDeInfo::builder()
+            .serialization_library(SERDE)
+            .parameters("serialization.format", "1")
+            .build(),
+    )
 }
 
 fn table_columns(table: &Table) -> Vec<HiveColumn> {
