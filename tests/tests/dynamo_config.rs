@@ -32,9 +32,14 @@ async fn yaml_to_dynamodb_to_yaml_is_identical_and_pushes_write_only_changes() {
     ));
     let (yaml, config) = shop();
     let diff = store.push(&config).await.unwrap();
+    // One item per source, table and gold procedure.
     assert_eq!(
         diff.changes.len(),
-        config.sources.len() + config.tables.len()
+        config.sources.len() + config.tables.len() + config.gold.len()
+    );
+    assert!(
+        !config.gold.is_empty(),
+        "the shop config has gold to round-trip"
     );
     assert!(diff.changes.iter().all(|c| c.stored.is_none()));
     let pulled = store.load().await.unwrap();
