@@ -692,6 +692,8 @@ async fn run(args: RunArgs, aws: &AwsArgs) -> Result<bool> {
         lease_ttl: chrono::Duration::from_std(args.lease_ttl)?,
         record_holder: true,
         batch_id: Some(batch_id.clone()),
+        // This process extracts every chunk while it holds the plan's snapshot.
+        block_chunks: true,
         ..PipelineOptions::default()
     };
     // Sources with connection.max_connections count their connections in the state store,

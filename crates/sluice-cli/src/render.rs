@@ -639,6 +639,7 @@ mod tests {
             cursor_max: Some(sluice_core::ScalarValue::TimestampTz(planned)),
             partition: None,
             snapshot: None,
+            blocks: None,
             casts: Default::default(),
             warnings: Default::default(),
             late_writers: Some(WriterCheck::seen(Some(OpenWriter {

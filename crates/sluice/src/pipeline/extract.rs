@@ -90,6 +90,7 @@ impl Pipeline {
             let bound_rows = stream.bound_rows;
             let closed = stream.closed;
             let cdc_reached = stream.cdc_reached;
+            let source_count = stream.source_count;
             // A read of the change log is counted by nothing but itself.
             let exact = plan.table.filter.is_none() && cdc_reached.is_none();
             let bound_rows = if cdc_reached.is_some() {
@@ -132,17 +133,35 @@ impl Pipeline {
                     // Tests crash a chunk here, mid-upload (FAILPOINTS=extract-after-batch=1*panic).
                     fail::fail_point!("extract-after-batch");
                 }
+                // A source that counts its own read says how many rows it sent once done.
+                let source_rows = match &source_count {
+                    Some(counted) => {
+                        let counted = *counted.lock().unwrap_or_else(|e| e.into_inner());
+                        counted.ok_or_else(|| PipelineError::Run {
+                            run_id,
+                            message: format!(
+                                "chunk {chunk}'s read ended without the source's count of the rows it sent; nothing was loaded"
+                            ),
+                        })?
+                    }
+                    None => bound_rows,
+                };
                 // Without a `where` the count is exactly what the read must bring: fewer rows
                 // means some were lost between the source and the files.
-                if exact && read_rows != bound_rows {
+                if exact && read_rows != source_rows {
+                    let counted = if source_count.is_some() {
+                        "the source sent"
+                    } else {
+                        "its range holds at the source, counted in the same snapshot"
+                    };
                     return Err(PipelineError::Run {
                         run_id,
                         message: format!(
-                            "chunk {chunk} read {read_rows} rows, but its range holds {bound_rows} at the source, counted in the same snapshot: rows were lost between the source and the files; nothing was loaded"
+                            "chunk {chunk} read {read_rows} rows, but {source_rows} is what {counted}: rows were lost between the source and the files; nothing was loaded"
                         ),
                     });
                 }
-                Ok::<_, PipelineError>(())
+                Ok::<_, PipelineError>(source_rows)
             })
             .await;
             // The source is read: its connection closes with the stream, and its slot is
@@ -153,10 +172,13 @@ impl Pipeline {
                 let _ = tokio::time::timeout(CONNECTION_CLOSE_WAIT, closed).await;
             }
             release(slot).await;
-            if let Err(e) = written {
-                writer.abort().await;
-                return Err(e);
-            }
+            let source_rows = match written {
+                Ok(source_rows) => source_rows,
+                Err(e) => {
+                    writer.abort().await;
+                    return Err(e);
+                }
+            };
             let files = writer.finish().await?;
             let outcome = ChunkOutcome {
                 rows: files.iter().map(|f| f.rows).sum(),
@@ -165,7 +187,7 @@ impl Pipeline {
                 schema: manifest_columns(&file_schema(&schema)),
                 warnings: warnings.snapshot(),
                 seconds: started.elapsed().as_secs_f64(),
-                source_rows: (!plan.reads_changes()).then_some(bound_rows),
+                source_rows: (!plan.reads_changes()).then_some(source_rows),
                 cdc_reached: match &cdc_reached {
                     Some(reached) => {
                         let reached = *reached.lock().unwrap_or_else(|e| e.into_inner());

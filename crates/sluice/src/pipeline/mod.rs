@@ -112,6 +112,13 @@ pub struct PipelineOptions {
     /// The batch every run this pipeline opens belongs to (one `sluice run`): its gold runs
     /// once they all ended (see [`Pipeline::run_batch_gold`]).
     pub batch_id: Option<String>,
+    /// Chunks of a run may be ranges of heap blocks (PostgreSQL 14+, see
+    /// [`sluice_core::plan::ChunkRange::Blocks`]), which cost the server one sequential scan
+    /// in all where key ranges cost a scan each. Only for a caller that extracts every chunk
+    /// while it holds the plan's snapshot ([`Pipeline::run_table_with`] in one process, as the
+    /// CLI does); never in Lambda, where each chunk reads a snapshot of its own and a row
+    /// updated in between could move from one block range to another.
+    pub block_chunks: bool,
 }
 
 impl Default for PipelineOptions {
@@ -125,6 +132,7 @@ impl Default for PipelineOptions {
             source_slot_ttl: std::time::Duration::from_secs(120),
             source_wait: std::time::Duration::from_secs(600),
             batch_id: None,
+            block_chunks: false,
         }
     }
 }

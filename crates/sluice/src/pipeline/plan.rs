@@ -193,7 +193,17 @@ impl Pipeline {
                     }
                 };
                 let (positions, gathered) = gathered;
-                let facts = gathered.facts;
+                let mut facts = gathered.facts;
+                // Block ranges only where every chunk will read the plan's snapshot: a caller
+                // that holds it through the chunks (local runs), for a source whose snapshot
+                // is not given up to free a capped connection, and not a CDC snapshot (its
+                // snapshot belongs to the replication slot's connection).
+                if !self.options.block_chunks
+                    || self.connection_limits.contains_key(&table.source)
+                    || cdc
+                {
+                    facts.blocks = None;
+                }
                 // The plan's snapshot keeps its connection open: it keeps the slot too, and
                 // whoever drops the snapshot gives both back.
                 let snapshot = match (gathered.hold, slot) {

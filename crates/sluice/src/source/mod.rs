@@ -116,6 +116,9 @@ pub enum SourceError {
         chunk: u32,
         message: String,
     },
+    /// A chunk that may only be read in the plan's snapshot found it ended.
+    #[error("table {table}: the plan's snapshot has ended")]
+    SnapshotGone { table: String },
 }
 
 pub type Result<T, E = SourceError> = std::result::Result<T, E>;
@@ -527,6 +530,11 @@ pub struct ChunkStream {
     /// batches are read from, without the user's `where` (see
     /// [`sluice_core::plan::chunk_bound_count_sql`]): the chunk can never rightly read more.
     pub bound_rows: u64,
+    /// The rows the source says the chunk's read sent, filled in when `batches` ends, for a
+    /// source that counts its own read (PostgreSQL's `COPY <rows>` tag) instead of counting
+    /// the range up front: the count then costs the source nothing. `None` when the source
+    /// does not; `bound_rows` is then the count.
+    pub source_count: Option<SourceCount>,
     /// Resolves once the chunk's connection to the source is closed, after `batches` is
     /// dropped: whoever counts the source's connections (`connection.max_connections`) frees
     /// the chunk's slot only then, so the next reader never overlaps the closing one. `None`
@@ -539,6 +547,9 @@ pub struct ChunkStream {
 
 /// Where a CDC read ended, filled in by the stream when it ends.
 pub type CdcReached = std::sync::Arc<std::sync::Mutex<Option<u64>>>;
+
+/// How many rows a read sent by the source's own count, filled in by the stream when it ends.
+pub type SourceCount = std::sync::Arc<std::sync::Mutex<Option<u64>>>;
 
 /// The `SELECT` that reads chunk `chunk` of `plan` and the query counting its bound (see
 /// [`ChunkStream::bound_rows`]), or the error saying the plan has no such chunk.

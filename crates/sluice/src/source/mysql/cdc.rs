@@ -439,6 +439,7 @@ impl MysqlSource {
             bound_rows: u64::MAX,
             closed: None,
             cdc_reached: Some(reached),
+            source_count: None,
         })
     }
 }

@@ -652,6 +652,7 @@ impl Source for MysqlSource {
                 cursor_max: key.cursor_max,
                 partition: key.partition,
                 snapshot: Some(token.clone()),
+                blocks: None,
                 casts,
                 warnings: key.warnings,
                 late_writers,
@@ -771,6 +772,7 @@ impl Source for MysqlSource {
             bound_rows: bound_rows.unwrap_or(0),
             closed: None,
             cdc_reached: None,
+            source_count: None,
         })
     }
 }

@@ -766,6 +766,7 @@ impl PostgresSource {
                 let _ = connection.await;
             })),
             cdc_reached: Some(reached),
+            source_count: None,
         })
     }
 }

@@ -3,6 +3,7 @@
 
 mod cdc;
 pub mod copy_binary;
+mod copy_tap;
 pub mod tls;
 pub mod types;
 
@@ -27,10 +28,11 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use tracing::{debug, warn};
 
 use self::copy_binary::{CopyBinaryDecoder, DecodeColumn};
+use self::copy_tap::{Tap, TapReader, TapStream};
 use self::types::{ColumnRead, PgColumn, PgTypeInfo, TypeCatalog, column_read, referenced_types};
 use super::{
     CatalogTable, ChunkStream, ColumnRole, Credentials, GatheredFacts, PlanQueries, Result,
-    SnapshotHold, Source, SourceError, Warnings, chunk_queries, gather_key_facts,
+    SnapshotHold, Source, SourceCount, SourceError, Warnings, chunk_queries, gather_key_facts,
 };
 use super::{estimated_row_bytes, file_nullable};
 
@@ -92,9 +94,10 @@ impl PostgresSource {
         }
         config.application_name("sluice");
         // Deterministic text forms for columns read through a cast: ISO-8601 intervals, ISO
-        // dates, UTC, and floats that round-trip.
+        // dates, UTC, and floats that round-trip. No JIT: sluice's queries are plain scans,
+        // where compiling costs each chunk's query more CPU than it saves.
         let mut options = String::from(
-            "-c intervalstyle=iso_8601 -c datestyle=ISO,YMD -c timezone=UTC -c extra_float_digits=3",
+            "-c intervalstyle=iso_8601 -c datestyle=ISO,YMD -c timezone=UTC -c extra_float_digits=3 -c jit=off",
         );
         if let Some(timeout) = c.statement_timeout.as_deref().and_then(parse_duration) {
             options.push_str(&format!(" -c statement_timeout={}", timeout.as_millis()));
@@ -134,15 +137,24 @@ impl PostgresSource {
 
     /// A chunk's transaction: in the plan's exported snapshot while the planning transaction
     /// still holds it (local runs), else in a fresh one; the plan's fixed cursor bounds keep
-    /// separate snapshots consistent.
+    /// separate snapshots consistent. Its connection carries a tap (see [`copy_tap`]) for
+    /// the COPY that reads the chunk.
     async fn begin_chunk_snapshot(
         &self,
         table: &TableName,
         snapshot: Option<&str>,
-    ) -> Result<(Client, tokio::task::JoinHandle<()>)> {
-        let (client, connection) = self.begin_tracked_snapshot(table).await?;
+        required: bool,
+    ) -> Result<(Client, tokio::task::JoinHandle<()>, Tap)> {
+        let (client, connection, tap) = self.connect_tapped().await?;
+        begin_snapshot_on(&client, table).await?;
+        let gone = || SourceError::SnapshotGone {
+            table: table.to_string(),
+        };
         let Some(id) = snapshot.filter(|id| is_snapshot_id(id)) else {
-            return Ok((client, connection));
+            if required {
+                return Err(gone());
+            }
+            return Ok((client, connection, tap));
         };
         match client
             .batch_execute(&format!("SET TRANSACTION SNAPSHOT '{id}'"))
@@ -150,14 +162,150 @@ impl PostgresSource {
         {
             Ok(()) => {
                 debug!(table = %table, snapshot = id, "chunk reads the plan's snapshot");
-                Ok((client, connection))
+                Ok((client, connection, tap))
             }
             Err(e) => {
+                if required {
+                    debug!(table = %table, snapshot = id, error = %pg_message(&e), "plan snapshot gone");
+                    return Err(gone());
+                }
                 debug!(table = %table, snapshot = id, error = %pg_message(&e), "plan snapshot gone; chunk reads a fresh snapshot");
                 drop(client);
-                self.begin_tracked_snapshot(table).await
+                let (client, connection, tap) = self.connect_tapped().await?;
+                begin_snapshot_on(&client, table).await?;
+                Ok((client, connection, tap))
             }
         }
+    }
+
+    /// A connection whose COPY data can be taken off in bulk: sluice opens the socket (and
+    /// TLS, as `sslmode` asks) itself so that the tap sits on the decrypted stream, then hands
+    /// that to tokio-postgres for the start-up, authentication and every other message.
+    fn connect_tapped(
+        &self,
+    ) -> futures::future::BoxFuture<'_, Result<(Client, tokio::task::JoinHandle<()>, Tap)>> {
+        Box::pin(async move {
+            let (socket, domain) = self.open_socket().await?;
+            let stream = match &self.tls {
+                None => socket,
+                Some(make) => self.negotiate_tls(socket, make, &domain).await?,
+            };
+            let tap = Tap::default();
+            // TLS, if any, is done: tokio-postgres must not ask for it again.
+            let mut config = self.config.clone();
+            config.ssl_mode(PgSslMode::Disable);
+            let (client, connection) = config
+                .connect_raw(TapStream::new(stream, tap.clone()), NoTls)
+                .await
+                .map_err(|e| connect_error(&self.name, &self.config, &e))?;
+            Ok((client, tokio::spawn(log_connection_end(connection)), tap))
+        })
+    }
+
+    /// PostgreSQL's TLS start: an `SSLRequest`, answered by one byte, `S` (go on with the
+    /// handshake) or `N` (plain text only), then the handshake
+    /// (https://www.postgresql.org/docs/current/protocol-flow.html#PROTOCOL-FLOW-SSL).
+    /// `sslmode: prefer` goes on in plain text after `N`; every stricter mode refuses.
+    async fn negotiate_tls(
+        &self,
+        mut socket: Box<dyn Socket>,
+        make: &MakeRustlsConnect,
+        domain: &str,
+    ) -> Result<Box<dyn Socket>> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
+        let tls_error = |message: String| SourceError::Tls {
+            source_name: self.name.clone(),
+            endpoint: endpoint(&self.config),
+            message,
+        };
+        // Length 8, then the request code 80877103 (1234 in the high 16 bits, 5679 in the low).
+        const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+        let mut answer = [0u8; 1];
+        let asked = async {
+            socket.write_all(&SSL_REQUEST).await?;
+            socket.flush().await?;
+            socket.read_exact(&mut answer).await
+        };
+        asked
+            .await
+            .map_err(|e| tls_error(format!("asking for TLS: {e}")))?;
+        match answer[0] {
+            b'S' => {}
+            b'N' if self.config.get_ssl_mode() == PgSslMode::Prefer => return Ok(socket),
+            b'N' => return Err(tls_error("server does not support TLS".into())),
+            other => {
+                return Err(tls_error(format!(
+                    "unexpected answer {other:#04x} to the TLS request"
+                )));
+            }
+        }
+        let connector =
+            match MakeTlsConnect::<Box<dyn Socket>>::make_tls_connect(&mut make.clone(), domain) {
+                Ok(connector) => connector,
+                Err(never) => match never {},
+            };
+        // TLS reads a record at a time: under it, a large buffer turns a hundred thousand small
+        // socket reads of a big COPY into a few thousand.
+        let socket: Box<dyn Socket> =
+            Box::new(tokio::io::BufReader::with_capacity(TLS_READ_BUFFER, socket));
+        let stream = TlsConnect::<Box<dyn Socket>>::connect(connector, socket)
+            .await
+            .map_err(|e| tls_error(format!("TLS handshake: {e}")))?;
+        Ok(Box::new(stream))
+    }
+
+    /// The first of the configured hosts that answers, as tokio-postgres would pick it: each
+    /// `host` (or its `hostaddr`) with its port, within the connect timeout; with the host's
+    /// name, which a server certificate is checked against.
+    fn open_socket(&self) -> futures::future::BoxFuture<'_, Result<(Box<dyn Socket>, String)>> {
+        Box::pin(async move {
+            use tokio_postgres::config::Host;
+            let hosts = self.config.get_hosts();
+            let addrs = self.config.get_hostaddrs();
+            let ports = self.config.get_ports();
+            let timeout = self
+                .config
+                .get_connect_timeout()
+                .copied()
+                .unwrap_or(Duration::from_secs(10));
+            let mut last = String::from("no host is configured");
+            for i in 0..hosts.len().max(addrs.len()) {
+                let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+                let attempt = async {
+                    let socket: Box<dyn Socket> = match (addrs.get(i), hosts.get(i)) {
+                        (Some(ip), _) => {
+                            tcp_socket(tokio::net::TcpStream::connect((*ip, port)).await?)?
+                        }
+                        (None, Some(Host::Tcp(name))) => tcp_socket(
+                            tokio::net::TcpStream::connect((name.as_str(), port)).await?,
+                        )?,
+                        (None, Some(Host::Unix(dir))) => Box::new(
+                            tokio::net::UnixStream::connect(dir.join(format!(".s.PGSQL.{port}")))
+                                .await?,
+                        ),
+                        (None, None) => return Err(std::io::Error::other("no host")),
+                    };
+                    Ok(socket)
+                };
+                match tokio::time::timeout(timeout, attempt).await {
+                    Ok(Ok(socket)) => {
+                        let domain = match hosts.get(i) {
+                            Some(Host::Tcp(name)) => name.clone(),
+                            _ => String::new(),
+                        };
+                        return Ok((socket, domain));
+                    }
+                    Ok(Err(e)) => last = e.to_string(),
+                    Err(_) => last = format!("no answer within {} s", timeout.as_secs()),
+                }
+            }
+            Err(SourceError::Unreachable {
+                source_name: self.name.clone(),
+                endpoint: endpoint(&self.config),
+                message: last,
+            })
+        })
     }
 
     async fn connect(&self) -> Result<Client> {
@@ -265,14 +413,22 @@ async fn log_connection_end<F: std::future::Future<Output = Result<(), tokio_pos
 }
 
 /// Tells apart the failures a user fixes differently: credentials, network, TLS.
-fn connect_error(
-    source_name: &str,
-    config: &tokio_postgres::Config,
-    e: &tokio_postgres::Error,
-) -> SourceError {
-    let source_name = source_name.to_owned();
-    let message = pg_message(e);
-    let endpoint = format!(
+/// Bytes read from the socket at once under TLS (see `negotiate_tls`).
+const TLS_READ_BUFFER: usize = 256 * 1024;
+
+/// A socket a tapped connection runs over: TCP or a Unix socket.
+trait Socket: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> Socket for T {}
+
+fn tcp_socket(stream: tokio::net::TcpStream) -> std::io::Result<Box<dyn Socket>> {
+    // Small requests (the COPY, the COMMIT) go out at once, as tokio-postgres sends them.
+    stream.set_nodelay(true)?;
+    Ok(Box::new(stream))
+}
+
+/// The first host and port, as errors name them.
+fn endpoint(config: &tokio_postgres::Config) -> String {
+    format!(
         "{}:{}",
         config
             .get_hosts()
@@ -283,7 +439,17 @@ fn connect_error(
             })
             .unwrap_or_default(),
         config.get_ports().first().copied().unwrap_or(5432)
-    );
+    )
+}
+
+fn connect_error(
+    source_name: &str,
+    config: &tokio_postgres::Config,
+    e: &tokio_postgres::Error,
+) -> SourceError {
+    let source_name = source_name.to_owned();
+    let message = pg_message(e);
+    let endpoint = endpoint(config);
     let code = e.as_db_error().map(|d| d.code().code().to_owned());
     match code.as_deref() {
         Some("28P01" | "28000") => SourceError::Auth {
@@ -545,6 +711,8 @@ struct OpenChunk {
     client: Client,
     /// Drives `client`'s connection; ends once it is closed.
     connection: tokio::task::JoinHandle<()>,
+    /// Takes the COPY's data off `client`'s connection.
+    tap: Tap,
     name: TableName,
     select: String,
     bound_count: String,
@@ -555,9 +723,23 @@ impl PostgresSource {
     async fn open_chunk(&self, plan: &RunPlan, chunk: u32) -> Result<OpenChunk> {
         let name = table_name(&plan.table)?;
         let (select, bound_count) = chunk_queries(plan, &name, chunk)?;
-        let (client, connection) = self
-            .begin_chunk_snapshot(&name, plan.snapshot.as_deref())
-            .await?;
+        // A block range is consistent only in the snapshot it was cut in: a row updated since
+        // has moved to another block. Without that snapshot the chunk must not be read.
+        let blocks = matches!(
+            plan.chunks.get(chunk as usize),
+            Some(sluice_core::plan::ChunkRange::Blocks { .. })
+        );
+        let (client, connection, tap) = self
+            .begin_chunk_snapshot(&name, plan.snapshot.as_deref(), blocks)
+            .await
+            .map_err(|e| match e {
+                SourceError::SnapshotGone { .. } => SourceError::Stream {
+                    table: name.to_string(),
+                    chunk,
+                    message: "its rows are a range of heap blocks as they were in the plan's snapshot, and that snapshot has ended (the process that planned the run is gone): the run must be planned again; run the table again".into(),
+                },
+                e => e,
+            })?;
         let resolved = resolve_table(&client, &name).await?;
         let reads = resolved.plan_reads(&name, plan)?;
         let columns: Vec<DecodeColumn> = reads
@@ -578,6 +760,7 @@ impl PostgresSource {
         Ok(OpenChunk {
             client,
             connection,
+            tap,
             name,
             select,
             bound_count,
@@ -641,6 +824,20 @@ impl Source for PostgresSource {
             late_writers.as_ref(),
         )
         .await?;
+        // Block ranges need a table with heap blocks (not a view, nor a partitioned parent)
+        // and a TID range scan to read them with (PostgreSQL 14).
+        let blocks: Option<i64> = if table.partition.is_some() {
+            client
+                .query_one(
+                    "SELECT CASE WHEN c.relkind = 'r'                        AND current_setting('server_version_num')::int >= 140000                      THEN pg_catalog.pg_relation_size(c.oid)                           / current_setting('block_size')::int8 END                      FROM pg_catalog.pg_class c WHERE c.oid = $1",
+                    &[&resolved.oid],
+                )
+                .await
+                .map_err(query_error)?
+                .get(0)
+        } else {
+            None
+        };
         // Export the snapshot and keep its transaction open for as long as the caller holds
         // the returned guard, so the chunks can read exactly this state.
         let snapshot: String = client
@@ -656,6 +853,7 @@ impl Source for PostgresSource {
                 cursor_max: key.cursor_max,
                 partition: key.partition,
                 snapshot: Some(snapshot),
+                blocks: blocks.and_then(|b| u64::try_from(b).ok()),
                 casts,
                 warnings: key.warnings,
                 late_writers,
@@ -720,6 +918,7 @@ impl Source for PostgresSource {
         let OpenChunk {
             client,
             connection,
+            tap,
             name,
             select,
             bound_count,
@@ -730,22 +929,35 @@ impl Source for PostgresSource {
             message: pg_message(&e),
         };
         let schema = decoder.schema();
-        // In the transaction the COPY reads in, so both see the same rows.
-        let bound_rows: i64 = client
-            .query_one(bound_count.as_str(), &[])
-            .await
-            .and_then(|row| row.try_get(0))
-            .map_err(|e| SourceError::Query {
-                table: name.to_string(),
-                message: format!("counting chunk {chunk}'s rows: {}", pg_message(&e)),
-            })?;
+        // With a `where`, the chunk's range is counted up front without it (in the
+        // transaction the COPY reads in, so both see the same rows): a read beyond the count
+        // escaped its range. Without one the COPY reads exactly the range, and the count it
+        // reports when done (`COPY <rows>`) checks the read for nothing: counting first cost
+        // the server a scan of the chunk of its own, a fifth of the read.
+        let (bound_rows, source_count) = if plan.table.filter.is_some() {
+            let counted: i64 = client
+                .query_one(bound_count.as_str(), &[])
+                .await
+                .and_then(|row| row.try_get(0))
+                .map_err(|e| SourceError::Query {
+                    table: name.to_string(),
+                    message: format!("counting chunk {chunk}'s rows: {}", pg_message(&e)),
+                })?;
+            (u64::try_from(counted).unwrap_or(0), None)
+        } else {
+            (u64::MAX, Some(SourceCount::default()))
+        };
         let copy = format!("COPY ({select}) TO STDOUT (FORMAT binary)");
         debug!(table = %name, chunk, sql = %copy, "starting binary COPY");
+        // Nothing else is in flight on the connection: every CopyData from here is the COPY's.
+        tap.arm();
         let stream = client.copy_out(copy.as_str()).await.map_err(query_error)?;
         let warnings = Warnings::default();
         let state = CopyState {
             client,
             stream: Box::pin(stream),
+            tap: TapReader(tap),
+            counted: source_count.clone(),
             ready: VecDeque::new(),
             finished: false,
             table: name.to_string(),
@@ -759,9 +971,21 @@ impl Source for PostgresSource {
                         return Ok(Some((batch, (st, decoder))));
                     }
                     if st.finished {
-                        // Ending the read-only transaction politely; the connection closes on drop.
+                        // Ending the read-only transaction politely; the connection closes on
+                        // drop. Its answer comes after the COPY's `CommandComplete`, so the
+                        // tap has read the COPY's row count by then.
                         if let Err(e) = st.client.batch_execute("COMMIT").await {
                             warn!(error = %pg_message(&e), "commit after COPY failed");
+                        }
+                        if let Some(counted) = &st.counted {
+                            let Some(rows) = st.tap.0.copied_rows() else {
+                                return Err(SourceError::Stream {
+                                    table: st.table.clone(),
+                                    chunk: st.chunk,
+                                    message: "the server did not say how many rows its COPY sent (no `COPY <rows>` completion): the read cannot be checked, so nothing is loaded".into(),
+                                });
+                            };
+                            *counted.lock().unwrap_or_else(|e| e.into_inner()) = Some(rows);
                         }
                         return Ok(None);
                     }
@@ -770,32 +994,40 @@ impl Source for PostgresSource {
                         chunk: st.chunk,
                         message,
                     };
-                    match st.stream.next().await {
-                        Some(Ok(bytes)) => {
-                            // One message is usually one row: nothing here may cost more than
-                            // the row itself, so batches land straight in the ready queue and
-                            // warnings are collected only when a batch completes.
-                            let before = st.ready.len();
-                            decoder
-                                .feed(&bytes, &mut st.ready)
-                                .map_err(|e| stream_error(e.to_string()))?;
-                            if st.ready.len() != before {
-                                st.warnings.add_all(decoder.take_warnings());
-                            }
-                        }
-                        Some(Err(e)) => {
-                            return Err(stream_error(format!(
-                                "reading COPY data: {}",
-                                pg_message(&e)
-                            )));
-                        }
-                        None => {
-                            st.finished = true;
-                            let last = decoder.finish().map_err(|e| stream_error(e.to_string()))?;
-                            st.ready.extend(last);
+                    // Many rows at a time, straight from the tap: warnings are collected only
+                    // when a batch completes.
+                    if let Some(piece) = st.tap.0.next_data().await {
+                        let before = st.ready.len();
+                        decoder
+                            .feed(&piece, &mut st.ready)
+                            .map_err(|e| stream_error(e.to_string()))?;
+                        st.tap.0.recycle(piece);
+                        if st.ready.len() != before {
                             st.warnings.add_all(decoder.take_warnings());
                         }
+                        continue;
                     }
+                    // The COPY ended: its outcome (CopyDone or the server's error) is what
+                    // tokio-postgres reads after the data.
+                    loop {
+                        match st.stream.next().await {
+                            // Not expected (the tap takes every CopyData), but data all the same.
+                            Some(Ok(bytes)) => decoder
+                                .feed(&bytes, &mut st.ready)
+                                .map_err(|e| stream_error(e.to_string()))?,
+                            Some(Err(e)) => {
+                                return Err(stream_error(format!(
+                                    "reading COPY data: {}",
+                                    pg_message(&e)
+                                )));
+                            }
+                            None => break,
+                        }
+                    }
+                    st.finished = true;
+                    let last = decoder.finish().map_err(|e| stream_error(e.to_string()))?;
+                    st.ready.extend(last);
+                    st.warnings.add_all(decoder.take_warnings());
                 }
             })
             .boxed();
@@ -803,7 +1035,8 @@ impl Source for PostgresSource {
             schema,
             batches,
             warnings,
-            bound_rows: u64::try_from(bound_rows).unwrap_or(0),
+            bound_rows,
+            source_count,
             closed: Some(Box::pin(async move {
                 let _ = connection.await;
             })),
@@ -815,6 +1048,9 @@ impl Source for PostgresSource {
 struct CopyState {
     client: Client,
     stream: std::pin::Pin<Box<tokio_postgres::CopyOutStream>>,
+    tap: TapReader,
+    /// Where the COPY's own row count goes when it ends (no up-front count was made).
+    counted: Option<SourceCount>,
     ready: VecDeque<arrow::record_batch::RecordBatch>,
     finished: bool,
     table: String,
