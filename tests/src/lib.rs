@@ -146,6 +146,15 @@ impl Harness {
         config_yaml: &str,
         build: impl Fn(&sluice_core::SourceConfig) -> Arc<dyn Source>,
     ) -> Harness {
+        Harness::with_sources_and_options(config_yaml, build, PipelineOptions::default())
+    }
+
+    /// [`Harness::with_sources`] with the pipeline's options, e.g. the CLI's block chunks.
+    pub fn with_sources_and_options(
+        config_yaml: &str,
+        build: impl Fn(&sluice_core::SourceConfig) -> Arc<dyn Source>,
+        options: PipelineOptions,
+    ) -> Harness {
         let config = Config::from_yaml(config_yaml, "test config").unwrap();
         let dir = tempfile::tempdir().unwrap();
         let mut sources: BTreeMap<String, Arc<dyn Source>> = BTreeMap::new();
@@ -156,8 +165,8 @@ impl Harness {
         let state = Arc::new(LocalStateStore::open(dir.path().join("state")).unwrap());
         // As the CLI and the functions build theirs: sources with connection.max_connections
         // are capped.
-        let pipeline = Pipeline::new(sources, sink, state, PipelineOptions::default())
-            .with_connection_limits(&config.sources);
+        let pipeline =
+            Pipeline::new(sources, sink, state, options).with_connection_limits(&config.sources);
         Harness {
             dir,
             config,

@@ -6,28 +6,52 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use sluice::Quiet;
 use sluice::sample::create_shop_postgres;
 use sluice::source::postgres::PostgresSource;
+use sluice::{PipelineOptions, Quiet};
 use sluice_core::RunStatus;
 use sluice_tests::*;
 
 fn meddling_harness(db: &TestDb, tables: &str, before_chunk: u32, sql: &str) -> Harness {
+    meddling_harness_with(db, tables, before_chunk, sql, PipelineOptions::default())
+}
+
+/// As the CLI runs tables: one process holds the plan's snapshot through every chunk, so the
+/// chunks may be ranges of heap blocks.
+fn local_meddling_harness(db: &TestDb, tables: &str, before_chunk: u32, sql: &str) -> Harness {
+    let options = PipelineOptions {
+        block_chunks: true,
+        ..PipelineOptions::default()
+    };
+    meddling_harness_with(db, tables, before_chunk, sql, options)
+}
+
+fn meddling_harness_with(
+    db: &TestDb,
+    tables: &str,
+    before_chunk: u32,
+    sql: &str,
+    options: PipelineOptions,
+) -> Harness {
     let url = db.url.clone();
     let sql = sql.to_owned();
-    Harness::with_sources(&shop_config(db, tables), move |source| {
-        let (url, sql) = (url.clone(), sql.clone());
-        Arc::new(Meddler::new(
-            Arc::new(PostgresSource::from_config(source, None).unwrap()),
-            before_chunk,
-            move || {
-                let (url, sql) = (url.clone(), sql.clone());
-                Box::pin(async move {
-                    connect(&url).await.batch_execute(&sql).await.unwrap();
-                })
-            },
-        ))
-    })
+    Harness::with_sources_and_options(
+        &shop_config(db, tables),
+        move |source| {
+            let (url, sql) = (url.clone(), sql.clone());
+            Arc::new(Meddler::new(
+                Arc::new(PostgresSource::from_config(source, None).unwrap()),
+                before_chunk,
+                move || {
+                    let (url, sql) = (url.clone(), sql.clone());
+                    Box::pin(async move {
+                        connect(&url).await.batch_execute(&sql).await.unwrap();
+                    })
+                },
+            ))
+        },
+        options,
+    )
 }
 
 const CHANGES: &str = "
@@ -68,6 +92,102 @@ async fn every_chunk_of_a_run_reads_the_plans_snapshot() {
     for (column, expected) in &before.1 {
         fingerprints[column].assert_matches(expected, &format!("orders.{column}"));
     }
+}
+
+/// Every row updated between chunks: each update writes the row's new version in another
+/// heap block (the table is full, so mostly past its end, in the last chunk's open range).
+/// Block-range chunks read the plan's snapshot, where every row is still where it was: each
+/// once, as it was. Chunks reading fresh snapshots would read the moved rows twice.
+const MOVE_EVERY_ROW: &str = "
+    UPDATE orders SET total = total + 1000;
+    DELETE FROM orders WHERE order_id % 7 = 0;
+    INSERT INTO orders SELECT order_id + 100000, customer_id, 'new', currency, total,
+                              discount_rate, ordered_at, shipped_on, item_count, updated_at
+      FROM orders WHERE order_id <= 500;
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn block_chunks_read_the_plans_snapshot_while_rows_move_between_blocks() {
+    let db = TestDb::create("blocks").await;
+    let client = db.client().await;
+    create_shop_postgres(&client, "public", 1).await.unwrap();
+    let before = pg_fingerprints(&client, "public.orders", None).await;
+    let tables = "  - source: shop\n    table: public.orders\n    partition: { column: order_id, chunks: 4, max_concurrency: 1 }\n";
+    let h = local_meddling_harness(&db, tables, 2, MOVE_EVERY_ROW);
+    let record = h
+        .pipeline
+        .run_table(h.table("orders"), &Quiet)
+        .await
+        .unwrap();
+    assert_eq!(record.status, RunStatus::Completed, "{:?}", record.error);
+    let chunks = &record.plan.as_ref().unwrap().chunks;
+    assert_eq!(chunks.len(), 4);
+    assert!(
+        chunks
+            .iter()
+            .all(|c| matches!(c, sluice_core::plan::ChunkRange::Blocks { .. })),
+        "a local run cuts block ranges: {chunks:?}"
+    );
+    let after = pg_fingerprints(&client, "public.orders", None).await;
+    assert_ne!(before, after, "the changes did happen");
+    let (rows, fingerprints) = arrow_fingerprints(&h.read_run(&record));
+    assert_eq!(rows, before.0);
+    for (column, expected) in &before.1 {
+        fingerprints[column].assert_matches(expected, &format!("orders.{column}"));
+    }
+    // Every chunk's count is the server's own count of what its COPY sent.
+    assert_eq!(record.source_rows(), Some(before.0 as u64));
+
+    // The same table as Lambda reads it (each chunk a snapshot of its own): key ranges.
+    let h = meddling_harness(&db, tables, 2, "SELECT 1");
+    let record = h.run_completed("orders").await;
+    assert!(
+        record
+            .plan
+            .as_ref()
+            .unwrap()
+            .chunks
+            .iter()
+            .all(|c| matches!(
+                c,
+                sluice_core::plan::ChunkRange::Range { .. } | sluice_core::plan::ChunkRange::Null
+            )),
+        "{:?}",
+        record.plan
+    );
+}
+
+/// A block-range chunk whose plan snapshot has ended (here its transaction is ended under
+/// it; in life, the planning process died and another resumes the run) is not read in a
+/// fresh snapshot, where rows may have moved between ranges: the run fails and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_chunk_without_the_plans_snapshot_fails_the_run_clearly() {
+    let db = TestDb::create("blocksgone").await;
+    let client = db.client().await;
+    create_shop_postgres(&client, "public", 1).await.unwrap();
+    let end_plan_snapshot = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND application_name = 'sluice' \
+           AND state = 'idle in transaction' AND pid <> pg_backend_pid()";
+    let tables = "  - source: shop\n    table: public.orders\n    partition: { column: order_id, chunks: 3, max_concurrency: 1 }\n";
+    let h = local_meddling_harness(&db, tables, 1, end_plan_snapshot);
+    let record = h
+        .pipeline
+        .run_table(h.table("orders"), &Quiet)
+        .await
+        .unwrap();
+    assert_eq!(record.status, RunStatus::Failed);
+    let error = record.error.unwrap();
+    assert_eq!(error.chunk, Some(1), "{}", error.message);
+    assert!(
+        error
+            .message
+            .contains("that snapshot has ended (the process that planned the run is gone): the run must be planned again"),
+        "{}",
+        error.message
+    );
+    // Key ranges carry on in a fresh snapshot, within the plan's bounds, as in Lambda.
+    let h = meddling_harness(&db, tables, 1, end_plan_snapshot);
+    h.run_completed("orders").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

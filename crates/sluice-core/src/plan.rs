@@ -1062,6 +1062,102 @@ mod tests {
         }
     }
 
+    #[test]
+    fn block_chunks_cover_every_block_once_and_read_by_ctid() {
+        for blocks in [0u64, 1, 2, 3, 7, 100, 127_389] {
+            for n in 1..=9u32 {
+                let chunks = plan_block_chunks(blocks, n);
+                assert!(!chunks.is_empty() && chunks.len() <= n as usize);
+                if chunks.len() == 1 {
+                    assert_eq!(chunks, vec![ChunkRange::All]);
+                    continue;
+                }
+                // Contiguous from block 0, each non-empty, the last open above.
+                let mut next = 0;
+                for (k, c) in chunks.iter().enumerate() {
+                    let ChunkRange::Blocks { lower, upper } = c else {
+                        panic!("{c:?}");
+                    };
+                    assert_eq!(*lower, next, "{blocks} blocks in {n}: {chunks:?}");
+                    match upper {
+                        Some(upper) => {
+                            assert!(upper > lower && k + 1 < chunks.len());
+                            next = *upper;
+                        }
+                        None => assert_eq!(k + 1, chunks.len()),
+                    }
+                }
+            }
+        }
+
+        let mut t = table(LoadMode::Full, None);
+        t.filter = None;
+        t.partition = Some(PartitionConfig {
+            column: "id".into(),
+            chunks: Some(3),
+            chunk_rows: None,
+            max_concurrency: None,
+        });
+        let mut f = facts(None);
+        f.partition = Some(PartitionFacts {
+            kind: ScalarKind::Int,
+            min: Some(ScalarValue::Int(1)),
+            max: Some(ScalarValue::Int(9000)),
+            nullable: false,
+            estimated_rows: 9000,
+        });
+        // Without block counts (Lambda, MySQL, a view): key ranges.
+        let plan = build_plan(
+            RunId::new(),
+            Engine::Postgres,
+            Utc::now(),
+            &t,
+            None,
+            f.clone(),
+        )
+        .unwrap();
+        assert!(
+            matches!(plan.chunks[0], ChunkRange::Range { .. }),
+            "{:?}",
+            plan.chunks
+        );
+        f.blocks = Some(300);
+        let plan = build_plan(RunId::new(), Engine::Postgres, Utc::now(), &t, None, f).unwrap();
+        assert_eq!(
+            plan.chunks,
+            vec![
+                ChunkRange::Blocks {
+                    lower: 0,
+                    upper: Some(100)
+                },
+                ChunkRange::Blocks {
+                    lower: 100,
+                    upper: Some(200)
+                },
+                ChunkRange::Blocks {
+                    lower: 200,
+                    upper: None
+                },
+            ]
+        );
+        assert_eq!(
+            plan.chunk_select(1).unwrap(),
+            "SELECT \"id\", \"updated_at\" FROM \"public\".\"orders\" WHERE ctid >= '(100,0)'::tid AND ctid < '(200,0)'::tid"
+        );
+        assert!(
+            plan.chunk_bound_count(2)
+                .unwrap()
+                .ends_with("WHERE ctid >= '(200,0)'::tid")
+        );
+        // Stored with the run and read back as it was.
+        let json = serde_json::to_string(&plan.chunks[2]).unwrap();
+        assert_eq!(json, r#"{"kind":"blocks","lower":200,"upper":null}"#);
+        assert_eq!(
+            serde_json::from_str::<ChunkRange>(&json).unwrap(),
+            plan.chunks[2]
+        );
+    }
+
     fn facts(max: Option<ScalarValue>) -> CatalogFacts {
         CatalogFacts {
             columns: vec!["id".into(), "updated_at".into()],
