@@ -507,20 +507,73 @@ impl CopyBinaryDecoder {
     /// Feeds the next piece of the stream; complete batches are pushed to `out`.
     pub fn feed(
         &mut self,
-        data: &[u8],
+        mut data: &[u8],
         out: &mut VecDeque<RecordBatch>,
     ) -> Result<(), DecodeError> {
+        // A unit the last piece cut short is completed from the front of this one, copying
+        // only its own bytes: pieces are large (the tap's), and copying each whole behind a
+        // cut row cost a copy of the table.
+        while !self.pending.is_empty() && !data.is_empty() {
+            let target = match self.unit_len(&self.pending)? {
+                Ok(total) | Err(total) => total,
+            };
+            let take = target.saturating_sub(self.pending.len()).min(data.len());
+            // A unit already whole would have been decoded; take a byte to be safe.
+            let take = take.max(1);
+            self.pending.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if matches!(self.unit_len(&self.pending)?, Ok(total) if total <= self.pending.len()) {
+                let pending = std::mem::take(&mut self.pending);
+                let consumed = self.decode(&pending, out)?;
+                self.pending = pending;
+                self.pending.advance(consumed);
+            }
+        }
         if self.pending.is_empty() {
             let consumed = self.decode(data, out)?;
             self.pending.extend_from_slice(&data[consumed..]);
-        } else {
-            self.pending.extend_from_slice(data);
-            let pending = std::mem::take(&mut self.pending);
-            let consumed = self.decode(&pending, out)?;
-            self.pending = pending;
-            self.pending.advance(consumed);
         }
         Ok(())
+    }
+
+    /// The byte length of the next unit (header, row or trailer) at the start of `buf`:
+    /// `Ok(length)` once its length is known, whether or not all of it is in `buf`, else
+    /// `Err(at_least)`, the length `buf` must reach before more is known.
+    fn unit_len(&self, buf: &[u8]) -> Result<Result<usize, usize>, DecodeError> {
+        match self.state {
+            State::Done => Ok(Ok(buf.len())),
+            State::Header => {
+                if buf.len() < 19 {
+                    return Ok(Err(19));
+                }
+                Ok(Ok(19 + be_u32(&buf[15..19]) as usize))
+            }
+            State::Rows => {
+                if buf.len() < 2 {
+                    return Ok(Err(2));
+                }
+                let fields = i16::from_be_bytes([buf[0], buf[1]]);
+                if fields == -1 {
+                    return Ok(Ok(2));
+                }
+                if usize::try_from(fields).ok() != Some(self.builders.len()) {
+                    return Err(DecodeError::Malformed(format!(
+                        "row has {fields} fields, expected {}",
+                        self.builders.len()
+                    )));
+                }
+                let mut pos = 2;
+                for _ in 0..self.builders.len() {
+                    if buf.len() < pos + 4 {
+                        return Ok(Err(pos + 4));
+                    }
+                    let len =
+                        i32::from_be_bytes([buf[pos], buf[pos + 1], buf[pos + 2], buf[pos + 3]]);
+                    pos += 4 + usize::try_from(len).unwrap_or(0);
+                }
+                Ok(Ok(pos))
+            }
+        }
     }
 
     /// Ends the stream: returns the last partial batch, or an error if the trailer was never
@@ -577,8 +630,9 @@ impl CopyBinaryDecoder {
                     self.state = State::Rows;
                 }
                 State::Rows => {
-                    let Some(row_len) = self.complete_row_len(&buf[pos..])? else {
-                        return Ok(pos);
+                    let row_len = match self.unit_len(&buf[pos..])? {
+                        Ok(len) if pos + len <= buf.len() => len,
+                        _ => return Ok(pos),
                     };
                     if row_len == 2 {
                         // The trailer: a field count of -1.
@@ -595,35 +649,6 @@ impl CopyBinaryDecoder {
                 }
             }
         }
-    }
-
-    /// The byte length of the next row (or trailer) if all of it is in `rest`.
-    fn complete_row_len(&self, rest: &[u8]) -> Result<Option<usize>, DecodeError> {
-        if rest.len() < 2 {
-            return Ok(None);
-        }
-        let fields = i16::from_be_bytes([rest[0], rest[1]]);
-        if fields == -1 {
-            return Ok(Some(2));
-        }
-        if usize::try_from(fields).ok() != Some(self.builders.len()) {
-            return Err(DecodeError::Malformed(format!(
-                "row has {fields} fields, expected {}",
-                self.builders.len()
-            )));
-        }
-        let mut pos = 2;
-        for _ in 0..self.builders.len() {
-            if rest.len() < pos + 4 {
-                return Ok(None);
-            }
-            let len = i32::from_be_bytes([rest[pos], rest[pos + 1], rest[pos + 2], rest[pos + 3]]);
-            pos += 4;
-            if len > 0 {
-                pos += len as usize;
-            }
-        }
-        Ok((rest.len() >= pos).then_some(pos))
     }
 
     fn decode_row(&mut self, mut row: &[u8]) -> Result<(), DecodeError> {
@@ -670,7 +695,7 @@ fn be_u32(b: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::{Array, Decimal128Array, Int32Array, StringArray};
+    use arrow::array::{Array, Decimal128Array, Int32Array, Int64Array, StringArray};
 
     fn numeric(ndigits: i16, weight: i16, sign: u16, dscale: u16, digits: &[i16]) -> Vec<u8> {
         let mut v = Vec::new();
@@ -859,6 +884,53 @@ mod tests {
                 .downcast_ref::<Decimal128Array>()
                 .unwrap();
             assert_eq!(amounts.value(0), 400);
+        }
+    }
+
+    #[test]
+    fn a_stream_fed_a_byte_at_a_time_or_in_uneven_pieces_decodes_the_same() {
+        let cols = [column("id", PgType::Int8), column("name", PgType::Text)];
+        let rows: Vec<Vec<Option<Vec<u8>>>> = (0..40i64)
+            .map(|i| {
+                vec![
+                    Some(i.to_be_bytes().to_vec()),
+                    (i % 5 != 0).then(|| "x".repeat(i as usize).into_bytes()),
+                ]
+            })
+            .collect();
+        let bytes = stream(&rows);
+        for piece in [1, 2, 3, 5, 7, 11, 64, 333] {
+            let mut decoder = CopyBinaryDecoder::new(&cols, 16, InvalidDates::Null);
+            let mut out = VecDeque::new();
+            for part in bytes.chunks(piece) {
+                decoder.feed(part, &mut out).unwrap();
+            }
+            out.extend(decoder.finish().unwrap());
+            let ids: Vec<i64> = out
+                .iter()
+                .flat_map(|b| {
+                    b.column(0)
+                        .as_any()
+                        .downcast_ref::<Int64Array>()
+                        .unwrap()
+                        .values()
+                        .to_vec()
+                })
+                .collect();
+            assert_eq!(ids, (0..40).collect::<Vec<_>>(), "pieces of {piece}");
+            let names: Vec<Option<String>> = out
+                .iter()
+                .flat_map(|b| {
+                    let names = b.column(1).as_any().downcast_ref::<StringArray>().unwrap();
+                    (0..names.len())
+                        .map(|i| (!names.is_null(i)).then(|| names.value(i).to_owned()))
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            let expected: Vec<Option<String>> = (0..40)
+                .map(|i| (i % 5 != 0).then(|| "x".repeat(i)))
+                .collect();
+            assert_eq!(names, expected, "pieces of {piece}");
         }
     }
 
