@@ -703,6 +703,39 @@ pub async fn run_completed(pipeline: &Pipeline, table: &sluice_core::TableConfig
     record
 }
 
+/// A source whose chunk 1 loses its first batch on the way, as a decoder that dropped rows
+/// would: the source's count of the chunk (taken in its snapshot, or the rows it sent) exposes it.
+pub struct LosesABatch(pub Arc<dyn sluice::source::Source>);
+
+#[async_trait::async_trait]
+impl sluice::source::Source for LosesABatch {
+    fn engine(&self) -> sluice_core::Engine {
+        self.0.engine()
+    }
+    async fn gather_facts(
+        &self,
+        table: &sluice_core::TableConfig,
+        lower: Option<&sluice_core::ScalarValue>,
+    ) -> sluice::source::Result<sluice::source::GatheredFacts> {
+        self.0.gather_facts(table, lower).await
+    }
+    async fn extract_chunk(
+        &self,
+        plan: &sluice_core::RunPlan,
+        chunk: u32,
+    ) -> sluice::source::Result<sluice::source::ChunkStream> {
+        use futures::StreamExt;
+        let stream = self.0.extract_chunk(plan, chunk).await?;
+        if chunk != 1 {
+            return Ok(stream);
+        }
+        Ok(sluice::source::ChunkStream {
+            batches: stream.batches.skip(1).boxed(),
+            ..stream
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

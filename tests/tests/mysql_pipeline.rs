@@ -47,7 +47,50 @@ async fn the_shop_sample_is_extracted_exactly() {
     }
 }
 
-/// Every file under `dir`, as paths relative to it.
+/// Without a `where`, a MariaDB chunk is checked against the rows the server sent (no
+/// `count(*)` scan first): the run records them per chunk, and a batch lost on the way fails it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_chunk_is_counted_as_the_server_sends_it_and_lost_rows_fail_the_run() {
+    let db = MyTestDb::create("count").await;
+    let mut conn = db.conn().await;
+    create_shop_mysql(&mut conn, 1).await.unwrap();
+    let source_rows: u64 = conn
+        .query_first("SELECT count(*) FROM orders")
+        .await
+        .unwrap()
+        .unwrap();
+    let tables = "  - source: shop\n    table: orders\n    primary_key: [order_id]\n    partition: { column: order_id, chunks: 3 }\n    batch_rows: 500\n";
+    let config = mysql_config(&db, tables);
+    let h = Harness::new(&config);
+    let record = h.run_completed("orders").await;
+    assert_eq!(record.source_rows(), Some(source_rows));
+    assert_eq!(record.rows(), source_rows);
+    for outcome in record.chunks.values() {
+        assert_eq!(outcome.source_rows, Some(outcome.rows));
+    }
+
+    let lossy = Harness::with_sources(&config, |source| {
+        std::sync::Arc::new(LosesABatch(std::sync::Arc::new(
+            sluice::source::mysql::MysqlSource::from_config(source, None).unwrap(),
+        )))
+    });
+    let record = lossy
+        .pipeline
+        .run_table(lossy.table("orders"), &Quiet)
+        .await
+        .unwrap();
+    assert_eq!(record.status, RunStatus::Failed);
+    let error = record.error.unwrap();
+    assert_eq!(error.chunk, Some(1));
+    assert!(
+        error.message.contains("is what the source sent")
+            && error
+                .message
+                .contains("rows were lost between the source and the files"),
+        "{}",
+        error.message
+    );
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_mariadb_shop_holds_the_postgres_shops_values() {

@@ -854,39 +854,6 @@ async fn a_chunk_that_reads_beyond_its_range_fails_the_run_and_loads_nothing() {
     assert_eq!(state.lease, None);
 }
 
-/// A source whose chunk 1 loses its first batch on the way, as a decoder that dropped rows
-/// would: the count taken in the chunk's snapshot exposes it.
-struct LosesABatch(Arc<dyn sluice::source::Source>);
-
-#[async_trait::async_trait]
-impl sluice::source::Source for LosesABatch {
-    fn engine(&self) -> sluice_core::Engine {
-        self.0.engine()
-    }
-    async fn gather_facts(
-        &self,
-        table: &sluice_core::TableConfig,
-        lower: Option<&ScalarValue>,
-    ) -> sluice::source::Result<sluice::source::GatheredFacts> {
-        self.0.gather_facts(table, lower).await
-    }
-    async fn extract_chunk(
-        &self,
-        plan: &sluice_core::RunPlan,
-        chunk: u32,
-    ) -> sluice::source::Result<sluice::source::ChunkStream> {
-        use futures::StreamExt;
-        let stream = self.0.extract_chunk(plan, chunk).await?;
-        if chunk != 1 {
-            return Ok(stream);
-        }
-        Ok(sluice::source::ChunkStream {
-            batches: stream.batches.skip(1).boxed(),
-            ..stream
-        })
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_chunk_is_counted_at_the_source_and_lost_rows_fail_the_run() {
     let db = TestDb::create("count").await;

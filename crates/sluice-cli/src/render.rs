@@ -340,13 +340,18 @@ pub fn story(r: &RunRecord, state: &TableState, hold_warn_after: std::time::Dura
                 }
             }
         }
+        let blocks = plan
+            .chunks
+            .iter()
+            .any(|c| matches!(c, sluice_core::plan::ChunkRange::Blocks { .. }));
         line(format!(
             "chunks    {} planned{}",
             plan.chunks.len(),
-            plan.partition_column
-                .as_ref()
-                .map(|c| format!(" on {c}"))
-                .unwrap_or_default()
+            match (&plan.partition_column, blocks) {
+                (_, true) => " as heap-block ranges (ctid), all in the plan's snapshot".into(),
+                (Some(c), false) => format!(" on {c}"),
+                (None, false) => String::new(),
+            }
         ));
     }
     if !r.chunks.is_empty() {

@@ -39,7 +39,7 @@ use self::decode::{DecodeColumn, RowDecoder};
 use self::types::{ColumnRead, MyColumn, column_read};
 use super::{
     CatalogTable, ChunkStream, ColumnRole, Credentials, GatheredFacts, PlanQueries, Result,
-    SnapshotHold, Source, SourceError, Warnings, chunk_queries, gather_key_facts,
+    SnapshotHold, Source, SourceCount, SourceError, Warnings, chunk_queries, gather_key_facts,
 };
 use super::{estimated_row_bytes, file_nullable};
 
@@ -739,15 +739,24 @@ impl Source for MysqlSource {
             None => ChunkConn::Own(self.begin_snapshot(&name).await?),
         };
         let decoder = chunk_decoder(conn.get(), &name, plan).await?;
-        // In the transaction the rows are read in, so both see the same rows.
-        let bound_rows: Option<u64> = conn
-            .get()
-            .exec_first(bound_count.as_str(), ())
-            .await
-            .map_err(|e| SourceError::Query {
-                table: name.to_string(),
-                message: format!("counting chunk {chunk}'s rows: {}", my_message(&e)),
-            })?;
+        // With a `where`, the range is counted first without it, in the transaction the rows
+        // are read in, so both see the same rows: a read beyond the count escaped its range.
+        // Without one the read is exactly the range, and the rows the server sends are
+        // counted as they arrive, before decoding (MariaDB's result ends with no count of its
+        // own): counting first cost InnoDB a scan of the chunk's index range.
+        let (bound_rows, source_count) = if plan.table.filter.is_some() {
+            let counted: Option<u64> = conn
+                .get()
+                .exec_first(bound_count.as_str(), ())
+                .await
+                .map_err(|e| SourceError::Query {
+                    table: name.to_string(),
+                    message: format!("counting chunk {chunk}'s rows: {}", my_message(&e)),
+                })?;
+            (counted.unwrap_or(0), None)
+        } else {
+            (u64::MAX, Some(SourceCount::default()))
+        };
         let schema = decoder.schema();
         let warnings = Warnings::default();
         let (tx, rx) = tokio::sync::mpsc::channel(CHANNEL_DEPTH);
@@ -757,6 +766,7 @@ impl Source for MysqlSource {
             sql: select,
             decoder,
             warnings: warnings.clone(),
+            counted: source_count.clone(),
             tx,
         };
         let abort_opts = self.clone_for_abort();
@@ -769,10 +779,10 @@ impl Source for MysqlSource {
             schema,
             batches,
             warnings,
-            bound_rows: bound_rows.unwrap_or(0),
+            bound_rows,
             closed: None,
             cdc_reached: None,
-            source_count: None,
+            source_count,
         })
     }
 }
@@ -865,6 +875,8 @@ struct ChunkReader {
     sql: String,
     decoder: RowDecoder,
     warnings: Warnings,
+    /// Where the rows received go once the result has ended (no up-front count was made).
+    counted: Option<SourceCount>,
     tx: tokio::sync::mpsc::Sender<Result<arrow::record_batch::RecordBatch>>,
 }
 
@@ -912,12 +924,14 @@ impl ChunkReader {
                     table: self.table.clone(),
                     message: my_message(&e),
                 })?;
+        let mut received = 0u64;
         loop {
             let row = result
                 .next()
                 .await
                 .map_err(|e| stream_error(format!("reading rows: {}", my_message(&e))))?;
             let Some(row) = row else { break };
+            received += 1;
             let batch = self
                 .decoder
                 .push_row(row.unwrap_raw())
@@ -930,6 +944,9 @@ impl ChunkReader {
             }
         }
         drop(result);
+        if let Some(counted) = &self.counted {
+            *counted.lock().unwrap_or_else(|e| e.into_inner()) = Some(received);
+        }
         let last = self
             .decoder
             .finish()
