@@ -130,6 +130,12 @@ struct RunArgs {
     /// Confirm --takeover without asking.
     #[arg(long, requires = "takeover")]
     yes: bool,
+    /// Cut PostgreSQL 14+ tables' chunks by heap blocks (`ctid` ranges, one sequential scan in
+    /// all) instead of key ranges (a scan each), every chunk in the plan's one snapshot. The
+    /// price: a run whose process dies cannot be resumed (its other chunks would need that
+    /// snapshot); it fails, and the next run starts the table anew.
+    #[arg(long)]
+    block_chunks: bool,
     /// Run key sets instead of loads: read the primary key of every row of each selected
     /// table with `deletes.keyset`, and delete (or mark) the STAGING rows whose key is gone.
     /// Without --table, every such table. (Without --keyset, a table's key set runs after its
@@ -692,8 +698,9 @@ async fn run(args: RunArgs, aws: &AwsArgs) -> Result<bool> {
         lease_ttl: chrono::Duration::from_std(args.lease_ttl)?,
         record_holder: true,
         batch_id: Some(batch_id.clone()),
-        // This process extracts every chunk while it holds the plan's snapshot.
-        block_chunks: true,
+        // This process extracts every chunk while it holds the plan's snapshot; a crash then
+        // leaves nothing to resume the run with, so only when asked.
+        block_chunks: args.block_chunks,
         ..PipelineOptions::default()
     };
     // Sources with connection.max_connections count their connections in the state store,

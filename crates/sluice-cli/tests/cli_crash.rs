@@ -54,7 +54,11 @@ impl Scene {
 
     /// `sluice run` in the background with `failpoints` armed.
     fn spawn(&self, failpoints: &str) -> Child {
-        sluice_command(&self.args(&[]), &self.root)
+        self.spawn_with(failpoints, &[])
+    }
+
+    fn spawn_with(&self, failpoints: &str, extra: &[&str]) -> Child {
+        sluice_command(&self.args(extra), &self.root)
             .env("FAILPOINTS", failpoints)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -256,4 +260,53 @@ async fn a_live_holder_is_refused_and_takeover_takes_it() {
     assert_eq!(runs[0].status, RunStatus::Completed);
     assert_contains(&runs[0].resumptions[0].reason, "--takeover");
     assert_run_matches_source(&scene, &pg, &runs[0]).await;
+}
+
+/// `--block-chunks` trades resumption for a cheaper read: killed after three of six block-range
+/// chunks, the run cannot go on without its plan's snapshot, so the rerun fails it, saying
+/// why, and the run after that extracts the table anew, exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "failpoints"),
+    ignore = "needs the failpoints feature: cargo test --features sluice-cli/failpoints"
+)]
+async fn a_killed_block_chunk_run_fails_on_rerun_and_the_next_run_starts_anew() {
+    let db = sluice_tests::shop_db("cli_kill9_blocks").await;
+    let pg = db.client().await;
+    let scene = Scene::new(&db);
+    let mut child = scene.spawn_with(
+        "extract-after-file=3*off->sleep(600000)",
+        &["--block-chunks"],
+    );
+    let before = scene.wait_for_chunks(3).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        before
+            .plan
+            .as_ref()
+            .unwrap()
+            .chunks
+            .iter()
+            .all(|c| matches!(c, sluice_core::plan::ChunkRange::Blocks { .. })),
+        "{:?}",
+        before.plan
+    );
+
+    let rerun = sluice(&scene.args(&["--block-chunks"]), &scene.root);
+    let printed = both(&rerun);
+    assert_eq!(rerun.status.code(), Some(1), "{printed}");
+    assert_contains(&printed, "that snapshot has ended");
+    assert_contains(&printed, "the run must be planned again");
+
+    let again = sluice(&scene.args(&["--block-chunks"]), &scene.root);
+    ok(&again);
+    let runs = scene.runs().await;
+    let done: Vec<_> = runs
+        .iter()
+        .filter(|r| r.status == RunStatus::Completed)
+        .collect();
+    assert_eq!(done.len(), 1, "{runs:?}");
+    assert_ne!(done[0].run_id, before.run_id);
+    assert_run_matches_source(&scene, &pg, done[0]).await;
 }
