@@ -135,10 +135,31 @@ pub struct Harness {
 
 impl Harness {
     pub fn new(config_yaml: &str) -> Harness {
-        Harness::with_sources(config_yaml, |source| match source.engine {
-            Engine::Postgres => Arc::new(PostgresSource::from_config(source, None).unwrap()),
-            Engine::Mysql => Arc::new(MysqlSource::from_config(source, None).unwrap()),
-        })
+        Harness::with_sources(config_yaml, real_source)
+    }
+
+    /// Runs `selector` with its source losing chunk 1's first batch ([`LosesABatch`]): the
+    /// source's count of the chunk must fail the run at chunk 1. The harness and the record.
+    pub async fn run_losing_a_batch(config_yaml: &str, selector: &str) -> (Harness, RunRecord) {
+        let lossy = Harness::with_sources(config_yaml, |source| {
+            Arc::new(LosesABatch(real_source(source)))
+        });
+        let record = lossy
+            .pipeline
+            .run_table(lossy.table(selector), &sluice::Quiet)
+            .await
+            .unwrap();
+        assert_eq!(record.status, sluice_core::RunStatus::Failed);
+        let error = record.error.clone().unwrap();
+        assert_eq!(error.chunk, Some(1));
+        assert!(
+            error
+                .message
+                .contains("rows were lost between the source and the files"),
+            "{}",
+            error.message
+        );
+        (lossy, record)
     }
 
     /// A harness whose sources are built by `build`, e.g. to wrap the real source.
@@ -701,6 +722,14 @@ pub async fn run_completed(pipeline: &Pipeline, table: &sluice_core::TableConfig
         record.error
     );
     record
+}
+
+/// The source a config names, as the CLI builds it (credentials from the URL).
+pub fn real_source(source: &sluice_core::SourceConfig) -> Arc<dyn Source> {
+    match source.engine {
+        Engine::Postgres => Arc::new(PostgresSource::from_config(source, None).unwrap()),
+        Engine::Mysql => Arc::new(MysqlSource::from_config(source, None).unwrap()),
+    }
 }
 
 /// A source whose chunk 1 loses its first batch on the way, as a decoder that dropped rows
