@@ -54,6 +54,30 @@ fn meddling_harness_with(
     )
 }
 
+/// Runs `public.orders` through `h`, whose source changes the table between chunks, and checks
+/// that the run read it exactly as `before` (its fingerprints when planned) while the table
+/// itself did change. The completed run's record.
+async fn assert_run_reads_the_table_as_planned(
+    h: &Harness,
+    client: &Client,
+    before: &(i64, BTreeMap<String, Fingerprint>),
+) -> sluice_core::RunRecord {
+    let record = h
+        .pipeline
+        .run_table(h.table("orders"), &Quiet)
+        .await
+        .unwrap();
+    assert_eq!(record.status, RunStatus::Completed, "{:?}", record.error);
+    let after = pg_fingerprints(client, "public.orders", None).await;
+    assert_ne!(before, &after, "the changes did happen");
+    let (rows, fingerprints) = arrow_fingerprints(&h.read_run(&record));
+    assert_eq!(rows, before.0);
+    for (column, expected) in &before.1 {
+        fingerprints[column].assert_matches(expected, &format!("orders.{column}"));
+    }
+    record
+}
+
 const CHANGES: &str = "
     DELETE FROM orders WHERE order_id > 4900;
     UPDATE orders SET total = total + 1000, updated_at = updated_at + interval '400 days'
@@ -77,21 +101,9 @@ async fn every_chunk_of_a_run_reads_the_plans_snapshot() {
         2,
         CHANGES,
     );
-    let record = h
-        .pipeline
-        .run_table(h.table("orders"), &Quiet)
-        .await
-        .unwrap();
-    assert_eq!(record.status, RunStatus::Completed, "{:?}", record.error);
-    assert_eq!(record.chunks.len(), 4);
-    let after = pg_fingerprints(&client, "public.orders", None).await;
-    assert_ne!(before, after, "the changes did happen");
     // The run saw the table exactly as it was when planned.
-    let (rows, fingerprints) = arrow_fingerprints(&h.read_run(&record));
-    assert_eq!(rows, before.0);
-    for (column, expected) in &before.1 {
-        fingerprints[column].assert_matches(expected, &format!("orders.{column}"));
-    }
+    let record = assert_run_reads_the_table_as_planned(&h, &client, &before).await;
+    assert_eq!(record.chunks.len(), 4);
 }
 
 /// Every row updated between chunks: each update writes the row's new version in another
@@ -114,27 +126,15 @@ async fn block_chunks_read_the_plans_snapshot_while_rows_move_between_blocks() {
     let before = pg_fingerprints(&client, "public.orders", None).await;
     let tables = "  - source: shop\n    table: public.orders\n    partition: { column: order_id, chunks: 4, max_concurrency: 1 }\n";
     let h = local_meddling_harness(&db, tables, 2, MOVE_EVERY_ROW);
-    let record = h
-        .pipeline
-        .run_table(h.table("orders"), &Quiet)
-        .await
-        .unwrap();
-    assert_eq!(record.status, RunStatus::Completed, "{:?}", record.error);
+    let record = assert_run_reads_the_table_as_planned(&h, &client, &before).await;
     let chunks = &record.plan.as_ref().unwrap().chunks;
     assert_eq!(chunks.len(), 4);
     assert!(
         chunks
             .iter()
             .all(|c| matches!(c, sluice_core::plan::ChunkRange::Blocks { .. })),
-        "a local run cuts block ranges: {chunks:?}"
+        "--block-chunks cuts block ranges: {chunks:?}"
     );
-    let after = pg_fingerprints(&client, "public.orders", None).await;
-    assert_ne!(before, after, "the changes did happen");
-    let (rows, fingerprints) = arrow_fingerprints(&h.read_run(&record));
-    assert_eq!(rows, before.0);
-    for (column, expected) in &before.1 {
-        fingerprints[column].assert_matches(expected, &format!("orders.{column}"));
-    }
     // Every chunk's count is the server's own count of what its COPY sent.
     assert_eq!(record.source_rows(), Some(before.0 as u64));
 
