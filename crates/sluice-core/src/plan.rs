@@ -189,7 +189,10 @@ pub enum ChunkRange {
     /// `column IS NULL`.
     Null,
     /// The rows stored in heap blocks `lower` up to `upper` (open when `None`), by their
-    /// `ctid`: PostgreSQL reads such a range with a TID range scan (14 and later), which costs
+    /// `ctid`: PostgreSQL reads such a range with a TID range scan (14 and later: "Allow
+    /// efficient heap scanning of a range of TIDs",
+    /// https://www.postgresql.org/docs/14/release-14.html; the executor node is
+    /// `nodeTidrangescan.c`, and `EXPLAIN` shows `Tid Range Scan`), which costs
     /// the server no more than its share of one sequential scan, where a key range costs an
     /// index scan (or a whole scan) of its own. A row that is updated moves to another
     /// block, so block ranges are planned only when every chunk reads the plan's one
