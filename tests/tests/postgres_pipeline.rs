@@ -894,3 +894,45 @@ async fn every_chunk_is_counted_at_the_source_and_lost_rows_fail_the_run() {
             .all(|p| !p.contains(&run_id) || p.contains("/_runs/"))
     );
 }
+
+/// Chunk connections are opened by sluice itself (for the COPY tap) and pick their host as
+/// tokio-postgres does: past a host that refuses, and only a session `target_session_attrs`
+/// accepts (a primary is read-write, so `read-only` finds no host and nothing runs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunk_connections_pick_their_host_as_the_url_asks() {
+    let db = TestDb::create("hosts").await;
+    let client = db.client().await;
+    create_shop_postgres(&client, "public", 1).await.unwrap();
+    let (scheme, rest) = db.url.split_once("://").unwrap();
+    let (authority, path) = rest.split_once('/').unwrap();
+    let (user, host) = authority.split_once('@').unwrap();
+    let tables = "  - source: shop\n    table: public.orders\n    partition: { column: order_id, chunks: 2 }\n";
+    for (attrs, completes) in [("read-write", true), ("read-only", false)] {
+        // Port 1 refuses at once on loopback.
+        let url =
+            format!("{scheme}://{user}@127.0.0.1:1,{host}/{path}?target_session_attrs={attrs}");
+        let config = format!(
+            "sources:\n  - name: shop\n    engine: postgres\n    connection:\n      url: {url}\ntables:\n{tables}"
+        );
+        let h = Harness::new(&config);
+        let outcome = h.pipeline.run_table(h.table("orders"), &Quiet).await;
+        if completes {
+            let record = outcome.unwrap();
+            assert_eq!(record.status, RunStatus::Completed, "{:?}", record.error);
+            assert_same_as_source(&client, "public.orders", None, &h.read_run(&record)).await;
+        } else {
+            // Refused already at the plan's connection (tokio-postgres's own), or by a chunk's.
+            let message = match outcome {
+                Ok(record) => {
+                    assert_eq!(record.status, RunStatus::Failed);
+                    record.error.unwrap().message
+                }
+                Err(e) => e.to_string(),
+            };
+            assert!(
+                message.contains("not read only") || message.contains("target_session_attrs"),
+                "{message}"
+            );
+        }
+    }
+}

@@ -207,6 +207,19 @@ impl<S> TapStream<S> {
     }
 }
 
+/// However the connection ends (an error tokio-postgres raised, a dropped client), the reader
+/// must hear that no more data comes rather than wait for it.
+impl<S> Drop for TapStream<S> {
+    fn drop(&mut self) {
+        let mut st = self.tap.lock();
+        st.armed = false;
+        st.ended = true;
+        if let Some(waker) = st.reader.take() {
+            waker.wake();
+        }
+    }
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for TapStream<S> {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -278,6 +291,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for TapStream<S> {
                 let len = u32::from_be_bytes([this.raw[1], this.raw[2], this.raw[3], this.raw[4]])
                     as usize;
                 if len < 4 {
+                    this.end_copy(cx);
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::InvalidData,
                         format!("backend message '{}' with length {len}", tag as char),
@@ -457,6 +471,22 @@ mod tests {
         expected.extend(message(COPY_DATA, b"not copy data once disarmed"));
         assert_eq!(passed, expected);
         assert_eq!(diverted, b"one");
+    }
+
+    #[tokio::test]
+    async fn a_dropped_connection_ends_the_copy_for_a_waiting_reader() {
+        let (_server, client) = tokio::io::duplex(64);
+        let tap = Tap::default();
+        tap.arm();
+        let stream = TapStream::new(client, tap.clone());
+        let reader = tokio::spawn({
+            let tap = tap.clone();
+            async move { tap.next_data().await.is_none() }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        drop(stream);
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(5), reader).await;
+        assert!(matches!(ended, Ok(Ok(true))), "{ended:?}");
     }
 
     #[tokio::test]

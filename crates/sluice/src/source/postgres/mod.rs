@@ -180,26 +180,77 @@ impl PostgresSource {
 
     /// A connection whose COPY data can be taken off in bulk: sluice opens the socket (and
     /// TLS, as `sslmode` asks) itself so that the tap sits on the decrypted stream, then hands
-    /// that to tokio-postgres for the start-up, authentication and every other message.
+    /// that to tokio-postgres for the start-up, authentication and every other message. Hosts
+    /// are tried in order, as tokio-postgres's own `connect` tries them: the next one after a
+    /// host that does not answer, fails TLS or authentication, or whose session does not match
+    /// `target_session_attrs`.
     fn connect_tapped(
         &self,
     ) -> futures::future::BoxFuture<'_, Result<(Client, tokio::task::JoinHandle<()>, Tap)>> {
         Box::pin(async move {
-            let (socket, domain) = self.open_socket().await?;
-            let stream = match &self.tls {
-                None => socket,
-                Some(make) => self.negotiate_tls(socket, make, &domain).await?,
-            };
-            let tap = Tap::default();
-            // TLS, if any, is done: tokio-postgres must not ask for it again.
-            let mut config = self.config.clone();
-            config.ssl_mode(PgSslMode::Disable);
-            let (client, connection) = config
-                .connect_raw(TapStream::new(stream, tap.clone()), NoTls)
-                .await
-                .map_err(|e| connect_error(&self.name, &self.config, &e))?;
-            Ok((client, tokio::spawn(log_connection_end(connection)), tap))
+            let hosts = self
+                .config
+                .get_hosts()
+                .len()
+                .max(self.config.get_hostaddrs().len());
+            let mut last = None;
+            for host in 0..hosts {
+                match self.connect_tapped_to(host).await {
+                    Ok(connected) => return Ok(connected),
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(last.unwrap_or_else(|| SourceError::Unreachable {
+                source_name: self.name.clone(),
+                endpoint: endpoint(&self.config),
+                message: "no host is configured".into(),
+            }))
         })
+    }
+
+    async fn connect_tapped_to(
+        &self,
+        host: usize,
+    ) -> Result<(Client, tokio::task::JoinHandle<()>, Tap)> {
+        use tokio_postgres::config::TargetSessionAttrs;
+        let (socket, domain) = self.open_socket(host).await?;
+        let stream = match &self.tls {
+            None => socket,
+            Some(make) => self.negotiate_tls(socket, make, &domain).await?,
+        };
+        let tap = Tap::default();
+        // TLS, if any, is done: tokio-postgres must not ask for it again.
+        let mut config = self.config.clone();
+        config.ssl_mode(PgSslMode::Disable);
+        let (client, connection) = config
+            .connect_raw(TapStream::new(stream, tap.clone()), NoTls)
+            .await
+            .map_err(|e| connect_error(&self.name, &self.config, &e))?;
+        let connection = tokio::spawn(log_connection_end(connection));
+        let wanted = self.config.get_target_session_attrs();
+        if wanted != TargetSessionAttrs::Any {
+            let read_only: String = client
+                .query_one("SHOW transaction_read_only", &[])
+                .await
+                .and_then(|row| row.try_get(0))
+                .map_err(|e| connect_error(&self.name, &self.config, &e))?;
+            let fits = match wanted {
+                TargetSessionAttrs::ReadWrite => read_only != "on",
+                TargetSessionAttrs::ReadOnly => read_only == "on",
+                _ => true,
+            };
+            if !fits {
+                return Err(SourceError::Connect {
+                    source_name: self.name.clone(),
+                    message: format!(
+                        "host {} (number {}) does not match target_session_attrs (transaction_read_only is {read_only})",
+                        domain,
+                        host + 1
+                    ),
+                });
+            }
+        }
+        Ok((client, connection, tap))
     }
 
     /// PostgreSQL's TLS start: an `SSLRequest`, answered by one byte, `S` (go on with the
@@ -255,56 +306,57 @@ impl PostgresSource {
         Ok(Box::new(stream))
     }
 
-    /// The first of the configured hosts that answers, as tokio-postgres would pick it: each
-    /// `host` (or its `hostaddr`) with its port, within the connect timeout; with the host's
-    /// name, which a server certificate is checked against.
-    fn open_socket(&self) -> futures::future::BoxFuture<'_, Result<(Box<dyn Socket>, String)>> {
-        Box::pin(async move {
-            use tokio_postgres::config::Host;
-            let hosts = self.config.get_hosts();
-            let addrs = self.config.get_hostaddrs();
-            let ports = self.config.get_ports();
-            let timeout = self
-                .config
-                .get_connect_timeout()
-                .copied()
-                .unwrap_or(Duration::from_secs(10));
-            let mut last = String::from("no host is configured");
-            for i in 0..hosts.len().max(addrs.len()) {
-                let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
-                let attempt = async {
-                    let socket: Box<dyn Socket> = match (addrs.get(i), hosts.get(i)) {
-                        (Some(ip), _) => {
-                            tcp_socket(tokio::net::TcpStream::connect((*ip, port)).await?)?
-                        }
-                        (None, Some(Host::Tcp(name))) => tcp_socket(
-                            tokio::net::TcpStream::connect((name.as_str(), port)).await?,
-                        )?,
-                        (None, Some(Host::Unix(dir))) => Box::new(
-                            tokio::net::UnixStream::connect(dir.join(format!(".s.PGSQL.{port}")))
-                                .await?,
-                        ),
-                        (None, None) => return Err(std::io::Error::other("no host")),
-                    };
-                    Ok(socket)
+    /// A socket to configured host number `host` (its `hostaddr` when given), within the
+    /// connect timeout, with TCP keepalives as the config asks (tokio-postgres's default: on,
+    /// first probe after 2 hours idle) so a server that vanishes mid-COPY ends the read; with
+    /// the host's name, which a server certificate is checked against.
+    async fn open_socket(&self, host: usize) -> Result<(Box<dyn Socket>, String)> {
+        use tokio_postgres::config::Host;
+        let hosts = self.config.get_hosts();
+        let addrs = self.config.get_hostaddrs();
+        let ports = self.config.get_ports();
+        let port = ports.get(host).or(ports.first()).copied().unwrap_or(5432);
+        let timeout = self
+            .config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(Duration::from_secs(10));
+        let keepalive = self
+            .config
+            .get_keepalives()
+            .then(|| self.config.get_keepalives_idle());
+        let attempt = async {
+            let socket: Box<dyn Socket> = match (addrs.get(host), hosts.get(host)) {
+                (Some(ip), _) => tcp_socket(
+                    tokio::net::TcpStream::connect((*ip, port)).await?,
+                    keepalive,
+                )?,
+                (None, Some(Host::Tcp(name))) => tcp_socket(
+                    tokio::net::TcpStream::connect((name.as_str(), port)).await?,
+                    keepalive,
+                )?,
+                (None, Some(Host::Unix(dir))) => Box::new(
+                    tokio::net::UnixStream::connect(dir.join(format!(".s.PGSQL.{port}"))).await?,
+                ),
+                (None, None) => return Err(std::io::Error::other("no host")),
+            };
+            Ok(socket)
+        };
+        let message = match tokio::time::timeout(timeout, attempt).await {
+            Ok(Ok(socket)) => {
+                let domain = match hosts.get(host) {
+                    Some(Host::Tcp(name)) => name.clone(),
+                    _ => String::new(),
                 };
-                match tokio::time::timeout(timeout, attempt).await {
-                    Ok(Ok(socket)) => {
-                        let domain = match hosts.get(i) {
-                            Some(Host::Tcp(name)) => name.clone(),
-                            _ => String::new(),
-                        };
-                        return Ok((socket, domain));
-                    }
-                    Ok(Err(e)) => last = e.to_string(),
-                    Err(_) => last = format!("no answer within {} s", timeout.as_secs()),
-                }
+                return Ok((socket, domain));
             }
-            Err(SourceError::Unreachable {
-                source_name: self.name.clone(),
-                endpoint: endpoint(&self.config),
-                message: last,
-            })
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {} s", timeout.as_secs()),
+        };
+        Err(SourceError::Unreachable {
+            source_name: self.name.clone(),
+            endpoint: endpoint(&self.config),
+            message,
         })
     }
 
@@ -420,9 +472,16 @@ const TLS_READ_BUFFER: usize = 256 * 1024;
 trait Socket: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> Socket for T {}
 
-fn tcp_socket(stream: tokio::net::TcpStream) -> std::io::Result<Box<dyn Socket>> {
+fn tcp_socket(
+    stream: tokio::net::TcpStream,
+    keepalive_idle: Option<Duration>,
+) -> std::io::Result<Box<dyn Socket>> {
     // Small requests (the COPY, the COMMIT) go out at once, as tokio-postgres sends them.
     stream.set_nodelay(true)?;
+    if let Some(idle) = keepalive_idle {
+        socket2::SockRef::from(&stream)
+            .set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(idle))?;
+    }
     Ok(Box::new(stream))
 }
 
