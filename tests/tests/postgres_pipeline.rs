@@ -896,8 +896,8 @@ async fn every_chunk_is_counted_at_the_source_and_lost_rows_fail_the_run() {
 }
 
 /// Chunk connections are opened by sluice itself (for the COPY tap) and pick their host as
-/// tokio-postgres does: past a host that refuses, and only a session `target_session_attrs`
-/// accepts (a primary is read-write, so `read-only` finds no host and nothing runs).
+/// tokio-postgres does: past a host that refuses (a primary is read-write, so `read-only`
+/// finds no host and nothing runs; the check on chunk connections themselves is the next test).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunk_connections_pick_their_host_as_the_url_asks() {
     let db = TestDb::create("hosts").await;
@@ -935,4 +935,46 @@ async fn chunk_connections_pick_their_host_as_the_url_asks() {
             );
         }
     }
+}
+
+/// A host that turns read-only after the plan (here: the database's default, set between the
+/// plan and its first chunk) is refused by the chunk's own connection under
+/// `target_session_attrs=read-write`, as tokio-postgres's connect refuses it: the chunk fails
+/// saying so rather than read from a session the URL excludes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_connection_refuses_a_session_target_session_attrs_excludes() {
+    let db = TestDb::create("attrs").await;
+    let client = db.client().await;
+    create_shop_postgres(&client, "public", 1).await.unwrap();
+    let url = format!("{}?target_session_attrs=read-write", db.url);
+    let config = format!(
+        "sources:\n  - name: shop\n    engine: postgres\n    connection:\n      url: {url}\ntables:\n  - source: shop\n    table: public.orders\n"
+    );
+    let (admin_url, name) = (db.url.clone(), db.name.clone());
+    let h = Harness::with_sources(&config, move |source| {
+        let (admin_url, name) = (admin_url.clone(), name.clone());
+        Arc::new(Meddler::new(real_source(source), 0, move || {
+            let (admin_url, name) = (admin_url.clone(), name.clone());
+            Box::pin(async move {
+                connect(&admin_url)
+                    .await
+                    .batch_execute(&format!(
+                        "ALTER DATABASE \"{name}\" SET default_transaction_read_only = on"
+                    ))
+                    .await
+                    .unwrap();
+            })
+        }))
+    });
+    let record = h
+        .pipeline
+        .run_table(h.table("orders"), &Quiet)
+        .await
+        .unwrap();
+    assert_eq!(record.status, RunStatus::Failed);
+    let message = record.error.unwrap().message;
+    assert!(
+        message.contains("does not match target_session_attrs (transaction_read_only is on)"),
+        "{message}"
+    );
 }
